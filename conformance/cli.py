@@ -1,0 +1,62 @@
+"""Command line: `python -m conformance spec|capabilities ...`.
+
+The suite itself runs under pytest (`tox -e conformance`); this entry point prints what the suite expects,
+so a reader can see the oracle without running anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from conformance.spec.capabilities import istio_capabilities
+from conformance.spec.cells import all_cells
+from conformance.spec.dimensions import IpFamily, Profile
+from conformance.spec.render import spec_json, spec_markdown
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse prints usage plus an error; a user mistake here gets one line and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(prog="python -m conformance", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
+    spec = sub.add_parser("spec", help="print the expected semantics of every cell")
+    spec.add_argument("--format", choices=("json", "markdown"), default="markdown")
+    spec.add_argument("--profile", action="append", choices=[p.value for p in Profile], help="repeatable")
+    spec.add_argument("--ip-family", action="append", choices=[f.value for f in IpFamily], help="repeatable")
+    caps = sub.add_parser("capabilities", help="print what an Istio version can do, as the suite sees it")
+    caps.add_argument("--istio-version", required=True)
+    caps.add_argument("--istioctl-version", help="when precheck runs with another istioctl (upgrade check)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; exit 2 with one line on bad input."""
+    args = _parser().parse_args(argv)
+    if args.command == "spec":
+        profiles = [Profile(p) for p in args.profile] if args.profile else list(Profile)
+        families = [IpFamily(f) for f in args.ip_family] if args.ip_family else list(IpFamily)
+        if args.format == "json":
+            sys.stdout.write(spec_json(all_cells(profiles, families)))
+        else:
+            sys.stdout.write(spec_markdown(profiles, families))
+        return 0
+    try:
+        mesh = istio_capabilities(args.istio_version, args.istioctl_version)
+    except ValueError as err:
+        print(f"python -m conformance capabilities: {err}", file=sys.stderr)
+        return 2
+    doc = mesh.to_json() | {
+        "profiles": [p.value for p in mesh.profiles()],
+        "missing": {c.value: why for c, why in mesh.reasons.items()},
+    }
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    return 0

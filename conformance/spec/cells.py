@@ -1,0 +1,63 @@
+"""Which combinations of the dimensions are cells at all.
+
+Not every combination is a question: an undeclared port has no ClusterIP to dial, a Sidecar resource means
+nothing to a pod without a sidecar, and each IP family has its own literal `defaultEndpoint` forms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from conformance.spec.dimensions import (
+    OVERRIDES_BY_FAMILY,
+    Bind,
+    CellKey,
+    Client,
+    DefaultEndpoint,
+    IpFamily,
+    Path,
+    PortKind,
+    Profile,
+    Protocol,
+)
+
+
+def default_endpoints(profile: Profile, port: PortKind, family: IpFamily) -> tuple[DefaultEndpoint, ...]:
+    """The Sidecar situations that apply to a port.
+
+    Only meshed pods read Sidecar resources, and the literal overrides are modelled on declared ports (the
+    ports Istio's own instanceIPTests exercise); an undeclared port is asked without a Sidecar.
+    """
+    if profile is Profile.BASELINE or port is PortKind.UNDECLARED:
+        return (DefaultEndpoint.NONE,)
+    return (DefaultEndpoint.NONE, *OVERRIDES_BY_FAMILY[family], DefaultEndpoint.UNLISTED)
+
+
+def paths(port: PortKind) -> tuple[tuple[Path, Client | None], ...]:
+    """The (path, client) pairs that exist for a port: a ClusterIP only fronts declared ports."""
+    from_pods = (Path.POD_IP, Path.SERVICE) if port is PortKind.DECLARED else (Path.POD_IP,)
+    pairs: list[tuple[Path, Client | None]] = [(p, c) for p in from_pods for c in (Client.PLAIN, Client.MESHED)]
+    pairs += [(Path.LOCALHOST, None), (Path.SELF_POD_IP, None)]
+    return tuple(pairs)
+
+
+def iter_cells(
+    profiles: Iterable[Profile] = tuple(Profile), families: Iterable[IpFamily] = tuple(IpFamily)
+) -> Iterator[CellKey]:
+    """Every cell, in a stable order: family, profile, defaultEndpoint, port, protocol, path, client, bind."""
+    profile_list = tuple(profiles)
+    for family in families:
+        for profile in profile_list:
+            for port in PortKind:
+                for endpoint in default_endpoints(profile, port, family):
+                    for protocol in Protocol:
+                        for path, client in paths(port):
+                            for bind in Bind:
+                                yield CellKey(profile, endpoint, bind, port, protocol, path, client, family)
+
+
+def all_cells(
+    profiles: Iterable[Profile] = tuple(Profile), families: Iterable[IpFamily] = tuple(IpFamily)
+) -> tuple[CellKey, ...]:
+    """`iter_cells` as a tuple."""
+    return tuple(iter_cells(profiles, families))

@@ -1,0 +1,203 @@
+"""The dimensions of a conformance cell, with the names the report, the CLI and the tests all use.
+
+A cell is one question the suite asks a mesh: "an app bound *this* way, on a port declared (or not) in a
+Service, reached along *this* path from *this* client, under *this* mesh profile: what does the app see?".
+Each dimension is a closed set of domain names so that a typo is an error, not a silently empty table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Profile(StrEnum):
+    """How the pod that runs the app is meshed."""
+
+    BASELINE = "baseline"
+    """No sidecar in the server pod: plain Kubernetes networking, the behaviour 1.10 aligned with."""
+    LEGACY = "legacy"
+    """Istio <= 1.9 semantics (or a newer Istio switched back): the sidecar forwards to 127.0.0.1."""
+    PASSTHROUGH = "passthrough"
+    """Istio >= 1.10 default: the sidecar forwards to the pod IP the client dialled, from 127.0.0.6."""
+
+
+MESH_PROFILES: tuple[Profile, ...] = (Profile.LEGACY, Profile.PASSTHROUGH)
+"""The profiles in which the server pod carries a sidecar."""
+
+
+class IpFamily(StrEnum):
+    """The IP family of one run: a cluster is single-stack for the whole run."""
+
+    IPV4 = "ipv4"
+    IPV6 = "ipv6"
+
+
+class Bind(StrEnum):
+    """The address the app listens on."""
+
+    LOOPBACK = "loopback"
+    """127.0.0.1 / ::1: an admin port meant for the pod only."""
+    POD_IP = "pod_ip"
+    """The pod's own eth0 address, typical of stateful apps (Elasticsearch, ZooKeeper)."""
+    WILDCARD = "wildcard"
+    """0.0.0.0 / ::, what most apps do."""
+
+
+class PortKind(StrEnum):
+    """Whether a Kubernetes Service selecting the pod declares the port."""
+
+    DECLARED = "declared"
+    UNDECLARED = "undeclared"
+
+
+class Protocol(StrEnum):
+    """The app protocol; it decides how a sidecar reports a failed upstream (503 or a close)."""
+
+    HTTP = "http"
+    TCP = "tcp"
+
+
+class Path(StrEnum):
+    """Who dials what."""
+
+    POD_IP = "pod_ip"
+    """Another pod dials the server's pod IP."""
+    SERVICE = "service"
+    """Another pod dials the Service's ClusterIP (declared ports only)."""
+    LOCALHOST = "localhost"
+    """A process inside the server pod dials loopback."""
+    SELF_POD_IP = "self_pod_ip"
+    """A process inside the server pod dials its own pod IP."""
+
+    @property
+    def from_other_pod(self) -> bool:
+        """True when the connection crosses the pod boundary (and so can meet inbound capture)."""
+        return self in (Path.POD_IP, Path.SERVICE)
+
+
+class Client(StrEnum):
+    """The pod that dials, for paths from another pod."""
+
+    MESHED = "meshed"
+    """A pod with a sidecar: its outbound connection goes through its own proxy first."""
+    PLAIN = "plain"
+    """A pod without a sidecar."""
+
+
+class DefaultEndpoint(StrEnum):
+    """The Sidecar resource's `spec.ingress[].defaultEndpoint` that applies to the cell's port.
+
+    `none` means no Sidecar resource selects the pod; `unlisted` means a Sidecar with ingress listeners
+    selects the pod but lists other ports only (reference section 4).
+    """
+
+    NONE = "none"
+    LOCALHOST_V4 = "127.0.0.1"
+    INSTANCE_V4 = "0.0.0.0"
+    LOCALHOST_V6 = "[::1]"
+    INSTANCE_V6 = "[::]"
+    UNLISTED = "unlisted"
+
+    @property
+    def is_override(self) -> bool:
+        """True for the four literal forms, which each configure the port's inbound endpoint."""
+        return self not in (DefaultEndpoint.NONE, DefaultEndpoint.UNLISTED)
+
+    @property
+    def targets_localhost(self) -> bool:
+        """True for `127.0.0.1:P` and `[::1]:P`."""
+        return self in (DefaultEndpoint.LOCALHOST_V4, DefaultEndpoint.LOCALHOST_V6)
+
+    @property
+    def targets_instance_ip(self) -> bool:
+        """True for `0.0.0.0:P` and `[::]:P`, which forward to the pod IP."""
+        return self in (DefaultEndpoint.INSTANCE_V4, DefaultEndpoint.INSTANCE_V6)
+
+    def for_port(self, port: int) -> str:
+        """The value written into a Sidecar resource for `port` (`127.0.0.1:8081`)."""
+        if not self.is_override:
+            raise ValueError(f"{self.value!r} is not a defaultEndpoint form")
+        return f"{self.value}:{port}"
+
+
+OVERRIDES_BY_FAMILY: dict[IpFamily, tuple[DefaultEndpoint, DefaultEndpoint]] = {
+    # Each family uses its own literal forms; `[::1]`/`[::]` exist since Istio 1.16 (reference section 4).
+    IpFamily.IPV4: (DefaultEndpoint.LOCALHOST_V4, DefaultEndpoint.INSTANCE_V4),
+    IpFamily.IPV6: (DefaultEndpoint.LOCALHOST_V6, DefaultEndpoint.INSTANCE_V6),
+}
+
+
+class Source(StrEnum):
+    """The peer address the app sees on an accepted connection, by meaning rather than by value."""
+
+    CLIENT = "client"
+    """The client pod's IP: what Kubernetes without a mesh shows."""
+    INBOUND_PASSTHROUGH = "inbound_passthrough"
+    """127.0.0.6 / ::6, the bind address of Istio's inbound passthrough clusters."""
+    LOCALHOST = "localhost"
+    """127.0.0.1 / ::1."""
+    SELF = "self"
+    """The server pod's own IP."""
+
+
+class Failure(StrEnum):
+    """How an unreachable cell may fail, as the client observes it."""
+
+    REFUSED = "refused"
+    """TCP RST on SYN: nothing listens and no proxy stands in the way."""
+    HTTP_503 = "http_503"
+    """A proxy accepted, could not reach the app, and answered 503 (Envoy on HTTP ports)."""
+    RESET_OR_EOF = "reset_or_eof"
+    """A proxy accepted, could not reach the app, and closed or reset (Envoy on TCP ports)."""
+
+
+ADDRESSES: dict[IpFamily, dict[Source, str]] = {
+    # The fixed addresses behind the Source names (reference section 1, util.go InboundPassthroughBind*).
+    IpFamily.IPV4: {Source.LOCALHOST: "127.0.0.1", Source.INBOUND_PASSTHROUGH: "127.0.0.6"},
+    IpFamily.IPV6: {Source.LOCALHOST: "::1", Source.INBOUND_PASSTHROUGH: "::6"},
+}
+
+
+@dataclass(frozen=True)
+class CellKey:
+    """The coordinates of one cell; `client` is None for the in-pod paths."""
+
+    profile: Profile
+    default_endpoint: DefaultEndpoint
+    bind: Bind
+    port: PortKind
+    protocol: Protocol
+    path: Path
+    client: Client | None
+    ip_family: IpFamily
+
+    @property
+    def id(self) -> str:
+        """A stable, human-readable identifier (also used as pytest id and report key)."""
+        client = self.client.value if self.client else "in_pod"
+        return "/".join(
+            (
+                self.profile.value,
+                self.default_endpoint.value,
+                self.bind.value,
+                self.port.value,
+                self.protocol.value,
+                self.path.value,
+                client,
+                self.ip_family.value,
+            )
+        )
+
+    def to_json(self) -> dict[str, str | None]:
+        """The cell's keys as the versioned JSON format names them."""
+        return {
+            "profile": self.profile.value,
+            "default_endpoint": self.default_endpoint.value,
+            "bind": self.bind.value,
+            "port": self.port.value,
+            "protocol": self.protocol.value,
+            "path": self.path.value,
+            "client": self.client.value if self.client else None,
+            "ip_family": self.ip_family.value,
+        }

@@ -1,0 +1,112 @@
+"""The spec as a versioned JSON document and as Markdown tables a person reads.
+
+JSON format `mesh-inbound-conformance/spec`, version 1 (documented in docs/formats.md): the top-level keys
+`format`, `version`, `dimensions`, `rules` and `cells` are stable; each cell has `id`, the eight key fields,
+and `expected {reachable, source, failure, because}`. New fields may be added within a version; renaming or
+removing one bumps the version.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+
+from conformance.spec.cells import default_endpoints, paths
+from conformance.spec.dimensions import (
+    ADDRESSES,
+    Bind,
+    CellKey,
+    Client,
+    DefaultEndpoint,
+    Failure,
+    IpFamily,
+    Path,
+    PortKind,
+    Profile,
+    Protocol,
+    Source,
+)
+from conformance.spec.semantics import RULES, Expectation, expect
+
+SPEC_FORMAT = "mesh-inbound-conformance/spec"
+SPEC_FORMAT_VERSION = 1
+
+
+def spec_document(cells: Sequence[CellKey]) -> dict[str, object]:
+    """The whole spec for `cells` as one JSON-ready document."""
+    return {
+        "format": SPEC_FORMAT,
+        "version": SPEC_FORMAT_VERSION,
+        "dimensions": {
+            "profile": [p.value for p in Profile],
+            "default_endpoint": [d.value for d in DefaultEndpoint],
+            "bind": [b.value for b in Bind],
+            "port": [p.value for p in PortKind],
+            "protocol": [p.value for p in Protocol],
+            "path": [p.value for p in Path],
+            "client": [c.value for c in Client] + [None],
+            "ip_family": [f.value for f in IpFamily],
+            "source": [s.value for s in Source],
+            "failure": [f.value for f in Failure],
+        },
+        "rules": [
+            {"id": r.id, "statement": r.statement, "istio_source": r.istio_source, "reference": r.reference}
+            for r in RULES.values()
+        ],
+        "cells": [{"id": cell.id, **cell.to_json(), "expected": expect(cell).to_json()} for cell in cells],
+    }
+
+
+def spec_json(cells: Sequence[CellKey]) -> str:
+    """`spec_document` serialised with sorted-stable, indented output."""
+    return json.dumps(spec_document(cells), indent=2) + "\n"
+
+
+_FAILURE_TEXT = {Failure.REFUSED: "refused", Failure.HTTP_503: "503", Failure.RESET_OR_EOF: "reset/EOF"}
+
+
+def describe_source(source: Source, family: IpFamily) -> str:
+    """A source as a reader expects to see it: the literal address where there is one."""
+    if source in ADDRESSES[family]:
+        return ADDRESSES[family][source]
+    return {Source.CLIENT: "client IP", Source.SELF: "own pod IP"}.get(source, source.value)
+
+
+def describe_expectation(expected: Expectation, family: IpFamily) -> str:
+    """One table cell: `✓ 127.0.0.6` or `✗ 503`."""
+    if expected.reachable and expected.source is not None:
+        return f"✓ {describe_source(expected.source, family)}"
+    return "✗ " + " or ".join(_FAILURE_TEXT[f] for f in expected.failure)
+
+
+def _row_label(endpoint: DefaultEndpoint, port: PortKind, protocol: Protocol, path: Path, client: Client | None) -> str:
+    who = f"{client.value} client" if client else "in the pod"
+    return f"| {endpoint.value} | {port.value} | {protocol.value} | {path.value} | {who} |"
+
+
+def spec_markdown(profiles: Iterable[Profile], families: Iterable[IpFamily]) -> str:
+    """Per family and profile, a table: rows are (defaultEndpoint, port, protocol, path, client), columns binds."""
+    lines = [
+        "# Expected inbound semantics",
+        "",
+        "Each cell: what the app sees (✓ and the peer address) or how the client sees the failure (✗).",
+        "Rules and their Istio sources: `python -m conformance spec --format json` (`rules`).",
+    ]
+    profile_list = tuple(profiles)
+    for family in families:
+        for profile in profile_list:
+            lines += ["", f"## {profile.value} ({family.value})", ""]
+            lines.append(
+                "| defaultEndpoint | port | protocol | path | client | " + " | ".join(b.value for b in Bind) + " |"
+            )
+            lines.append("|---|---|---|---|---|" + "---|" * len(Bind))
+            for port in PortKind:
+                for endpoint in default_endpoints(profile, port, family):
+                    for protocol in Protocol:
+                        for path, client in paths(port):
+                            row = _row_label(endpoint, port, protocol, path, client)
+                            for bind in Bind:
+                                cell = CellKey(profile, endpoint, bind, port, protocol, path, client, family)
+                                row += f" {describe_expectation(expect(cell), family)} |"
+                            lines.append(row)
+    return "\n".join(lines) + "\n"

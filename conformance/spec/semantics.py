@@ -1,0 +1,235 @@
+"""The expected inbound semantics: a handful of rules, each traced to Istio's source, and `expect()`.
+
+`expect()` applies the rules to a cell.
+
+This module is the suite's only oracle. Every rule names the Istio file and version it comes from, and the
+section of `shared/reference/inbound-semantics.md` (here "reference") that records it. Read the RULES table
+top to bottom: it is the whole model.
+
+The model has three steps for a connection from another pod:
+
+1. Where does the server pod's sidecar (if any) send the connection? (`inbound_target`)
+2. Does the app's bind admit that address? (`bind_admits`)
+3. If not, who notices first, and how does that look to the client? (`failure_forms`)
+
+Connections made inside the pod skip step 1: the capture rules never touch them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from conformance.spec.dimensions import (
+    Bind,
+    CellKey,
+    Client,
+    DefaultEndpoint,
+    Failure,
+    Path,
+    PortKind,
+    Profile,
+    Protocol,
+    Source,
+)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One fact of the model, with where it comes from."""
+
+    id: str
+    statement: str
+    istio_source: str
+    reference: str
+
+
+RULES: dict[str, Rule] = {
+    rule.id: rule
+    for rule in (
+        Rule(
+            "in-pod-not-captured",
+            "Connections a pod's own (non-proxy) processes make to loopback or to the pod's own IP leave "
+            "through lo and are never captured, in every profile: they reach the app as its bind allows.",
+            "tools/istio-iptables/pkg/cmd/run.go (1.10.0): ISTIO_OUTPUT "
+            "'-o lo -m owner ! --uid-owner 1337 -j RETURN' and '-d 127.0.0.1/32 -j RETURN'",
+            "reference §5, §6",
+        ),
+        Rule(
+            "kubernetes-direct",
+            "Without a sidecar in the server pod the connection arrives at the address the client dialled: "
+            "the pod IP (a ClusterIP is rewritten to it by kube-proxy), from the client's own address.",
+            "Kubernetes networking model; seed 'Background'",
+            "reference §1 (consequences), seed",
+        ),
+        Rule(
+            "client-sidecar-original-dst",
+            "A meshed client's own sidecar dials the original destination from the client pod's IP; the "
+            "proxy's traffic (uid 1337) is not captured again.",
+            "tools/istio-iptables/pkg/cmd/run.go (1.10.0): ISTIO_OUTPUT '-m owner --uid-owner 1337 -j RETURN'",
+            "reference §6",
+        ),
+        Rule(
+            "undeclared-passthrough",
+            "A port no Service declares goes to the virtualInbound catch-all InboundPassthroughClusterIpv4/6: "
+            "ORIGINAL_DST, upstream bind 127.0.0.6 / ::6. Unchanged by 1.10 (so since 1.3).",
+            "pilot/pkg/networking/core/v1alpha3 listener/cluster builders; util.go "
+            "InboundPassthroughBindIpv4/Ipv6 (1.9.0, 1.10.0); merged into one cluster in 1.23 (PR #51503)",
+            "reference §2",
+        ),
+        Rule(
+            "legacy-localhost",
+            "Legacy: the inbound cluster of a declared port is a STATIC endpoint 127.0.0.1:port (::1 on "
+            "IPv6) with no upstream bind, so the app sees 127.0.0.1.",
+            "pilot/pkg/networking/core/v1alpha3/cluster.go buildInboundClusters (1.9.0: actualLocalHost; "
+            "1.10-1.20 with PILOT_ENABLE_INBOUND_PASSTHROUGH=false; >= 1.22 inboundTrafficPolicy LOCALHOST)",
+            "reference §1, §3",
+        ),
+        Rule(
+            "passthrough-original-dst",
+            "Passthrough: the inbound cluster of a declared port is ORIGINAL_DST (the pod IP:port the client "
+            "dialled) with upstream bind 127.0.0.6 / ::6.",
+            "pilot/pkg/networking/core/v1alpha3/cluster.go (1.10.0) 'if features.EnableInboundPassthrough "
+            '{ bind = "" }\'; cluster_builder.go buildInboundClusterForPortOrUDS (bind 127.0.0.6); '
+            "pilot/pkg/networking/util/util.go InboundPassthroughBindIpv4/Ipv6",
+            "reference §1",
+        ),
+        Rule(
+            "sidecar-localhost-endpoint",
+            "Sidecar ingress defaultEndpoint 127.0.0.1:P / [::1]:P: STATIC localhost:P, no bind, in every "
+            "mesh profile (the legacy switch does not touch Sidecar ingress listeners).",
+            "istio/api networking/v1beta1/sidecar.proto (1.10; [::1] since 1.16); tests/integration/pilot/"
+            "common/routing.go instanceIPTests",
+            "reference §3, §4",
+        ),
+        Rule(
+            "sidecar-instance-endpoint",
+            "Sidecar ingress defaultEndpoint 0.0.0.0:P / [::]:P: STATIC <pod IP>:P with bind 127.0.0.6 / ::6.",
+            "istio/api sidecar.proto ('0.0.0.0:PORT (which will forward to the instance IP)', since 1.9, "
+            "PR #28178; [::] since 1.16); routing.go instanceIPTests",
+            "reference §4",
+        ),
+        Rule(
+            "sidecar-unlisted-port",
+            "When a Sidecar has ingress listeners only the listed ports get inbound clusters; any other port "
+            "falls to the catch-all passthrough, like an undeclared port.",
+            "pilot/pkg/networking/core/v1alpha3 HasCustomIngressListeners",
+            "reference §4, §2",
+        ),
+        Rule(
+            "bind-admits",
+            "A connection to an address reaches the app when its bind admits that address: loopback admits "
+            "127.0.0.1 / ::1, pod_ip admits the pod IP, wildcard admits both. Otherwise nothing listens there.",
+            "Linux socket semantics",
+            "reference §1 (consequences), §5",
+        ),
+        Rule(
+            "refused-without-proxy",
+            "With no proxy on the path a connection to an address nothing listens on is refused (RST).",
+            "Linux TCP",
+            "reference §1 (consequences)",
+        ),
+        Rule(
+            "envoy-upstream-failure",
+            "An Envoy that cannot connect upstream has already accepted the client: it answers 503 on a port "
+            "it knows as HTTP and closes or resets on TCP. On a port with no listener of its own (undeclared, "
+            "or unlisted by a Sidecar) Envoy knows HTTP only by sniffing, so for HTTP either form is accepted.",
+            "tests/integration/pilot/common/routing.go instanceIPTests (503); Envoy tcp_proxy",
+            "reference §1 (consequences); emulation.md pitfall 4",
+        ),
+    )
+}
+
+
+class InboundTarget(StrEnum):
+    """Where the server pod's sidecar forwards an inbound connection (step 1 of the model)."""
+
+    LOCALHOST = "localhost"
+    """A STATIC 127.0.0.1:P / [::1]:P endpoint, no upstream bind."""
+    POD_IP = "pod_ip"
+    """The pod IP (ORIGINAL_DST or the instance IP), dialled from 127.0.0.6 / ::6."""
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What the app sees, or how the client sees it fail; `because` lists the rules applied, in order."""
+
+    reachable: bool
+    source: Source | None
+    failure: tuple[Failure, ...]
+    because: tuple[str, ...]
+
+    def to_json(self) -> dict[str, object]:
+        """The `expected` object of the versioned formats."""
+        return {
+            "reachable": self.reachable,
+            "source": self.source.value if self.source else None,
+            "failure": [f.value for f in self.failure],
+            "because": list(self.because),
+        }
+
+
+def inbound_target(cell: CellKey) -> tuple[InboundTarget, str]:
+    """Step 1: the endpoint the server pod's sidecar dials for this cell's port, and the rule that says so."""
+    if cell.port is PortKind.UNDECLARED:
+        return InboundTarget.POD_IP, "undeclared-passthrough"
+    endpoint = cell.default_endpoint
+    if endpoint.targets_localhost:
+        return InboundTarget.LOCALHOST, "sidecar-localhost-endpoint"
+    if endpoint.targets_instance_ip:
+        return InboundTarget.POD_IP, "sidecar-instance-endpoint"
+    if endpoint is DefaultEndpoint.UNLISTED:
+        return InboundTarget.POD_IP, "sidecar-unlisted-port"
+    if cell.profile is Profile.LEGACY:
+        return InboundTarget.LOCALHOST, "legacy-localhost"
+    return InboundTarget.POD_IP, "passthrough-original-dst"
+
+
+def bind_admits(bind: Bind, target: InboundTarget) -> bool:
+    """Step 2: does an app bound to `bind` accept a connection to `target`'s address?"""
+    if bind is Bind.WILDCARD:
+        return True
+    return (bind is Bind.LOOPBACK) == (target is InboundTarget.LOCALHOST)
+
+
+def failure_forms(cell: CellKey) -> tuple[tuple[Failure, ...], str]:
+    """Step 3: how an unreachable cell may look to the client, and the rule that says so."""
+    server_proxied = cell.path.from_other_pod and cell.profile is not Profile.BASELINE
+    client_proxied = cell.path.from_other_pod and cell.client is Client.MESHED
+    if not (server_proxied or client_proxied):
+        return (Failure.REFUSED,), "refused-without-proxy"
+    if cell.protocol is Protocol.TCP:
+        return (Failure.RESET_OR_EOF,), "envoy-upstream-failure"
+    # Envoy knows a port is HTTP from the Service (or the Sidecar listener) that declares it; without one it
+    # only sniffs, and a failing outbound passthrough is a plain TCP proxy.
+    sniffed = cell.port is PortKind.UNDECLARED or (server_proxied and cell.default_endpoint is DefaultEndpoint.UNLISTED)
+    if sniffed:
+        return (Failure.HTTP_503, Failure.RESET_OR_EOF), "envoy-upstream-failure"
+    return (Failure.HTTP_503,), "envoy-upstream-failure"
+
+
+def expect(cell: CellKey) -> Expectation:
+    """Apply the model to one cell."""
+    if not cell.path.from_other_pod:
+        # In-pod paths are identical in every profile: no rule about the mesh applies.
+        dialled = InboundTarget.LOCALHOST if cell.path is Path.LOCALHOST else InboundTarget.POD_IP
+        if bind_admits(cell.bind, dialled):
+            source = Source.LOCALHOST if cell.path is Path.LOCALHOST else Source.SELF
+            return Expectation(True, source, (), ("in-pod-not-captured", "bind-admits"))
+        return Expectation(False, None, (Failure.REFUSED,), ("in-pod-not-captured", "bind-admits"))
+
+    if cell.profile is Profile.BASELINE:
+        first = "client-sidecar-original-dst" if cell.client is Client.MESHED else "kubernetes-direct"
+        because: tuple[str, ...] = (first, "bind-admits")
+        if bind_admits(cell.bind, InboundTarget.POD_IP):
+            return Expectation(True, Source.CLIENT, (), because)
+        forms, why = failure_forms(cell)
+        return Expectation(False, None, forms, (*because, why))
+
+    target, why_target = inbound_target(cell)
+    because = (why_target, "bind-admits")
+    if bind_admits(cell.bind, target):
+        source = Source.LOCALHOST if target is InboundTarget.LOCALHOST else Source.INBOUND_PASSTHROUGH
+        return Expectation(True, source, (), because)
+    forms, why = failure_forms(cell)
+    return Expectation(False, None, forms, (*because, why))

@@ -1,0 +1,321 @@
+"""Pins the facts the spec encodes, each against the source that states it (seed blog, Istio's own tests)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conformance.spec import (
+    RULES,
+    Bind,
+    CellKey,
+    Client,
+    DefaultEndpoint,
+    Failure,
+    IpFamily,
+    Path,
+    PortKind,
+    Profile,
+    Protocol,
+    Source,
+    all_cells,
+    expect,
+)
+from conformance.spec.capabilities import (
+    Capability,
+    LegacySwitch,
+    PrecheckScope,
+    istio_capabilities,
+)
+from conformance.spec.render import SPEC_FORMAT, spec_document
+
+
+def cell(
+    profile: Profile,
+    bind: Bind,
+    *,
+    endpoint: DefaultEndpoint = DefaultEndpoint.NONE,
+    port: PortKind = PortKind.DECLARED,
+    protocol: Protocol = Protocol.HTTP,
+    path: Path = Path.POD_IP,
+    client: Client | None = Client.PLAIN,
+    family: IpFamily = IpFamily.IPV4,
+) -> CellKey:
+    return CellKey(profile, endpoint, bind, port, protocol, path, client, family)
+
+
+def outcome(key: CellKey) -> str:
+    """A compact reading of an expectation: the source when reachable, else the failure forms."""
+    e = expect(key)
+    return e.source.value if e.reachable and e.source else "+".join(f.value for f in e.failure)
+
+
+# --- The seed's three claims (istio-1.10-networking-changes.txt, "Current/Future behavior") ---------------
+
+
+@pytest.mark.parametrize("family", list(IpFamily))
+def test_seed_loopback_only_app_is_exposed_before_110_and_not_after(family: IpFamily) -> None:
+    assert expect(cell(Profile.LEGACY, Bind.LOOPBACK, family=family)).reachable
+    assert not expect(cell(Profile.PASSTHROUGH, Bind.LOOPBACK, family=family)).reachable
+    assert not expect(cell(Profile.BASELINE, Bind.LOOPBACK, family=family)).reachable
+
+
+@pytest.mark.parametrize("family", list(IpFamily))
+def test_seed_pod_ip_only_app_breaks_before_110_and_works_after(family: IpFamily) -> None:
+    assert not expect(cell(Profile.LEGACY, Bind.POD_IP, family=family)).reachable
+    assert expect(cell(Profile.PASSTHROUGH, Bind.POD_IP, family=family)).reachable
+    assert expect(cell(Profile.BASELINE, Bind.POD_IP, family=family)).reachable
+
+
+def test_seed_wildcard_app_is_not_impacted() -> None:
+    for profile in Profile:
+        assert expect(cell(profile, Bind.WILDCARD)).reachable
+
+
+# --- DEVELOPERS.md's table: declared port, dialled from another pod -------------------------------------
+
+HEART = {
+    (Profile.BASELINE, DefaultEndpoint.NONE): ("refused", "client", "client"),
+    (Profile.LEGACY, DefaultEndpoint.NONE): ("localhost", "http_503", "localhost"),
+    (Profile.PASSTHROUGH, DefaultEndpoint.NONE): ("http_503", "inbound_passthrough", "inbound_passthrough"),
+    (Profile.PASSTHROUGH, DefaultEndpoint.LOCALHOST_V4): ("localhost", "http_503", "localhost"),
+}
+
+
+@pytest.mark.parametrize(("profile", "endpoint"), list(HEART))
+def test_heart_of_the_matter(profile: Profile, endpoint: DefaultEndpoint) -> None:
+    got = tuple(outcome(cell(profile, b, endpoint=endpoint)) for b in Bind)
+    assert got == HEART[(profile, endpoint)]
+
+
+def test_tcp_ports_close_instead_of_503() -> None:
+    assert expect(cell(Profile.PASSTHROUGH, Bind.LOOPBACK, protocol=Protocol.TCP)).failure == (Failure.RESET_OR_EOF,)
+    assert expect(cell(Profile.LEGACY, Bind.POD_IP, protocol=Protocol.TCP)).failure == (Failure.RESET_OR_EOF,)
+
+
+# --- Istio's own oracle: tests/integration/pilot/common/routing.go instanceIPTests (reference section 4) --
+
+INSTANCE_IP_TESTS = {
+    # bind: {defaultEndpoint: HTTP code}; "no Sidecar" is DefaultEndpoint.NONE under the 1.10 default.
+    Bind.POD_IP: {
+        DefaultEndpoint.NONE: 200,
+        DefaultEndpoint.INSTANCE_V4: 200,
+        DefaultEndpoint.LOCALHOST_V4: 503,
+    },
+    Bind.LOOPBACK: {
+        DefaultEndpoint.NONE: 503,
+        DefaultEndpoint.INSTANCE_V4: 503,
+        DefaultEndpoint.LOCALHOST_V4: 200,
+    },
+    Bind.WILDCARD: {
+        DefaultEndpoint.NONE: 200,
+        DefaultEndpoint.INSTANCE_V4: 200,
+        DefaultEndpoint.LOCALHOST_V4: 200,
+    },
+}
+
+
+@pytest.mark.parametrize("client", list(Client))
+@pytest.mark.parametrize("bind", list(Bind))
+def test_istio_instance_ip_tests(bind: Bind, client: Client) -> None:
+    for endpoint, code in INSTANCE_IP_TESTS[bind].items():
+        e = expect(cell(Profile.PASSTHROUGH, bind, endpoint=endpoint, client=client))
+        assert (200 if e.reachable else 503) == code, (bind, endpoint)
+        if code == 503:
+            assert e.failure == (Failure.HTTP_503,)
+
+
+def test_ipv6_forms_mirror_ipv4_forms() -> None:
+    pairs = {
+        DefaultEndpoint.LOCALHOST_V4: DefaultEndpoint.LOCALHOST_V6,
+        DefaultEndpoint.INSTANCE_V4: DefaultEndpoint.INSTANCE_V6,
+    }
+    for v4, v6 in pairs.items():
+        for bind in Bind:
+            a = expect(cell(Profile.PASSTHROUGH, bind, endpoint=v4))
+            b = expect(cell(Profile.PASSTHROUGH, bind, endpoint=v6, family=IpFamily.IPV6))
+            assert (a.reachable, a.source, a.failure) == (b.reachable, b.source, b.failure)
+
+
+def test_sidecar_overrides_ignore_the_legacy_switch() -> None:
+    """Reference section 3: the flag affects clusters built from Service ports only."""
+    for endpoint in (DefaultEndpoint.LOCALHOST_V4, DefaultEndpoint.INSTANCE_V4, DefaultEndpoint.UNLISTED):
+        for bind in Bind:
+            assert outcome(cell(Profile.LEGACY, bind, endpoint=endpoint)) == outcome(
+                cell(Profile.PASSTHROUGH, bind, endpoint=endpoint)
+            )
+
+
+def test_unlisted_declared_port_falls_to_passthrough() -> None:
+    assert outcome(cell(Profile.LEGACY, Bind.POD_IP, endpoint=DefaultEndpoint.UNLISTED)) == "inbound_passthrough"
+    assert not expect(cell(Profile.LEGACY, Bind.LOOPBACK, endpoint=DefaultEndpoint.UNLISTED)).reachable
+
+
+# --- Undeclared ports: unchanged by 1.10 (reference section 2) -------------------------------------------
+
+
+def test_undeclared_ports_are_identical_before_and_after_110() -> None:
+    legacy = [c for c in all_cells([Profile.LEGACY]) if c.port is PortKind.UNDECLARED]
+    assert legacy
+    for c in legacy:
+        twin = CellKey(
+            Profile.PASSTHROUGH, c.default_endpoint, c.bind, c.port, c.protocol, c.path, c.client, c.ip_family
+        )
+        assert expect(c).reachable == expect(twin).reachable
+        assert expect(c).source == expect(twin).source
+        assert expect(c).failure == expect(twin).failure
+
+
+def test_undeclared_loopback_port_was_never_exposed() -> None:
+    e = expect(cell(Profile.LEGACY, Bind.LOOPBACK, port=PortKind.UNDECLARED))
+    assert not e.reachable
+    assert set(e.failure) == {Failure.HTTP_503, Failure.RESET_OR_EOF}
+    assert outcome(cell(Profile.LEGACY, Bind.POD_IP, port=PortKind.UNDECLARED)) == "inbound_passthrough"
+
+
+# --- Inside the pod: identical in every profile (reference section 5) ------------------------------------
+
+
+def test_in_pod_paths_are_identical_in_every_profile() -> None:
+    in_pod = [c for c in all_cells() if not c.path.from_other_pod]
+    by_coordinates: dict[tuple[object, ...], set[str]] = {}
+    for c in in_pod:
+        by_coordinates.setdefault((c.bind, c.path, c.protocol, c.ip_family), set()).add(outcome(c))
+    assert all(len(v) == 1 for v in by_coordinates.values()), by_coordinates
+    assert outcome(cell(Profile.PASSTHROUGH, Bind.LOOPBACK, path=Path.LOCALHOST, client=None)) == "localhost"
+    assert outcome(cell(Profile.LEGACY, Bind.POD_IP, path=Path.LOCALHOST, client=None)) == "refused"
+    assert outcome(cell(Profile.LEGACY, Bind.POD_IP, path=Path.SELF_POD_IP, client=None)) == "self"
+    assert outcome(cell(Profile.BASELINE, Bind.LOOPBACK, path=Path.SELF_POD_IP, client=None)) == "refused"
+
+
+# --- Failure forms: who stands in the way -----------------------------------------------------------------
+
+
+def test_a_meshed_client_turns_refused_into_a_proxy_failure() -> None:
+    assert expect(cell(Profile.BASELINE, Bind.LOOPBACK, client=Client.PLAIN)).failure == (Failure.REFUSED,)
+    assert expect(cell(Profile.BASELINE, Bind.LOOPBACK, client=Client.MESHED)).failure == (Failure.HTTP_503,)
+    assert expect(cell(Profile.BASELINE, Bind.WILDCARD, client=Client.MESHED)).source is Source.CLIENT
+
+
+# --- The document --------------------------------------------------------------------------------------
+
+
+def test_cell_counts_and_uniqueness() -> None:
+    cells = all_cells()
+    assert len({c.id for c in cells}) == len(cells)
+    per = {(p, f): sum(1 for c in cells if c.profile is p and c.ip_family is f) for p in Profile for f in IpFamily}
+    # baseline: 3 binds x 2 protocols x (declared: 6 paths + undeclared: 4 paths)
+    assert per[(Profile.BASELINE, IpFamily.IPV4)] == 3 * 2 * (6 + 4)
+    # mesh: declared x 4 Sidecar situations + undeclared without Sidecar
+    assert per[(Profile.PASSTHROUGH, IpFamily.IPV6)] == 3 * 2 * (4 * 6 + 4)
+    assert not [c for c in cells if c.path is Path.SERVICE and c.port is PortKind.UNDECLARED]
+    assert not [c for c in cells if c.ip_family is IpFamily.IPV4 and c.default_endpoint.value.startswith("[")]
+
+
+def test_every_rule_is_used_and_every_citation_exists() -> None:
+    used = {r for c in all_cells() for r in expect(c).because}
+    assert used == set(RULES)
+    for rule in RULES.values():
+        assert rule.istio_source
+        assert rule.reference.startswith(("reference", "emulation"))
+
+
+def test_json_document_has_stable_keys() -> None:
+    doc = spec_document(all_cells([Profile.LEGACY], [IpFamily.IPV6]))
+    assert doc["format"] == SPEC_FORMAT
+    assert doc["version"] == 1
+    cells = doc["cells"]
+    assert isinstance(cells, list)
+    first = cells[0]
+    assert list(first) == [
+        "id",
+        "profile",
+        "default_endpoint",
+        "bind",
+        "port",
+        "protocol",
+        "path",
+        "client",
+        "ip_family",
+        "expected",
+    ]
+    assert list(first["expected"]) == ["reachable", "source", "failure", "because"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "conformance", *args], capture_output=True, text=True, check=False)
+
+
+def test_cli_prints_every_cell_as_json() -> None:
+    proc = run_cli("spec", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert len(doc["cells"]) == len(all_cells())
+
+
+def test_cli_markdown_has_a_table_per_profile_and_family() -> None:
+    proc = run_cli("spec", "--format", "markdown")
+    assert proc.returncode == 0
+    for profile in Profile:
+        for family in IpFamily:
+            assert f"## {profile.value} ({family.value})" in proc.stdout
+    assert "| none | declared | http | pod_ip | plain client | ✗ 503 | ✓ 127.0.0.6 | ✓ 127.0.0.6 |" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("spec", "--format", "yaml"),
+        ("spec", "--profile", "ambient"),
+        ("nope",),
+        ("capabilities", "--istio-version", "x.y"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(args: tuple[str, ...]) -> None:
+    proc = run_cli(*args)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# --- Capabilities by version (reference section 3, tools-versions-ci.md) -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("version", "profiles", "switch", "ipv6_forms", "precheck"),
+    [
+        ("1.9.9", ("baseline", "legacy"), LegacySwitch.NONE, False, False),
+        ("1.10.6", ("baseline", "legacy", "passthrough"), LegacySwitch.PILOT_ENV, False, True),
+        ("1.16.0", ("baseline", "legacy", "passthrough"), LegacySwitch.PILOT_ENV, True, False),
+        ("1.20.8", ("baseline", "legacy", "passthrough"), LegacySwitch.PILOT_ENV, True, False),
+        ("1.21.6", ("baseline", "passthrough"), LegacySwitch.NONE, True, False),
+        ("1.22.0", ("baseline", "legacy", "passthrough"), LegacySwitch.MESH_CONFIG, True, False),
+        ("1.31.1", ("baseline", "legacy", "passthrough"), LegacySwitch.MESH_CONFIG, True, False),
+    ],
+)
+def test_capabilities_by_version(
+    version: str, profiles: tuple[str, ...], switch: LegacySwitch, ipv6_forms: bool, precheck: bool
+) -> None:
+    mesh = istio_capabilities(version)
+    assert tuple(p.value for p in mesh.profiles()) == profiles
+    assert mesh.legacy_switch is switch
+    assert (Capability.SIDECAR_ENDPOINT_IPV6 in mesh.capabilities) is ipv6_forms
+    assert (Capability.PRECHECK_LOCALHOST in mesh.capabilities) is precheck
+    if not precheck:
+        assert "precheck" in mesh.reasons[Capability.PRECHECK_LOCALHOST]
+
+
+def test_precheck_as_an_upgrade_check_from_19() -> None:
+    """istioctl 1.16-1.20 only checks proxies older than 1.10: a 1.9.9 mesh is checked."""
+    mesh = istio_capabilities("1.9.9", istioctl_version="1.18.7")
+    assert mesh.precheck is PrecheckScope.LEGACY_PROXIES
+    assert Capability.PRECHECK_LOCALHOST in mesh.capabilities
+    assert Capability.PRECHECK_LOCALHOST not in istio_capabilities("1.12.0", istioctl_version="1.18.7").capabilities
+
+
+def test_too_old_versions_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"older than 1\.9"):
+        istio_capabilities("1.8.6")
