@@ -30,4 +30,4 @@ if [ ! -x .venv/bin/tox ] || ! .venv/bin/tox --version 2>/dev/null | grep -q "^$
     python3 -m venv .venv
     .venv/bin/pip install -q --disable-pip-version-check "tox==${TOX_VERSION}"
 fi
-echo "setup.sh: ready ($(.venv/bin/tox --version | cut -d' ' -f1-2), $(iptables --version))"
+echo "setup.sh: ready (tox $(.venv/bin/tox --version | cut -d' ' -f1), $(iptables --version))"
