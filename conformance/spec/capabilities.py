@@ -241,8 +241,8 @@ def istio_capabilities(version_text: str, istioctl_version: str | None = None) -
 def emulated_capabilities() -> MeshCapabilities:
     """The emulated reference mesh does everything: it exists to show every cell."""
     return MeshCapabilities(
-        name="emulated-reference",
-        version="1",
+        name="emulated",
+        version="reference",
         default_profile=Profile.PASSTHROUGH,
         legacy_switch=LegacySwitch.EMULATED,
         capabilities=frozenset(Capability),

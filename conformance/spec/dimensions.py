@@ -79,10 +79,10 @@ class Path(StrEnum):
 class Client(StrEnum):
     """The pod that dials, for paths from another pod."""
 
-    MESHED = "meshed"
-    """A pod with a sidecar: its outbound connection goes through its own proxy first."""
     PLAIN = "plain"
     """A pod without a sidecar."""
+    MESHED = "meshed"
+    """A pod with a sidecar: its outbound connection goes through its own proxy first."""
 
 
 class DefaultEndpoint(StrEnum):

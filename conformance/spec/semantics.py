@@ -130,6 +130,14 @@ RULES: dict[str, Rule] = {
             "reference §1 (consequences)",
         ),
         Rule(
+            "precheck-localhost-listener",
+            "istioctl x precheck (1.10-1.20) reports IST0143 for each port of an injected pod that has an inbound "
+            "cluster (a Service port, or a Sidecar ingress port when a Sidecar lists any) and a loopback listener.",
+            "istioctl/cmd/precheck.go checkListeners, extractInboundPorts (1.10.0-1.20.x); "
+            "galley/pkg/config/analysis/msg/messages.yaml IST0143",
+            "reference §4; tools-versions-ci.md 'istioctl x precheck and IST0143'",
+        ),
+        Rule(
             "envoy-upstream-failure",
             "An Envoy that cannot connect upstream has already accepted the client: it answers 503 on a port "
             "it knows as HTTP and closes or resets on TCP. On a port with no listener of its own (undeclared, "
@@ -233,3 +241,10 @@ def expect(cell: CellKey) -> Expectation:
         return Expectation(True, source, (), because)
     forms, why = failure_forms(cell)
     return Expectation(False, None, forms, (*because, why))
+
+
+def precheck_finding(endpoint: DefaultEndpoint, port: PortKind, bind: Bind) -> tuple[bool, str]:
+    """Whether the precheck flags a server port: exposed (has an inbound cluster) and loopback-only."""
+    # With a Sidecar that lists other ports only ("unlisted"), the port has no inbound cluster of its own.
+    exposed = port is PortKind.DECLARED and endpoint is not DefaultEndpoint.UNLISTED
+    return exposed and bind is Bind.LOOPBACK, "precheck-localhost-listener"

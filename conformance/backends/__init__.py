@@ -1,0 +1,1 @@
+"""The backends a conformance run can use, behind one interface (`conformance.backends.base.Cluster`)."""

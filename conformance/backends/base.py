@@ -1,0 +1,101 @@
+"""The one small interface every backend implements, and the values that cross it.
+
+A conformance test never asks which backend it runs on: it asks a `Cluster` for addresses, hands it probe
+requests and reads back the echo program's JSON results, the request record and a precheck run.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from conformance.precheck import PrecheckRun
+
+Manifest = Mapping[str, object]
+
+
+@dataclass(frozen=True)
+class PodRef:
+    """A workload by namespace and `app` label (kind pod names carry random suffixes)."""
+
+    namespace: str
+    app: str
+
+    def __str__(self) -> str:
+        return f"{self.app}.{self.namespace}"
+
+
+class BackendError(RuntimeError):
+    """A backend could not do what was asked; the message is one line saying what and why."""
+
+
+class PrerequisiteError(BackendError):
+    """The machine lacks something the backend needs (root, iptables, docker...): says what and how to get it."""
+
+
+@dataclass(frozen=True)
+class ProbeRequest:
+    """Dial `protocol://address:port` from inside pod `source`, tagging the request with `request_id`."""
+
+    source: PodRef
+    protocol: str
+    address: str
+    port: int
+    request_id: str
+
+    def target_json(self) -> dict[str, object]:
+        """The target in the echo program's batch format."""
+        return {"protocol": self.protocol, "address": self.address, "port": self.port, "request_id": self.request_id}
+
+
+class Cluster(abc.ABC):
+    """A place where the world's workloads run, with the mesh under test installed."""
+
+    backend: str
+    family: str
+
+    @abc.abstractmethod
+    def up(self, manifests: Sequence[Manifest]) -> None:
+        """Create (or reuse) the cluster, install the mesh, deploy the manifests and wait until ready."""
+
+    @property
+    @abc.abstractmethod
+    def inbound_mode(self) -> str:
+        """The mesh-wide inbound setting in force: `passthrough` or `legacy`."""
+
+    @abc.abstractmethod
+    def set_inbound_mode(self, mode: str) -> None:
+        """Switch the mesh to `passthrough` or `legacy` in place, and wait until the proxies have it."""
+
+    @abc.abstractmethod
+    def mesh_info(self) -> dict[str, str]:
+        """What mesh is under test: name, version, build, hub, tag (for the report)."""
+
+    @abc.abstractmethod
+    def pod_ip(self, pod: PodRef) -> str:
+        """The pod's IP in the run's family."""
+
+    @abc.abstractmethod
+    def service_ip(self, namespace: str, name: str) -> str:
+        """A Service's ClusterIP."""
+
+    @abc.abstractmethod
+    def probe(self, requests: Sequence[ProbeRequest], timeout: float) -> list[dict[str, object]]:
+        """Run the probes (concurrently where possible); the echo program's result objects, in order."""
+
+    @abc.abstractmethod
+    def request_record(self, pod: PodRef, request_ids: Sequence[str]) -> list[dict[str, object]]:
+        """The requests with these ids that the pod's echo program recorded (the proof of (non-)arrival)."""
+
+    @abc.abstractmethod
+    def precheck(self, namespace: str) -> PrecheckRun:
+        """The localhost precheck over the namespace's meshed pods."""
+
+    @abc.abstractmethod
+    def diagnostics(self, pods: Sequence[PodRef]) -> dict[str, str]:
+        """What the backend knows about these pods, titled, for a failed test's report and artifacts."""
+
+    @abc.abstractmethod
+    def down(self) -> None:
+        """Remove everything the backend created (unless told to keep it); safe to call twice."""

@@ -1,0 +1,598 @@
+"""The emulated cluster: namespaces for a node and its pods, kube-proxy's DNAT, capture rules, sidecars.
+
+A node namespace holds a bridge; each pod is a namespace with Istio's capture rules (if meshed), the echo
+program as the app container and a sidecar process.
+
+Lifecycle: `up()` reaps what dead runs left, builds the node, the pods and the Services, starts the
+containers and waits until every readiness check passes; `down()` stops every process and removes every
+namespace it made. Nothing touches the host's namespace: the bridge, the routes and every iptables rule
+live in namespaces this run created and named `mic-<tag>-...`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import os
+import secrets
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyroute2 import IPRoute
+
+from conformance.backends.base import (
+    BackendError,
+    Cluster,
+    Manifest,
+    PodRef,
+    PrerequisiteError,
+    ProbeRequest,
+)
+from conformance.backends.emulated import capture, controlplane, kube, netns
+from conformance.echo_client import Connector, ProbeTargetLike, StreamPair, make_target, probe_batch
+from conformance.precheck import PrecheckRun, check_pod, read_proc_listeners, render_run
+from conformance.resources import echo_program
+
+IFA_F_NODAD = 0x02
+REFERENCE_SIDECAR = Path(__file__).with_name("sidecar.py")
+ECHO_IMAGE_PATH = "/app/echo.py"
+
+
+@dataclass(frozen=True)
+class Addressing:
+    """Pod, Service and bridge addresses of one IP family (kind's defaults, so reports read alike)."""
+
+    family: str
+    gateway: str
+    prefix: int
+    pod_base: str
+    service_base: str
+
+    def pod_address(self, index: int) -> str:
+        """The index-th pod IP."""
+        return str(ipaddress.ip_address(self.pod_base) + index)
+
+    def service_address(self, index: int) -> str:
+        """The index-th ClusterIP."""
+        return str(ipaddress.ip_address(self.service_base) + index)
+
+
+ADDRESSING = {
+    "ipv4": Addressing("ipv4", "10.244.0.1", 24, "10.244.0.10", "10.96.0.10"),
+    "ipv6": Addressing("ipv6", "fd00:10:244::1", 64, "fd00:10:244::a", "fd00:10:96::a"),
+}
+
+
+@dataclass
+class EmulatedPod:
+    """One pod: its namespace, address, processes and (if meshed) sidecar configuration."""
+
+    template: kube.PodTemplate
+    netns: str
+    ip: str
+    veth: str
+    fd: int = -1
+    app: subprocess.Popen[bytes] | None = None
+    sidecar: subprocess.Popen[bytes] | None = None
+    sidecar_config: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> PodRef:
+        """How tests name this pod."""
+        return PodRef(self.template.namespace, self.template.app)
+
+
+def check_prerequisites() -> None:
+    """Root and iptables, or one line saying what is missing and how to get it."""
+    if os.geteuid() != 0:
+        raise PrerequisiteError(
+            "the emulated backend needs root (network namespaces, iptables): run as root, e.g. sudo tox -e conformance"
+        )
+    missing = [tool for tool in ("iptables-restore", "ip6tables-restore", "iptables-save") if not shutil.which(tool)]
+    if missing:
+        raise PrerequisiteError(
+            f"the emulated backend needs {', '.join(missing)}: apt-get install -y iptables (or run ./setup.sh)"
+        )
+    if not Path("/proc/thread-self/ns/net").exists():
+        raise PrerequisiteError("the emulated backend needs Linux network namespaces (/proc/thread-self/ns/net)")
+
+
+class EmulatedCluster(Cluster):
+    """The emulated backend (see module docstring)."""
+
+    backend = "emulated"
+
+    def __init__(
+        self,
+        family: str,
+        *,
+        sidecar_command: Sequence[str] | None = None,
+        inbound_mode: str = "passthrough",
+        work_dir: Path | None = None,
+        ready_timeout: float = 30.0,
+    ) -> None:
+        if family not in ADDRESSING:
+            raise ValueError(f"ip family {family!r}: expected ipv4 or ipv6")
+        self.family = family
+        self.addressing = ADDRESSING[family]
+        self.sidecar_command = list(sidecar_command) if sidecar_command else None
+        self._inbound_mode = inbound_mode
+        self.ready_timeout = ready_timeout
+        self.tag = secrets.token_hex(3)
+        self.node = f"{netns.PREFIX}{self.tag}-node"
+        self.pods: dict[PodRef, EmulatedPod] = {}
+        self.services: dict[tuple[str, str], str] = {}
+        self.objects = kube.Objects()
+        self._lock = netns.RunLock(self.tag)
+        self._base_work_dir = work_dir
+        self.work_dir = Path()
+        self._node_ipr: IPRoute | None = None
+        self._node_fd = -1
+        self._home_fd = -1
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._created: list[str] = []
+        self._started = False
+        self.timings: dict[str, float] = {}
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+
+    def up(self, manifests: Sequence[Manifest]) -> None:
+        """Build the node, the pods and the Services, start every container and wait until ready."""
+        check_prerequisites()
+        start = time.perf_counter()
+        self._started = True
+        self._lock.acquire()
+        netns.reap_leftovers()
+        self.work_dir = Path(tempfile.mkdtemp(prefix=f"mic-{self.tag}-", dir=self._base_work_dir))
+        self.work_dir.chmod(0o755)  # the proxy user (1337) reads its configuration here
+        self._home_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        self._loop = asyncio.new_event_loop()
+        try:
+            self.objects = kube.read([dict(m) for m in manifests])
+            self._create_node()
+            for index, template in enumerate(self.objects.pods):
+                self._create_pod(index, template)
+            self._create_services()
+            self.timings["network"] = time.perf_counter() - start
+            for pod in self.pods.values():
+                self._start_app(pod)
+            for pod in self.pods.values():
+                if pod.template.injected:
+                    self._start_sidecar(pod)
+            self._wait_ready(self.pods.values())
+        except kube.ManifestError as err:
+            raise BackendError(str(err)) from None
+        except netns.NamespaceError as err:
+            raise BackendError(f"emulated cluster: {err}") from None
+        self.timings["up"] = time.perf_counter() - start
+
+    def down(self) -> None:
+        """Stop every process, remove every namespace and the work directory; idempotent."""
+        if not self._started:
+            return
+        self._started = False
+        procs = [p for pod in self.pods.values() for p in (pod.sidecar, pod.app) if p is not None]
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+        deadline = time.monotonic() + 2
+        for proc in procs:
+            try:
+                proc.wait(max(0.01, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for name in self._created:
+            netns.kill_all(netns.pids_in(name), grace=0.5)
+        if self._node_ipr is not None:
+            # Delete the veths first (emulation.md pitfall 1), then the namespaces.
+            for pod in self.pods.values():
+                with contextlib.suppress(Exception):
+                    self._node_ipr.link("del", ifname=pod.veth)
+            self._node_ipr.close()
+            self._node_ipr = None
+        for pod in self.pods.values():
+            if pod.fd >= 0:
+                os.close(pod.fd)
+                pod.fd = -1
+        for name in reversed(self._created):
+            with contextlib.suppress(OSError):
+                netns.remove(name)
+        self._created.clear()
+        for fd in (self._node_fd, self._home_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._node_fd = self._home_fd = -1
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None
+        if self.work_dir != Path() and self.work_dir.exists():
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+        self._lock.release()
+
+    # --- network -------------------------------------------------------------------------------------
+
+    def _new_namespace(self, name: str) -> None:
+        netns.create(name)
+        self._created.append(name)
+
+    def _ipr_in(self, name: str) -> IPRoute:
+        with netns.entered(name):
+            return IPRoute()
+
+    def _create_node(self) -> None:
+        self._new_namespace(self.node)
+        self._node_fd = os.open(netns.ns_path(self.node), os.O_RDONLY)
+        ipr = self._node_ipr = self._ipr_in(self.node)
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        ipr.link("add", ifname="br0", kind="bridge")
+        bridge = ipr.link_lookup(ifname="br0")[0]
+        self._add_address(ipr, bridge, self.addressing.gateway, self.addressing.prefix)
+        ipr.link("set", index=bridge, state="up")
+        # kube-proxy's needs: forwarding, and bridged replies through conntrack so DNAT is undone.
+        netns.write_sysctl(self.node, "net.ipv4.ip_forward", "1")
+        netns.write_sysctl(self.node, "net.ipv6.conf.all.forwarding", "1")
+        netns.write_sysctl(self.node, "net.bridge.bridge-nf-call-iptables", "1")
+        netns.write_sysctl(self.node, "net.bridge.bridge-nf-call-ip6tables", "1")
+
+    def _add_address(self, ipr: IPRoute, index: int, address: str, prefix: int) -> None:
+        # IPv6 addresses skip duplicate address detection, or binds fail with EADDRNOTAVAIL for ~2 s.
+        flags = IFA_F_NODAD if ":" in address else 0
+        ipr.addr("add", index=index, address=address, prefixlen=prefix, flags=flags)
+
+    def _create_pod(self, index: int, template: kube.PodTemplate) -> None:
+        short_ns = template.namespace.removeprefix("mic-")
+        name = f"{netns.PREFIX}{self.tag}-{short_ns}-{template.app}"
+        pod = EmulatedPod(template, name, self.addressing.pod_address(index), f"veth{index}")
+        self._new_namespace(name)
+        pod.fd = os.open(netns.ns_path(name), os.O_RDONLY)
+        self.pods[pod.ref] = pod
+        assert self._node_ipr is not None
+        node = self._node_ipr
+        node.link("add", ifname=pod.veth, kind="veth", peer={"ifname": "eth0", "net_ns_fd": pod.fd})
+        veth = node.link_lookup(ifname=pod.veth)[0]
+        node.link("set", index=veth, master=node.link_lookup(ifname="br0")[0], state="up")
+        node.link("set", index=veth, hairpin=1)
+        with self._ipr_in(name) as ipr:
+            lo = ipr.link_lookup(ifname="lo")[0]
+            eth0 = ipr.link_lookup(ifname="eth0")[0]
+            ipr.link("set", index=lo, state="up")
+            self._add_address(ipr, eth0, pod.ip, self.addressing.prefix)
+            ipr.link("set", index=eth0, state="up")
+            family = socket.AF_INET6 if self.family == "ipv6" else socket.AF_INET
+            ipr.route("add", dst="default", gateway=self.addressing.gateway, family=family)
+            if template.injected:
+                # istio-init: ::6 on lo for the IPv6 inbound passthrough bind, then the capture rules.
+                self._add_address(ipr, lo, "::6", 128)
+        if template.injected:
+            excluded = capture.excluded_inbound_ports(template.annotations.get(kube.EXCLUDE_INBOUND_ANNOTATION))
+            capture.install(name, excluded)
+
+    def _create_services(self) -> None:
+        v6 = self.family == "ipv6"
+        rules = ["*nat", ":KUBE-SERVICES - [0:0]", "-A PREROUTING -j KUBE-SERVICES", "-A OUTPUT -j KUBE-SERVICES"]
+        for index, service in enumerate(self.objects.services):
+            address = self.addressing.service_address(index)
+            self.services[(service.namespace, service.name)] = address
+            backends = [p for p in self.pods.values() if service.selects(p.template)]
+            if len(backends) != 1:
+                raise BackendError(f"Service {service.namespace}/{service.name} selects {len(backends)} pods, not 1")
+            backend = backends[0]
+            mask = "128" if v6 else "32"
+            for port in service.ports:
+                to = f"[{backend.ip}]:{port.target_port}" if v6 else f"{backend.ip}:{port.target_port}"
+                rules.append(
+                    f"-A KUBE-SERVICES -d {address}/{mask} -p tcp --dport {port.port} -j DNAT --to-destination {to}"
+                )
+        rules.append("COMMIT")
+        tool = "ip6tables-restore" if v6 else "iptables-restore"
+        netns.run(self.node, [tool], input=("\n".join(rules) + "\n").encode())
+
+    # --- containers ----------------------------------------------------------------------------------
+
+    def _env(self, pod: EmulatedPod) -> dict[str, str]:
+        values = {
+            "metadata.name": pod.template.name,
+            "metadata.namespace": pod.template.namespace,
+            "status.podIP": pod.ip,
+            "status.podIPs": pod.ip,
+        }
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONUNBUFFERED": "1"}
+        for var in pod.template.env:
+            if var.field_path is not None:
+                if var.field_path not in values:
+                    raise BackendError(f"{pod.ref}: env {var.name}: fieldRef {var.field_path} is not emulated")
+                env[var.name] = values[var.field_path]
+            else:
+                env[var.name] = var.value or ""
+        return env
+
+    def _start_app(self, pod: EmulatedPod) -> None:
+        command = list(pod.template.command)
+        if command[-1:] != [ECHO_IMAGE_PATH] or not command[0].startswith("python"):
+            raise BackendError(f"{pod.ref}: the emulated cluster runs the echo program only, not {command}")
+        # The image's /app/echo.py is this very file; -I -S: no site-packages, like the slim image.
+        argv = [sys.executable, "-I", "-S", str(echo_program()), *pod.template.args]
+        pod.app = netns.spawn(pod.netns, argv, env=self._env(pod), log=self.work_dir / f"{pod.netns}.app.log")
+
+    def _sidecar_argv(self, config_path: Path) -> list[str]:
+        if self.sidecar_command:
+            return [*self.sidecar_command, str(config_path)]
+        return [sys.executable, "-I", "-S", str(REFERENCE_SIDECAR), str(config_path)]
+
+    def _start_sidecar(self, pod: EmulatedPod) -> None:
+        pod.sidecar_config = controlplane.sidecar_config(
+            pod.template, pod.ip, self.family, self.objects, self._inbound_mode
+        )
+        config_path = self.work_dir / f"{pod.netns}.sidecar.json"
+        config_path.write_text(json.dumps(pod.sidecar_config, indent=2) + "\n")
+        config_path.chmod(0o644)
+        argv = self._sidecar_argv(config_path)
+        # The reference sidecar drops to 1337 itself after reading its configuration as root (so it can run
+        # from anywhere); a replaced sidecar is started as 1337, as Envoy is in a real pod.
+        credentials = netns.Credentials(capture.PROXY_UID, capture.PROXY_GID) if self.sidecar_command else None
+        try:
+            pod.sidecar = netns.spawn(
+                pod.netns,
+                argv,
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                log=self.work_dir / f"{pod.netns}.sidecar.log",
+                credentials=credentials,
+            )
+        except PermissionError as err:
+            raise PrerequisiteError(
+                f"--emulator-sidecar: uid 1337 cannot execute {shlex.join(argv[:1])} ({err.strerror}): "
+                "put the program where every user may read and execute it"
+            ) from None
+        except FileNotFoundError:
+            raise PrerequisiteError(f"--emulator-sidecar: {argv[0]} not found") from None
+
+    def _listening(self, pod: EmulatedPod, proc: subprocess.Popen[bytes]) -> set[int]:
+        try:
+            return {lst.port for lst in read_proc_listeners(Path(f"/proc/{proc.pid}/net"))}
+        except OSError:
+            return set()
+
+    def _wait_ready(self, pods: Iterable[EmulatedPod]) -> None:
+        pending = list(pods)
+        deadline = time.monotonic() + self.ready_timeout
+        while pending:
+            still = []
+            for pod in pending:
+                problem = self._not_ready(pod)
+                if problem is None:
+                    continue
+                if problem.startswith("exited"):
+                    raise BackendError(f"{pod.ref}: {problem}; log: {self._tail(pod, problem)}")
+                still.append((pod, problem))
+            if not still:
+                return
+            if time.monotonic() > deadline:
+                pod, problem = still[0]
+                raise BackendError(f"{pod.ref} not ready after {self.ready_timeout:.0f}s: {problem}")
+            pending = [p for p, _ in still]
+            time.sleep(0.005)
+
+    def _not_ready(self, pod: EmulatedPod) -> str | None:
+        assert pod.app is not None
+        if pod.app.poll() is not None:
+            return f"exited app container (exit {pod.app.returncode})"
+        if pod.template.injected:
+            assert pod.sidecar is not None
+            if pod.sidecar.poll() is not None:
+                return f"exited sidecar (exit {pod.sidecar.returncode})"
+            missing = {capture.INBOUND_CAPTURE_PORT, capture.OUTBOUND_CAPTURE_PORT} - self._listening(pod, pod.sidecar)
+            if missing:
+                return f"sidecar not listening on {sorted(missing)}"
+        port = pod.template.readiness_port
+        if port is not None and not self._http_ok(pod, port):
+            return f"readiness probe GET :{port}/healthz failing"
+        return None
+
+    def _http_ok(self, pod: EmulatedPod, port: int) -> bool:
+        # Like kubelet: from the node, to the pod IP (the port is excluded from capture).
+        try:
+            body = self._node_http(pod.ip, port, "/healthz", timeout=0.5)
+        except OSError:
+            return False
+        return body is not None
+
+    def _node_http(self, address: str, port: int, path: str, timeout: float) -> bytes | None:
+        """GET from the node namespace; the body on 200, None otherwise."""
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        netns.setns(self._node_fd)
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        finally:
+            netns.setns(self._home_fd)
+        with sock:
+            sock.settimeout(timeout)
+            sock.connect((address, port))
+            host = f"[{address}]" if ":" in address else address
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        raw = b"".join(chunks)
+        head, _, body = raw.partition(b"\r\n\r\n")
+        return body if head.startswith(b"HTTP/1.1 200") or head.startswith(b"HTTP/1.0 200") else None
+
+    def _tail(self, pod: EmulatedPod, problem: str, lines: int = 5) -> str:
+        which = "sidecar" if "sidecar" in problem else "app"
+        path = self.work_dir / f"{pod.netns}.{which}.log"
+        try:
+            return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    # --- mesh ----------------------------------------------------------------------------------------
+
+    @property
+    def inbound_mode(self) -> str:
+        """The emulated mesh's inbound setting."""
+        return self._inbound_mode
+
+    def set_inbound_mode(self, mode: str) -> None:
+        """Recompute every sidecar's configuration and restart the sidecars (as the istiod switch needs)."""
+        if mode not in controlplane.INBOUND_MODES:
+            raise ValueError(f"inbound mode {mode!r}: expected one of {', '.join(controlplane.INBOUND_MODES)}")
+        if mode == self._inbound_mode:
+            return
+        self._inbound_mode = mode
+        meshed = [p for p in self.pods.values() if p.template.injected]
+        for pod in meshed:
+            assert pod.sidecar is not None
+            pod.sidecar.terminate()
+        for pod in meshed:
+            assert pod.sidecar is not None
+            try:
+                pod.sidecar.wait(2)
+            except subprocess.TimeoutExpired:
+                pod.sidecar.kill()
+                pod.sidecar.wait()
+            self._start_sidecar(pod)
+        self._wait_ready(meshed)
+
+    def mesh_info(self) -> dict[str, str]:
+        """The emulated reference mesh, or the replaced sidecar program."""
+        build = shlex.join(self.sidecar_command) if self.sidecar_command else "reference sidecar"
+        return {"name": "emulated", "version": "reference", "build": build, "hub": "", "tag": ""}
+
+    # --- addresses, probes, records --------------------------------------------------------------------
+
+    def _pod(self, ref: PodRef) -> EmulatedPod:
+        try:
+            return self.pods[ref]
+        except KeyError:
+            raise BackendError(f"no pod {ref} in the emulated cluster") from None
+
+    def pod_ip(self, pod: PodRef) -> str:
+        """The pod's address."""
+        return self._pod(pod).ip
+
+    def service_ip(self, namespace: str, name: str) -> str:
+        """The Service's ClusterIP."""
+        try:
+            return self.services[(namespace, name)]
+        except KeyError:
+            raise BackendError(f"no Service {namespace}/{name} in the emulated cluster") from None
+
+    def probe(self, requests: Sequence[ProbeRequest], timeout: float) -> list[dict[str, object]]:
+        """Dial every request from inside its source pod, concurrently, on one event loop."""
+        assert self._loop is not None
+        by_source: dict[PodRef, list[int]] = {}
+        for i, request in enumerate(requests):
+            by_source.setdefault(request.source, []).append(i)
+        results: list[dict[str, object]] = [{} for _ in requests]
+
+        async def run_all() -> None:
+            async def for_source(source: PodRef, indexes: list[int]) -> None:
+                targets = [
+                    make_target(requests[i].protocol, requests[i].address, requests[i].port, requests[i].request_id)
+                    for i in indexes
+                ]
+                out = await probe_batch(targets, timeout, 256, self._connector(self._pod(source)))
+                for i, result in zip(indexes, out, strict=True):
+                    results[i] = result
+
+            await asyncio.gather(*(for_source(s, idx) for s, idx in by_source.items()))
+
+        self._loop.run_until_complete(run_all())
+        return results
+
+    def _connector(self, pod: EmulatedPod) -> Connector:
+        home = self._home_fd
+
+        async def connect(target: ProbeTargetLike) -> StreamPair:
+            address, port = target.address, target.port
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            # A socket stays in the namespace it was created in: step in, create, step out.
+            netns.setns(pod.fd)
+            try:
+                sock = socket.socket(family, socket.SOCK_STREAM)
+            finally:
+                netns.setns(home)
+            sock.setblocking(False)
+            try:
+                await asyncio.get_running_loop().sock_connect(sock, (address, port))
+            except BaseException:
+                sock.close()
+                raise
+            return await asyncio.open_connection(sock=sock)
+
+        return connect
+
+    def request_record(self, pod: PodRef, request_ids: Sequence[str]) -> list[dict[str, object]]:
+        """Ask the pod's echo control port (from the node, like a port-forward) for these request ids."""
+        target = self._pod(pod)
+        records: list[dict[str, object]] = []
+        # Chunk the ids so the request line stays short.
+        ids = list(request_ids)
+        for start in range(0, len(ids), 200):
+            query = "&".join(f"id={i}" for i in ids[start : start + 200])
+            body = self._node_http(target.ip, self._control_port(target), f"/requests?{query}", timeout=5)
+            if body is None:
+                raise BackendError(f"{pod}: the echo control port did not answer /requests")
+            records += json.loads(body)["requests"]
+        return records
+
+    def _control_port(self, pod: EmulatedPod) -> int:
+        if pod.template.readiness_port is None:
+            raise BackendError(f"{pod.ref}: no control port (readiness probe port) declared")
+        return pod.template.readiness_port
+
+    # --- precheck and diagnostics ---------------------------------------------------------------------
+
+    def precheck(self, namespace: str) -> PrecheckRun:
+        """The suite's IST0143 checker over the namespace's meshed pods: inbound clusters vs. listeners."""
+        findings = []
+        checked = []
+        for pod in self.pods.values():
+            if pod.template.namespace != namespace or not pod.template.injected:
+                continue
+            assert pod.app is not None
+            listeners = read_proc_listeners(Path(f"/proc/{pod.app.pid}/net"))
+            exposed = controlplane.exposed_ports(pod.sidecar_config)
+            findings += check_pod(pod.template.namespace, pod.template.name, exposed, listeners)
+            checked.append(f"{pod.template.name}.{pod.template.namespace}")
+        return render_run(findings, checked)
+
+    def diagnostics(self, pods: Sequence[PodRef]) -> dict[str, str]:
+        """Per pod: listeners, capture rules, sidecar configuration and log, app log."""
+        out: dict[str, str] = {}
+        for ref in pods:
+            pod = self.pods.get(ref)
+            if pod is None:
+                continue
+            prefix = f"{ref}"
+            if pod.app is not None:
+                with contextlib.suppress(OSError):
+                    listeners = read_proc_listeners(Path(f"/proc/{pod.app.pid}/net"))
+                    out[f"{prefix} listeners"] = "\n".join(f"{lst.address}:{lst.port}" for lst in listeners)
+            out[f"{prefix} app log"] = self._read(self.work_dir / f"{pod.netns}.app.log")
+            if pod.template.injected:
+                out[f"{prefix} sidecar config"] = json.dumps(pod.sidecar_config, indent=2)
+                out[f"{prefix} sidecar log"] = self._read(self.work_dir / f"{pod.netns}.sidecar.log")
+                try:
+                    out[f"{prefix} capture rules"] = capture.dump(pod.netns)
+                except netns.NamespaceError as err:
+                    out[f"{prefix} capture rules"] = str(err)
+        return out
+
+    @staticmethod
+    def _read(path: Path, limit: int = 200) -> str:
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(none)"
+        return "\n".join(lines[-limit:])

@@ -1,0 +1,152 @@
+"""A small istiod: computes each sidecar's configuration from Services, Sidecar resources and the mesh setting.
+
+It builds what istiod builds for the inbound side (one listener and cluster per port, or the catch-all
+passthrough) and the one fact the outbound side needs (which ports are HTTP). The rules it follows are
+Istio's cluster-building code, cited inline; it never consults the suite's spec, so the outcomes a probe sees
+come from this configuration, the sidecar's sockets and the kernel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from conformance.backends.emulated.capture import INBOUND_CAPTURE_PORT, OUTBOUND_CAPTURE_PORT, PROXY_GID, PROXY_UID
+from conformance.backends.emulated.kube import ManifestError, Objects, PodTemplate, Service, Sidecar
+
+CONFIG_FORMAT = "mesh-inbound-conformance/sidecar-config"
+CONFIG_VERSION = 1
+INBOUND_MODES = ("passthrough", "legacy")
+
+_HTTP_PREFIXES = ("http", "http2", "grpc", "grpc-web")
+
+
+@dataclass(frozen=True)
+class FamilyAddresses:
+    """The addresses a sidecar uses, by the pod's IP family (pilot/pkg/networking/util/util.go)."""
+
+    localhost: str
+    passthrough_bind: str
+
+
+ADDRESSES = {
+    "ipv4": FamilyAddresses(localhost="127.0.0.1", passthrough_bind="127.0.0.6"),
+    "ipv6": FamilyAddresses(localhost="::1", passthrough_bind="::6"),
+}
+
+
+def port_protocol(name: str, app_protocol: str | None) -> str:
+    """Istio's protocol selection: appProtocol, else the port name's prefix; unknown means sniffed."""
+    for candidate in (app_protocol, name.split("-", 1)[0] if name else None):
+        if candidate:
+            lowered = candidate.lower()
+            if lowered in _HTTP_PREFIXES:
+                return "http"
+            if lowered in ("tcp", "tls", "mongo", "mysql", "redis"):
+                return "tcp"
+    return "sniff"
+
+
+def _endpoint(value: str, pod_ip: str, family: FamilyAddresses, port: int) -> dict[str, object]:
+    # istio/api sidecar.proto: 127.0.0.1:PORT / [::1]:PORT -> localhost, no bind; 0.0.0.0:PORT / [::]:PORT ->
+    # the instance IP from 127.0.0.6 / ::6; empty -> ORIGINAL_DST from 127.0.0.6 / ::6. Nothing else.
+    if not value:
+        return {"upstream": {"address": "original_dst", "port": port}, "bind": family.passthrough_bind}
+    host, _, port_text = value.rpartition(":")
+    if not port_text.isdigit():
+        raise ManifestError(
+            f"defaultEndpoint {value!r}: expected 127.0.0.1:PORT, 0.0.0.0:PORT, [::1]:PORT or [::]:PORT"
+        )
+    target = int(port_text)
+    if host in ("127.0.0.1", "[::1]"):
+        return {"upstream": {"address": host.strip("[]"), "port": target}, "bind": None}
+    if host in ("0.0.0.0", "[::]"):
+        return {"upstream": {"address": pod_ip, "port": target}, "bind": family.passthrough_bind}
+    raise ManifestError(f"defaultEndpoint {value!r}: arbitrary IPs and unix sockets are not emulated")
+
+
+def declared_ports(pod: PodTemplate, services: Sequence[Service]) -> dict[int, str]:
+    """Map each targetPort of the Services selecting the pod to its protocol."""
+    ports: dict[int, str] = {}
+    for service in services:
+        if service.selects(pod):
+            for p in service.ports:
+                ports.setdefault(p.target_port, port_protocol(p.name, p.app_protocol))
+    return ports
+
+
+def selecting_sidecar(pod: PodTemplate, sidecars: Sequence[Sidecar]) -> Sidecar | None:
+    """The Sidecar resource for a pod: a workloadSelector match wins over a namespace-wide one."""
+    matches = [s for s in sidecars if s.selects(pod)]
+    with_selector = [s for s in matches if s.selector is not None]
+    chosen = with_selector or matches
+    return sorted(chosen, key=lambda s: s.name)[0] if chosen else None
+
+
+def sidecar_config(
+    pod: PodTemplate, pod_ip: str, family: str, objects: Objects, inbound_mode: str
+) -> dict[str, object]:
+    """The JSON configuration handed to the pod's sidecar (format documented in the README)."""
+    if inbound_mode not in INBOUND_MODES:
+        raise ValueError(f"inbound mode {inbound_mode!r}: expected one of {', '.join(INBOUND_MODES)}")
+    addresses = ADDRESSES[family]
+    listeners: list[dict[str, object]] = []
+    sidecar = selecting_sidecar(pod, objects.sidecars)
+    if sidecar is not None and sidecar.ingress:
+        # HasCustomIngressListeners: only the listed ports get inbound clusters, whatever the mesh setting
+        # (PILOT_ENABLE_INBOUND_PASSTHROUGH only changes clusters built from Service ports).
+        for item in sidecar.ingress:
+            listeners.append(
+                {
+                    "port": item.port,
+                    "protocol": port_protocol(item.name, item.protocol),
+                    "cluster": f"inbound|{item.port}||",
+                    "source": f"Sidecar {sidecar.namespace}/{sidecar.name}",
+                    **_endpoint(item.default_endpoint, pod_ip, addresses, item.port),
+                }
+            )
+    else:
+        for port, protocol in sorted(declared_ports(pod, objects.services).items()):
+            if inbound_mode == "legacy":
+                # cluster.go (1.9.0) buildInboundClusters: STATIC endpoint on actualLocalHost, no bind.
+                endpoint: dict[str, object] = {
+                    "upstream": {"address": addresses.localhost, "port": port},
+                    "bind": None,
+                }
+            else:
+                # cluster.go (1.10.0) + cluster_builder.go: ORIGINAL_DST, upstream bind 127.0.0.6 / ::6.
+                endpoint = {"upstream": {"address": "original_dst", "port": port}, "bind": addresses.passthrough_bind}
+            listeners.append(
+                {"port": port, "protocol": protocol, "cluster": f"inbound|{port}||", "source": "Service", **endpoint}
+            )
+    http_ports = sorted(
+        {p.port for s in objects.services for p in s.ports if port_protocol(p.name, p.app_protocol) == "http"}
+    )
+    return {
+        "format": CONFIG_FORMAT,
+        "version": CONFIG_VERSION,
+        "pod": {"name": pod.name, "namespace": pod.namespace, "ips": [pod_ip]},
+        "mesh": {"inbound_mode": inbound_mode},
+        "proxy_uid": PROXY_UID,
+        "proxy_gid": PROXY_GID,
+        "inbound": {
+            "port": INBOUND_CAPTURE_PORT,
+            "listeners": listeners,
+            # The virtualInbound catch-all (InboundPassthroughClusterIpv4/6): ORIGINAL_DST from 127.0.0.6 / ::6,
+            # the protocol sniffed from the first bytes.
+            "passthrough": {
+                "cluster": "InboundPassthroughCluster" + ("Ipv6" if family == "ipv6" else "Ipv4"),
+                "protocol": "sniff",
+                "upstream": {"address": "original_dst", "port": None},
+                "bind": addresses.passthrough_bind,
+            },
+        },
+        "outbound": {"port": OUTBOUND_CAPTURE_PORT, "http_ports": http_ports},
+    }
+
+
+def exposed_ports(config: dict[str, object]) -> set[int]:
+    """The ports with an inbound cluster: what istioctl precheck reads from the config dump."""
+    inbound = config["inbound"]
+    assert isinstance(inbound, dict)
+    return {int(item["port"]) for item in inbound["listeners"]}

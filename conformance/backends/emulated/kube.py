@@ -1,0 +1,219 @@
+"""Reads the Kubernetes manifests the suite renders, as kubelet, kube-proxy and istiod would read them.
+
+Only the fields the emulation acts on are read, and anything it cannot honour is an error rather than a
+silent difference from kind: a manifest the emulated cluster runs is a manifest a real cluster runs too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+INJECTION_LABEL = "istio-injection"
+INJECT_POD_LABEL = "sidecar.istio.io/inject"
+EXCLUDE_INBOUND_ANNOTATION = "traffic.sidecar.istio.io/excludeInboundPorts"
+
+
+class ManifestError(ValueError):
+    """A manifest asks for something the emulated cluster does not do."""
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    """A container env entry: a literal value or a downward-API field."""
+
+    name: str
+    value: str | None = None
+    field_path: str | None = None
+
+
+@dataclass(frozen=True)
+class PodTemplate:
+    """One pod of a Deployment (the emulation runs replicas: 1)."""
+
+    namespace: str
+    app: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    command: tuple[str, ...]
+    args: tuple[str, ...]
+    env: tuple[EnvVar, ...]
+    readiness_port: int | None
+    injected: bool
+
+    @property
+    def name(self) -> str:
+        """Pod name; kind adds random suffixes, the emulation a fixed one."""
+        return f"{self.app}-0"
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    """One port of a Service."""
+
+    name: str
+    port: int
+    target_port: int
+    app_protocol: str | None
+
+
+@dataclass(frozen=True)
+class Service:
+    """A ClusterIP Service."""
+
+    namespace: str
+    name: str
+    selector: Mapping[str, str]
+    ports: tuple[ServicePort, ...]
+
+    def selects(self, pod: PodTemplate) -> bool:
+        """Kubernetes label selection: every selector label matches (an empty selector selects nothing)."""
+        return pod.namespace == self.namespace and bool(self.selector) and _subset(self.selector, pod.labels)
+
+
+@dataclass(frozen=True)
+class IngressListener:
+    """One `spec.ingress[]` entry of an Istio Sidecar resource."""
+
+    port: int
+    protocol: str
+    name: str
+    default_endpoint: str
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    """An Istio Sidecar resource (only its ingress side matters here)."""
+
+    namespace: str
+    name: str
+    selector: Mapping[str, str] | None
+    ingress: tuple[IngressListener, ...]
+
+    def selects(self, pod: PodTemplate) -> bool:
+        """Match the workloadSelector labels; no selector means every pod of the namespace."""
+        if pod.namespace != self.namespace:
+            return False
+        return self.selector is None or _subset(self.selector, pod.labels)
+
+
+@dataclass
+class Objects:
+    """Everything the manifests declare, by kind."""
+
+    injected_namespaces: set[str] = field(default_factory=set)
+    namespaces: set[str] = field(default_factory=set)
+    pods: list[PodTemplate] = field(default_factory=list)
+    services: list[Service] = field(default_factory=list)
+    sidecars: list[Sidecar] = field(default_factory=list)
+
+
+def _subset(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def _get(obj: Mapping[str, Any], *path: str, default: Any = None) -> Any:
+    for key in path:
+        if not isinstance(obj, Mapping) or key not in obj:
+            return default
+        obj = obj[key]
+    return obj
+
+
+def _where(manifest: Mapping[str, Any]) -> str:
+    namespace = _get(manifest, "metadata", "namespace", default="")
+    return f"{manifest.get('kind')} {namespace}/{_get(manifest, 'metadata', 'name')}"
+
+
+def read(manifests: Sequence[Mapping[str, Any]]) -> Objects:
+    """Sort the manifests into the objects the emulation runs; ManifestError for what it cannot run."""
+    objects = Objects()
+    deployments = []
+    for manifest in manifests:
+        kind = manifest.get("kind")
+        if kind == "Namespace":
+            name = str(_get(manifest, "metadata", "name"))
+            objects.namespaces.add(name)
+            if _get(manifest, "metadata", "labels", INJECTION_LABEL) == "enabled":
+                objects.injected_namespaces.add(name)
+        elif kind == "Deployment":
+            deployments.append(manifest)
+        elif kind == "Service":
+            objects.services.append(_service(manifest))
+        elif kind == "Sidecar":
+            objects.sidecars.append(_sidecar(manifest))
+        else:
+            raise ManifestError(f"{_where(manifest)}: the emulated cluster does not run kind {kind}")
+    for manifest in deployments:
+        objects.pods.append(_pod(manifest, objects.injected_namespaces))
+    return objects
+
+
+def _pod(manifest: Mapping[str, Any], injected_namespaces: set[str]) -> PodTemplate:
+    where = _where(manifest)
+    namespace = str(_get(manifest, "metadata", "namespace", default="default"))
+    if _get(manifest, "spec", "replicas", default=1) != 1:
+        raise ManifestError(f"{where}: the emulated cluster runs exactly one replica")
+    template = _get(manifest, "spec", "template", default={})
+    containers = _get(template, "spec", "containers", default=[])
+    if len(containers) != 1:
+        raise ManifestError(f"{where}: the emulated cluster runs pods of exactly one container")
+    container = containers[0]
+    env = []
+    for entry in container.get("env", []):
+        path = _get(entry, "valueFrom", "fieldRef", "fieldPath")
+        if entry.get("valueFrom") is not None and path is None:
+            raise ManifestError(f"{where}: env {entry['name']}: only literal values and fieldRef are supported")
+        env.append(EnvVar(entry["name"], entry.get("value"), path))
+    labels = {str(k): str(v) for k, v in _get(template, "metadata", "labels", default={}).items()}
+    annotations = {str(k): str(v) for k, v in _get(template, "metadata", "annotations", default={}).items()}
+    pod_inject = labels.get(INJECT_POD_LABEL, annotations.get(INJECT_POD_LABEL))
+    injected = namespace in injected_namespaces and pod_inject != "false"
+    return PodTemplate(
+        namespace=namespace,
+        app=str(_get(manifest, "metadata", "name")),
+        labels=labels,
+        annotations=annotations,
+        command=tuple(container.get("command", ())),
+        args=tuple(str(a) for a in container.get("args", ())),
+        env=tuple(env),
+        readiness_port=_get(container, "readinessProbe", "httpGet", "port"),
+        injected=injected,
+    )
+
+
+def _service(manifest: Mapping[str, Any]) -> Service:
+    ports = []
+    for port in _get(manifest, "spec", "ports", default=[]):
+        target = port.get("targetPort", port["port"])
+        if not isinstance(target, int):
+            raise ManifestError(f"{_where(manifest)}: named targetPort {target!r} is not supported")
+        if port.get("protocol", "TCP") != "TCP":
+            raise ManifestError(f"{_where(manifest)}: only TCP Service ports are emulated")
+        ports.append(ServicePort(str(port.get("name", "")), int(port["port"]), target, port.get("appProtocol")))
+    return Service(
+        namespace=str(_get(manifest, "metadata", "namespace", default="default")),
+        name=str(_get(manifest, "metadata", "name")),
+        selector=dict(_get(manifest, "spec", "selector", default={})),
+        ports=tuple(ports),
+    )
+
+
+def _sidecar(manifest: Mapping[str, Any]) -> Sidecar:
+    selector = _get(manifest, "spec", "workloadSelector", "labels")
+    ingress = tuple(
+        IngressListener(
+            port=int(item["port"]["number"]),
+            protocol=str(item["port"].get("protocol", "TCP")),
+            name=str(item["port"].get("name", "")),
+            default_endpoint=str(item.get("defaultEndpoint", "")),
+        )
+        for item in _get(manifest, "spec", "ingress", default=[])
+    )
+    return Sidecar(
+        namespace=str(_get(manifest, "metadata", "namespace", default="default")),
+        name=str(_get(manifest, "metadata", "name")),
+        selector=dict(selector) if selector is not None else None,
+        ingress=ingress,
+    )

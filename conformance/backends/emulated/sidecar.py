@@ -1,0 +1,365 @@
+"""The reference sidecar of the emulated mesh: an inbound/outbound TCP proxy that forwards like Envoy does.
+
+It is the executable statement of how a sidecar *should* forward, independent of the spec: it knows nothing
+of expected outcomes, only its configuration (computed by the emulated control plane the way istiod builds
+clusters) and the kernel's SO_ORIGINAL_DST. Standard library only, so it starts in ~20 ms with
+`python3 -I -S sidecar.py CONFIG`, and it can be read in one sitting.
+
+- Inbound (15006): the capture rules REDIRECT every inbound TCP connection here. The original destination
+  port picks a listener (or the catch-all passthrough); the listener says where to dial (localhost, the
+  original destination, or the pod IP) and from which address (127.0.0.6 / ::6, or none).
+- Outbound (15001): a meshed pod's own outbound connections arrive here; they are dialled to their original
+  destination from the pod IP (this process runs as uid 1337, which the capture rules let out).
+- When the upstream cannot be reached, an HTTP listener answers 503 (Envoy: "upstream connect error or
+  disconnect/reset before headers") and a TCP listener closes the connection.
+
+The process starts as root to read its configuration and bind its listeners, then drops to uid/gid 1337
+before it makes a single upstream connection, because the capture rules recognise the proxy by that uid.
+There is no mTLS: bytes are relayed as they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import os
+import re
+import signal
+import socket
+import struct
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+CONFIG_FORMAT = "mesh-inbound-conformance/sidecar-config"
+CONFIG_VERSION = 1
+SO_ORIGINAL_DST = 80
+IP6T_SO_ORIGINAL_DST = 80
+CONNECT_TIMEOUT = 2.0
+SNIFF_TIMEOUT = 0.2
+HEAD_LIMIT = 65536
+HTTP_REQUEST_LINE = re.compile(rb"^[A-Z]{3,10} \S+ HTTP/1\.[01]\r?\n")
+PROXY_PORTS = (15001, 15006)
+RESPONSE_503 = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    b"content-type: text/plain\r\n"
+    b"content-length: 91\r\n"
+    b"server: mic-reference-sidecar\r\n"
+    b"connection: close\r\n\r\n"
+    b"upstream connect error or disconnect/reset before headers. reset reason: connection failure\n"
+)
+
+
+class ConfigError(Exception):
+    """The configuration file is not what this sidecar understands."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where one inbound listener (or the passthrough) sends a connection."""
+
+    name: str
+    protocol: str  # "http", "tcp" or "sniff"
+    address: str | None  # None: the original destination address
+    port: int | None  # None: the original destination port
+    bind: str | None
+
+
+@dataclass(frozen=True)
+class Config:
+    """The parts of the JSON configuration this proxy acts on."""
+
+    pod: str
+    listeners: dict[int, Route]
+    passthrough: Route
+    outbound_http_ports: frozenset[int]
+    inbound_port: int
+    outbound_port: int
+    uid: int
+    gid: int
+
+
+def _route(name: str, data: dict[str, Any]) -> Route:
+    upstream = data["upstream"]
+    address = upstream["address"]
+    return Route(
+        name=name,
+        protocol=str(data.get("protocol", "tcp")),
+        address=None if address == "original_dst" else str(address),
+        port=int(upstream["port"]) if upstream.get("port") is not None else None,
+        bind=str(data["bind"]) if data.get("bind") else None,
+    )
+
+
+def load_config(path: str) -> Config:
+    """Read and check the configuration; ConfigError says what is wrong in one line."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+        if data.get("format") != CONFIG_FORMAT or data.get("version") != CONFIG_VERSION:
+            raise ConfigError(f"{path}: expected format {CONFIG_FORMAT} version {CONFIG_VERSION}")
+        inbound = data["inbound"]
+        listeners = {
+            int(item["port"]): _route(item.get("cluster", f"inbound|{item['port']}||"), item)
+            for item in inbound["listeners"]
+        }
+        passthrough = _route(inbound["passthrough"].get("cluster", "InboundPassthroughCluster"), inbound["passthrough"])
+        pod = data["pod"]
+        return Config(
+            pod=f"{pod['name']}.{pod['namespace']}",
+            listeners=listeners,
+            passthrough=passthrough,
+            outbound_http_ports=frozenset(int(p) for p in data["outbound"]["http_ports"]),
+            inbound_port=int(inbound["port"]),
+            outbound_port=int(data["outbound"]["port"]),
+            uid=int(data.get("proxy_uid", 1337)),
+            gid=int(data.get("proxy_gid", 1337)),
+        )
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"{path}: {type(err).__name__}: {err}") from None
+
+
+def original_dst(sock: socket.socket) -> tuple[str, int]:
+    """The address the client dialled before REDIRECT rewrote it (conntrack's view)."""
+    if sock.family == socket.AF_INET6:
+        raw = sock.getsockopt(socket.IPPROTO_IPV6, IP6T_SO_ORIGINAL_DST, 28)
+        port = struct.unpack("!H", raw[2:4])[0]
+        return str(ipaddress.IPv6Address(raw[8:24])), port
+    raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
+    port = struct.unpack("!H", raw[2:4])[0]
+    return socket.inet_ntoa(raw[4:8]), port
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    info = writer.get_extra_info("peername")
+    return f"{info[0]}:{info[1]}" if info else "?"
+
+
+class Sidecar:
+    """One proxy process: two listeners, one log."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.connections = 0
+
+    def log(self, message: str) -> None:
+        """One line per decision, like an access log: the harness attaches it to failing tests."""
+        sys.stderr.write(f"{time.time():.3f} {message}\n")
+        sys.stderr.flush()
+
+    async def inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Handle one redirected inbound connection."""
+        sock = writer.get_extra_info("socket")
+        orig_addr, orig_port = original_dst(sock)
+        if orig_port in PROXY_PORTS:
+            # Someone dialled the proxy port itself; forwarding it would loop back here.
+            writer.close()
+            return
+        route = self.config.listeners.get(orig_port, self.config.passthrough)
+        address = route.address or orig_addr
+        port = route.port or orig_port
+        await self.forward("inbound", reader, writer, route.name, route.protocol, address, port, route.bind, orig_addr)
+
+    async def outbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Handle one connection a meshed pod's app made to another pod or a Service."""
+        sock = writer.get_extra_info("socket")
+        orig_addr, orig_port = original_dst(sock)
+        if orig_port in PROXY_PORTS:
+            writer.close()
+            return
+        # Like Envoy's 0.0.0.0_<port> HTTP listeners: a port some Service declares as HTTP is proxied as HTTP;
+        # anything else goes through the PassthroughCluster as plain TCP.
+        protocol = "http" if orig_port in self.config.outbound_http_ports else "tcp"
+        name = f"outbound|{orig_port}" if protocol == "http" else "PassthroughCluster"
+        await self.forward("outbound", reader, writer, name, protocol, orig_addr, orig_port, None, orig_addr)
+
+    async def forward(
+        self,
+        direction: str,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        cluster: str,
+        protocol: str,
+        address: str,
+        port: int,
+        bind: str | None,
+        orig_addr: str,
+    ) -> None:
+        """Dial the upstream, then relay; on failure answer as Envoy does for the protocol."""
+        self.connections += 1
+        head = b""
+        try:
+            if protocol == "http":
+                head = await self._read_head(reader)
+            elif protocol == "sniff":
+                head, protocol = await self._sniff(reader)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            writer.close()
+            return
+        where = f"{direction} {_peer(writer)} orig={orig_addr} cluster={cluster} proto={protocol}"
+        try:
+            up_reader, up_writer = await self._connect(address, port, bind)
+        except OSError as err:
+            self.log(f"{where} upstream={address}:{port} bind={bind or '-'} connect_failed={err.strerror or err}")
+            await self._fail(writer, protocol)
+            return
+        self.log(f"{where} upstream={address}:{port} bind={bind or '-'} connected")
+        up_writer.write(head)
+        relayed = await self._relay(reader, writer, up_reader, up_writer)
+        if protocol == "http" and relayed == 0 and not writer.is_closing():
+            # The upstream accepted, then closed before any response byte: "reset before headers".
+            self.log(f"{where} upstream closed before headers")
+            await self._fail(writer, protocol)
+        else:
+            await _close(writer)
+
+    async def _read_head(self, reader: asyncio.StreamReader) -> bytes:
+        # Envoy's HTTP connection manager reads the request headers before it picks an upstream.
+        return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CONNECT_TIMEOUT * 5)
+
+    async def _sniff(self, reader: asyncio.StreamReader) -> tuple[bytes, str]:
+        # The catch-all passthrough inspects the first bytes (Envoy's http_inspector): an HTTP/1 request line
+        # makes it an HTTP connection, anything else (or silence) plain TCP.
+        try:
+            first = await asyncio.wait_for(reader.read(HEAD_LIMIT), SNIFF_TIMEOUT)
+        except TimeoutError:
+            return b"", "tcp"
+        if HTTP_REQUEST_LINE.match(first):
+            if b"\r\n\r\n" not in first:
+                first += await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CONNECT_TIMEOUT * 5)
+            return first, "http"
+        return first, "tcp"
+
+    async def _connect(
+        self, address: str, port: int, bind: str | None
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            if bind:
+                sock.bind((bind, 0))
+            loop = asyncio.get_running_loop()
+            await asyncio.wait_for(loop.sock_connect(sock, (address, port)), CONNECT_TIMEOUT)
+        except TimeoutError:
+            sock.close()
+            raise OSError(110, "connect timeout") from None
+        except OSError:
+            sock.close()
+            raise
+        return await asyncio.open_connection(sock=sock)
+
+    async def _fail(self, writer: asyncio.StreamWriter, protocol: str) -> None:
+        if protocol == "http":
+            with contextlib.suppress(OSError):
+                writer.write(RESPONSE_503)
+                await writer.drain()
+        await _close(writer)
+
+    async def _relay(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+    ) -> int:
+        """Copy both ways until both sides are done; return the bytes relayed from the upstream."""
+        relayed = 0
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, count: bool) -> None:
+            nonlocal relayed
+            # A reset on either side ends this direction; the caller decides what the client sees.
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    if count:
+                        relayed += len(data)
+                    dst.write(data)
+                    await dst.drain()
+                if dst.can_write_eof():
+                    dst.write_eof()
+
+        down = asyncio.ensure_future(pump(reader, up_writer, False))
+        up = asyncio.ensure_future(pump(up_reader, writer, True))
+        await up
+        down.cancel()
+        with contextlib.suppress(asyncio.CancelledError, OSError):
+            await down
+        await _close(up_writer)
+        return relayed
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+
+
+def _listen(port: int, family: socket.AddressFamily) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(("::", port))
+    else:
+        sock.bind(("0.0.0.0", port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def _drop_privileges(uid: int, gid: int) -> None:
+    # The capture rules single out the proxy by uid/gid 1337 (ISTIO_OUTPUT --uid-owner): every upstream
+    # connection must come from that uid, or it would be captured again.
+    if os.getuid() == 0:
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+
+
+async def serve(config: Config) -> None:
+    """Bind both listeners on both families, drop privileges, serve until SIGTERM."""
+    sidecar = Sidecar(config)
+    sockets = {
+        (name, family): _listen(port, family)
+        for name, port in (("inbound", config.inbound_port), ("outbound", config.outbound_port))
+        for family in (socket.AF_INET, socket.AF_INET6)
+    }
+    _drop_privileges(config.uid, config.gid)
+    servers = []
+    for (name, _family), sock in sockets.items():
+        handler = sidecar.inbound if name == "inbound" else sidecar.outbound
+        servers.append(await asyncio.start_server(handler, sock=sock, backlog=1024))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    sidecar.log(f"ready pod={config.pod} uid={os.getuid()} listeners={sorted(config.listeners)}")
+    await stop.wait()
+    for server in servers:
+        server.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`sidecar.py CONFIG`: the configuration path is the last argument, as for a replaced sidecar."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        sys.stderr.write("sidecar: usage: sidecar.py CONFIG.json\n")
+        return 2
+    try:
+        config = load_config(args[-1])
+    except ConfigError as err:
+        sys.stderr.write(f"sidecar: {err}\n")
+        return 2
+    try:
+        asyncio.run(serve(config))
+    except OSError as err:
+        sys.stderr.write(f"sidecar: cannot listen: {err}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

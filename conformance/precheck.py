@@ -1,0 +1,188 @@
+"""The localhost precheck (IST0143), backend-independent: listeners in, istioctl-format findings out.
+
+istioctl 1.10-1.20 `x precheck` (istioctl/cmd/precheck.go checkListeners) takes, for every injected pod, the
+ports of its inbound clusters (`inbound|PORT||` in Envoy's config dump: "exposed in a Service") and the
+pod's listeners (`ss -ltnH`, column 4, the local address); a loopback listener on such a port is IST0143.
+This module does the same from any source of listeners (`ss` output on kind, /proc/net/tcp in the emulated
+cluster), prints what istioctl prints, and reads istioctl's own output back, so both can be compared.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+IST0143_TEMPLATE = (
+    "Error [IST0143] (Pod {pod}.{namespace}) Port {port} is exposed in a Service but listens on localhost. "
+    "It will not be exposed to other pods."
+)
+ISSUES_FOUND = (
+    "Error: Issues found when checking the cluster. Istio may not be safe to install or upgrade.\n"
+    "See https://istio.io/latest/docs/reference/config/analysis for more information about causes and resolutions."
+)
+NO_ISSUES = (
+    "✔ No issues found when checking the cluster. Istio is safe to install or upgrade!\n"
+    "  To get started, check out https://istio.io/latest/docs/setup/getting-started/"
+)
+_FINDING = re.compile(
+    r"^(?P<level>Error|Warning|Info) \[(?P<code>IST\d{4})\] \((?P<kind>Pod) (?P<pod>[^ )]+)\.(?P<namespace>[^ .)]+)\) "
+    r"(?P<message>.*)$"
+)
+_PORT = re.compile(r"^Port (\d+) is exposed in a Service but listens on localhost")
+_SILENT_FAILURES = ("failed to get config dump", "failed to get ports", "failed to get listener state")
+TCP_LISTEN = "0A"
+
+
+class ParseError(ValueError):
+    """Input that is not in the format it claims to be."""
+
+
+@dataclass(frozen=True, order=True)
+class Listener:
+    """A listening TCP socket: its local address (`*` or an IP) and port."""
+
+    address: str
+    port: int
+
+    @property
+    def loopback(self) -> bool:
+        """The test istioctl applies: netip.Addr.IsLoopback (127.0.0.0/8 and ::1)."""
+        try:
+            return ipaddress.ip_address(self.address).is_loopback
+        except ValueError:
+            return False
+
+
+@dataclass(frozen=True, order=True)
+class Finding:
+    """One message of the precheck."""
+
+    namespace: str
+    pod: str
+    port: int
+    code: str = "IST0143"
+    level: str = "Error"
+
+    def line(self) -> str:
+        """The line istioctl prints for it."""
+        if self.code != "IST0143":
+            raise ValueError(f"no template for {self.code}")
+        return IST0143_TEMPLATE.format(pod=self.pod, namespace=self.namespace, port=self.port)
+
+
+@dataclass
+class PrecheckRun:
+    """The result of one precheck, from istioctl or from the suite's own checker."""
+
+    tool: str
+    exit_code: int
+    stdout: str
+    stderr: str
+    findings: list[Finding] = field(default_factory=list)
+    checked_pods: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """Signs that the run checked less than it says (istioctl prints these and still exits 0)."""
+
+
+def parse_ss(text: str) -> list[Listener]:
+    """Parse `ss -ltnH` (State Recv-Q Send-Q Local:Port Peer:Port [Process]) into listeners."""
+    listeners = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        columns = line.split()
+        if len(columns) < 5:
+            raise ParseError(f"ss line {number}: expected at least 5 columns, got {line!r}")
+        local = columns[3]
+        host, sep, port = local.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ParseError(f"ss line {number}: local address {local!r} is not HOST:PORT")
+        host = host.strip("[]")
+        # ss prints an interface-scoped listener as 127.0.0.1%lo; the scope does not change the address.
+        host = host.split("%", 1)[0]
+        listeners.append(Listener("*" if host in ("*", "0.0.0.0", "::") else host, int(port)))
+    return listeners
+
+
+def _decode_v4(hex_address: str) -> str:
+    return str(ipaddress.IPv4Address(bytes.fromhex(hex_address)[::-1]))
+
+
+def _decode_v6(hex_address: str) -> str:
+    raw = bytes.fromhex(hex_address)
+    # Four host-order 32-bit words.
+    ordered = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+    return str(ipaddress.IPv6Address(ordered))
+
+
+def parse_proc_net_tcp(text: str, ipv6: bool) -> list[Listener]:
+    """Parse /proc/net/tcp or tcp6 into the listening sockets (state 0A)."""
+    listeners = []
+    for line in text.splitlines()[1:]:
+        columns = line.split()
+        if len(columns) < 4:
+            continue
+        if columns[3] != TCP_LISTEN:
+            continue
+        address, port = columns[1].split(":")
+        host = _decode_v6(address) if ipv6 else _decode_v4(address)
+        listeners.append(Listener("*" if host in ("0.0.0.0", "::") else host, int(port, 16)))
+    return listeners
+
+
+def read_proc_listeners(proc_net: Path) -> list[Listener]:
+    """The listeners of the network namespace behind a /proc/<pid>/net (or /proc/thread-self/net) directory."""
+    found: list[Listener] = []
+    for name, ipv6 in (("tcp", False), ("tcp6", True)):
+        path = proc_net / name
+        if path.exists():
+            found += parse_proc_net_tcp(path.read_text(), ipv6)
+    return sorted(set(found))
+
+
+def check_pod(namespace: str, pod: str, exposed_ports: Iterable[int], listeners: Iterable[Listener]) -> list[Finding]:
+    """IST0143 for each exposed port with a loopback listener (even beside a wildcard one, as istioctl does)."""
+    exposed = set(exposed_ports)
+    ports = sorted({lst.port for lst in listeners if lst.port in exposed and lst.loopback})
+    return [Finding(namespace, pod, port) for port in ports]
+
+
+def render_run(findings: Sequence[Finding], checked_pods: Sequence[str], tool: str = "suite-checker") -> PrecheckRun:
+    """What istioctl would print and return for these findings (every IST0143 is an Error: exit 1)."""
+    ordered = sorted(findings)
+    if ordered:
+        return PrecheckRun(
+            tool, 1, "\n".join(f.line() for f in ordered) + "\n", ISSUES_FOUND + "\n", list(ordered), list(checked_pods)
+        )
+    return PrecheckRun(tool, 0, "", NO_ISSUES + "\n", [], list(checked_pods))
+
+
+def parse_istioctl(stdout: str, stderr: str, exit_code: int) -> PrecheckRun:
+    """Read `istioctl x precheck` output back into findings; note the ways it can check nothing and exit 0."""
+    findings = []
+    warnings = []
+    for raw in stdout.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if any(marker in line for marker in _SILENT_FAILURES):
+            warnings.append(line)
+            continue
+        match = _FINDING.match(line)
+        if not match:
+            continue
+        port = _PORT.match(match["message"])
+        if match["code"] == "IST0143" and port:
+            findings.append(Finding(match["namespace"], match["pod"], int(port[1]), "IST0143", match["level"]))
+    if exit_code == 0 and findings:
+        warnings.append("istioctl exited 0 although it printed IST0143 findings")
+    if exit_code != 0 and not findings and "Issues found" in stderr:
+        warnings.append("istioctl reported issues that are not IST0143 (control-plane checks?)")
+    if exit_code != 0 and "Issues found" not in stderr and not findings:
+        warnings.append(
+            f"istioctl failed (exit {exit_code}): {stderr.strip().splitlines()[-1] if stderr.strip() else ''}"
+        )
+    return PrecheckRun("istioctl", exit_code, stdout, stderr, sorted(findings), [], warnings)

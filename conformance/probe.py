@@ -1,0 +1,236 @@
+"""The probe engine: turns cells into probe requests, drives them until they converge, classifies the results.
+
+A cell's observation is made of `consecutive` identical outcomes in a row (outcome and peer), within the
+`converge` timeout: so configuration still propagating cannot pass for a result, and a negative cell must
+fail the same way every time. All pending cells of a round go to the backend as one batch, which the
+emulated backend dials concurrently in-process and kind sends to the client pods in one request each.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
+
+from conformance.backends.base import Cluster, ProbeRequest
+from conformance.spec.dimensions import ADDRESSES, CellKey, IpFamily, Path, Source
+from conformance.spec.semantics import Expectation
+from conformance.timeouts import TimeoutConfig
+from conformance.world import World, dialled_address, port_for
+
+
+@dataclass(frozen=True)
+class ProbeOutcome:
+    """One probe's result, as the echo program reported it."""
+
+    outcome: str
+    status: int | None
+    peer: str | None
+    pod: str | None
+    latency_ms: float
+    detail: str
+    request_id: str
+
+    @classmethod
+    def from_json(cls, data: dict[str, object], request_id: str) -> ProbeOutcome:
+        """Read an echo result object."""
+        status = data.get("status")
+        latency = data.get("latency_ms", 0.0)
+        return cls(
+            outcome=str(data.get("outcome", "error")),
+            status=int(status) if isinstance(status, int) else None,
+            peer=str(data["peer"]) if data.get("peer") else None,
+            pod=str(data["pod"]) if data.get("pod") else None,
+            latency_ms=float(latency) if isinstance(latency, int | float) else 0.0,
+            detail=str(data.get("detail", "")),
+            request_id=request_id,
+        )
+
+    @property
+    def label(self) -> str:
+        """`ok`, `refused`, `reset_or_eof`, `timeout`, `error` or `http_<status>` (comparable with Failure)."""
+        if self.outcome == "http_status":
+            return f"http_{self.status}"
+        return self.outcome
+
+    @property
+    def signature(self) -> tuple[str, str | None]:
+        """What must repeat for an observation to converge."""
+        return self.label, self.peer
+
+
+@dataclass
+class Observation:
+    """The converged (or not) result of one cell."""
+
+    cell: CellKey
+    last: ProbeOutcome
+    converged: bool
+    attempts: list[ProbeOutcome] = field(default_factory=list)
+    source: str | None = None
+    """The peer classified: client, inbound_passthrough, localhost, self, or other:<ip>."""
+
+    @property
+    def request_ids(self) -> list[str]:
+        """Every request id sent for this cell (for the proof of non-arrival)."""
+        return [a.request_id for a in self.attempts]
+
+    def describe(self) -> str:
+        """Short human text: `ok from 127.0.0.6 (inbound_passthrough)`, `http_503`, ..."""
+        text = self.last.label
+        if self.last.label == "ok":
+            text += f" from {self.last.peer} ({self.source})"
+        elif self.last.detail:
+            text += f" ({self.last.detail[:80]})"
+        if not self.converged:
+            history = ", ".join(a.label for a in self.attempts[-6:])
+            text += f"; did not converge: {history}"
+        return text
+
+    def to_json(self) -> dict[str, object]:
+        """The `observed` object of the report."""
+        return {
+            "outcome": self.last.label,
+            "source": self.source,
+            "peer": self.last.peer,
+            "detail": self.last.detail,
+            "converged": self.converged,
+            "attempts": len(self.attempts),
+            "latency_ms": round(self.last.latency_ms, 3),
+        }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether an observation meets an expectation, and why not."""
+
+    reachability_ok: bool
+    source_ok: bool
+    converged: bool
+    reason: str
+
+    @property
+    def passed(self) -> bool:
+        """All of it."""
+        return self.reachability_ok and self.source_ok and self.converged
+
+
+def classify_source(peer: str | None, family: IpFamily, client_ip: str | None, server_ip: str) -> str | None:
+    """Name the peer address the app saw (reference section 1: 127.0.0.6 / ::6 is the passthrough bind)."""
+    if peer is None:
+        return None
+    for source, address in ADDRESSES[family].items():
+        if peer == address:
+            return source.value
+    if client_ip is not None and peer == client_ip:
+        return Source.CLIENT.value
+    if peer == server_ip:
+        return Source.SELF.value
+    return f"other:{peer}"
+
+
+def judge(expected: Expectation, observation: Observation) -> Verdict:
+    """Compare one observation with the spec's expectation."""
+    label = observation.last.label
+    if expected.reachable:
+        reach_ok = label == "ok"
+        want = expected.source.value if expected.source else None
+        source_ok = reach_ok and observation.source == want
+        if not reach_ok:
+            reason = f"expected reachable (app sees {want}), got {observation.describe()}"
+        elif not source_ok:
+            reason = f"expected the app to see {want}, it saw {observation.last.peer} ({observation.source})"
+        else:
+            reason = ""
+    else:
+        allowed = [f.value for f in expected.failure]
+        reach_ok = label in allowed
+        source_ok = True
+        reason = "" if reach_ok else f"expected {' or '.join(allowed)}, got {observation.describe()}"
+    if not observation.converged and not reason:
+        reason = f"did not converge: {observation.describe()}"
+    return Verdict(reach_ok, source_ok, observation.converged, reason)
+
+
+class Prober:
+    """Observes cells on a cluster, converging each, and remembers observations per mesh mode."""
+
+    def __init__(self, cluster: Cluster, world: World, timeouts: TimeoutConfig) -> None:
+        self.cluster = cluster
+        self.world = world
+        self.timeouts = timeouts
+        self._cache: dict[tuple[CellKey, str], Observation] = {}
+        self._run = secrets.token_hex(3)
+        self._counter = itertools.count()
+        self.probes_sent = 0
+
+    def _address(self, cell: CellKey) -> str:
+        fixed = dialled_address(cell)
+        if fixed is not None:
+            return fixed
+        server = self.world.server_for(cell)
+        if cell.path is Path.SERVICE:
+            return self.cluster.service_ip(server.namespace, server.app)
+        return self.cluster.pod_ip(server)
+
+    def _request(self, cell: CellKey) -> ProbeRequest:
+        port = port_for(cell.bind, cell.protocol, cell.port)
+        request_id = f"mic-{self._run}-{next(self._counter)}"
+        return ProbeRequest(
+            self.world.source_pod(cell), cell.protocol.value, self._address(cell), port.number, request_id
+        )
+
+    def _classify(self, cell: CellKey, outcome: ProbeOutcome) -> str | None:
+        server_ip = self.cluster.pod_ip(self.world.server_for(cell))
+        client_ip = self.cluster.pod_ip(self.world.source_pod(cell)) if cell.path.from_other_pod else None
+        return classify_source(outcome.peer, cell.ip_family, client_ip, server_ip)
+
+    def observe(self, cells: Sequence[CellKey], fresh: bool = False) -> dict[CellKey, Observation]:
+        """Converged observations of `cells` under the cluster's current mode (cached unless `fresh`)."""
+        mode = self.cluster.inbound_mode
+        wanted = list(dict.fromkeys(cells))
+        todo = [c for c in wanted if fresh or (c, mode) not in self._cache]
+        if todo:
+            for cell, observation in self._converge(todo).items():
+                self._cache[(cell, mode)] = observation
+        return {c: self._cache[(c, mode)] for c in wanted}
+
+    def _converge(self, cells: Sequence[CellKey]) -> dict[CellKey, Observation]:
+        needed = self.timeouts.consecutive
+        history: dict[CellKey, list[ProbeOutcome]] = {c: [] for c in cells}
+        streak: dict[CellKey, int] = dict.fromkeys(cells, 0)
+        pending = list(cells)
+
+        def one_round() -> int:
+            nonlocal pending
+            requests = [self._request(c) for c in pending]
+            results = self.cluster.probe(requests, self.timeouts.probe)
+            self.probes_sent += len(requests)
+            still = []
+            for cell, request, result in zip(pending, requests, results, strict=True):
+                outcome = ProbeOutcome.from_json(result, request.request_id)
+                previous = history[cell][-1] if history[cell] else None
+                history[cell].append(outcome)
+                same = previous is not None and previous.signature == outcome.signature
+                streak[cell] = streak[cell] + 1 if same else 1
+                if streak[cell] < needed:
+                    still.append(cell)
+            pending = still
+            return len(pending)
+
+        Retrying(
+            stop=stop_after_delay(self.timeouts.converge),
+            wait=wait_fixed(self.timeouts.poll_interval),
+            retry=retry_if_result(lambda left: left > 0),
+            retry_error_callback=lambda state: state.outcome.result() if state.outcome else 0,
+        )(one_round)
+        observations = {}
+        for cell in cells:
+            last = history[cell][-1]
+            observations[cell] = Observation(
+                cell, last, streak[cell] >= needed, history[cell], self._classify(cell, last)
+            )
+        return observations

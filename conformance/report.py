@@ -1,0 +1,342 @@
+"""The conformance report: `conformance-report.json` for machines, `conformance-report.md` for people.
+
+Written as results arrive (after every test), so a run that fails, crashes or is interrupted still leaves a
+report of what it saw. Profile results follow Gateway API: `success` (every test passed), `partial` (some
+skipped for missing capabilities, none failed), `failure` (any failed), `skipped` (nothing ran).
+
+JSON format `mesh-inbound-conformance/report`, version 1 (docs/formats.md).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from conformance.precheck import PrecheckRun
+from conformance.probe import Observation, Verdict
+from conformance.spec.capabilities import MeshCapabilities
+from conformance.spec.dimensions import (
+    Bind,
+    CellKey,
+    Client,
+    DefaultEndpoint,
+    IpFamily,
+    PortKind,
+    Profile,
+    Protocol,
+    Source,
+)
+from conformance.spec.dimensions import Path as CellPath
+from conformance.spec.render import describe_expectation, describe_source
+from conformance.spec.semantics import Expectation
+
+REPORT_FORMAT = "mesh-inbound-conformance/report"
+REPORT_VERSION = 1
+JSON_NAME = "conformance-report.json"
+MD_NAME = "conformance-report.md"
+
+
+@dataclass
+class CellRecord:
+    """One cell: expected, what was observed, and every test that judged it."""
+
+    cell: CellKey
+    expected: Expectation
+    observed: Observation
+    checks: dict[str, bool] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        """Every check on the cell passed."""
+        return all(self.checks.values())
+
+
+@dataclass
+class TestRecord:
+    """One test (a case under a profile)."""
+
+    nodeid: str
+    case: str
+    profile: str
+    outcome: str  # passed | failed | skipped
+    reason: str = ""
+
+
+class Report:
+    """Accumulates results and rewrites both files after each one."""
+
+    def __init__(
+        self,
+        directory: Path | None,
+        mesh: MeshCapabilities,
+        mesh_info: dict[str, str],
+        backend: str,
+        family: IpFamily,
+        profiles: Sequence[Profile],
+    ) -> None:
+        self.directory = directory
+        self.mesh = mesh
+        self.mesh_info = dict(mesh_info)
+        self.backend = backend
+        self.family = family
+        self.profiles = list(profiles)
+        self.cells: dict[CellKey, CellRecord] = {}
+        self.tests: dict[str, TestRecord] = {}
+        self.prechecks: list[dict[str, object]] = []
+        self.started = datetime.datetime.now(datetime.UTC)
+        self.finished: datetime.datetime | None = None
+        self.interrupted = False
+        self.timings: dict[str, float] = {}
+
+    # --- recording -------------------------------------------------------------------------------------
+
+    def record_cell(
+        self, test: str, cell: CellKey, expected: Expectation, observation: Observation, verdict: Verdict, part: str
+    ) -> None:
+        """A test judged (a part of) a cell: `part` is `reachability`, `source` or `arrival`."""
+        record = self.cells.get(cell)
+        if record is None:
+            record = self.cells[cell] = CellRecord(cell, expected, observation)
+        key = f"{test}:{part}"
+        if part == "reachability":
+            ok = verdict.reachability_ok and verdict.converged
+        elif part == "source":
+            ok = verdict.source_ok and verdict.converged
+        else:
+            ok = verdict.passed
+        record.checks[key] = ok
+        if not ok:
+            record.reasons[key] = verdict.reason
+
+    def record_arrival(self, test: str, cell: CellKey, ok: bool, reason: str) -> None:
+        """The request record confirmed (or contradicted) where a cell's requests arrived."""
+        record = self.cells.get(cell)
+        if record is None:
+            return
+        record.checks[f"{test}:arrival"] = ok
+        if not ok:
+            record.reasons[f"{test}:arrival"] = reason
+
+    def record_test(self, record: TestRecord) -> None:
+        """A test finished (or was skipped)."""
+        previous = self.tests.get(record.nodeid)
+        if previous is not None and previous.outcome == "failed":
+            return  # a teardown error after a failure keeps the failure
+        self.tests[record.nodeid] = record
+
+    def record_precheck(
+        self, test: str, profile: str, run: PrecheckRun, expected: list[str], problems: list[str]
+    ) -> None:
+        """A precheck run with the findings expected of it."""
+        self.prechecks.append(
+            {
+                "test": test,
+                "profile": profile,
+                "tool": run.tool,
+                "exit_code": run.exit_code,
+                "findings": [f.line() for f in run.findings],
+                "expected": expected,
+                "warnings": run.warnings,
+                "problems": problems,
+                "verdict": "pass" if not problems else "fail",
+            }
+        )
+
+    # --- summary -------------------------------------------------------------------------------------
+
+    def profile_result(self, profile: str) -> tuple[str, dict[str, int]]:
+        """Gateway API-style result and statistics of one profile."""
+        tests = [t for t in self.tests.values() if t.profile == profile]
+        cells = [c for c in self.cells.values() if c.cell.profile.value == profile]
+        stats = {
+            "tests_passed": sum(t.outcome == "passed" for t in tests),
+            "tests_failed": sum(t.outcome == "failed" for t in tests),
+            "tests_skipped": sum(t.outcome == "skipped" for t in tests),
+            "cells": len(cells),
+            "cells_passed": sum(c.passed for c in cells),
+            "cells_failed": sum(not c.passed for c in cells),
+        }
+        if stats["tests_failed"] or stats["cells_failed"]:
+            result = "failure"
+        elif stats["tests_passed"] == 0:
+            result = "skipped"
+        elif stats["tests_skipped"]:
+            result = "partial"
+        else:
+            result = "success"
+        return result, stats
+
+    def document(self) -> dict[str, object]:
+        """The JSON report."""
+        profiles = []
+        for profile in self.profiles:
+            result, stats = self.profile_result(profile.value)
+            tests = [t for t in self.tests.values() if t.profile == profile.value]
+            profiles.append(
+                {
+                    "name": profile.value,
+                    "result": result,
+                    "statistics": stats,
+                    "failed_tests": sorted(t.case for t in tests if t.outcome == "failed"),
+                    "skipped_tests": [{"test": t.case, "reason": t.reason} for t in tests if t.outcome == "skipped"],
+                }
+            )
+        return {
+            "format": REPORT_FORMAT,
+            "version": REPORT_VERSION,
+            "started": self.started.isoformat(timespec="seconds"),
+            "finished": self.finished.isoformat(timespec="seconds") if self.finished else None,
+            "interrupted": self.interrupted,
+            "mesh": {**self.mesh.to_json(), **self.mesh_info},
+            "backend": self.backend,
+            "ip_family": self.family.value,
+            "profiles": profiles,
+            "prechecks": self.prechecks,
+            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+            "cells": [
+                {
+                    "id": r.cell.id,
+                    **r.cell.to_json(),
+                    "expected": r.expected.to_json(),
+                    "observed": r.observed.to_json(),
+                    "verdict": "pass" if r.passed else "fail",
+                    "checks": r.checks,
+                    "reasons": r.reasons,
+                }
+                for r in sorted(self.cells.values(), key=lambda r: r.cell.id)
+            ],
+        }
+
+    # --- markdown ------------------------------------------------------------------------------------
+
+    def _observed_text(self, record: CellRecord) -> str:
+        obs = record.observed
+        if obs.last.label == "ok" and obs.source:
+            try:
+                shown = describe_source(Source(obs.source), self.family)
+            except ValueError:
+                shown = obs.last.peer or "?"
+            text = f"✓ {shown}"
+        else:
+            text = "✗ " + obs.last.label.replace("http_", "")
+        if not obs.converged:
+            text += " (unstable)"
+        return text
+
+    def markdown(self) -> str:
+        """The same report as tables a person reads (fits $GITHUB_STEP_SUMMARY)."""
+        mesh = self.mesh_info
+        lines = [
+            f"# Inbound conformance: {mesh.get('name', self.mesh.name)} {mesh.get('version', self.mesh.version)}",
+            "",
+            f"Backend `{self.backend}`, {self.family.value}, build `{mesh.get('build', '') or '-'}`"
+            + (f", hub `{mesh['hub']}` tag `{mesh['tag']}`" if mesh.get("hub") else "")
+            + (" — **interrupted**" if self.interrupted else ""),
+            "",
+            "| profile | result | tests passed | failed | skipped | cells passed | cells failed |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for profile in self.profiles:
+            result, s = self.profile_result(profile.value)
+            icon = {"success": "✅", "partial": "🟡", "failure": "❌", "skipped": "⏭️"}[result]
+            lines.append(
+                f"| {profile.value} | {icon} {result} | {s['tests_passed']} | {s['tests_failed']} | "
+                f"{s['tests_skipped']} | {s['cells_passed']} | {s['cells_failed']} |"
+            )
+        failed = [r for r in self.cells.values() if not r.passed]
+        if failed:
+            lines += ["", f"## Failed cells ({len(failed)})", ""]
+            for r in sorted(failed, key=lambda r: r.cell.id)[:200]:
+                reason = "; ".join(sorted(set(r.reasons.values())))
+                lines.append(f"- ❌ `{r.cell.id}`: {reason}")
+            if len(failed) > 200:
+                lines.append(f"- ... and {len(failed) - 200} more (see {JSON_NAME})")
+        skipped = [t for t in self.tests.values() if t.outcome == "skipped"]
+        if skipped:
+            lines += ["", "## Skipped", ""]
+            lines += [f"- `{t.case}` [{t.profile}]: {t.reason}" for t in sorted(skipped, key=lambda t: t.nodeid)]
+        for run in self.prechecks:
+            mark = "✅" if run["verdict"] == "pass" else "❌"
+            lines += ["", f"## Precheck [{run['profile']}] {mark} ({run['tool']}, exit {run['exit_code']})", ""]
+            findings = run["findings"]
+            assert isinstance(findings, list)
+            lines += [f"    {line}" for line in findings] or ["    (no findings)"]
+            problems = run["problems"]
+            assert isinstance(problems, list)
+            lines += [f"- ❌ {p}" for p in problems]
+        lines += self._tables()
+        return "\n".join(lines) + "\n"
+
+    def _tables(self) -> list[str]:
+        lines: list[str] = []
+        for profile in self.profiles:
+            records = [r for r in self.cells.values() if r.cell.profile is profile]
+            if not records:
+                continue
+            lines += [
+                "",
+                f"## {profile.value}: expected / observed",
+                "",
+                "Each cell: expected, then ❌ and what was observed where they differ.",
+                "",
+                "| defaultEndpoint | port | protocol | path | client | " + " | ".join(b.value for b in Bind) + " |",
+                "|---|---|---|---|---|" + "---|" * len(Bind),
+            ]
+            by_key = {r.cell: r for r in records}
+            rows: dict[tuple[DefaultEndpoint, PortKind, Protocol, CellPath, Client | None], None] = {}
+            for r in sorted(records, key=lambda r: _row_order(r.cell)):
+                c = r.cell
+                rows[(c.default_endpoint, c.port, c.protocol, c.path, c.client)] = None
+            for endpoint, port, protocol, path, client in rows:
+                who = f"{client.value} client" if client else "in the pod"
+                row = f"| {endpoint.value} | {port.value} | {protocol.value} | {path.value} | {who} |"
+                for bind in Bind:
+                    key = CellKey(profile, endpoint, bind, port, protocol, path, client, self.family)
+                    record = by_key.get(key)
+                    if record is None:
+                        row += " – |"
+                    elif record.passed:
+                        row += f" {describe_expectation(record.expected, self.family)} |"
+                    else:
+                        expected = describe_expectation(record.expected, self.family)
+                        row += f" ❌ {expected}, saw {self._observed_text(record)} |"
+                lines.append(row)
+        return lines
+
+    # --- files ---------------------------------------------------------------------------------------
+
+    def write(self) -> None:
+        """Rewrite both files atomically (a reader never sees half a report)."""
+        if self.directory is None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        _atomic_write(self.directory / JSON_NAME, json.dumps(self.document(), indent=2) + "\n")
+        _atomic_write(self.directory / MD_NAME, self.markdown())
+
+
+def _row_order(cell: CellKey) -> tuple[int, ...]:
+    return (
+        list(DefaultEndpoint).index(cell.default_endpoint),
+        list(PortKind).index(cell.port),
+        list(Protocol).index(cell.protocol),
+        list(CellPath).index(cell.path),
+        list(Client).index(cell.client) if cell.client else 9,
+    )
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

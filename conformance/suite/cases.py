@@ -1,0 +1,54 @@
+"""Conformance cases as data, in the manner of Gateway API's ConformanceTest.
+
+A case has a short name, a description, the capabilities it needs and a selection of the spec's cells. The
+profiles it runs under are the profiles where the selection is not empty; the capabilities a profile or a
+family's Sidecar forms add are derived, so a case never forgets to ask for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from conformance.spec.capabilities import Capability
+from conformance.spec.cells import all_cells
+from conformance.spec.dimensions import CellKey, DefaultEndpoint, IpFamily, Profile
+from conformance.spec.semantics import expect
+
+CellFilter = Callable[[CellKey], bool]
+
+
+@dataclass(frozen=True)
+class ConformanceCase:
+    """One conformance test, over a set of cells."""
+
+    name: str
+    description: str
+    select: CellFilter
+    part: str = "full"
+    """What the test judges of each cell: `reachability`, `source`, `full` or `arrival`."""
+    needs: frozenset[Capability] = field(default_factory=frozenset)
+
+    def cells(self, profile: Profile, family: IpFamily) -> tuple[CellKey, ...]:
+        """The spec's cells this case asks of a profile."""
+        return tuple(c for c in all_cells([profile], [family]) if self.select(c))
+
+    def profiles(self, family: IpFamily) -> tuple[Profile, ...]:
+        """The profiles under which the case has cells."""
+        return tuple(p for p in Profile if self.cells(p, family))
+
+    def needed(self, profile: Profile, family: IpFamily) -> frozenset[Capability]:
+        """Static needs plus what the profile and the cells' Sidecar forms need."""
+        needs = set(self.needs)
+        if profile is Profile.LEGACY:
+            needs.add(Capability.PROFILE_LEGACY)
+        if profile is Profile.PASSTHROUGH:
+            needs.add(Capability.PROFILE_PASSTHROUGH)
+        if any(c.default_endpoint is not DefaultEndpoint.NONE for c in self.cells(profile, family)):
+            needs.add(Capability.SIDECAR_ENDPOINT_IPV4 if family is IpFamily.IPV4 else Capability.SIDECAR_ENDPOINT_IPV6)
+        return frozenset(needs)
+
+
+def reachable(cell: CellKey) -> bool:
+    """The spec says the app is reached (used to pick the cells a source check applies to)."""
+    return expect(cell).reachable

@@ -1,0 +1,37 @@
+"""Sidecar `spec.ingress[].defaultEndpoint` overrides (istio/api sidecar.proto, reference section 4).
+
+127.0.0.1:P brings a loopback-only app back, 0.0.0.0:P sends to the pod IP from 127.0.0.6, and a port the
+Sidecar does not list falls to the catch-all passthrough.
+"""
+
+from __future__ import annotations
+
+from conformance.plugin import ConformanceRun
+from conformance.spec.dimensions import DefaultEndpoint
+from conformance.suite.cases import ConformanceCase
+
+CASES = (
+    ConformanceCase(
+        name="SidecarLocalhostEndpoint",
+        description="defaultEndpoint 127.0.0.1:P / [::1]:P: the sidecar dials localhost, so loopback and "
+        "wildcard apps are reached and see localhost; a pod-IP app is not.",
+        select=lambda c: c.path.from_other_pod and c.default_endpoint.targets_localhost,
+    ),
+    ConformanceCase(
+        name="SidecarInstanceEndpoint",
+        description="defaultEndpoint 0.0.0.0:P / [::]:P: the sidecar dials the pod IP from 127.0.0.6 / ::6, so "
+        "pod-IP and wildcard apps are reached; a loopback app is not.",
+        select=lambda c: c.path.from_other_pod and c.default_endpoint.targets_instance_ip,
+    ),
+    ConformanceCase(
+        name="SidecarUnlistedPort",
+        description="A Sidecar with ingress listeners for other ports only: this port has no inbound cluster "
+        "and falls to the catch-all passthrough, in legacy and passthrough alike.",
+        select=lambda c: c.path.from_other_pod and c.default_endpoint is DefaultEndpoint.UNLISTED,
+    ),
+)
+
+
+def test_sidecar_override(conformance: ConformanceRun, case: ConformanceCase) -> None:
+    """Each override forwards where istio/api's sidecar.proto says."""
+    conformance.check_cells(case)

@@ -1,0 +1,25 @@
+"""The source address the app sees on connections from other pods.
+
+The client IP without a sidecar, 127.0.0.6 / ::6 through 1.10 passthrough, 127.0.0.1 / ::1 through legacy.
+"""
+
+from __future__ import annotations
+
+from conformance.plugin import ConformanceRun
+from conformance.spec.dimensions import DefaultEndpoint
+from conformance.suite.cases import ConformanceCase, reachable
+
+CASES = (
+    ConformanceCase(
+        name="SourceAddressFromOtherPods",
+        description="For every cell where another pod reaches the app, the peer the app sees has the "
+        "expected meaning (client, inbound_passthrough, localhost).",
+        select=lambda c: c.path.from_other_pod and c.default_endpoint is DefaultEndpoint.NONE and reachable(c),
+        part="source",
+    ),
+)
+
+
+def test_source_address(conformance: ConformanceRun, case: ConformanceCase) -> None:
+    """The peer address seen by the app matches the spec."""
+    conformance.check_cells(case)

@@ -1,0 +1,289 @@
+"""The test world: the namespaces, echo workloads, Services and Sidecar resources every backend deploys.
+
+One typed description, rendered to plain Kubernetes manifests. kind applies those manifests with kubectl;
+the emulated backend reads the very same manifests (Deployments, Services, Sidecars, the injection label,
+the capture-exclusion annotation) the way kubelet and istiod would. So both backends run the same
+workloads with the same arguments and environment.
+
+Layout, for one IP family:
+
+- namespace `mic-baseline` (no injection): server `echo` + its Service, and the `plain` client;
+- namespace `mic-mesh` (injected): one server per Sidecar situation (`echo-none`, `echo-localhost`,
+  `echo-instance`, `echo-unlisted`), each with its own Service, and the `meshed` client.
+
+Every server serves the same ports: one per bind x protocol, declared in its Service, one more per
+bind x protocol that no Service declares, and an `anchor` port that the "unlisted" Sidecar lists instead of
+the test ports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from conformance.backends.base import PodRef
+from conformance.spec.dimensions import (
+    OVERRIDES_BY_FAMILY,
+    Bind,
+    CellKey,
+    Client,
+    DefaultEndpoint,
+    IpFamily,
+    Path,
+    PortKind,
+    Profile,
+    Protocol,
+)
+
+Manifest = dict[str, object]
+
+PART_OF = "mesh-inbound-conformance"
+CONTROL_PORT = 19000
+"""The echo program's control port (request record, batch probes). Excluded from capture, as on kind."""
+EXCLUDE_INBOUND_ANNOTATION = "traffic.sidecar.istio.io/excludeInboundPorts"
+ECHO_COMMAND = ("python3", "/app/echo.py")
+DEFAULT_ECHO_IMAGE = "localhost/mesh-inbound-conformance/echo:dev"
+
+NS_BASELINE = "mic-baseline"
+NS_MESH = "mic-mesh"
+
+
+@dataclass(frozen=True)
+class EchoPort:
+    """One port of the echo server, with its bind and protocol as data (like Istio's echo `Port`)."""
+
+    number: int
+    bind: Bind
+    protocol: Protocol
+    declared: bool
+
+    @property
+    def name(self) -> str:
+        """The Service port name; its prefix tells Istio the protocol (`http-...`, `tcp-...`)."""
+        return f"{self.protocol.value}-{self.bind.value.replace('_', '-')}"
+
+    @property
+    def spec(self) -> str:
+        """The echo program's PORT:BIND:PROTO argument."""
+        return f"{self.number}:{self.bind.value}:{self.protocol.value}"
+
+
+def _port_number(bind: Bind, protocol: Protocol, declared: bool) -> int:
+    # 8xxx http, 9xxx tcp; x0xx declared, x1xx undeclared; last digit: 1 loopback, 2 pod_ip, 3 wildcard.
+    base = 8000 if protocol is Protocol.HTTP else 9000
+    return base + (80 if declared else 180) + 1 + list(Bind).index(bind)
+
+
+TEST_PORTS: tuple[EchoPort, ...] = tuple(
+    EchoPort(_port_number(b, p, d), b, p, d) for d in (True, False) for p in Protocol for b in Bind
+)
+ANCHOR_PORT = EchoPort(7070, Bind.WILDCARD, Protocol.HTTP, declared=True)
+"""Listed by the `unlisted` Sidecar, so that Sidecar has an ingress listener that is not a test port."""
+SERVER_PORTS: tuple[EchoPort, ...] = (*TEST_PORTS, ANCHOR_PORT)
+
+
+def port_for(bind: Bind, protocol: Protocol, port: PortKind) -> EchoPort:
+    """The server port that answers a cell's (bind, protocol, declared) coordinates."""
+    declared = port is PortKind.DECLARED
+    for candidate in TEST_PORTS:
+        if (candidate.bind, candidate.protocol, candidate.declared) == (bind, protocol, declared):
+            return candidate
+    raise LookupError(f"no port for {bind}/{protocol}/{port}")
+
+
+_SERVER_SUFFIX = {
+    DefaultEndpoint.NONE: "none",
+    DefaultEndpoint.LOCALHOST_V4: "localhost",
+    DefaultEndpoint.LOCALHOST_V6: "localhost",
+    DefaultEndpoint.INSTANCE_V4: "instance",
+    DefaultEndpoint.INSTANCE_V6: "instance",
+    DefaultEndpoint.UNLISTED: "unlisted",
+}
+
+
+@dataclass(frozen=True)
+class World:
+    """The workloads for one IP family, and how a cell maps onto them."""
+
+    family: IpFamily
+    image: str = DEFAULT_ECHO_IMAGE
+
+    BASELINE_SERVER = PodRef(NS_BASELINE, "echo")
+
+    @property
+    def clients(self) -> dict[Client, PodRef]:
+        """The plain client lives in the uninjected namespace, the meshed one in the injected namespace."""
+        return {Client.PLAIN: PodRef(NS_BASELINE, "client"), Client.MESHED: PodRef(NS_MESH, "client")}
+
+    @property
+    def mesh_endpoints(self) -> tuple[DefaultEndpoint, ...]:
+        """The Sidecar situations of this family, one meshed server each."""
+        return (DefaultEndpoint.NONE, *OVERRIDES_BY_FAMILY[self.family], DefaultEndpoint.UNLISTED)
+
+    def mesh_server(self, endpoint: DefaultEndpoint) -> PodRef:
+        """The meshed server whose Sidecar situation is `endpoint`."""
+        return PodRef(NS_MESH, f"echo-{_SERVER_SUFFIX[endpoint]}")
+
+    @property
+    def servers(self) -> tuple[PodRef, ...]:
+        """Every server, baseline first."""
+        return (self.BASELINE_SERVER, *(self.mesh_server(e) for e in self.mesh_endpoints))
+
+    @property
+    def mesh_servers(self) -> tuple[PodRef, ...]:
+        """The servers that carry a sidecar."""
+        return tuple(self.mesh_server(e) for e in self.mesh_endpoints)
+
+    def server_for(self, cell: CellKey) -> PodRef:
+        """The server pod a cell is asked of."""
+        if cell.profile is Profile.BASELINE:
+            return self.BASELINE_SERVER
+        return self.mesh_server(cell.default_endpoint)
+
+    def source_pod(self, cell: CellKey) -> PodRef:
+        """The pod a cell's connection starts in: a client, or the server itself for in-pod paths."""
+        if cell.path.from_other_pod:
+            assert cell.client is not None
+            return self.clients[cell.client]
+        return self.server_for(cell)
+
+    def endpoint_of(self, server: PodRef) -> DefaultEndpoint:
+        """The Sidecar situation of a meshed server (NONE for the baseline server)."""
+        for endpoint in self.mesh_endpoints:
+            if self.mesh_server(endpoint) == server:
+                return endpoint
+        return DefaultEndpoint.NONE
+
+    # --- manifests ---------------------------------------------------------------------------------------
+
+    def manifests(self) -> list[Manifest]:
+        """Every object, in apply order: namespaces, then per namespace Deployments, Services, Sidecars."""
+        out: list[Manifest] = [
+            _namespace(NS_BASELINE, injected=False),
+            _namespace(NS_MESH, injected=True),
+            self._deployment(self.BASELINE_SERVER, SERVER_PORTS),
+            _service(self.BASELINE_SERVER),
+            self._deployment(self.clients[Client.PLAIN], ()),
+        ]
+        for endpoint in self.mesh_endpoints:
+            server = self.mesh_server(endpoint)
+            out += [self._deployment(server, SERVER_PORTS), _service(server)]
+            if endpoint is not DefaultEndpoint.NONE:
+                out.append(self._sidecar(server, endpoint))
+        out.append(self._deployment(self.clients[Client.MESHED], ()))
+        return out
+
+    def _deployment(self, ref: PodRef, ports: tuple[EchoPort, ...]) -> Manifest:
+        role = "client" if ref.app == "client" else "server"
+        labels = {"app": ref.app, "role": role, "app.kubernetes.io/part-of": PART_OF}
+
+        def field(path: str) -> dict[str, object]:
+            return {"fieldRef": {"fieldPath": path}}
+
+        container: dict[str, object] = {
+            "name": "echo",
+            "image": self.image,
+            "imagePullPolicy": "IfNotPresent",
+            "command": list(ECHO_COMMAND),
+            "args": ["serve", "--control-port", str(CONTROL_PORT), *(p.spec for p in ports)],
+            "env": [
+                {"name": "POD_NAME", "valueFrom": field("metadata.name")},
+                {"name": "POD_NAMESPACE", "valueFrom": field("metadata.namespace")},
+                {"name": "INSTANCE_IP", "valueFrom": field("status.podIP")},
+                {"name": "INSTANCE_IPS", "valueFrom": field("status.podIPs")},
+            ],
+            "ports": [{"name": "control", "containerPort": CONTROL_PORT, "protocol": "TCP"}],
+            "readinessProbe": {
+                "httpGet": {"path": "/healthz", "port": CONTROL_PORT},
+                "periodSeconds": 1,
+                "failureThreshold": 30,
+            },
+            "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 10001,
+                "runAsGroup": 10001,
+                "allowPrivilegeEscalation": False,
+            },
+        }
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": ref.app, "namespace": ref.namespace, "labels": dict(labels)},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": ref.app}},
+                "template": {
+                    "metadata": {
+                        "labels": labels,
+                        # The control port carries the test's own traffic (records, batch probes): never
+                        # captured, so reading it cannot disturb what is measured.
+                        "annotations": {EXCLUDE_INBOUND_ANNOTATION: str(CONTROL_PORT)},
+                    },
+                    "spec": {"terminationGracePeriodSeconds": 2, "containers": [container]},
+                },
+            },
+        }
+
+    def _sidecar(self, server: PodRef, endpoint: DefaultEndpoint) -> Manifest:
+        localhost_form = OVERRIDES_BY_FAMILY[self.family][0]
+        if endpoint is DefaultEndpoint.UNLISTED:
+            listed = [(ANCHOR_PORT, localhost_form.for_port(ANCHOR_PORT.number))]
+        else:
+            listed = [(p, endpoint.for_port(p.number)) for p in TEST_PORTS if p.declared]
+        return {
+            "apiVersion": "networking.istio.io/v1beta1",
+            "kind": "Sidecar",
+            "metadata": {"name": server.app, "namespace": server.namespace},
+            "spec": {
+                "workloadSelector": {"labels": {"app": server.app}},
+                "ingress": [
+                    {
+                        "port": {"number": p.number, "protocol": p.protocol.value.upper(), "name": p.name},
+                        "defaultEndpoint": value,
+                    }
+                    for p, value in listed
+                ],
+            },
+        }
+
+
+def _namespace(name: str, injected: bool) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": name,
+            "labels": {"istio-injection": "enabled" if injected else "disabled", "app.kubernetes.io/part-of": PART_OF},
+        },
+    }
+
+
+def _service(server: PodRef) -> Manifest:
+    # Service port == container port: an HTTP Service port then has the same number on the pod, so a meshed
+    # client dialling the pod IP directly meets the same outbound HTTP listener as one dialling the ClusterIP.
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": server.app, "namespace": server.namespace, "labels": {"app": server.app}},
+        "spec": {
+            "selector": {"app": server.app},
+            "ports": [
+                {
+                    "name": p.name,
+                    "port": p.number,
+                    "targetPort": p.number,
+                    "protocol": "TCP",
+                    "appProtocol": p.protocol.value,
+                }
+                for p in SERVER_PORTS
+                if p.declared
+            ],
+        },
+    }
+
+
+def dialled_address(cell: CellKey) -> str | None:
+    """The fixed address an in-pod localhost cell dials; None where the address is a pod or Service IP."""
+    if cell.path is Path.LOCALHOST:
+        return "127.0.0.1" if cell.ip_family is IpFamily.IPV4 else "::1"
+    return None
