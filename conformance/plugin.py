@@ -441,7 +441,7 @@ class ConformanceRun:
             if finding.namespace != NS_MESH:
                 problems.append(f"finding outside {NS_MESH}: {finding.line()}")
         for line in run.stdout.splitlines():
-            if "IST0143" in line and line not in {f.line() for f in run.findings}:
+            if "IST0143" in line and not any(f.printed_as(line.strip()) for f in run.findings):
                 problems.append(f"not in istioctl's IST0143 format: {line!r}")
         missing, extra = sorted(expected - got), sorted(got - expected)
         if missing:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 IST0143_TEMPLATE = (
-    "Error [IST0143] (Pod {pod}.{namespace}) Port {port} is exposed in a Service but listens on localhost. "
+    "Error [IST0143] (Pod {origin}) Port {port} is exposed in a Service but listens on localhost. "
     "It will not be exposed to other pods."
 )
 ISSUES_FOUND = (
@@ -27,8 +27,11 @@ NO_ISSUES = (
     "✔ No issues found when checking the cluster. Istio is safe to install or upgrade!\n"
     "  To get started, check out https://istio.io/latest/docs/setup/getting-started/"
 )
+# istioctl 1.10-1.11 print the origin as `(Pod NAME.NAMESPACE)`; from 1.12 (istio/istio#35406, the kube
+# origin's FriendlyName) as `(Pod NAMESPACE/NAME)`.
 _FINDING = re.compile(
-    r"^(?P<level>Error|Warning|Info) \[(?P<code>IST\d{4})\] \((?P<kind>Pod) (?P<pod>[^ )]+)\.(?P<namespace>[^ .)]+)\) "
+    r"^(?P<level>Error|Warning|Info) \[(?P<code>IST\d{4})\] \((?P<kind>Pod) "
+    r"(?:(?P<ns_slash>[^ /)]+)/(?P<pod_slash>[^ )]+)|(?P<pod_dot>[^ )]+)\.(?P<ns_dot>[^ .)]+))\) "
     r"(?P<message>.*)$"
 )
 _PORT = re.compile(r"^Port (\d+) is exposed in a Service but listens on localhost")
@@ -49,7 +52,13 @@ class Listener:
 
     @property
     def loopback(self) -> bool:
-        """The test istioctl applies: netip.Addr.IsLoopback (127.0.0.0/8 and ::1)."""
+        """The test istioctl applies: netip.Addr.IsLoopback (127.0.0.0/8 and ::1).
+
+        A scoped address (`127.0.0.1%lo`) is not: istioctl's netip.ParseAddr rejects a zone on IPv4 and its
+        net.SplitHostPort rejects `[::1]%lo:PORT`, so it never flags such a listener.
+        """
+        if "%" in self.address:
+            return False
         try:
             return ipaddress.ip_address(self.address).is_loopback
         except ValueError:
@@ -66,11 +75,21 @@ class Finding:
     code: str = "IST0143"
     level: str = "Error"
 
-    def line(self) -> str:
-        """The line istioctl prints for it."""
+    def line(self, origin_style: str = "name.namespace") -> str:
+        """The line istioctl prints for it: `name.namespace` origins up to 1.11, `namespace/name` from 1.12."""
         if self.code != "IST0143":
             raise ValueError(f"no template for {self.code}")
-        return IST0143_TEMPLATE.format(pod=self.pod, namespace=self.namespace, port=self.port)
+        if origin_style == "namespace/name":
+            origin = f"{self.namespace}/{self.pod}"
+        elif origin_style == "name.namespace":
+            origin = f"{self.pod}.{self.namespace}"
+        else:
+            raise ValueError(f"origin style {origin_style!r}: expected name.namespace or namespace/name")
+        return IST0143_TEMPLATE.format(origin=origin, port=self.port)
+
+    def printed_as(self, line: str) -> bool:
+        """Whether `line` is this finding in either of istioctl's origin styles."""
+        return line in (self.line("name.namespace"), self.line("namespace/name"))
 
 
 @dataclass
@@ -100,9 +119,10 @@ def parse_ss(text: str) -> list[Listener]:
         host, sep, port = local.rpartition(":")
         if not sep or not port.isdigit():
             raise ParseError(f"ss line {number}: local address {local!r} is not HOST:PORT")
-        host = host.strip("[]")
-        # ss prints an interface-scoped listener as 127.0.0.1%lo; the scope does not change the address.
-        host = host.split("%", 1)[0]
+        # ss prints a device-bound listener with its scope: 127.0.0.1%lo:53, [::1]%lo:8081. The scope stays in
+        # the address, because istioctl cannot parse such an address as loopback either (see Listener.loopback).
+        host, _, scope = host.partition("%")
+        host = host.strip("[]") + (f"%{scope}" if scope else "")
         listeners.append(Listener("*" if host in ("*", "0.0.0.0", "::") else host, int(port)))
     return listeners
 
@@ -152,7 +172,8 @@ def check_pod(namespace: str, pod: str, exposed_ports: Iterable[int], listeners:
 
 def render_run(findings: Sequence[Finding], checked_pods: Sequence[str], tool: str = "suite-checker") -> PrecheckRun:
     """What istioctl would print and return for these findings (every IST0143 is an Error: exit 1)."""
-    ordered = sorted(findings)
+    # istioctl prints its messages sorted as text (diag.Messages.SortedDedupedCopy), so Port 15000 precedes 9081.
+    ordered = sorted(findings, key=lambda f: f.line())
     if ordered:
         return PrecheckRun(
             tool, 1, "\n".join(f.line() for f in ordered) + "\n", ISSUES_FOUND + "\n", list(ordered), list(checked_pods)
@@ -175,8 +196,10 @@ def parse_istioctl(stdout: str, stderr: str, exit_code: int) -> PrecheckRun:
         if not match:
             continue
         port = _PORT.match(match["message"])
+        namespace = match["ns_slash"] or match["ns_dot"]
+        pod = match["pod_slash"] or match["pod_dot"]
         if match["code"] == "IST0143" and port:
-            findings.append(Finding(match["namespace"], match["pod"], int(port[1]), "IST0143", match["level"]))
+            findings.append(Finding(namespace, pod, int(port[1]), "IST0143", match["level"]))
     if exit_code == 0 and findings:
         warnings.append("istioctl exited 0 although it printed IST0143 findings")
     if exit_code != 0 and not findings and "Issues found" in stderr:

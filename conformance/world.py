@@ -55,11 +55,13 @@ class EchoPort:
     bind: Bind
     protocol: Protocol
     declared: bool
+    role: str = ""
+    """Names a port that is not a test port (the anchor), so Service port names stay unique."""
 
     @property
     def name(self) -> str:
         """The Service port name; its prefix tells Istio the protocol (`http-...`, `tcp-...`)."""
-        return f"{self.protocol.value}-{self.bind.value.replace('_', '-')}"
+        return f"{self.protocol.value}-{self.role or self.bind.value.replace('_', '-')}"
 
     @property
     def spec(self) -> str:
@@ -76,7 +78,7 @@ def _port_number(bind: Bind, protocol: Protocol, declared: bool) -> int:
 TEST_PORTS: tuple[EchoPort, ...] = tuple(
     EchoPort(_port_number(b, p, d), b, p, d) for d in (True, False) for p in Protocol for b in Bind
 )
-ANCHOR_PORT = EchoPort(7070, Bind.WILDCARD, Protocol.HTTP, declared=True)
+ANCHOR_PORT = EchoPort(7070, Bind.WILDCARD, Protocol.HTTP, declared=True, role="anchor")
 """Listed by the `unlisted` Sidecar, so that Sidecar has an ingress listener that is not a test port."""
 SERVER_PORTS: tuple[EchoPort, ...] = (*TEST_PORTS, ANCHOR_PORT)
 
@@ -160,19 +162,20 @@ class World:
         out: list[Manifest] = [
             _namespace(NS_BASELINE, injected=False),
             _namespace(NS_MESH, injected=True),
-            self._deployment(self.BASELINE_SERVER, SERVER_PORTS),
-            _service(self.BASELINE_SERVER),
-            self._deployment(self.clients[Client.PLAIN], ()),
+            self.deployment(self.BASELINE_SERVER, SERVER_PORTS),
+            service_manifest(self.BASELINE_SERVER),
+            self.deployment(self.clients[Client.PLAIN], ()),
         ]
         for endpoint in self.mesh_endpoints:
             server = self.mesh_server(endpoint)
-            out += [self._deployment(server, SERVER_PORTS), _service(server)]
+            out += [self.deployment(server, SERVER_PORTS), service_manifest(server)]
             if endpoint is not DefaultEndpoint.NONE:
                 out.append(self._sidecar(server, endpoint))
-        out.append(self._deployment(self.clients[Client.MESHED], ()))
+        out.append(self.deployment(self.clients[Client.MESHED], ()))
         return out
 
-    def _deployment(self, ref: PodRef, ports: tuple[EchoPort, ...]) -> Manifest:
+    def deployment(self, ref: PodRef, ports: tuple[EchoPort, ...]) -> Manifest:
+        """An echo Deployment serving `ports`, with the downward-API env and the capture exclusion."""
         role = "client" if ref.app == "client" else "server"
         labels = {"app": ref.app, "role": role, "app.kubernetes.io/part-of": PART_OF}
 
@@ -258,7 +261,8 @@ def _namespace(name: str, injected: bool) -> Manifest:
     }
 
 
-def _service(server: PodRef) -> Manifest:
+def service_manifest(server: PodRef) -> Manifest:
+    """The ClusterIP Service of a server: every declared port, named for Istio's protocol selection."""
     # Service port == container port: an HTTP Service port then has the same number on the pod, so a meshed
     # client dialling the pod IP directly meets the same outbound HTTP listener as one dialling the ClusterIP.
     return {

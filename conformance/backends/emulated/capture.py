@@ -63,9 +63,14 @@ def nat_rules(ipv6: bool, excluded: Sequence[int]) -> str:
 
 
 def install(namespace: str, excluded: Sequence[int]) -> None:
-    """Load the IPv4 and IPv6 capture rules into a pod's namespace (istio-init's job)."""
-    netns.run(namespace, ["iptables-restore"], input=nat_rules(False, excluded).encode())
-    netns.run(namespace, ["ip6tables-restore"], input=nat_rules(True, excluded).encode())
+    """Load the IPv4 and IPv6 capture rules into a pod's namespace (istio-init's job), both at once."""
+    netns.run_all(
+        namespace,
+        [
+            (["iptables-restore"], nat_rules(False, excluded).encode()),
+            (["ip6tables-restore"], nat_rules(True, excluded).encode()),
+        ],
+    )
 
 
 def dump(namespace: str) -> str:

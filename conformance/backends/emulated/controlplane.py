@@ -36,14 +36,18 @@ ADDRESSES = {
 
 
 def port_protocol(name: str, app_protocol: str | None) -> str:
-    """Istio's protocol selection: appProtocol, else the port name's prefix; unknown means sniffed."""
-    for candidate in (app_protocol, name.split("-", 1)[0] if name else None):
-        if candidate:
-            lowered = candidate.lower()
-            if lowered in _HTTP_PREFIXES:
-                return "http"
-            if lowered in ("tcp", "tls", "mongo", "mysql", "redis"):
-                return "tcp"
+    """Istio's protocol selection (pkg/config/kube/conversion.go ConvertProtocol).
+
+    A set appProtocol decides alone, else the port name does; either is read up to its first `-`. HTTP
+    flavours are proxied as HTTP, TCP-like protocols (TLS and HTTPS included: Envoy proxies them as TCP) as
+    TCP, and anything unknown is sniffed.
+    """
+    candidate = app_protocol if app_protocol else name
+    prefix = candidate.split("-", 1)[0].lower() if candidate else ""
+    if prefix in _HTTP_PREFIXES:
+        return "http"
+    if prefix in ("tcp", "tls", "https", "mongo", "mysql", "redis"):
+        return "tcp"
     return "sniff"
 
 

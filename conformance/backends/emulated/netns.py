@@ -182,23 +182,43 @@ def spawn(
 
 def run(name: str, argv: Sequence[str], *, input: bytes | None = None, timeout: float = 30) -> str:
     """Run a short command inside namespace `name` and return its stdout; NamespaceError on failure."""
+    return run_all(name, [(argv, input)], timeout=timeout)[0]
+
+
+def run_all(name: str, commands: Sequence[tuple[Sequence[str], bytes | None]], *, timeout: float = 30) -> list[str]:
+    """Run short commands inside namespace `name` concurrently; their stdouts, or NamespaceError."""
     fd = os.open(ns_path(name), os.O_RDONLY)
     try:
-        proc = subprocess.run(
-            list(argv),
-            input=input,
-            capture_output=True,
-            preexec_fn=_preexec(fd, None),
-            timeout=timeout,
-            check=False,
-        )
+        procs = [
+            (
+                argv,
+                subprocess.Popen(
+                    list(argv),
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    preexec_fn=_preexec(fd, None),
+                ),
+                data,
+            )
+            for argv, data in commands
+        ]
     finally:
         os.close(fd)
-    if proc.returncode != 0:
-        raise NamespaceError(
-            f"{' '.join(argv)} in {name} exited {proc.returncode}: {proc.stderr.decode(errors='replace').strip()}"
-        )
-    return proc.stdout.decode(errors="replace")
+    outputs = []
+    failure = None
+    for argv, proc, data in procs:
+        try:
+            out, err = proc.communicate(data, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        if proc.returncode != 0 and failure is None:
+            failure = f"{' '.join(argv)} in {name} exited {proc.returncode}: {err.decode(errors='replace').strip()}"
+        outputs.append(out.decode(errors="replace"))
+    if failure is not None:
+        raise NamespaceError(failure)
+    return outputs
 
 
 def pids_in(name: str) -> list[int]:

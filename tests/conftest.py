@@ -1,0 +1,71 @@
+"""Shared fixtures of the suite's own tests.
+
+Tests marked `netns` build real network namespaces and need root. Elsewhere they skip with the reason;
+under CI=true they fail instead, because CI must exercise the emulated backend, never silently skip it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(autouse=True)
+def _root_for_netns(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("netns") and os.geteuid() != 0:
+        if IN_CI:
+            pytest.fail("CI=true: this test builds network namespaces and must run as root")
+        pytest.skip("needs root (network namespaces, iptables)")
+
+
+def mic_namespaces() -> set[str]:
+    """The emulated backend's namespaces currently on the machine."""
+    try:
+        return {n for n in os.listdir("/run/netns") if n.startswith("mic-")}
+    except FileNotFoundError:
+        return set()
+
+
+def harness_processes() -> set[int]:
+    """Processes running the echo program or a sidecar (by command line)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"echo.py serve" in cmdline or b"sidecar.py" in cmdline:
+            found.add(int(entry))
+    return found
+
+
+def host_links() -> set[str]:
+    """Link names in the host's namespace."""
+    out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line}
+
+
+@pytest.fixture
+def no_leftovers() -> Iterator[None]:
+    """Asserts that a test leaves no namespaces, harness processes or host links behind."""
+    before = (mic_namespaces(), harness_processes(), host_links())
+    yield
+    after = (mic_namespaces(), harness_processes(), host_links())
+    assert after[0] <= before[0], f"namespaces left behind: {sorted(after[0] - before[0])}"
+    assert after[1] <= before[1], f"processes left behind: {sorted(after[1] - before[1])}"
+    assert after[2] <= before[2], f"host links left behind: {sorted(after[2] - before[2])}"
+
+
+def suite_command(*args: str) -> list[str]:
+    """Run the conformance suite in a subprocess, the way tox does."""
+    return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--pyargs", "conformance.suite", *args]

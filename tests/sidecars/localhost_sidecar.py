@@ -1,0 +1,43 @@
+"""A deliberately wrong sidecar for the harness's own tests: every declared port forwards to localhost.
+
+It is the reference sidecar with one change: each configured inbound listener dials 127.0.0.1 / ::1 with no
+upstream bind, as Istio <= 1.9 did, whatever the mesh setting or the Sidecar resource says. Under the
+passthrough profile the suite must fail exactly the cells where that makes a difference. Run it the way
+`--emulator-sidecar` runs any program: `python3 localhost_sidecar.py CONFIG` as uid 1337.
+"""
+
+import dataclasses
+import importlib.util
+import sys
+from pathlib import Path
+
+REFERENCE = Path(__file__).resolve().parents[2] / "conformance" / "backends" / "emulated" / "sidecar.py"
+
+
+def main() -> int:
+    spec = importlib.util.spec_from_file_location("reference_sidecar", REFERENCE)
+    assert spec is not None
+    assert spec.loader is not None
+    sidecar = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = sidecar
+    spec.loader.exec_module(sidecar)
+    original = sidecar.load_config
+
+    def load_config(path: str):  # type: ignore[no-untyped-def]
+        config = original(path)
+        ipv6 = any(":" in (r.address or "") or ":" in (r.bind or "") for r in config.listeners.values()) or (
+            ":" in (config.passthrough.bind or "")
+        )
+        localhost = "::1" if ipv6 else "127.0.0.1"
+        listeners = {
+            port: dataclasses.replace(route, address=localhost, port=port, bind=None)
+            for port, route in config.listeners.items()
+        }
+        return dataclasses.replace(config, listeners=listeners)
+
+    sidecar.load_config = load_config
+    return int(sidecar.main())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""The emulated backend against the table measured on this kind of machine (shared/reference/emulation.md).
+
+These tests do not consult the spec: the expected peers below are the measured ones, written out, so the
+emulation is checked against an independent record of what the kernel and a forwarding proxy do.
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from conformance.backends.base import PodRef, ProbeRequest
+from conformance.backends.emulated import capture, netns
+from conformance.backends.emulated.cluster import EmulatedCluster
+from conformance.spec.dimensions import Bind, IpFamily, PortKind, Protocol
+from conformance.world import NS_BASELINE, NS_MESH, SERVER_PORTS, World, port_for, service_manifest
+
+pytestmark = pytest.mark.netns
+
+MIXED = PodRef(NS_MESH, "echo-mixed")
+PLAIN = PodRef(NS_BASELINE, "client")
+MESHED = PodRef(NS_MESH, "client")
+_ids = itertools.count()
+
+
+def manifests(family: IpFamily) -> list[dict[str, object]]:
+    """The world, plus a server whose Sidecar sends only the loopback ports to localhost (emulation.md row 5)."""
+    world = World(family)
+    localhost = "127.0.0.1" if family is IpFamily.IPV4 else "[::1]"
+    ingress = [
+        {
+            "port": {"number": p.number, "protocol": p.protocol.value.upper(), "name": p.name},
+            # An empty defaultEndpoint is ORIGINAL_DST from 127.0.0.6 (reference section 4).
+            "defaultEndpoint": f"{localhost}:{p.number}" if p.bind is Bind.LOOPBACK else "",
+        }
+        for p in SERVER_PORTS
+        if p.declared
+    ]
+    sidecar = {
+        "apiVersion": "networking.istio.io/v1beta1",
+        "kind": "Sidecar",
+        "metadata": {"name": MIXED.app, "namespace": MIXED.namespace},
+        "spec": {"workloadSelector": {"labels": {"app": MIXED.app}}, "ingress": ingress},
+    }
+    return [*world.manifests(), world.deployment(MIXED, SERVER_PORTS), service_manifest(MIXED), sidecar]
+
+
+@pytest.fixture(scope="module", params=[IpFamily.IPV4, IpFamily.IPV6], ids=lambda f: f.value)
+def cluster(request: pytest.FixtureRequest) -> Iterator[EmulatedCluster]:
+    family: IpFamily = request.param
+    c = EmulatedCluster(family.value)
+    try:
+        c.up(manifests(family))
+        yield c
+    finally:
+        c.down()
+
+
+def probe(
+    c: EmulatedCluster,
+    source: PodRef,
+    server: PodRef,
+    bind: Bind,
+    protocol: Protocol,
+    address: str | None = None,
+    request_id: str | None = None,
+) -> str:
+    """Dial the server's declared port for `bind`; return the peer it saw, or the failure label."""
+    port = port_for(bind, protocol, PortKind.DECLARED).number
+    target = address or c.pod_ip(server)
+    rid = request_id or f"t-{next(_ids)}"
+    result = c.probe([ProbeRequest(source, protocol.value, target, port, rid)], 2.0)[0]
+    if result["outcome"] == "ok":
+        return str(result["peer"])
+    if result["outcome"] == "http_status":
+        return f"http_{result['status']}"
+    return str(result["outcome"])
+
+
+def row(c: EmulatedCluster, server: PodRef, protocol: Protocol, source: PodRef = PLAIN) -> list[str]:
+    return [probe(c, source, server, bind, protocol) for bind in Bind]
+
+
+def fails(protocol: Protocol) -> str:
+    """What "fails" in emulation.md looks like behind a proxy (pitfall 4)."""
+    return "http_503" if protocol is Protocol.HTTP else "reset_or_eof"
+
+
+LOCAL = {"ipv4": "127.0.0.1", "ipv6": "::1"}
+SIX = {"ipv4": "127.0.0.6", "ipv6": "::6"}
+
+
+@pytest.mark.parametrize("protocol", list(Protocol))
+def test_no_sidecar(cluster: EmulatedCluster, protocol: Protocol) -> None:
+    client_ip = cluster.pod_ip(PLAIN)
+    assert row(cluster, World.BASELINE_SERVER, protocol) == ["refused", client_ip, client_ip]
+
+
+@pytest.mark.parametrize("protocol", list(Protocol))
+def test_passthrough(cluster: EmulatedCluster, protocol: Protocol) -> None:
+    cluster.set_inbound_mode("passthrough")
+    six = SIX[cluster.family]
+    assert row(cluster, PodRef(NS_MESH, "echo-none"), protocol) == [fails(protocol), six, six]
+
+
+@pytest.mark.parametrize("protocol", list(Protocol))
+def test_legacy(cluster: EmulatedCluster, protocol: Protocol) -> None:
+    cluster.set_inbound_mode("legacy")
+    try:
+        local = LOCAL[cluster.family]
+        assert row(cluster, PodRef(NS_MESH, "echo-none"), protocol) == [local, fails(protocol), local]
+    finally:
+        cluster.set_inbound_mode("passthrough")
+
+
+@pytest.mark.parametrize("protocol", list(Protocol))
+def test_passthrough_with_localhost_override_for_the_lo_port(cluster: EmulatedCluster, protocol: Protocol) -> None:
+    local, six = LOCAL[cluster.family], SIX[cluster.family]
+    assert row(cluster, MIXED, protocol) == [local, six, six]
+
+
+def test_meshed_client_and_service_path(cluster: EmulatedCluster) -> None:
+    """A meshed client's sidecar dials the original destination; the ClusterIP is DNAT'd to the pod."""
+    server = PodRef(NS_MESH, "echo-none")
+    cluster_ip = cluster.service_ip(server.namespace, server.app)
+    six = SIX[cluster.family]
+    assert probe(cluster, MESHED, server, Bind.WILDCARD, Protocol.HTTP, cluster_ip) == six
+    assert probe(cluster, MESHED, World.BASELINE_SERVER, Bind.WILDCARD, Protocol.TCP) == cluster.pod_ip(MESHED)
+    assert probe(cluster, MESHED, World.BASELINE_SERVER, Bind.LOOPBACK, Protocol.HTTP) == "http_503"
+
+
+def test_inside_the_pod(cluster: EmulatedCluster) -> None:
+    """localhost reaches the 127.0.0.1 and 0.0.0.0 apps; the pod IP reaches the pod-IP and 0.0.0.0 apps."""
+    server = PodRef(NS_MESH, "echo-none")
+    local, pod_ip = LOCAL[cluster.family], cluster.pod_ip(server)
+    by_localhost = [probe(cluster, server, server, b, Protocol.TCP, local) for b in Bind]
+    by_pod_ip = [probe(cluster, server, server, b, Protocol.TCP, pod_ip) for b in Bind]
+    assert by_localhost == [local, "refused", local]
+    assert by_pod_ip == ["refused", pod_ip, pod_ip]
+
+
+def test_capture_rules_are_istio_iptables_output(cluster: EmulatedCluster) -> None:
+    pod = cluster.pods[PodRef(NS_MESH, "echo-none")]
+    rules = capture.dump(pod.netns)
+    for line in (
+        "-A ISTIO_INBOUND -p tcp -m tcp --dport 19000 -j RETURN",
+        "-A ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006",
+        "-A ISTIO_OUTPUT -s 127.0.0.6/32 -o lo -j RETURN",
+        "-A ISTIO_OUTPUT -s ::6/128 -o lo -j RETURN",
+    ):
+        assert line in rules
+    baseline = cluster.pods[World.BASELINE_SERVER]
+    assert "ISTIO" not in capture.dump(baseline.netns)
+
+
+def test_host_namespace_untouched(cluster: EmulatedCluster) -> None:
+    host_rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
+    assert "ISTIO" not in host_rules
+    assert "KUBE-SERVICES" not in host_rules
+    assert "veth0" not in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    assert all(name.startswith(f"{netns.PREFIX}{cluster.tag}-") for name in netns.list_names(f"mic-{cluster.tag}"))
+
+
+def test_precheck_reports_exposed_loopback_ports(cluster: EmulatedCluster) -> None:
+    run = cluster.precheck(NS_MESH)
+    assert run.exit_code == 1
+    pods = ("echo-instance-0", "echo-localhost-0", "echo-mixed-0", "echo-none-0")
+    assert run.stdout.splitlines() == [
+        f"Error [IST0143] (Pod {pod}.mic-mesh) Port {port} is exposed in a Service but listens on localhost. "
+        "It will not be exposed to other pods."
+        for pod in pods
+        for port in (8081, 9081)
+    ]
+    assert run.stderr.startswith("Error: Issues found when checking the cluster.")
+    assert cluster.precheck(NS_BASELINE).exit_code == 0
+
+
+def test_request_record_proves_arrival(cluster: EmulatedCluster) -> None:
+    server = PodRef(NS_MESH, "echo-none")
+    reached = probe(cluster, PLAIN, server, Bind.WILDCARD, Protocol.HTTP, request_id="arrives")
+    refused = probe(cluster, PLAIN, server, Bind.LOOPBACK, Protocol.HTTP, request_id="stopped-by-proxy")
+    assert refused == "http_503"
+    records = cluster.request_record(server, ["arrives", "stopped-by-proxy", "never-sent"])
+    assert [(r["request_id"], r["peer"]) for r in records] == [("arrives", reached)]
+
+
+def test_proxy_down_refuses_everything(cluster: EmulatedCluster) -> None:
+    """Capture rules without a listening proxy: every redirected connection is refused (emulation.md row 2)."""
+    pod = cluster.pods[MIXED]
+    assert pod.sidecar is not None
+    pod.sidecar.terminate()
+    pod.sidecar.wait(5)
+    for protocol in Protocol:
+        assert row(cluster, MIXED, protocol) == ["refused", "refused", "refused"]

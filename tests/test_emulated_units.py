@@ -1,0 +1,849 @@
+"""Pure pieces of the emulated backend and the test world, pinned against Istio's rules (no root, no network).
+
+Expected values are written out from the reference notes (inbound-semantics.md sections 1, 3, 4, 6), from
+istio-iptables / cluster.go at 1.10.0 and from Kubernetes' API rules; none is derived from the code under test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+import pytest
+
+from conformance.backends.emulated import capture, controlplane, kube
+from conformance.backends.emulated.kube import ManifestError, Objects, PodTemplate
+from conformance.spec.dimensions import IpFamily
+from conformance.world import SERVER_PORTS, World
+
+POD_IP = {"ipv4": "10.244.0.12", "ipv6": "fd00:10:244::c"}
+
+# --- capture rules (reference section 6) --------------------------------------------------------------------
+
+NAT_RULES_V4 = """\
+*nat
+-N ISTIO_INBOUND
+-N ISTIO_REDIRECT
+-N ISTIO_IN_REDIRECT
+-N ISTIO_OUTPUT
+-A ISTIO_INBOUND -p tcp --dport 15008 -j RETURN
+-A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001
+-A ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006
+-A PREROUTING -p tcp -j ISTIO_INBOUND
+-A ISTIO_INBOUND -p tcp --dport 22 -j RETURN
+-A ISTIO_INBOUND -p tcp --dport 15090 -j RETURN
+-A ISTIO_INBOUND -p tcp --dport 15021 -j RETURN
+-A ISTIO_INBOUND -p tcp --dport 15020 -j RETURN
+-A ISTIO_INBOUND -p tcp --dport 19000 -j RETURN
+-A ISTIO_INBOUND -p tcp -j ISTIO_IN_REDIRECT
+-A OUTPUT -p tcp -j ISTIO_OUTPUT
+-A ISTIO_OUTPUT -o lo -s 127.0.0.6/32 -j RETURN
+-A ISTIO_OUTPUT -o lo ! -d 127.0.0.1/32 -m owner --uid-owner 1337 -j ISTIO_IN_REDIRECT
+-A ISTIO_OUTPUT -o lo -m owner ! --uid-owner 1337 -j RETURN
+-A ISTIO_OUTPUT -m owner --uid-owner 1337 -j RETURN
+-A ISTIO_OUTPUT -o lo ! -d 127.0.0.1/32 -m owner --gid-owner 1337 -j ISTIO_IN_REDIRECT
+-A ISTIO_OUTPUT -o lo -m owner ! --gid-owner 1337 -j RETURN
+-A ISTIO_OUTPUT -m owner --gid-owner 1337 -j RETURN
+-A ISTIO_OUTPUT -d 127.0.0.1/32 -j RETURN
+-A ISTIO_OUTPUT -j ISTIO_REDIRECT
+COMMIT
+"""
+
+NAT_RULES_V6 = """\
+*nat
+-N ISTIO_INBOUND
+-N ISTIO_REDIRECT
+-N ISTIO_IN_REDIRECT
+-N ISTIO_OUTPUT
+-A ISTIO_INBOUND -p tcp --dport 15008 -j RETURN
+-A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001
+-A ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006
+-A PREROUTING -p tcp -j ISTIO_INBOUND
+-A ISTIO_INBOUND -p tcp --dport 22 -j RETURN
+-A ISTIO_INBOUND -p tcp --dport 15090 -j RETURN
+-A ISTIO_INBOUND -p tcp --dport 15021 -j RETURN
+-A ISTIO_INBOUND -p tcp --dport 15020 -j RETURN
+-A ISTIO_INBOUND -p tcp --dport 19000 -j RETURN
+-A ISTIO_INBOUND -p tcp -j ISTIO_IN_REDIRECT
+-A OUTPUT -p tcp -j ISTIO_OUTPUT
+-A ISTIO_OUTPUT -o lo -s ::6/128 -j RETURN
+-A ISTIO_OUTPUT -o lo ! -d ::1/128 -m owner --uid-owner 1337 -j ISTIO_IN_REDIRECT
+-A ISTIO_OUTPUT -o lo -m owner ! --uid-owner 1337 -j RETURN
+-A ISTIO_OUTPUT -m owner --uid-owner 1337 -j RETURN
+-A ISTIO_OUTPUT -o lo ! -d ::1/128 -m owner --gid-owner 1337 -j ISTIO_IN_REDIRECT
+-A ISTIO_OUTPUT -o lo -m owner ! --gid-owner 1337 -j RETURN
+-A ISTIO_OUTPUT -m owner --gid-owner 1337 -j RETURN
+-A ISTIO_OUTPUT -d ::1/128 -j RETURN
+-A ISTIO_OUTPUT -j ISTIO_REDIRECT
+COMMIT
+"""
+
+
+@pytest.mark.parametrize(("ipv6", "expected"), [(False, NAT_RULES_V4), (True, NAT_RULES_V6)])
+def test_nat_rules_match_istio_1_10(ipv6: bool, expected: str) -> None:
+    got = capture.nat_rules(ipv6=ipv6, excluded=(15090, 15021, 15020, 19000))
+    assert got.splitlines() == expected.splitlines()
+    assert got == expected
+
+
+def test_nat_rules_without_extra_exclusions() -> None:
+    lines = capture.nat_rules(ipv6=False, excluded=()).splitlines()
+    returns = [line for line in lines if line.startswith("-A ISTIO_INBOUND") and line.endswith("-j RETURN")]
+    assert returns == [
+        "-A ISTIO_INBOUND -p tcp --dport 15008 -j RETURN",
+        "-A ISTIO_INBOUND -p tcp --dport 22 -j RETURN",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("annotation", "expected"),
+    [
+        (None, (15090, 15021, 15020)),
+        ("", (15090, 15021, 15020)),
+        ("19000", (15090, 15021, 15020, 19000)),
+        ("1,2", (15090, 15021, 15020, 1, 2)),
+        ("19000, 8443,", (15090, 15021, 15020, 19000, 8443)),
+    ],
+)
+def test_excluded_inbound_ports(annotation: str | None, expected: tuple[int, ...]) -> None:
+    assert capture.excluded_inbound_ports(annotation) == expected
+
+
+def test_capture_constants() -> None:
+    assert (capture.PROXY_UID, capture.PROXY_GID) == (1337, 1337)
+    assert (capture.INBOUND_CAPTURE_PORT, capture.OUTBOUND_CAPTURE_PORT) == (15006, 15001)
+
+
+# --- protocol selection -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "app_protocol", "expected"),
+    [
+        # appProtocol wins over the name.
+        ("tcp-admin", "http", "http"),
+        ("http-web", "tcp", "tcp"),
+        ("web", "HTTP", "http"),
+        ("web", "grpc", "http"),
+        ("web", "tls", "tcp"),
+        # Name prefixes.
+        ("http-web", None, "http"),
+        ("http", None, "http"),
+        ("HTTP-web", None, "http"),
+        ("http2-web", None, "http"),
+        ("grpc-api", None, "http"),
+        ("grpc-web-api", None, "http"),
+        ("tcp-db", None, "tcp"),
+        ("tls-db", None, "tcp"),
+        ("mongo-db", None, "tcp"),
+        ("mysql", None, "tcp"),
+        ("redis-cache", None, "tcp"),
+        # Unknown: sniffed.
+        ("", None, "sniff"),
+        ("web", None, "sniff"),
+        ("httpweb", None, "sniff"),
+        ("admin-http", None, "sniff"),
+        ("", "", "sniff"),
+    ],
+)
+def test_port_protocol(name: str, app_protocol: str | None, expected: str) -> None:
+    assert controlplane.port_protocol(name, app_protocol) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "app_protocol", "expected"),
+    [("http-web", "custom", "sniff"), ("tcp-admin", "http-alt", "http")],
+)
+def test_port_protocol_app_protocol_replaces_the_name(name: str, app_protocol: str, expected: str) -> None:
+    assert controlplane.port_protocol(name, app_protocol) == expected
+
+
+# --- the world's manifests, read like kubelet and istiod ----------------------------------------------------
+
+
+def _objects(family: IpFamily) -> Objects:
+    return kube.read(cast(Sequence[Mapping[str, Any]], World(family).manifests()))
+
+
+def _pod(objects: Objects, namespace: str, app: str) -> PodTemplate:
+    matches = [p for p in objects.pods if (p.namespace, p.app) == (namespace, app)]
+    assert len(matches) == 1, f"{namespace}/{app}: {len(matches)} pods"
+    return matches[0]
+
+
+SERVICE_PORTS = (
+    (7070, "http"),
+    (8081, "http"),
+    (8082, "http"),
+    (8083, "http"),
+    (9081, "tcp"),
+    (9082, "tcp"),
+    (9083, "tcp"),
+)
+"""The declared ports of every echo Service, sorted, with the protocol Istio gives them."""
+SIDECAR_PORTS = ((8081, "http"), (8082, "http"), (8083, "http"), (9081, "tcp"), (9082, "tcp"), (9083, "tcp"))
+"""The ports the localhost / instance Sidecars list, in the order they list them."""
+
+
+def _listener(
+    port: int, protocol: str, source: str, address: str, upstream_port: int, bind: str | None
+) -> dict[str, Any]:
+    return {
+        "port": port,
+        "protocol": protocol,
+        "cluster": f"inbound|{port}||",
+        "source": source,
+        "upstream": {"address": address, "port": upstream_port},
+        "bind": bind,
+    }
+
+
+# Per (family, server, mode): the inbound listeners, as reference sections 1, 3 and 4 give them.
+# Service ports: passthrough -> ORIGINAL_DST from 127.0.0.6 / ::6; legacy -> localhost, no bind.
+# Sidecar 127.0.0.1:P / [::1]:P -> localhost, no bind; 0.0.0.0:P / [::]:P -> pod IP from 127.0.0.6 / ::6;
+# both whatever the mode. The unlisted Sidecar lists only the anchor 7070 (localhost form).
+EXPECTED_LISTENERS: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+for _family, _lo, _bind in (("ipv4", "127.0.0.1", "127.0.0.6"), ("ipv6", "::1", "::6")):
+    for _ns, _app in (("mic-baseline", "echo"), ("mic-mesh", "echo-none")):
+        EXPECTED_LISTENERS[(_family, _app, "passthrough")] = [
+            _listener(p, proto, "Service", "original_dst", p, _bind) for p, proto in SERVICE_PORTS
+        ]
+        EXPECTED_LISTENERS[(_family, _app, "legacy")] = [
+            _listener(p, proto, "Service", _lo, p, None) for p, proto in SERVICE_PORTS
+        ]
+    for _mode in ("passthrough", "legacy"):
+        EXPECTED_LISTENERS[(_family, "echo-localhost", _mode)] = [
+            _listener(p, proto, "Sidecar mic-mesh/echo-localhost", _lo, p, None) for p, proto in SIDECAR_PORTS
+        ]
+        EXPECTED_LISTENERS[(_family, "echo-instance", _mode)] = [
+            _listener(p, proto, "Sidecar mic-mesh/echo-instance", POD_IP[_family], p, _bind)
+            for p, proto in SIDECAR_PORTS
+        ]
+        EXPECTED_LISTENERS[(_family, "echo-unlisted", _mode)] = [
+            _listener(7070, "http", "Sidecar mic-mesh/echo-unlisted", _lo, 7070, None)
+        ]
+        EXPECTED_LISTENERS[(_family, "client", _mode)] = []
+
+NAMESPACE_OF = {
+    "echo": "mic-baseline",
+    "echo-none": "mic-mesh",
+    "echo-localhost": "mic-mesh",
+    "echo-instance": "mic-mesh",
+    "echo-unlisted": "mic-mesh",
+    "client": "mic-mesh",
+}
+
+
+def test_expected_table_is_complete() -> None:
+    assert len(EXPECTED_LISTENERS) == 2 * 6 * 2
+
+
+@pytest.mark.parametrize(("family", "app", "mode"), sorted(EXPECTED_LISTENERS))
+def test_sidecar_config_listeners(family: str, app: str, mode: str) -> None:
+    objects = _objects(IpFamily(family))
+    pod = _pod(objects, NAMESPACE_OF[app], app)
+    config = controlplane.sidecar_config(pod, POD_IP[family], family, objects, mode)
+    inbound = config["inbound"]
+    assert isinstance(inbound, dict)
+    assert inbound["listeners"] == EXPECTED_LISTENERS[(family, app, mode)]
+
+
+@pytest.mark.parametrize(
+    ("family", "bind", "cluster"),
+    [("ipv4", "127.0.0.6", "InboundPassthroughClusterIpv4"), ("ipv6", "::6", "InboundPassthroughClusterIpv6")],
+)
+@pytest.mark.parametrize("mode", ["passthrough", "legacy"])
+@pytest.mark.parametrize("app", ["echo-none", "echo-localhost", "echo-instance", "echo-unlisted"])
+def test_sidecar_config_envelope(family: str, bind: str, cluster: str, mode: str, app: str) -> None:
+    objects = _objects(IpFamily(family))
+    pod = _pod(objects, "mic-mesh", app)
+    config = controlplane.sidecar_config(pod, POD_IP[family], family, objects, mode)
+    assert config["format"] == "mesh-inbound-conformance/sidecar-config"
+    assert config["version"] == 1
+    assert config["pod"] == {"name": f"{app}-0", "namespace": "mic-mesh", "ips": [POD_IP[family]]}
+    assert config["mesh"] == {"inbound_mode": mode}
+    assert (config["proxy_uid"], config["proxy_gid"]) == (1337, 1337)
+    inbound = config["inbound"]
+    assert isinstance(inbound, dict)
+    assert inbound["port"] == 15006
+    # The catch-all for ports without an inbound cluster: ORIGINAL_DST from 127.0.0.6 / ::6, sniffed, always.
+    assert inbound["passthrough"] == {
+        "cluster": cluster,
+        "protocol": "sniff",
+        "upstream": {"address": "original_dst", "port": None},
+        "bind": bind,
+    }
+    # Outbound: every HTTP Service port (Service port == targetPort in this world).
+    assert config["outbound"] == {"port": 15001, "http_ports": [7070, 8081, 8082, 8083]}
+
+
+def test_sidecar_config_rejects_unknown_mode() -> None:
+    objects = _objects(IpFamily.IPV4)
+    pod = _pod(objects, "mic-mesh", "echo-none")
+    with pytest.raises(ValueError, match="inbound mode 'localhost': expected one of passthrough, legacy"):
+        controlplane.sidecar_config(pod, POD_IP["ipv4"], "ipv4", objects, "localhost")
+
+
+@pytest.mark.parametrize(
+    ("app", "expected"),
+    [
+        ("echo-none", {7070, 8081, 8082, 8083, 9081, 9082, 9083}),
+        ("echo-localhost", {8081, 8082, 8083, 9081, 9082, 9083}),
+        ("echo-instance", {8081, 8082, 8083, 9081, 9082, 9083}),
+        ("echo-unlisted", {7070}),
+        ("client", set()),
+    ],
+)
+@pytest.mark.parametrize("mode", ["passthrough", "legacy"])
+def test_exposed_ports(app: str, expected: set[int], mode: str) -> None:
+    objects = _objects(IpFamily.IPV4)
+    pod = _pod(objects, "mic-mesh", app)
+    config = controlplane.sidecar_config(pod, POD_IP["ipv4"], "ipv4", objects, mode)
+    assert controlplane.exposed_ports(config) == expected
+
+
+# --- defaultEndpoint parsing and Sidecar selection, on hand-written manifests ------------------------------
+
+
+def _namespace(name: str, injected: bool = True) -> dict[str, Any]:
+    labels = {"istio-injection": "enabled"} if injected else {}
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+
+
+def _deployment(name: str, namespace: str = "ns", **overrides: Any) -> dict[str, Any]:
+    template: dict[str, Any] = {
+        "metadata": {"labels": {"app": name}},
+        "spec": {"containers": [{"name": "app", "image": "img", "args": ["serve"]}]},
+    }
+    manifest: dict[str, Any] = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}}, "template": template},
+    }
+    for key, value in overrides.items():
+        if key == "replicas":
+            manifest["spec"]["replicas"] = value
+        elif key == "containers":
+            template["spec"]["containers"] = value
+        elif key == "labels":
+            template["metadata"]["labels"].update(value)
+        elif key == "annotations":
+            template["metadata"]["annotations"] = value
+        else:
+            raise AssertionError(key)
+    return manifest
+
+
+def _service(name: str, ports: list[dict[str, Any]], namespace: str = "ns") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"selector": {"app": name}, "ports": ports},
+    }
+
+
+def _sidecar(
+    name: str, ingress: list[dict[str, Any]], selector: dict[str, str] | None, namespace: str = "ns"
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"ingress": ingress}
+    if selector is not None:
+        spec["workloadSelector"] = {"labels": selector}
+    return {
+        "apiVersion": "networking.istio.io/v1beta1",
+        "kind": "Sidecar",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def _ingress(port: int, endpoint: str, protocol: str = "HTTP", name: str = "http-x") -> dict[str, Any]:
+    return {"port": {"number": port, "protocol": protocol, "name": name}, "defaultEndpoint": endpoint}
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "message"),
+    [
+        ("10.0.0.1:80", "defaultEndpoint '10.0.0.1:80': arbitrary IPs and unix sockets are not emulated"),
+        (
+            "unix:///x",
+            "defaultEndpoint 'unix:///x': expected 127.0.0.1:PORT, 0.0.0.0:PORT, [::1]:PORT or [::]:PORT",
+        ),
+        (
+            "127.0.0.1:http",
+            "defaultEndpoint '127.0.0.1:http': expected 127.0.0.1:PORT, 0.0.0.0:PORT, [::1]:PORT or [::]:PORT",
+        ),
+        ("127.0.0.1:", "defaultEndpoint '127.0.0.1:': expected 127.0.0.1:PORT"),
+        ("localhost:8080", "defaultEndpoint 'localhost:8080': arbitrary IPs and unix sockets are not emulated"),
+        ("::1:8080", "defaultEndpoint '::1:8080': arbitrary IPs and unix sockets are not emulated"),
+    ],
+)
+def test_bad_default_endpoint(endpoint: str, message: str) -> None:
+    objects = kube.read([_namespace("ns"), _deployment("web"), _sidecar("web", [_ingress(8080, endpoint)], None)])
+    with pytest.raises(ManifestError) as info:
+        controlplane.sidecar_config(objects.pods[0], "10.244.0.12", "ipv4", objects, "passthrough")
+    assert str(info.value).startswith(message)
+
+
+def test_empty_default_endpoint_is_original_dst() -> None:
+    objects = kube.read(
+        [_namespace("ns"), _deployment("web"), _sidecar("web", [_ingress(8080, "", "TCP", "tcp-x")], None)]
+    )
+    config = controlplane.sidecar_config(objects.pods[0], "fd00::5", "ipv6", objects, "legacy")
+    inbound = config["inbound"]
+    assert isinstance(inbound, dict)
+    assert inbound["listeners"] == [
+        _listener(8080, "tcp", "Sidecar ns/web", "original_dst", 8080, "::6"),
+    ]
+
+
+def test_default_endpoint_target_port_may_differ() -> None:
+    objects = kube.read(
+        [
+            _namespace("ns"),
+            _deployment("web"),
+            _sidecar("web", [_ingress(80, "127.0.0.1:8080"), _ingress(81, "0.0.0.0:8081")], {"app": "web"}),
+        ]
+    )
+    config = controlplane.sidecar_config(objects.pods[0], "10.244.0.7", "ipv4", objects, "passthrough")
+    inbound = config["inbound"]
+    assert isinstance(inbound, dict)
+    assert inbound["listeners"] == [
+        _listener(80, "http", "Sidecar ns/web", "127.0.0.1", 8080, None),
+        _listener(81, "http", "Sidecar ns/web", "10.244.0.7", 8081, "127.0.0.6"),
+    ]
+
+
+def test_sidecar_without_ingress_falls_back_to_services() -> None:
+    objects = kube.read(
+        [
+            _namespace("ns"),
+            _deployment("web"),
+            _service("web", [{"name": "http-web", "port": 80, "targetPort": 8080}]),
+            _sidecar("web", [], {"app": "web"}),
+        ]
+    )
+    config = controlplane.sidecar_config(objects.pods[0], "10.244.0.7", "ipv4", objects, "passthrough")
+    inbound = config["inbound"]
+    assert isinstance(inbound, dict)
+    # The cluster is keyed by the targetPort; the outbound HTTP port is the Service port.
+    assert inbound["listeners"] == [_listener(8080, "http", "Service", "original_dst", 8080, "127.0.0.6")]
+    assert config["outbound"] == {"port": 15001, "http_ports": [80]}
+
+
+def test_namespace_wide_sidecar_applies_to_every_pod() -> None:
+    objects = kube.read(
+        [
+            _namespace("ns"),
+            _namespace("other"),
+            _deployment("a"),
+            _deployment("b"),
+            _deployment("c", namespace="other"),
+            _sidecar("default", [_ingress(8080, "127.0.0.1:8080")], None),
+        ]
+    )
+    assert objects.sidecars[0].selector is None
+    pods = {p.app: p for p in objects.pods}
+    assert objects.sidecars[0].selects(pods["a"])
+    assert objects.sidecars[0].selects(pods["b"])
+    assert not objects.sidecars[0].selects(pods["c"])
+    assert controlplane.selecting_sidecar(pods["a"], objects.sidecars) is objects.sidecars[0]
+    assert controlplane.selecting_sidecar(pods["c"], objects.sidecars) is None
+
+
+def test_selecting_sidecar_prefers_workload_selector() -> None:
+    objects = kube.read(
+        [
+            _namespace("ns"),
+            _deployment("a"),
+            _deployment("b"),
+            # Named so that the namespace-wide one sorts first: the selector must win, not the name.
+            _sidecar("aaa-default", [_ingress(8080, "127.0.0.1:8080")], None),
+            _sidecar("zzz-for-a", [_ingress(8080, "0.0.0.0:8080")], {"app": "a"}),
+        ]
+    )
+    pods = {p.app: p for p in objects.pods}
+    chosen_a = controlplane.selecting_sidecar(pods["a"], objects.sidecars)
+    chosen_b = controlplane.selecting_sidecar(pods["b"], objects.sidecars)
+    assert chosen_a is not None
+    assert chosen_b is not None
+    assert chosen_a.name == "zzz-for-a"
+    assert chosen_b.name == "aaa-default"
+
+
+def test_sidecar_selector_must_match_every_label() -> None:
+    objects = kube.read(
+        [
+            _namespace("ns"),
+            _deployment("a", labels={"tier": "web"}),
+            _sidecar("s", [_ingress(8080, "")], {"app": "a", "tier": "db"}),
+        ]
+    )
+    assert controlplane.selecting_sidecar(objects.pods[0], objects.sidecars) is None
+
+
+# --- kube.read: what the emulation refuses, and what it reads ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("manifest", "message"),
+    [
+        (
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg", "namespace": "ns"}},
+            "ConfigMap ns/cfg: the emulated cluster does not run kind ConfigMap",
+        ),
+        (
+            {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db", "namespace": "ns"}},
+            "StatefulSet ns/db: the emulated cluster does not run kind StatefulSet",
+        ),
+        (_deployment("web", replicas=2), "Deployment ns/web: the emulated cluster runs exactly one replica"),
+        (_deployment("web", replicas=0), "Deployment ns/web: the emulated cluster runs exactly one replica"),
+        (
+            _deployment("web", containers=[{"name": "a", "image": "i"}, {"name": "b", "image": "i"}]),
+            "Deployment ns/web: the emulated cluster runs pods of exactly one container",
+        ),
+        (
+            _deployment("web", containers=[]),
+            "Deployment ns/web: the emulated cluster runs pods of exactly one container",
+        ),
+        (
+            _service("web", [{"name": "http", "port": 80, "targetPort": "http"}]),
+            "Service ns/web: named targetPort 'http' is not supported",
+        ),
+        (
+            _service("dns", [{"name": "dns", "port": 53, "protocol": "UDP"}]),
+            "Service ns/dns: only TCP Service ports are emulated",
+        ),
+        (
+            _deployment(
+                "web",
+                containers=[
+                    {
+                        "name": "app",
+                        "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
+                    }
+                ],
+            ),
+            "Deployment ns/web: env TOKEN: only literal values and fieldRef are supported",
+        ),
+    ],
+)
+def test_read_rejects(manifest: dict[str, Any], message: str) -> None:
+    with pytest.raises(ManifestError) as info:
+        kube.read([_namespace("ns"), manifest])
+    assert str(info.value) == message
+
+
+def test_read_injection_label_and_opt_out() -> None:
+    objects = kube.read(
+        [
+            _namespace("mesh"),
+            _namespace("plain", injected=False),
+            _deployment("meshed", namespace="mesh"),
+            _deployment("opt-out-label", namespace="mesh", labels={"sidecar.istio.io/inject": "false"}),
+            _deployment("opt-out-annotation", namespace="mesh", annotations={"sidecar.istio.io/inject": "false"}),
+            _deployment("opt-in-true", namespace="mesh", labels={"sidecar.istio.io/inject": "true"}),
+            _deployment("unmeshed", namespace="plain"),
+            _deployment("undeclared-namespace", namespace="nowhere"),
+        ]
+    )
+    assert objects.namespaces == {"mesh", "plain"}
+    assert objects.injected_namespaces == {"mesh"}
+    assert {p.app: p.injected for p in objects.pods} == {
+        "meshed": True,
+        "opt-out-label": False,
+        "opt-out-annotation": False,
+        "opt-in-true": True,
+        "unmeshed": False,
+        "undeclared-namespace": False,
+    }
+
+
+def test_read_namespace_label_other_than_enabled_is_not_injection() -> None:
+    ns = _namespace("ns", injected=False)
+    ns["metadata"]["labels"] = {"istio-injection": "disabled"}
+    objects = kube.read([ns, _deployment("web")])
+    assert objects.injected_namespaces == set()
+    assert objects.pods[0].injected is False
+
+
+def test_read_deployment_before_its_namespace() -> None:
+    # kubectl applies in any order; the namespace's label still decides injection.
+    objects = kube.read([_deployment("web"), _namespace("ns")])
+    assert objects.pods[0].injected is True
+
+
+def test_read_pod_fields() -> None:
+    container = {
+        "name": "app",
+        "image": "img",
+        "command": ["python3", "/app/echo.py"],
+        "args": ["serve", 8080],
+        "env": [
+            {"name": "MODE", "value": "x"},
+            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        ],
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": 19000}},
+    }
+    objects = kube.read(
+        [
+            _namespace("ns"),
+            _deployment(
+                "web",
+                containers=[container],
+                annotations={"traffic.sidecar.istio.io/excludeInboundPorts": "19000"},
+            ),
+        ]
+    )
+    pod = objects.pods[0]
+    assert pod.name == "web-0"
+    assert pod.namespace == "ns"
+    assert dict(pod.labels) == {"app": "web"}
+    assert dict(pod.annotations) == {"traffic.sidecar.istio.io/excludeInboundPorts": "19000"}
+    assert pod.command == ("python3", "/app/echo.py")
+    assert pod.args == ("serve", "8080")
+    assert pod.env == (kube.EnvVar("MODE", "x", None), kube.EnvVar("POD_IP", None, "status.podIP"))
+    assert pod.readiness_port == 19000
+
+
+def test_read_service_fields() -> None:
+    objects = kube.read(
+        [
+            _service(
+                "web",
+                [
+                    {"name": "http-web", "port": 80, "targetPort": 8080, "appProtocol": "http"},
+                    {"name": "tcp-db", "port": 5432},
+                ],
+            )
+        ]
+    )
+    service = objects.services[0]
+    assert (service.namespace, service.name, dict(service.selector)) == ("ns", "web", {"app": "web"})
+    assert service.ports == (
+        kube.ServicePort("http-web", 80, 8080, "http"),
+        kube.ServicePort("tcp-db", 5432, 5432, None),
+    )
+
+
+def test_service_selection() -> None:
+    objects = kube.read(
+        [
+            _namespace("ns"),
+            _namespace("other"),
+            _deployment("web"),
+            _deployment("web", namespace="other"),
+            _service("web", [{"name": "http", "port": 80}]),
+        ]
+    )
+    service = objects.services[0]
+    selected = [(p.namespace, p.app) for p in objects.pods if service.selects(p)]
+    assert selected == [("ns", "web")]
+
+
+def test_empty_service_selector_selects_nothing() -> None:
+    manifest = _service("web", [{"name": "http", "port": 80}])
+    manifest["spec"]["selector"] = {}
+    objects = kube.read([_namespace("ns"), _deployment("web"), manifest])
+    assert not objects.services[0].selects(objects.pods[0])
+
+
+def test_read_sidecar_fields() -> None:
+    objects = kube.read(
+        [
+            _sidecar(
+                "web",
+                [
+                    _ingress(8080, "127.0.0.1:8080", "HTTP", "http-web"),
+                    {"port": {"number": 9090}},
+                ],
+                {"app": "web"},
+            )
+        ]
+    )
+    sidecar = objects.sidecars[0]
+    assert (sidecar.namespace, sidecar.name, sidecar.selector) == ("ns", "web", {"app": "web"})
+    assert sidecar.ingress == (
+        kube.IngressListener(8080, "HTTP", "http-web", "127.0.0.1:8080"),
+        kube.IngressListener(9090, "TCP", "", ""),
+    )
+
+
+# --- conformance/world.py -----------------------------------------------------------------------------------
+
+FAMILIES = [IpFamily.IPV4, IpFamily.IPV6]
+
+
+def _manifests(family: IpFamily) -> list[dict[str, Any]]:
+    return cast(list[dict[str, Any]], World(family).manifests())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_world_objects(family: IpFamily) -> None:
+    keys = [(m["kind"], m["metadata"].get("namespace"), m["metadata"]["name"]) for m in _manifests(family)]
+    assert len(keys) == len(set(keys))
+    assert sorted(keys, key=str) == sorted(
+        [
+            ("Namespace", None, "mic-baseline"),
+            ("Namespace", None, "mic-mesh"),
+            ("Deployment", "mic-baseline", "echo"),
+            ("Service", "mic-baseline", "echo"),
+            ("Deployment", "mic-baseline", "client"),
+            ("Deployment", "mic-mesh", "echo-none"),
+            ("Service", "mic-mesh", "echo-none"),
+            ("Deployment", "mic-mesh", "echo-localhost"),
+            ("Service", "mic-mesh", "echo-localhost"),
+            ("Sidecar", "mic-mesh", "echo-localhost"),
+            ("Deployment", "mic-mesh", "echo-instance"),
+            ("Service", "mic-mesh", "echo-instance"),
+            ("Sidecar", "mic-mesh", "echo-instance"),
+            ("Deployment", "mic-mesh", "echo-unlisted"),
+            ("Service", "mic-mesh", "echo-unlisted"),
+            ("Sidecar", "mic-mesh", "echo-unlisted"),
+            ("Deployment", "mic-mesh", "client"),
+        ],
+        key=str,
+    )
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_world_namespaces_come_first(family: IpFamily) -> None:
+    kinds = [m["kind"] for m in _manifests(family)]
+    assert kinds[:2] == ["Namespace", "Namespace"]
+    assert "Namespace" not in kinds[2:]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_world_every_service_selects_exactly_one_deployment(family: IpFamily) -> None:
+    manifests = _manifests(family)
+    deployments = [m for m in manifests if m["kind"] == "Deployment"]
+    for service in (m for m in manifests if m["kind"] == "Service"):
+        selector = service["spec"]["selector"]
+        assert selector, service["metadata"]
+        selected = [
+            d["metadata"]["name"]
+            for d in deployments
+            if d["metadata"]["namespace"] == service["metadata"]["namespace"]
+            and all(d["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in selector.items())
+        ]
+        assert selected == [service["metadata"]["name"]], service["metadata"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_world_deployment_selector_matches_its_template(family: IpFamily) -> None:
+    for d in (m for m in _manifests(family) if m["kind"] == "Deployment"):
+        labels = d["spec"]["template"]["metadata"]["labels"]
+        assert d["spec"]["selector"]["matchLabels"] == {"app": d["metadata"]["name"]}
+        assert labels["app"] == d["metadata"]["name"]
+
+
+@pytest.mark.parametrize(
+    ("family", "localhost", "instance"),
+    [(IpFamily.IPV4, "127.0.0.1", "0.0.0.0"), (IpFamily.IPV6, "[::1]", "[::]")],
+)
+def test_world_sidecar_literal_forms(family: IpFamily, localhost: str, instance: str) -> None:
+    sidecars = {m["metadata"]["name"]: m for m in _manifests(family) if m["kind"] == "Sidecar"}
+    assert set(sidecars) == {"echo-localhost", "echo-instance", "echo-unlisted"}
+
+    def endpoints(name: str) -> list[tuple[int, str, str]]:
+        spec = sidecars[name]["spec"]
+        assert spec["workloadSelector"] == {"labels": {"app": name}}
+        return [(i["port"]["number"], i["port"]["protocol"], i["defaultEndpoint"]) for i in spec["ingress"]]
+
+    assert endpoints("echo-localhost") == [
+        (8081, "HTTP", f"{localhost}:8081"),
+        (8082, "HTTP", f"{localhost}:8082"),
+        (8083, "HTTP", f"{localhost}:8083"),
+        (9081, "TCP", f"{localhost}:9081"),
+        (9082, "TCP", f"{localhost}:9082"),
+        (9083, "TCP", f"{localhost}:9083"),
+    ]
+    assert endpoints("echo-instance") == [
+        (8081, "HTTP", f"{instance}:8081"),
+        (8082, "HTTP", f"{instance}:8082"),
+        (8083, "HTTP", f"{instance}:8083"),
+        (9081, "TCP", f"{instance}:9081"),
+        (9082, "TCP", f"{instance}:9082"),
+        (9083, "TCP", f"{instance}:9083"),
+    ]
+    assert endpoints("echo-unlisted") == [(7070, "HTTP", f"{localhost}:7070")]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_world_control_port_is_excluded_from_capture(family: IpFamily) -> None:
+    deployments = [m for m in _manifests(family) if m["kind"] == "Deployment"]
+    assert len(deployments) == 7
+    for d in deployments:
+        annotations = d["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["traffic.sidecar.istio.io/excludeInboundPorts"] == "19000", d["metadata"]
+        container = d["spec"]["template"]["spec"]["containers"][0]
+        assert container["args"][:3] == ["serve", "--control-port", "19000"]
+        assert container["readinessProbe"]["httpGet"]["port"] == 19000
+    for pod in _objects(family).pods:
+        annotation = pod.annotations.get(kube.EXCLUDE_INBOUND_ANNOTATION)
+        assert 19000 in capture.excluded_inbound_ports(annotation), pod.name
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_world_injection(family: IpFamily) -> None:
+    objects = _objects(family)
+    assert {(p.namespace, p.app): p.injected for p in objects.pods} == {
+        ("mic-baseline", "echo"): False,
+        ("mic-baseline", "client"): False,
+        ("mic-mesh", "echo-none"): True,
+        ("mic-mesh", "echo-localhost"): True,
+        ("mic-mesh", "echo-instance"): True,
+        ("mic-mesh", "echo-unlisted"): True,
+        ("mic-mesh", "client"): True,
+    }
+
+
+def test_world_port_numbers() -> None:
+    numbers = [p.number for p in SERVER_PORTS]
+    assert sorted(numbers) == [7070, 8081, 8082, 8083, 8181, 8182, 8183, 9081, 9082, 9083, 9181, 9182, 9183]
+    assert len(numbers) == len(set(numbers))
+    # None collides with the control port or a port istio-iptables / Envoy reserve.
+    reserved = {19000, 22, 15000, 15001, 15004, 15006, 15008, 15020, 15021, 15053, 15090}
+    assert not set(numbers) & reserved
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_world_server_args_carry_every_port(family: IpFamily) -> None:
+    for d in (m for m in _manifests(family) if m["kind"] == "Deployment"):
+        args = d["spec"]["template"]["spec"]["containers"][0]["args"]
+        if d["metadata"]["name"] == "client":
+            assert args == ["serve", "--control-port", "19000"]
+        else:
+            assert sorted(args[3:]) == sorted(
+                [
+                    "8081:loopback:http",
+                    "8082:pod_ip:http",
+                    "8083:wildcard:http",
+                    "9081:loopback:tcp",
+                    "9082:pod_ip:tcp",
+                    "9083:wildcard:tcp",
+                    "8181:loopback:http",
+                    "8182:pod_ip:http",
+                    "8183:wildcard:http",
+                    "9181:loopback:tcp",
+                    "9182:pod_ip:tcp",
+                    "9183:wildcard:tcp",
+                    "7070:wildcard:http",
+                ]
+            )
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_world_service_port_numbers_unique(family: IpFamily) -> None:
+    for service in (m for m in _manifests(family) if m["kind"] == "Service"):
+        numbers = [p["port"] for p in service["spec"]["ports"]]
+        assert sorted(numbers) == [7070, 8081, 8082, 8083, 9081, 9082, 9083]
+        assert all(p["targetPort"] == p["port"] for p in service["spec"]["ports"])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_world_service_port_names_unique(family: IpFamily) -> None:
+    for service in (m for m in _manifests(family) if m["kind"] == "Service"):
+        names = [p["name"] for p in service["spec"]["ports"]]
+        assert len(names) == len(set(names)), f"{service['metadata']['name']}: {names}"
