@@ -162,9 +162,17 @@ def _mesh(opt: Any, backend: str, backend_options: dict[str, Any]) -> MeshCapabi
                 _fail("--mesh-version describes a real Istio build: use it with --backend kind or kubeconfig")
             mesh = emulated_capabilities()
         else:
-            mesh = istio_capabilities(
-                opt.mesh_version or backend_options["istio_version"], backend_options.get("istioctl_version")
-            )
+            version = opt.mesh_version or backend_options["istio_version"]
+            istioctl = backend_options.get("istioctl_version")
+            if not istioctl:
+                # The matrix row may name another istioctl for the precheck (1.9.9 is checked by a 1.10 istioctl).
+                from conformance.backends.kind.matrix import row_for
+
+                try:
+                    istioctl = row_for(backend_options["istio_version"]).istioctl_precheck
+                except ValueError:
+                    istioctl = None
+            mesh = istio_capabilities(version, istioctl)
     except ValueError as err:
         _fail(f"--mesh-version/--istio-version: {err}")
     if opt.mesh_capabilities:
@@ -283,7 +291,8 @@ def make_cluster(settings: Settings) -> Cluster:
         )
     from conformance.backends.kind.backend import make_kube_cluster
 
-    return make_kube_cluster(settings.backend, settings.family.value, settings.backend_options, settings.timeouts)
+    options = {**settings.backend_options, "artifacts_dir": settings.artifacts_dir}
+    return make_kube_cluster(settings.backend, settings.family.value, options, settings.timeouts)
 
 
 class ConformanceSession:
@@ -294,8 +303,10 @@ class ConformanceSession:
         self.cluster = cluster
         self.world = World(settings.family, **settings.backend_options.get("world", {}))
         self.prober = Prober(cluster, self.world, settings.timeouts)
+        # Every profile appears in the report: one the mesh lacks shows as skipped, with its reasons.
+        shown = settings.profiles if settings.explicit_profiles else tuple(Profile)
         self.report = Report(
-            settings.report_dir, settings.mesh, cluster.mesh_info(), cluster.backend, settings.family, settings.profiles
+            settings.report_dir, settings.mesh, cluster.mesh_info(), cluster.backend, settings.family, shown
         )
         self.started = time.perf_counter()
 

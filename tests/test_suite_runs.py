@@ -214,3 +214,46 @@ def test_missing_iptables_is_one_line_not_a_skip(tmp_path: Path) -> None:
         "ERROR: the emulated backend needs iptables-restore, ip6tables-restore, iptables-save: "
         "apt-get install -y iptables (or run ./setup.sh)"
     ]
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("no_leftovers")
+def test_cases_a_mesh_cannot_run_are_skipped_with_the_reason(tmp_path: Path) -> None:
+    """A build claiming no legacy mode and no precheck: those cases skip, with the reason, and are not failed."""
+    env = {**os.environ, "CI": ""}
+    cmd = suite_command(
+        "--report-dir",
+        str(tmp_path / "reports"),
+        "--mesh-capabilities",
+        "profile-passthrough,sidecar-endpoint-ipv4,sidecar-endpoint-ipv6",
+        "-k",
+        "PodIPFromPlainClient or Precheck or LegacySwitch",
+        "-rs",
+    )
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    doc = report(tmp_path)
+    profiles = {p["name"]: p for p in doc["profiles"]}  # type: ignore[union-attr,index]
+    # The legacy profile is not claimed: its tests are reported as skipped, with the reason.
+    assert profiles["legacy"]["result"] == "skipped"
+    assert {s["reason"] for s in profiles["legacy"]["skipped_tests"]} == {
+        "the build under test does not claim profile-legacy"
+    }
+    assert profiles["baseline"]["result"] == "success"
+    assert profiles["passthrough"]["result"] == "partial"
+    skipped = profiles["passthrough"]["skipped_tests"]
+    assert skipped == [
+        {"test": "LocalhostPrecheck", "reason": "the build under test does not claim precheck-localhost"}
+    ]
+    assert "does not claim precheck-localhost" in proc.stdout
+
+
+@pytest.mark.netns
+def test_under_ci_an_emulated_run_that_skips_fails(tmp_path: Path) -> None:
+    env = {**os.environ, "CI": "true"}
+    cmd = suite_command(
+        "--report-dir", str(tmp_path / "reports"), "--mesh-capabilities", "profile-passthrough", "-k", "Precheck"
+    )
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300, check=False)
+    assert proc.returncode == 1
+    assert "CI=true: the emulated run skipped 2 test(s); it must run every case" in proc.stdout

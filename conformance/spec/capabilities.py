@@ -167,8 +167,11 @@ class MeshCapabilities:
         return Capability.SIDECAR_ENDPOINT_IPV4 if family is IpFamily.IPV4 else Capability.SIDECAR_ENDPOINT_IPV6
 
     def missing(self, needed: frozenset[Capability]) -> str | None:
-        """None when every needed capability is there, else the reason for the first missing one."""
-        for capability in sorted(needed):
+        """None when every needed capability is there, else the reason for the first missing one.
+
+        Profiles come first: a case under a profile the mesh cannot run is skipped for that reason.
+        """
+        for capability in sorted(needed, key=lambda c: (not c.value.startswith("profile-"), c.value)):
             if capability not in self.capabilities:
                 return self.reasons.get(capability, f"{self.name} {self.version} does not claim {capability}")
         return None

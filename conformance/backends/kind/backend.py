@@ -1,13 +1,578 @@
-"""The kind and kubeconfig backends (see issue: kind + Istio backend)."""
+"""The kind and kubeconfig backends: real Kubernetes, a real Istio release or custom build, real tools.
+
+Thin by design: every action is a kind, kubectl, istioctl or docker command run through a Runner, in an order
+`--plan` prints without running anything. The backend installs Istio with `istioctl install` (minimal
+profile, requests lowered for small runners), switches it between passthrough and legacy in place as each
+version allows, deploys the same manifests the emulated backend runs, and probes from inside the client pods
+with the echo program's batch mode (one `kubectl exec` per client per round).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from conformance.backends.base import BackendError, Cluster
+import yaml
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
+from conformance.backends.base import BackendError, Cluster, Manifest, PodRef, ProbeRequest
+from conformance.backends.kind import matrix
+from conformance.backends.kind.runner import CommandError, PlanRunner, Result, Runner
+from conformance.precheck import PrecheckRun, check_pod, parse_istioctl, parse_ss
+from conformance.resources import echo_program, fixture
+from conformance.spec.capabilities import LegacySwitch, parse_version, version_row
 from conformance.timeouts import TimeoutConfig
+from conformance.world import CONTROL_PORT
+
+ISTIO_NAMESPACE = "istio-system"
+RELEASE_HUB = "docker.io/istio"
+ECHO_REPOSITORY = "localhost/mesh-inbound-conformance/echo"
+PROXY_CONTAINER = "istio-proxy"
+APP_CONTAINER = "echo"
+_INBOUND_CLUSTER = re.compile(r'"name":\s*"inbound\|(\d+)\|')
+
+
+@dataclass(frozen=True)
+class Tools:
+    """The binaries a run uses."""
+
+    kind: str
+    kubectl: str
+    istioctl: str
+    istioctl_precheck: str
+
+
+class NotReady(BackendError):
+    """Raised inside readiness polling; retried until the timeout."""
+
+
+class KubeCluster(Cluster):
+    """A kind cluster this run creates (or reuses), or an existing cluster reached through a kubeconfig."""
+
+    def __init__(
+        self,
+        backend: str,
+        family: str,
+        options: dict[str, Any],
+        timeouts: TimeoutConfig,
+        runner: Runner | None = None,
+        tools: Tools | None = None,
+        work_dir: Path | None = None,
+    ) -> None:
+        self.backend = backend
+        self.family = family
+        self.options = options
+        self.timeouts = timeouts
+        self.istio_version = str(options["istio_version"])
+        self.row = _row(options, self.istio_version)
+        self.cluster_name = str(options.get("cluster_name") or "mic")
+        self.runner = runner or Runner(default_timeout=timeouts.command)
+        self.planning = isinstance(self.runner, PlanRunner)
+        self._tools = tools
+        self._work_dir = work_dir
+        self.kubeconfig = str(options["kubeconfig"]) if options.get("kubeconfig") else ""
+        self.hub = str(options.get("istio_hub") or RELEASE_HUB)
+        self.tag = str(options.get("istio_tag") or self.istio_version)
+        self.custom_build = bool(options.get("istio_hub"))
+        self.switch = version_row(parse_version(self.istio_version)).legacy_switch
+        default = version_row(parse_version(self.istio_version)).default_profile.value
+        self._mode = default
+        self._default_mode = default
+        self.created_cluster = False
+        self.installed_mesh = False
+        self.pod_names: dict[PodRef, str] = {}
+        self.pod_ips: dict[PodRef, str] = {}
+        self.service_ips: dict[tuple[str, str], str] = {}
+        self.namespaces: list[str] = []
+        self.injected_namespaces: list[str] = []
+        self.deployments: list[PodRef] = []
+        self.artifacts_dir = Path(options["artifacts_dir"]) if options.get("artifacts_dir") else None
+        if self.artifacts_dir is not None and not self.planning and self.runner.log is None:
+            self.runner.log = self.artifacts_dir / f"{backend}-commands.log"
+        self.echo_image = str(options.get("echo_image") or "")
+
+    # --- tools and files -------------------------------------------------------------------------------
+
+    @property
+    def tools(self) -> Tools:
+        """The binaries, resolved on first use (found, given, or downloaded and verified)."""
+        if self._tools is None:
+            from conformance.backends.kind import tools as toolbox
+
+            kubectl_version = toolbox.kubectl_version_for(self.row.kubernetes)
+            precheck_version = self.options.get("istioctl_version") or self.row.istioctl_precheck or self.istio_version
+
+            def get(tool: str, explicit: str | None, version: str) -> str:
+                if self.planning:
+                    if explicit:
+                        self.runner.note(f"{tool}: {explicit} (given)")
+                        return explicit
+                    # A plan reads PATH but runs nothing: istioctl's version cannot be asked, so it shows the
+                    # verified download a run would use unless a matching istioctl is on PATH.
+                    pin = toolbox.pin_for(tool, version)
+                    on_path = toolbox.find_on_path(tool) if tool != "istioctl" else None
+                    if on_path is not None:
+                        self.runner.note(f"{tool}: {on_path} (PATH)")
+                        return str(on_path)
+                    check = f"sha256 {pin.sha256}" if pin.sha256 else f"sha256 from {pin.checksum_url}"
+                    self.runner.note(f"{tool} {version}: {pin.url} ({check})")
+                    return str(toolbox.default_cache_dir() / tool / pin.version / pin.executable_name)
+                return str(toolbox.resolve_tool(tool, explicit, version))
+
+            kind = "" if self.backend != "kind" else get("kind", self.options.get("kind_bin"), self.row.kind)
+            istioctl = get("istioctl", self.options.get("istioctl"), self.istio_version)
+            ctl_precheck = (
+                istioctl if precheck_version == self.istio_version else get("istioctl", None, precheck_version)
+            )
+            self._tools = Tools(
+                kind, get("kubectl", self.options.get("kubectl_bin"), kubectl_version), istioctl, ctl_precheck
+            )
+        return self._tools
+
+    @property
+    def work_dir(self) -> Path:
+        """Where the run keeps its kubeconfig (a plan names one without creating it)."""
+        if self._work_dir is None:
+            if self.planning:
+                self._work_dir = Path(tempfile.gettempdir()) / f"mic-kind-{self.cluster_name}"
+            else:
+                self._work_dir = Path(tempfile.mkdtemp(prefix="mic-kind-"))
+        return self._work_dir
+
+    def _kubectl(self, *args: str) -> list[str]:
+        return [self.tools.kubectl, "--kubeconfig", self.kubeconfig, *args]
+
+    def _istioctl(self, *args: str, binary: str | None = None) -> list[str]:
+        return [binary or self.tools.istioctl, *args, "--kubeconfig", self.kubeconfig]
+
+    def _run(self, argv: Sequence[str], what: str, **kwargs: Any) -> Result:
+        return self.runner.run(argv, what=what, **kwargs)
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+
+    def up(self, manifests: Sequence[Manifest]) -> None:
+        """Cluster, images, mesh, workloads, readiness, addresses."""
+        build = f"custom build {self.hub}:{self.tag}" if self.custom_build else "release"
+        self.runner.note(
+            f"{self.backend} backend: Istio {self.istio_version} ({build}), {self.family}, matrix row {self.row.name}"
+        )
+        _ = self.tools
+        if self.backend == "kind":
+            self._create_cluster()
+        else:
+            self._check_cluster()
+        self._images()
+        self._install_mesh(self._mode)
+        self._deploy(manifests)
+
+    def _create_cluster(self) -> None:
+        self.runner.note(f"cluster: kind {self.row.kind}, node image {self.node_image}")
+        existing = self._run([self.tools.kind, "get", "clusters"], "list kind clusters").stdout.split()
+        self.kubeconfig = str(self.work_dir / "kubeconfig")
+        if self.cluster_name in existing:
+            self.runner.note(f"reusing the existing kind cluster {self.cluster_name}")
+            config = self._run(
+                [self.tools.kind, "get", "kubeconfig", "--name", self.cluster_name], "read its kubeconfig"
+            )
+            if not self.planning:
+                Path(self.kubeconfig).write_text(config.stdout)
+        else:
+            self._run(
+                [
+                    self.tools.kind,
+                    "create",
+                    "cluster",
+                    "--name",
+                    self.cluster_name,
+                    "--image",
+                    self.node_image,
+                    "--config",
+                    str(fixture("kind", f"{self.family}.yaml")),
+                    "--kubeconfig",
+                    self.kubeconfig,
+                    "--wait",
+                    f"{int(self.timeouts.cluster_create)}s",
+                ],
+                "create the kind cluster",
+                timeout=self.timeouts.cluster_create + 60,
+            )
+            self.created_cluster = True
+
+    @property
+    def node_image(self) -> str:
+        """The row's node image (by digest), unless --node-image says otherwise."""
+        return str(self.options.get("node_image") or self.row.node_image)
+
+    def _check_cluster(self) -> None:
+        self.runner.note(f"existing cluster from {self.kubeconfig}")
+        self._run(self._kubectl("version"), "reach the cluster")
+
+    def _images(self) -> None:
+        if not self.echo_image:
+            if self.backend != "kind":
+                raise BackendError("--backend kubeconfig needs --echo-image (an echo image the cluster can pull)")
+            digest = hashlib.sha256(echo_program().read_bytes()).hexdigest()[:12]
+            self.echo_image = f"{ECHO_REPOSITORY}:{digest}"
+            self.runner.note("echo image: built from workloads/echo, tagged by the content of echo.py")
+            self._run(
+                ["docker", "build", "--tag", self.echo_image, str(echo_program().parent)],
+                "build the echo image",
+                timeout=self.timeouts.command * 5,
+            )
+            self._load(self.echo_image)
+        for image in self.options.get("load_image") or []:
+            self._load(str(image))
+
+    def _load(self, image: str) -> None:
+        if self.backend != "kind":
+            return
+        self._run(
+            [self.tools.kind, "load", "docker-image", image, "--name", self.cluster_name],
+            f"load {image} into the kind nodes",
+            timeout=self.timeouts.command * 5,
+        )
+
+    # --- the mesh ------------------------------------------------------------------------------------
+
+    def _install_args(self, mode: str) -> list[str]:
+        args = ["install", "-y", "-f", str(fixture("mesh", "base.yaml"))]
+        if mode == "legacy" and self._default_mode != "legacy":
+            overlay = {
+                LegacySwitch.PILOT_ENV: "legacy-pilot-env.yaml",
+                LegacySwitch.MESH_CONFIG: "legacy-mesh-config.yaml",
+            }
+            if self.switch not in overlay:
+                raise BackendError(f"Istio {self.istio_version} has no legacy switch")
+            args += ["-f", str(fixture("mesh", overlay[self.switch]))]
+        if self.options.get("install_values"):
+            args += ["-f", str(self.options["install_values"])]
+        args += ["--set", f"hub={self.hub}", "--set", f"tag={self.tag}"]
+        if self.custom_build or self.options.get("load_image"):
+            # Loaded images must not be pulled again (a tag like `latest` would pull Always).
+            args += ["--set", "values.global.imagePullPolicy=IfNotPresent"]
+        args += ["--readiness-timeout", f"{int(self.timeouts.mesh_install)}s"]
+        return args
+
+    def _install_mesh(self, mode: str) -> None:
+        if self.backend == "kubeconfig" and not self.options.get("allow_mesh_install"):
+            self.runner.note(
+                "using the Istio already installed (pass --allow-mesh-install to let the suite install it)"
+            )
+            return
+        self.runner.note(f"mesh: istioctl install, inbound {mode}")
+        self._run(
+            self._istioctl(*self._install_args(mode)),
+            f"install Istio {self.istio_version} ({mode})",
+            timeout=self.timeouts.mesh_install + 60,
+        )
+        self.installed_mesh = True
+        self._rollout(ISTIO_NAMESPACE, "istiod")
+
+    def _rollout(self, namespace: str, deployment: str) -> None:
+        self._run(
+            self._kubectl(
+                "-n",
+                namespace,
+                "rollout",
+                "status",
+                f"deploy/{deployment}",
+                f"--timeout={int(self.timeouts.pod_ready)}s",
+            ),
+            f"wait for {namespace}/{deployment}",
+            timeout=self.timeouts.pod_ready + 30,
+        )
+
+    @property
+    def inbound_mode(self) -> str:
+        """The mode the mesh was last installed in."""
+        return self._mode
+
+    def set_inbound_mode(self, mode: str) -> None:
+        """Re-install with (or without) the version's legacy switch, then restart istiod and the workloads."""
+        if mode == self._mode:
+            return
+        if mode == "legacy" and self._default_mode != "legacy" and self.switch is LegacySwitch.NONE:
+            raise BackendError(f"Istio {self.istio_version} cannot switch to legacy: it has no legacy switch")
+        if mode == "passthrough" and self._default_mode == "legacy":
+            raise BackendError(f"Istio {self.istio_version} has no passthrough mode")
+        if self.backend == "kubeconfig" and not self.options.get("allow_mesh_install"):
+            raise BackendError("switching profiles reinstalls Istio: pass --allow-mesh-install")
+        self.runner.note(f"profile switch: {self._mode} -> {mode}")
+        self._install_mesh(mode)
+        self._run(self._kubectl("-n", ISTIO_NAMESPACE, "rollout", "restart", "deploy/istiod"), "restart istiod")
+        self._rollout(ISTIO_NAMESPACE, "istiod")
+        # New proxies pick up the injector's settings (REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION follows the switch).
+        for namespace in self.injected_namespaces:
+            self._run(
+                self._kubectl("-n", namespace, "rollout", "restart", "deploy"), f"restart the workloads of {namespace}"
+            )
+        self._wait_workloads()
+        self._mode = mode
+
+    def mesh_info(self) -> dict[str, str]:
+        """The Istio under test."""
+        build = "custom build" if self.custom_build else "release"
+        return {"name": "istio", "version": self.istio_version, "build": build, "hub": self.hub, "tag": self.tag}
+
+    # --- workloads -------------------------------------------------------------------------------------
+
+    def _deploy(self, manifests: Sequence[Manifest]) -> None:
+        rendered: list[dict[str, Any]] = [dict(m) for m in manifests]
+        for manifest in rendered:
+            if manifest.get("kind") == "Deployment":
+                _set_image(manifest, self.echo_image)
+                meta = manifest["metadata"]
+                self.deployments.append(PodRef(str(meta["namespace"]), str(meta["name"])))
+            if manifest.get("kind") == "Namespace":
+                meta = manifest["metadata"]
+                self.namespaces.append(str(meta["name"]))
+                if meta.get("labels", {}).get("istio-injection") == "enabled":
+                    self.injected_namespaces.append(str(meta["name"]))
+        self.runner.note("workloads: the world's manifests (the same the emulated backend reads)")
+        text = yaml.safe_dump_all(rendered, sort_keys=False)
+        self._run(self._kubectl("apply", "-f", "-"), "apply the workloads", stdin=text, manifest=True)
+        self._wait_workloads()
+
+    def _wait_workloads(self) -> None:
+        for ref in self.deployments:
+            self._rollout(ref.namespace, ref.app)
+        if self.planning:
+            self._read_addresses()
+            return
+        Retrying(
+            stop=stop_after_delay(self.timeouts.pod_ready),
+            wait=wait_fixed(1.0),
+            retry=retry_if_exception_type(NotReady),
+            reraise=True,
+        )(self._read_addresses)
+
+    def _read_addresses(self) -> None:
+        """Pod names and IPs (Ready pods only, injected where the namespace says), Service ClusterIPs."""
+        for namespace in self.namespaces:
+            pods = json.loads(
+                self._run(self._kubectl("-n", namespace, "get", "pods", "-o", "json"), "list pods").stdout or "{}"
+            )
+            for ref in [d for d in self.deployments if d.namespace == namespace]:
+                self._pick_pod(ref, pods.get("items", []))
+            services = json.loads(
+                self._run(self._kubectl("-n", namespace, "get", "services", "-o", "json"), "list services").stdout
+                or "{}"
+            )
+            for item in services.get("items", []):
+                self.service_ips[(namespace, item["metadata"]["name"])] = item["spec"].get("clusterIP", "")
+
+    def _pick_pod(self, ref: PodRef, items: list[dict[str, Any]]) -> None:
+        candidates = [
+            p
+            for p in items
+            if p["metadata"].get("labels", {}).get("app") == ref.app
+            and p["metadata"].get("deletionTimestamp") is None
+            and p.get("status", {}).get("phase") == "Running"
+            and all(c.get("ready") for c in p.get("status", {}).get("containerStatuses", []))
+        ]
+        if len(candidates) != 1:
+            raise NotReady(f"{ref}: {len(candidates)} ready pods, want 1")
+        pod = candidates[0]
+        ips = [entry["ip"] for entry in pod["status"].get("podIPs", [])] or [pod["status"].get("podIP", "")]
+        family_ips = [ip for ip in ips if (":" in ip) == (self.family == "ipv6")]
+        if not family_ips:
+            raise NotReady(f"{ref}: no {self.family} pod IP yet")
+        self.pod_names[ref] = pod["metadata"]["name"]
+        self.pod_ips[ref] = family_ips[0]
+        containers = {c["name"] for c in pod["spec"]["containers"]}
+        if ref.namespace == "mic-mesh" and PROXY_CONTAINER not in containers:
+            raise BackendError(
+                f"{ref}: no {PROXY_CONTAINER} container: sidecar injection did not happen in {ref.namespace}"
+            )
+
+    def pod_ip(self, pod: PodRef) -> str:
+        """The pod's IP in the run's family."""
+        try:
+            return self.pod_ips[pod]
+        except KeyError:
+            raise BackendError(f"no pod {pod} in the cluster") from None
+
+    def service_ip(self, namespace: str, name: str) -> str:
+        """The Service's ClusterIP."""
+        try:
+            return self.service_ips[(namespace, name)]
+        except KeyError:
+            raise BackendError(f"no Service {namespace}/{name} in the cluster") from None
+
+    # --- probes, records, precheck --------------------------------------------------------------------------
+
+    def probe(self, requests: Sequence[ProbeRequest], timeout: float) -> list[dict[str, object]]:
+        """One `kubectl exec ... echo.py probe --stdin` per source pod, all sources side by side."""
+        by_source: dict[PodRef, list[int]] = {}
+        for i, request in enumerate(requests):
+            by_source.setdefault(request.source, []).append(i)
+        waits: list[tuple[list[int], Callable[[float], Result]]] = []
+        for source, indexes in by_source.items():
+            batch = {"timeout": timeout, "targets": [requests[i].target_json() for i in indexes]}
+            argv = self._kubectl(
+                "-n",
+                source.namespace,
+                "exec",
+                "-i",
+                self.pod_names.get(source, source.app),
+                "-c",
+                APP_CONTAINER,
+                "--",
+                "python3",
+                "/app/echo.py",
+                "probe",
+                "--stdin",
+            )
+            waits.append((indexes, self.runner.popen(argv, what=f"probe from {source}", stdin=json.dumps(batch))))
+        results: list[dict[str, object]] = [{} for _ in requests]
+        for indexes, wait in waits:
+            out = wait(timeout * 2 + self.timeouts.command)
+            parsed = json.loads(out.stdout or '{"results": []}').get("results", [])
+            for i, result in zip(indexes, parsed, strict=False):
+                results[i] = result
+        return results
+
+    def request_record(self, pod: PodRef, request_ids: Sequence[str]) -> list[dict[str, object]]:
+        """The echo control port through the API server's pod proxy (the port is excluded from capture)."""
+        records: list[dict[str, object]] = []
+        ids = list(request_ids)
+        for start in range(0, len(ids), 100):
+            query = "&".join(f"id={i}" for i in ids[start : start + 100])
+            name = self.pod_names.get(pod, pod.app)
+            path = f"/api/v1/namespaces/{pod.namespace}/pods/{name}:{CONTROL_PORT}/proxy/requests?{query}"
+            out = self._run(self._kubectl("get", "--raw", path), f"read the request record of {pod}").stdout
+            records += json.loads(out or '{"requests": []}').get("requests", [])
+        return records
+
+    def precheck(self, namespace: str) -> PrecheckRun:
+        """Run `istioctl x precheck`, cross-checked with the suite's checker fed by the proxies' own state."""
+        version = self.options.get("istioctl_version") or self.row.istioctl_precheck or self.istio_version
+        self.runner.note(f"precheck with istioctl {version}")
+        result = self._run(
+            self._istioctl("x", "precheck", binary=self.tools.istioctl_precheck), "istioctl x precheck", check=False
+        )
+        run = parse_istioctl(result.stdout, result.stderr, result.returncode)
+        findings = []
+        for ref in [d for d in self.deployments if d.namespace == namespace and d.app != "client"]:
+            pod = self.pod_names.get(ref, ref.app)
+            ss = self._run(
+                self._kubectl("-n", namespace, "exec", pod, "-c", PROXY_CONTAINER, "--", "ss", "-ltnH"),
+                f"list the listeners of {ref}",
+                check=False,
+            )
+            dump = self._run(
+                self._kubectl(
+                    "-n",
+                    namespace,
+                    "exec",
+                    pod,
+                    "-c",
+                    PROXY_CONTAINER,
+                    "--",
+                    "pilot-agent",
+                    "request",
+                    "GET",
+                    "config_dump?resource=dynamic_active_clusters&mask=cluster.name",
+                ),
+                f"read the inbound clusters of {ref}",
+                check=False,
+            )
+            if ss.returncode != 0 or dump.returncode != 0:
+                run.warnings.append(f"cross-check skipped for {ref}: could not read its listeners or clusters")
+                continue
+            exposed = {int(p) for p in _INBOUND_CLUSTER.findall(dump.stdout)}
+            findings += check_pod(namespace, pod, exposed, parse_ss(ss.stdout))
+        ours = {(f.namespace, f.pod, f.port) for f in findings}
+        theirs = {(f.namespace, f.pod, f.port) for f in run.findings if f.namespace == namespace}
+        if not self.planning and ours != theirs:
+            run.warnings.append(
+                "istioctl and the suite's checker disagree: only istioctl "
+                f"{sorted(theirs - ours)}, only the checker {sorted(ours - theirs)}"
+            )
+        return run
+
+    # --- diagnostics and teardown ---------------------------------------------------------------------
+
+    def diagnostics(self, pods: Sequence[PodRef]) -> dict[str, str]:
+        """Pod logs (app, istio-init, istio-proxy), proxy config, describe and events; kind export logs."""
+        out: dict[str, str] = {}
+
+        def capture(title: str, argv: list[str]) -> None:
+            try:
+                result = self._run(argv, title, check=False, timeout=self.timeouts.command)
+                out[title] = (result.stdout + result.stderr).strip()
+            except CommandError as err:
+                out[title] = str(err)
+
+        for namespace in sorted({p.namespace for p in pods}):
+            capture(f"{namespace} get all", self._kubectl("-n", namespace, "get", "all,sidecars", "-o", "wide"))
+            capture(f"{namespace} events", self._kubectl("-n", namespace, "get", "events", "--sort-by=.lastTimestamp"))
+        for ref in pods:
+            pod = self.pod_names.get(ref, ref.app)
+            capture(f"{ref} describe", self._kubectl("-n", ref.namespace, "describe", "pod", pod))
+            for container in (APP_CONTAINER, "istio-init", PROXY_CONTAINER):
+                capture(
+                    f"{ref} log {container}",
+                    self._kubectl("-n", ref.namespace, "logs", pod, "-c", container, "--tail=200"),
+                )
+            if ref.namespace == "mic-mesh":
+                for kind in ("listeners", "clusters"):
+                    capture(
+                        f"{ref} proxy-config {kind}", self._istioctl("proxy-config", kind, f"{pod}.{ref.namespace}")
+                    )
+        if self.backend == "kind":
+            logs = (self.artifacts_dir or self.work_dir) / "kind-logs"
+            capture("kind export logs", [self.tools.kind, "export", "logs", str(logs), "--name", self.cluster_name])
+        return out
+
+    def down(self) -> None:
+        """Delete the kind cluster this run created (unless --keep-cluster); on a kubeconfig, our namespaces."""
+        if self.backend == "kind":
+            if self.created_cluster and not self.options.get("keep_cluster"):
+                self._run(
+                    [self.tools.kind, "delete", "cluster", "--name", self.cluster_name], "delete the kind cluster"
+                )
+                self.created_cluster = False
+            else:
+                self.runner.note(f"keeping the kind cluster {self.cluster_name}")
+            return
+        if self.namespaces:
+            self._run(
+                self._kubectl("delete", "namespace", *self.namespaces, "--wait=false"),
+                "delete the test namespaces",
+                check=False,
+            )
+        if self.installed_mesh and self._mode != self._default_mode:
+            self._install_mesh(self._default_mode)
+
+
+def _row(options: dict[str, Any], istio_version: str) -> matrix.Row:
+    try:
+        return matrix.row_for(istio_version)
+    except ValueError:
+        if options.get("node_image"):
+            rows = matrix.load_matrix()
+            newest = max(rows, key=lambda r: r.minor)
+            return matrix.Row(
+                "custom", istio_version, newest.kubernetes, newest.kind, str(options["node_image"]), newest.profiles
+            )
+        raise
+
+
+def _set_image(deployment: dict[str, Any], image: str) -> None:
+    for container in deployment["spec"]["template"]["spec"]["containers"]:
+        container["image"] = image
 
 
 def make_kube_cluster(backend: str, family: str, options: dict[str, Any], timeouts: TimeoutConfig) -> Cluster:
-    """Build the backend's cluster object."""
-    raise BackendError(f"--backend {backend} is not implemented yet")
+    """Build the backend's cluster object (nothing runs until up())."""
+    try:
+        return KubeCluster(backend, family, options, timeouts)
+    except ValueError as err:
+        raise BackendError(str(err)) from None

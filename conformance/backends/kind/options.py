@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -105,11 +106,18 @@ def validate(opt: Any, backend: str) -> dict[str, Any]:
 
 
 def maybe_plan(config: pytest.Config, settings: Any) -> None:
-    """--plan: print the run's commands and manifests, then exit (implemented with the kind backend)."""
+    """--plan: print every command and manifest the run would use, in order, without running any; then exit."""
     if not getattr(config.option, "plan", False):
         return
-    if settings.backend == "emulated":
-        raise pytest.UsageError(
-            "--plan shows what --backend kind/kubeconfig would do; the emulated backend has no plan"
-        )
-    raise pytest.UsageError("--plan is not available yet")
+    from conformance.backends.kind.plan import plan_text
+
+    try:
+        text = plan_text(settings)
+    except ValueError as err:
+        raise pytest.UsageError(f"--plan: {err}") from None
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:
+        capture.suspend_global_capture(in_=True)
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    pytest.exit("--plan: printed the plan; nothing was run", returncode=0)

@@ -1,0 +1,79 @@
+"""The version matrix (fixtures/versions.yaml): which kind release and node image each Istio version runs on.
+
+The same file feeds the nightly workflow's matrix, and a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from packaging.version import Version
+
+from conformance.resources import fixture
+from conformance.spec.capabilities import parse_version
+
+MATRIX_FORMAT = "mesh-inbound-conformance/versions"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One Istio release with the cluster it is verified on."""
+
+    name: str
+    istio: str
+    kubernetes: str
+    kind: str
+    node_image: str
+    profiles: tuple[str, ...]
+    istioctl_precheck: str | None = None
+
+    @property
+    def minor(self) -> Version:
+        """The Istio minor version of the row."""
+        v = parse_version(self.istio)
+        return Version(f"{v.major}.{v.minor}")
+
+
+def load_matrix(path: Path | None = None) -> list[Row]:
+    """Read and check the matrix file; ValueError names the problem."""
+    source = path or fixture("versions.yaml")
+    data: Any = yaml.safe_load(source.read_text())
+    if not isinstance(data, dict) or data.get("format") != MATRIX_FORMAT or data.get("version") != 1:
+        raise ValueError(f"{source}: expected format {MATRIX_FORMAT} version 1")
+    rows = []
+    for item in data.get("rows", []):
+        missing = {"name", "istio", "kubernetes", "kind", "node_image", "profiles"} - set(item)
+        if missing:
+            raise ValueError(f"{source}: row {item.get('name', '?')} lacks {', '.join(sorted(missing))}")
+        if "@sha256:" not in item["node_image"]:
+            raise ValueError(f"{source}: row {item['name']}: node_image must be pinned by digest")
+        rows.append(
+            Row(
+                name=str(item["name"]),
+                istio=str(item["istio"]),
+                kubernetes=str(item["kubernetes"]),
+                kind=str(item["kind"]),
+                node_image=str(item["node_image"]),
+                profiles=tuple(str(p) for p in item["profiles"]),
+                istioctl_precheck=str(item["istioctl_precheck"]) if item.get("istioctl_precheck") else None,
+            )
+        )
+    return rows
+
+
+def row_for(istio_version: str, rows: list[Row] | None = None) -> Row:
+    """The row of the same Istio minor; newer minors than the matrix knows run on its newest row."""
+    rows = rows if rows is not None else load_matrix()
+    version = parse_version(istio_version)
+    minor = Version(f"{version.major}.{version.minor}")
+    for row in rows:
+        if row.minor == minor:
+            return row
+    newest = max(rows, key=lambda r: r.minor)
+    if minor > newest.minor:
+        return newest
+    known = ", ".join(f"{r.istio} ({r.name})" for r in rows)
+    raise ValueError(f"Istio {istio_version} has no row in fixtures/versions.yaml (rows: {known}); pass --node-image")

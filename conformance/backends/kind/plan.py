@@ -1,0 +1,106 @@
+"""`--plan`: the kind backend's whole command sequence for the given options, produced without running it.
+
+The plan runs the real backend code with a PlanRunner, which records each command instead of executing it
+and answers the few commands whose output the run reads (pod and Service listings) with documentation
+addresses (192.0.2.0/24, 2001:db8::/32). So the plan cannot drift from what a run does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from conformance.backends.base import ProbeRequest
+from conformance.backends.kind.backend import KubeCluster
+from conformance.backends.kind.runner import PlanRunner, render_plan
+from conformance.spec.capabilities import Capability
+from conformance.spec.dimensions import MESH_PROFILES, Client, Profile
+from conformance.world import CONTROL_PORT, NS_MESH, World
+
+
+class _StandIns:
+    """Plausible answers for the listings a run reads, built from the world's own manifests."""
+
+    def __init__(self, world: World, ipv6: bool) -> None:
+        self.ipv6 = ipv6
+        self.deployments = [m for m in world.manifests() if m["kind"] == "Deployment"]
+        self.services = [m for m in world.manifests() if m["kind"] == "Service"]
+
+    def _ip(self, index: int, service: bool) -> str:
+        if self.ipv6:
+            return f"2001:db8:{1 if service else 0}::{index + 10:x}"
+        return f"{'198.51.100' if service else '192.0.2'}.{index + 10}"
+
+    def __call__(self, argv: Sequence[str]) -> str:
+        if "get" in argv and "pods" in argv:
+            namespace = argv[argv.index("-n") + 1]
+            items = []
+            for index, d in enumerate(self.deployments):
+                meta: Any = d["metadata"]
+                if meta["namespace"] != namespace:
+                    continue
+                containers = [{"name": "echo"}] + ([{"name": "istio-proxy"}] if namespace == NS_MESH else [])
+                ip = self._ip(index, service=False)
+                items.append(
+                    {
+                        "metadata": {"name": f"{meta['name']}-plan", "labels": {"app": meta["name"]}},
+                        "spec": {"containers": containers},
+                        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "containerStatuses": []},
+                    }
+                )
+            return json.dumps({"items": items})
+        if "get" in argv and "services" in argv:
+            namespace = argv[argv.index("-n") + 1]
+            items = [
+                {"metadata": {"name": s["metadata"]["name"]}, "spec": {"clusterIP": self._ip(i, service=True)}}  # type: ignore[index]
+                for i, s in enumerate(self.services)
+                if s["metadata"]["namespace"] == namespace  # type: ignore[index]
+            ]
+            return json.dumps({"items": items})
+        if "clusters" in argv and "get" in argv:
+            return ""
+        return ""
+
+
+def plan_text(settings: Any) -> str:
+    """The plan for a run with these settings (a `conformance.plugin.Settings`)."""
+    world = World(settings.family)
+    runner = PlanRunner(responder=_StandIns(world, settings.family.value == "ipv6"))
+    cluster = KubeCluster(
+        settings.backend, settings.family.value, settings.backend_options, settings.timeouts, runner=runner
+    )
+    cluster.up(world.manifests())
+    order = [Profile.BASELINE, settings.mesh.default_profile] + [p for p in Profile]
+    runner.note("probes: per convergence round, one exec per client pod (and per server for in-pod paths)")
+    sources = [world.clients[Client.PLAIN], world.clients[Client.MESHED]]
+    server = world.mesh_server(world.mesh_endpoints[0])
+    cluster.probe(
+        [ProbeRequest(s, "http", cluster.pod_ip(server), 8083, f"plan-{s.app}-{s.namespace}") for s in sources],
+        settings.timeouts.probe,
+    )
+    runner.note("request record: through the API server's pod proxy, the control port being excluded from capture")
+    cluster.request_record(server, ["plan-client-mic-baseline"])
+    done: set[Profile] = set()
+    for profile in order:
+        if profile in done or profile not in settings.profiles or profile not in MESH_PROFILES:
+            continue
+        done.add(profile)
+        if profile in settings.mesh.profiles():
+            cluster.set_inbound_mode(profile.value)
+            if Capability.PRECHECK_LOCALHOST in settings.mesh.capabilities:
+                cluster.precheck(NS_MESH)
+    if Capability.LEGACY_SWITCH in settings.mesh.capabilities and Profile.LEGACY in settings.profiles:
+        runner.note("LegacySwitchRoundTrip: passthrough -> legacy -> passthrough")
+        for mode in (Profile.PASSTHROUGH, Profile.LEGACY, Profile.PASSTHROUGH):
+            cluster.set_inbound_mode(mode.value)
+    runner.note(
+        "teardown (diagnostics on failure: kubectl describe/logs/events, istioctl proxy-config, kind export logs)"
+    )
+    cluster.down()
+    header = (
+        f"# mesh-inbound-conformance plan: --backend {settings.backend}, Istio {cluster.istio_version}, "
+        f"{settings.family.value}, profiles {', '.join(p.value for p in settings.profiles)}\n"
+        f"# echo control port {CONTROL_PORT}; nothing below has been run.\n"
+    )
+    return header + render_plan(runner.transcript)
