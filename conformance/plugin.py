@@ -190,6 +190,7 @@ def pytest_configure(config: pytest.Config) -> None:
     """Validate every option before anything starts."""
     config.addinivalue_line("markers", f"{SUITE_MARKER}: a mesh inbound conformance test (the suite's own items)")
     config.stash[SETTINGS] = _settings(config)
+    config.pluginmanager.register(_TestRecorder(config), "mesh-inbound-conformance-recorder")
     from conformance.backends.kind import options as kind_options
 
     kind_options.maybe_plan(config, config.stash[SETTINGS])
@@ -223,10 +224,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         ]
         if item.part == "switch":
             profiles = profiles[:1]
+        # A profile the mesh lacks is still collected (unless --profile excludes it), so its skip and the
+        # reason are reported.
         for prof in profiles:
-            if prof not in settings.profiles and not settings.explicit_profiles:
-                # The mesh lacks the profile: still collected, so the skip and its reason are reported.
-                pass
             params.append(pytest.param(item, prof, id=f"{item.name}[{prof.value}]", marks=pytest.mark.conformance))
     metafunc.parametrize(("case", "profile"), params)
 
@@ -424,9 +424,17 @@ class ConformanceRun:
         self._raise(failures, len(cells))
 
     def check_switch(self, case: ConformanceCase) -> None:
-        """Switch passthrough -> legacy -> passthrough in place; after each, the profile's cells hold."""
+        """Passthrough -> legacy -> passthrough on one install; after each switch the profile's cells hold.
+
+        Scheduled last: when the legacy tests have already switched the mesh (current mode legacy), the first
+        leg is done and only the way back costs a switch; run alone, the test makes both switches itself.
+        Observations are fresh, made after the switch.
+        """
         family = self.session.settings.family
-        for target in (Profile.PASSTHROUGH, Profile.LEGACY, Profile.PASSTHROUGH):
+        legs: tuple[Profile, ...] = (Profile.LEGACY, Profile.PASSTHROUGH)
+        if self.session.cluster.inbound_mode == Profile.PASSTHROUGH.value:
+            legs = (Profile.PASSTHROUGH, *legs)
+        for target in legs:
             self.session.switch(target)
             cells = case.cells(target, family)
             self._judge(cells, self._observe(cells, fresh=True))
@@ -540,42 +548,42 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:150]
 
 
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Record each suite test's outcome and rewrite the report files."""
-    config = _CONFIG.get("config")
-    if config is None:
-        return
-    session = config.stash.get(RUN, None)
-    info = _ITEMS.get(report.nodeid)
-    if session is None or info is None:
-        return
-    case_, prof = info
-    outcome = None
-    reason = ""
-    if report.when == "setup" and report.skipped:
-        outcome = "skipped"
-        longrepr = report.longrepr
-        reason = str(longrepr[2]).removeprefix("Skipped: ") if isinstance(longrepr, tuple) else str(longrepr)
-    elif report.failed:
-        outcome = "failed"
-    elif report.when == "call" and report.passed:
-        outcome = "passed"
-    if outcome is None:
-        return
-    session.report.record_test(TestRecord(report.nodeid, case_.name, prof.value, outcome, reason))
-    session.report.write()
+class _TestRecorder:
+    """Records each suite test's outcome as its reports arrive and rewrites the report files.
 
+    Registered per config (the log-report hook sees node ids, not items or the config), so two pytest
+    sessions in one process never share state.
+    """
 
-_CONFIG: dict[str, pytest.Config] = {}
-_ITEMS: dict[str, tuple[ConformanceCase, Profile]] = {}
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.items: dict[str, tuple[ConformanceCase, Profile]] = {}
 
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """Remember which node ids are suite tests."""
+        self.items = {item.nodeid: item.stash[CASE_OF] for item in session.items if CASE_OF in item.stash}
 
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """Remember which node ids are suite tests (the log report hook sees node ids only)."""
-    _CONFIG["config"] = session.config
-    for item in session.items:
-        if CASE_OF in item.stash:
-            _ITEMS[item.nodeid] = item.stash[CASE_OF]
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """A skip in setup, a failure in any phase, or a pass of the call phase is the test's outcome."""
+        session = self.config.stash.get(RUN, None)
+        info = self.items.get(report.nodeid)
+        if session is None or info is None:
+            return
+        case_, prof = info
+        outcome = None
+        reason = ""
+        if report.when == "setup" and report.skipped:
+            outcome = "skipped"
+            longrepr = report.longrepr
+            reason = str(longrepr[2]).removeprefix("Skipped: ") if isinstance(longrepr, tuple) else str(longrepr)
+        elif report.failed:
+            outcome = "failed"
+        elif report.when == "call" and report.passed:
+            outcome = "passed"
+        if outcome is None:
+            return
+        session.report.record_test(TestRecord(report.nodeid, case_.name, prof.value, outcome, reason))
+        session.report.write()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -4,7 +4,7 @@ Written as results arrive (after every test), so a run that fails, crashes or is
 report of what it saw. Profile results follow Gateway API: `success` (every test passed), `partial` (some
 skipped for missing capabilities, none failed), `failure` (any failed), `skipped` (nothing ran).
 
-JSON format `mesh-inbound-conformance/report`, version 1 (docs/formats.md).
+JSON format `mesh-inbound-conformance/report`, version 1 (documented in the README, "The report").
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The spec as a versioned JSON document and as Markdown tables a person reads.
 
-JSON format `mesh-inbound-conformance/spec`, version 1 (documented in docs/formats.md): the top-level keys
-`format`, `version`, `dimensions`, `rules` and `cells` are stable; each cell has `id`, the eight key fields,
-and `expected {reachable, source, failure, because}`. New fields may be added within a version; renaming or
+JSON format `mesh-inbound-conformance/spec`, version 1 (documented in the README, "Reading the spec"): the
+top-level keys `format`, `version`, `dimensions`, `rules` and `cells` are stable; each cell has `id`, the
+eight key fields, and `expected {reachable, source, failure, because}`. New fields may be added within a version; renaming or
 removing one bumps the version.
 """
 
