@@ -2,8 +2,8 @@
 
 JSON format `mesh-inbound-conformance/spec`, version 1 (documented in the README, "Reading the spec"): the
 top-level keys `format`, `version`, `dimensions`, `rules` and `cells` are stable; each cell has `id`, the
-eight key fields, and `expected {reachable, source, failure, because}`. New fields may be added within a version; renaming or
-removing one bumps the version.
+eight key fields, and `expected {reachable, source, failure, because}`. New fields may be added within a
+version; renaming or removing one bumps the version.
 """
 
 from __future__ import annotations
