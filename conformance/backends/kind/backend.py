@@ -294,7 +294,7 @@ class KubeCluster(Cluster):
         return self._mode
 
     def set_inbound_mode(self, mode: str) -> None:
-        """Re-install with (or without) the version's legacy switch, then restart istiod and the workloads."""
+        """Re-install with (or without) the version's legacy switch (istioctl rolls istiod), restart the workloads."""
         if mode == self._mode:
             return
         if mode == "legacy" and self._default_mode != "legacy" and self.switch is LegacySwitch.NONE:
@@ -304,9 +304,9 @@ class KubeCluster(Cluster):
         if self.backend == "kubeconfig" and not self.options.get("allow_mesh_install"):
             raise BackendError("switching profiles reinstalls Istio: pass --allow-mesh-install")
         self.runner.note(f"profile switch: {self._mode} -> {mode}")
+        # istioctl install restarts istiod itself when the switch is its env (the pod template changes) and waits
+        # for it; a meshConfig change reaches istiod without a restart. Either way the rollout has finished here.
         self._install_mesh(mode)
-        self._run(self._kubectl("-n", ISTIO_NAMESPACE, "rollout", "restart", "deploy/istiod"), "restart istiod")
-        self._rollout(ISTIO_NAMESPACE, "istiod")
         # New proxies pick up the injector's settings (REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION follows the switch).
         for namespace in self.injected_namespaces:
             self._run(
@@ -412,7 +412,7 @@ class KubeCluster(Cluster):
         by_source: dict[PodRef, list[int]] = {}
         for i, request in enumerate(requests):
             by_source.setdefault(request.source, []).append(i)
-        waits: list[tuple[list[int], Callable[[float], Result]]] = []
+        waits: list[tuple[PodRef, list[int], Callable[[float], Result]]] = []
         for source, indexes in by_source.items():
             batch = {"timeout": timeout, "targets": [requests[i].target_json() for i in indexes]}
             argv = self._kubectl(
@@ -429,12 +429,24 @@ class KubeCluster(Cluster):
                 "probe",
                 "--stdin",
             )
-            waits.append((indexes, self.runner.popen(argv, what=f"probe from {source}", stdin=json.dumps(batch))))
+            waits.append(
+                (source, indexes, self.runner.popen(argv, what=f"probe from {source}", stdin=json.dumps(batch)))
+            )
         results: list[dict[str, object]] = [{} for _ in requests]
-        for indexes, wait in waits:
+        for source, indexes, wait in waits:
             out = wait(timeout * 2 + self.timeouts.command)
-            parsed = json.loads(out.stdout or '{"results": []}').get("results", [])
-            for i, result in zip(indexes, parsed, strict=False):
+            if self.planning:
+                continue
+            # A broken answer is the harness failing, not the mesh: stop with one line rather than record
+            # "error" outcomes (or crash on a JSON traceback).
+            parsed = _probe_results(out.stdout)
+            if parsed is None or len(parsed) != len(indexes):
+                preview = " ".join(out.stdout.split())[:200]
+                raise BackendError(
+                    f"probe from {source}: expected the echo program's results for {len(indexes)} targets, "
+                    f"got {preview!r}"
+                )
+            for i, result in zip(indexes, parsed, strict=True):
                 results[i] = result
         return results
 
@@ -515,13 +527,15 @@ class KubeCluster(Cluster):
             capture(f"{namespace} events", self._kubectl("-n", namespace, "get", "events", "--sort-by=.lastTimestamp"))
         for ref in pods:
             pod = self.pod_names.get(ref, ref.app)
+            meshed = ref.namespace in self.injected_namespaces
             capture(f"{ref} describe", self._kubectl("-n", ref.namespace, "describe", "pod", pod))
-            for container in (APP_CONTAINER, "istio-init", PROXY_CONTAINER):
+            # Uninjected pods have no istio-init or istio-proxy: asking would only add kubectl's error to the report.
+            for container in (APP_CONTAINER, "istio-init", PROXY_CONTAINER) if meshed else (APP_CONTAINER,):
                 capture(
                     f"{ref} log {container}",
                     self._kubectl("-n", ref.namespace, "logs", pod, "-c", container, "--tail=200"),
                 )
-            if ref.namespace == "mic-mesh":
+            if meshed:
                 for kind in ("listeners", "clusters"):
                     capture(
                         f"{ref} proxy-config {kind}", self._istioctl("proxy-config", kind, f"{pod}.{ref.namespace}")
@@ -548,8 +562,10 @@ class KubeCluster(Cluster):
                 "delete the test namespaces",
                 check=False,
             )
+            self.namespaces = []
         if self.installed_mesh and self._mode != self._default_mode:
             self._install_mesh(self._default_mode)
+            self._mode = self._default_mode
 
 
 def _row(options: dict[str, Any], istio_version: str) -> matrix.Row:
@@ -563,6 +579,18 @@ def _row(options: dict[str, Any], istio_version: str) -> matrix.Row:
                 "custom", istio_version, newest.kubernetes, newest.kind, str(options["node_image"]), newest.profiles
             )
         raise
+
+
+def _probe_results(stdout: str) -> list[dict[str, object]] | None:
+    """The `results` of `echo.py probe` output, or None if it is not such a document."""
+    try:
+        document = json.loads(stdout)
+    except ValueError:
+        return None
+    results = document.get("results") if isinstance(document, dict) else None
+    if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+        return None
+    return results
 
 
 def _set_image(deployment: dict[str, Any], image: str) -> None:

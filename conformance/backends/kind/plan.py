@@ -91,8 +91,9 @@ def plan_text(settings: Any) -> str:
             if Capability.PRECHECK_LOCALHOST in settings.mesh.capabilities:
                 cluster.precheck(NS_MESH)
     if Capability.LEGACY_SWITCH in settings.mesh.capabilities and Profile.LEGACY in settings.profiles:
-        runner.note("LegacySwitchRoundTrip: passthrough -> legacy -> passthrough")
-        for mode in (Profile.PASSTHROUGH, Profile.LEGACY, Profile.PASSTHROUGH):
+        # As the test does: it runs last, so the legacy group's switch is its first leg; it switches back.
+        runner.note("LegacySwitchRoundTrip: (passthrough ->) legacy -> passthrough")
+        for mode in (Profile.LEGACY, Profile.PASSTHROUGH):
             cluster.set_inbound_mode(mode.value)
     runner.note(
         "teardown (diagnostics on failure: kubectl describe/logs/events, istioctl proxy-config, kind export logs)"

@@ -1,0 +1,209 @@
+"""The nightly workflow's matrix, read from fixtures/versions.yaml (the single source of the version rows).
+
+    python .github/scripts/matrix.py rows [--ip-family F] [--hub H --tag T --istio-version V
+                                          [--install-values YAML] [--image-archive URL]] [--github-output FILE]
+
+prints `{"include": [row, ...]}` for `strategy.matrix`, one entry per row of fixtures/versions.yaml with the keys
+`name`, `istio`, `kubernetes`, `kind`, `node_image`, `ip_family` and `custom`. With `--hub`, the matrix is a single
+`custom` row: the build's claimed version, on the kind release and node image of that version's row (the same
+row the kind backend picks: same minor, or the newest row for a newer minor). Every input is checked here, so a
+mistyped dispatch fails in seconds, before a runner builds a cluster. `--github-output` appends `rows=<json>`.
+Runs on the standard library and PyYAML only (the workflow's matrix job has nothing else).
+
+    python .github/scripts/matrix.py tools --istio-version V
+
+(in the tox `conformance` env) prints `kind=PATH` and `kubectl=PATH`: the kind release the row pins and the
+kubectl of the row's Kubernetes, downloaded and sha256-verified by the suite itself (fixtures/tools.yaml),
+never the ones preinstalled on the runner, whose versions drift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+VERSIONS = REPO / "fixtures" / "versions.yaml"
+VERSIONS_FORMAT = "mesh-inbound-conformance/versions"
+ROW_KEYS = ("name", "istio", "kubernetes", "kind", "node_image")
+IP_FAMILIES = ("ipv4", "ipv6")
+CUSTOM = "custom"
+
+# A row name becomes a job name, an artifact name, a report directory and part of a kind cluster name.
+NAME = re.compile(r"[a-z0-9][a-z0-9.-]{0,39}")
+# The Istio versions the suite reads (1.10.6, v1.10.6, 1.22.0-beta.1, 1.23-dev): major and minor pick the row.
+VERSION = re.compile(r"v?(?P<major>\d+)\.(?P<minor>\d+)(?:\.\d+)?(?:[-+.][0-9A-Za-z][0-9A-Za-z.+-]*)?")
+# Docker's reference grammar: a lowercase repository (optionally with a registry host and port), a tag.
+HUB = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*")
+TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+class MatrixError(ValueError):
+    """A problem with fixtures/versions.yaml or the dispatch inputs, in one line."""
+
+
+def minor_of(version: str) -> tuple[int, int]:
+    """(major, minor) of an Istio version; MatrixError if it is not one."""
+    match = VERSION.fullmatch(version.strip())
+    if not match:
+        raise MatrixError(f"{version!r} is not an Istio version (like 1.21.6 or 1.22.0-beta.1)")
+    return int(match["major"]), int(match["minor"])
+
+
+def load_rows(path: Path = VERSIONS) -> list[dict[str, str]]:
+    """The rows of the version matrix, with the keys the workflow uses."""
+    data: Any = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict) or data.get("format") != VERSIONS_FORMAT or data.get("version") != 1:
+        raise MatrixError(f"{path}: expected format {VERSIONS_FORMAT} version 1")
+    rows: list[dict[str, str]] = []
+    for item in data.get("rows") or []:
+        missing = [key for key in ROW_KEYS if not item.get(key)]
+        if missing:
+            raise MatrixError(f"{path}: row {item.get('name', '?')} lacks {', '.join(missing)}")
+        row = {key: str(item[key]) for key in ROW_KEYS}
+        if not NAME.fullmatch(row["name"]) or row["name"] == CUSTOM:
+            raise MatrixError(
+                f"{path}: row name {row['name']!r} must be lowercase letters, digits, '.' and '-' (at most 40), "
+                f"and not {CUSTOM!r}"
+            )
+        if any(r["name"] == row["name"] for r in rows):
+            raise MatrixError(f"{path}: row name {row['name']!r} is used twice")
+        minor_of(row["istio"])
+        rows.append(row)
+    if not rows:
+        raise MatrixError(f"{path}: no rows")
+    return rows
+
+
+def row_for(version: str, rows: list[dict[str, str]]) -> dict[str, str]:
+    """The row of the same Istio minor, or the newest row for a newer minor (as the kind backend picks it)."""
+    wanted = minor_of(version)
+    for row in rows:
+        if minor_of(row["istio"]) == wanted:
+            return row
+    newest = max(rows, key=lambda r: minor_of(r["istio"]))
+    if wanted > minor_of(newest["istio"]):
+        return newest
+    known = ", ".join(f"{r['istio']} ({r['name']})" for r in rows)
+    raise MatrixError(
+        f"Istio {version} has no row in fixtures/versions.yaml (rows: {known}): add one for its minor release"
+    )
+
+
+def matrix(
+    rows: list[dict[str, str]],
+    *,
+    ip_family: str = "",
+    hub: str = "",
+    tag: str = "",
+    istio_version: str = "",
+    install_values: str = "",
+    image_archive: str = "",
+) -> dict[str, list[dict[str, Any]]]:
+    """The `strategy.matrix` value: every row, or the single custom row of a dispatched build."""
+    family = ip_family.strip() or "ipv4"
+    if family not in IP_FAMILIES:
+        raise MatrixError(f"ip_family {ip_family!r}: expected ipv4 or ipv6")
+    if not hub.strip():
+        custom_inputs = {
+            "tag": tag,
+            "istio_version": istio_version,
+            "install_values": install_values,
+            "image_archive": image_archive,
+        }
+        given = [name for name, value in custom_inputs.items() if value.strip()]
+        if given:
+            raise MatrixError(f"{', '.join(given)} given without hub: a custom build needs hub, tag and istio_version")
+        return {"include": [{**row, "ip_family": family, "custom": False} for row in rows]}
+    hub, tag, version = hub.strip(), tag.strip(), istio_version.strip()
+    if not HUB.fullmatch(hub):
+        raise MatrixError(f"hub {hub!r}: expected an image repository such as ghcr.io/you/istio (lowercase)")
+    if not TAG.fullmatch(tag):
+        raise MatrixError(f"tag {tag!r}: expected the image tag of the build (letters, digits, '_', '.', '-')")
+    if not version:
+        raise MatrixError("istio_version: give the Istio version the build claims to be (like 1.21.6)")
+    if install_values.strip():
+        try:
+            overlay = yaml.safe_load(install_values)
+        except yaml.YAMLError as err:
+            raise MatrixError(f"install_values is not YAML: {' '.join(str(err).split())}") from None
+        if not isinstance(overlay, dict):
+            raise MatrixError(
+                "install_values: expected an IstioOperator overlay (a YAML mapping), not a path or a scalar"
+            )
+    if image_archive.strip() and not image_archive.strip().startswith("https://"):
+        raise MatrixError(
+            f"image_archive {image_archive.strip()!r}: expected an https:// URL of a `docker save` tarball"
+        )
+    row = row_for(version, rows)
+    custom = {**row, "name": CUSTOM, "istio": version, "ip_family": family, "custom": True}
+    return {"include": [custom]}
+
+
+def resolve_tools(istio_version: str) -> dict[str, str]:
+    """The row's pinned kind and its Kubernetes' kubectl, downloaded and verified by the suite (never PATH)."""
+    from conformance.backends.kind import matrix as suite_matrix
+    from conformance.backends.kind import tools
+
+    row = suite_matrix.row_for(istio_version)
+    kind = tools.resolve_tool("kind", None, row.kind, use_path=False)
+    kubectl = tools.resolve_tool("kubectl", None, tools.kubectl_version_for(row.kubernetes), use_path=False)
+    return {"kind": str(kind), "kubectl": str(kubectl)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line; one line on stderr (and a GitHub annotation) for a problem, exit status 1."""
+    parser = argparse.ArgumentParser(prog="matrix.py", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    rows = commands.add_parser("rows", help="the strategy.matrix JSON")
+    rows.add_argument("--versions", type=Path, default=VERSIONS, help="the version matrix file")
+    for option in ("ip-family", "hub", "tag", "istio-version", "install-values", "image-archive"):
+        rows.add_argument(f"--{option}", default="")
+    rows.add_argument("--github-output", type=Path, default=None, help="append rows=<json> to this file")
+    tools = commands.add_parser("tools", help="kind=PATH and kubectl=PATH for a row (needs the suite installed)")
+    tools.add_argument("--istio-version", required=True)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "tools":
+            from conformance.backends.base import BackendError
+
+            try:
+                resolved = resolve_tools(args.istio_version)
+            except BackendError as err:
+                raise MatrixError(str(err)) from None
+            for tool, path in resolved.items():
+                print(f"{tool}={path}")
+            return 0
+        value = matrix(
+            load_rows(args.versions),
+            ip_family=args.ip_family,
+            hub=args.hub,
+            tag=args.tag,
+            istio_version=args.istio_version,
+            install_values=args.install_values,
+            image_archive=args.image_archive,
+        )
+    except (MatrixError, ValueError) as err:
+        # One line, whatever the inputs held: a newline in them must not start a workflow command of its own.
+        message = " ".join(str(err).split())
+        print(f"matrix.py: {message}", file=sys.stderr)
+        if os.environ.get("GITHUB_ACTIONS") == "true":
+            print(f"::error title=nightly matrix::{message.replace('%', '%25')}")
+        return 1
+    text = json.dumps(value, separators=(",", ":"))
+    print(json.dumps(value, indent=2))
+    if args.github_output is not None:
+        with args.github_output.open("a") as out:
+            out.write(f"rows={text}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,924 @@
+"""Fake kind, kubectl, istioctl and docker for the kind backend's own tests (standard library only).
+
+Run as `python3 fakebin.py TOOL ARGS...`, or `main(["fakebin", TOOL, *ARGS])` from a wrapper that imports this
+module (so Python reuses its compiled bytecode: a test run starts this program hundreds of times).
+Every invocation appends one JSON line `{"tool", "argv", "stdin"}` to $FAKE_LOG, then answers the way the real
+tool would, keeping a small cluster model in $FAKE_STATE (a JSON file): kind clusters, the images docker built,
+whether Istio is installed, the objects `kubectl apply` was fed, and a generation per namespace that
+`kubectl rollout restart` bumps (new ReplicaSet hash, new pod names and IPs, as after a real restart).
+
+Pods are derived from the applied Deployments: Running and ready, named `<app>-<template hash>-<suffix>`, with
+IPs in the family $FAKE_FAMILY (ipv4, ipv6 or dual), and an `istio-proxy` container when the namespace is
+labelled istio-injection=enabled (unless $FAKE_NO_INJECTION is set: the webhook "did not run").
+
+Knobs (environment):
+  FAKE_LOG, FAKE_STATE        the log and the state file (required)
+  FAKE_FAMILY                 ipv4 (default), ipv6, dual
+  FAKE_NO_INJECTION           set: no sidecar is injected anywhere
+  FAKE_ISTIOCTL_VERSION       what `istioctl version --remote=false` prints (default: from the wrapper name)
+  FAKE_PRECHECK_DIR           a directory with stdout.txt, stderr.txt and exit_code for `istioctl x precheck`
+                              (default: no issues)
+  FAKE_FAIL                   a substring of "TOOL ARG ARG..."; a matching command fails with
+  FAKE_FAIL_EXIT, FAKE_FAIL_STDERR   this exit status (default 1) and stderr (default "fake failure")
+  FAKE_PROBE_OUTPUT           set: `echo.py probe` prints this text instead of results
+Unknown commands exit 1 with a message on stderr, so a test notices a command it did not expect.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import zlib
+
+# Every command of a test run starts this program, so it imports as little as it can: no typing, no pathlib, and
+# neither json nor re (which json imports) on the common paths: importing them would double its start-up time.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from re import Pattern
+    from typing import Any
+
+# --- JSON, small and sufficient (the state file, the log, kubectl's -o json) ----------------------------------------
+
+_ESCAPES = {ord('"'): '\\"', ord("\\"): "\\\\", **{i: f"\\u{i:04x}" for i in range(32)}}
+_ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", ord("\b"): "\\b", ord("\f"): "\\f"})
+_UNESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+def _json_string(text: str) -> str:
+    return '"' + text.translate(_ESCAPES) + '"'
+
+
+def to_json(value: Any, indent: int | None = None, level: int = 0) -> str:
+    """JSON text for dicts, lists, strings, numbers, booleans and None (like json.dumps, non-ASCII kept)."""
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return _json_string(value)
+    if isinstance(value, dict):
+        items = [f"{_json_string(str(k))}: {to_json(v, indent, level + 1)}" for k, v in value.items()]
+        brackets = "{}"
+    elif isinstance(value, list | tuple):
+        items = [to_json(v, indent, level + 1) for v in value]
+        brackets = "[]"
+    else:
+        raise TypeError(f"not JSON: {value!r}")
+    if not items:
+        return brackets
+    if indent is None:
+        return brackets[0] + ", ".join(items) + brackets[1]
+    inner, outer = "\n" + " " * (indent * (level + 1)), "\n" + " " * (indent * level)
+    return brackets[0] + inner + ("," + inner).join(items) + outer + brackets[1]
+
+
+def from_json(text: str) -> Any:
+    """The value of a JSON document (ValueError if it is not one)."""
+    try:
+        value, end = _json_value(text, _json_space(text, 0))
+    except (IndexError, KeyError) as exc:
+        raise ValueError(f"not JSON: {text[:60]!r}") from exc
+    if _json_space(text, end) != len(text):
+        raise ValueError(f"not JSON (trailing data): {text[:60]!r}")
+    return value
+
+
+def _json_space(text: str, at: int) -> int:
+    while at < len(text) and text[at] in " \t\r\n":
+        at += 1
+    return at
+
+
+def _json_value(text: str, at: int) -> tuple[Any, int]:
+    char = text[at]
+    if char == '"':
+        return _json_str(text, at + 1)
+    if char in "{[":
+        closing, out_dict, out_list = "}" if char == "{" else "]", {}, []
+        at = _json_space(text, at + 1)
+        while text[at] != closing:
+            if char == "{":
+                key, at = _json_str(text, _json_space(text, at) + 1)
+                at = _json_space(text, at)
+                if text[at] != ":":
+                    raise ValueError(f"not JSON: expected ':' at {at}")
+                out_dict[key], at = _json_value(text, _json_space(text, at + 1))
+            else:
+                item, at = _json_value(text, at)
+                out_list.append(item)
+            at = _json_space(text, at)
+            if text[at] == ",":
+                at = _json_space(text, at + 1)
+            elif text[at] != closing:
+                raise ValueError(f"not JSON: expected ',' or {closing!r} at {at}")
+        return (out_dict if char == "{" else out_list), at + 1
+    for word, value in (("true", True), ("false", False), ("null", None)):
+        if text.startswith(word, at):
+            return value, at + len(word)
+    end = at
+    while end < len(text) and text[end] in "+-0123456789.eE":
+        end += 1
+    number = text[at:end]
+    if not number:
+        raise ValueError(f"not JSON: unexpected {char!r} at {at}")
+    return (float(number) if any(c in number for c in ".eE") else int(number)), end
+
+
+def _json_str(text: str, at: int) -> tuple[str, int]:
+    out = []
+    while True:
+        quote, backslash = text.index('"', at), text.find("\\", at)
+        if backslash == -1 or backslash > quote:
+            out.append(text[at:quote])
+            return "".join(out), quote + 1
+        out.append(text[at:backslash])
+        escape = text[backslash + 1]
+        if escape == "u":
+            code = int(text[backslash + 2 : backslash + 6], 16)
+            at = backslash + 6
+            if 0xD800 <= code < 0xDC00 and text.startswith("\\u", at):  # a surrogate pair
+                code = 0x10000 + ((code - 0xD800) << 10) + (int(text[at + 2 : at + 6], 16) - 0xDC00)
+                at += 6
+            out.append(chr(code))
+        else:
+            out.append(_UNESCAPES[escape])
+            at = backslash + 2
+
+
+# --- a YAML reader for what `yaml.safe_dump_all` writes (block style; no anchors, tags or block scalars) -----------
+
+_PATTERNS: dict[str, Pattern[str]] = {}
+
+
+def _pattern(name: str) -> Pattern[str]:
+    """The reader's regular expressions, compiled on first use (only `kubectl apply` needs them)."""
+    if not _PATTERNS:
+        import re
+
+        _PATTERNS["key"] = re.compile(
+            r"""^(?P<key>'(?:[^']|'')*'|"(?:[^"\\]|\\.)*"|[^\s'"#\-][^:]*?|-[^\s:][^:]*?)\s*:(?:\s+(?P<rest>.*))?$"""
+        )
+        _PATTERNS["int"] = re.compile(r"^[-+]?(0|[1-9][0-9]*)$")
+        _PATTERNS["float"] = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+\.[0-9]*)([eE][-+]?[0-9]+)?$")
+    return _PATTERNS[name]
+
+
+class YamlError(ValueError):
+    """Input outside the subset this reader understands."""
+
+
+def _scalar(text: str) -> Any:
+    text = text.strip()
+    if text.startswith("'"):
+        if not text.endswith("'") or len(text) < 2:
+            raise YamlError(f"unterminated quoted scalar {text!r}")
+        return text[1:-1].replace("''", "'")
+    if text.startswith('"'):
+        return from_json(text)
+    if text in ("{}", "[]"):
+        return {} if text == "{}" else []
+    if text[:1] in "{[&*!|>":
+        raise YamlError(f"unsupported YAML construct {text!r}")
+    if text in ("null", "~", "Null", "NULL", ""):
+        return None
+    if text in ("true", "True", "TRUE"):
+        return True
+    if text in ("false", "False", "FALSE"):
+        return False
+    if _pattern("int").match(text):
+        return int(text)
+    if _pattern("float").match(text):
+        return float(text)
+    return text
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+class _Lines:
+    def __init__(self, text: str) -> None:
+        self.lines = [ln.rstrip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+        self.i = 0
+
+    def peek(self) -> str | None:
+        return self.lines[self.i] if self.i < len(self.lines) else None
+
+    def block(self, indent: int) -> Any:
+        line = self.peek()
+        assert line is not None
+        body = line[indent:]
+        if body == "-" or body.startswith("- "):
+            return self.sequence(indent)
+        return self.mapping(indent)
+
+    def _value(self, rest: str, indent: int) -> Any:
+        # A plain or quoted scalar may continue on more-indented lines (folded with spaces).
+        parts = [rest]
+        while (nxt := self.peek()) is not None and _indent(nxt) > indent:
+            parts.append(nxt.strip())
+            self.i += 1
+        return _scalar(" ".join(parts))
+
+    def _nested(self, indent: int) -> Any:
+        nxt = self.peek()
+        if nxt is None:
+            return None
+        deeper = _indent(nxt)
+        if deeper > indent:
+            return self.block(deeper)
+        if deeper == indent and (nxt[indent:] == "-" or nxt[indent:].startswith("- ")):
+            return self.sequence(indent)  # PyYAML writes a mapping's sequence at the key's own indent
+        return None
+
+    def mapping(self, indent: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        while (line := self.peek()) is not None and _indent(line) == indent:
+            body = line[indent:]
+            if body == "-" or body.startswith("- "):
+                break
+            match = _pattern("key").match(body)
+            if match is None:
+                raise YamlError(f"expected `key: value`, got {line!r}")
+            key = _scalar(match["key"])
+            self.i += 1
+            rest = match["rest"]
+            out[str(key)] = self._value(rest, indent) if rest else self._nested(indent)
+        return out
+
+    def sequence(self, indent: int) -> list[Any]:
+        out: list[Any] = []
+        while (line := self.peek()) is not None and _indent(line) == indent:
+            body = line[indent:]
+            if not (body == "-" or body.startswith("- ")):
+                break
+            rest = body[2:]
+            if not rest.strip():
+                self.i += 1
+                out.append(self._nested(indent))
+            elif _pattern("key").match(rest) or rest.startswith("- "):
+                # `- key: value` opens a mapping (or `- - x` a sequence) two columns further in.
+                self.lines[self.i] = " " * (indent + 2) + rest
+                out.append(self.block(indent + 2))
+            else:
+                self.i += 1
+                out.append(self._value(rest, indent))
+        return out
+
+
+def load_yaml_stream(text: str) -> list[Any]:
+    """The documents of a `---`-separated block-style YAML stream (empty documents dropped)."""
+    docs: list[list[str]] = [[]]
+    for line in text.splitlines():
+        if line.rstrip() in ("---", "..."):
+            docs.append([])
+        else:
+            docs[-1].append(line)
+    out = []
+    for lines in docs:
+        reader = _Lines("\n".join(lines))
+        if reader.peek() is None:
+            continue
+        value = reader.block(_indent(reader.lines[0]))
+        if reader.peek() is not None:
+            raise YamlError(f"unexpected line {reader.peek()!r}")
+        out.append(value)
+    return out
+
+
+# --- the cluster model ----------------------------------------------------------------------------------------------
+
+# A restart makes a new ReplicaSet: another template hash, so new pod names.
+TEMPLATE_HASHES = ("5d9c8b7f6", "7f6d5c9b8", "6b8f7d5c9", "9c7b6f8d5")
+_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # what Kubernetes draws pod name suffixes from
+PROXY_LISTENERS = (("127.0.0.1", 15000), ("*", 15001), ("*", 15006), ("*", 15021), ("*", 15090))
+
+
+class Failure(Exception):
+    """The command fails: this stderr, this exit status."""
+
+    def __init__(self, stderr: str, code: int = 1) -> None:
+        super().__init__(stderr)
+        self.stderr = stderr
+        self.code = code
+
+
+class ExitWithOutput(Exception):
+    """The command prints this on stdout and still exits non-zero (istioctl x precheck with findings)."""
+
+    def __init__(self, stdout: str, code: int) -> None:
+        super().__init__(stdout)
+        self.stdout = stdout
+        self.code = code
+
+
+def read(path: str) -> str:
+    with open(path, encoding="utf-8") as fh:
+        return fh.read()
+
+
+def write(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def load_state() -> dict[str, Any]:
+    path = os.environ["FAKE_STATE"]
+    state: dict[str, Any] = from_json(read(path)) if os.path.exists(path) else {}
+    state.setdefault("clusters", [])
+    state.setdefault("images", [])
+    state.setdefault("istio", None)
+    state.setdefault("objects", [])
+    state.setdefault("generation", {})
+    return state
+
+
+def save_state(state: dict[str, Any]) -> None:
+    path = os.environ["FAKE_STATE"]
+    scratch = f"{path}.{os.getpid()}"
+    write(scratch, to_json(state, indent=1))
+    os.replace(scratch, path)
+
+
+def objects(state: dict[str, Any], kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
+    return [
+        o
+        for o in state["objects"]
+        if o.get("kind") == kind and (namespace is None or o["metadata"].get("namespace") == namespace)
+    ]
+
+
+def injected(state: dict[str, Any], namespace: str) -> bool:
+    if os.environ.get("FAKE_NO_INJECTION"):
+        return False
+    for ns in objects(state, "Namespace"):
+        if ns["metadata"]["name"] == namespace:
+            return ns["metadata"].get("labels", {}).get("istio-injection") == "enabled"
+    return False
+
+
+def _family() -> str:
+    family = os.environ.get("FAKE_FAMILY", "ipv4")
+    if family not in ("ipv4", "ipv6", "dual"):
+        raise Failure(f"fakebin: FAKE_FAMILY={family!r}")
+    return family
+
+
+def _addresses(index: int, v4_prefix: str, v6_prefix: str) -> list[str]:
+    v4, v6 = f"{v4_prefix}.{10 + index}", f"{v6_prefix}::{10 + index:x}"
+    return {"ipv4": [v4], "ipv6": [v6], "dual": [v4, v6]}[_family()]
+
+
+def pods(state: dict[str, Any], namespace: str) -> list[dict[str, Any]]:
+    """One Running, ready pod per Deployment of the namespace, as `kubectl get pods -o json` lists them."""
+    deployments = objects(state, "Deployment")
+    generation = state["generation"].get(namespace, 0)
+    out = []
+    for index, deployment in enumerate(deployments):
+        meta = deployment["metadata"]
+        if meta.get("namespace") != namespace:
+            continue
+        template = deployment["spec"]["template"]
+        app = meta["name"]
+        template_hash = TEMPLATE_HASHES[generation % len(TEMPLATE_HASHES)]
+        seed = zlib.crc32(f"{namespace}/{app}/{generation}".encode())
+        suffix = "".join(_SUFFIX_ALPHABET[(seed >> (5 * k)) % len(_SUFFIX_ALPHABET)] for k in range(5))
+        ips = _addresses(index + 20 * generation, "10.244.0", "fd00:10:244")
+        containers = [{"name": c["name"], "image": c.get("image", "")} for c in template["spec"]["containers"]]
+        init: list[dict[str, Any]] = []
+        labels = {**template["metadata"].get("labels", {}), "pod-template-hash": template_hash}
+        if injected(state, namespace):
+            istio = state["istio"] or {}
+            proxy_image = f"{istio.get('hub', 'docker.io/istio')}/proxyv2:{istio.get('tag', '')}"
+            containers.append({"name": "istio-proxy", "image": proxy_image})
+            init.append({"name": "istio-init", "image": proxy_image})
+            labels["security.istio.io/tlsMode"] = "istio"
+        out.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": f"{app}-{template_hash}-{suffix}",
+                    "namespace": namespace,
+                    "labels": labels,
+                    "annotations": template["metadata"].get("annotations", {}),
+                },
+                "spec": {"containers": containers, "initContainers": init},
+                "status": {
+                    "phase": "Running",
+                    "podIP": ips[0],
+                    "podIPs": [{"ip": ip} for ip in ips],
+                    "containerStatuses": [{"name": c["name"], "ready": True} for c in containers],
+                },
+            }
+        )
+    return out
+
+
+def services(state: dict[str, Any], namespace: str) -> list[dict[str, Any]]:
+    out = []
+    for index, service in enumerate(objects(state, "Service")):
+        if service["metadata"].get("namespace") != namespace:
+            continue
+        ips = _addresses(index, "10.96.0", "fd00:10:96")[:1]  # Services stay single-stack unless asked
+        spec = {**service["spec"], "clusterIP": ips[0], "clusterIPs": ips, "type": "ClusterIP"}
+        out.append({"apiVersion": "v1", "kind": "Service", "metadata": service["metadata"], "spec": spec})
+    return out
+
+
+def find_pod(state: dict[str, Any], namespace: str, name: str) -> dict[str, Any]:
+    for pod in pods(state, namespace):
+        if pod["metadata"]["name"] == name:
+            return pod
+    raise Failure(f'Error from server (NotFound): pods "{name}" not found')
+
+
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def pod_ip(pod: dict[str, Any]) -> str:
+    return str(pod["status"]["podIP"])
+
+
+def _ss_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def ss_listeners(state: dict[str, Any], pod: dict[str, Any]) -> str:
+    """`ss -ltnH` in the pod: the proxy's listeners, then the echo program's (PORT:BIND:PROTO arguments)."""
+    ipv6 = ":" in pod_ip(pod)
+    loopback = "::1" if ipv6 else "127.0.0.1"
+    wanted: list[tuple[str, int]] = list(PROXY_LISTENERS)
+    deployment = _deployment_of(state, pod)
+    args = deployment["spec"]["template"]["spec"]["containers"][0].get("args", [])
+    if "--control-port" in args:
+        wanted.append(("*", int(args[args.index("--control-port") + 1])))
+    for arg in args:
+        port, _, rest = str(arg).partition(":")
+        bind, _, protocol = rest.partition(":")
+        if port.isdigit() and bind in ("loopback", "pod_ip", "wildcard") and protocol in ("http", "tcp"):
+            host = {"loopback": loopback, "pod_ip": pod_ip(pod), "wildcard": "*"}[bind]
+            wanted.append((host, int(port)))
+    lines = []
+    for host, port in wanted:
+        local = _ss_address(host, port)
+        peer = "*:*" if host == "*" else ("[::]:*" if ":" in host else "0.0.0.0:*")
+        lines.append(f"LISTEN 0      4096   {local:>22} {peer:>12}")
+    return "\n".join(lines) + "\n"
+
+
+def _deployment_of(state: dict[str, Any], pod: dict[str, Any]) -> dict[str, Any]:
+    app = pod["metadata"]["labels"].get("app")
+    for deployment in objects(state, "Deployment", pod["metadata"]["namespace"]):
+        if deployment["metadata"]["name"] == app:
+            return deployment
+    raise Failure(f"fakebin: no Deployment behind pod {pod['metadata']['name']}")
+
+
+def inbound_ports(state: dict[str, Any], pod: dict[str, Any]) -> list[int]:
+    """Ports of the pod's inbound clusters: a Sidecar's ingress ports if one selects it, else its Services' ports."""
+    namespace, labels = pod["metadata"]["namespace"], pod["metadata"]["labels"]
+    for sidecar in objects(state, "Sidecar", namespace):
+        spec = sidecar.get("spec", {})
+        if spec.get("ingress") and _selects(spec.get("workloadSelector", {}).get("labels", {}), labels):
+            return sorted({int(i["port"]["number"]) for i in spec["ingress"]})
+    ports: set[int] = set()
+    for service in objects(state, "Service", namespace):
+        if _selects(service["spec"].get("selector", {}), labels):
+            ports |= {int(p.get("targetPort", p["port"])) for p in service["spec"].get("ports", [])}
+    return sorted(ports)
+
+
+def config_dump(state: dict[str, Any], pod: dict[str, Any]) -> str:
+    """Envoy's dynamic_active_clusters with mask=cluster.name, the way pilot-agent prints it."""
+    names = [f"inbound|{port}||" for port in inbound_ports(state, pod)]
+    names += ["BlackHoleCluster", "InboundPassthroughClusterIpv4", "PassthroughCluster"]
+    clusters = [{"cluster": {"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster", "name": n}} for n in names]
+    dump = {
+        "configs": [
+            {"@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump", "dynamic_active_clusters": clusters}
+        ]
+    }
+    return to_json(dump, indent=1) + "\n"
+
+
+# --- argument parsing -----------------------------------------------------------------------------------------------
+
+
+class Args:
+    """kubectl/istioctl style arguments: flags with values, boolean flags, positionals, and what follows `--`."""
+
+    def __init__(self, argv: list[str], with_value: set[str], boolean: set[str]) -> None:
+        self.flags: dict[str, list[str]] = {}
+        self.words: list[str] = []
+        self.after: list[str] = []
+        i = 0
+        while i < len(argv):
+            arg = argv[i]
+            if arg == "--":
+                self.after = argv[i + 1 :]
+                break
+            if arg.startswith("-") and arg != "-":
+                name, eq, value = arg.partition("=")
+                if name in with_value:
+                    if not eq:
+                        i += 1
+                        if i >= len(argv):
+                            raise Failure(f"error: flag needs an argument: {name}")
+                        value = argv[i]
+                    self.flags.setdefault(name, []).append(value)
+                elif name in boolean:
+                    self.flags.setdefault(name, []).append(value if eq else "true")
+                else:
+                    raise Failure(f"Error: unknown flag: {name}")
+            else:
+                self.words.append(arg)
+            i += 1
+
+    def get(self, *names: str) -> str | None:
+        for name in names:
+            if name in self.flags:
+                return self.flags[name][-1]
+        return None
+
+
+def _needs_kubeconfig(args: Args) -> None:
+    path = args.get("--kubeconfig")
+    if path is None:
+        raise Failure("fakebin: every kubectl/istioctl command of the backend must name --kubeconfig")
+    if not os.path.isfile(path):
+        raise Failure(f"error: stat {path}: no such file or directory")
+
+
+# --- kind -----------------------------------------------------------------------------------------------------------
+
+KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters:
+- cluster:
+    certificate-authority-data: ZmFrZQ==
+    server: https://127.0.0.1:{port}
+  name: kind-{name}
+contexts:
+- context:
+    cluster: kind-{name}
+    user: kind-{name}
+  name: kind-{name}
+current-context: kind-{name}
+users:
+- name: kind-{name}
+  user:
+    client-certificate-data: ZmFrZQ==
+    client-key-data: ZmFrZQ==
+"""
+
+
+def kind(argv: list[str], state: dict[str, Any]) -> str:
+    args = Args(argv, {"--name", "--image", "--config", "--kubeconfig", "--wait"}, set())
+    words = args.words
+    name = args.get("--name") or "kind"
+    names = [c["name"] for c in state["clusters"]]
+    if words == ["get", "clusters"]:
+        if not names:
+            sys.stderr.write("No kind clusters found.\n")
+        return "".join(f"{n}\n" for n in names)
+    if words == ["create", "cluster"]:
+        if name in names:
+            raise Failure(
+                f'ERROR: failed to create cluster: node(s) already exist for a cluster with the name "{name}"'
+            )
+        config = args.get("--config")
+        if config is None or not os.path.isfile(config):
+            raise Failure(f"ERROR: failed to create cluster: error reading file: open {config}: no such file")
+        kubeconfig = args.get("--kubeconfig")
+        if kubeconfig is None:
+            raise Failure("fakebin: the backend must pass --kubeconfig to kind create cluster")
+        write(kubeconfig, KUBECONFIG.format(name=name, port=40000 + len(names)))
+        state["clusters"].append({"name": name, "image": args.get("--image"), "config": read(config)})
+        sys.stderr.write(f'Creating cluster "{name}" ...\n ✓ Ensuring node image ({args.get("--image")}) 🖼\n')
+        return ""
+    if words == ["get", "kubeconfig"]:
+        if name not in names:
+            raise Failure(f'ERROR: could not locate any control plane nodes for cluster named "{name}"')
+        return KUBECONFIG.format(name=name, port=40000 + names.index(name))
+    if words[:2] == ["load", "docker-image"] and len(words) > 2:
+        if name not in names:
+            raise Failure(f'ERROR: no nodes found for cluster "{name}"')
+        for image in words[2:]:
+            if image not in state["images"]:
+                raise Failure(f'ERROR: image: "{image}" not present locally')
+            sys.stderr.write(
+                f'Image: "{image}" with ID "sha256:0123" not yet present on node "{name}-control-plane", loading...\n'
+            )
+        return ""
+    if words[:2] == ["export", "logs"] and len(words) == 3:
+        target = words[2]
+        os.makedirs(os.path.join(target, f"{name}-control-plane"), exist_ok=True)
+        write(os.path.join(target, f"{name}-control-plane", "kubelet.log"), "I0101 kubelet started\n")
+        sys.stderr.write(f'Exporting logs for cluster "{name}" to:\n')
+        return f"{target}\n"
+    if words == ["delete", "cluster"]:
+        state["clusters"] = [c for c in state["clusters"] if c["name"] != name]
+        sys.stderr.write(f'Deleting cluster "{name}" ...\n')
+        return ""
+    raise Failure(f"fakebin: unknown kind command: {' '.join(argv)}")
+
+
+# --- docker ---------------------------------------------------------------------------------------------------------
+
+
+def docker(argv: list[str], state: dict[str, Any]) -> str:
+    args = Args(argv, {"--tag", "-t"}, set())
+    if args.words[:1] == ["build"] and len(args.words) == 2:
+        context = args.words[1]
+        if not os.path.isfile(os.path.join(context, "Dockerfile")):
+            raise Failure(f"ERROR: failed to solve: failed to read dockerfile: open {context}/Dockerfile: no such file")
+        tag = args.get("--tag", "-t")
+        if tag is None:
+            raise Failure("fakebin: docker build without --tag")
+        state["images"].append(tag)
+        return f"#1 [internal] load build definition from Dockerfile\n#9 naming to {tag} done\n"
+    raise Failure(f"fakebin: unknown docker command: {' '.join(argv)}")
+
+
+# --- istioctl -------------------------------------------------------------------------------------------------------
+
+
+def istioctl(argv: list[str], state: dict[str, Any], version: str) -> str:
+    args = Args(
+        argv,
+        {"--kubeconfig", "-f", "--filename", "--set", "-s", "--readiness-timeout", "-n", "--namespace"},
+        {"-y", "--skip-confirmation", "--remote"},
+    )
+    words = args.words
+    if words == ["version"]:
+        return os.environ.get("FAKE_ISTIOCTL_VERSION", version) + "\n"
+    _needs_kubeconfig(args)
+    if words == ["install"]:
+        for overlay in args.flags.get("-f", []):
+            if not os.path.isfile(overlay):
+                raise Failure(f"Error: could not read {overlay}: open {overlay}: no such file or directory")
+        settings = dict(s.partition("=")[::2] for s in args.flags.get("--set", []))
+        state["istio"] = {
+            "hub": settings.get("hub", ""),
+            "tag": settings.get("tag", ""),
+            "overlays": [os.path.basename(f) for f in args.flags.get("-f", [])],
+        }
+        return "✔ Istio core installed\n✔ Istiod installed\n✔ Installation complete\n"
+    if words == ["x", "precheck"]:
+        directory = os.environ.get("FAKE_PRECHECK_DIR")
+        if not directory:
+            sys.stderr.write(
+                "✔ No issues found when checking the cluster. Istio is safe to install or upgrade!\n"
+                "  To get started, check out https://istio.io/latest/docs/setup/getting-started/\n"
+            )
+            return ""
+        sys.stderr.write(read(os.path.join(directory, "stderr.txt")))
+        code = int(read(os.path.join(directory, "exit_code")))
+        if code:
+            raise ExitWithOutput(read(os.path.join(directory, "stdout.txt")), code)
+        return read(os.path.join(directory, "stdout.txt"))
+    if words[:1] == ["proxy-config"] and len(words) == 3 and words[1] in ("listeners", "clusters"):
+        pod_name, _, namespace = words[2].rpartition(".")
+        find_pod(state, namespace, pod_name)
+        if words[1] == "listeners":
+            return "ADDRESS PORT  MATCH DESTINATION\n0.0.0.0 15001 ALL   PassthroughCluster\n"
+        return "SERVICE FQDN PORT SUBSET DIRECTION TYPE\nBlackHoleCluster - - - STATIC\n"
+    raise Failure(f"fakebin: unknown istioctl command: {' '.join(argv)}")
+
+
+# --- kubectl --------------------------------------------------------------------------------------------------------
+
+_KUBECTL_VALUE_FLAGS = {
+    "--kubeconfig",
+    "-n",
+    "--namespace",
+    "-f",
+    "--filename",
+    "-o",
+    "--output",
+    "-c",
+    "--container",
+    "--timeout",
+    "--tail",
+    "--sort-by",
+    "--raw",
+    "--wait",
+}
+_KUBECTL_BOOLEAN_FLAGS = {"-i", "--stdin"}
+_RESOURCE_NAMES = {"Namespace": "namespace", "Deployment": "deployment.apps", "Service": "service"}
+
+
+def kubectl(argv: list[str], state: dict[str, Any], stdin: str | None) -> str:
+    args = Args(argv, _KUBECTL_VALUE_FLAGS, _KUBECTL_BOOLEAN_FLAGS)
+    _needs_kubeconfig(args)
+    words = args.words
+    namespace = args.get("-n", "--namespace") or "default"
+    if words == ["version"]:
+        return "Client Version: v1.20.15\nServer Version: v1.20.15\n"
+    if words == ["apply"] and args.get("-f", "--filename") == "-":
+        return _apply(state, stdin or "")
+    if words[:2] == ["rollout", "status"] and len(words) == 3:
+        name = words[2].removeprefix("deploy/").removeprefix("deployment/")
+        _deployment(state, namespace, name)
+        return f'deployment "{name}" successfully rolled out\n'
+    if words == ["rollout", "restart", "deploy"]:  # every Deployment of the namespace
+        restarted = objects(state, "Deployment", namespace)
+        state["generation"][namespace] = state["generation"].get(namespace, 0) + 1
+        return "".join(f"deployment.apps/{d['metadata']['name']} restarted\n" for d in restarted)
+    if words[:2] == ["rollout", "restart"] and len(words) == 3:
+        name = words[2].removeprefix("deploy/").removeprefix("deployment/")
+        _deployment(state, namespace, name)
+        return f"deployment.apps/{name} restarted\n"
+    if words in (["get", "pods"], ["get", "services"]) and args.get("-o", "--output") == "json":
+        items = pods(state, namespace) if words[1] == "pods" else services(state, namespace)
+        return to_json({"apiVersion": "v1", "kind": "List", "items": items}, indent=1) + "\n"
+    if words == ["get"] and args.get("--raw"):
+        return _raw(state, str(args.get("--raw")))
+    if words[:1] == ["exec"] and len(words) == 2:
+        return _exec(state, namespace, words[1], args.get("-c", "--container"), args.after, stdin)
+    if words[:1] == ["logs"] and len(words) == 2:
+        pod = find_pod(state, namespace, words[1])
+        container = args.get("-c", "--container")
+        names = [c["name"] for c in pod["spec"]["containers"] + pod["spec"]["initContainers"]]
+        if container not in names:
+            raise Failure(f"error: container {container} is not valid for pod {words[1]}")
+        return f"{container}: started\n"
+    if words[:2] == ["describe", "pod"] and len(words) == 3:
+        pod = find_pod(state, namespace, words[2])
+        return (
+            f"Name:         {words[2]}\nNamespace:    {namespace}\nStatus:       Running\nIP:           {pod_ip(pod)}\n"
+        )
+    if words[:2] == ["get", "events"]:
+        return (
+            "LAST SEEN   TYPE     REASON    OBJECT   MESSAGE\n10s   Normal   Started   pod/x   Started container echo\n"
+        )
+    if words == ["get", "all,sidecars"]:
+        return "".join(f"pod/{p['metadata']['name']}   Running\n" for p in pods(state, namespace))
+    if words[:2] == ["delete", "namespace"] and len(words) > 2:
+        gone = set(words[2:])
+        state["objects"] = [
+            o
+            for o in state["objects"]
+            if o["metadata"].get("namespace") not in gone
+            and not (o["kind"] == "Namespace" and o["metadata"]["name"] in gone)
+        ]
+        return "".join(f'namespace "{n}" deleted\n' for n in words[2:])
+    raise Failure(f"fakebin: unknown kubectl command: {' '.join(argv)}")
+
+
+def _deployment(state: dict[str, Any], namespace: str, name: str) -> None:
+    if namespace == "istio-system" and name == "istiod" and state["istio"]:
+        return
+    if not any(d["metadata"]["name"] == name for d in objects(state, "Deployment", namespace)):
+        raise Failure(f'Error from server (NotFound): deployments.apps "{name}" not found')
+
+
+def _apply(state: dict[str, Any], text: str) -> str:
+    try:
+        docs = load_yaml_stream(text)
+    except (YamlError, ValueError) as exc:
+        raise Failure(f"error: error parsing STDIN: {exc}") from None
+    lines = []
+    namespaces = {o["metadata"]["name"] for o in objects(state, "Namespace")}
+    for doc in docs:
+        kind_, meta = doc.get("kind"), doc.get("metadata", {})
+        if kind_ == "Sidecar" and not state["istio"]:
+            raise Failure(
+                'error: unable to recognize "STDIN": no matches for kind "Sidecar" in version '
+                f'"{doc.get("apiVersion")}"'
+            )
+        if kind_ == "Namespace":
+            namespaces.add(meta["name"])
+        elif meta.get("namespace") not in namespaces:
+            raise Failure(f'Error from server (NotFound): namespaces "{meta.get("namespace")}" not found')
+        key = (kind_, meta.get("namespace"), meta["name"])
+        before = len(state["objects"])
+        state["objects"] = [
+            o for o in state["objects"] if (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) != key
+        ]
+        state["objects"].append(doc)
+        resource = _RESOURCE_NAMES.get(str(kind_), f"{str(kind_).lower()}.networking.istio.io")
+        lines.append(f"{resource}/{meta['name']} {'configured' if len(state['objects']) <= before else 'created'}\n")
+    return "".join(lines)
+
+
+def _raw(state: dict[str, Any], path: str) -> str:
+    # /api/v1/namespaces/NS/pods/NAME:PORT/proxy/requests?QUERY
+    parts = path.partition("?")[0].split("/")
+    if (
+        len(parts) != 9
+        or parts[:4] != ["", "api", "v1", "namespaces"]
+        or parts[5] != "pods"
+        or parts[7:]
+        != [
+            "proxy",
+            "requests",
+        ]
+    ):
+        raise Failure(f"Error from server (NotFound): the server could not find the requested resource ({path})")
+    namespace, name = parts[4], parts[6].partition(":")[0]
+    find_pod(state, namespace, name)
+    return to_json({"pod": name, "namespace": namespace, "requests": []}) + "\n"
+
+
+def _exec(
+    state: dict[str, Any], namespace: str, name: str, container: str | None, command: list[str], stdin: str | None
+) -> str:
+    pod = find_pod(state, namespace, name)
+    names = [c["name"] for c in pod["spec"]["containers"]]
+    if container not in names:
+        raise Failure(f'error: unable to upgrade connection: container not found ("{container}")')
+    if container == "echo" and command == ["python3", "/app/echo.py", "probe", "--stdin"]:
+        if os.environ.get("FAKE_PROBE_OUTPUT") is not None:
+            return os.environ["FAKE_PROBE_OUTPUT"]
+        batch = from_json(stdin or "{}")
+        results = [
+            {
+                "target": target,
+                "outcome": "ok",
+                "status": 200 if target["protocol"] == "http" else None,
+                "peer": pod_ip(pod),
+                "pod": _server_name(state, namespace, name, target["address"]),
+                "latency_ms": 1.25,
+                "detail": "",
+            }
+            for target in batch.get("targets", [])
+        ]
+        return to_json({"results": results}) + "\n"
+    if container == "istio-proxy" and command == ["ss", "-ltnH"]:
+        return ss_listeners(state, pod)
+    if container == "istio-proxy" and command[:3] == ["pilot-agent", "request", "GET"] and len(command) == 4:
+        if not command[3].startswith("config_dump"):
+            raise Failure(f"fakebin: unexpected admin path {command[3]}")
+        return config_dump(state, pod)
+    raise Failure(f"fakebin: unknown exec command: {' '.join(command)}")
+
+
+def _server_name(state: dict[str, Any], namespace: str, own: str, address: str) -> str | None:
+    """The pod that answers at `address`: a pod IP, a ClusterIP (its selected pod), or the pod itself."""
+    everywhere = sorted({o["metadata"]["name"] for o in objects(state, "Namespace")})
+    for ns in everywhere:
+        for pod in pods(state, ns):
+            if address in [entry["ip"] for entry in pod["status"]["podIPs"]]:
+                return str(pod["metadata"]["name"])
+        for service in services(state, ns):
+            if service["spec"]["clusterIP"] == address:
+                for pod in pods(state, ns):
+                    if _selects(service["spec"].get("selector", {}), pod["metadata"]["labels"]):
+                        return str(pod["metadata"]["name"])
+    return own
+
+
+# --- main -----------------------------------------------------------------------------------------------------------
+
+
+def _reads_stdin(tool: str, argv: list[str]) -> bool:
+    return tool == "kubectl" and (("apply" in argv and "-" in argv) or ("exec" in argv and "-i" in argv))
+
+
+def main(argv: list[str]) -> int:
+    wrapper, args = argv[1], argv[2:]
+    tool, _, version = wrapper.partition("-")
+    stdin = sys.stdin.read() if _reads_stdin(tool, args) else None
+    entry: dict[str, Any] = {"tool": wrapper, "argv": args}
+    if stdin is not None:
+        entry["stdin"] = stdin
+    fd = os.open(os.environ["FAKE_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (to_json(entry) + "\n").encode())
+    finally:
+        os.close(fd)
+    fail = os.environ.get("FAKE_FAIL")
+    if fail and fail in " ".join([wrapper, *args]):
+        sys.stderr.write(os.environ.get("FAKE_FAIL_STDERR", "fake failure") + "\n")
+        return int(os.environ.get("FAKE_FAIL_EXIT", "1"))
+    state = load_state()
+    try:
+        if tool == "kind":
+            out = kind(args, state)
+        elif tool == "docker":
+            out = docker(args, state)
+        elif tool == "istioctl":
+            out = istioctl(args, state, version or os.environ.get("FAKE_ISTIOCTL_VERSION", "1.10.6"))
+        elif tool == "kubectl":
+            out = kubectl(args, state, stdin)
+        else:
+            raise Failure(f"fakebin: unknown tool {tool}")
+    except ExitWithOutput as done:
+        sys.stdout.write(done.stdout)
+        return done.code
+    except Failure as failure:
+        if failure.stderr:
+            sys.stderr.write(failure.stderr + "\n")
+        return failure.code
+    save_state(state)
+    sys.stdout.write(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,832 @@
+"""The kind and kubeconfig backends against fake kind, kubectl, istioctl and docker (no cluster, no network).
+
+`tests/fakes/fakebin.py` answers like the real tools and logs every invocation; each test drives `KubeCluster`
+through up / set_inbound_mode / precheck / probe / request_record / diagnostics / down and compares the commands
+that ran with the sequence written out below, one matrix row (fixtures/versions.yaml) at a time. Command lines are
+shown with the repository as `<repo>` and the run's work directory as `<work>`; every kubectl and istioctl
+command must carry `--kubeconfig <the run's kubeconfig>`, which is checked, then left out of the comparison.
+
+The istioctl precheck outputs in tests/data/istioctl/ (formats from istioctl's source, see its README) are both
+replayed by the fake istioctl and parsed directly at the end of this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+from conformance.backends.base import BackendError, PodRef, ProbeRequest
+from conformance.backends.kind import tools as toolbox
+from conformance.backends.kind.backend import KubeCluster, NotReady, Tools
+from conformance.backends.kind.runner import CommandError, Runner
+from conformance.precheck import Finding, parse_istioctl
+from conformance.spec.dimensions import IpFamily
+from conformance.timeouts import TimeoutConfig
+from conformance.world import World
+
+REPO = Path(__file__).resolve().parents[1]
+FAKEBIN = REPO / "tests" / "fakes" / "fakebin.py"
+PRECHECK_DATA = REPO / "tests" / "data" / "istioctl"
+
+# The echo image is tagged by the content of echo.py (README: "tagged by the content of echo.py").
+ECHO_IMAGE = (
+    "localhost/mesh-inbound-conformance/echo:"
+    + hashlib.sha256((REPO / "workloads" / "echo" / "echo.py").read_bytes()).hexdigest()[:12]
+)
+NODE_1_20 = "kindest/node:v1.20.15@sha256:a32bf55309294120616886b5338f95dd98a2f7231519c7dedcec32ba29699394"
+NODE_1_29 = "kindest/node:v1.29.14@sha256:8703bd94ee24e51b778d5556ae310c6c0fa67d761fae6379c8e0bb480e6fea29"
+NODE_1_36 = "kindest/node:v1.36.1@sha256:3489c7674813ba5d8b1a9977baea8a6e553784dab7b84759d1014dbd78f7ebd5"
+
+# The fake names pods <app>-<template hash>-<suffix>; a restart changes the hash (and the suffix).
+POD = {
+    "echo.mic-baseline": "echo-5d9c8b7f6-s77h6",
+    "client.mic-baseline": "client-5d9c8b7f6-wdrvc",
+    "echo-none.mic-mesh": "echo-none-5d9c8b7f6-7ml2z",
+    "echo-localhost.mic-mesh": "echo-localhost-5d9c8b7f6-9wsgv",
+    "echo-instance.mic-mesh": "echo-instance-5d9c8b7f6-mc4z2",
+    "echo-unlisted.mic-mesh": "echo-unlisted-5d9c8b7f6-45czv",
+    "client.mic-mesh": "client-5d9c8b7f6-5s2b6",
+}
+RESTARTED_MESH_POD = {
+    "echo-none.mic-mesh": "echo-none-7f6d5c9b8-km84l",
+    "echo-localhost.mic-mesh": "echo-localhost-7f6d5c9b8-8hkx6",
+    "echo-instance.mic-mesh": "echo-instance-7f6d5c9b8-pgwqm",
+    "echo-unlisted.mic-mesh": "echo-unlisted-7f6d5c9b8-k5px2",
+    "client.mic-mesh": "client-7f6d5c9b8-r4jx2",
+}
+
+CREATE_V4 = "<repo>/fixtures/kind/ipv4.yaml --kubeconfig <work>/kubeconfig --wait 600s"
+CREATE_V6 = "<repo>/fixtures/kind/ipv6.yaml --kubeconfig <work>/kubeconfig --wait 600s"
+WAIT_ISTIOD = "kubectl -n istio-system rollout status deploy/istiod --timeout=120s"
+WAIT_WORKLOADS = [
+    "kubectl -n mic-baseline rollout status deploy/echo --timeout=120s",
+    "kubectl -n mic-baseline rollout status deploy/client --timeout=120s",
+    "kubectl -n mic-mesh rollout status deploy/echo-none --timeout=120s",
+    "kubectl -n mic-mesh rollout status deploy/echo-localhost --timeout=120s",
+    "kubectl -n mic-mesh rollout status deploy/echo-instance --timeout=120s",
+    "kubectl -n mic-mesh rollout status deploy/echo-unlisted --timeout=120s",
+    "kubectl -n mic-mesh rollout status deploy/client --timeout=120s",
+    "kubectl -n mic-baseline get pods -o json",
+    "kubectl -n mic-baseline get services -o json",
+    "kubectl -n mic-mesh get pods -o json",
+    "kubectl -n mic-mesh get services -o json",
+]
+# After a re-install: istioctl has rolled istiod itself when its env changed (the backend only waits for it), then
+# the injected namespace's workloads restart to get proxies with the new settings; mic-baseline is left alone.
+RESTART_MESH = [WAIT_ISTIOD, "kubectl -n mic-mesh rollout restart deploy", *WAIT_WORKLOADS]
+CONFIG_DUMP = "pilot-agent request GET config_dump?resource=dynamic_active_clusters&mask=cluster.name"
+CROSS_CHECK = [
+    "kubectl -n mic-mesh exec echo-none-5d9c8b7f6-7ml2z -c istio-proxy -- ss -ltnH",
+    f"kubectl -n mic-mesh exec echo-none-5d9c8b7f6-7ml2z -c istio-proxy -- {CONFIG_DUMP}",
+    "kubectl -n mic-mesh exec echo-localhost-5d9c8b7f6-9wsgv -c istio-proxy -- ss -ltnH",
+    f"kubectl -n mic-mesh exec echo-localhost-5d9c8b7f6-9wsgv -c istio-proxy -- {CONFIG_DUMP}",
+    "kubectl -n mic-mesh exec echo-instance-5d9c8b7f6-mc4z2 -c istio-proxy -- ss -ltnH",
+    f"kubectl -n mic-mesh exec echo-instance-5d9c8b7f6-mc4z2 -c istio-proxy -- {CONFIG_DUMP}",
+    "kubectl -n mic-mesh exec echo-unlisted-5d9c8b7f6-45czv -c istio-proxy -- ss -ltnH",
+    f"kubectl -n mic-mesh exec echo-unlisted-5d9c8b7f6-45czv -c istio-proxy -- {CONFIG_DUMP}",
+]
+# What the suite's checker finds in the fake's world: the loopback listeners on ports with an inbound cluster.
+CHECKER_FINDINGS = [
+    Finding("mic-mesh", "echo-instance-5d9c8b7f6-mc4z2", 8081),
+    Finding("mic-mesh", "echo-instance-5d9c8b7f6-mc4z2", 9081),
+    Finding("mic-mesh", "echo-localhost-5d9c8b7f6-9wsgv", 8081),
+    Finding("mic-mesh", "echo-localhost-5d9c8b7f6-9wsgv", 9081),
+    Finding("mic-mesh", "echo-none-5d9c8b7f6-7ml2z", 8081),
+    Finding("mic-mesh", "echo-none-5d9c8b7f6-7ml2z", 9081),
+]
+
+
+def release_install(version: str, *overlays: str) -> str:
+    files = "".join(f" -f <repo>/fixtures/mesh/{o}" for o in ("base.yaml", *overlays))
+    return f"istioctl install -y{files} --set hub=docker.io/istio --set tag={version} --readiness-timeout 600s"
+
+
+# --- the fakes ------------------------------------------------------------------------------------------------------
+
+
+class Fakes:
+    """Wrappers named kind, kubectl, istioctl, istioctl-1.10.6 and docker in `root/bin`, a log and a state file."""
+
+    WRAPPERS = ("kind", "kubectl", "istioctl", "istioctl-1.10.6", "docker")
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.bin = root / "bin"
+        self.bin.mkdir(parents=True)
+        # The fake needs only the standard library (-I -S), and is imported rather than run as a script so that
+        # Python reuses its bytecode: a test starts it a hundred times.
+        start = (
+            f"import sys; sys.path[:0] = [{str(FAKEBIN.parent)!r}]; from fakebin import main; sys.exit(main(sys.argv))"
+        )
+        for name in self.WRAPPERS:
+            wrapper = self.bin / name
+            python, code = shlex.quote(sys.executable), shlex.quote(start)
+            wrapper.write_text(f'#!/bin/sh\nexec {python} -I -S -c {code} {name} "$@"\n')
+            wrapper.chmod(0o755)
+        self.log_file = root / "fake-log.jsonl"
+        self.state_file = root / "fake-state.json"
+        self.work = root / "work"
+        self.work.mkdir()
+        # PATH holds the fakes only: `docker` is looked up there, and nothing real can ever run.
+        self.env = {
+            "PATH": str(self.bin),
+            "HOME": str(root),
+            "FAKE_LOG": str(self.log_file),
+            "FAKE_STATE": str(self.state_file),
+        }
+
+    def tools(self, precheck: str = "istioctl") -> Tools:
+        return Tools(
+            str(self.bin / "kind"), str(self.bin / "kubectl"), str(self.bin / "istioctl"), str(self.bin / precheck)
+        )
+
+    def cluster(
+        self,
+        version: str,
+        family: str = "ipv4",
+        backend: str = "kind",
+        precheck: str = "istioctl",
+        timeouts: TimeoutConfig | None = None,
+        **options: Any,
+    ) -> KubeCluster:
+        return KubeCluster(
+            backend,
+            family,
+            {"istio_version": version, **options},
+            timeouts or TimeoutConfig(),
+            runner=Runner(env=self.env, default_timeout=30.0),
+            tools=self.tools(precheck),
+            work_dir=self.work,
+        )
+
+    def seed(self, **state: Any) -> None:
+        self.state_file.write_text(json.dumps(state))
+
+    def state(self) -> dict[str, Any]:
+        return dict(json.loads(self.state_file.read_text()))
+
+    def entries(self) -> list[dict[str, Any]]:
+        if not self.log_file.exists():
+            return []
+        return [json.loads(line) for line in self.log_file.read_text().splitlines()]
+
+    def clear(self) -> None:
+        self.log_file.unlink(missing_ok=True)
+
+    def commands(self, kubeconfig: Path | None = None) -> list[str]:
+        """The commands that ran, in order, with their --kubeconfig checked and dropped (kind's is kept)."""
+        expected_kubeconfig = str(kubeconfig or self.work / "kubeconfig")
+        out = []
+        for entry in self.entries():
+            argv = list(entry["argv"])
+            if entry["tool"].startswith(("kubectl", "istioctl")) and argv != ["version", "--remote=false"]:
+                at = argv.index("--kubeconfig")
+                assert argv[at + 1] == expected_kubeconfig, entry
+                del argv[at : at + 2]
+            text = " ".join([entry["tool"], *argv])
+            out.append(text.replace(str(REPO), "<repo>").replace(str(self.work), "<work>"))
+        return out
+
+    def stdin_of(self, prefix: str) -> list[str]:
+        return [
+            e["stdin"] for e in self.entries() if "stdin" in e and " ".join([e["tool"], *e["argv"]]).startswith(prefix)
+        ]
+
+
+@pytest.fixture
+def fakes(tmp_path: Path) -> Fakes:
+    return Fakes(tmp_path)
+
+
+def kind_up(version: str, node_image: str, install: str, create: str = CREATE_V4) -> list[str]:
+    """The commands of up() on a fresh kind cluster for a release."""
+    return [
+        "kind get clusters",
+        f"kind create cluster --name mic --image {node_image} --config {create}",
+        f"docker build --tag {ECHO_IMAGE} <repo>/workloads/echo",
+        f"kind load docker-image {ECHO_IMAGE} --name mic",
+        install,
+        WAIT_ISTIOD,
+        "kubectl apply -f -",
+        *WAIT_WORKLOADS,
+    ]
+
+
+def manifests_with_echo_image(family: IpFamily, image: str = ECHO_IMAGE) -> list[dict[str, Any]]:
+    return [dict(m) for m in World(family, image=image).manifests()]
+
+
+# --- one matrix row at a time ---------------------------------------------------------------------------------------
+
+
+def test_istio_1_10_release_up_switch_to_legacy_and_back_then_down(fakes: Fakes) -> None:
+    cluster = fakes.cluster("1.10.6")
+    cluster.up(World(IpFamily.IPV4).manifests())
+    up = kind_up("1.10.6", NODE_1_20, release_install("1.10.6"))
+    assert fakes.commands() == up
+    assert cluster.inbound_mode == "passthrough"
+    # kubectl apply was fed the world's manifests, with the echo image the backend built.
+    (applied,) = fakes.stdin_of("kubectl --kubeconfig")
+    assert list(yaml.safe_load_all(applied)) == manifests_with_echo_image(IpFamily.IPV4)
+    assert cluster.pod_names[PodRef("mic-mesh", "echo-none")] == POD["echo-none.mic-mesh"]
+    assert cluster.pod_ip(PodRef("mic-mesh", "echo-none")) == "10.244.0.12"
+    assert cluster.service_ip("mic-mesh", "echo-none") == "10.96.0.11"
+
+    cluster.set_inbound_mode("legacy")
+    legacy = [release_install("1.10.6", "legacy-pilot-env.yaml"), *RESTART_MESH]
+    assert fakes.commands() == [*up, *legacy]
+    assert cluster.inbound_mode == "legacy"
+    assert fakes.state()["istio"]["overlays"] == ["base.yaml", "legacy-pilot-env.yaml"]
+    # Only the injected namespace was restarted, and the backend reads the new pods back.
+    assert cluster.pod_names[PodRef("mic-mesh", "echo-none")] == RESTARTED_MESH_POD["echo-none.mic-mesh"]
+    assert cluster.pod_names[PodRef("mic-baseline", "echo")] == POD["echo.mic-baseline"]
+
+    cluster.set_inbound_mode("legacy")  # already there: nothing runs
+    cluster.set_inbound_mode("passthrough")
+    back = [release_install("1.10.6"), *RESTART_MESH]
+    cluster.down()
+    assert fakes.commands() == [*up, *legacy, *back, "kind delete cluster --name mic"]
+    assert fakes.state()["clusters"] == []
+
+
+def test_istio_1_9_is_legacy_without_a_switch_and_prechecks_with_istioctl_1_10(fakes: Fakes) -> None:
+    cluster = fakes.cluster("1.9.9", precheck="istioctl-1.10.6")
+    cluster.up(World(IpFamily.IPV4).manifests())
+    up = kind_up("1.9.9", NODE_1_20, release_install("1.9.9"))
+    assert fakes.commands() == up
+    assert cluster.inbound_mode == "legacy"
+    cluster.set_inbound_mode("legacy")
+    with pytest.raises(BackendError) as raised:
+        cluster.set_inbound_mode("passthrough")
+    assert str(raised.value) == "Istio 1.9.9 has no passthrough mode"
+    assert fakes.commands() == up
+
+    run = cluster.precheck("mic-mesh")
+    assert fakes.commands() == [*up, "istioctl-1.10.6 x precheck", *CROSS_CHECK]
+    assert run.tool == "istioctl"
+    cluster.down()
+    assert fakes.commands()[-1] == "kind delete cluster --name mic"
+
+
+def test_istio_1_21_has_no_legacy_switch(fakes: Fakes) -> None:
+    fakes.env["FAKE_FAMILY"] = "dual"  # an IPv4 run on a dual-stack cluster takes the IPv4 addresses
+    cluster = fakes.cluster("1.21.6")
+    cluster.up(World(IpFamily.IPV4).manifests())
+    up = kind_up("1.21.6", NODE_1_29, release_install("1.21.6"))
+    assert fakes.commands() == up
+    assert cluster.pod_ip(PodRef("mic-mesh", "echo-none")) == "10.244.0.12"
+    with pytest.raises(BackendError) as raised:
+        cluster.set_inbound_mode("legacy")
+    assert str(raised.value) == "Istio 1.21.6 cannot switch to legacy: it has no legacy switch"
+    assert "\n" not in str(raised.value)
+    assert cluster.inbound_mode == "passthrough"
+    assert fakes.commands() == up
+
+
+def test_istio_1_31_ipv6_switches_with_the_mesh_config_overlay(fakes: Fakes) -> None:
+    fakes.env["FAKE_FAMILY"] = "dual"  # an IPv6 run on a dual-stack cluster takes the IPv6 addresses
+    cluster = fakes.cluster("1.31.1", family="ipv6")
+    cluster.up(World(IpFamily.IPV6).manifests())
+    up = kind_up("1.31.1", NODE_1_36, release_install("1.31.1"), create=CREATE_V6)
+    cluster.set_inbound_mode("legacy")
+    assert fakes.commands() == [*up, release_install("1.31.1", "legacy-mesh-config.yaml"), *RESTART_MESH]
+    assert cluster.pod_ip(PodRef("mic-mesh", "echo-none")) == "fd00:10:244::20"  # restarted: new pod, new IP
+
+
+def test_custom_build_sets_hub_tag_values_pull_policy_and_loads_its_images(fakes: Fakes) -> None:
+    hub, tag = "ghcr.io/example/istio", "1.31.1-dev.7"
+    images = [f"{hub}/pilot:{tag}", f"{hub}/proxyv2:{tag}"]
+    fakes.seed(images=images)  # built locally, as `kind load docker-image` requires
+    values = fakes.root / "values.yaml"
+    values.write_text("spec:\n  values:\n    global:\n      logging:\n        level: default:debug\n")
+    cluster = fakes.cluster("1.31.1", istio_hub=hub, istio_tag=tag, install_values=str(values), load_image=images)
+    cluster.up(World(IpFamily.IPV4).manifests())
+    cluster.set_inbound_mode("legacy")
+    custom = (
+        f"--set hub={hub} --set tag={tag} --set values.global.imagePullPolicy=IfNotPresent --readiness-timeout 600s"
+    )
+    assert fakes.commands() == [
+        "kind get clusters",
+        f"kind create cluster --name mic --image {NODE_1_36} --config {CREATE_V4}",
+        f"docker build --tag {ECHO_IMAGE} <repo>/workloads/echo",
+        f"kind load docker-image {ECHO_IMAGE} --name mic",
+        f"kind load docker-image {hub}/pilot:{tag} --name mic",
+        f"kind load docker-image {hub}/proxyv2:{tag} --name mic",
+        f"istioctl install -y -f <repo>/fixtures/mesh/base.yaml -f {values} {custom}",
+        WAIT_ISTIOD,
+        "kubectl apply -f -",
+        *WAIT_WORKLOADS,
+        f"istioctl install -y -f <repo>/fixtures/mesh/base.yaml -f <repo>/fixtures/mesh/legacy-mesh-config.yaml "
+        f"-f {values} {custom}",
+        *RESTART_MESH,
+    ]
+    assert cluster.mesh_info() == {
+        "name": "istio",
+        "version": "1.31.1",
+        "build": "custom build",
+        "hub": hub,
+        "tag": tag,
+    }
+
+
+def test_an_existing_kind_cluster_is_reused_and_kept(fakes: Fakes) -> None:
+    fakes.seed(clusters=[{"name": "mic"}])
+    cluster = fakes.cluster("1.10.6")
+    cluster.up(World(IpFamily.IPV4).manifests())
+    assert fakes.commands()[:4] == [
+        "kind get clusters",
+        "kind get kubeconfig --name mic",
+        f"docker build --tag {ECHO_IMAGE} <repo>/workloads/echo",
+        f"kind load docker-image {ECHO_IMAGE} --name mic",
+    ]
+    # The kubeconfig kind printed is the one every later command uses (the fake kubectl insists it exists).
+    assert "current-context: kind-mic" in (fakes.work / "kubeconfig").read_text()
+    fakes.clear()
+    cluster.down()
+    assert fakes.commands() == []
+    assert [c["name"] for c in fakes.state()["clusters"]] == ["mic"]
+
+
+def test_keep_cluster_leaves_the_created_cluster(fakes: Fakes) -> None:
+    cluster = fakes.cluster("1.10.6", keep_cluster=True, cluster_name="nightly-7")
+    cluster.up(World(IpFamily.IPV4).manifests())
+    assert fakes.commands()[1:4] == [
+        f"kind create cluster --name nightly-7 --image {NODE_1_20} --config {CREATE_V4}",
+        f"docker build --tag {ECHO_IMAGE} <repo>/workloads/echo",
+        f"kind load docker-image {ECHO_IMAGE} --name nightly-7",
+    ]
+    fakes.clear()
+    cluster.down()
+    assert fakes.commands() == []
+    assert [c["name"] for c in fakes.state()["clusters"]] == ["nightly-7"]
+
+
+# --- the kubeconfig backend -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def user_kubeconfig(fakes: Fakes) -> Path:
+    path = fakes.root / "user-kubeconfig"
+    path.write_text("apiVersion: v1\nkind: Config\n")
+    return path
+
+
+def test_kubeconfig_backend_uses_the_installed_istio_and_runs_no_kind(fakes: Fakes, user_kubeconfig: Path) -> None:
+    fakes.seed(istio={"hub": "docker.io/istio", "tag": "1.10.6"})  # the cluster already has Istio
+    cluster = fakes.cluster(
+        "1.10.6", backend="kubeconfig", kubeconfig=str(user_kubeconfig), echo_image="registry.example/echo:1"
+    )
+    cluster.up(World(IpFamily.IPV4).manifests())
+    assert fakes.commands(user_kubeconfig) == ["kubectl version", "kubectl apply -f -", *WAIT_WORKLOADS]
+    (applied,) = fakes.stdin_of("kubectl")
+    assert list(yaml.safe_load_all(applied)) == manifests_with_echo_image(IpFamily.IPV4, "registry.example/echo:1")
+    with pytest.raises(BackendError) as raised:
+        cluster.set_inbound_mode("legacy")
+    assert str(raised.value) == "switching profiles reinstalls Istio: pass --allow-mesh-install"
+    cluster.down()
+    cluster.down()  # safe to call twice
+    assert fakes.commands(user_kubeconfig)[-1:] == ["kubectl delete namespace mic-baseline mic-mesh --wait=false"]
+    assert fakes.commands(user_kubeconfig).count("kubectl delete namespace mic-baseline mic-mesh --wait=false") == 1
+
+
+def test_kubeconfig_backend_with_allow_mesh_install(fakes: Fakes, user_kubeconfig: Path) -> None:
+    cluster = fakes.cluster(
+        "1.10.6",
+        backend="kubeconfig",
+        kubeconfig=str(user_kubeconfig),
+        echo_image="registry.example/echo:1",
+        allow_mesh_install=True,
+    )
+    cluster.up(World(IpFamily.IPV4).manifests())
+    cluster.set_inbound_mode("legacy")
+    cluster.down()
+    cluster.down()  # safe to call twice: the mesh is back in its default mode, the namespaces are gone
+    assert fakes.commands(user_kubeconfig) == [
+        "kubectl version",
+        release_install("1.10.6"),
+        WAIT_ISTIOD,
+        "kubectl apply -f -",
+        *WAIT_WORKLOADS,
+        release_install("1.10.6", "legacy-pilot-env.yaml"),
+        *RESTART_MESH,
+        "kubectl delete namespace mic-baseline mic-mesh --wait=false",
+        release_install("1.10.6"),
+        WAIT_ISTIOD,
+    ]
+
+
+def test_kubeconfig_backend_needs_an_echo_image(fakes: Fakes, user_kubeconfig: Path) -> None:
+    cluster = fakes.cluster("1.10.6", backend="kubeconfig", kubeconfig=str(user_kubeconfig))
+    with pytest.raises(BackendError) as raised:
+        cluster.up(World(IpFamily.IPV4).manifests())
+    assert str(raised.value) == "--backend kubeconfig needs --echo-image (an echo image the cluster can pull)"
+    assert fakes.commands(user_kubeconfig) == ["kubectl version"]
+
+
+# --- families, readiness, injection, failures -----------------------------------------------------------------------
+
+
+def test_ipv6_cluster_and_pod_addresses(fakes: Fakes) -> None:
+    fakes.env["FAKE_FAMILY"] = "ipv6"
+    cluster = fakes.cluster("1.10.6", family="ipv6")
+    cluster.up(World(IpFamily.IPV6).manifests())
+    assert fakes.commands()[1] == f"kind create cluster --name mic --image {NODE_1_20} --config {CREATE_V6}"
+    assert "ipFamily: ipv6" in fakes.state()["clusters"][0]["config"]
+    (applied,) = fakes.stdin_of("kubectl --kubeconfig")
+    assert list(yaml.safe_load_all(applied)) == manifests_with_echo_image(IpFamily.IPV6)
+    assert cluster.pod_ip(PodRef("mic-baseline", "echo")) == "fd00:10:244::a"
+    assert cluster.pod_ip(PodRef("mic-mesh", "client")) == "fd00:10:244::10"
+    assert cluster.service_ip("mic-mesh", "echo-none") == "fd00:10:96::b"
+
+
+def test_a_pod_without_an_ip_of_the_family_is_not_ready(fakes: Fakes) -> None:
+    fakes.env["FAKE_FAMILY"] = "ipv4"  # the cluster gives IPv4 only, the run wants IPv6
+    # NotReady is what the readiness loop retries until pod_ready runs out; a pod_ready shorter than its 1 s pause
+    # ends the loop after the first attempt, so the test does not wait.
+    cluster = fakes.cluster("1.10.6", family="ipv6", timeouts=TimeoutConfig(pod_ready=0.01))
+    with pytest.raises(NotReady) as raised:
+        cluster.up(World(IpFamily.IPV6).manifests())
+    assert str(raised.value) == "echo.mic-baseline: no ipv6 pod IP yet"
+    assert fakes.commands()[-1] == "kubectl -n mic-baseline get pods -o json"
+
+
+def test_missing_sidecar_injection_stops_at_once_naming_the_namespace(fakes: Fakes) -> None:
+    fakes.env["FAKE_NO_INJECTION"] = "1"
+    cluster = fakes.cluster("1.10.6")
+    with pytest.raises(BackendError) as raised:
+        cluster.up(World(IpFamily.IPV4).manifests())
+    assert str(raised.value) == (
+        "echo-none.mic-mesh: no istio-proxy container: sidecar injection did not happen in mic-mesh"
+    )
+    assert not isinstance(raised.value, NotReady)  # not retried until the readiness timeout
+    assert fakes.commands().count("kubectl -n mic-mesh get pods -o json") == 1
+
+
+def test_a_failing_command_is_one_line_with_command_status_and_stderr_tail(fakes: Fakes) -> None:
+    fakes.env["FAKE_FAIL"] = "istioctl install"
+    fakes.env["FAKE_FAIL_STDERR"] = (
+        "- Processing resources for Istiod.\n"
+        "✘ Istiod encountered an error: failed to wait for resource: resources not ready after 10m0s: "
+        "timed out waiting for the condition\n"
+        "  Deployment/istio-system/istiod (containers with unready status: [discovery])\n"
+        "✘ Installation incomplete\n"
+        "Error: failed to install manifests: errors occurred during operation"
+    )
+    fakes.env["FAKE_FAIL_EXIT"] = "1"
+    cluster = fakes.cluster("1.10.6")
+    with pytest.raises(CommandError) as raised:
+        cluster.up(World(IpFamily.IPV4).manifests())
+    message = str(raised.value).replace(str(REPO), "<repo>").replace(str(fakes.root), "<tmp>")
+    assert "\n" not in message
+    assert message == (
+        "install Istio 1.10.6 (passthrough): `<tmp>/bin/istioctl install -y -f <repo>/fixtures/mesh/base.yaml "
+        "--set hub=docker.io/istio --set tag=1.10.6 --readiness-timeout 600s --kubeconfig <tmp>/work/kubeconfig` "
+        "exited 1: Deployment/istio-system/istiod (containers with unready status: [discovery]) | "
+        "✘ Installation incomplete | Error: failed to install manifests: errors occurred during operation"
+    )
+
+
+def test_a_missing_tool_is_one_line(fakes: Fakes) -> None:
+    cluster = KubeCluster(
+        "kind",
+        "ipv4",
+        {"istio_version": "1.10.6"},
+        TimeoutConfig(),
+        runner=Runner(env=fakes.env),
+        tools=Tools(str(fakes.root / "no-kind"), "kubectl", "istioctl", "istioctl"),
+        work_dir=fakes.work,
+    )
+    with pytest.raises(CommandError) as raised:
+        cluster.up(World(IpFamily.IPV4).manifests())
+    assert str(raised.value) == f"list kind clusters: {fakes.root}/no-kind not found"
+
+
+# --- probes, request records, precheck, diagnostics on one running cluster ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Fakes, KubeCluster]]:
+    """Istio 1.10.6 on a fake kind cluster, up once for the tests below (each starts with an empty log)."""
+    fakes = Fakes(tmp_path_factory.mktemp("running"))
+    cluster = fakes.cluster("1.10.6")
+    cluster.up(World(IpFamily.IPV4).manifests())
+    yield fakes, cluster
+    cluster.down()
+
+
+@pytest.fixture
+def live(running: tuple[Fakes, KubeCluster]) -> Iterator[tuple[Fakes, KubeCluster]]:
+    fakes, cluster = running
+    fakes.clear()
+    saved = dict(fakes.env)
+    yield fakes, cluster
+    fakes.env.clear()
+    fakes.env.update(saved)
+
+
+def test_probes_run_one_exec_per_source_and_come_back_in_request_order(live: tuple[Fakes, KubeCluster]) -> None:
+    fakes, cluster = live
+    plain, meshed = PodRef("mic-baseline", "client"), PodRef("mic-mesh", "client")
+    requests = [
+        ProbeRequest(plain, "http", "10.244.0.12", 8083, "r1"),
+        ProbeRequest(meshed, "tcp", "10.96.0.11", 9083, "r2"),
+        ProbeRequest(plain, "tcp", "10.244.0.10", 9083, "r3"),
+    ]
+    results = cluster.probe(requests, timeout=2.0)
+    assert results == [
+        {
+            "target": {"protocol": "http", "address": "10.244.0.12", "port": 8083, "request_id": "r1"},
+            "outcome": "ok",
+            "status": 200,
+            "peer": "10.244.0.11",
+            "pod": "echo-none-5d9c8b7f6-7ml2z",
+            "latency_ms": 1.25,
+            "detail": "",
+        },
+        {
+            "target": {"protocol": "tcp", "address": "10.96.0.11", "port": 9083, "request_id": "r2"},
+            "outcome": "ok",
+            "status": None,
+            "peer": "10.244.0.16",
+            "pod": "echo-none-5d9c8b7f6-7ml2z",
+            "latency_ms": 1.25,
+            "detail": "",
+        },
+        {
+            "target": {"protocol": "tcp", "address": "10.244.0.10", "port": 9083, "request_id": "r3"},
+            "outcome": "ok",
+            "status": None,
+            "peer": "10.244.0.11",
+            "pod": "echo-5d9c8b7f6-s77h6",
+            "latency_ms": 1.25,
+            "detail": "",
+        },
+    ]
+    # Started side by side, so the fake may log them in either order.
+    assert sorted(fakes.commands()) == [
+        "kubectl -n mic-baseline exec -i client-5d9c8b7f6-wdrvc -c echo -- python3 /app/echo.py probe --stdin",
+        "kubectl -n mic-mesh exec -i client-5d9c8b7f6-5s2b6 -c echo -- python3 /app/echo.py probe --stdin",
+    ]
+    assert {json.dumps(json.loads(b), sort_keys=True) for b in fakes.stdin_of("kubectl")} == {
+        json.dumps(
+            {
+                "timeout": 2.0,
+                "targets": [
+                    {"protocol": "http", "address": "10.244.0.12", "port": 8083, "request_id": "r1"},
+                    {"protocol": "tcp", "address": "10.244.0.10", "port": 9083, "request_id": "r3"},
+                ],
+            },
+            sort_keys=True,
+        ),
+        json.dumps(
+            {
+                "timeout": 2.0,
+                "targets": [{"protocol": "tcp", "address": "10.96.0.11", "port": 9083, "request_id": "r2"}],
+            },
+            sort_keys=True,
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "output", ["Traceback (most recent call last):\n  ...\n", '{"results": []}\n', '{"error": "bad batch"}\n']
+)
+def test_a_broken_probe_answer_is_a_backend_error(live: tuple[Fakes, KubeCluster], output: str) -> None:
+    fakes, cluster = live
+    fakes.env["FAKE_PROBE_OUTPUT"] = output
+    with pytest.raises(BackendError) as raised:
+        cluster.probe([ProbeRequest(PodRef("mic-mesh", "client"), "http", "10.244.0.12", 8083, "r1")], timeout=2.0)
+    assert str(raised.value).startswith(
+        "probe from client.mic-mesh: expected the echo program's results for 1 targets, got "
+    )
+    assert "\n" not in str(raised.value)
+
+
+def test_a_failing_probe_exec_is_a_command_error(live: tuple[Fakes, KubeCluster]) -> None:
+    fakes, cluster = live
+    fakes.env["FAKE_FAIL"] = "probe --stdin"
+    fakes.env["FAKE_FAIL_STDERR"] = 'error: unable to upgrade connection: container not found ("echo")'
+    with pytest.raises(CommandError) as raised:
+        cluster.probe([ProbeRequest(PodRef("mic-mesh", "client"), "http", "10.244.0.12", 8083, "r1")], timeout=2.0)
+    assert str(raised.value).startswith("probe from client.mic-mesh: `")
+    assert str(raised.value).endswith('exited 1: error: unable to upgrade connection: container not found ("echo")')
+
+
+def test_request_record_through_the_pod_proxy_in_batches_of_100(live: tuple[Fakes, KubeCluster]) -> None:
+    fakes, cluster = live
+    ids = [f"id{i}" for i in range(150)]
+    assert cluster.request_record(PodRef("mic-mesh", "echo-none"), ids) == []
+    path = "kubectl get --raw /api/v1/namespaces/mic-mesh/pods/echo-none-5d9c8b7f6-7ml2z:19000/proxy/requests?"
+    assert fakes.commands() == [
+        path + "&".join(f"id=id{i}" for i in range(100)),
+        path + "&".join(f"id=id{i}" for i in range(100, 150)),
+    ]
+
+
+@pytest.mark.parametrize("capture", ["1.10-findings", "1.12-findings"])
+def test_precheck_agrees_with_the_suite_s_checker(live: tuple[Fakes, KubeCluster], capture: str) -> None:
+    fakes, cluster = live
+    fakes.env["FAKE_PRECHECK_DIR"] = str(PRECHECK_DATA / capture)
+    run = cluster.precheck("mic-mesh")
+    assert fakes.commands() == ["istioctl x precheck", *CROSS_CHECK]
+    assert run.exit_code == 1
+    assert run.findings == CHECKER_FINDINGS
+    assert run.warnings == []
+
+
+def test_precheck_finding_the_checker_lacks_is_a_disagreement(live: tuple[Fakes, KubeCluster]) -> None:
+    fakes, cluster = live
+    fakes.env["FAKE_PRECHECK_DIR"] = str(PRECHECK_DATA / "1.10-extra-finding")
+    run = cluster.precheck("mic-mesh")
+    assert run.findings == sorted([*CHECKER_FINDINGS, Finding("mic-mesh", "echo-unlisted-5d9c8b7f6-45czv", 7070)])
+    assert run.warnings == [
+        "istioctl and the suite's checker disagree: only istioctl "
+        "[('mic-mesh', 'echo-unlisted-5d9c8b7f6-45czv', 7070)], only the checker []"
+    ]
+
+
+def test_precheck_that_finds_nothing_disagrees_with_the_checker(live: tuple[Fakes, KubeCluster]) -> None:
+    _, cluster = live  # no FAKE_PRECHECK_DIR: "No issues found" (as istioctl >= 1.21, which lost the check)
+    run = cluster.precheck("mic-mesh")
+    assert (run.exit_code, run.findings) == (0, [])
+    assert run.warnings == [
+        "istioctl and the suite's checker disagree: only istioctl [], only the checker "
+        "[('mic-mesh', 'echo-instance-5d9c8b7f6-mc4z2', 8081), ('mic-mesh', 'echo-instance-5d9c8b7f6-mc4z2', 9081), "
+        "('mic-mesh', 'echo-localhost-5d9c8b7f6-9wsgv', 8081), ('mic-mesh', 'echo-localhost-5d9c8b7f6-9wsgv', 9081), "
+        "('mic-mesh', 'echo-none-5d9c8b7f6-7ml2z', 8081), ('mic-mesh', 'echo-none-5d9c8b7f6-7ml2z', 9081)]"
+    ]
+
+
+def test_precheck_that_checked_nothing_says_so(live: tuple[Fakes, KubeCluster]) -> None:
+    fakes, cluster = live
+    fakes.env["FAKE_PRECHECK_DIR"] = str(PRECHECK_DATA / "checked-nothing")
+    run = cluster.precheck("mic-mesh")
+    failure = (
+        "failed to get config dump:  failure running port forward process: "
+        "unable to listen on any of the requested ports: [{15000 15000}]"
+    )
+    assert run.warnings[:5] == [failure] * 5
+    assert run.warnings[5].startswith("istioctl and the suite's checker disagree: only istioctl [], only the checker")
+    assert len(run.warnings) == 6
+
+
+def test_precheck_cross_check_skipped_when_ss_fails(live: tuple[Fakes, KubeCluster]) -> None:
+    fakes, cluster = live
+    fakes.env["FAKE_PRECHECK_DIR"] = str(PRECHECK_DATA / "1.10-findings")
+    fakes.env["FAKE_FAIL"] = "ss -ltnH"
+    fakes.env["FAKE_FAIL_STDERR"] = 'OCI runtime exec failed: exec: "ss": executable file not found in $PATH'
+    run = cluster.precheck("mic-mesh")
+    skipped = [
+        f"cross-check skipped for {app}.mic-mesh: could not read its listeners or clusters"
+        for app in ("echo-none", "echo-localhost", "echo-instance", "echo-unlisted")
+    ]
+    assert run.warnings[:4] == skipped
+    # With nothing to compare, every istioctl finding is "only istioctl".
+    assert run.warnings[4].startswith("istioctl and the suite's checker disagree: only istioctl [('mic-mesh', ")
+
+
+def test_diagnostics_collect_describe_logs_proxy_config_events_and_kind_logs(live: tuple[Fakes, KubeCluster]) -> None:
+    fakes, cluster = live
+    out = cluster.diagnostics([PodRef("mic-mesh", "echo-none"), PodRef("mic-baseline", "echo")])
+    assert list(out) == [
+        "mic-baseline get all",
+        "mic-baseline events",
+        "mic-mesh get all",
+        "mic-mesh events",
+        "echo-none.mic-mesh describe",
+        "echo-none.mic-mesh log echo",
+        "echo-none.mic-mesh log istio-init",
+        "echo-none.mic-mesh log istio-proxy",
+        "echo-none.mic-mesh proxy-config listeners",
+        "echo-none.mic-mesh proxy-config clusters",
+        "echo.mic-baseline describe",
+        "echo.mic-baseline log echo",
+        "kind export logs",
+    ]
+    assert fakes.commands() == [
+        "kubectl -n mic-baseline get all,sidecars -o wide",
+        "kubectl -n mic-baseline get events --sort-by=.lastTimestamp",
+        "kubectl -n mic-mesh get all,sidecars -o wide",
+        "kubectl -n mic-mesh get events --sort-by=.lastTimestamp",
+        "kubectl -n mic-mesh describe pod echo-none-5d9c8b7f6-7ml2z",
+        "kubectl -n mic-mesh logs echo-none-5d9c8b7f6-7ml2z -c echo --tail=200",
+        "kubectl -n mic-mesh logs echo-none-5d9c8b7f6-7ml2z -c istio-init --tail=200",
+        "kubectl -n mic-mesh logs echo-none-5d9c8b7f6-7ml2z -c istio-proxy --tail=200",
+        "istioctl proxy-config listeners echo-none-5d9c8b7f6-7ml2z.mic-mesh",
+        "istioctl proxy-config clusters echo-none-5d9c8b7f6-7ml2z.mic-mesh",
+        "kubectl -n mic-baseline describe pod echo-5d9c8b7f6-s77h6",
+        "kubectl -n mic-baseline logs echo-5d9c8b7f6-s77h6 -c echo --tail=200",
+        "kind export logs <work>/kind-logs --name mic",
+    ]
+    assert out["echo-none.mic-mesh describe"].startswith("Name:         echo-none-5d9c8b7f6-7ml2z")
+    assert out["echo-none.mic-mesh log istio-proxy"] == "istio-proxy: started"
+    assert "PassthroughCluster" in out["echo-none.mic-mesh proxy-config listeners"]
+    assert "pod/echo-5d9c8b7f6-s77h6" in out["mic-baseline get all"]
+    assert f"{fakes.work}/kind-logs" in out["kind export logs"]
+    assert (fakes.work / "kind-logs" / "mic-control-plane" / "kubelet.log").is_file()
+
+
+def test_diagnostics_keep_going_when_a_command_fails(live: tuple[Fakes, KubeCluster]) -> None:
+    fakes, cluster = live
+    fakes.env["FAKE_FAIL"] = "describe pod"
+    fakes.env["FAKE_FAIL_STDERR"] = "Error from server (Forbidden): pods is forbidden"
+    out = cluster.diagnostics([PodRef("mic-mesh", "client")])
+    assert out["client.mic-mesh describe"] == "Error from server (Forbidden): pods is forbidden"
+    assert out["client.mic-mesh log istio-proxy"] == "istio-proxy: started"
+
+
+# --- the fakes themselves -------------------------------------------------------------------------------------------
+
+
+def _fakebin() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("fakebin", FAKEBIN)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("family", list(IpFamily))
+def test_the_fake_kubectl_reads_yaml_as_pyyaml_does(family: IpFamily) -> None:
+    text = yaml.safe_dump_all(manifests_with_echo_image(family), sort_keys=False)
+    assert _fakebin().load_yaml_stream(text) == list(yaml.safe_load_all(text))
+
+
+def test_the_fakes_reject_commands_they_do_not_know(fakes: Fakes) -> None:
+    (fakes.root / "kc").write_text("")
+    result = subprocess.run(
+        [fakes.bin / "kubectl", "--kubeconfig", fakes.root / "kc", "cordon", "node"],
+        capture_output=True,
+        text=True,
+        env=fakes.env,
+        check=False,
+    )
+    assert (result.returncode, result.stderr) == (
+        1,
+        "fakebin: unknown kubectl command: --kubeconfig " + f"{fakes.root}/kc cordon node\n",
+    )
+    assert fakes.entries() == [{"tool": "kubectl", "argv": ["--kubeconfig", f"{fakes.root}/kc", "cordon", "node"]}]
+
+
+@pytest.mark.parametrize(("printed", "version"), [("1.10.6", "1.10.6"), ("client version: 1.21.6", "1.21.6")])
+def test_the_fake_istioctl_reports_its_version_as_tool_resolution_reads_it(
+    fakes: Fakes, monkeypatch: pytest.MonkeyPatch, printed: str, version: str
+) -> None:
+    """1.9/1.10 print the bare version, newer releases `client version: X` (tools.istioctl_version reads both)."""
+    for key, value in {**fakes.env, "FAKE_ISTIOCTL_VERSION": printed}.items():
+        monkeypatch.setenv(key, value)
+    assert toolbox.istioctl_version(fakes.bin / "istioctl") == version
+    assert fakes.commands() == ["istioctl version --remote=false"]
+
+
+# --- istioctl x precheck outputs, parsed --------------------------------------------------------------------------
+
+
+def read_capture(name: str) -> tuple[str, str, int]:
+    base = PRECHECK_DATA / name
+    return (base / "stdout.txt").read_text(), (base / "stderr.txt").read_text(), int((base / "exit_code").read_text())
+
+
+@pytest.mark.parametrize("name", ["1.10-findings", "1.12-findings"])
+def test_parse_istioctl_findings_in_both_origin_styles(name: str) -> None:
+    run = parse_istioctl(*read_capture(name))
+    assert (run.tool, run.exit_code) == ("istioctl", 1)
+    assert run.findings == CHECKER_FINDINGS
+    assert all(f.code == "IST0143" and f.level == "Error" for f in run.findings)
+    assert run.warnings == []
+
+
+def test_parse_istioctl_no_issues() -> None:
+    run = parse_istioctl(*read_capture("no-issues"))
+    assert (run.exit_code, run.findings, run.warnings) == (0, [], [])
+
+
+def test_parse_istioctl_exit_0_having_checked_nothing() -> None:
+    run = parse_istioctl(*read_capture("checked-nothing"))
+    assert (run.exit_code, run.findings) == (0, [])
+    assert (
+        run.warnings
+        == [
+            "failed to get config dump:  failure running port forward process: "
+            "unable to listen on any of the requested ports: [{15000 15000}]"
+        ]
+        * 5
+    )
+
+
+def test_parse_istioctl_control_plane_only() -> None:
+    run = parse_istioctl(*read_capture("control-plane-only"))
+    assert (run.exit_code, run.findings) == (1, [])
+    assert run.warnings == ["istioctl reported issues that are not IST0143 (control-plane checks?)"]

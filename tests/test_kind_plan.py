@@ -1,0 +1,458 @@
+"""`--plan`: the kind/kubeconfig backends' whole command sequence, printed without running or creating anything.
+
+Each plan runs `pytest --pyargs conformance.suite ... --plan` in a subprocess whose PATH holds no kind, kubectl,
+istioctl or docker, whose cache (XDG_CACHE_HOME), home and temporary directory (TMPDIR, the child's
+`tempfile.gettempdir()`) are fresh directories, and whose working directory is empty. All runs start together
+(they take ~0.4 s each and are independent) and each test then reads its own.
+
+Plans print tool paths under the cache, the kubeconfig under the temporary directory and fixtures under the
+repository: they are shown here as `<cache>`, `<tmp>` and `<repo>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conformance.spec.dimensions import IpFamily
+from conformance.world import World
+
+REPO = Path(__file__).resolve().parents[1]
+ECHO_IMAGE = (
+    "localhost/mesh-inbound-conformance/echo:"
+    + hashlib.sha256((REPO / "workloads" / "echo" / "echo.py").read_bytes()).hexdigest()[:12]
+)
+NODE_1_20 = "kindest/node:v1.20.15@sha256:a32bf55309294120616886b5338f95dd98a2f7231519c7dedcec32ba29699394"
+NODE_1_29 = "kindest/node:v1.29.14@sha256:8703bd94ee24e51b778d5556ae310c6c0fa67d761fae6379c8e0bb480e6fea29"
+NODE_1_36 = "kindest/node:v1.36.1@sha256:3489c7674813ba5d8b1a9977baea8a6e553784dab7b84759d1014dbd78f7ebd5"
+KC = "--kubeconfig <tmp>/mic-kind-mic/kubeconfig"
+TOOLS = "<cache>/mesh-inbound-conformance/tools"
+CUSTOM_HUB, CUSTOM_TAG = "ghcr.io/example/istio", "1.31.1-dev.7"
+
+# Every manifest the backend applies, in order (the same for both families), as (kind, namespace/name).
+APPLIED = [
+    ("Namespace", "mic-baseline"),
+    ("Namespace", "mic-mesh"),
+    ("Deployment", "mic-baseline/echo"),
+    ("Service", "mic-baseline/echo"),
+    ("Deployment", "mic-baseline/client"),
+    ("Deployment", "mic-mesh/echo-none"),
+    ("Service", "mic-mesh/echo-none"),
+    ("Deployment", "mic-mesh/echo-localhost"),
+    ("Service", "mic-mesh/echo-localhost"),
+    ("Sidecar", "mic-mesh/echo-localhost"),
+    ("Deployment", "mic-mesh/echo-instance"),
+    ("Service", "mic-mesh/echo-instance"),
+    ("Sidecar", "mic-mesh/echo-instance"),
+    ("Deployment", "mic-mesh/echo-unlisted"),
+    ("Service", "mic-mesh/echo-unlisted"),
+    ("Sidecar", "mic-mesh/echo-unlisted"),
+    ("Deployment", "mic-mesh/client"),
+]
+
+CASES: dict[str, tuple[str, ...]] = {
+    "1.9.9": ("--backend", "kind", "--istio-version", "1.9.9"),
+    "1.10.6": ("--backend", "kind", "--istio-version", "1.10.6"),
+    "1.21.6": ("--backend", "kind", "--istio-version", "1.21.6"),
+    "1.31.1": ("--backend", "kind", "--istio-version", "1.31.1"),
+    "1.10.6-ipv6": ("--backend", "kind", "--istio-version", "1.10.6", "--ip-family", "ipv6"),
+    "custom": (
+        "--backend",
+        "kind",
+        "--istio-version",
+        "1.31.1",
+        "--istio-hub",
+        CUSTOM_HUB,
+        "--istio-tag",
+        CUSTOM_TAG,
+        "--install-values",
+        "{values}",
+        "--load-image",
+        f"{CUSTOM_HUB}/pilot:{CUSTOM_TAG}",
+        "--load-image",
+        f"{CUSTOM_HUB}/proxyv2:{CUSTOM_TAG}",
+    ),
+    "kubeconfig": (
+        "--backend",
+        "kubeconfig",
+        "--kubeconfig",
+        "{kubeconfig}",
+        "--allow-mesh-install",
+        "--echo-image",
+        "registry.example/echo:1",
+        "--istio-version",
+        "1.10.6",
+    ),
+    "emulated-plan": ("--backend", "emulated", "--plan"),
+    "no-istio-version": ("--backend", "kind"),
+    "no-matrix-row": ("--backend", "kind", "--istio-version", "1.22.0"),
+}
+
+
+@dataclass
+class Plan:
+    returncode: int
+    stdout: str
+    stderr: str
+    root: Path
+    created: list[str]
+
+    def normalized(self) -> str:
+        return (
+            self.stdout.replace(str(self.root / "cache"), "<cache>")
+            .replace(str(self.root / "tmp"), "<tmp>")
+            .replace(str(self.root), "<root>")
+            .replace(str(REPO), "<repo>")
+        )
+
+    @property
+    def commands(self) -> list[str]:
+        return [line[2:] for line in self.normalized().splitlines() if line.startswith("$ ")]
+
+    @property
+    def notes(self) -> list[str]:
+        return [line[6:] for line in self.normalized().splitlines() if line.startswith("# --- ")]
+
+    @property
+    def manifests(self) -> list[str]:
+        """Each `# stdin:` block, dedented."""
+        blocks: list[list[str]] = []
+        current: list[str] | None = None
+        for line in self.stdout.splitlines():
+            if line == "# stdin:":
+                current = []
+                blocks.append(current)
+            elif current is not None and line.startswith("    "):
+                current.append(line)
+            else:
+                current = None
+        return [textwrap.dedent("\n".join(block)) for block in blocks]
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.fixture(scope="module")
+def plans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Plan]:
+    started = {}
+    for name, args in CASES.items():
+        root = tmp_path_factory.mktemp(f"plan-{name}")
+        for sub in ("bin", "home", "tmp", "run"):
+            (root / sub).mkdir()
+        (root / "values.yaml").write_text(
+            "spec:\n  values:\n    global:\n      logging:\n        level: default:debug\n"
+        )
+        (root / "kubeconfig").write_text("apiVersion: v1\nkind: Config\n")
+        argv = [a.format(values=root / "values.yaml", kubeconfig=root / "kubeconfig") for a in args]
+        if name not in ("emulated-plan",):
+            argv.append("--plan")
+        env = {
+            "PATH": str(root / "bin"),  # empty: no kind, kubectl, istioctl or docker to find
+            "HOME": str(root / "home"),
+            "TMPDIR": str(root / "tmp"),
+            "XDG_CACHE_HOME": str(root / "cache"),
+            "PYTHONPATH": str(REPO),
+            "LANG": "C.UTF-8",
+        }
+        before = {sub: _tree(root / sub) for sub in ("home", "tmp", "run")}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--pyargs", "conformance.suite", *argv],
+            cwd=root / "run",
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        started[name] = (proc, root, before)
+    done = {}
+    for name, (proc, root, before) in started.items():
+        out, err = proc.communicate(timeout=120)
+        created = [f"{sub}/{p}" for sub in ("home", "tmp", "run") for p in _tree(root / sub) if p not in before[sub]]
+        if (root / "cache").exists():
+            created += [f"cache/{p}" for p in ["", *_tree(root / "cache")]]
+        done[name] = Plan(proc.returncode, out, err, root, created)
+    return done
+
+
+def in_order(commands: Sequence[str], expected: Sequence[str]) -> None:
+    """`expected` appear in `commands` in this order (other commands may come between them)."""
+    at = 0
+    for want in expected:
+        try:
+            at = commands.index(want, at) + 1
+        except ValueError:
+            later = want in commands
+            pytest.fail(f"{'out of order' if later else 'missing'}: {want!r}\nplan commands:\n" + "\n".join(commands))
+
+
+def tools(kind: str, kubectl: str, istioctl: str) -> tuple[str, str, str]:
+    return (
+        f"{TOOLS}/kind/{kind}/kind",
+        f"{TOOLS}/kubectl/{kubectl}/kubectl {KC}",
+        f"{TOOLS}/istioctl/{istioctl}/istioctl",
+    )
+
+
+def workloads(kubectl: str) -> list[str]:
+    return [
+        f"{kubectl} apply -f -",
+        f"{kubectl} -n mic-baseline rollout status deploy/echo --timeout=120s",
+        f"{kubectl} -n mic-mesh rollout status deploy/client --timeout=120s",
+        f"{kubectl} -n mic-mesh get services -o json",
+        f"{kubectl} -n mic-baseline exec -i client-plan -c echo -- python3 /app/echo.py probe --stdin",
+        f"{kubectl} -n mic-mesh exec -i client-plan -c echo -- python3 /app/echo.py probe --stdin",
+        f"{kubectl} get --raw "
+        "'/api/v1/namespaces/mic-mesh/pods/echo-none-plan:19000/proxy/requests?id=plan-client-mic-baseline'",
+    ]
+
+
+def switch(kubectl: str) -> list[str]:
+    """After a re-install: wait for istiod, restart the injected namespace's workloads, wait for them."""
+    return [
+        f"{kubectl} -n istio-system rollout status deploy/istiod --timeout=120s",
+        f"{kubectl} -n mic-mesh rollout restart deploy",
+        f"{kubectl} -n mic-baseline rollout status deploy/echo --timeout=120s",
+        f"{kubectl} -n mic-mesh rollout status deploy/client --timeout=120s",
+    ]
+
+
+def install(istioctl: str, version: str, *overlays: str) -> str:
+    files = "".join(f" -f <repo>/fixtures/mesh/{o}" for o in ("base.yaml", *overlays))
+    return f"{istioctl} install -y{files} --set hub=docker.io/istio --set tag={version} --readiness-timeout 600s {KC}"
+
+
+def create(kind: str, node: str, family: str = "ipv4") -> list[str]:
+    return [
+        f"{kind} get clusters",
+        f"{kind} create cluster --name mic --image {node} --config <repo>/fixtures/kind/{family}.yaml {KC} --wait 600s",
+        f"docker build --tag {ECHO_IMAGE} <repo>/workloads/echo",
+        f"{kind} load docker-image {ECHO_IMAGE} --name mic",
+    ]
+
+
+def precheck_commands(plan: Plan) -> list[str]:
+    return [c for c in plan.commands if " x precheck " in c]
+
+
+# --- the matrix rows ------------------------------------------------------------------------------------------------
+
+
+def test_plan_1_9_is_legacy_only_and_prechecks_with_istioctl_1_10(plans: dict[str, Plan]) -> None:
+    plan = plans["1.9.9"]
+    assert (plan.returncode, plan.stderr.strip()) == (0, "Exit: --plan: printed the plan; nothing was run")
+    kind, kubectl, istioctl = tools("v0.17.0", "v1.20.15", "1.9.9")
+    in_order(
+        plan.commands,
+        [
+            *create(kind, NODE_1_20),
+            install(istioctl, "1.9.9"),
+            f"{kubectl} -n istio-system rollout status deploy/istiod --timeout=120s",
+            *workloads(kubectl),
+            f"{TOOLS}/istioctl/1.10.6/istioctl x precheck {KC}",
+            f"{kubectl} -n mic-mesh exec echo-none-plan -c istio-proxy -- ss -ltnH",
+            f"{kind} delete cluster --name mic",
+        ],
+    )
+    assert precheck_commands(plan) == [f"{TOOLS}/istioctl/1.10.6/istioctl x precheck {KC}"]
+    assert not [c for c in plan.commands if "legacy-" in c or "rollout restart" in c]
+    assert plan.notes[0] == "kind backend: Istio 1.9.9 (release), ipv4, matrix row istio-1.9-legacy"
+
+
+def test_plan_1_10_switches_with_the_pilot_env_and_prechecks_each_profile(plans: dict[str, Plan]) -> None:
+    plan = plans["1.10.6"]
+    assert plan.returncode == 0
+    kind, kubectl, istioctl = tools("v0.17.0", "v1.20.15", "1.10.6")
+    precheck = f"{istioctl} x precheck {KC}"
+    in_order(
+        plan.commands,
+        [
+            *create(kind, NODE_1_20),
+            install(istioctl, "1.10.6"),
+            *workloads(kubectl),
+            precheck,  # passthrough, the default
+            install(istioctl, "1.10.6", "legacy-pilot-env.yaml"),
+            *switch(kubectl),
+            precheck,  # legacy
+            install(istioctl, "1.10.6"),  # LegacySwitchRoundTrip's way back
+            *switch(kubectl),
+            f"{kind} delete cluster --name mic",
+        ],
+    )
+    assert len(precheck_commands(plan)) == 2
+    assert len([c for c in plan.commands if " install " in c]) == 3
+
+
+def test_plan_1_21_has_no_switch_and_no_precheck(plans: dict[str, Plan]) -> None:
+    plan = plans["1.21.6"]
+    assert plan.returncode == 0
+    kind, kubectl, istioctl = tools("v0.27.0", "v1.29.14", "1.21.6")
+    in_order(
+        plan.commands,
+        [
+            *create(kind, NODE_1_29),
+            install(istioctl, "1.21.6"),
+            *workloads(kubectl),
+            f"{kind} delete cluster --name mic",
+        ],
+    )
+    assert precheck_commands(plan) == []  # istioctl >= 1.21 has no localhost check
+    assert not [c for c in plan.commands if "legacy-" in c or "rollout restart" in c]
+    assert len([c for c in plan.commands if " install " in c]) == 1
+
+
+def test_plan_1_31_switches_with_the_mesh_config(plans: dict[str, Plan]) -> None:
+    plan = plans["1.31.1"]
+    assert plan.returncode == 0
+    kind, kubectl, istioctl = tools("v0.32.0", "v1.36.1", "1.31.1")
+    in_order(
+        plan.commands,
+        [
+            *create(kind, NODE_1_36),
+            install(istioctl, "1.31.1"),
+            *workloads(kubectl),
+            install(istioctl, "1.31.1", "legacy-mesh-config.yaml"),
+            *switch(kubectl),
+            install(istioctl, "1.31.1"),
+            *switch(kubectl),
+            f"{kind} delete cluster --name mic",
+        ],
+    )
+    assert precheck_commands(plan) == []
+    assert not [c for c in plan.commands if "legacy-pilot-env" in c]
+
+
+def test_plan_ipv6_uses_the_ipv6_kind_config_and_ipv6_manifests(plans: dict[str, Plan]) -> None:
+    plan = plans["1.10.6-ipv6"]
+    assert plan.returncode == 0
+    kind, kubectl, istioctl = tools("v0.17.0", "v1.20.15", "1.10.6")
+    in_order(plan.commands, [*create(kind, NODE_1_20, "ipv6"), install(istioctl, "1.10.6"), *workloads(kubectl)])
+    (manifest,) = plan.manifests
+    sidecar = next(d for d in yaml.safe_load_all(manifest) if d["kind"] == "Sidecar")
+    assert sidecar["spec"]["ingress"][0]["defaultEndpoint"] == "[::1]:8081"
+
+
+def test_plan_custom_build(plans: dict[str, Plan]) -> None:
+    plan = plans["custom"]
+    assert plan.returncode == 0
+    kind, kubectl, istioctl = tools("v0.32.0", "v1.36.1", "1.31.1")
+    custom = (
+        f"--set hub={CUSTOM_HUB} --set tag={CUSTOM_TAG} --set values.global.imagePullPolicy=IfNotPresent "
+        f"--readiness-timeout 600s {KC}"
+    )
+    in_order(
+        plan.commands,
+        [
+            *create(kind, NODE_1_36),
+            f"{kind} load docker-image {CUSTOM_HUB}/pilot:{CUSTOM_TAG} --name mic",
+            f"{kind} load docker-image {CUSTOM_HUB}/proxyv2:{CUSTOM_TAG} --name mic",
+            f"{istioctl} install -y -f <repo>/fixtures/mesh/base.yaml -f <root>/values.yaml {custom}",
+            *workloads(kubectl),
+            f"{istioctl} install -y -f <repo>/fixtures/mesh/base.yaml -f <repo>/fixtures/mesh/legacy-mesh-config.yaml "
+            f"-f <root>/values.yaml {custom}",
+            *switch(kubectl),
+            f"{kind} delete cluster --name mic",
+        ],
+    )
+    assert plan.notes[0] == (
+        f"kind backend: Istio 1.31.1 (custom build {CUSTOM_HUB}:{CUSTOM_TAG}), ipv4, matrix row istio-current"
+    )
+
+
+def test_plan_kubeconfig_backend_runs_no_kind_and_no_docker(plans: dict[str, Plan]) -> None:
+    plan = plans["kubeconfig"]
+    assert plan.returncode == 0
+    kubectl = f"{TOOLS}/kubectl/v1.20.15/kubectl --kubeconfig <root>/kubeconfig"
+    istioctl = f"{TOOLS}/istioctl/1.10.6/istioctl"
+    in_order(
+        plan.commands,
+        [
+            f"{kubectl} version",
+            f"{istioctl} install -y -f <repo>/fixtures/mesh/base.yaml --set hub=docker.io/istio --set tag=1.10.6 "
+            "--readiness-timeout 600s --kubeconfig <root>/kubeconfig",
+            f"{kubectl} apply -f -",
+            f"{kubectl} -n mic-mesh exec -i client-plan -c echo -- python3 /app/echo.py probe --stdin",
+            f"{kubectl} delete namespace mic-baseline mic-mesh --wait=false",
+        ],
+    )
+    assert not [c for c in plan.commands if "/kind " in c or c.startswith("docker ")]
+    (manifest,) = plan.manifests
+    images = {
+        c["image"]
+        for d in yaml.safe_load_all(manifest)
+        if d["kind"] == "Deployment"
+        for c in d["spec"]["template"]["spec"]["containers"]
+    }
+    assert images == {"registry.example/echo:1"}
+
+
+@pytest.mark.parametrize("name", ["1.9.9", "1.10.6", "1.21.6", "1.31.1", "1.10.6-ipv6", "custom", "kubeconfig"])
+def test_plan_prints_every_manifest_as_yaml_fed_to_kubectl_apply(plans: dict[str, Plan], name: str) -> None:
+    plan = plans[name]
+    family = IpFamily.IPV6 if name.endswith("ipv6") else IpFamily.IPV4
+    image = "registry.example/echo:1" if name == "kubeconfig" else ECHO_IMAGE
+    (manifest,) = plan.manifests  # one apply, fed on stdin
+    docs = list(yaml.safe_load_all(manifest))
+    assert [
+        (d["kind"], "/".join(filter(None, [d["metadata"].get("namespace"), d["metadata"]["name"]]))) for d in docs
+    ] == APPLIED
+    assert docs == [dict(m) for m in World(family, image=image).manifests()]
+    lines = plan.normalized().splitlines()
+    assert lines[lines.index("# stdin:") - 1].endswith(" apply -f -")
+
+
+@pytest.mark.parametrize("name", ["1.9.9", "1.10.6", "1.21.6", "1.31.1", "1.10.6-ipv6", "custom", "kubeconfig"])
+def test_plan_creates_nothing(plans: dict[str, Plan], name: str) -> None:
+    plan = plans[name]
+    # No cache directory, nothing in the home, the temporary directory (no mic-kind-*) or the working directory.
+    assert plan.created == []
+    if name != "kubeconfig":
+        assert f"{KC}" in plan.commands[1]  # the kubeconfig it names lives in the (untouched) temporary directory
+
+
+# --- usage errors -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("emulated-plan", "ERROR: --plan is an option of --backend kind/kubeconfig, not of the emulated backend"),
+        (
+            "no-istio-version",
+            "ERROR: --backend kind needs --istio-version X (the release to install, or the one a custom build claims)",
+        ),
+        (
+            "no-matrix-row",
+            "ERROR: --plan: Istio 1.22.0 has no row in fixtures/versions.yaml (rows: 1.9.9 (istio-1.9-legacy), "
+            "1.10.6 (istio-1.10-flag), 1.21.6 (istio-1.21-no-switch), 1.31.1 (istio-current)); pass --node-image",
+        ),
+    ],
+)
+def test_plan_usage_errors_are_one_line_and_exit_4(plans: dict[str, Plan], name: str, message: str) -> None:
+    plan = plans[name]
+    assert (plan.returncode, plan.stderr.strip(), plan.stdout) == (4, message, "")
+    assert plan.created == []
+
+
+def test_plan_tools_come_from_pinned_downloads_when_path_has_none(plans: dict[str, Plan]) -> None:
+    """The child's PATH has no kind or kubectl (this machine's own kubectl is not found), so the plan names the
+    verified downloads a run would make, at the row's versions, under the cache."""
+    notes = plans["1.10.6"].notes
+    assert any(
+        n.startswith("kind v0.17.0: https://github.com/kubernetes-sigs/kind/releases/download/v0.17.0/kind-")
+        for n in notes
+    )
+    assert any(n.startswith("kubectl v1.20.15: https://dl.k8s.io/release/v1.20.15/bin/") for n in notes)
+    assert any(
+        n.startswith("istioctl 1.10.6: https://github.com/istio/istio/releases/download/1.10.6/istioctl-1.10.6-")
+        for n in notes
+    )
+    assert not any("(PATH)" in n for n in notes)

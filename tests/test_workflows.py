@@ -1,0 +1,793 @@
+"""The GitHub workflows (.github/workflows/ci.yml and nightly.yml), checked offline.
+
+The jobs' shell steps are run here for real, in order and under their `if:` conditions, in a scratch directory
+where `./setup.sh`, tox, sudo, curl, docker and kind are stand-ins that record what they were asked. The command
+line a job hands to the suite is then given to the suite itself (`--plan` for the kind backend, `--collect-only`
+for the emulated one), so an option the suite does not know, or a combination it refuses, fails here and not at
+03:17 on a runner. The nightly matrix is the one .github/scripts/matrix.py computes from fixtures/versions.yaml,
+compared with the rows the kind backend reads.
+
+The checks that need jactionlint or check-jsonschema run where those are installed (tox -e lint).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+from conformance.backends.kind.matrix import load_matrix, row_for
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOWS = REPO / ".github" / "workflows"
+MATRIX_SCRIPT = REPO / ".github" / "scripts" / "matrix.py"
+BAD_WORKFLOWS = REPO / "tests" / "data" / "workflows"
+
+EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
+REFERENCE = re.compile(r"(inputs|matrix|steps\.[A-Za-z0-9_-]+\.outputs)\.([A-Za-z0-9_-]+)")
+STATUS = {"always()", "success()", "failure()"}
+
+CUSTOM_INPUTS = {
+    "hub": "ghcr.io/you/istio",
+    "tag": "1.21.6-fix.1",
+    "istio_version": "1.21.6",
+    "install_values": "spec:\n  meshConfig:\n    accessLogFile: /dev/stdout\n",
+    "image_archive": "https://example.invalid/istio-images.tar.gz",
+    "ip_family": "ipv6",
+}
+LOADED_IMAGES = ["ghcr.io/you/istio/pilot:1.21.6-fix.1", "ghcr.io/you/istio/proxyv2:1.21.6-fix.1"]
+
+
+# --- reading the workflows ---------------------------------------------------------------------------------------
+
+
+@cache
+def workflow(name: str) -> dict[str, Any]:
+    """A workflow file as data (PyYAML reads the key `on` as True: put it back)."""
+    data: dict[Any, Any] = yaml.safe_load((WORKFLOWS / name).read_text())
+    if True in data:
+        data["on"] = data.pop(True)
+    return data
+
+
+def steps_of(name: str, job: str) -> list[dict[str, Any]]:
+    return list(workflow(name)["jobs"][job]["steps"])
+
+
+def every_step() -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (name, job_id, step)
+        for name in ("ci.yml", "nightly.yml")
+        for job_id, job in workflow(name)["jobs"].items()
+        for step in job.get("steps", [])
+    ]
+
+
+def as_github_string(value: Any) -> str:
+    """How GitHub turns a value into a string (env values, names)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+@dataclass
+class Context:
+    """The contexts a job's expressions read: inputs, matrix, steps.<id>.outputs."""
+
+    inputs: dict[str, str] = field(default_factory=dict)
+    matrix: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def lookup(self, expression: str) -> Any:
+        """A plain reference; anything more elaborate fails the test (keep the workflows' expressions simple)."""
+        match = REFERENCE.fullmatch(expression.strip())
+        assert match, f"expression too elaborate for a script's env or a name: {expression!r}"
+        scope, key = match[1], match[2]
+        if scope == "inputs":
+            return self.inputs.get(key)
+        if scope == "matrix":
+            assert key in self.matrix, f"matrix.{key} is not a key of the matrix entry {sorted(self.matrix)}"
+            return self.matrix[key]
+        return self.outputs.get(scope.split(".")[1], {}).get(key)
+
+    def render(self, text: str) -> str:
+        return EXPRESSION.sub(lambda m: as_github_string(self.lookup(m[1])), text)
+
+    def condition(self, text: str | None, failed: bool) -> bool:
+        """`if:` of the forms the workflows use: a status function, references, `ref != ''`, joined by &&."""
+        if text is None:
+            return not failed
+        inner = EXPRESSION.fullmatch(text.strip())
+        text = inner[1] if inner else text
+        status, value = "success()", True
+        for term in (t.strip() for t in text.split("&&")):
+            if term in STATUS:
+                status = term
+            elif (compare := re.fullmatch(r"(\S+)\s*!=\s*''", term)) is not None:
+                value = value and as_github_string(self.lookup(compare[1])) != ""
+            else:
+                value = value and bool(self.lookup(term))
+        return {"success()": not failed, "failure()": failed, "always()": True}[status] and value
+
+
+# --- running a job's steps ------------------------------------------------------------------------------------------
+
+
+STUB_RECORD = """#!{python}
+import json, os, sys
+with open(os.environ["STUB_LOG"], "a") as log:
+    log.write(json.dumps([{name!r}, *sys.argv[1:]]) + "\\n")
+"""
+
+PYTHON_STUB = """#!{python}
+import json, os, sys
+if sys.argv[1:3] == ["-m", "pip"]:
+    with open(os.environ["STUB_LOG"], "a") as log:
+        log.write(json.dumps(["python", *sys.argv[1:]]) + "\\n")
+    sys.exit(0)
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+"""
+
+# tox: records its arguments; given posargs it writes the report the suite would (or fails, when told to).
+TOX_STUB = """args = sys.argv[1:]
+if "--" in args:
+    if os.environ.get("STUB_SUITE_FAILS"):
+        sys.exit(1)
+    post = args[args.index("--") + 1 :]
+    report = post[post.index("--report-dir") + 1]
+    os.makedirs(report, exist_ok=True)
+    with open(os.path.join(report, "conformance-report.md"), "w") as out:
+        out.write("REPORT of " + report + "\\n")
+"""
+
+
+@dataclass
+class JobRun:
+    """What a simulated job did: the steps that ran (by name) and their exit status, tool calls, outputs."""
+
+    ran: dict[str, int]
+    skipped: list[str]
+    logs: str
+    calls: list[list[str]]
+    outputs: dict[str, dict[str, str]]
+    summary: str
+    workdir: Path
+    runner_temp: Path
+
+    def tox_posargs(self) -> list[str]:
+        runs = [c[c.index("--") + 1 :] for c in self.calls if c[0] == "tox" and "--" in c]
+        assert len(runs) == 1, f"expected one `tox -e conformance -- ARGS`, got {self.calls}"
+        return runs[0]
+
+
+class Runner:
+    """A scratch checkout where the tools a job calls are stand-ins, and a way to run a job's steps in it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.workdir = root / "work"
+        self.bin = root / "bin"
+        self.temp = root / "runner-temp"
+        for directory in (self.workdir / ".venv" / "bin", self.workdir / ".tox" / "conformance" / "bin", self.bin):
+            directory.mkdir(parents=True)
+        self.temp.mkdir()
+        (self.workdir / ".github" / "scripts").mkdir(parents=True)
+        shutil.copy(MATRIX_SCRIPT, self.workdir / ".github" / "scripts" / "matrix.py")
+        shutil.copytree(REPO / "fixtures", self.workdir / "fixtures")
+        self.log = root / "calls.jsonl"
+        self.fake_kind = root / "tools" / "kind"
+        self.fake_kubectl = root / "tools" / "kubectl"
+        python = sys.executable
+        self._script(self.workdir / "setup.sh", "#!/bin/sh\nexit 0\n")
+        self._script(self.workdir / ".venv" / "bin" / "tox", STUB_RECORD.format(python=python, name="tox") + TOX_STUB)
+        # The suite's python in the tox env: asked for the row's tools, names two stand-ins.
+        self._script(
+            self.workdir / ".tox" / "conformance" / "bin" / "python",
+            STUB_RECORD.format(python=python, name="tox-python")
+            + f"print('kind={self.fake_kind}')\nprint('kubectl={self.fake_kubectl}')\n",
+        )
+        kind = STUB_RECORD.format(python=python, name="kind") + "print(os.environ['STUB_CLUSTER'])\n"
+        self._script(self.fake_kind, kind)
+        self._script(self.fake_kubectl, STUB_RECORD.format(python=python, name="kubectl"))
+        self._script(self.bin / "sudo", '#!/bin/sh\n[ "$1" = "-E" ] && shift\nexec "$@"\n')
+        self._script(
+            self.bin / "curl",
+            STUB_RECORD.format(python=python, name="curl")
+            + "out = sys.argv[sys.argv.index('--output') + 1]\nopen(out, 'wb').write(b'tar')\n",
+        )
+        self._script(
+            self.bin / "docker",
+            STUB_RECORD.format(python=python, name="docker")
+            + "".join(f"print('Loaded image: {image}')\n" for image in LOADED_IMAGES),
+        )
+
+    @staticmethod
+    def _script(path: Path, text: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        path.chmod(0o755)
+
+    def calls(self) -> list[list[str]]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+    def run_job(
+        self, file: str, job_id: str, matrix: dict[str, Any], inputs: dict[str, str], suite_fails: bool = False
+    ) -> JobRun:
+        """Run the job's `run:` steps as GitHub would (bash -eo pipefail, env rendered), skipping `uses:` steps."""
+        wf = workflow(file)
+        assert wf["defaults"]["run"]["shell"] == "bash", f"{file}: every script should run as `shell: bash`"
+        job = wf["jobs"][job_id]
+        context = Context(inputs=inputs, matrix=matrix)
+        summary = self.root / "step-summary.md"
+        summary.write_text("")
+        job_env = {key: context.render(str(value)) for key, value in (job.get("env") or {}).items()}
+        failed = False
+        ran: dict[str, int] = {}
+        skipped: list[str] = []
+        logs: list[str] = []
+        for index, step in enumerate(job["steps"]):
+            label = step.get("name") or step.get("uses") or f"step {index}"
+            if not context.condition(step.get("if"), failed):
+                skipped.append(label)
+                continue
+            if "uses" in step:
+                ran[label] = 0
+                continue
+            output = self.root / f"output-{index}"
+            output.write_text("")
+            env = {
+                "PATH": f"{self.bin}{os.pathsep}{os.environ['PATH']}",
+                "HOME": str(self.root),
+                "RUNNER_TEMP": str(self.temp),
+                "GITHUB_OUTPUT": str(output),
+                "GITHUB_STEP_SUMMARY": str(summary),
+                "GITHUB_ACTIONS": "true",
+                "STUB_LOG": str(self.log),
+                "STUB_CLUSTER": f"mic-{matrix.get('name', '')}",
+                **({"STUB_SUITE_FAILS": "1"} if suite_fails else {}),
+                **job_env,
+                **{key: context.render(str(value)) for key, value in (step.get("env") or {}).items()},
+            }
+            result = subprocess.run(
+                ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
+                cwd=self.workdir,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            ran[label] = result.returncode
+            logs.append(result.stdout + result.stderr)
+            failed = failed or result.returncode != 0
+            if "id" in step:
+                context.outputs[step["id"]] = dict(
+                    line.split("=", 1) for line in output.read_text().splitlines() if "=" in line
+                )
+        return JobRun(
+            ran, skipped, "".join(logs), self.calls(), context.outputs, summary.read_text(), self.workdir, self.temp
+        )
+
+
+def run_matrix_job(tmp_path: Path, inputs: dict[str, str]) -> tuple[JobRun, dict[str, Any] | None]:
+    """The nightly `matrix` job, run for real (python is this interpreter, with PyYAML); its `rows` output."""
+    runner = Runner(tmp_path)
+    # `python -m pip install` is recorded, not run; anything else is this interpreter (it has PyYAML).
+    runner._script(runner.bin / "python", PYTHON_STUB.format(python=sys.executable))
+    job = runner.run_job("nightly.yml", "matrix", {}, inputs)
+    rows = job.outputs.get("rows", {}).get("rows")
+    return job, json.loads(rows) if rows else None
+
+
+NO_PREREQUISITES = """import conformance.backends.emulated.cluster as cluster
+
+cluster.check_prerequisites = lambda: None
+"""
+
+
+def suite_command(args: list[str], cwd: Path, root_checks: bool = True) -> subprocess.CompletedProcess[str]:
+    """The suite's pytest with these arguments (its plugin loaded as tox loads it).
+
+    `root_checks=False` stubs out the emulated backend's root/iptables check, so that a collection validates the
+    options as non-root too (CI's lint job is not root).
+    """
+    plugin = any(ep.value == "conformance.plugin" for ep in importlib.metadata.entry_points(group="pytest11"))
+    extra = [] if plugin else ["-p", "conformance.plugin"]
+    path = [str(REPO), os.environ.get("PYTHONPATH")]
+    if not root_checks:
+        (cwd / "mic_no_prerequisites.py").write_text(NO_PREREQUISITES)
+        path.insert(0, str(cwd))
+        extra += ["-p", "mic_no_prerequisites"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *extra, "--pyargs", "conformance.suite", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def dashless(option: str) -> str:
+    """pytest's help shows `--junitxml, --junit-xml` as `--junit-xml` alone: compare options without inner dashes."""
+    return "--" + option.removeprefix("--").replace("-", "")
+
+
+@cache
+def suite_options() -> frozenset[str]:
+    """Every long option `pytest --help` lists with the suite's plugin loaded (dashless)."""
+    help_text = suite_command(["--help"], REPO).stdout
+    return frozenset(dashless(o) for o in re.findall(r"^\s+(--[a-z][a-z0-9-]*)", help_text, flags=re.MULTILINE))
+
+
+def matrix_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("workflow_matrix", MATRIX_SCRIPT)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# --- the nightly matrix ------------------------------------------------------------------------------------------
+
+
+def test_nightly_matrix_is_the_rows_of_versions_yaml(tmp_path: Path) -> None:
+    """Scheduled (no inputs): one entry per row of fixtures/versions.yaml, in order, with the row's cluster."""
+    job, value = run_matrix_job(tmp_path, inputs={})
+    assert value is not None, job
+    expected = [
+        {
+            "name": row.name,
+            "istio": row.istio,
+            "kubernetes": row.kubernetes,
+            "kind": row.kind,
+            "node_image": row.node_image,
+            "ip_family": "ipv4",
+            "custom": False,
+        }
+        for row in load_matrix()
+    ]
+    assert value == {"include": expected}
+    job_matrix = workflow("nightly.yml")["jobs"]["kind"]["strategy"]
+    assert job_matrix["matrix"] == "${{ fromJSON(needs.matrix.outputs.rows) }}"
+    assert job_matrix["fail-fast"] is False
+    assert workflow("nightly.yml")["jobs"]["matrix"]["outputs"]["rows"] == "${{ steps.rows.outputs.rows }}"
+
+
+def test_dispatched_without_a_hub_runs_every_row_in_the_chosen_family(tmp_path: Path) -> None:
+    _, value = run_matrix_job(tmp_path, inputs={"hub": "", "ip_family": "ipv6"})
+    assert value is not None
+    assert [e["name"] for e in value["include"]] == [r.name for r in load_matrix()]
+    assert {e["ip_family"] for e in value["include"]} == {"ipv6"}
+
+
+@pytest.mark.parametrize("claimed", ["1.9.9", "1.10.0", "1.21.2", "1.31.1", "1.35.0-alpha.0", "v1.40-dev"])
+def test_a_custom_build_is_one_row_on_the_cluster_of_the_version_it_claims(tmp_path: Path, claimed: str) -> None:
+    inputs = {**CUSTOM_INPUTS, "istio_version": claimed}
+    _, value = run_matrix_job(tmp_path, inputs)
+    assert value is not None
+    row = row_for(claimed)
+    assert value == {
+        "include": [
+            {
+                "name": "custom",
+                "istio": claimed,
+                "kubernetes": row.kubernetes,
+                "kind": row.kind,
+                "node_image": row.node_image,
+                "ip_family": "ipv6",
+                "custom": True,
+            }
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    ("inputs", "says"),
+    [
+        ({"tag": "x"}, "tag given without hub"),
+        ({"install_values": "a: 1"}, "install_values given without hub"),
+        ({"hub": "ghcr.io/you/istio", "istio_version": "1.21.6"}, "tag"),
+        ({"hub": "ghcr.io/you/istio", "tag": "t"}, "istio_version"),
+        ({"hub": "GHCR.io/You/Istio", "tag": "t", "istio_version": "1.21.6"}, "hub 'GHCR.io/You/Istio'"),
+        ({"hub": "ghcr.io/you/istio", "tag": "--plan", "istio_version": "1.21.6"}, "tag '--plan'"),
+        ({"hub": "ghcr.io/you/istio", "tag": "t", "istio_version": "1.15.0"}, "has no row"),
+        ({"hub": "ghcr.io/you/istio", "tag": "t", "istio_version": "latest"}, "not an Istio version"),
+        (
+            {"hub": "ghcr.io/you/istio", "tag": "t", "istio_version": "1.21.6", "install_values": "values.yaml"},
+            "mapping",
+        ),
+        ({"hub": "ghcr.io/you/istio", "tag": "t", "istio_version": "1.21.6", "install_values": "a: [1"}, "not YAML"),
+        (
+            {"hub": "ghcr.io/you/istio", "tag": "t", "istio_version": "1.21.6", "image_archive": "http://x/y.tar"},
+            "https://",
+        ),
+        ({"ip_family": "ipv5"}, "ipv5"),
+    ],
+)
+def test_dispatch_mistakes_stop_the_matrix_job(tmp_path: Path, inputs: dict[str, str], says: str) -> None:
+    job, value = run_matrix_job(tmp_path, inputs)
+    assert value is None
+    assert list(job.ran.values())[-1] == 1
+    assert says in job.logs
+    assert "::error title=nightly matrix::" in job.logs
+
+
+def test_dispatch_mistakes_are_one_line_naming_the_input(capsys: pytest.CaptureFixture[str]) -> None:
+    module = matrix_module()
+    status = module.main(["rows", "--hub=ghcr.io/you/istio", "--tag=t", "--istio-version=1.21.6", "--install-values=x"])
+    assert status == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("matrix.py: install_values: expected an IstioOperator overlay")
+
+
+@pytest.mark.parametrize(
+    "version", ["1.9.0", "1.9.9", "1.10.6", "1.11.0", "1.21.0", "1.22.0-beta.1", "1.31.1", "1.32.0", "2.0.0", "1.8.5"]
+)
+def test_the_script_picks_the_row_the_kind_backend_picks(version: str) -> None:
+    module = matrix_module()
+    rows = module.load_rows()
+    try:
+        expected = row_for(version).name
+    except ValueError:
+        with pytest.raises(module.MatrixError):
+            module.row_for(version, rows)
+        return
+    assert module.row_for(version, rows)["name"] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("rows:\n  - {name: a, istio: 1.21.6, kubernetes: '1.29', kind: v0.27.0, node_image: x}\n", "format"),
+        (
+            "format: mesh-inbound-conformance/versions\nversion: 1\nrows:\n"
+            "  - {name: Bad Name, istio: 1.21.6, kubernetes: '1.29', kind: v0.27.0, node_image: x}\n",
+            "row name",
+        ),
+        (
+            "format: mesh-inbound-conformance/versions\nversion: 1\nrows:\n"
+            "  - {name: custom, istio: 1.21.6, kubernetes: '1.29', kind: v0.27.0, node_image: x}\n",
+            "row name",
+        ),
+        (
+            "format: mesh-inbound-conformance/versions\nversion: 1\nrows:\n"
+            "  - {name: a, istio: 1.21.6, kubernetes: '1.29', kind: v0.27.0, node_image: x}\n"
+            "  - {name: a, istio: 1.10.6, kubernetes: '1.20', kind: v0.17.0, node_image: x}\n",
+            "used twice",
+        ),
+        ("format: mesh-inbound-conformance/versions\nversion: 1\nrows:\n  - {name: a, istio: 1.21.6}\n", "lacks"),
+    ],
+)
+def test_a_broken_versions_file_stops_the_matrix(tmp_path: Path, text: str, problem: str) -> None:
+    module = matrix_module()
+    path = tmp_path / "versions.yaml"
+    path.write_text(text)
+    with pytest.raises(module.MatrixError, match=problem):
+        module.load_rows(path)
+
+
+def test_the_tools_command_resolves_the_rows_pinned_kind_and_kubectl(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Never the runner's kind: the suite's verified download of the row's kind, and its Kubernetes' kubectl."""
+    from conformance.backends.kind import tools
+
+    asked: list[tuple[str, str | None, str, bool]] = []
+
+    def fake_resolve(tool: str, explicit: str | None, version: str, *, use_path: bool = True) -> Path:
+        asked.append((tool, explicit, version, use_path))
+        return Path(f"/cache/{tool}/{version}/{tool}")
+
+    monkeypatch.setattr(tools, "resolve_tool", fake_resolve)
+    assert matrix_module().main(["tools", "--istio-version=1.10.6"]) == 0
+    row = row_for("1.10.6")
+    kubectl = tools.kubectl_version_for(row.kubernetes)
+    assert asked == [("kind", None, row.kind, False), ("kubectl", None, kubectl, False)]
+    assert capsys.readouterr().out.splitlines() == [
+        f"kind=/cache/kind/{row.kind}/kind",
+        f"kubectl=/cache/kubectl/{kubectl}/kubectl",
+    ]
+
+
+def test_a_tool_that_cannot_be_had_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conformance.backends.kind import tools
+
+    def unreachable(tool: str, explicit: str | None, version: str, *, use_path: bool = True) -> Path:
+        raise tools.ToolError(f"cannot download {tool} {version} from https://example.invalid: ConnectError")
+
+    monkeypatch.setattr(tools, "resolve_tool", unreachable)
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    assert matrix_module().main(["tools", "--istio-version=1.31.1"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == "matrix.py: cannot download kind v0.32.0 from https://example.invalid: ConnectError\n"
+    assert captured.out.startswith("::error title=nightly matrix::cannot download kind v0.32.0")
+
+
+# --- the nightly kind job, run with stand-ins ------------------------------------------------------------------
+
+
+def nightly_entries(tmp_path: Path, inputs: dict[str, str]) -> list[dict[str, Any]]:
+    _, value = run_matrix_job(tmp_path / "matrix", inputs)
+    assert value is not None
+    return list(value["include"])
+
+
+@pytest.mark.parametrize("row", [r.name for r in load_matrix()])
+def test_each_nightly_row_hands_the_suite_a_command_it_accepts(tmp_path: Path, row: str) -> None:
+    entry = next(e for e in nightly_entries(tmp_path, {}) if e["name"] == row)
+    runner = Runner(tmp_path / "job")
+    job = runner.run_job("nightly.yml", "kind", entry, inputs={})
+    assert set(job.ran.values()) == {0}, job
+    assert "Load the custom build's images" in job.skipped
+    assert "Write the install values" in job.skipped
+    assert ["tox-python", ".github/scripts/matrix.py", "tools", f"--istio-version={entry['istio']}"] in job.calls
+    args = job.tox_posargs()
+    assert args == [
+        "--backend", "kind",
+        "--istio-version", entry["istio"],
+        "--ip-family", "ipv4",
+        "--cluster-name", f"mic-{row}",
+        "--keep-cluster",
+        "--kind-bin", str(runner.fake_kind),
+        "--kubectl-bin", str(runner.fake_kubectl),
+        "--report-dir", f"reports/{row}",
+        "--artifacts-dir", f"artifacts/{row}",
+        "--junitxml", f"reports/{row}/junit.xml",
+    ]  # fmt: skip
+    assert job.summary == f"REPORT of reports/{row}\n"
+    plan = suite_command([*args, "--plan"], job.workdir)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert f"matrix row {row}" in plan.stdout
+    assert f"--image {entry['node_image']}" in plan.stdout
+    assert f"cluster: kind {entry['kind']}," in plan.stdout
+    assert f"{runner.fake_kind} create cluster --name mic-{row} " in plan.stdout
+
+
+def test_a_dispatched_build_is_loaded_installed_with_its_values_and_verified(tmp_path: Path) -> None:
+    (entry,) = nightly_entries(tmp_path, CUSTOM_INPUTS)
+    runner = Runner(tmp_path / "job")
+    job = runner.run_job("nightly.yml", "kind", entry, inputs=CUSTOM_INPUTS)
+    assert set(job.ran.values()) == {0}, job
+    assert next(c for c in job.calls if c[0] == "curl")[-1] == CUSTOM_INPUTS["image_archive"]
+    values = job.runner_temp / "install-values.yaml"
+    assert values.read_text() == CUSTOM_INPUTS["install_values"] + "\n"
+    args = job.tox_posargs()
+    assert args[args.index("--istio-hub") + 1] == CUSTOM_INPUTS["hub"]
+    assert args[args.index("--istio-tag") + 1] == CUSTOM_INPUTS["tag"]
+    assert args[args.index("--istio-version") + 1] == CUSTOM_INPUTS["istio_version"]
+    assert args[args.index("--ip-family") + 1] == "ipv6"
+    assert args[args.index("--install-values") + 1] == str(values)
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--load-image"] == LOADED_IMAGES
+    assert args[args.index("--report-dir") + 1] == "reports/custom"
+    plan = suite_command([*args, "--plan"], job.workdir)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert f"custom build {CUSTOM_INPUTS['hub']}:{CUSTOM_INPUTS['tag']}" in plan.stdout
+    assert f"matrix row {row_for(CUSTOM_INPUTS['istio_version']).name}" in plan.stdout
+    assert f"-f {values} --set hub={CUSTOM_INPUTS['hub']} --set tag={CUSTOM_INPUTS['tag']}" in plan.stdout
+    for image in LOADED_IMAGES:
+        assert f"kind load docker-image {image} --name mic-custom" in plan.stdout
+
+
+def test_a_failed_nightly_row_still_reports_and_keeps_its_diagnostics(tmp_path: Path) -> None:
+    entry = nightly_entries(tmp_path, {})[0]
+    runner = Runner(tmp_path / "job")
+    job = runner.run_job("nightly.yml", "kind", entry, inputs={}, suite_fails=True)
+    assert job.ran["tox -e conformance (kind backend)"] == 1
+    assert "no conformance report" in job.summary
+    assert job.ran["Export the kind cluster's logs"] == 0
+    name = entry["name"]
+    assert ["kind", "export", "logs", f"artifacts/{name}/kind-export-logs", "--name", f"mic-{name}"] in job.calls
+    assert "Upload the report and JUnit XML" in job.ran
+    assert "Upload the diagnostics" in job.ran
+    upload = next(s for s in steps_of("nightly.yml", "kind") if s.get("name") == "Upload the diagnostics")
+    assert upload["with"]["name"] == "diagnostics-${{ matrix.name }}"
+    assert upload["with"]["path"] == "artifacts/${{ matrix.name }}/"
+
+
+def test_a_passing_nightly_row_uploads_no_diagnostics(tmp_path: Path) -> None:
+    job = Runner(tmp_path / "job").run_job("nightly.yml", "kind", nightly_entries(tmp_path, {})[0], inputs={})
+    assert "Upload the diagnostics" in job.skipped
+    assert "Export the kind cluster's logs" in job.skipped
+    assert "Upload the report and JUnit XML" in job.ran
+
+
+# --- ci.yml ------------------------------------------------------------------------------------------------------
+
+
+def test_ci_runs_the_emulated_suite_for_both_families() -> None:
+    job = workflow("ci.yml")["jobs"]["conformance"]
+    assert job["strategy"]["matrix"] == {"ip_family": ["ipv4", "ipv6"]}
+    assert job["strategy"]["fail-fast"] is False
+    assert set(workflow("ci.yml")["on"]) == {"push", "pull_request"}
+    assert workflow("ci.yml")["concurrency"]["cancel-in-progress"] is True
+    assert set(workflow("ci.yml")["jobs"]) == {"lint", "unit", "conformance"}
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_each_ci_family_hands_the_suite_a_command_it_accepts(tmp_path: Path, family: str) -> None:
+    runner = Runner(tmp_path)
+    job = runner.run_job("ci.yml", "conformance", {"ip_family": family}, inputs={})
+    assert set(job.ran.values()) == {0}, job
+    args = job.tox_posargs()
+    assert args == [
+        "--ip-family", family,
+        "--report-dir", f"reports/{family}",
+        "--artifacts-dir", f"artifacts/{family}",
+        "--junitxml", f"reports/{family}/junit.xml",
+    ]  # fmt: skip
+    assert job.summary == f"REPORT of reports/{family}\n"
+    assert "Upload the diagnostics of failed tests" in job.skipped
+    collected = suite_command([*args, "--collect-only", "-q"], job.workdir, root_checks=False)
+    assert collected.returncode == 0, collected.stdout + collected.stderr
+    assert (job.workdir / "reports" / family / "junit.xml").is_file()
+
+
+def test_a_failed_ci_family_still_reports_and_uploads_its_diagnostics(tmp_path: Path) -> None:
+    job = Runner(tmp_path).run_job("ci.yml", "conformance", {"ip_family": "ipv6"}, inputs={}, suite_fails=True)
+    assert "no conformance report" in job.summary
+    assert "Upload the report and JUnit XML" in job.ran
+    assert "Upload the diagnostics of failed tests" in job.ran
+
+
+@pytest.mark.parametrize("job_id", ["lint", "unit"])
+def test_ci_runs_the_readme_commands(tmp_path: Path, job_id: str) -> None:
+    job = Runner(tmp_path).run_job("ci.yml", job_id, {}, inputs={})
+    assert set(job.ran.values()) == {0}
+    assert [c for c in job.calls if c[0] == "tox"] == [["tox", "-e", job_id]]
+
+
+# --- both workflows ----------------------------------------------------------------------------------------------
+
+
+def test_every_option_handed_to_the_suite_is_one_of_its_options(tmp_path: Path) -> None:
+    handed: set[str] = set()
+    for index, entry in enumerate(nightly_entries(tmp_path, {}) + nightly_entries(tmp_path / "c", CUSTOM_INPUTS)):
+        inputs = CUSTOM_INPUTS if entry["custom"] else {}
+        job = Runner(tmp_path / f"n{index}").run_job("nightly.yml", "kind", entry, inputs)
+        handed |= {a for a in job.tox_posargs() if a.startswith("--")}
+    for family in ("ipv4", "ipv6"):
+        job = Runner(tmp_path / family).run_job("ci.yml", "conformance", {"ip_family": family}, inputs={})
+        handed |= {a for a in job.tox_posargs() if a.startswith("--")}
+    assert {"--backend", "--istio-hub", "--load-image", "--install-values", "--kind-bin"} <= handed
+    assert "--istiohub" in suite_options()
+    assert {o for o in handed if dashless(o) not in suite_options()} == set()
+
+
+def test_job_and_artifact_names_are_unique_per_matrix_entry(tmp_path: Path) -> None:
+    ci_families = workflow("ci.yml")["jobs"]["conformance"]["strategy"]["matrix"]["ip_family"]
+    entries = {
+        "nightly.yml": nightly_entries(tmp_path, {}) + nightly_entries(tmp_path / "c", CUSTOM_INPUTS),
+        "ci.yml": [{"ip_family": f} for f in ci_families],
+    }
+    for file, matrix_job in (("nightly.yml", "kind"), ("ci.yml", "conformance")):
+        job = workflow(file)["jobs"][matrix_job]
+        job_names, artifacts = [], []
+        for entry in entries[file]:
+            context = Context(matrix=entry)
+            job_names.append(context.render(job["name"]))
+            for step in job["steps"]:
+                if str(step.get("uses", "")).startswith("actions/upload-artifact@"):
+                    artifacts.append(context.render(step["with"]["name"]))
+                    own_directory = str(entry.get("name", entry.get("ip_family")))
+                    assert context.render(step["with"]["path"]).rstrip("/").endswith(own_directory)
+        assert len(set(job_names)) == len(job_names), job_names
+        assert len(set(artifacts)) == len(artifacts), artifacts
+        assert len(artifacts) == 2 * len(entries[file])
+        for other in set(workflow(file)["jobs"]) - {matrix_job}:
+            assert all(not str(s.get("uses", "")).startswith("actions/upload-artifact@") for s in steps_of(file, other))
+
+
+@pytest.mark.parametrize(("file", "job_id", "step"), [(f, j, s) for f, j, s in every_step() if "uses" in s])
+def test_every_action_is_pinned_by_major_version_or_commit(file: str, job_id: str, step: dict[str, Any]) -> None:
+    assert re.fullmatch(r"[A-Za-z0-9-]+/[A-Za-z0-9._-]+@(v\d+|[0-9a-f]{40})", step["uses"]), step["uses"]
+
+
+@pytest.mark.parametrize(("file", "job_id", "step"), [(f, j, s) for f, j, s in every_step() if "run" in s])
+def test_no_script_interpolates_an_expression(file: str, job_id: str, step: dict[str, Any]) -> None:
+    """Inputs, event fields, even matrix values reach scripts through `env:` only (no script injection)."""
+    assert "${{" not in step["run"], f"{file} {job_id}: {step.get('name')}: pass it through env:"
+
+
+def test_both_workflows_read_the_repository_only() -> None:
+    for file in ("ci.yml", "nightly.yml"):
+        assert workflow(file)["permissions"] == {"contents": "read"}
+        for job in workflow(file)["jobs"].values():
+            assert "permissions" not in job
+            assert job["runs-on"] == "ubuntu-24.04"
+            assert job["timeout-minutes"] > 0
+    for _, _, step in every_step():
+        if str(step.get("uses", "")).startswith("actions/checkout@"):
+            assert step["with"]["persist-credentials"] is False
+        if str(step.get("uses", "")).startswith("actions/setup-python@"):
+            assert step["with"]["python-version"] == "3.11"
+
+
+def test_nightly_triggers_and_inputs() -> None:
+    on = workflow("nightly.yml")["on"]
+    assert on["schedule"] == [{"cron": "17 3 * * *"}]
+    inputs = on["workflow_dispatch"]["inputs"]
+    assert set(inputs) == {"hub", "tag", "istio_version", "install_values", "image_archive", "ip_family"}
+    assert inputs["ip_family"]["options"] == ["ipv4", "ipv6"]
+    assert all(not spec.get("required", False) for spec in inputs.values())
+    matrix_step = next(s for s in steps_of("nightly.yml", "matrix") if s.get("id") == "rows")
+    assert {value for value in matrix_step["env"].values()} == {f"${{{{ inputs.{name} }}}}" for name in inputs}
+
+
+def test_the_readme_section_matches_the_workflows(tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Nightly verification of your build", 1)[1]
+    on = workflow("nightly.yml")["on"]
+    for name in on["workflow_dispatch"]["inputs"]:
+        assert f"| `{name}` |" in section, name
+    assert '`cron: "17 3 * * *"`' in section
+    for name in ("`diagnostics-<row>`", "`conformance-report-<row>`", "`kind-export-logs/`", "`kind-logs/`"):
+        assert name in section, name
+    # The command the README shows is the one the custom job runs, option for option.
+    (entry,) = nightly_entries(tmp_path, CUSTOM_INPUTS)
+    job = Runner(tmp_path / "job").run_job("nightly.yml", "kind", entry, inputs=CUSTOM_INPUTS)
+    shown = re.search(r"\.venv/bin/tox -e conformance -- (.*?)\n```", section, flags=re.DOTALL)
+    assert shown is not None
+    assert re.findall(r"--[a-z-]+", shown[1]) == list(dict.fromkeys(a for a in job.tox_posargs() if a.startswith("--")))
+    name = Context(matrix={**entry, "istio": "1.21.6", "ip_family": "ipv4"}).render(
+        workflow("nightly.yml")["jobs"]["kind"]["name"]
+    )
+    assert f"`{name}`" in section
+
+
+# --- the linters, on workflows that must fail (where tox -e lint installs them) -------------------------------
+
+
+def linter(name: str) -> str:
+    found = shutil.which(name, path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    if found is None:
+        pytest.skip(f"{name} is not installed here (tox -e lint installs it)")
+    return found
+
+
+def test_jactionlint_fails_on_the_mistakes_it_must_catch() -> None:
+    binary = linter("jactionlint")
+    result = subprocess.run(
+        [binary, "--no-online", "--no-color", "--oneline", "--shellcheck=", str(BAD_WORKFLOWS / "mistakes.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    for rule in ("template-injection", "undefined-job-needs", "invalid-cron", "undefined-property", "if-always-true"):
+        assert f"[{rule}]" in result.stdout, rule
+
+
+def test_the_workflow_schema_check_fails_on_a_malformed_workflow() -> None:
+    binary = linter("check-jsonschema")
+    result = subprocess.run(
+        [binary, "--builtin-schema", "vendor.github-workflows", str(BAD_WORKFLOWS / "schema-error.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "timeout-minutes" in result.stdout
