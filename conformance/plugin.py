@@ -30,7 +30,7 @@ from conformance.spec.capabilities import (
     emulated_capabilities,
     istio_capabilities,
 )
-from conformance.spec.dimensions import MESH_PROFILES, IpFamily, PortKind, Profile
+from conformance.spec.dimensions import MESH_PROFILES, CellKey, IpFamily, PortKind, Profile
 from conformance.spec.semantics import expect, precheck_finding
 from conformance.suite.cases import ConformanceCase
 from conformance.timeouts import TimeoutConfig, describe, parse_timeout_config
@@ -301,7 +301,7 @@ class ConformanceSession:
     def __init__(self, settings: Settings, cluster: Cluster) -> None:
         self.settings = settings
         self.cluster = cluster
-        self.world = World(settings.family, **settings.backend_options.get("world", {}))
+        self.world = World.for_mesh(settings.family, settings.mesh)
         self.prober = Prober(cluster, self.world, settings.timeouts)
         # Every profile appears in the report: one the mesh lacks shows as skipped, with its reasons.
         shown = settings.profiles if settings.explicit_profiles else tuple(Profile)
@@ -357,6 +357,11 @@ class ConformanceRun:
         """The case and profile, as the report names the test."""
         return f"{self.case.name}[{self.profile.value}]"
 
+    def cells(self, profile: Profile) -> tuple[CellKey, ...]:
+        """The case's cells under `profile` that the deployed world can answer."""
+        world = self.session.world
+        return tuple(c for c in self.case.cells(profile, self.session.settings.family) if world.deployed(c))
+
     def _involve(self, cells: Sequence[Any]) -> None:
         pods = self.item.stash.setdefault(INVOLVED, [])
         world = self.session.world
@@ -374,7 +379,7 @@ class ConformanceRun:
 
     def check_cells(self, case: ConformanceCase) -> None:
         """Probe (or reuse) the case's cells, judge the case's part of each, fail with every differing cell."""
-        cells = case.cells(self.profile, self.session.settings.family)
+        cells = self.cells(self.profile)
         self.session.switch(self.profile)
         self._judge(cells, self._observe(cells))
 
@@ -403,7 +408,7 @@ class ConformanceRun:
 
     def check_arrival(self, case: ConformanceCase) -> None:
         """Compare the servers' request records with what the clients observed."""
-        cells = case.cells(self.profile, self.session.settings.family)
+        cells = self.cells(self.profile)
         self.session.switch(self.profile)
         observations = self._observe(cells)
         world, cluster = self.session.world, self.session.cluster
@@ -430,13 +435,12 @@ class ConformanceRun:
         leg is done and only the way back costs a switch; run alone, the test makes both switches itself.
         Observations are fresh, made after the switch.
         """
-        family = self.session.settings.family
         legs: tuple[Profile, ...] = (Profile.LEGACY, Profile.PASSTHROUGH)
         if self.session.cluster.inbound_mode == Profile.PASSTHROUGH.value:
             legs = (Profile.PASSTHROUGH, *legs)
         for target in legs:
             self.session.switch(target)
-            cells = case.cells(target, family)
+            cells = self.cells(target)
             self._judge(cells, self._observe(cells, fresh=True))
 
     def check_precheck(self, case: ConformanceCase) -> None:

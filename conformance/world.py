@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from conformance.backends.base import PodRef
+from conformance.spec.capabilities import MeshCapabilities
 from conformance.spec.dimensions import (
     OVERRIDES_BY_FAMILY,
     Bind,
@@ -108,8 +109,16 @@ class World:
 
     family: IpFamily
     image: str = DEFAULT_ECHO_IMAGE
+    sidecars: bool = True
+    """Deploy the servers with Sidecar resources. Off for a mesh that rejects the family's literal forms
+    (`[::1]:P`/`[::]:P` before Istio 1.16): applying them would fail, and their cells are skipped anyway."""
 
     BASELINE_SERVER = PodRef(NS_BASELINE, "echo")
+
+    @classmethod
+    def for_mesh(cls, family: IpFamily, mesh: MeshCapabilities) -> World:
+        """The world a mesh can take: Sidecar resources only where it accepts the family's literal forms."""
+        return cls(family, sidecars=mesh.sidecar_capability(family) in mesh.capabilities)
 
     @property
     def clients(self) -> dict[Client, PodRef]:
@@ -119,7 +128,13 @@ class World:
     @property
     def mesh_endpoints(self) -> tuple[DefaultEndpoint, ...]:
         """The Sidecar situations of this family, one meshed server each."""
+        if not self.sidecars:
+            return (DefaultEndpoint.NONE,)
         return (DefaultEndpoint.NONE, *OVERRIDES_BY_FAMILY[self.family], DefaultEndpoint.UNLISTED)
+
+    def deployed(self, cell: CellKey) -> bool:
+        """Whether the world has the server a cell is asked of."""
+        return cell.profile is Profile.BASELINE or cell.default_endpoint in self.mesh_endpoints
 
     def mesh_server(self, endpoint: DefaultEndpoint) -> PodRef:
         """The meshed server whose Sidecar situation is `endpoint`."""

@@ -341,12 +341,13 @@ def test_custom_build_sets_hub_tag_values_pull_policy_and_loads_its_images(fakes
 
 
 def test_an_existing_kind_cluster_is_reused_and_kept(fakes: Fakes) -> None:
-    fakes.seed(clusters=[{"name": "mic"}])
+    fakes.seed(clusters=[{"name": "mic", "kubernetes": "v1.20.15", "family": "ipv4"}])
     cluster = fakes.cluster("1.10.6")
     cluster.up(World(IpFamily.IPV4).manifests())
-    assert fakes.commands()[:4] == [
+    assert fakes.commands()[:5] == [
         "kind get clusters",
         "kind get kubeconfig --name mic",
+        "kubectl get nodes -o json",
         f"docker build --tag {ECHO_IMAGE} <repo>/workloads/echo",
         f"kind load docker-image {ECHO_IMAGE} --name mic",
     ]
@@ -356,6 +357,26 @@ def test_an_existing_kind_cluster_is_reused_and_kept(fakes: Fakes) -> None:
     cluster.down()
     assert fakes.commands() == []
     assert [c["name"] for c in fakes.state()["clusters"]] == ["mic"]
+
+
+@pytest.mark.parametrize(
+    ("kubernetes", "family", "found"),
+    [
+        ("v1.36.1", "ipv4", "Kubernetes v1.36.1 with ipv4 pods"),
+        ("v1.20.15", "ipv6", "Kubernetes v1.20.15 with ipv6 pods"),
+    ],
+)
+def test_a_reused_cluster_of_another_version_or_family_is_refused(
+    fakes: Fakes, kubernetes: str, family: str, found: str
+) -> None:
+    fakes.seed(clusters=[{"name": "mic", "kubernetes": kubernetes, "family": family}])
+    cluster = fakes.cluster("1.10.6")
+    with pytest.raises(BackendError) as raised:
+        cluster.up(World(IpFamily.IPV4).manifests())
+    assert str(raised.value) == (
+        f"the existing kind cluster mic runs {found}; this run needs 1.20 and ipv4: delete it or pick another "
+        "--cluster-name"
+    )
 
 
 def test_keep_cluster_leaves_the_created_cluster(fakes: Fakes) -> None:
@@ -388,7 +409,12 @@ def test_kubeconfig_backend_uses_the_installed_istio_and_runs_no_kind(fakes: Fak
         "1.10.6", backend="kubeconfig", kubeconfig=str(user_kubeconfig), echo_image="registry.example/echo:1"
     )
     cluster.up(World(IpFamily.IPV4).manifests())
-    assert fakes.commands(user_kubeconfig) == ["kubectl version", "kubectl apply -f -", *WAIT_WORKLOADS]
+    assert fakes.commands(user_kubeconfig) == [
+        "kubectl version",
+        "kubectl -n istio-system get deployment istiod -o name",
+        "kubectl apply -f -",
+        *WAIT_WORKLOADS,
+    ]
     (applied,) = fakes.stdin_of("kubectl")
     assert list(yaml.safe_load_all(applied)) == manifests_with_echo_image(IpFamily.IPV4, "registry.example/echo:1")
     with pytest.raises(BackendError) as raised:
@@ -411,9 +437,10 @@ def test_kubeconfig_backend_with_allow_mesh_install(fakes: Fakes, user_kubeconfi
     cluster.up(World(IpFamily.IPV4).manifests())
     cluster.set_inbound_mode("legacy")
     cluster.down()
-    cluster.down()  # safe to call twice: the mesh is back in its default mode, the namespaces are gone
+    cluster.down()  # safe to call twice: the Istio it installed is removed, the namespaces are gone
     assert fakes.commands(user_kubeconfig) == [
         "kubectl version",
+        "kubectl -n istio-system get deployment istiod -o name",
         release_install("1.10.6"),
         WAIT_ISTIOD,
         "kubectl apply -f -",
@@ -421,17 +448,54 @@ def test_kubeconfig_backend_with_allow_mesh_install(fakes: Fakes, user_kubeconfi
         release_install("1.10.6", "legacy-pilot-env.yaml"),
         *RESTART_MESH,
         "kubectl delete namespace mic-baseline mic-mesh --wait=false",
+        "istioctl uninstall --purge -y",
+    ]
+    assert fakes.state()["istio"] == {}
+
+
+def test_kubeconfig_backend_restores_an_istio_it_found(fakes: Fakes, user_kubeconfig: Path) -> None:
+    """With --allow-mesh-install on a cluster that had Istio, the suite reconfigures it and puts it back."""
+    fakes.seed(istio={"hub": "docker.io/istio", "tag": "1.10.6"})
+    cluster = fakes.cluster(
+        "1.10.6",
+        backend="kubeconfig",
+        kubeconfig=str(user_kubeconfig),
+        echo_image="registry.example/echo:1",
+        allow_mesh_install=True,
+    )
+    cluster.up(World(IpFamily.IPV4).manifests())
+    cluster.set_inbound_mode("legacy")
+    fakes.clear()
+    cluster.down()
+    cluster.down()
+    assert fakes.commands(user_kubeconfig) == [
+        "kubectl delete namespace mic-baseline mic-mesh --wait=false",
         release_install("1.10.6"),
         WAIT_ISTIOD,
     ]
 
 
+def test_kubeconfig_backend_without_istio_needs_allow_mesh_install(fakes: Fakes, user_kubeconfig: Path) -> None:
+    cluster = fakes.cluster(
+        "1.10.6", backend="kubeconfig", kubeconfig=str(user_kubeconfig), echo_image="registry.example/echo:1"
+    )
+    with pytest.raises(BackendError) as raised:
+        cluster.up(World(IpFamily.IPV4).manifests())
+    assert str(raised.value) == (
+        "no Istio in istio-system: pass --allow-mesh-install to let the suite install Istio 1.10.6"
+    )
+
+
 def test_kubeconfig_backend_needs_an_echo_image(fakes: Fakes, user_kubeconfig: Path) -> None:
+    fakes.seed(istio={"hub": "docker.io/istio", "tag": "1.10.6"})
     cluster = fakes.cluster("1.10.6", backend="kubeconfig", kubeconfig=str(user_kubeconfig))
     with pytest.raises(BackendError) as raised:
         cluster.up(World(IpFamily.IPV4).manifests())
     assert str(raised.value) == "--backend kubeconfig needs --echo-image (an echo image the cluster can pull)"
-    assert fakes.commands(user_kubeconfig) == ["kubectl version"]
+    assert fakes.commands(user_kubeconfig) == [
+        "kubectl version",
+        "kubectl -n istio-system get deployment istiod -o name",
+    ]
 
 
 # --- families, readiness, injection, failures -----------------------------------------------------------------------

@@ -768,6 +768,7 @@ def linter(name: str) -> str:
     return found
 
 
+@pytest.mark.lint_tools
 def test_jactionlint_fails_on_the_mistakes_it_must_catch() -> None:
     binary = linter("jactionlint")
     result = subprocess.run(
@@ -781,6 +782,7 @@ def test_jactionlint_fails_on_the_mistakes_it_must_catch() -> None:
         assert f"[{rule}]" in result.stdout, rule
 
 
+@pytest.mark.lint_tools
 def test_the_workflow_schema_check_fails_on_a_malformed_workflow() -> None:
     binary = linter("check-jsonschema")
     result = subprocess.run(

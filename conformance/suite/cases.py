@@ -38,13 +38,18 @@ class ConformanceCase:
         return tuple(p for p in Profile if self.cells(p, family))
 
     def needed(self, profile: Profile, family: IpFamily) -> frozenset[Capability]:
-        """Static needs plus what the profile and the cells' Sidecar forms need."""
+        """Static needs plus what the profile needs, and the family's Sidecar forms when every cell uses one.
+
+        A case that mixes cells with and without a Sidecar resource runs the cells without one when the mesh
+        lacks the forms (see `runnable`); a case made only of Sidecar cells is skipped with the reason.
+        """
         needs = set(self.needs)
         if profile is Profile.LEGACY:
             needs.add(Capability.PROFILE_LEGACY)
         if profile is Profile.PASSTHROUGH:
             needs.add(Capability.PROFILE_PASSTHROUGH)
-        if any(c.default_endpoint is not DefaultEndpoint.NONE for c in self.cells(profile, family)):
+        cells = self.cells(profile, family)
+        if cells and all(c.default_endpoint is not DefaultEndpoint.NONE for c in cells):
             needs.add(Capability.SIDECAR_ENDPOINT_IPV4 if family is IpFamily.IPV4 else Capability.SIDECAR_ENDPOINT_IPV6)
         return frozenset(needs)
 

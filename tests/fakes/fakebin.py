@@ -651,7 +651,7 @@ def istioctl(argv: list[str], state: dict[str, Any], version: str) -> str:
     args = Args(
         argv,
         {"--kubeconfig", "-f", "--filename", "--set", "-s", "--readiness-timeout", "-n", "--namespace"},
-        {"-y", "--skip-confirmation", "--remote"},
+        {"-y", "--skip-confirmation", "--remote", "--purge"},
     )
     words = args.words
     if words == ["version"]:
@@ -681,6 +681,9 @@ def istioctl(argv: list[str], state: dict[str, Any], version: str) -> str:
         if code:
             raise ExitWithOutput(read(os.path.join(directory, "stdout.txt")), code)
         return read(os.path.join(directory, "stdout.txt"))
+    if words[:1] == ["uninstall"] and "--purge" in argv:
+        state["istio"] = {}
+        return "✔ Uninstall complete\n"
     if words[:1] == ["proxy-config"] and len(words) == 3 and words[1] in ("listeners", "clusters"):
         pod_name, _, namespace = words[2].rpartition(".")
         find_pod(state, namespace, pod_name)
@@ -752,6 +755,12 @@ def kubectl(argv: list[str], state: dict[str, Any], stdin: str | None) -> str:
         return (
             f"Name:         {words[2]}\nNamespace:    {namespace}\nStatus:       Running\nIP:           {pod_ip(pod)}\n"
         )
+    if words == ["get", "nodes"] and args.get("-o", "--output") == "json":
+        return to_json({"apiVersion": "v1", "kind": "List", "items": _nodes(state)}, indent=1) + "\n"
+    if words == ["get", "deployment", "istiod"] and namespace == "istio-system":
+        if not state["istio"]:
+            raise Failure('Error from server (NotFound): deployments.apps "istiod" not found')
+        return "deployment.apps/istiod\n"
     if words[:2] == ["get", "events"]:
         return (
             "LAST SEEN   TYPE     REASON    OBJECT   MESSAGE\n10s   Normal   Started   pod/x   Started container echo\n"
@@ -768,6 +777,24 @@ def kubectl(argv: list[str], state: dict[str, Any], stdin: str | None) -> str:
         ]
         return "".join(f'namespace "{n}" deleted\n' for n in words[2:])
     raise Failure(f"fakebin: unknown kubectl command: {' '.join(argv)}")
+
+
+def _nodes(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The control-plane node of each kind cluster: the kubelet version from the node image's tag, the pod CIDR
+    from the cluster config's family (a seeded cluster may give `kubernetes` and `family` instead)."""
+    nodes = []
+    for cluster in state["clusters"]:
+        image = str(cluster.get("image") or "")
+        version = cluster.get("kubernetes") or (image.split(":", 1)[1].split("@", 1)[0] if ":" in image else "v1.20.15")
+        ipv6 = cluster.get("family") == "ipv6" or "ipFamily: ipv6" in str(cluster.get("config") or "")
+        nodes.append(
+            {
+                "metadata": {"name": f"{cluster['name']}-control-plane"},
+                "spec": {"podCIDR": "fd00:10:244::/64" if ipv6 else "10.244.0.0/24"},
+                "status": {"nodeInfo": {"kubeletVersion": version}},
+            }
+        )
+    return nodes
 
 
 def _deployment(state: dict[str, Any], namespace: str, name: str) -> None:

@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_f
 
 from conformance.backends.base import BackendError, Cluster, Manifest, PodRef, ProbeRequest
 from conformance.backends.kind import matrix
-from conformance.backends.kind.runner import CommandError, PlanRunner, Result, Runner
+from conformance.backends.kind.runner import CommandError, Pending, PlanRunner, Result, Runner
 from conformance.precheck import PrecheckRun, check_pod, parse_istioctl, parse_ss
 from conformance.resources import echo_program, fixture
 from conformance.spec.capabilities import LegacySwitch, parse_version, version_row
@@ -86,6 +86,7 @@ class KubeCluster(Cluster):
         self._default_mode = default
         self.created_cluster = False
         self.installed_mesh = False
+        self.preexisting_mesh = False
         self.pod_names: dict[PodRef, str] = {}
         self.pod_ips: dict[PodRef, str] = {}
         self.service_ips: dict[tuple[str, str], str] = {}
@@ -182,6 +183,7 @@ class KubeCluster(Cluster):
             )
             if not self.planning:
                 Path(self.kubeconfig).write_text(config.stdout)
+                self._check_reused_cluster()
         else:
             self._run(
                 [
@@ -209,9 +211,34 @@ class KubeCluster(Cluster):
         """The row's node image (by digest), unless --node-image says otherwise."""
         return str(self.options.get("node_image") or self.row.node_image)
 
+    def _check_reused_cluster(self) -> None:
+        """A reused cluster must be the row's Kubernetes minor and the run's family, or results would lie."""
+        nodes = json.loads(self._run(self._kubectl("get", "nodes", "-o", "json"), "read the nodes").stdout or "{}")
+        for node in nodes.get("items", []):
+            kubelet = str(node.get("status", {}).get("nodeInfo", {}).get("kubeletVersion", ""))
+            cidr = str(node.get("spec", {}).get("podCIDR", ""))
+            family = "ipv6" if ":" in cidr else "ipv4"
+            if not kubelet.startswith(f"v{self.row.kubernetes}.") or (cidr and family != self.family):
+                raise BackendError(
+                    f"the existing kind cluster {self.cluster_name} runs Kubernetes {kubelet or '?'} with {family} "
+                    f"pods; this run needs {self.row.kubernetes} and {self.family}: delete it or pick another "
+                    "--cluster-name"
+                )
+
     def _check_cluster(self) -> None:
         self.runner.note(f"existing cluster from {self.kubeconfig}")
         self._run(self._kubectl("version"), "reach the cluster")
+        istiod = self._run(
+            self._kubectl("-n", ISTIO_NAMESPACE, "get", "deployment", "istiod", "-o", "name"),
+            "look for an installed Istio",
+            check=False,
+        )
+        self.preexisting_mesh = istiod.returncode == 0
+        if not self.preexisting_mesh and not self.options.get("allow_mesh_install") and not self.planning:
+            raise BackendError(
+                f"no Istio in {ISTIO_NAMESPACE}: pass --allow-mesh-install to let the suite install "
+                f"Istio {self.istio_version}"
+            )
 
     def _images(self) -> None:
         if not self.echo_image:
@@ -412,7 +439,7 @@ class KubeCluster(Cluster):
         by_source: dict[PodRef, list[int]] = {}
         for i, request in enumerate(requests):
             by_source.setdefault(request.source, []).append(i)
-        waits: list[tuple[PodRef, list[int], Callable[[float], Result]]] = []
+        waits: list[tuple[PodRef, list[int], Pending]] = []
         for source, indexes in by_source.items():
             batch = {"timeout": timeout, "targets": [requests[i].target_json() for i in indexes]}
             argv = self._kubectl(
@@ -433,10 +460,17 @@ class KubeCluster(Cluster):
                 (source, indexes, self.runner.popen(argv, what=f"probe from {source}", stdin=json.dumps(batch)))
             )
         results: list[dict[str, object]] = [{} for _ in requests]
-        for source, indexes, wait in waits:
-            out = wait(timeout * 2 + self.timeouts.command)
-            if self.planning:
-                continue
+        try:
+            for source, indexes, pending in waits:
+                self._collect(source, indexes, pending.wait(timeout * 2 + self.timeouts.command), results)
+        except BackendError:
+            for _, _, pending in waits:
+                pending.cancel()
+            raise
+        return results
+
+    def _collect(self, source: PodRef, indexes: list[int], out: Result, results: list[dict[str, object]]) -> None:
+        if not self.planning:
             # A broken answer is the harness failing, not the mesh: stop with one line rather than record
             # "error" outcomes (or crash on a JSON traceback).
             parsed = _probe_results(out.stdout)
@@ -448,7 +482,6 @@ class KubeCluster(Cluster):
                 )
             for i, result in zip(indexes, parsed, strict=True):
                 results[i] = result
-        return results
 
     def request_record(self, pod: PodRef, request_ids: Sequence[str]) -> list[dict[str, object]]:
         """The echo control port through the API server's pod proxy (the port is excluded from capture)."""
@@ -563,7 +596,11 @@ class KubeCluster(Cluster):
                 check=False,
             )
             self.namespaces = []
-        if self.installed_mesh and self._mode != self._default_mode:
+        if self.installed_mesh and not self.preexisting_mesh:
+            # The suite installed this Istio (--allow-mesh-install): it removes it again.
+            self._run(self._istioctl("uninstall", "--purge", "-y"), "remove the Istio the suite installed", check=False)
+            self.installed_mesh = False
+        elif self.installed_mesh and self._mode != self._default_mode:
             self._install_mesh(self._default_mode)
             self._mode = self._default_mode
 

@@ -65,7 +65,7 @@ class _StandIns:
 
 def plan_text(settings: Any) -> str:
     """The plan for a run with these settings (a `conformance.plugin.Settings`)."""
-    world = World(settings.family)
+    world = World.for_mesh(settings.family, settings.mesh)
     runner = PlanRunner(responder=_StandIns(world, settings.family.value == "ipv6"))
     cluster = KubeCluster(
         settings.backend, settings.family.value, settings.backend_options, settings.timeouts, runner=runner

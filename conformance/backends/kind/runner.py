@@ -7,12 +7,15 @@ explain themselves there).
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from conformance.backends.base import BackendError
 
@@ -104,8 +107,8 @@ class Runner:
             if returncode != 0 and stderr:
                 fh.write("".join(f"# {line}\n" for line in stderr.strip().splitlines()[-20:]))
 
-    def popen(self, argv: Sequence[str], *, what: str, stdin: str | None = None) -> Callable[[float], Result]:
-        """Start a command now and return a function that waits for it (for commands run side by side)."""
+    def popen(self, argv: Sequence[str], *, what: str, stdin: str | None = None) -> Pending:
+        """Start a command now, its stdin fed and its output read by a thread, for commands run side by side."""
         command = shlex.join(argv)
         self.transcript.append(Step("command", command, what))
         try:
@@ -119,19 +122,57 @@ class Runner:
             )
         except FileNotFoundError:
             raise CommandError(f"{what}: {argv[0]} not found") from None
+        return _RunningCommand(proc, tuple(argv), what, stdin)
 
-        def wait(timeout: float) -> Result:
-            try:
-                out, err = proc.communicate(stdin, timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
-                raise CommandError(f"{what}: `{command}` did not finish within {timeout:.0f} s") from None
-            if proc.returncode != 0:
-                raise CommandError(f"{what}: `{command}` exited {proc.returncode}: {_tail(err or out)}")
-            return Result(tuple(argv), proc.returncode, out, err)
 
-        return wait
+class Pending(Protocol):
+    """A command started by `Runner.popen`."""
+
+    def wait(self, timeout: float) -> Result:
+        """Its result; CommandError if it failed or took longer than `timeout`."""
+
+    def cancel(self) -> None:
+        """Kill it (when a sibling failed and its answer is no longer wanted)."""
+
+
+class _RunningCommand:
+    def __init__(self, proc: subprocess.Popen[str], argv: tuple[str, ...], what: str, stdin: str | None) -> None:
+        self.proc, self.argv, self.what = proc, argv, what
+        self._output: tuple[str, str] = ("", "")
+        # communicate() in a thread: the stdin of every command is written at once, so they really run together.
+        self._thread = threading.Thread(target=self._communicate, args=(stdin,), daemon=True)
+        self._thread.start()
+
+    def _communicate(self, stdin: str | None) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._output = self.proc.communicate(stdin)
+
+    def wait(self, timeout: float) -> Result:
+        self._thread.join(timeout)
+        command = shlex.join(self.argv)
+        if self._thread.is_alive():
+            self.cancel()
+            raise CommandError(f"{self.what}: `{command}` did not finish within {timeout:.0f} s")
+        out, err = self._output
+        if self.proc.returncode != 0:
+            raise CommandError(f"{self.what}: `{command}` exited {self.proc.returncode}: {_tail(err or out)}")
+        return Result(self.argv, self.proc.returncode, out, err)
+
+    def cancel(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        self._thread.join(5)
+
+
+@dataclass(frozen=True)
+class _Done:
+    result: Result
+
+    def wait(self, timeout: float) -> Result:
+        return self.result
+
+    def cancel(self) -> None:
+        return None
 
 
 Responder = Callable[[Sequence[str]], str]
@@ -160,10 +201,9 @@ class PlanRunner(Runner):
         out = self.responder(argv) if self.responder else ""
         return Result(tuple(argv), 0, out, "")
 
-    def popen(self, argv: Sequence[str], *, what: str, stdin: str | None = None) -> Callable[[float], Result]:
+    def popen(self, argv: Sequence[str], *, what: str, stdin: str | None = None) -> Pending:
         """Record the command; its wait returns the stand-in output."""
-        result = self.run(argv, what=what, stdin=stdin)
-        return lambda timeout: result
+        return _Done(self.run(argv, what=what, stdin=stdin))
 
 
 def render_plan(steps: Sequence[Step]) -> str:

@@ -1,0 +1,42 @@
+"""The world adapts to what the mesh accepts, and cases keep the cells the world can answer."""
+
+from __future__ import annotations
+
+from conformance.spec.capabilities import Capability, istio_capabilities
+from conformance.spec.dimensions import DefaultEndpoint, IpFamily, Path, Profile
+from conformance.suite import test_in_pod, test_overrides
+from conformance.world import World
+
+
+def test_ipv6_before_116_deploys_no_sidecar_resources() -> None:
+    """istiod before 1.16 rejects [::1]:P and [::]:P (istio/api sidecar.proto): applying them would fail."""
+    old = World.for_mesh(IpFamily.IPV6, istio_capabilities("1.10.6"))
+    assert old.mesh_endpoints == (DefaultEndpoint.NONE,)
+    assert [m["kind"] for m in old.manifests()].count("Sidecar") == 0
+    assert [m["metadata"]["name"] for m in old.manifests() if m["kind"] == "Deployment"] == [  # type: ignore[index]
+        "echo",
+        "client",
+        "echo-none",
+        "client",
+    ]
+    assert World.for_mesh(IpFamily.IPV4, istio_capabilities("1.10.6")).sidecars
+    assert World.for_mesh(IpFamily.IPV6, istio_capabilities("1.16.0")).sidecars
+
+
+def test_mixed_cases_keep_their_cells_without_a_sidecar_and_sidecar_cases_skip() -> None:
+    localhost = next(c for c in test_in_pod.CASES if c.name == "LocalhostInPod")
+    mesh = istio_capabilities("1.10.6")
+    # The in-pod case mixes Sidecar situations: it does not need the IPv6 forms, it runs the cells it can.
+    assert mesh.missing(localhost.needed(Profile.PASSTHROUGH, IpFamily.IPV6)) is None
+    world = World.for_mesh(IpFamily.IPV6, mesh)
+    kept = [c for c in localhost.cells(Profile.PASSTHROUGH, IpFamily.IPV6) if world.deployed(c)]
+    assert kept
+    assert {c.default_endpoint for c in kept} == {DefaultEndpoint.NONE}
+    assert {c.path for c in kept} == {Path.LOCALHOST}
+    # A case made of Sidecar cells only is skipped, with the reason.
+    override = next(c for c in test_overrides.CASES if c.name == "SidecarLocalhostEndpoint")
+    needed = override.needed(Profile.PASSTHROUGH, IpFamily.IPV6)
+    assert Capability.SIDECAR_ENDPOINT_IPV6 in needed
+    assert (
+        mesh.missing(needed) == "Istio 1.10.6 predates the [::1]:PORT / [::]:PORT defaultEndpoint forms (added in 1.16)"
+    )
