@@ -31,11 +31,15 @@ from conformance.backends.kind import tools as toolbox
 from conformance.backends.kind.backend import KubeCluster, NotReady, Tools
 from conformance.backends.kind.runner import CommandError, Runner
 from conformance.precheck import Finding, parse_istioctl
+from conformance.resources import resource
 from conformance.spec.dimensions import IpFamily
 from conformance.timeouts import TimeoutConfig
 from conformance.world import World
 
 REPO = Path(__file__).resolve().parents[1]
+# Where the installed package finds fixtures/ and workloads/: the repository itself, or the wheel's bundled copy
+# (tox installs a wheel); both are shown as <repo>.
+BUNDLE = resource("fixtures").parent
 FAKEBIN = REPO / "tests" / "fakes" / "fakebin.py"
 PRECHECK_DATA = REPO / "tests" / "data" / "istioctl"
 
@@ -195,7 +199,9 @@ class Fakes:
                 assert argv[at + 1] == expected_kubeconfig, entry
                 del argv[at : at + 2]
             text = " ".join([entry["tool"], *argv])
-            out.append(text.replace(str(REPO), "<repo>").replace(str(self.work), "<work>"))
+            out.append(
+                text.replace(str(BUNDLE), "<repo>").replace(str(REPO), "<repo>").replace(str(self.work), "<work>")
+            )
         return out
 
     def stdin_of(self, prefix: str) -> list[str]:
@@ -551,7 +557,9 @@ def test_a_failing_command_is_one_line_with_command_status_and_stderr_tail(fakes
     cluster = fakes.cluster("1.10.6")
     with pytest.raises(CommandError) as raised:
         cluster.up(World(IpFamily.IPV4).manifests())
-    message = str(raised.value).replace(str(REPO), "<repo>").replace(str(fakes.root), "<tmp>")
+    message = (
+        str(raised.value).replace(str(BUNDLE), "<repo>").replace(str(REPO), "<repo>").replace(str(fakes.root), "<tmp>")
+    )
     assert "\n" not in message
     assert message == (
         "install Istio 1.10.6 (passthrough): `<tmp>/bin/istioctl install -y -f <repo>/fixtures/mesh/base.yaml "
