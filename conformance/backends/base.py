@@ -49,6 +49,14 @@ class ProbeRequest:
         return {"protocol": self.protocol, "address": self.address, "port": self.port, "request_id": self.request_id}
 
 
+def by_source(requests: Sequence[ProbeRequest]) -> dict[PodRef, list[int]]:
+    """The indexes of the requests, per pod they start in: every backend dials one batch per source pod."""
+    groups: dict[PodRef, list[int]] = {}
+    for index, request in enumerate(requests):
+        groups.setdefault(request.source, []).append(index)
+    return groups
+
+
 class Cluster(abc.ABC):
     """A place where the world's workloads run, with the mesh under test installed."""
 

@@ -37,6 +37,7 @@ from conformance.backends.base import (
     PodRef,
     PrerequisiteError,
     ProbeRequest,
+    by_source,
 )
 from conformance.backends.emulated import capture, controlplane, kube, netns
 from conformance.echo_client import Connector, ProbeTargetLike, StreamPair, make_target, probe_batch
@@ -514,9 +515,6 @@ class EmulatedCluster(Cluster):
     def probe(self, requests: Sequence[ProbeRequest], timeout: float) -> list[dict[str, object]]:
         """Dial every request from inside its source pod, concurrently, on one event loop."""
         assert self._loop is not None
-        by_source: dict[PodRef, list[int]] = {}
-        for i, request in enumerate(requests):
-            by_source.setdefault(request.source, []).append(i)
         results: list[dict[str, object]] = [{} for _ in requests]
 
         async def run_all() -> None:
@@ -529,7 +527,7 @@ class EmulatedCluster(Cluster):
                 for i, result in zip(indexes, out, strict=True):
                     results[i] = result
 
-            await asyncio.gather(*(for_source(s, idx) for s, idx in by_source.items()))
+            await asyncio.gather(*(for_source(s, idx) for s, idx in by_source(requests).items()))
 
         self._loop.run_until_complete(run_all())
         return results

@@ -150,14 +150,24 @@ class Sidecar:
         sys.stderr.write(f"{time.time():.3f} {message}\n")
         sys.stderr.flush()
 
+    @staticmethod
+    def _destination(writer: asyncio.StreamWriter) -> tuple[str, int] | None:
+        """The connection's original destination, or None (and the connection closed) for a proxy port.
+
+        Someone dialled 15001/15006 itself: forwarding it would loop back here.
+        """
+        orig_addr, orig_port = original_dst(writer.get_extra_info("socket"))
+        if orig_port in PROXY_PORTS:
+            writer.close()
+            return None
+        return orig_addr, orig_port
+
     async def inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Handle one redirected inbound connection."""
-        sock = writer.get_extra_info("socket")
-        orig_addr, orig_port = original_dst(sock)
-        if orig_port in PROXY_PORTS:
-            # Someone dialled the proxy port itself; forwarding it would loop back here.
-            writer.close()
+        destination = self._destination(writer)
+        if destination is None:
             return
+        orig_addr, orig_port = destination
         route = self.config.listeners.get(orig_port, self.config.passthrough)
         address = route.address or orig_addr
         port = route.port or orig_port
@@ -165,11 +175,10 @@ class Sidecar:
 
     async def outbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Handle one connection a meshed pod's app made to another pod or a Service."""
-        sock = writer.get_extra_info("socket")
-        orig_addr, orig_port = original_dst(sock)
-        if orig_port in PROXY_PORTS:
-            writer.close()
+        destination = self._destination(writer)
+        if destination is None:
             return
+        orig_addr, orig_port = destination
         # Like Envoy's 0.0.0.0_<port> HTTP listeners: a port some Service declares as HTTP is proxied as HTTP;
         # anything else goes through the PassthroughCluster as plain TCP.
         protocol = "http" if orig_port in self.config.outbound_http_ports else "tcp"

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from conformance.backends.base import BackendError, Cluster, Manifest, PodRef, ProbeRequest
+from conformance.backends.base import BackendError, Cluster, Manifest, PodRef, ProbeRequest, by_source
 from conformance.backends.kind import matrix
 from conformance.backends.kind.runner import CommandError, Pending, PlanRunner, Result, Runner
 from conformance.precheck import PrecheckRun, check_pod, parse_istioctl, parse_ss
@@ -436,11 +436,8 @@ class KubeCluster(Cluster):
 
     def probe(self, requests: Sequence[ProbeRequest], timeout: float) -> list[dict[str, object]]:
         """One `kubectl exec ... echo.py probe --stdin` per source pod, all sources side by side."""
-        by_source: dict[PodRef, list[int]] = {}
-        for i, request in enumerate(requests):
-            by_source.setdefault(request.source, []).append(i)
         waits: list[tuple[PodRef, list[int], Pending]] = []
-        for source, indexes in by_source.items():
+        for source, indexes in by_source(requests).items():
             batch = {"timeout": timeout, "targets": [requests[i].target_json() for i in indexes]}
             argv = self._kubectl(
                 "-n",

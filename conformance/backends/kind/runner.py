@@ -60,6 +60,14 @@ class Runner:
         """A line of explanation in the transcript (and the plan)."""
         self.transcript.append(Step("note", text))
 
+    def _record(self, argv: Sequence[str], what: str, stdin: str | None, manifest: bool) -> str:
+        """Put a command (and the manifest it is fed) in the transcript; return it as a shell line."""
+        command = shlex.join(argv)
+        self.transcript.append(Step("command", command, what))
+        if stdin is not None and manifest:
+            self.transcript.append(Step("manifest", stdin))
+        return command
+
     def run(
         self,
         argv: Sequence[str],
@@ -71,10 +79,7 @@ class Runner:
         manifest: bool = False,
     ) -> Result:
         """Run `argv`; `what` says in words what it is for (it heads the error message)."""
-        command = shlex.join(argv)
-        self.transcript.append(Step("command", command, what))
-        if stdin is not None and manifest:
-            self.transcript.append(Step("manifest", stdin))
+        command = self._record(argv, what, stdin, manifest)
         started = time.monotonic()
         try:
             proc = subprocess.run(
@@ -109,8 +114,7 @@ class Runner:
 
     def popen(self, argv: Sequence[str], *, what: str, stdin: str | None = None) -> Pending:
         """Start a command now, its stdin fed and its output read by a thread, for commands run side by side."""
-        command = shlex.join(argv)
-        self.transcript.append(Step("command", command, what))
+        self._record(argv, what, stdin, manifest=False)
         try:
             proc = subprocess.Popen(
                 list(argv),
@@ -195,9 +199,7 @@ class PlanRunner(Runner):
         manifest: bool = False,
     ) -> Result:
         """Record the command; answer with the responder's stand-in output."""
-        self.transcript.append(Step("command", shlex.join(argv), what))
-        if stdin is not None and manifest:
-            self.transcript.append(Step("manifest", stdin))
+        self._record(argv, what, stdin, manifest)
         out = self.responder(argv) if self.responder else ""
         return Result(tuple(argv), 0, out, "")
 
