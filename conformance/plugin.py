@@ -7,16 +7,17 @@ lives in the `mesh-inbound-conformance` group; malformed or incompatible options
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shlex
 import signal
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import pytest
 
@@ -98,7 +99,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     kind_options.add_options(group)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     raise pytest.UsageError(message)
 
 
@@ -330,10 +331,13 @@ def conformance_session(request: pytest.FixtureRequest) -> Iterator[ConformanceS
     session.report.write()
     start = time.perf_counter()
     try:
+        problem = None
         try:
             cluster.up(session.world.manifests())
         except BackendError as err:
-            pytest.fail(f"{cluster.backend} backend: {err}", pytrace=False)
+            problem = f"{cluster.backend} backend: {err}"
+        if problem is not None:
+            pytest.fail(problem, pytrace=False)
         session.report.timings["setup"] = time.perf_counter() - start
         yield session
     finally:
@@ -341,6 +345,25 @@ def conformance_session(request: pytest.FixtureRequest) -> Iterator[ConformanceS
         cluster.down()
         session.report.timings["teardown"] = time.perf_counter() - start
         session.report.write()
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _backend_errors_fail(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """A backend that cannot do its part fails the test with its one line, not with a traceback of the suite."""
+
+    @functools.wraps(method)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except BackendError as err:
+            message = f"backend: {err}"
+        # Outside the except block, so the failure is not reported as raised "during handling" of the error.
+        pytest.fail(message, pytrace=False)
+
+    return wrapper
 
 
 @dataclass
@@ -377,6 +400,7 @@ class ConformanceRun:
         timings["probes"] = timings.get("probes", 0.0) + time.perf_counter() - start
         return observations
 
+    @_backend_errors_fail
     def check_cells(self, case: ConformanceCase) -> None:
         """Probe (or reuse) the case's cells, judge the case's part of each, fail with every differing cell."""
         cells = self.cells(self.profile)
@@ -406,6 +430,7 @@ class ConformanceRun:
             lines.append(f"  ... and {len(failures) - 60} more (see the conformance report)")
         pytest.fail(f"{len(failures)} of {total} cells differ from the spec:\n" + "\n".join(lines), pytrace=False)
 
+    @_backend_errors_fail
     def check_arrival(self, case: ConformanceCase) -> None:
         """Compare the servers' request records with what the clients observed."""
         cells = self.cells(self.profile)
@@ -428,6 +453,7 @@ class ConformanceRun:
                     failures.append((cell, reason))
         self._raise(failures, len(cells))
 
+    @_backend_errors_fail
     def check_switch(self, case: ConformanceCase) -> None:
         """Passthrough -> legacy -> passthrough on one install; after each switch the profile's cells hold.
 
@@ -443,6 +469,7 @@ class ConformanceRun:
             cells = self.cells(target)
             self._judge(cells, self._observe(cells, fresh=True))
 
+    @_backend_errors_fail
     def check_precheck(self, case: ConformanceCase) -> None:
         """Run the precheck and compare its findings with the spec's."""
         self.session.switch(self.profile)

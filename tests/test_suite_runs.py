@@ -257,3 +257,15 @@ def test_under_ci_an_emulated_run_that_skips_fails(tmp_path: Path) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300, check=False)
     assert proc.returncode == 1
     assert "CI=true: the emulated run skipped 2 test(s); it must run every case" in proc.stdout
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("no_leftovers")
+def test_a_sidecar_that_dies_is_one_line_per_test_and_leaves_nothing(tmp_path: Path) -> None:
+    proc = run_suite(tmp_path, "-k", "LocalhostInPod", "--emulator-sidecar", "/bin/false")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "during handling" not in proc.stdout
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("emulated backend: ")]
+    assert len(lines) == 3
+    assert set(lines) == {"emulated backend: echo-none.mic-mesh: exited sidecar (exit 1); log: (empty)"}

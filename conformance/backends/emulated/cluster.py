@@ -464,7 +464,7 @@ class EmulatedCluster(Cluster):
         which = "sidecar" if "sidecar" in problem else "app"
         path = self.work_dir / f"{pod.netns}.{which}.log"
         try:
-            return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+            return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:]) or "(empty)"
         except OSError:
             return "(no log)"
 
