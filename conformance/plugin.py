@@ -342,9 +342,16 @@ def conformance_session(request: pytest.FixtureRequest) -> Iterator[ConformanceS
         yield session
     finally:
         start = time.perf_counter()
-        cluster.down()
+        teardown_problem = None
+        try:
+            cluster.down()
+        except BackendError as err:
+            teardown_problem = f"{cluster.backend} backend, tearing down: {err}"
         session.report.timings["teardown"] = time.perf_counter() - start
         session.report.write()
+    # Reached only when nothing else is on its way out (a failure or Ctrl-C keeps its own message).
+    if teardown_problem is not None:
+        pytest.fail(teardown_problem, pytrace=False)
 
 
 _P = ParamSpec("_P")
