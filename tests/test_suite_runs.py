@@ -68,6 +68,8 @@ def test_a_proxy_forwarding_to_localhost_fails_exactly_the_cells_it_breaks(tmp_p
     )
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
     doc = report(tmp_path)
+    # The report holds every cell the spec lists for the family, each judged.
+    assert {c["id"] for c in doc["cells"]} == {c.id for c in all_cells(families=[family])}  # type: ignore[index,union-attr]
     failed = {c["id"] for c in doc["cells"] if c["verdict"] == "fail"}  # type: ignore[index,union-attr]
     expected = cells_a_localhost_sidecar_breaks(family)
     assert len(expected) == 72
