@@ -420,11 +420,7 @@ class ConformanceRun:
             expected = expect(cell)
             verdict = judge(expected, observations[cell])
             self.session.report.record_cell(self.test_name, cell, expected, observations[cell], verdict, self.case.part)
-            ok = {
-                "reachability": verdict.reachability_ok and verdict.converged,
-                "source": verdict.source_ok and verdict.converged,
-            }.get(self.case.part, verdict.passed)
-            if not ok:
+            if not verdict.holds(self.case.part):
                 failures.append((cell, verdict.reason))
         self._raise(failures, len(cells))
 

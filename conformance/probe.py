@@ -118,6 +118,14 @@ class Verdict:
         """All of it."""
         return self.reachability_ok and self.source_ok and self.converged
 
+    def holds(self, part: str) -> bool:
+        """Whether the part a test judges holds: `reachability`, `source`, or (any other part) all of it."""
+        if part == "reachability":
+            return self.reachability_ok and self.converged
+        if part == "source":
+            return self.source_ok and self.converged
+        return self.passed
+
 
 def classify_source(peer: str | None, family: IpFamily, client_ip: str | None, server_ip: str) -> str | None:
     """Name the peer address the app saw (reference section 1: 127.0.0.6 / ::6 is the passthrough bind)."""

@@ -104,12 +104,7 @@ class Report:
         if record is None:
             record = self.cells[cell] = CellRecord(cell, expected, observation)
         key = f"{test}:{part}"
-        if part == "reachability":
-            ok = verdict.reachability_ok and verdict.converged
-        elif part == "source":
-            ok = verdict.source_ok and verdict.converged
-        else:
-            ok = verdict.passed
+        ok = verdict.holds(part)
         record.checks[key] = ok
         if not ok:
             record.reasons[key] = verdict.reason
