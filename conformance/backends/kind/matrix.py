@@ -13,7 +13,7 @@ import yaml
 from packaging.version import Version
 
 from conformance.resources import fixture
-from conformance.spec.capabilities import parse_version
+from conformance.spec.capabilities import istio_capabilities, parse_version
 
 MATRIX_FORMAT = "mesh-inbound-conformance/versions"
 
@@ -65,15 +65,34 @@ def load_matrix(path: Path | None = None) -> list[Row]:
 
 
 def row_for(istio_version: str, rows: list[Row] | None = None) -> Row:
-    """The row of the same Istio minor; newer minors than the matrix knows run on its newest row."""
+    """The row of the same Istio minor; any other release runs on the newest Kubernetes its minor supports.
+
+    That Kubernetes, its node image and kind release come from fixtures/kubernetes.yaml (support.py); a release
+    outside every known range is a ValueError naming the known ranges.
+    """
+    from conformance.backends.kind.support import load_support
+
     rows = rows if rows is not None else load_matrix()
     version = parse_version(istio_version)
     minor = Version(f"{version.major}.{version.minor}")
     for row in rows:
         if row.minor == minor:
             return row
-    newest = max(rows, key=lambda r: r.minor)
-    if minor > newest.minor:
-        return newest
-    known = ", ".join(f"{r.istio} ({r.name})" for r in rows)
-    raise ValueError(f"Istio {istio_version} has no row in fixtures/versions.yaml (rows: {known}); pass --node-image")
+    support = load_support()
+    try:
+        image = support.cluster_for(istio_version)
+    except ValueError:
+        newest = max(rows, key=lambda r: r.minor)
+        if minor > newest.minor:
+            # A build of a minor the project does not know yet (1.32-dev) runs on the newest row's cluster.
+            return newest
+        raise
+    profiles = tuple(p.value for p in istio_capabilities(istio_version).profiles())
+    return Row(
+        name=f"istio-{minor}-k8s-{image.kubernetes}",
+        istio=istio_version,
+        kubernetes=image.kubernetes,
+        kind=image.kind,
+        node_image=image.image,
+        profiles=profiles,
+    )
