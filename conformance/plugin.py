@@ -14,7 +14,7 @@ import shlex
 import signal
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn, ParamSpec, TypeVar
@@ -163,7 +163,9 @@ def _mesh(opt: Any, backend: str, backend_options: dict[str, Any]) -> MeshCapabi
                 _fail("--mesh-version describes a real Istio build: use it with --backend kind or kubeconfig")
             mesh = emulated_capabilities()
         else:
-            version = opt.mesh_version or backend_options["istio_version"]
+            claimed = backend_options["istio_version"]
+            # An unreleased custom build (1.32-dev) is judged by the newest known release of its minor.
+            version = backend_options.get("capability_version") or claimed
             istioctl = backend_options.get("istioctl_version")
             if not istioctl:
                 # The matrix row may name another istioctl for the precheck (1.9.9 is checked by a 1.10 istioctl).
@@ -174,6 +176,8 @@ def _mesh(opt: Any, backend: str, backend_options: dict[str, Any]) -> MeshCapabi
                 except ValueError:
                     istioctl = None
             mesh = istio_capabilities(version, istioctl)
+            if version != claimed:
+                mesh = replace(mesh, version=claimed)
     except ValueError as err:
         _fail(f"--mesh-version/--istio-version: {err}")
     if opt.mesh_capabilities:

@@ -327,8 +327,11 @@ def test_custom_build_sets_hub_tag_values_pull_policy_and_loads_its_images(fakes
         f"kind create cluster --name mic --image {NODE_1_36} --config {CREATE_V4}",
         f"docker build --tag {ECHO_IMAGE} <repo>/workloads/echo",
         f"kind load docker-image {ECHO_IMAGE} --name mic",
-        f"kind load docker-image {hub}/pilot:{tag} --name mic",
-        f"kind load docker-image {hub}/proxyv2:{tag} --name mic",
+        # Pulled images go through an archive of the nodes' platform (Docker 29's containerd store, kind#3795).
+        f"docker save --platform linux/amd64 --output <work>/image-0.tar {hub}/pilot:{tag}",
+        "kind load image-archive <work>/image-0.tar --name mic",
+        f"docker save --platform linux/amd64 --output <work>/image-1.tar {hub}/proxyv2:{tag}",
+        "kind load image-archive <work>/image-1.tar --name mic",
         f"istioctl install -y -f <repo>/fixtures/mesh/base.yaml -f {values} {custom}",
         WAIT_ISTIOD,
         "kubectl apply -f -",

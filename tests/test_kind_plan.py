@@ -91,9 +91,50 @@ CASES: dict[str, tuple[str, ...]] = {
         "--istio-version",
         "1.10.6",
     ),
+    "unreleased-with-istioctl": (
+        "--backend",
+        "kind",
+        "--istio-version",
+        "1.32-dev",
+        "--istio-hub",
+        CUSTOM_HUB,
+        "--istio-tag",
+        "1.32-dev.3",
+        "--istioctl",
+        "{istioctl}",
+    ),
+    "unreleased-with-url": (
+        "--backend",
+        "kind",
+        "--istio-version",
+        "1.32-dev",
+        "--istio-hub",
+        CUSTOM_HUB,
+        "--istio-tag",
+        "1.32-dev.3",
+        "--istioctl-url",
+        "https://builds.example/istioctl-1.32-dev-linux-amd64.tar.gz",
+        "--istioctl-sha256",
+        "ab" * 32,
+    ),
+    "unreleased-no-istioctl": (
+        "--backend",
+        "kind",
+        "--istio-version",
+        "1.32-dev",
+        "--istio-hub",
+        CUSTOM_HUB,
+        "--istio-tag",
+        "1.32-dev.3",
+    ),
+    "1.15.1": ("--backend", "kind", "--istio-version", "1.15.1"),
+    "1.20.8": ("--backend", "kind", "--istio-version", "1.20.8"),
+    "1.22.3": ("--backend", "kind", "--istio-version", "1.22.3"),
+    "out-of-range": ("--backend", "kind", "--istio-version", "1.11.4"),
+    "versions-disagree": ("--backend", "kind", "--istio-version", "1.10.6", "--mesh-version", "1.21.0"),
+    "versions-agree": ("--backend", "kind", "--istio-version", "1.21.6", "--mesh-version", "1.21.6"),
     "emulated-plan": ("--backend", "emulated", "--plan"),
     "no-istio-version": ("--backend", "kind"),
-    "no-matrix-row": ("--backend", "kind", "--istio-version", "1.22.0"),
 }
 
 
@@ -152,7 +193,12 @@ def plans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Plan]:
             "spec:\n  values:\n    global:\n      logging:\n        level: default:debug\n"
         )
         (root / "kubeconfig").write_text("apiVersion: v1\nkind: Config\n")
-        argv = [a.format(values=root / "values.yaml", kubeconfig=root / "kubeconfig") for a in args]
+        istioctl = root / "istioctl-dev"
+        istioctl.write_text("#!/bin/sh\necho 'client version: 1.32-dev'\n")
+        istioctl.chmod(0o755)
+        argv = [
+            a.format(values=root / "values.yaml", kubeconfig=root / "kubeconfig", istioctl=istioctl) for a in args
+        ]
         if name not in ("emulated-plan",):
             argv.append("--plan")
         env = {
@@ -360,8 +406,10 @@ def test_plan_custom_build(plans: dict[str, Plan]) -> None:
         plan.commands,
         [
             *create(kind, NODE_1_36),
-            f"{kind} load docker-image {CUSTOM_HUB}/pilot:{CUSTOM_TAG} --name mic",
-            f"{kind} load docker-image {CUSTOM_HUB}/proxyv2:{CUSTOM_TAG} --name mic",
+            f"docker save --platform linux/amd64 --output <tmp>/mic-kind-mic/image-0.tar {CUSTOM_HUB}/pilot:{CUSTOM_TAG}",
+            f"{kind} load image-archive <tmp>/mic-kind-mic/image-0.tar --name mic",
+            f"docker save --platform linux/amd64 --output <tmp>/mic-kind-mic/image-1.tar {CUSTOM_HUB}/proxyv2:{CUSTOM_TAG}",
+            f"{kind} load image-archive <tmp>/mic-kind-mic/image-1.tar --name mic",
             f"{istioctl} install -y -f <repo>/fixtures/mesh/base.yaml -f <root>/values.yaml {custom}",
             *workloads(kubectl),
             f"{istioctl} install -y -f <repo>/fixtures/mesh/base.yaml -f <repo>/fixtures/mesh/legacy-mesh-config.yaml "
@@ -440,9 +488,24 @@ def test_plan_creates_nothing(plans: dict[str, Plan], name: str) -> None:
             "ERROR: --backend kind needs --istio-version X (the release to install, or the one a custom build claims)",
         ),
         (
-            "no-matrix-row",
-            "ERROR: --plan: Istio 1.22.0 has no row in fixtures/versions.yaml (rows: 1.9.9 (istio-1.9-legacy), "
-            "1.10.6 (istio-1.10-flag), 1.21.6 (istio-1.21-no-switch), 1.31.1 (istio-current)); pass --node-image",
+            "unreleased-no-istioctl",
+            "ERROR: Istio 1.32-dev is not a release, so there is no istioctl to download: pass --istioctl PATH "
+            "or --istioctl-url URL (with --istioctl-sha256) with the build's own istioctl",
+        ),
+        (
+            "out-of-range",
+            "ERROR: --plan: Istio 1.11.4: no known Kubernetes range for 1.11 (known: 1.9 (k8s 1.17-1.20), "
+            "1.10 (k8s 1.18-1.21), 1.12 (k8s 1.19-1.22), 1.13 (k8s 1.20-1.23), 1.14 (k8s 1.21-1.24), "
+            "1.15 (k8s 1.22-1.25), 1.16 (k8s 1.22-1.25), 1.17 (k8s 1.23-1.26), 1.18 (k8s 1.24-1.27), "
+            "1.19 (k8s 1.25-1.28), 1.20 (k8s 1.25-1.29), 1.21 (k8s 1.26-1.29), 1.22 (k8s 1.27-1.30), "
+            "1.23 (k8s 1.27-1.30), 1.24 (k8s 1.28-1.31), 1.25 (k8s 1.29-1.31), 1.26 (k8s 1.29-1.33), "
+            "1.27 (k8s 1.29-1.33), 1.28 (k8s 1.30-1.34), 1.29 (k8s 1.31-1.35), 1.30 (k8s 1.32-1.36), "
+            "1.31 (k8s 1.32-1.36))",
+        ),
+        (
+            "versions-disagree",
+            "ERROR: --istio-version 1.10.6 and --mesh-version 1.21.0 disagree: on --backend kind give "
+            "--istio-version only (the release installed, or the one a custom build claims)",
         ),
     ],
 )
@@ -466,3 +529,66 @@ def test_plan_tools_come_from_pinned_downloads_when_path_has_none(plans: dict[st
         for n in notes
     )
     assert not any("(PATH)" in n for n in notes)
+
+
+# --- releases without a matrix row, unreleased custom builds -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "kubectl", "node"),
+    [
+        (
+            "1.15.1",
+            "v0.21.0",
+            "v1.25.16",
+            "kindest/node:v1.25.16@sha256:9d0a62b55d4fe1e262953be8d406689b947668626a357b5f9d0cfbddbebbc727",
+        ),
+        ("1.20.8", "v0.27.0", "v1.29.14", NODE_1_29),  # the matrix row istio-1.20-last-flag
+        (
+            "1.22.3",  # same minor as the row istio-1.22-localhost-mode
+            "v0.27.0",
+            "v1.29.14",
+            NODE_1_29,
+        ),
+    ],
+)
+def test_plan_any_release_runs_on_the_newest_supported_kubernetes(
+    plans: dict[str, Plan], name: str, kind: str, kubectl: str, node: str
+) -> None:
+    """No --node-image: the Kubernetes, kind release and node image come from fixtures/kubernetes.yaml."""
+    plan = plans[name]
+    assert plan.returncode == 0, plan.stderr
+    kind_bin, _, istioctl = tools(kind, kubectl, name)
+    in_order(plan.commands, [*create(kind_bin, node), install(istioctl, name)])
+    assert plan.created == []
+
+
+@pytest.mark.parametrize("name", ["unreleased-with-istioctl", "unreleased-with-url"])
+def test_plan_unreleased_custom_build_uses_its_own_istioctl(plans: dict[str, Plan], name: str) -> None:
+    plan = plans[name]
+    assert (plan.returncode, plan.stderr.strip()) == (0, "Exit: --plan: printed the plan; nothing was run")
+    assert "Traceback" not in plan.stdout + plan.stderr and "INTERNALERROR" not in plan.stdout + plan.stderr
+    istioctl = (
+        "<root>/istioctl-dev" if name == "unreleased-with-istioctl" else f"{TOOLS}/istioctl/custom-1.32-dev/istioctl"
+    )
+    installs = [c for c in plan.commands if " install -y " in c]
+    assert installs and all(c.startswith(f"{istioctl} install -y ") for c in installs)
+    assert all(f"--set hub={CUSTOM_HUB} --set tag=1.32-dev.3" in c for c in installs)
+    # Capabilities of the newest known release (1.31.1): the LOCALHOST switch, so a legacy install happens.
+    assert any("legacy-mesh-config.yaml" in c for c in installs)
+    if name == "unreleased-with-url":
+        assert (
+            "istioctl of the custom build: https://builds.example/istioctl-1.32-dev-linux-amd64.tar.gz "
+            f"(sha256 {'ab' * 32})"
+        ) in plan.notes
+    assert plan.created == []
+
+
+def test_plan_versions_that_agree_are_one_version(plans: dict[str, Plan]) -> None:
+    assert plans["versions-agree"].returncode == 0
+
+
+def test_plan_logs_why_each_tool_was_chosen(plans: dict[str, Plan]) -> None:
+    notes = plans["1.10.6"].notes
+    assert "kind: none on PATH, using the pinned kind v0.17.0" in notes
+    assert "kubectl: none on PATH, using the pinned kubectl v1.20.15" in notes

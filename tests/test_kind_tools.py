@@ -619,3 +619,46 @@ def test_cache_dir_defaults_to_the_user_cache(monkeypatch: pytest.MonkeyPatch, t
         assert tools.default_cache_dir() == tmp_path / "mesh-inbound-conformance" / "tools"
     else:
         assert tools.default_cache_dir().parts[-2:] == ("mesh-inbound-conformance", "tools")
+
+
+def test_kind_and_kubectl_on_path_of_another_version_are_not_used(
+    mirror: Mirror, client: httpx.Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GitHub runner ships kind 0.32 and kubectl 1.36; a 1.20 node image needs kind 0.17 (and kubectl 1.20)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    runner_kind = b"#!/bin/sh\necho 'kind v0.32.0 go1.25.1 linux/amd64'\n"
+    executable(bin_dir / "kind", runner_kind.decode())
+    executable(bin_dir / "kubectl", '#!/bin/sh\necho \'{"clientVersion": {"gitVersion": "v1.36.1"}}\'\n')
+    monkeypatch.setenv("PATH", str(bin_dir))
+    pin = tools.pin_for("kind", "v0.21.0", mirror=mirror.url)
+    mirror.serve_pin(pin, FAKE_KIND, checksum=f"{sha256(FAKE_KIND)}  {pin.asset}\n")
+
+    found = tools.resolve_tool("kind", None, "v0.21.0", cache_dir=tmp_path / "cache", client=client, mirror=mirror.url)
+
+    assert found == tmp_path / "cache" / "kind" / "v0.21.0" / "kind"
+    assert tools.path_choice("kind", "v0.21.0") == (
+        None,
+        f"kind: {bin_dir / 'kind'} on PATH is v0.32.0, not v0.21.0: using the pinned kind v0.21.0",
+    )
+    assert tools.path_choice("kubectl", "v1.20.15")[0] is None
+    assert tools.path_choice("kubectl", "v1.36.0") == (
+        bin_dir / "kubectl",
+        f"kubectl: using {bin_dir / 'kubectl'} from PATH (v1.36.1, the row's version)",
+    )
+
+
+def test_a_custom_build_istioctl_url_is_verified_by_its_sha256(
+    mirror: Mirror, client: httpx.Client, tmp_path: Path
+) -> None:
+    archive = istioctl_archive({"istioctl": FAKE_ISTIOCTL})
+    pin = tools.url_pin("https://builds.example/istioctl-1.32-dev.tar.gz", sha256(archive), "1.32-dev", mirror.url)
+    mirror.serve_pin(pin, archive)
+
+    found = tools.download(pin, cache_dir=tmp_path / "cache", client=client, progress=False)
+
+    assert found == tmp_path / "cache" / "istioctl" / "custom-1.32-dev" / "istioctl"
+    assert found.read_bytes() == FAKE_ISTIOCTL
+    bad = tools.url_pin("https://builds.example/istioctl-1.32-dev.tar.gz", "0" * 64, "1.32-dev", mirror.url)
+    with pytest.raises(ChecksumMismatch):
+        tools.download(bad, cache_dir=tmp_path / "other", client=client, progress=False)

@@ -614,6 +614,14 @@ def kind(argv: list[str], state: dict[str, Any]) -> str:
                 f'Image: "{image}" with ID "sha256:0123" not yet present on node "{name}-control-plane", loading...\n'
             )
         return ""
+    if words[:2] == ["load", "image-archive"] and len(words) == 3:
+        if name not in names:
+            raise Failure(f'ERROR: no nodes found for cluster "{name}"')
+        if not os.path.isfile(words[2]):
+            raise Failure(f"ERROR: failed to load image: open {words[2]}: no such file or directory")
+        archive = from_json(read(words[2]))
+        state.setdefault("node_images", []).extend(archive["images"])
+        return ""
     if words[:2] == ["export", "logs"] and len(words) == 3:
         target = words[2]
         os.makedirs(os.path.join(target, f"{name}-control-plane"), exist_ok=True)
@@ -631,6 +639,17 @@ def kind(argv: list[str], state: dict[str, Any]) -> str:
 
 
 def docker(argv: list[str], state: dict[str, Any]) -> str:
+    if argv[:1] == ["save"]:
+        # docker save --platform P --output F IMAGE...: the fake archive names its images and platform.
+        save = Args(argv, {"--platform", "--output", "-o"}, set())
+        output, platform = save.get("--output", "-o"), save.get("--platform")
+        if output is None or platform is None:
+            raise Failure("fakebin: docker save needs --platform and --output (Docker 29's containerd store)")
+        missing = [i for i in save.words[1:] if i not in state["images"]]
+        if missing:
+            raise Failure(f"Error response from daemon: reference does not exist: {missing[0]}")
+        write(output, to_json({"platform": platform, "images": save.words[1:]}))
+        return ""
     args = Args(argv, {"--tag", "-t"}, set())
     if args.words[:1] == ["build"] and len(args.words) == 2:
         context = args.words[1]

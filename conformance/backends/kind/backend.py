@@ -110,21 +110,28 @@ class KubeCluster(Cluster):
             precheck_version = self.options.get("istioctl_version") or self.row.istioctl_precheck or self.istio_version
 
             def get(tool: str, explicit: str | None, version: str) -> str:
+                if explicit:
+                    self.runner.note(f"{tool}: {explicit} (given)")
+                    return explicit if self.planning else str(toolbox.resolve_tool(tool, explicit, version))
+                url = self.options.get("istioctl_url")
+                if tool == "istioctl" and url and version == self.istio_version:
+                    pin = toolbox.url_pin(str(url), self.options.get("istioctl_sha256"), version)
+                    check = f"sha256 {pin.sha256}" if pin.sha256 else f"sha256 from {pin.checksum_url}"
+                    self.runner.note(f"istioctl of the custom build: {pin.url} ({check})")
+                    if self.planning:
+                        return str(toolbox.default_cache_dir() / tool / pin.version / pin.executable_name)
+                    return str(toolbox.download(pin))
+                # PATH is read (and a tool there asked its version) in a plan too: nothing is created.
+                on_path, reason = toolbox.path_choice(tool, version)
+                self.runner.note(reason)
+                if on_path is not None:
+                    return str(on_path)
                 if self.planning:
-                    if explicit:
-                        self.runner.note(f"{tool}: {explicit} (given)")
-                        return explicit
-                    # A plan reads PATH but runs nothing: istioctl's version cannot be asked, so it shows the
-                    # verified download a run would use unless a matching istioctl is on PATH.
                     pin = toolbox.pin_for(tool, version)
-                    on_path = toolbox.find_on_path(tool) if tool != "istioctl" else None
-                    if on_path is not None:
-                        self.runner.note(f"{tool}: {on_path} (PATH)")
-                        return str(on_path)
                     check = f"sha256 {pin.sha256}" if pin.sha256 else f"sha256 from {pin.checksum_url}"
                     self.runner.note(f"{tool} {version}: {pin.url} ({check})")
                     return str(toolbox.default_cache_dir() / tool / pin.version / pin.executable_name)
-                return str(toolbox.resolve_tool(tool, explicit, version))
+                return str(toolbox.resolve_tool(tool, None, version, use_path=False))
 
             kind = "" if self.backend != "kind" else get("kind", self.options.get("kind_bin"), self.row.kind)
             istioctl = get("istioctl", self.options.get("istioctl"), self.istio_version)
@@ -253,14 +260,38 @@ class KubeCluster(Cluster):
                 timeout=self.timeouts.command * 5,
             )
             self._load(self.echo_image)
-        for image in self.options.get("load_image") or []:
-            self._load(str(image))
+        for index, image in enumerate(self.options.get("load_image") or []):
+            self._load_archive(str(image), index)
 
     def _load(self, image: str) -> None:
         if self.backend != "kind":
             return
         self._run(
             [self.tools.kind, "load", "docker-image", image, "--name", self.cluster_name],
+            f"load {image} into the kind nodes",
+            timeout=self.timeouts.command * 5,
+        )
+
+    def _load_archive(self, image: str, index: int) -> None:
+        """A pulled (often multi-arch) image goes through `docker save --platform` and `kind load image-archive`.
+
+        `kind load docker-image` fails for pulled multi-arch images under Docker 29's containerd image store
+        ("content digest ... not found", kind#3795, kind PR #4247); an archive of the one platform the nodes run
+        does not (shared/reference/tools-versions-ci.md, "Hazards on real runners").
+        """
+        if self.backend != "kind":
+            return
+        from conformance.backends.kind.tools import current_platform
+
+        platform = "linux/" + current_platform().split("-")[1]
+        archive = str(self.work_dir / f"image-{index}.tar")
+        self._run(
+            ["docker", "save", "--platform", platform, "--output", archive, image],
+            f"save {image} ({platform}) to an archive",
+            timeout=self.timeouts.command * 5,
+        )
+        self._run(
+            [self.tools.kind, "load", "image-archive", archive, "--name", self.cluster_name],
             f"load {image} into the kind nodes",
             timeout=self.timeouts.command * 5,
         )

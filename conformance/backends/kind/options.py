@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ import pytest
 KIND_OPTIONS = {
     "istio_version": "--istio-version",
     "istioctl": "--istioctl",
+    "istioctl_url": "--istioctl-url",
+    "istioctl_sha256": "--istioctl-sha256",
     "istioctl_version": "--istioctl-version",
     "kind_bin": "--kind-bin",
     "kubectl_bin": "--kubectl-bin",
@@ -32,6 +35,13 @@ def add_options(group: Any) -> None:
     """Register the kind/kubeconfig options in the suite's group."""
     group.addoption("--istio-version", default=None, help="kind/kubeconfig: the Istio release to install (e.g. 1.10.6)")
     group.addoption("--istioctl", default=None, help="kind/kubeconfig: istioctl binary to use (else downloaded)")
+    group.addoption(
+        "--istioctl-url",
+        default=None,
+        help="custom build: https URL of its istioctl (a binary or a .tar.gz holding `istioctl`); verified by "
+        "--istioctl-sha256, else by the publisher's <URL>.sha256",
+    )
+    group.addoption("--istioctl-sha256", default=None, help="custom build: sha256 of the --istioctl-url download")
     group.addoption(
         "--istioctl-version",
         default=None,
@@ -83,11 +93,19 @@ def validate(opt: Any, backend: str) -> dict[str, Any]:
             raise ValueError(f"{misplaced[0]} is an option of --backend kind/kubeconfig, not of the emulated backend")
         return {}
     values = {name: getattr(opt, name, None) for name in KIND_OPTIONS}
-    if not values["istio_version"] and not getattr(opt, "mesh_version", None):
+    mesh_version = getattr(opt, "mesh_version", None)
+    if values["istio_version"] and mesh_version and values["istio_version"] != mesh_version:
+        # One version names the mesh on a real cluster: two that disagree would install one and judge another.
+        raise ValueError(
+            f"--istio-version {values['istio_version']} and --mesh-version {mesh_version} disagree: on --backend "
+            f"{backend} give --istio-version only (the release installed, or the one a custom build claims)"
+        )
+    if not values["istio_version"] and not mesh_version:
         raise ValueError(
             f"--backend {backend} needs --istio-version X (the release to install, or the one a custom build claims)"
         )
-    values["istio_version"] = values["istio_version"] or opt.mesh_version
+    values["istio_version"] = values["istio_version"] or mesh_version
+    _check_istioctl_source(values)
     if backend == "kubeconfig":
         if not values["kubeconfig"]:
             raise ValueError("--backend kubeconfig needs --kubeconfig PATH")
@@ -105,15 +123,44 @@ def validate(opt: Any, backend: str) -> dict[str, Any]:
     return values
 
 
+def _check_istioctl_source(values: dict[str, Any]) -> None:
+    """An unreleased version has no istioctl to download: the build must bring its own (one line otherwise)."""
+    from conformance.backends.kind.support import is_release, load_support
+    from conformance.spec.capabilities import parse_version
+
+    version = str(values["istio_version"])
+    parse_version(version)
+    url, sha = values.get("istioctl_url"), values.get("istioctl_sha256")
+    if url and values.get("istioctl"):
+        raise ValueError("--istioctl and --istioctl-url both name an istioctl: give one")
+    if url and not str(url).startswith(("https://", "http://")):
+        raise ValueError(f"--istioctl-url {url!r}: expected an http(s) URL of an istioctl binary or .tar.gz")
+    if sha and not url:
+        raise ValueError("--istioctl-sha256 verifies the --istioctl-url download: give --istioctl-url too")
+    if sha and not re.fullmatch(r"[0-9a-f]{64}", str(sha).lower()):
+        raise ValueError(f"--istioctl-sha256 {sha!r}: expected 64 hex digits")
+    values["capability_version"] = version
+    if not is_release(version):
+        if not (values.get("istioctl") or url):
+            raise ValueError(
+                f"Istio {version} is not a release, so there is no istioctl to download: pass --istioctl PATH "
+                "or --istioctl-url URL (with --istioctl-sha256) with the build's own istioctl"
+            )
+        values["capability_version"] = load_support().newest_known_release(version)
+
+
 def maybe_plan(config: pytest.Config, settings: Any) -> None:
     """--plan: print every command and manifest the run would use, in order, without running any; then exit."""
     if not getattr(config.option, "plan", False):
         return
     from conformance.backends.kind.plan import plan_text
 
+    from conformance.backends.base import BackendError
+
     try:
         text = plan_text(settings)
-    except ValueError as err:
+    except (ValueError, BackendError) as err:
+        # A backend error (a tool that cannot be had, a version without a cluster) is the user's to fix: one line.
         raise pytest.UsageError(f"--plan: {err}") from None
     capture = config.pluginmanager.getplugin("capturemanager")
     if capture is not None:

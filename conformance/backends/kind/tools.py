@@ -226,33 +226,80 @@ def resolve_tool(
     mirror: str | None = None,
     use_path: bool = True,
 ) -> Path:
-    """The binary to run for `tool`: the explicit path, else the one on PATH, else a verified download.
-
-    istioctl on PATH is only used when it is the requested release: its checks (the IST0143 precheck above all)
-    differ between releases, so a different istioctl would silently test something else. kind and kubectl on
-    PATH are taken as they are, as developers expect.
-    """
+    """The binary to run for `tool`: the explicit path, else the one on PATH if it is the row's version, else a
+    verified download. The log says which was chosen and why (see `path_choice`)."""
     if tool not in TOOLS:
         raise ToolError(f"unknown tool {tool!r}: one of {', '.join(TOOLS)}")
     if explicit:
         return _explicit(tool, explicit)
     if use_path:
-        found = find_on_path(tool)
-        if found is not None and tool != "istioctl":
-            log.info("using %s from PATH: %s", tool, found)
-            return found
+        found, reason = path_choice(tool, version)
+        log.info("%s", reason)
         if found is not None:
-            have = istioctl_version(found)
-            if have is not None and have.removeprefix("v") == version.removeprefix("v"):
-                log.info("using istioctl %s from PATH: %s", have, found)
-                return found
-            log.info(
-                "istioctl on PATH (%s) is %s, not %s: using a downloaded one",
-                found,
-                have or "of unknown version",
-                version,
-            )
+            return found
     return download(pin_for(tool, version, mirror=mirror), cache_dir=cache_dir, client=client)
+
+
+def path_choice(tool: str, version: str) -> tuple[Path | None, str]:
+    """The tool on PATH if its version is the wanted one, and a sentence saying what was found and why.
+
+    A tool on PATH is only right at the row's version: kind's node images are promised to work only with the kind
+    release that built them (the GitHub runner ships kind 0.32, a 1.20 image needs 0.17), kubectl supports one
+    minor of skew (the runner ships 1.36), and istioctl's checks differ between releases. So kind and istioctl
+    must be the exact release, kubectl the row's Kubernetes minor.
+    """
+    found = find_on_path(tool)
+    if found is None:
+        return None, f"{tool}: none on PATH, using the pinned {tool} {version}"
+    have = tool_version(tool, found)
+    if have is not None and _same(tool, have, version):
+        return found, f"{tool}: using {found} from PATH ({have}, the row's version)"
+    return None, (
+        f"{tool}: {found} on PATH is {have or 'of unknown version'}, not {version}: using the pinned {tool} {version}"
+    )
+
+
+def _same(tool: str, have: str, want: str) -> bool:
+    have, want = have.removeprefix("v"), want.removeprefix("v")
+    if tool == "kubectl":
+        return have.split(".")[:2] == want.split(".")[:2]
+    return have == want
+
+
+def tool_version(tool: str, binary: Path) -> str | None:
+    """The version a kind, kubectl or istioctl binary reports about itself, or None if it cannot say."""
+    if tool == "istioctl":
+        return istioctl_version(binary)
+    argv = [str(binary), "version"] if tool == "kind" else [str(binary), "version", "--client", "-o", "json"]
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=VERSION_PROBE_TIMEOUT, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if result.returncode != 0:
+        return None
+    if tool == "kubectl":
+        match = re.search(r'"gitVersion":\s*"(v[^"]+)"', result.stdout)
+        return match.group(1) if match else None
+    # `kind v0.17.0 go1.19.2 linux/amd64`
+    match = _RELEASE.search(result.stdout)
+    return match.group(0) if match else None
+
+
+def url_pin(url: str, sha256: str | None, version: str, mirror: str | None = None) -> ToolPin:
+    """A custom build's own istioctl at `url` (`--istioctl-url`): a binary, or a .tar.gz holding `istioctl`.
+
+    Verified by `sha256` when given, else by the publisher's `<url>.sha256` beside it (Istio's own convention).
+    Cached under the version the build claims.
+    """
+    if sha256 is not None and not _SHA256.fullmatch(sha256.lower()):
+        raise ToolError(f"--istioctl-sha256 {sha256!r} is not 64 hex digits")
+    mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV) or None
+    checksum_url = f"{url}.sha256"
+    if mirror:
+        url, checksum_url = _mirrored(url, mirror), _mirrored(checksum_url, mirror)
+    path = urlsplit(url).path
+    member = "istioctl" if path.endswith((".tar.gz", ".tgz")) else None
+    return ToolPin("istioctl", f"custom-{version}", url, sha256.lower() if sha256 else None, checksum_url, member)
 
 
 def istioctl_version(binary: Path) -> str | None:
