@@ -36,6 +36,8 @@ _FINDING = re.compile(
 )
 _PORT = re.compile(r"^Port (\d+) is exposed in a Service but listens on localhost")
 _SILENT_FAILURES = ("failed to get config dump", "failed to get ports", "failed to get listener state")
+# istioctl skips an `ss` line it cannot parse and says only this: the pod was checked in part.
+_PARTIAL = "failed to get parse state:"
 TCP_LISTEN = "0A"
 
 
@@ -104,6 +106,10 @@ class PrecheckRun:
     checked_pods: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     """Signs that the run checked less than it says (istioctl prints these and still exits 0)."""
+    ignored: list[Finding] = field(default_factory=list)
+    """Findings about pods that are not the run's current pods (a Terminating pod of an earlier profile)."""
+    notes: list[str] = field(default_factory=list)
+    """What the run left out on purpose, and why (shown in the report's precheck section)."""
 
 
 def parse_ss(text: str) -> list[Listener]:
@@ -188,6 +194,9 @@ def parse_istioctl(stdout: str, stderr: str, exit_code: int) -> PrecheckRun:
     for raw in stdout.splitlines():
         line = raw.strip()
         if not line:
+            continue
+        if _PARTIAL in line:
+            warnings.append(f"partial check: istioctl skipped a listener it could not parse ({line})")
             continue
         if any(marker in line for marker in _SILENT_FAILURES):
             warnings.append(line)

@@ -138,6 +138,7 @@ class Report:
                 "findings": [line for line in run.stdout.splitlines() if "IST0143" in line],
                 "expected": expected,
                 "warnings": run.warnings,
+                "notes": run.notes,
                 "problems": problems,
                 "verdict": "pass" if not problems else "fail",
             }
@@ -265,6 +266,9 @@ class Report:
             problems = run["problems"]
             assert isinstance(problems, list)
             lines += [f"- ❌ {p}" for p in problems]
+            notes = run.get("notes") or []
+            assert isinstance(notes, list)
+            lines += [f"- ℹ️ {n}" for n in notes]
         lines += self._tables()
         return "\n".join(lines) + "\n"
 

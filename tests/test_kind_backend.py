@@ -90,6 +90,8 @@ WAIT_WORKLOADS = [
 # the injected namespace's workloads restart to get proxies with the new settings; mic-baseline is left alone.
 RESTART_MESH = [WAIT_ISTIOD, "kubectl -n mic-mesh rollout restart deploy", *WAIT_WORKLOADS]
 CONFIG_DUMP = "pilot-agent request GET config_dump?resource=dynamic_active_clusters&mask=cluster.name"
+# Before a precheck: no pod of the run's namespaces may still be Terminating (istioctl 1.10 would check it too).
+NO_TERMINATING = ["kubectl -n mic-baseline get pods -o json", "kubectl -n mic-mesh get pods -o json"]
 CROSS_CHECK = [
     "kubectl -n mic-mesh exec echo-none-5d9c8b7f6-7ml2z -c istio-proxy -- ss -ltnH",
     f"kubectl -n mic-mesh exec echo-none-5d9c8b7f6-7ml2z -c istio-proxy -- {CONFIG_DUMP}",
@@ -279,7 +281,7 @@ def test_istio_1_9_is_legacy_without_a_switch_and_prechecks_with_istioctl_1_10(f
     assert fakes.commands() == up
 
     run = cluster.precheck("mic-mesh")
-    assert fakes.commands() == [*up, "istioctl-1.10.6 x precheck", *CROSS_CHECK]
+    assert fakes.commands() == [*up, *NO_TERMINATING, "istioctl-1.10.6 x precheck", *CROSS_CHECK]
     assert run.tool == "istioctl"
     cluster.down()
     assert fakes.commands()[-1] == "kind delete cluster --name mic"
@@ -714,7 +716,7 @@ def test_precheck_agrees_with_the_suite_s_checker(live: tuple[Fakes, KubeCluster
     fakes, cluster = live
     fakes.env["FAKE_PRECHECK_DIR"] = str(PRECHECK_DATA / capture)
     run = cluster.precheck("mic-mesh")
-    assert fakes.commands() == ["istioctl x precheck", *CROSS_CHECK]
+    assert fakes.commands() == [*NO_TERMINATING, "istioctl x precheck", *CROSS_CHECK]
     assert run.exit_code == 1
     assert run.findings == CHECKER_FINDINGS
     assert run.warnings == []
@@ -905,3 +907,48 @@ def test_parse_istioctl_control_plane_only() -> None:
     run = parse_istioctl(*read_capture("control-plane-only"))
     assert (run.exit_code, run.findings) == (1, [])
     assert run.warnings == ["istioctl reported issues that are not IST0143 (control-plane checks?)"]
+
+
+def test_precheck_waits_for_terminating_pods_and_ignores_findings_about_pods_that_are_gone(
+    live: tuple[Fakes, KubeCluster],
+) -> None:
+    """After a profile switch the old pods stay Terminating: the precheck waits them out, and a finding istioctl
+    still prints about a pod that is not the run's current pod is ignored, with a note (not a warning)."""
+    fakes, cluster = live
+    fakes.env["FAKE_TERMINATING"] = "2"
+    fakes.env["FAKE_PRECHECK_DIR"] = str(PRECHECK_DATA / "1.10-stale-pod")
+    run = cluster.precheck("mic-mesh")
+    listings = [c for c in fakes.commands() if c == "kubectl -n mic-mesh get pods -o json"]
+    assert len(listings) == 3  # two listings with a Terminating pod, then one without
+    assert fakes.commands()[-len(CROSS_CHECK) - 1 :] == ["istioctl x precheck", *CROSS_CHECK]
+    assert run.findings == CHECKER_FINDINGS
+    assert run.ignored == [Finding("mic-mesh", "echo-none-6f7d9c8b5-old00", 8081)]
+    assert run.warnings == []
+    assert run.notes == [
+        "ignored 1 istioctl finding(s) for pods that are not this run's current pods: mic-mesh/echo-none-6f7d9c8b5-old00"
+    ]
+
+
+def test_precheck_parse_state_failure_is_a_partial_check_warning() -> None:
+    stdout = (PRECHECK_DATA / "1.10-findings" / "stdout.txt").read_text() + (
+        "failed to get parse state: strconv.Atoi: parsing \"*\": invalid syntax\n"
+    )
+    run = parse_istioctl(stdout, (PRECHECK_DATA / "1.10-findings" / "stderr.txt").read_text(), 1)
+    assert run.warnings == [
+        "partial check: istioctl skipped a listener it could not parse "
+        '(failed to get parse state: strconv.Atoi: parsing "*": invalid syntax)'
+    ]
+
+
+@pytest.mark.parametrize("capture", sorted(p.name for p in PRECHECK_DATA.iterdir() if p.is_dir()))
+def test_recorded_istioctl_outputs_carry_their_release_s_docs_url(capture: str) -> None:
+    """istioctl prints its own docs version (pkg/url/url.go DocsVersion), e.g. https://istio.io/v1.10/docs/...,
+    never `latest`."""
+    stderr = (PRECHECK_DATA / capture / "stderr.txt").read_text()
+    release = capture.split("-")[0] if capture[0].isdigit() else "1.10"
+    for line in stderr.splitlines():
+        if line.startswith("See https://istio.io/"):
+            assert line == (
+                f"See https://istio.io/v{release}/docs/reference/config/analysis for more information about causes "
+                "and resolutions."
+            )

@@ -20,6 +20,7 @@ Knobs (environment):
                               (default: no issues)
   FAKE_FAIL                   a substring of "TOOL ARG ARG..."; a matching command fails with
   FAKE_FAIL_EXIT, FAKE_FAIL_STDERR   this exit status (default 1) and stderr (default "fake failure")
+  FAKE_TERMINATING            N: the first N pod listings of an injected namespace also hold a Terminating pod
   FAKE_PROBE_OUTPUT           set: `echo.py probe` prints this text instead of results
 Unknown commands exit 1 with a message on stderr, so a test notices a command it did not expect.
 """
@@ -757,6 +758,15 @@ def kubectl(argv: list[str], state: dict[str, Any], stdin: str | None) -> str:
         return f"deployment.apps/{name} restarted\n"
     if words in (["get", "pods"], ["get", "services"]) and args.get("-o", "--output") == "json":
         items = pods(state, namespace) if words[1] == "pods" else services(state, namespace)
+        left = int(os.environ.get("FAKE_TERMINATING", "0")) - state.get("terminating_listed", 0)
+        if words[1] == "pods" and items and left > 0 and injected(state, namespace):
+            # A pod of the previous generation is still Terminating (after a rollout restart).
+            state["terminating_listed"] = state.get("terminating_listed", 0) + 1
+            old = to_json(items[0])
+            gone = from_json(old)
+            gone["metadata"]["name"] = gone["metadata"]["name"].rsplit("-", 2)[0] + "-6f7d9c8b5-old00"
+            gone["metadata"]["deletionTimestamp"] = "2026-11-30T03:20:00Z"
+            items = [*items, gone]
         return to_json({"apiVersion": "v1", "kind": "List", "items": items}, indent=1) + "\n"
     if words == ["get"] and args.get("--raw"):
         return _raw(state, str(args.get("--raw")))

@@ -526,11 +526,13 @@ class KubeCluster(Cluster):
     def precheck(self, namespace: str) -> PrecheckRun:
         """Run `istioctl x precheck`, cross-checked with the suite's checker fed by the proxies' own state."""
         version = self.options.get("istioctl_version") or self.row.istioctl_precheck or self.istio_version
-        self.runner.note(f"precheck with istioctl {version}")
+        self.runner.note(f"precheck with istioctl {version}, once no pod of the run is Terminating")
+        self._wait_no_terminating()
         result = self._run(
             self._istioctl("x", "precheck", binary=self.tools.istioctl_precheck), "istioctl x precheck", check=False
         )
         run = parse_istioctl(result.stdout, result.stderr, result.returncode)
+        self._ignore_stale_findings(run)
         findings = []
         for ref in [d for d in self.deployments if d.namespace == namespace and d.app != "client"]:
             pod = self.pod_names.get(ref, ref.app)
@@ -569,6 +571,44 @@ class KubeCluster(Cluster):
                 f"{sorted(theirs - ours)}, only the checker {sorted(ours - theirs)}"
             )
         return run
+
+    def _wait_no_terminating(self) -> None:
+        """Wait until no pod of the run's namespaces has a deletionTimestamp.
+
+        After a profile switch's rollout restart the old pods stay Terminating for a while, and istioctl 1.10
+        selects pods by label only: it would port-forward and run `ss` in them too.
+        """
+
+        def check() -> None:
+            for namespace in self.namespaces:
+                listing = self._run(self._kubectl("-n", namespace, "get", "pods", "-o", "json"), "list pods")
+                items = json.loads(listing.stdout or "{}").get("items", [])
+                leaving = [p["metadata"]["name"] for p in items if p["metadata"].get("deletionTimestamp")]
+                if leaving:
+                    raise NotReady(f"{namespace}: still Terminating: {', '.join(sorted(leaving))}")
+
+        if self.planning:
+            check()
+            return
+        Retrying(
+            stop=stop_after_delay(self.timeouts.pod_ready),
+            wait=wait_fixed(1.0),
+            retry=retry_if_exception_type(NotReady),
+            reraise=True,
+        )(check)
+
+    def _ignore_stale_findings(self, run: PrecheckRun) -> None:
+        """Findings about pods of the run's namespaces that are not its current pods say nothing about this run."""
+        current = {(ref.namespace, name) for ref, name in self.pod_names.items()}
+        stale = [f for f in run.findings if f.namespace in self.namespaces and (f.namespace, f.pod) not in current]
+        if not stale:
+            return
+        run.findings = [f for f in run.findings if f not in stale]
+        run.ignored = stale
+        pods = sorted({f"{f.namespace}/{f.pod}" for f in stale})
+        run.notes.append(
+            f"ignored {len(stale)} istioctl finding(s) for pods that are not this run's current pods: {', '.join(pods)}"
+        )
 
     # --- diagnostics and teardown ---------------------------------------------------------------------
 
