@@ -205,6 +205,8 @@ class Runner:
         self._script(self.fake_kind, kind)
         self._script(self.fake_kubectl, STUB_RECORD.format(python=python, name="kubectl"))
         self._script(self.bin / "sudo", '#!/bin/sh\n[ "$1" = "-E" ] && shift\nexec "$@"\n')
+        self._script(self.bin / "modprobe", STUB_RECORD.format(python=python, name="modprobe"))
+        self._script(self.bin / "sysctl", STUB_RECORD.format(python=python, name="sysctl"))
         self._script(
             self.bin / "curl",
             STUB_RECORD.format(python=python, name="curl")
@@ -384,6 +386,8 @@ def test_dispatched_without_a_hub_runs_every_row_in_the_chosen_family(tmp_path: 
 @pytest.mark.parametrize("claimed", ["1.9.9", "1.10.0", "1.21.2", "1.31.1", "1.35.0-alpha.0", "v1.40-dev"])
 def test_a_custom_build_is_one_row_on_the_cluster_of_the_version_it_claims(tmp_path: Path, claimed: str) -> None:
     inputs = {**CUSTOM_INPUTS, "istio_version": claimed}
+    if not re.fullmatch(r"\d+\.\d+\.\d+", claimed):  # not a release: the build brings its istioctl
+        inputs["istioctl_url"] = "https://builds.example/istioctl.tar.gz"
     _, value = run_matrix_job(tmp_path, inputs)
     assert value is not None
     row = row_for(claimed)
@@ -411,7 +415,7 @@ def test_a_custom_build_is_one_row_on_the_cluster_of_the_version_it_claims(tmp_p
         ({"hub": "ghcr.io/you/istio", "tag": "t"}, "istio_version"),
         ({"hub": "GHCR.io/You/Istio", "tag": "t", "istio_version": "1.21.6"}, "hub 'GHCR.io/You/Istio'"),
         ({"hub": "ghcr.io/you/istio", "tag": "--plan", "istio_version": "1.21.6"}, "tag '--plan'"),
-        ({"hub": "ghcr.io/you/istio", "tag": "t", "istio_version": "1.15.0"}, "has no row"),
+        ({"hub": "ghcr.io/you/istio", "tag": "t", "istio_version": "1.11.0"}, "no known Kubernetes range"),
         ({"hub": "ghcr.io/you/istio", "tag": "t", "istio_version": "latest"}, "not an Istio version"),
         (
             {"hub": "ghcr.io/you/istio", "tag": "t", "istio_version": "1.21.6", "install_values": "values.yaml"},
@@ -443,7 +447,22 @@ def test_dispatch_mistakes_are_one_line_naming_the_input(capsys: pytest.CaptureF
 
 
 @pytest.mark.parametrize(
-    "version", ["1.9.0", "1.9.9", "1.10.6", "1.11.0", "1.21.0", "1.22.0-beta.1", "1.31.1", "1.32.0", "2.0.0", "1.8.5"]
+    "version",
+    [
+        "1.9.0",
+        "1.9.9",
+        "1.10.6",
+        "1.11.0",
+        "1.15.1",
+        "1.20.8",
+        "1.21.0",
+        "1.22.0-beta.1",
+        "1.27.2",
+        "1.31.1",
+        "1.32.0",
+        "2.0.0",
+        "1.8.5",
+    ],
 )
 def test_the_script_picks_the_row_the_kind_backend_picks(version: str) -> None:
     module = matrix_module()
@@ -589,7 +608,9 @@ def test_a_dispatched_build_is_loaded_installed_with_its_values_and_verified(tmp
     assert f"matrix row {row_for(CUSTOM_INPUTS['istio_version']).name}" in plan.stdout
     assert f"-f {values} --set hub={CUSTOM_INPUTS['hub']} --set tag={CUSTOM_INPUTS['tag']}" in plan.stdout
     for image in LOADED_IMAGES:
-        assert f"kind load docker-image {image} --name mic-custom" in plan.stdout
+        # docker save --platform + kind load image-archive: survives Docker 29's containerd image store (kind#3795)
+        assert re.search(rf"docker save --platform linux/\w+ --output (\S+) {re.escape(image)}\n", plan.stdout)
+    assert plan.stdout.count(" load image-archive ") == len(LOADED_IMAGES)
 
 
 def test_a_failed_nightly_row_still_reports_and_keeps_its_diagnostics(tmp_path: Path) -> None:
@@ -730,7 +751,16 @@ def test_nightly_triggers_and_inputs() -> None:
     on = workflow("nightly.yml")["on"]
     assert on["schedule"] == [{"cron": "17 3 * * *"}]
     inputs = on["workflow_dispatch"]["inputs"]
-    assert set(inputs) == {"hub", "tag", "istio_version", "install_values", "image_archive", "ip_family"}
+    assert set(inputs) == {
+        "hub",
+        "tag",
+        "istio_version",
+        "install_values",
+        "image_archive",
+        "istioctl_url",
+        "istioctl_sha256",
+        "ip_family",
+    }
     assert inputs["ip_family"]["options"] == ["ipv4", "ipv6"]
     assert all(not spec.get("required", False) for spec in inputs.values())
     matrix_step = next(s for s in steps_of("nightly.yml", "matrix") if s.get("id") == "rows")
@@ -793,3 +823,55 @@ def test_the_workflow_schema_check_fails_on_a_malformed_workflow() -> None:
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "timeout-minutes" in result.stdout
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_nightly_loads_the_nat_modules_and_enables_forwarding_for_ipv6_before_the_suite(
+    tmp_path: Path, family: str
+) -> None:
+    entry = {**nightly_entries(tmp_path, {"ip_family": family})[0]}
+    job = Runner(tmp_path / "job").run_job("nightly.yml", "kind", entry, inputs={"ip_family": family})
+    names = [c[0] for c in job.calls]
+    assert ["modprobe", "-a", "iptable_nat", "ip6table_nat"] in job.calls
+    assert names.index("modprobe") < max(i for i, c in enumerate(job.calls) if c[0] == "tox")
+    sysctl = [c for c in job.calls if c[0] == "sysctl"]
+    if family == "ipv6":
+        assert sysctl == [
+            ["sysctl", "-w", "net.ipv6.conf.all.forwarding=1"],
+            ["sysctl", "-w", "net.ipv4.ip_forward=1"],
+        ]
+        assert names.index("sysctl") < max(i for i, c in enumerate(job.calls) if c[0] == "tox")
+    else:
+        assert sysctl == []
+
+
+def test_an_unreleased_custom_build_needs_its_istioctl_url(tmp_path: Path) -> None:
+    inputs = {**CUSTOM_INPUTS, "istio_version": "1.32-dev", "tag": "1.32-dev.3"}
+    job, value = run_matrix_job(tmp_path / "no-url", inputs)
+    assert value is None
+    assert "istio_version '1.32-dev' is not a release" in job.logs
+    url = "https://builds.example/istioctl-1.32-dev-linux-amd64.tar.gz"
+    with_url = {**inputs, "istioctl_url": url, "istioctl_sha256": "ab" * 32}
+    (entry,) = nightly_entries(tmp_path / "url", with_url)
+    assert (entry["istio"], entry["custom"]) == ("1.32-dev", True)
+    job = Runner(tmp_path / "job").run_job("nightly.yml", "kind", entry, inputs=with_url)
+    args = job.tox_posargs()
+    assert args[args.index("--istioctl-url") + 1] == url
+    assert args[args.index("--istioctl-sha256") + 1] == "ab" * 32
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        ({"istioctl_url": "http://builds.example/istioctl"}, "expected an https:// URL"),
+        ({"istioctl_sha256": "ab" * 32}, "istioctl_sha256 given without istioctl_url"),
+        ({"istioctl_url": "https://b.example/i", "istioctl_sha256": "xyz"}, "expected 64 hex digits"),
+    ],
+)
+def test_istioctl_inputs_are_checked(capsys: pytest.CaptureFixture[str], extra: dict[str, str], says: str) -> None:
+    module = matrix_module()
+    argv = ["rows", "--hub=ghcr.io/you/istio", "--tag=t", "--istio-version=1.21.6"]
+    argv += [f"--{k.replace('_', '-')}={v}" for k, v in extra.items()]
+    assert module.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err

@@ -1,12 +1,14 @@
 """The nightly workflow's matrix, read from fixtures/versions.yaml (the single source of the version rows).
 
     python .github/scripts/matrix.py rows [--ip-family F] [--hub H --tag T --istio-version V
-                                          [--install-values YAML] [--image-archive URL]] [--github-output FILE]
+                                          [--install-values YAML] [--image-archive URL]
+                                          [--istioctl-url URL [--istioctl-sha256 SHA]]] [--github-output FILE]
 
 prints `{"include": [row, ...]}` for `strategy.matrix`, one entry per row of fixtures/versions.yaml with the keys
 `name`, `istio`, `kubernetes`, `kind`, `node_image`, `ip_family` and `custom`. With `--hub`, the matrix is a single
 `custom` row: the build's claimed version, on the kind release and node image of that version's row (the same
-row the kind backend picks: same minor, or the newest row for a newer minor). Every input is checked here, so a
+row the kind backend picks: same minor, or the newest row for a newer minor). A version that is not a release
+(1.32-dev) needs --istioctl-url: no istioctl can be downloaded for it. Every input is checked here, so a
 mistyped dispatch fails in seconds, before a runner builds a cluster. `--github-output` appends `rows=<json>`.
 Runs on the standard library and PyYAML only (the workflow's matrix job has nothing else).
 
@@ -31,6 +33,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 VERSIONS = REPO / "fixtures" / "versions.yaml"
+SUPPORT = REPO / "fixtures" / "kubernetes.yaml"
 VERSIONS_FORMAT = "mesh-inbound-conformance/versions"
 ROW_KEYS = ("name", "istio", "kubernetes", "kind", "node_image")
 IP_FAMILIES = ("ipv4", "ipv6")
@@ -42,6 +45,8 @@ NAME = re.compile(r"[a-z0-9][a-z0-9.-]{0,39}")
 VERSION = re.compile(r"v?(?P<major>\d+)\.(?P<minor>\d+)(?:\.\d+)?(?:[-+.][0-9A-Za-z][0-9A-Za-z.+-]*)?")
 # Docker's reference grammar: a lowercase repository (optionally with a registry host and port), a tag.
 HUB = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*")
+# A published release (one istioctl exists for it): X.Y.Z, nothing after.
+RELEASE = re.compile(r"v?\d+\.\d+\.\d+")
 TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
@@ -82,18 +87,37 @@ def load_rows(path: Path = VERSIONS) -> list[dict[str, str]]:
     return rows
 
 
-def row_for(version: str, rows: list[dict[str, str]]) -> dict[str, str]:
-    """The row of the same Istio minor, or the newest row for a newer minor (as the kind backend picks it)."""
+def row_for(version: str, rows: list[dict[str, str]], support: Path = SUPPORT) -> dict[str, str]:
+    """The row of the same Istio minor, else (as the kind backend picks it) the newest Kubernetes the minor supports
+    with a pinned node image (fixtures/kubernetes.yaml), else the newest row for a minor newer than every row."""
     wanted = minor_of(version)
     for row in rows:
         if minor_of(row["istio"]) == wanted:
             return row
+    data: Any = yaml.safe_load(support.read_text())
+    ranges = data.get("istio") or {}
+    images = data.get("node_images") or {}
+    entry = ranges.get(f"{wanted[0]}.{wanted[1]}")
+    if entry is not None:
+        first, last = (tuple(int(x) for x in str(k).split(".")) for k in entry["kubernetes"])
+        usable = [k for k in images if first <= tuple(int(x) for x in str(k).split(".")) <= last]
+        if usable:
+            k8s = max(usable, key=lambda k: tuple(int(x) for x in str(k).split(".")))
+            image = images[k8s]
+            return {
+                "name": f"istio-{wanted[0]}.{wanted[1]}-k8s-{k8s}",
+                "istio": version,
+                "kubernetes": str(k8s),
+                "kind": str(image["kind"]),
+                "node_image": str(image["image"]),
+            }
     newest = max(rows, key=lambda r: minor_of(r["istio"]))
     if wanted > minor_of(newest["istio"]):
         return newest
-    known = ", ".join(f"{r['istio']} ({r['name']})" for r in rows)
+    known = ", ".join(f"{m} (k8s {e['kubernetes'][0]}-{e['kubernetes'][1]})" for m, e in ranges.items())
     raise MatrixError(
-        f"Istio {version} has no row in fixtures/versions.yaml (rows: {known}): add one for its minor release"
+        f"Istio {version}: no row in fixtures/versions.yaml and no known Kubernetes range with a pinned node image "
+        f"in fixtures/kubernetes.yaml (known: {known})"
     )
 
 
@@ -106,6 +130,8 @@ def matrix(
     istio_version: str = "",
     install_values: str = "",
     image_archive: str = "",
+    istioctl_url: str = "",
+    istioctl_sha256: str = "",
 ) -> dict[str, list[dict[str, Any]]]:
     """The `strategy.matrix` value: every row, or the single custom row of a dispatched build."""
     family = ip_family.strip() or "ipv4"
@@ -117,6 +143,8 @@ def matrix(
             "istio_version": istio_version,
             "install_values": install_values,
             "image_archive": image_archive,
+            "istioctl_url": istioctl_url,
+            "istioctl_sha256": istioctl_sha256,
         }
         given = [name for name, value in custom_inputs.items() if value.strip()]
         if given:
@@ -142,6 +170,19 @@ def matrix(
         raise MatrixError(
             f"image_archive {image_archive.strip()!r}: expected an https:// URL of a `docker save` tarball"
         )
+    url, sha = istioctl_url.strip(), istioctl_sha256.strip()
+    if url and not url.startswith("https://"):
+        raise MatrixError(f"istioctl_url {url!r}: expected an https:// URL of the build's istioctl (binary or .tar.gz)")
+    if sha and not url:
+        raise MatrixError("istioctl_sha256 given without istioctl_url: it verifies that download")
+    if sha and not re.fullmatch(r"[0-9a-fA-F]{64}", sha):
+        raise MatrixError(f"istioctl_sha256 {sha!r}: expected 64 hex digits")
+    minor_of(version)
+    if not RELEASE.fullmatch(version) and not url:
+        raise MatrixError(
+            f"istio_version {version!r} is not a release, so no istioctl can be downloaded for it: "
+            "give istioctl_url (the build's own istioctl)"
+        )
     row = row_for(version, rows)
     custom = {**row, "name": CUSTOM, "istio": version, "ip_family": family, "custom": True}
     return {"include": [custom]}
@@ -164,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     rows = commands.add_parser("rows", help="the strategy.matrix JSON")
     rows.add_argument("--versions", type=Path, default=VERSIONS, help="the version matrix file")
-    for option in ("ip-family", "hub", "tag", "istio-version", "install-values", "image-archive"):
+    options = ("ip-family", "hub", "tag", "istio-version", "install-values", "image-archive", "istioctl-url")
+    for option in (*options, "istioctl-sha256"):
         rows.add_argument(f"--{option}", default="")
     rows.add_argument("--github-output", type=Path, default=None, help="append rows=<json> to this file")
     tools = commands.add_parser("tools", help="kind=PATH and kubectl=PATH for a row (needs the suite installed)")
@@ -189,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             istio_version=args.istio_version,
             install_values=args.install_values,
             image_archive=args.image_archive,
+            istioctl_url=args.istioctl_url,
+            istioctl_sha256=args.istioctl_sha256,
         )
     except (MatrixError, ValueError) as err:
         # One line, whatever the inputs held: a newline in them must not start a workflow command of its own.
