@@ -49,14 +49,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             sys.stdout.write(spec_markdown(profiles, families))
         return 0
+    from conformance.backends.kind.matrix import row_for
+    from conformance.backends.kind.support import is_release, load_support
+
     try:
-        mesh = istio_capabilities(args.istio_version, args.istioctl_version)
+        # An unreleased build (1.32-dev) is judged by the newest known release of its minor.
+        judged = args.istio_version if is_release(args.istio_version) else None
+        judged = judged or load_support().newest_known_release(args.istio_version)
+        mesh = istio_capabilities(judged, args.istioctl_version)
     except ValueError as err:
         print(f"python -m conformance capabilities: {err}", file=sys.stderr)
         return 2
+    cluster: dict[str, str | None]
+    try:
+        row = row_for(args.istio_version)
+        cluster = {"kubernetes": row.kubernetes, "kind": row.kind, "node_image": row.node_image, "row": row.name}
+    except ValueError as err:
+        # The capabilities still hold; only the kind backend cannot pick a cluster for this version.
+        cluster = {"kubernetes": None, "kind": None, "node_image": None, "problem": str(err)}
     doc = mesh.to_json() | {
+        "version": args.istio_version,
+        "capabilities_of": judged,
         "profiles": [p.value for p in mesh.profiles()],
         "missing": {c.value: why for c, why in mesh.reasons.items()},
+        "kind_cluster": cluster,
     }
     sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     return 0

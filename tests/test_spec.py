@@ -328,3 +328,31 @@ def test_precheck_flags_exposed_loopback_ports_only() -> None:
 def test_too_old_versions_are_refused() -> None:
     with pytest.raises(ValueError, match=r"older than 1\.9"):
         istio_capabilities("1.8.6")
+
+
+@pytest.mark.parametrize(
+    ("version", "kubernetes", "kind", "image", "judged"),
+    [
+        ("1.20.8", "1.29", "v0.27.0", "kindest/node:v1.29.14@sha256:", "1.20.8"),
+        ("1.15.1", "1.25", "v0.21.0", "kindest/node:v1.25.16@sha256:", "1.15.1"),
+        ("1.32-dev", "1.36", "v0.32.0", "kindest/node:v1.36.1@sha256:", "1.31.1"),
+    ],
+)
+def test_cli_capabilities_names_the_kind_cluster(
+    version: str, kubernetes: str, kind: str, image: str, judged: str
+) -> None:
+    proc = run_cli("capabilities", "--istio-version", version)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert (doc["version"], doc["capabilities_of"]) == (version, judged)
+    cluster = doc["kind_cluster"]
+    assert (cluster["kubernetes"], cluster["kind"]) == (kubernetes, kind)
+    assert cluster["node_image"].startswith(image)
+
+
+def test_cli_capabilities_of_a_version_without_a_cluster_says_why() -> None:
+    proc = run_cli("capabilities", "--istio-version", "1.11.4")
+    assert proc.returncode == 0
+    cluster = json.loads(proc.stdout)["kind_cluster"]
+    assert cluster["node_image"] is None
+    assert cluster["problem"].startswith("Istio 1.11.4: no known Kubernetes range for 1.11 (known: 1.9 (k8s 1.17-1.20)")
