@@ -33,6 +33,7 @@ from conformance.backends.kind.runner import CommandError, Runner
 from conformance.precheck import Finding, parse_istioctl
 from conformance.resources import resource
 from conformance.spec.dimensions import IpFamily
+from fakes.host import DOCKER_DOWN, fake_host
 from conformance.timeouts import TimeoutConfig
 from conformance.world import World
 
@@ -174,6 +175,7 @@ class Fakes:
             runner=Runner(env=self.env, default_timeout=30.0),
             tools=self.tools(precheck),
             work_dir=self.work,
+            host=fake_host(self.root / "host"),
         )
 
     def seed(self, **state: Any) -> None:
@@ -583,6 +585,7 @@ def test_a_missing_tool_is_one_line(fakes: Fakes) -> None:
         runner=Runner(env=fakes.env),
         tools=Tools(str(fakes.root / "no-kind"), "kubectl", "istioctl", "istioctl"),
         work_dir=fakes.work,
+        host=fake_host(fakes.root / "host"),
     )
     with pytest.raises(CommandError) as raised:
         cluster.up(World(IpFamily.IPV4).manifests())
@@ -952,3 +955,11 @@ def test_recorded_istioctl_outputs_carry_their_release_s_docs_url(capture: str) 
                 f"See https://istio.io/v{release}/docs/reference/config/analysis for more information about causes "
                 "and resolutions."
             )
+
+
+def test_a_kind_run_stops_before_creating_anything_when_preflight_finds_a_problem(fakes: Fakes) -> None:
+    cluster = fakes.cluster("1.10.6")
+    cluster._host = fake_host(fakes.root / "host-down", docker=DOCKER_DOWN)
+    with pytest.raises(BackendError, match=r"^preflight \(1 problem\(s\), see --preflight\): Docker: the daemon"):
+        cluster.up(World(IpFamily.IPV4).manifests())
+    assert fakes.commands() == []

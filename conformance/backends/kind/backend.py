@@ -64,6 +64,7 @@ class KubeCluster(Cluster):
         runner: Runner | None = None,
         tools: Tools | None = None,
         work_dir: Path | None = None,
+        host: Any = None,
     ) -> None:
         self.backend = backend
         self.family = family
@@ -76,6 +77,8 @@ class KubeCluster(Cluster):
         self.planning = isinstance(self.runner, PlanRunner)
         self._tools = tools
         self._work_dir = work_dir
+        # The machine a kind run checks before creating anything (preflight.Host); tests pass fake roots.
+        self._host = host
         self.kubeconfig = str(options["kubeconfig"]) if options.get("kubeconfig") else ""
         self.hub = str(options.get("istio_hub") or RELEASE_HUB)
         self.tag = str(options.get("istio_tag") or self.istio_version)
@@ -170,6 +173,8 @@ class KubeCluster(Cluster):
         self.runner.note(
             f"{self.backend} backend: Istio {self.istio_version} ({build}), {self.family}, matrix row {self.row.name}"
         )
+        if self.backend == "kind" and not self.planning:
+            self._preflight()
         _ = self.tools
         if self.backend == "kind":
             self._create_cluster()
@@ -178,6 +183,17 @@ class KubeCluster(Cluster):
         self._images()
         self._install_mesh(self._mode)
         self._deploy(manifests)
+
+    def _preflight(self) -> None:
+        """Stop before creating anything when the machine lacks something the row needs (--preflight lists it)."""
+        from conformance.backends.kind import preflight
+
+        host = self._host if self._host is not None else preflight.Host()
+        problems = preflight.check(
+            host, kubernetes=self.row.kubernetes, istio_version=self.row.istio, family=self.family
+        )
+        if problems:
+            raise BackendError(f"preflight ({len(problems)} problem(s), see --preflight): {' | '.join(problems)}")
 
     def _create_cluster(self) -> None:
         self.runner.note(f"cluster: kind {self.row.kind}, node image {self.node_image}")

@@ -28,6 +28,7 @@ KIND_OPTIONS = {
     "echo_image": "--echo-image",
     "node_image": "--node-image",
     "plan": "--plan",
+    "preflight": "--preflight",
 }
 
 
@@ -69,6 +70,13 @@ def add_options(group: Any) -> None:
     )
     group.addoption(
         "--node-image", default=None, help="kind: node image (default: the version matrix row's, by digest)"
+    )
+    group.addoption(
+        "--preflight",
+        action="store_true",
+        default=False,
+        help="kind: only check what this machine lacks for the run (Docker, cgroups, kernel modules, sysctls, "
+        "disk, memory), one line per problem with its fix; exit 0 or 1",
     )
     group.addoption(
         "--plan",
@@ -149,8 +157,38 @@ def _check_istioctl_source(values: dict[str, Any]) -> None:
         values["capability_version"] = load_support().newest_known_release(version)
 
 
+def maybe_preflight(config: pytest.Config, settings: Any) -> None:
+    """--preflight: print what this machine lacks for the row, one line each with its fix; exit 0 or 1."""
+    from conformance.backends.kind import preflight
+    from conformance.backends.kind.matrix import row_for
+
+    options = settings.backend_options
+    if settings.backend != "kind":
+        raise pytest.UsageError("--preflight checks the machine for --backend kind")
+    try:
+        row = row_for(str(options["istio_version"]))
+    except ValueError as err:
+        raise pytest.UsageError(f"--preflight: {err}") from None
+    problems = preflight.check(
+        preflight.Host(), kubernetes=row.kubernetes, istio_version=row.istio, family=settings.family.value
+    )
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:
+        capture.suspend_global_capture(in_=True)
+    for line in problems:
+        sys.stdout.write(f"preflight: {line}\n")
+    sys.stdout.flush()
+    if problems:
+        pytest.exit(f"--preflight: {len(problems)} problem(s)", returncode=1)
+    pytest.exit(f"--preflight: ready for Kubernetes {row.kubernetes} ({row.name})", returncode=0)
+
+
 def maybe_plan(config: pytest.Config, settings: Any) -> None:
-    """--plan: print every command and manifest the run would use, in order, without running any; then exit."""
+    """--plan: print every command and manifest the run would use, in order, without running any; then exit.
+
+    `--preflight` is handled here too (both stop before anything is created)."""
+    if getattr(config.option, "preflight", False):
+        maybe_preflight(config, settings)
     if not getattr(config.option, "plan", False):
         return
     from conformance.backends.kind.plan import plan_text

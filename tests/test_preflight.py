@@ -1,0 +1,100 @@
+"""Preflight of the kind backend: one line per thing a machine lacks, with its fix, before anything is created.
+
+Offline: a fake `docker` and fake /proc, /sys/fs/cgroup and /sys/module trees (tests/fakes/host.py); and once as a
+user would, `--preflight` on this machine, whose Docker does not answer.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fakes.host import DOCKER_DOWN, fake_host
+
+from conformance.backends.kind.preflight import check
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def problems(tmp_path: Path, kubernetes: str = "1.20", istio: str = "1.10.6", family: str = "ipv4", **kw: object) -> list[str]:
+    return check(fake_host(tmp_path, **kw), kubernetes=kubernetes, istio_version=istio, family=family)  # type: ignore[arg-type]
+
+
+def test_a_ready_machine_has_no_problem(tmp_path: Path) -> None:
+    assert problems(tmp_path, family="ipv6") == []
+
+
+def test_docker_unreachable_is_the_one_line(tmp_path: Path) -> None:
+    # Everything else is wrong too, but it is about the host Docker runs on: Docker comes first and alone.
+    found = problems(tmp_path, docker=DOCKER_DOWN, cgroup_v2=True, modules=(), watches=8192)
+    assert found == [
+        "Docker: the daemon is unreachable (Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
+        "Is the docker daemon running?): start it (`sudo systemctl start docker`) or point DOCKER_HOST at one"
+    ]
+
+
+def test_no_docker_command(tmp_path: Path) -> None:
+    found = problems(tmp_path, docker=None)
+    assert len(found) == 1 and found[0].startswith("Docker: no `") and "install Docker Engine" in found[0]
+
+
+def test_cgroup_v2_with_kubernetes_before_1_19(tmp_path: Path) -> None:
+    assert problems(tmp_path / "a", kubernetes="1.18", cgroup_v2=True) == [
+        "cgroup v2 host: Kubernetes 1.18 does not run on it (needs >= 1.19, kind#2925): pick a row with Kubernetes "
+        ">= 1.19, or boot with systemd.unified_cgroup_hierarchy=0"
+    ]
+    assert problems(tmp_path / "b", kubernetes="1.20", cgroup_v2=True) == []
+
+
+def test_nat_modules_only_for_istio_init_with_legacy_iptables(tmp_path: Path) -> None:
+    (line,) = problems(tmp_path / "a", istio="1.9.9", modules=("iptable_nat",))
+    assert line.startswith("kernel modules ip6table_nat not loaded") and "`sudo modprobe -a iptable_nat ip6table_nat`" in line
+    assert problems(tmp_path / "b", istio="1.21.6", kubernetes="1.29", modules=()) == []
+
+
+def test_ipv6_forwarding_for_an_ipv6_run(tmp_path: Path) -> None:
+    assert problems(tmp_path / "a", family="ipv6", forwarding="0") == [
+        "net.ipv6.conf.all.forwarding is not 1: an IPv6 kind cluster needs forwarding: run "
+        "`sudo sysctl -w net.ipv6.conf.all.forwarding=1`",
+        "net.ipv4.ip_forward is not 1: an IPv6 kind cluster needs forwarding: run `sudo sysctl -w net.ipv4.ip_forward=1`",
+    ]
+    assert problems(tmp_path / "b", family="ipv4", forwarding="0") == []
+
+
+def test_inotify_below_kind_s_documented_minimum(tmp_path: Path) -> None:
+    assert problems(tmp_path, watches=8192, instances=128) == [
+        "fs.inotify.max_user_watches is 8192, below kind's documented 524288 (pods fail with too many open files): "
+        "run `sudo sysctl -w fs.inotify.max_user_watches=524288`",
+        "fs.inotify.max_user_instances is 128, below kind's documented 512 (pods fail with too many open files): "
+        "run `sudo sysctl -w fs.inotify.max_user_instances=512`",
+    ]
+
+
+def test_too_little_memory(tmp_path: Path) -> None:
+    (line,) = problems(tmp_path, mem_available_kb=1024 * 1024)
+    assert line.startswith("1.0 GiB of memory available, a row needs about 4 GiB")
+
+
+def test_preflight_option_on_this_machine_names_docker_and_exits_1(tmp_path: Path) -> None:
+    """As a user would: this machine has no Docker daemon (CI and the project's machines alike)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--pyargs", "conformance.suite"]
+        + ["--backend", "kind", "--istio-version", "1.10.6", "--preflight"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if proc.returncode == 0:
+        pytest.skip("a Docker daemon answers here")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("preflight: Docker: "), proc.stdout
+    assert proc.stderr.strip() == "Exit: --preflight: 1 problem(s)"
+    assert list(tmp_path.iterdir()) == []
