@@ -653,12 +653,15 @@ def test_probes_run_one_exec_per_source_and_come_back_in_request_order(live: tup
             "detail": "",
         },
     ]
-    # Started side by side, so the fake may log them in either order.
-    assert sorted(fakes.commands()) == [
-        "kubectl -n mic-baseline exec -i client-5d9c8b7f6-wdrvc -c echo -- python3 /app/echo.py probe --stdin",
-        "kubectl -n mic-mesh exec -i client-5d9c8b7f6-5s2b6 -c echo -- python3 /app/echo.py probe --stdin",
+    # Started side by side, so the fake may log them in either order. The batch is an argument (no stdin).
+    probes = sorted(fakes.commands())
+    assert [c.partition(" --batch ")[0] for c in probes] == [
+        "kubectl -n mic-baseline exec client-5d9c8b7f6-wdrvc -c echo -- python3 /app/echo.py probe",
+        "kubectl -n mic-mesh exec client-5d9c8b7f6-5s2b6 -c echo -- python3 /app/echo.py probe",
     ]
-    assert {json.dumps(json.loads(b), sort_keys=True) for b in fakes.stdin_of("kubectl")} == {
+    assert fakes.stdin_of("kubectl") == [] or all(not b for b in fakes.stdin_of("kubectl"))
+    batches = [e["argv"][e["argv"].index("--batch") + 1] for e in fakes.entries() if "--batch" in e["argv"]]
+    assert {json.dumps(json.loads(b), sort_keys=True) for b in batches} == {
         json.dumps(
             {
                 "timeout": 2.0,
@@ -695,7 +698,7 @@ def test_a_broken_probe_answer_is_a_backend_error(live: tuple[Fakes, KubeCluster
 
 def test_a_failing_probe_exec_is_a_command_error(live: tuple[Fakes, KubeCluster]) -> None:
     fakes, cluster = live
-    fakes.env["FAKE_FAIL"] = "probe --stdin"
+    fakes.env["FAKE_FAIL"] = "probe --batch"
     fakes.env["FAKE_FAIL_STDERR"] = 'error: unable to upgrade connection: container not found ("echo")'
     with pytest.raises(CommandError) as raised:
         cluster.probe([ProbeRequest(PodRef("mic-mesh", "client"), "http", "10.244.0.12", 8083, "r1")], timeout=2.0)

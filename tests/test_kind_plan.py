@@ -234,8 +234,11 @@ def in_order(commands: Sequence[str], expected: Sequence[str]) -> None:
     at = 0
     for want in expected:
         try:
+            if want.endswith(" --batch "):  # the probe batch (JSON) follows as an argument
+                at = next(i for i in range(at, len(commands)) if commands[i].startswith(want)) + 1
+                continue
             at = commands.index(want, at) + 1
-        except ValueError:
+        except (ValueError, StopIteration):
             later = want in commands
             pytest.fail(f"{'out of order' if later else 'missing'}: {want!r}\nplan commands:\n" + "\n".join(commands))
 
@@ -254,8 +257,8 @@ def workloads(kubectl: str) -> list[str]:
         f"{kubectl} -n mic-baseline rollout status deploy/echo --timeout=120s",
         f"{kubectl} -n mic-mesh rollout status deploy/client --timeout=120s",
         f"{kubectl} -n mic-mesh get services -o json",
-        f"{kubectl} -n mic-baseline exec -i client-plan -c echo -- python3 /app/echo.py probe --stdin",
-        f"{kubectl} -n mic-mesh exec -i client-plan -c echo -- python3 /app/echo.py probe --stdin",
+        f"{kubectl} -n mic-baseline exec client-plan -c echo -- python3 /app/echo.py probe --batch ",
+        f"{kubectl} -n mic-mesh exec client-plan -c echo -- python3 /app/echo.py probe --batch ",
         f"{kubectl} get --raw "
         "'/api/v1/namespaces/mic-mesh/pods/echo-none-plan:19000/proxy/requests?id=plan-client-mic-baseline'",
     ]
@@ -435,7 +438,7 @@ def test_plan_kubeconfig_backend_runs_no_kind_and_no_docker(plans: dict[str, Pla
             f"{istioctl} install -y -f <repo>/fixtures/mesh/base.yaml --set hub=docker.io/istio --set tag=1.10.6 "
             "--readiness-timeout 600s --kubeconfig <root>/kubeconfig",
             f"{kubectl} apply -f -",
-            f"{kubectl} -n mic-mesh exec -i client-plan -c echo -- python3 /app/echo.py probe --stdin",
+            f"{kubectl} -n mic-mesh exec client-plan -c echo -- python3 /app/echo.py probe --batch ",
             f"{kubectl} delete namespace mic-baseline mic-mesh --wait=false",
         ],
     )

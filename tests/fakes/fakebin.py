@@ -888,10 +888,12 @@ def _exec(
     names = [c["name"] for c in pod["spec"]["containers"]]
     if container not in names:
         raise Failure(f'error: unable to upgrade connection: container not found ("{container}")')
-    if container == "echo" and command == ["python3", "/app/echo.py", "probe", "--stdin"]:
+    if container == "echo" and command[:4] == ["python3", "/app/echo.py", "probe", "--batch"] and len(command) == 5:
         if os.environ.get("FAKE_PROBE_OUTPUT") is not None:
             return os.environ["FAKE_PROBE_OUTPUT"]
-        batch = from_json(stdin or "{}")
+        if stdin:
+            raise Failure("fakebin: the probe batch is an argument; nothing may be written to stdin")
+        batch = from_json(command[4])
         results = [
             {
                 "target": target,

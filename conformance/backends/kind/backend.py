@@ -4,7 +4,7 @@ Thin by design: every action is a kind, kubectl, istioctl or docker command run 
 `--plan` prints without running anything. The backend installs Istio with `istioctl install` (minimal
 profile, requests lowered for small runners), switches it between passthrough and legacy in place as each
 version allows, deploys the same manifests the emulated backend runs, and probes from inside the client pods
-with the echo program's batch mode (one `kubectl exec` per client per round).
+with the echo program's batch mode (one `kubectl exec` per client per round, the batch as an argument).
 """
 
 from __future__ import annotations
@@ -482,7 +482,12 @@ class KubeCluster(Cluster):
     # --- probes, records, precheck --------------------------------------------------------------------------
 
     def probe(self, requests: Sequence[ProbeRequest], timeout: float) -> list[dict[str, object]]:
-        """One `kubectl exec ... echo.py probe --stdin` per source pod, all sources side by side."""
+        """One `kubectl exec ... echo.py probe --batch JSON` per source pod, all sources side by side.
+
+        The batch is an argument, not stdin: an exec whose stdin must be half-closed to end the input hangs on
+        API servers and kubectl versions that do not forward the close (`kubectl exec -i` over SPDY before v5 of
+        the remotecommand protocol).
+        """
         waits: list[tuple[PodRef, list[int], Pending]] = []
         for source, indexes in by_source(requests).items():
             batch = {"timeout": timeout, "targets": [requests[i].target_json() for i in indexes]}
@@ -490,7 +495,6 @@ class KubeCluster(Cluster):
                 "-n",
                 source.namespace,
                 "exec",
-                "-i",
                 self.pod_names.get(source, source.app),
                 "-c",
                 APP_CONTAINER,
@@ -498,11 +502,10 @@ class KubeCluster(Cluster):
                 "python3",
                 "/app/echo.py",
                 "probe",
-                "--stdin",
+                "--batch",
+                json.dumps(batch, separators=(",", ":")),
             )
-            waits.append(
-                (source, indexes, self.runner.popen(argv, what=f"probe from {source}", stdin=json.dumps(batch)))
-            )
+            waits.append((source, indexes, self.runner.popen(argv, what=f"probe from {source}")))
         results: list[dict[str, object]] = [{} for _ in requests]
         try:
             for source, indexes, pending in waits:
