@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 import yaml
+from fakes.host import DOCKER_DOWN, fake_host
 
 from conformance.backends.base import BackendError, PodRef, ProbeRequest
 from conformance.backends.kind import tools as toolbox
@@ -33,7 +34,6 @@ from conformance.backends.kind.runner import CommandError, Runner
 from conformance.precheck import Finding, parse_istioctl
 from conformance.resources import resource
 from conformance.spec.dimensions import IpFamily
-from fakes.host import DOCKER_DOWN, fake_host
 from conformance.timeouts import TimeoutConfig
 from conformance.world import World
 
@@ -931,13 +931,14 @@ def test_precheck_waits_for_terminating_pods_and_ignores_findings_about_pods_tha
     assert run.ignored == [Finding("mic-mesh", "echo-none-6f7d9c8b5-old00", 8081)]
     assert run.warnings == []
     assert run.notes == [
-        "ignored 1 istioctl finding(s) for pods that are not this run's current pods: mic-mesh/echo-none-6f7d9c8b5-old00"
+        "ignored 1 istioctl finding(s) for pods that are not this run's current pods: "
+        "mic-mesh/echo-none-6f7d9c8b5-old00"
     ]
 
 
 def test_precheck_parse_state_failure_is_a_partial_check_warning() -> None:
     stdout = (PRECHECK_DATA / "1.10-findings" / "stdout.txt").read_text() + (
-        "failed to get parse state: strconv.Atoi: parsing \"*\": invalid syntax\n"
+        'failed to get parse state: strconv.Atoi: parsing "*": invalid syntax\n'
     )
     run = parse_istioctl(stdout, (PRECHECK_DATA / "1.10-findings" / "stderr.txt").read_text(), 1)
     assert run.warnings == [
@@ -951,7 +952,7 @@ def test_recorded_istioctl_outputs_carry_their_release_s_docs_url(capture: str) 
     """istioctl prints its own docs version (pkg/url/url.go DocsVersion), e.g. https://istio.io/v1.10/docs/...,
     never `latest`."""
     stderr = (PRECHECK_DATA / capture / "stderr.txt").read_text()
-    release = capture.split("-")[0] if capture[0].isdigit() else "1.10"
+    release = capture.split("-", maxsplit=1)[0] if capture[0].isdigit() else "1.10"
     for line in stderr.splitlines():
         if line.startswith("See https://istio.io/"):
             assert line == (

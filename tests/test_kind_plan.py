@@ -34,6 +34,7 @@ NODE_1_20 = "kindest/node:v1.20.15@sha256:a32bf55309294120616886b5338f95dd98a2f7
 NODE_1_29 = "kindest/node:v1.29.14@sha256:8703bd94ee24e51b778d5556ae310c6c0fa67d761fae6379c8e0bb480e6fea29"
 NODE_1_36 = "kindest/node:v1.36.1@sha256:3489c7674813ba5d8b1a9977baea8a6e553784dab7b84759d1014dbd78f7ebd5"
 KC = "--kubeconfig <tmp>/mic-kind-mic/kubeconfig"
+ARCHIVE = "<tmp>/mic-kind-mic"  # where --load-image archives are saved
 TOOLS = "<cache>/mesh-inbound-conformance/tools"
 CUSTOM_HUB, CUSTOM_TAG = "ghcr.io/example/istio", "1.31.1-dev.7"
 
@@ -196,9 +197,7 @@ def plans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Plan]:
         istioctl = root / "istioctl-dev"
         istioctl.write_text("#!/bin/sh\necho 'client version: 1.32-dev'\n")
         istioctl.chmod(0o755)
-        argv = [
-            a.format(values=root / "values.yaml", kubeconfig=root / "kubeconfig", istioctl=istioctl) for a in args
-        ]
+        argv = [a.format(values=root / "values.yaml", kubeconfig=root / "kubeconfig", istioctl=istioctl) for a in args]
         if name not in ("emulated-plan",):
             argv.append("--plan")
         env = {
@@ -409,9 +408,9 @@ def test_plan_custom_build(plans: dict[str, Plan]) -> None:
         plan.commands,
         [
             *create(kind, NODE_1_36),
-            f"docker save --platform linux/amd64 --output <tmp>/mic-kind-mic/image-0.tar {CUSTOM_HUB}/pilot:{CUSTOM_TAG}",
+            f"docker save --platform linux/amd64 --output {ARCHIVE}/image-0.tar {CUSTOM_HUB}/pilot:{CUSTOM_TAG}",
             f"{kind} load image-archive <tmp>/mic-kind-mic/image-0.tar --name mic",
-            f"docker save --platform linux/amd64 --output <tmp>/mic-kind-mic/image-1.tar {CUSTOM_HUB}/proxyv2:{CUSTOM_TAG}",
+            f"docker save --platform linux/amd64 --output {ARCHIVE}/image-1.tar {CUSTOM_HUB}/proxyv2:{CUSTOM_TAG}",
             f"{kind} load image-archive <tmp>/mic-kind-mic/image-1.tar --name mic",
             f"{istioctl} install -y -f <repo>/fixtures/mesh/base.yaml -f <root>/values.yaml {custom}",
             *workloads(kubectl),
@@ -570,12 +569,14 @@ def test_plan_any_release_runs_on_the_newest_supported_kubernetes(
 def test_plan_unreleased_custom_build_uses_its_own_istioctl(plans: dict[str, Plan], name: str) -> None:
     plan = plans[name]
     assert (plan.returncode, plan.stderr.strip()) == (0, "Exit: --plan: printed the plan; nothing was run")
-    assert "Traceback" not in plan.stdout + plan.stderr and "INTERNALERROR" not in plan.stdout + plan.stderr
+    assert "Traceback" not in plan.stdout + plan.stderr
+    assert "INTERNALERROR" not in plan.stdout + plan.stderr
     istioctl = (
         "<root>/istioctl-dev" if name == "unreleased-with-istioctl" else f"{TOOLS}/istioctl/custom-1.32-dev/istioctl"
     )
     installs = [c for c in plan.commands if " install -y " in c]
-    assert installs and all(c.startswith(f"{istioctl} install -y ") for c in installs)
+    assert installs
+    assert all(c.startswith(f"{istioctl} install -y ") for c in installs)
     assert all(f"--set hub={CUSTOM_HUB} --set tag=1.32-dev.3" in c for c in installs)
     # Capabilities of the newest known release (1.31.1): the LOCALHOST switch, so a legacy install happens.
     assert any("legacy-mesh-config.yaml" in c for c in installs)

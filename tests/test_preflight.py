@@ -19,7 +19,9 @@ from conformance.backends.kind.preflight import check
 REPO = Path(__file__).resolve().parents[1]
 
 
-def problems(tmp_path: Path, kubernetes: str = "1.20", istio: str = "1.10.6", family: str = "ipv4", **kw: object) -> list[str]:
+def problems(
+    tmp_path: Path, kubernetes: str = "1.20", istio: str = "1.10.6", family: str = "ipv4", **kw: object
+) -> list[str]:
     return check(fake_host(tmp_path, **kw), kubernetes=kubernetes, istio_version=istio, family=family)  # type: ignore[arg-type]
 
 
@@ -38,7 +40,9 @@ def test_docker_unreachable_is_the_one_line(tmp_path: Path) -> None:
 
 def test_no_docker_command(tmp_path: Path) -> None:
     found = problems(tmp_path, docker=None)
-    assert len(found) == 1 and found[0].startswith("Docker: no `") and "install Docker Engine" in found[0]
+    assert len(found) == 1
+    assert found[0].startswith("Docker: no `")
+    assert "install Docker Engine" in found[0]
 
 
 def test_cgroup_v2_with_kubernetes_before_1_19(tmp_path: Path) -> None:
@@ -51,7 +55,8 @@ def test_cgroup_v2_with_kubernetes_before_1_19(tmp_path: Path) -> None:
 
 def test_nat_modules_only_for_istio_init_with_legacy_iptables(tmp_path: Path) -> None:
     (line,) = problems(tmp_path / "a", istio="1.9.9", modules=("iptable_nat",))
-    assert line.startswith("kernel modules ip6table_nat not loaded") and "`sudo modprobe -a iptable_nat ip6table_nat`" in line
+    assert line.startswith("kernel modules ip6table_nat not loaded")
+    assert "`sudo modprobe -a iptable_nat ip6table_nat`" in line
     assert problems(tmp_path / "b", istio="1.21.6", kubernetes="1.29", modules=()) == []
 
 
@@ -59,7 +64,8 @@ def test_ipv6_forwarding_for_an_ipv6_run(tmp_path: Path) -> None:
     assert problems(tmp_path / "a", family="ipv6", forwarding="0") == [
         "net.ipv6.conf.all.forwarding is not 1: an IPv6 kind cluster needs forwarding: run "
         "`sudo sysctl -w net.ipv6.conf.all.forwarding=1`",
-        "net.ipv4.ip_forward is not 1: an IPv6 kind cluster needs forwarding: run `sudo sysctl -w net.ipv4.ip_forward=1`",
+        "net.ipv4.ip_forward is not 1: an IPv6 kind cluster needs forwarding: run "
+        "`sudo sysctl -w net.ipv4.ip_forward=1`",
     ]
     assert problems(tmp_path / "b", family="ipv4", forwarding="0") == []
 
@@ -82,8 +88,11 @@ def test_preflight_option_on_this_machine_names_docker_and_exits_1(tmp_path: Pat
     """As a user would: this machine has no Docker daemon (CI and the project's machines alike)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--pyargs", "conformance.suite"]
-        + ["--backend", "kind", "--istio-version", "1.10.6", "--preflight"],
+        [
+            sys.executable,
+            *("-m", "pytest", "-p", "no:cacheprovider", "--pyargs", "conformance.suite"),
+            *("--backend", "kind", "--istio-version", "1.10.6", "--preflight"),
+        ],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -95,6 +104,7 @@ def test_preflight_option_on_this_machine_names_docker_and_exits_1(tmp_path: Pat
         pytest.skip("a Docker daemon answers here")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("preflight: Docker: "), proc.stdout
+    assert len(lines) == 1, proc.stdout
+    assert lines[0].startswith("preflight: Docker: ")
     assert proc.stderr.strip() == "Exit: --preflight: 1 problem(s)"
     assert list(tmp_path.iterdir()) == []

@@ -874,4 +874,5 @@ def test_istioctl_inputs_are_checked(capsys: pytest.CaptureFixture[str], extra: 
     argv += [f"--{k.replace('_', '-')}={v}" for k, v in extra.items()]
     assert module.main(argv) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and says in err
+    assert err.count("\n") == 1
+    assert says in err

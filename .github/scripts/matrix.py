@@ -88,8 +88,11 @@ def load_rows(path: Path = VERSIONS) -> list[dict[str, str]]:
 
 
 def row_for(version: str, rows: list[dict[str, str]], support: Path = SUPPORT) -> dict[str, str]:
-    """The row of the same Istio minor, else (as the kind backend picks it) the newest Kubernetes the minor supports
-    with a pinned node image (fixtures/kubernetes.yaml), else the newest row for a minor newer than every row."""
+    """The row of a version, picked as the kind backend picks it.
+
+    The row of the same Istio minor, else the newest Kubernetes the minor supports with a pinned node image
+    (fixtures/kubernetes.yaml), else the newest row for a minor newer than every row.
+    """
     wanted = minor_of(version)
     for row in rows:
         if minor_of(row["istio"]) == wanted:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from conformance.backends.kind.preflight import Host
 
-DOCKER_UP = "#!/bin/sh\n[ \"$1\" = info ] && echo 28.0.4\n"
+DOCKER_UP = '#!/bin/sh\n[ "$1" = info ] && echo 28.0.4\n'
 DOCKER_DOWN = (
     "#!/bin/sh\necho 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
     "Is the docker daemon running?' >&2\nexit 1\n"

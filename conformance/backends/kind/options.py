@@ -186,14 +186,14 @@ def maybe_preflight(config: pytest.Config, settings: Any) -> None:
 def maybe_plan(config: pytest.Config, settings: Any) -> None:
     """--plan: print every command and manifest the run would use, in order, without running any; then exit.
 
-    `--preflight` is handled here too (both stop before anything is created)."""
+    `--preflight` is handled here too (both stop before anything is created).
+    """
     if getattr(config.option, "preflight", False):
         maybe_preflight(config, settings)
     if not getattr(config.option, "plan", False):
         return
-    from conformance.backends.kind.plan import plan_text
-
     from conformance.backends.base import BackendError
+    from conformance.backends.kind.plan import plan_text
 
     try:
         text = plan_text(settings)

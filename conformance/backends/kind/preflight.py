@@ -41,12 +41,16 @@ class Host:
     cgroup: Path = Path("/sys/fs/cgroup")
     sys_module: Path = Path("/sys/module")
     docker: str = "docker"
-    disk: Path = field(default_factory=lambda: Path("/var/lib/docker") if Path("/var/lib/docker").is_dir() else Path("/"))
+    disk: Path = field(
+        default_factory=lambda: Path("/var/lib/docker") if Path("/var/lib/docker").is_dir() else Path("/")
+    )
 
 
 def check(host: Host, *, kubernetes: str, istio_version: str, family: str) -> list[str]:
-    """One line per problem, each with its fix. An unreachable Docker is the only line: the other checks are about
-    the host Docker runs on."""
+    """One line per problem, each with its fix.
+
+    An unreachable Docker is the only line: the other checks are about the host Docker runs on.
+    """
     docker = _docker(host)
     if docker:
         return [docker]
@@ -66,9 +70,14 @@ def check(host: Host, *, kubernetes: str, istio_version: str, family: str) -> li
                 "ip6table_nat`"
             )
     if family == "ipv6":
-        for key, name in (("net/ipv6/conf/all/forwarding", "net.ipv6.conf.all.forwarding"), ("net/ipv4/ip_forward", "net.ipv4.ip_forward")):
+        for key, name in (
+            ("net/ipv6/conf/all/forwarding", "net.ipv6.conf.all.forwarding"),
+            ("net/ipv4/ip_forward", "net.ipv4.ip_forward"),
+        ):
             if _read(host.proc / "sys" / key) != "1":
-                problems.append(f"{name} is not 1: an IPv6 kind cluster needs forwarding: run `sudo sysctl -w {name}=1`")
+                problems.append(
+                    f"{name} is not 1: an IPv6 kind cluster needs forwarding: run `sudo sysctl -w {name}=1`"
+                )
     for name, minimum in INOTIFY_MINIMUM.items():
         value = _read(host.proc / "sys" / "fs" / "inotify" / name)
         if value is not None and value.isdigit() and int(value) < minimum:
@@ -107,7 +116,8 @@ def _docker(host: Host) -> str | None:
             check=False,
         )
     except (OSError, subprocess.SubprocessError) as exc:
-        return f"Docker: `docker info` did not answer ({' '.join(str(exc).split())}): start the daemon (`sudo systemctl start docker`)"
+        why = " ".join(str(exc).split())
+        return f"Docker: `docker info` did not answer ({why}): start the daemon (`sudo systemctl start docker`)"
     if result.returncode != 0 or not result.stdout.strip():
         why = next((line.strip() for line in result.stderr.splitlines() if line.strip()), f"exit {result.returncode}")
         return (

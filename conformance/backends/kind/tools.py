@@ -226,8 +226,10 @@ def resolve_tool(
     mirror: str | None = None,
     use_path: bool = True,
 ) -> Path:
-    """The binary to run for `tool`: the explicit path, else the one on PATH if it is the row's version, else a
-    verified download. The log says which was chosen and why (see `path_choice`)."""
+    """The binary for `tool`: the explicit path, else the one on PATH if it is the row's version, else a download.
+
+    The download is verified; the log says which was chosen and why (see `path_choice`).
+    """
     if tool not in TOOLS:
         raise ToolError(f"unknown tool {tool!r}: one of {', '.join(TOOLS)}")
     if explicit:
