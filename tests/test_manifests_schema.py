@@ -42,7 +42,7 @@ SIDECAR_SCHEMA = json.loads((REPO / "tests" / "data" / "istio-sidecar.schema.jso
 # ships schemas for 1.25 to 1.37 only: 1.20 (the Istio 1.9 and 1.10 rows) is checked against 1.25, the oldest it
 # has. Nothing the manifests use changed between 1.20 and 1.25 (apps/v1 Deployment, v1 Service with appProtocol,
 # GA in 1.20; v1 Namespace); the 1.20-only rules the schemas would not catch anyway are checked by hand below.
-SCHEMA_FOR_KUBERNETES = {"1.20": "1.25", "1.29": "1.29", "1.36": "1.36"}
+SCHEMA_FOR_KUBERNETES = {"1.20": "1.25", "1.29": "1.29", "1.35": "1.35", "1.36": "1.36"}
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
