@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import shlex
 import signal
 import time
@@ -21,7 +20,9 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import pytest
 
+from conformance import diagnostics
 from conformance.backends.base import BackendError, Cluster, PodRef, PrerequisiteError
+from conformance.outputs import case_dir, check_writable_dir, clear_previous, family_dir
 from conformance.probe import Observation, Prober, judge
 from conformance.report import Report, TestRecord
 from conformance.spec.capabilities import (
@@ -133,6 +134,11 @@ def _settings(config: pytest.Config) -> Settings:
             _fail(f"--emulator-sidecar {opt.emulator_sidecar!r}: {err}")
         if not sidecar:
             _fail("--emulator-sidecar: expected a command, got an empty string")
+        from conformance.backends.emulated.cluster import sidecar_command_problem
+
+        problem = sidecar_command_problem(sidecar)
+        if problem is not None:
+            _fail(problem)
     from conformance.backends.kind import options as kind_options
 
     try:
@@ -140,14 +146,20 @@ def _settings(config: pytest.Config) -> Settings:
     except ValueError as err:
         _fail(str(err))
     mesh = _mesh(opt, backend, backend_options)
+    report_dir = Path(opt.report_dir) if opt.report_dir else None
+    artifacts_dir = Path(opt.artifacts_dir) if opt.artifacts_dir else None
+    for option, path in (("--report-dir", report_dir), ("--artifacts-dir", artifacts_dir)):
+        problem = check_writable_dir(option, path) if path is not None else None
+        if problem is not None:
+            _fail(problem)
     profiles = tuple(dict.fromkeys(requested)) if requested else mesh.profiles()
     return Settings(
         backend=backend,
         family=family,
         profiles=profiles,
         explicit_profiles=bool(requested),
-        report_dir=Path(opt.report_dir) if opt.report_dir else None,
-        artifacts_dir=Path(opt.artifacts_dir) if opt.artifacts_dir else None,
+        report_dir=family_dir(report_dir, family.value) if report_dir else None,
+        artifacts_dir=family_dir(artifacts_dir, family.value) if artifacts_dir else None,
         timeouts=timeouts,
         mesh=mesh,
         emulator_sidecar=sidecar,
@@ -187,14 +199,22 @@ def _mesh(opt: Any, backend: str, backend_options: dict[str, Any]) -> MeshCapabi
     return mesh
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    """Validate every option before anything starts."""
+    """Validate every option before anything starts; JUnit XML defaults to the family's report folder."""
     config.addinivalue_line("markers", f"{SUITE_MARKER}: a mesh inbound conformance test (the suite's own items)")
-    config.stash[SETTINGS] = _settings(config)
+    config.stash[SETTINGS] = settings = _settings(config)
+    # Before the junitxml plugin's own configure reads it: an IPv6 run never overwrites the IPv4 junit.xml.
+    if settings.report_dir is not None and not getattr(config.option, "xmlpath", None) and _collects_suite(config):
+        config.option.xmlpath = str(settings.report_dir / "junit.xml")
     config.pluginmanager.register(_TestRecorder(config), "mesh-inbound-conformance-recorder")
     from conformance.backends.kind import options as kind_options
 
     kind_options.maybe_plan(config, config.stash[SETTINGS])
+
+
+def _collects_suite(config: pytest.Config) -> bool:
+    return bool(config.option.pyargs) and any(str(a).startswith("conformance") for a in config.args)
 
 
 # --- collection --------------------------------------------------------------------------------------------
@@ -304,12 +324,15 @@ class ConformanceSession:
         self.cluster = cluster
         self.world = World.for_mesh(settings.family, settings.mesh)
         self.prober = Prober(cluster, self.world, settings.timeouts)
-        # Every profile appears in the report: one the mesh lacks shows as skipped, with its reasons.
-        shown = settings.profiles if settings.explicit_profiles else tuple(Profile)
+        # Every profile appears in the report: one the mesh lacks shows as skipped, with its reasons; one no
+        # selected test belongs to (--profile, -k) as not selected.
         self.report = Report(
-            settings.report_dir, settings.mesh, cluster.mesh_info(), cluster.backend, settings.family, shown
+            settings.report_dir, settings.mesh, cluster.mesh_info(), cluster.backend, settings.family, tuple(Profile)
         )
+        where = f"under {settings.artifacts_dir}/<profile>/<Case>/" if settings.artifacts_dir else "above"
+        self.report.timeout_hint = f"in the failed test's diagnostics, {where}"
         self.started = time.perf_counter()
+        self.shown_pods: set[str] = set()
 
     def switch(self, profile: Profile) -> None:
         """Put the mesh in the profile's mode (baseline servers are unaffected by the mode)."""
@@ -328,6 +351,10 @@ def conformance_session(request: pytest.FixtureRequest) -> Iterator[ConformanceS
     cluster = make_cluster(settings)
     session = ConformanceSession(settings, cluster)
     request.config.stash[RUN] = session
+    planned = [i.stash[CASE_OF][1].value for i in request.session.items if CASE_OF in i.stash]
+    session.report.planned = {p.value: planned.count(p.value) for p in Profile}
+    if settings.artifacts_dir is not None:
+        clear_previous(settings.artifacts_dir, [p.value for p in Profile])
     session.report.write()
     start = time.perf_counter()
     try:
@@ -337,6 +364,10 @@ def conformance_session(request: pytest.FixtureRequest) -> Iterator[ConformanceS
         except BackendError as err:
             problem = f"{cluster.backend} backend: {err}"
         if problem is not None:
+            logs = diagnostics.save_setup(cluster, session.world.servers + tuple(session.world.clients.values()),
+                                          settings.artifacts_dir)
+            session.report.record_setup_error(problem, logs)
+            session.report.write()
             pytest.fail(problem, pytrace=False)
         session.report.timings["setup"] = time.perf_counter() - start
         yield session
@@ -565,23 +596,15 @@ def pytest_runtest_makereport(
     pods = item.stash.get(INVOLVED, [])
     if session is None or not pods:
         return report
-    try:
-        sections = session.cluster.diagnostics(pods)
-    except Exception as err:  # diagnostics must never hide the failure itself
-        sections = {"diagnostics": f"could not collect diagnostics: {err}"}
+    case_, prof = item.stash[CASE_OF]
+    sections = diagnostics.collect(session.cluster, pods)
     artifacts = session.settings.artifacts_dir
-    target = artifacts / _safe(item.nodeid) if artifacts else None
+    target = case_dir(artifacts, prof.value, case_.name) if artifacts else None
     if target is not None:
-        target.mkdir(parents=True, exist_ok=True)
-    for title, text in sections.items():
+        diagnostics.save(sections, target)
+    for title, text in diagnostics.to_show(sections, pods, session.shown_pods, target).items():
         report.sections.append((f"conformance: {title}", text))
-        if target is not None:
-            (target / f"{_safe(title)}.txt").write_text(text + "\n")
     return report
-
-
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:150]
 
 
 class _TestRecorder:
@@ -648,10 +671,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if run is None or run.report.directory is None:
         return
     lines = []
-    for prof in run.settings.profiles:
+    for prof in Profile:
         result, stats = run.report.profile_result(prof.value)
         lines.append(f"{prof.value}: {result} ({stats['cells_passed']}/{stats['cells']} cells)")
-    terminalreporter.write_sep("-", "mesh inbound conformance")
+    terminalreporter.write_sep("-", f"mesh inbound conformance: {run.cluster.backend} backend, {run.settings.family.value}")
+    if run.report.setup_error is not None:
+        terminalreporter.write_line(f"setup failed: {run.report.setup_error['message']}", red=True)
+        terminalreporter.write_line(run.report.setup_error["logs"])
     for line in lines:
         terminalreporter.write_line(line)
     terminalreporter.write_line(f"report: {run.report.directory / 'conformance-report.md'}")

@@ -41,7 +41,7 @@ from conformance.backends.base import (
 )
 from conformance.backends.emulated import capture, controlplane, kube, netns
 from conformance.echo_client import Connector, ProbeTargetLike, StreamPair, make_target, probe_batch
-from conformance.precheck import PrecheckRun, check_pod, read_proc_listeners, render_run
+from conformance.precheck import PrecheckRun, check_pod, parse_proc_net_tcp, read_proc_listeners, render_run
 from conformance.resources import echo_program
 
 IFA_F_NODAD = 0x02
@@ -123,6 +123,21 @@ def check_prerequisites() -> None:
         )
     if not Path("/proc/thread-self/ns/net").exists():
         raise PrerequisiteError("the emulated backend needs Linux network namespaces (/proc/thread-self/ns/net)")
+
+
+def sidecar_command_problem(argv: Sequence[str]) -> str | None:
+    """Why `--emulator-sidecar` cannot start at all (one line), checked before anything is created.
+
+    Only what holds for every pod: the program exists and is executable. Whether uid 1337 may execute it, and
+    whether it listens, shows when the pods start (a setup failure the report names).
+    """
+    program = argv[0]
+    found = shutil.which(program) if "/" not in program else program
+    if found is None or not Path(found).exists():
+        return f"--emulator-sidecar: {program} not found (expected a program, with a path or on PATH)"
+    if Path(found).is_dir() or not os.access(found, os.X_OK):
+        return f"--emulator-sidecar: {program} is not executable (chmod +x, or give its interpreter first)"
+    return None
 
 
 class EmulatedCluster(Cluster):
@@ -391,10 +406,21 @@ class EmulatedCluster(Cluster):
             raise PrerequisiteError(f"--emulator-sidecar: {argv[0]} not found") from None
 
     def _listening(self, pod: EmulatedPod, proc: subprocess.Popen[bytes]) -> set[int]:
-        try:
-            return {lst.port for lst in read_proc_listeners(Path(f"/proc/{proc.pid}/net"))}
-        except OSError:
-            return set()
+        """The ports the process listens on for this run's family.
+
+        An IPv4 socket (/proc/net/tcp) serves only IPv4; an IPv6 one (tcp6) serves IPv6, and IPv4 too when it
+        is the wildcard `::` without IPV6_V6ONLY (which /proc does not show, so a `::` wildcard counts for both).
+        A sidecar listening on one family only is therefore not ready in a run of the other.
+        """
+        net = Path(f"/proc/{proc.pid}/net")
+        v4, v6 = [], []
+        with contextlib.suppress(OSError):
+            v4 = parse_proc_net_tcp((net / "tcp").read_text(), ipv6=False)
+        with contextlib.suppress(OSError):
+            v6 = parse_proc_net_tcp((net / "tcp6").read_text(), ipv6=True)
+        if self.family == "ipv6":
+            return {lst.port for lst in v6}
+        return {lst.port for lst in v4} | {lst.port for lst in v6 if lst.address == "*"}
 
     def _wait_ready(self, pods: Iterable[EmulatedPod]) -> None:
         pending = list(pods)
@@ -426,7 +452,7 @@ class EmulatedCluster(Cluster):
                 return f"exited sidecar (exit {pod.sidecar.returncode})"
             missing = {capture.INBOUND_CAPTURE_PORT, capture.OUTBOUND_CAPTURE_PORT} - self._listening(pod, pod.sidecar)
             if missing:
-                return f"sidecar not listening on {sorted(missing)}"
+                return f"sidecar not listening on {sorted(missing)} for {self.family}"
         port = pod.template.readiness_port
         if port is not None and not self._http_ok(pod, port):
             return f"readiness probe GET :{port}/healthz failing"
@@ -490,8 +516,11 @@ class EmulatedCluster(Cluster):
 
     def mesh_info(self) -> dict[str, str]:
         """The emulated reference mesh, or the replaced sidecar program."""
-        build = shlex.join(self.sidecar_command) if self.sidecar_command else "reference sidecar"
-        return {"name": "emulated", "version": "reference", "build": build, "hub": "", "tag": ""}
+        if self.sidecar_command:
+            # The build under test is the given program, not the suite's reference sidecar.
+            return {"name": "emulated", "version": "custom sidecar", "build": shlex.join(self.sidecar_command),
+                    "hub": "", "tag": ""}
+        return {"name": "emulated", "version": "reference", "build": "reference sidecar", "hub": "", "tag": ""}
 
     # --- addresses, probes, records --------------------------------------------------------------------
 
