@@ -10,18 +10,17 @@ from __future__ import annotations
 import functools
 import os
 import shlex
-import signal
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import pytest
 
 from conformance import diagnostics
 from conformance.backends.base import BackendError, Cluster, PodRef, PrerequisiteError
+from conformance.interrupt import Interrupts
 from conformance.outputs import case_dir, check_writable_dir, clear_previous, family_dir
 from conformance.probe import Observation, Prober, judge
 from conformance.report import Report, TestRecord
@@ -285,15 +284,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             check_prerequisites()
         except PrerequisiteError as err:
             raise pytest.UsageError(str(err)) from None
-    _install_sigterm()
-
-
-def _install_sigterm() -> None:
-    # SIGTERM (CI cancelling a job) takes the same path as Ctrl-C: fixtures tear down, the report is written.
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
+    # SIGTERM (CI cancelling a job) takes the same path as Ctrl-C; a second signal does not break the cleanup.
+    report = settings.report_dir / "conformance-report.md" if settings.report_dir else ""
+    Interrupts(str(report)).install()
 
 
 # --- the session -------------------------------------------------------------------------------------------
@@ -364,8 +357,9 @@ def conformance_session(request: pytest.FixtureRequest) -> Iterator[ConformanceS
         except BackendError as err:
             problem = f"{cluster.backend} backend: {err}"
         if problem is not None:
-            logs = diagnostics.save_setup(cluster, session.world.servers + tuple(session.world.clients.values()),
-                                          settings.artifacts_dir)
+            logs = diagnostics.save_setup(
+                cluster, session.world.servers + tuple(session.world.clients.values()), settings.artifacts_dir
+            )
             session.report.record_setup_error(problem, logs)
             session.report.write()
             pytest.fail(problem, pytrace=False)
@@ -666,18 +660,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    """Point at the report files."""
+    """The backend, the IP family, each profile's result and where the report is (not when interrupted)."""
     run = config.stash.get(RUN, None)
     if run is None or run.report.directory is None:
         return
-    lines = []
-    for prof in Profile:
-        result, stats = run.report.profile_result(prof.value)
-        lines.append(f"{prof.value}: {result} ({stats['cells_passed']}/{stats['cells']} cells)")
-    terminalreporter.write_sep("-", f"mesh inbound conformance: {run.cluster.backend} backend, {run.settings.family.value}")
+    results = {prof.value: run.report.profile_result(prof.value) for prof in Profile}
+    where = f"report: {run.report.directory / 'conformance-report.md'}"
+    title = f"mesh inbound conformance: {run.cluster.backend} backend, {run.settings.family.value}"
+    if run.report.interrupted:
+        return  # pytest's one line for the interruption names the report (conformance.interrupt)
+    terminalreporter.write_sep("-", title)
     if run.report.setup_error is not None:
         terminalreporter.write_line(f"setup failed: {run.report.setup_error['message']}", red=True)
         terminalreporter.write_line(run.report.setup_error["logs"])
-    for line in lines:
-        terminalreporter.write_line(line)
-    terminalreporter.write_line(f"report: {run.report.directory / 'conformance-report.md'}")
+    for name, (result, stats) in results.items():
+        terminalreporter.write_line(f"{name}: {result} ({stats['cells_passed']}/{stats['cells']} cells)")
+    terminalreporter.write_line(where)

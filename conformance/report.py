@@ -52,6 +52,8 @@ _OUTCOME_TEXT = {"reset_or_eof": "reset/EOF", "http_503": "503", "refused": "ref
 def outcome_text(label: str) -> str:
     """An observed outcome in the spec's words: `reset/EOF`, not `reset_or_eof`."""
     return _OUTCOME_TEXT.get(label, label.removeprefix("http_"))
+
+
 MD_NAME = "conformance-report.md"
 
 
@@ -289,7 +291,9 @@ class Report:
         ]
         for profile in self.profiles:
             result, s = self.profile_result(profile.value)
-            icon = {"success": "✅", "partial": "🟡", "failure": "❌", "skipped": "⏭️", INTERRUPTED: "⏹️"}.get(result, "–")
+            icon = {"success": "✅", "partial": "🟡", "failure": "❌", "skipped": "⏭️", INTERRUPTED: "⏹️"}.get(
+                result, "–"
+            )
             lines.append(
                 f"| {profile.value} | {icon} {result} | {s['tests_passed']} | {s['tests_failed']} | "
                 f"{s['tests_skipped']} | {s['cells_passed']} | {s['cells_failed']} |"
@@ -315,14 +319,19 @@ class Report:
             mark = "✅" if run["verdict"] == "pass" else "❌"
             lines += ["", f"## Precheck [{run['profile']}] {mark} ({run['tool']}, exit {run['exit_code']})", ""]
             findings, expected = run["findings"], run["expected"]
-            assert isinstance(findings, list) and isinstance(expected, list)
+            assert isinstance(findings, list)
+            assert isinstance(expected, list)
             if run["verdict"] == "pass":
-                lines += [
-                    f"These {len(findings)} findings are the expected ones: the spec gives IST0143 for "
-                    + ", ".join(expected)
-                    + ".",
-                    "",
-                ] if findings else ["No findings, as the spec expects for this profile.", ""]
+                lines += (
+                    [
+                        f"These {len(findings)} findings are the expected ones: the spec gives IST0143 for "
+                        + ", ".join(expected)
+                        + ".",
+                        "",
+                    ]
+                    if findings
+                    else ["No findings, as the spec expects for this profile.", ""]
+                )
             lines += [f"    {line}" for line in findings] or ["    (no findings)"]
             problems = run["problems"]
             assert isinstance(problems, list)

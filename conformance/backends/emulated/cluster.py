@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import json
 import os
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -518,8 +520,13 @@ class EmulatedCluster(Cluster):
         """The emulated reference mesh, or the replaced sidecar program."""
         if self.sidecar_command:
             # The build under test is the given program, not the suite's reference sidecar.
-            return {"name": "emulated", "version": "custom sidecar", "build": shlex.join(self.sidecar_command),
-                    "hub": "", "tag": ""}
+            return {
+                "name": "emulated",
+                "version": "custom sidecar",
+                "build": shlex.join(self.sidecar_command),
+                "hub": "",
+                "tag": "",
+            }
         return {"name": "emulated", "version": "reference", "build": "reference sidecar", "hub": "", "tag": ""}
 
     # --- addresses, probes, records --------------------------------------------------------------------
@@ -558,8 +565,32 @@ class EmulatedCluster(Cluster):
 
             await asyncio.gather(*(for_source(s, idx) for s, idx in by_source(requests).items()))
 
-        self._loop.run_until_complete(run_all())
+        try:
+            self._loop.run_until_complete(run_all())
+        except BaseException:
+            self._abandon_probes()
+            raise
         return results
+
+    def _abandon_probes(self) -> None:
+        """After Ctrl-C in the middle of a batch: cancel the probes still in flight and let them finish.
+
+        Left as they were, each pending probe later logged "Task exception was never retrieved" or "Event loop
+        is closed" with a traceback (about a hundred of them); the run is stopping, so their outcome is moot.
+        """
+        assert self._loop is not None
+        self._loop.set_exception_handler(lambda loop, context: None)
+        tasks = asyncio.all_tasks(self._loop)
+        for task in tasks:
+            task.cancel()
+        # Cancelled before it ran, a probe's connect coroutine is never awaited: a warning per probe, when
+        # collected. Collect them here, with that warning silenced.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            with contextlib.suppress(BaseException):
+                self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            del tasks
+            gc.collect()
 
     def _connector(self, pod: EmulatedPod) -> Connector:
         home = self._home_fd
