@@ -1,7 +1,8 @@
 """Where a run writes: the report folder and the diagnostics folders, one per IP family.
 
-A run of each family writes into `<dir>/<family>/`, so an IPv6 run never overwrites the IPv4 report or its
-diagnostics. Diagnostics of a failed test go to `<artifacts>/<family>/<profile>/<Case>/`: named from the case and
+By default a run writes into `reports/<family>/` and `artifacts/<family>/`, so an IPv6 run never overwrites the
+IPv4 report or its diagnostics; `--report-dir`/`--artifacts-dir` name the folder itself (CI passes one per job).
+Diagnostics of a failed test go to `<artifacts>/<profile>/<Case>/`: named from the case and
 profile (not from pytest's node id, which carries the rootdir-relative path of the installed package and a
 leading dot that `ls` and `actions/upload-artifact` hide). Both are checked before anything is created, so a bad
 path is one line instead of an INTERNALERROR after the whole run.
@@ -18,9 +19,11 @@ SETUP_FOLDER = "setup"
 """Under `<artifacts>/<family>/`: the backend's diagnostics when the cluster could not be set up."""
 
 
-def family_dir(base: Path, family: str) -> Path:
-    """`<base>/<family>`: each family's run has its own folder."""
-    return base / family
+def output_dir(option: str | None, default: str, family: str) -> Path | None:
+    """The folder an option names; unset, `<default>/<family>` (each family's run has its own); empty, none."""
+    if option is None:
+        return Path(default) / family
+    return Path(option) if option else None
 
 
 def check_writable_dir(option: str, path: Path) -> str | None:
@@ -50,12 +53,15 @@ def safe_name(text: str) -> str:
 
 
 def case_dir(artifacts: Path, profile: str, case: str) -> Path:
-    """`<artifacts>/<profile>/<Case>/` (artifacts already carries the family)."""
+    """`<artifacts>/<profile>/<Case>/`."""
     return artifacts / safe_name(profile) / safe_name(case)
 
 
 def clear_previous(artifacts: Path, profiles: list[str]) -> None:
-    """Remove the folders a previous run of this family left, so a folder present means this run failed there."""
+    """Remove the folders a previous run left, so a folder present means this run failed there.
+
+    Only the folders the suite names (a profile's, `setup`): a backend's own files (kind-commands.log) stay.
+    """
     for name in [*profiles, SETUP_FOLDER]:
         folder = artifacts / safe_name(name)
         if folder.is_dir() and not folder.is_symlink():

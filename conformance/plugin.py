@@ -21,7 +21,7 @@ import pytest
 from conformance import diagnostics
 from conformance.backends.base import BackendError, Cluster, PodRef, PrerequisiteError
 from conformance.interrupt import Interrupts
-from conformance.outputs import case_dir, check_writable_dir, clear_previous, family_dir
+from conformance.outputs import case_dir, check_writable_dir, clear_previous, output_dir
 from conformance.probe import Observation, Prober, judge
 from conformance.report import Report, TestRecord
 from conformance.spec.capabilities import (
@@ -78,8 +78,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="baseline, legacy or passthrough; repeatable. Default: every profile the mesh supports",
     )
-    group.addoption("--report-dir", default="reports", help="where conformance-report.json/.md go (default: reports)")
-    group.addoption("--artifacts-dir", default="artifacts", help="where diagnostics of failed tests go")
+    group.addoption(
+        "--report-dir",
+        default=None,
+        help="where conformance-report.json/.md (and junit.xml unless --junitxml) go (default: reports/<family>)",
+    )
+    group.addoption(
+        "--artifacts-dir",
+        default=None,
+        help="where diagnostics of failed tests go, as <profile>/<Case>/ (default: artifacts/<family>)",
+    )
     group.addoption("--timeout-config", default="", help=f"KEY=SECONDS,... with KEY (default, max): {describe()}")
     group.addoption("--mesh-version", default=None, help="the Istio version a custom build claims to be")
     group.addoption(
@@ -145,8 +153,8 @@ def _settings(config: pytest.Config) -> Settings:
     except ValueError as err:
         _fail(str(err))
     mesh = _mesh(opt, backend, backend_options)
-    report_dir = Path(opt.report_dir) if opt.report_dir else None
-    artifacts_dir = Path(opt.artifacts_dir) if opt.artifacts_dir else None
+    report_dir = output_dir(opt.report_dir, "reports", family.value)
+    artifacts_dir = output_dir(opt.artifacts_dir, "artifacts", family.value)
     for option, path in (("--report-dir", report_dir), ("--artifacts-dir", artifacts_dir)):
         problem = check_writable_dir(option, path) if path is not None else None
         if problem is not None:
@@ -157,8 +165,8 @@ def _settings(config: pytest.Config) -> Settings:
         family=family,
         profiles=profiles,
         explicit_profiles=bool(requested),
-        report_dir=family_dir(report_dir, family.value) if report_dir else None,
-        artifacts_dir=family_dir(artifacts_dir, family.value) if artifacts_dir else None,
+        report_dir=report_dir,
+        artifacts_dir=artifacts_dir,
         timeouts=timeouts,
         mesh=mesh,
         emulator_sidecar=sidecar,

@@ -189,6 +189,7 @@ class EmulatedCluster(Cluster):
         self._started = True
         self._lock.acquire()
         netns.reap_leftovers()
+        netns.reap_work_dirs(self._base_work_dir or Path(tempfile.gettempdir()))
         self.work_dir = Path(tempfile.mkdtemp(prefix=f"mic-{self.tag}-", dir=self._base_work_dir))
         self.work_dir.chmod(0o755)  # the proxy user (1337) reads its configuration here
         self._home_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
