@@ -216,9 +216,9 @@ class Report:
         return {
             "format": REPORT_FORMAT,
             "version": REPORT_VERSION,
+            "setup_error": self.setup_error,
             "started": self.started.isoformat(timespec="seconds"),
             "finished": self.finished.isoformat(timespec="seconds") if self.finished else None,
-            "setup_error": self.setup_error,
             "interrupted": self.interrupted,
             "mesh": {**self.mesh.to_json(), **self.mesh_info},
             "backend": self.backend,
