@@ -365,7 +365,9 @@ def test_a_sidecar_uid_1337_cannot_execute_is_the_first_thing_the_reports_say(tm
     assert "Traceback" not in proc.stdout + proc.stderr
     reason = f"--emulator-sidecar: uid 1337 cannot execute {proxy}"
     first = (tmp_path / "reports" / "conformance-report.md").read_text().splitlines()[:5]
-    assert any(line.startswith("**Setup failed, no test ran:** emulated backend: ") and reason in line for line in first)
+    assert any(
+        line.startswith("**Setup failed, no test ran:** emulated backend: ") and reason in line for line in first
+    )
     assert any(line.startswith("Where the logs are: ") for line in first), first
     doc = report(tmp_path)
     assert list(doc)[:3] == ["format", "version", "setup_error"]

@@ -74,7 +74,9 @@ def test_an_output_folder_that_is_a_file_is_one_line(tmp_path: Path, make: objec
 def test_an_output_folder_under_a_file_cannot_be_created(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     problem = check_writable_dir("--artifacts-dir", tmp_path / "file" / "a" / "b")
-    assert problem == f"--artifacts-dir {tmp_path / 'file' / 'a' / 'b'}: cannot be created, {tmp_path / 'file'} is a file"
+    assert (
+        problem == f"--artifacts-dir {tmp_path / 'file' / 'a' / 'b'}: cannot be created, {tmp_path / 'file'} is a file"
+    )
 
 
 # --- the emulator sidecar option ---------------------------------------------------------------------------
@@ -143,7 +145,9 @@ def test_both_reports_use_one_vocabulary_and_a_failed_cell_says_how_to_rerun_it(
     cell = _cell(IpFamily.IPV6, lambda e: not e.reachable and e.failure == (Failure.RESET_OR_EOF,))
     observation = Observation(cell, _outcome("ok", "::6"), True, [_outcome("ok", "::6")], "inbound_passthrough")  # type: ignore[arg-type]
     expected = expect(cell)  # type: ignore[arg-type]
-    report.record_cell("PodIPFromPlainClient[passthrough]", cell, expected, observation, judge(expected, observation), "reachability")  # type: ignore[arg-type]
+    report.record_cell(
+        "PodIPFromPlainClient[passthrough]", cell, expected, observation, judge(expected, observation), "reachability"
+    )  # type: ignore[arg-type]
     markdown = report.markdown()
     line = next(line for line in markdown.splitlines() if line.startswith("- ❌"))
     assert "expected reset/EOF, got ok from ::6 (inbound_passthrough)" in line
