@@ -7,6 +7,7 @@ lives in the `mesh-inbound-conformance` group; malformed or incompatible options
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import shlex
@@ -214,6 +215,12 @@ def pytest_configure(config: pytest.Config) -> None:
     # Before the junitxml plugin's own configure reads it: an IPv6 run never overwrites the IPv4 junit.xml.
     if settings.report_dir is not None and not getattr(config.option, "xmlpath", None) and _collects_suite(config):
         config.option.xmlpath = str(settings.report_dir / "junit.xml")
+    if _collects_suite(config) and (config.rootpath / "conformance" / "suite").is_dir():
+        # tox passes --rootdir the installed package: node ids are `conformance/suite/test_x.py::...`. pytest
+        # prints them relative to the invocation folder (`.tox/conformance/lib/python3.11/site-packages/...`);
+        # shown relative to the rootdir instead, the terminal's ids are the same as junit.xml's and the report's.
+        # Done before the terminal reporter is created; command-line paths were already resolved.
+        config.invocation_params = dataclasses.replace(config.invocation_params, dir=config.rootpath)
     config.pluginmanager.register(_TestRecorder(config), "mesh-inbound-conformance-recorder")
     from conformance.backends.kind import options as kind_options
 

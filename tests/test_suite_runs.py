@@ -104,8 +104,10 @@ def test_a_proxy_forwarding_to_localhost_fails_exactly_the_cells_it_breaks(tmp_p
         for line in failed_lines
     ), failed_lines[:3]
     assert "build under test `/usr/bin/python3" in markdown
-    # The terminal summary names the backend and the family.
+    # The terminal summary names the backend and the family; test ids carry no site-packages path.
     assert f"mesh inbound conformance: emulated backend, {family.value}" in proc.stdout
+    assert "FAILED conformance/suite/test_" in proc.stdout
+    assert "site-packages" not in proc.stdout.split("short test summary info")[1]
     assert "| passthrough | ❌ failure |" in markdown
     # Failure context: diagnostics in the test report and copied under --artifacts-dir.
     assert "conformance: echo-none.mic-mesh sidecar config" in proc.stdout
