@@ -340,7 +340,6 @@ def test_an_output_folder_that_cannot_be_made_stops_the_run_before_anything_runs
 ) -> None:
     (tmp_path / "afile").write_text("not a folder, not a program\n")
     (tmp_path / "afile").chmod(0o644)
-    before = mic_namespaces()
     cmd = suite_command(option, path)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False)
     assert proc.returncode == 4, proc.stdout[-2000:] + proc.stderr
@@ -349,7 +348,9 @@ def test_an_output_folder_that_cannot_be_made_stops_the_run_before_anything_runs
     assert errors[0].startswith("ERROR: " + message)
     assert "Traceback" not in proc.stdout + proc.stderr
     assert "INTERNALERROR" not in proc.stdout + proc.stderr
-    assert mic_namespaces() == before
+    # Stopped in pytest_configure: nothing collected, no cluster, no folder (other runs on the machine may
+    # come and go meanwhile, so namespaces are not compared).
+    assert "collected" not in proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
