@@ -68,7 +68,7 @@ def _ours(processes: set[int]) -> set[int]:
     return mine
 
 
-def _left_behind(names: set[str]) -> set[str]:
+def left_behind(names: set[str]) -> set[str]:
     """Namespaces no live run owns: another run's are held by its lock, a leftover's lock is gone."""
     from conformance.backends.emulated import netns
 
@@ -85,7 +85,7 @@ def no_leftovers() -> Iterator[None]:
     before = (mic_namespaces(), harness_processes(), host_links())
     yield
     time.sleep(0.2)
-    after = (_left_behind(mic_namespaces()), _ours(harness_processes()), host_links())
+    after = (left_behind(mic_namespaces()), _ours(harness_processes()), host_links())
     assert after[0] <= before[0], f"namespaces left behind: {sorted(after[0] - before[0])}"
     assert after[1] <= before[1], f"processes left behind: {sorted(after[1] - before[1])}"
     assert after[2] <= before[2], f"host links left behind: {sorted(after[2] - before[2])}"
