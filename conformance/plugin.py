@@ -7,21 +7,22 @@ lives in the `mesh-inbound-conformance` group; malformed or incompatible options
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
-import re
 import shlex
-import signal
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import FrameType
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import pytest
 
+from conformance import diagnostics
 from conformance.backends.base import BackendError, Cluster, PodRef, PrerequisiteError
+from conformance.interrupt import Interrupts
+from conformance.outputs import case_dir, check_writable_dir, clear_previous, output_dir
 from conformance.probe import Observation, Prober, judge
 from conformance.report import Report, TestRecord
 from conformance.spec.capabilities import (
@@ -78,8 +79,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="baseline, legacy or passthrough; repeatable. Default: every profile the mesh supports",
     )
-    group.addoption("--report-dir", default="reports", help="where conformance-report.json/.md go (default: reports)")
-    group.addoption("--artifacts-dir", default="artifacts", help="where diagnostics of failed tests go")
+    group.addoption(
+        "--report-dir",
+        default=None,
+        help="where conformance-report.json/.md (and junit.xml unless --junitxml) go (default: reports/<family>)",
+    )
+    group.addoption(
+        "--artifacts-dir",
+        default=None,
+        help="where diagnostics of failed tests go, as <profile>/<Case>/ (default: artifacts/<family>)",
+    )
     group.addoption("--timeout-config", default="", help=f"KEY=SECONDS,... with KEY (default, max): {describe()}")
     group.addoption("--mesh-version", default=None, help="the Istio version a custom build claims to be")
     group.addoption(
@@ -133,6 +142,11 @@ def _settings(config: pytest.Config) -> Settings:
             _fail(f"--emulator-sidecar {opt.emulator_sidecar!r}: {err}")
         if not sidecar:
             _fail("--emulator-sidecar: expected a command, got an empty string")
+        from conformance.backends.emulated.cluster import sidecar_command_problem
+
+        problem = sidecar_command_problem(sidecar)
+        if problem is not None:
+            _fail(problem)
     from conformance.backends.kind import options as kind_options
 
     try:
@@ -140,14 +154,20 @@ def _settings(config: pytest.Config) -> Settings:
     except ValueError as err:
         _fail(str(err))
     mesh = _mesh(opt, backend, backend_options)
+    report_dir = output_dir(opt.report_dir, "reports", family.value)
+    artifacts_dir = output_dir(opt.artifacts_dir, "artifacts", family.value)
+    for option, path in (("--report-dir", report_dir), ("--artifacts-dir", artifacts_dir)):
+        problem = check_writable_dir(option, path) if path is not None else None
+        if problem is not None:
+            _fail(problem)
     profiles = tuple(dict.fromkeys(requested)) if requested else mesh.profiles()
     return Settings(
         backend=backend,
         family=family,
         profiles=profiles,
         explicit_profiles=bool(requested),
-        report_dir=Path(opt.report_dir) if opt.report_dir else None,
-        artifacts_dir=Path(opt.artifacts_dir) if opt.artifacts_dir else None,
+        report_dir=report_dir,
+        artifacts_dir=artifacts_dir,
         timeouts=timeouts,
         mesh=mesh,
         emulator_sidecar=sidecar,
@@ -191,14 +211,28 @@ def _mesh(opt: Any, backend: str, backend_options: dict[str, Any]) -> MeshCapabi
     return mesh
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    """Validate every option before anything starts."""
+    """Validate every option before anything starts; JUnit XML defaults to the family's report folder."""
     config.addinivalue_line("markers", f"{SUITE_MARKER}: a mesh inbound conformance test (the suite's own items)")
-    config.stash[SETTINGS] = _settings(config)
+    config.stash[SETTINGS] = settings = _settings(config)
+    # Before the junitxml plugin's own configure reads it: an IPv6 run never overwrites the IPv4 junit.xml.
+    if settings.report_dir is not None and not getattr(config.option, "xmlpath", None) and _collects_suite(config):
+        config.option.xmlpath = str(settings.report_dir / "junit.xml")
+    if _collects_suite(config) and (config.rootpath / "conformance" / "suite").is_dir():
+        # tox passes --rootdir the installed package: node ids are `conformance/suite/test_x.py::...`. pytest
+        # prints them relative to the invocation folder (`.tox/conformance/lib/python3.11/site-packages/...`);
+        # shown relative to the rootdir instead, the terminal's ids are the same as junit.xml's and the report's.
+        # Done before the terminal reporter is created; command-line paths were already resolved.
+        config.invocation_params = dataclasses.replace(config.invocation_params, dir=config.rootpath)
     config.pluginmanager.register(_TestRecorder(config), "mesh-inbound-conformance-recorder")
     from conformance.backends.kind import options as kind_options
 
     kind_options.maybe_plan(config, config.stash[SETTINGS])
+
+
+def _collects_suite(config: pytest.Config) -> bool:
+    return bool(config.option.pyargs) and any(str(a).startswith("conformance") for a in config.args)
 
 
 # --- collection --------------------------------------------------------------------------------------------
@@ -269,15 +303,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             check_prerequisites()
         except PrerequisiteError as err:
             raise pytest.UsageError(str(err)) from None
-    _install_sigterm()
-
-
-def _install_sigterm() -> None:
-    # SIGTERM (CI cancelling a job) takes the same path as Ctrl-C: fixtures tear down, the report is written.
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
+    # SIGTERM (CI cancelling a job) takes the same path as Ctrl-C; a second signal does not break the cleanup.
+    report = settings.report_dir / "conformance-report.md" if settings.report_dir else ""
+    Interrupts(str(report)).install()
 
 
 # --- the session -------------------------------------------------------------------------------------------
@@ -308,12 +336,15 @@ class ConformanceSession:
         self.cluster = cluster
         self.world = World.for_mesh(settings.family, settings.mesh)
         self.prober = Prober(cluster, self.world, settings.timeouts)
-        # Every profile appears in the report: one the mesh lacks shows as skipped, with its reasons.
-        shown = settings.profiles if settings.explicit_profiles else tuple(Profile)
+        # Every profile appears in the report: one the mesh lacks shows as skipped, with its reasons; one no
+        # selected test belongs to (--profile, -k) as not selected.
         self.report = Report(
-            settings.report_dir, settings.mesh, cluster.mesh_info(), cluster.backend, settings.family, shown
+            settings.report_dir, settings.mesh, cluster.mesh_info(), cluster.backend, settings.family, tuple(Profile)
         )
+        where = f"under {settings.artifacts_dir}/<profile>/<Case>/" if settings.artifacts_dir else "above"
+        self.report.timeout_hint = f"in the failed test's diagnostics, {where}"
         self.started = time.perf_counter()
+        self.shown_pods: set[str] = set()
 
     def switch(self, profile: Profile) -> None:
         """Put the mesh in the profile's mode (baseline servers are unaffected by the mode)."""
@@ -332,6 +363,10 @@ def conformance_session(request: pytest.FixtureRequest) -> Iterator[ConformanceS
     cluster = make_cluster(settings)
     session = ConformanceSession(settings, cluster)
     request.config.stash[RUN] = session
+    planned = [i.stash[CASE_OF][1].value for i in request.session.items if CASE_OF in i.stash]
+    session.report.planned = {p.value: planned.count(p.value) for p in Profile}
+    if settings.artifacts_dir is not None:
+        clear_previous(settings.artifacts_dir, [p.value for p in Profile])
     session.report.write()
     start = time.perf_counter()
     try:
@@ -341,6 +376,11 @@ def conformance_session(request: pytest.FixtureRequest) -> Iterator[ConformanceS
         except BackendError as err:
             problem = f"{cluster.backend} backend: {err}"
         if problem is not None:
+            logs = diagnostics.save_setup(
+                cluster, session.world.servers + tuple(session.world.clients.values()), settings.artifacts_dir
+            )
+            session.report.record_setup_error(problem, logs)
+            session.report.write()
             pytest.fail(problem, pytrace=False)
         session.report.timings["setup"] = time.perf_counter() - start
         yield session
@@ -569,23 +609,15 @@ def pytest_runtest_makereport(
     pods = item.stash.get(INVOLVED, [])
     if session is None or not pods:
         return report
-    try:
-        sections = session.cluster.diagnostics(pods)
-    except Exception as err:  # diagnostics must never hide the failure itself
-        sections = {"diagnostics": f"could not collect diagnostics: {err}"}
+    case_, prof = item.stash[CASE_OF]
+    sections = diagnostics.collect(session.cluster, pods)
     artifacts = session.settings.artifacts_dir
-    target = artifacts / _safe(item.nodeid) if artifacts else None
+    target = case_dir(artifacts, prof.value, case_.name) if artifacts else None
     if target is not None:
-        target.mkdir(parents=True, exist_ok=True)
-    for title, text in sections.items():
+        diagnostics.save(sections, target)
+    for title, text in diagnostics.to_show(sections, pods, session.shown_pods, target).items():
         report.sections.append((f"conformance: {title}", text))
-        if target is not None:
-            (target / f"{_safe(title)}.txt").write_text(text + "\n")
     return report
-
-
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:150]
 
 
 class _TestRecorder:
@@ -647,15 +679,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    """Point at the report files."""
+    """The backend, the IP family, each profile's result and where the report is (not when interrupted)."""
     run = config.stash.get(RUN, None)
     if run is None or run.report.directory is None:
         return
-    lines = []
-    for prof in run.settings.profiles:
-        result, stats = run.report.profile_result(prof.value)
-        lines.append(f"{prof.value}: {result} ({stats['cells_passed']}/{stats['cells']} cells)")
-    terminalreporter.write_sep("-", "mesh inbound conformance")
-    for line in lines:
-        terminalreporter.write_line(line)
-    terminalreporter.write_line(f"report: {run.report.directory / 'conformance-report.md'}")
+    results = {prof.value: run.report.profile_result(prof.value) for prof in Profile}
+    where = f"report: {run.report.directory / 'conformance-report.md'}"
+    title = f"mesh inbound conformance: {run.cluster.backend} backend, {run.settings.family.value}"
+    if run.report.interrupted:
+        return  # pytest's one line for the interruption names the report (conformance.interrupt)
+    terminalreporter.write_sep("-", title)
+    if run.report.setup_error is not None:
+        terminalreporter.write_line(f"setup failed: {run.report.setup_error['message']}", red=True)
+        terminalreporter.write_line(run.report.setup_error["logs"])
+    for name, (result, stats) in results.items():
+        terminalreporter.write_line(f"{name}: {result} ({stats['cells_passed']}/{stats['cells']} cells)")
+    terminalreporter.write_line(where)

@@ -2,7 +2,10 @@
 
 Written as results arrive (after every test), so a run that fails, crashes or is interrupted still leaves a
 report of what it saw. Profile results follow Gateway API: `success` (every test passed), `partial` (some
-skipped for missing capabilities, none failed), `failure` (any failed), `skipped` (nothing ran).
+skipped for missing capabilities, none failed), `failure` (any failed), `skipped` (nothing ran). Two results say
+why a profile has no verdict: `interrupted` (the run stopped before its tests finished) and `not selected` (no
+test of it was selected: `--profile`, `-k`). A setup failure (the cluster never came up) is the first thing both
+files say, with where the logs are.
 
 JSON format `mesh-inbound-conformance/report`, version 1 (documented in the README, "The report").
 """
@@ -21,6 +24,7 @@ from conformance.precheck import PrecheckRun
 from conformance.probe import Observation, Verdict
 from conformance.spec.capabilities import MeshCapabilities
 from conformance.spec.dimensions import (
+    ADDRESSES,
     Bind,
     CellKey,
     Client,
@@ -38,6 +42,18 @@ from conformance.spec.semantics import Expectation
 REPORT_FORMAT = "mesh-inbound-conformance/report"
 REPORT_VERSION = 1
 JSON_NAME = "conformance-report.json"
+NOT_SELECTED = "not selected"
+INTERRUPTED = "interrupted"
+
+# One vocabulary for both files: the spec's words for how a cell fails (`reset/EOF`, `503`, `refused`).
+_OUTCOME_TEXT = {"reset_or_eof": "reset/EOF", "http_503": "503", "refused": "refused", "timeout": "timeout"}
+
+
+def outcome_text(label: str) -> str:
+    """An observed outcome in the spec's words: `reset/EOF`, not `reset_or_eof`."""
+    return _OUTCOME_TEXT.get(label, label.removeprefix("http_"))
+
+
 MD_NAME = "conformance-report.md"
 
 
@@ -93,6 +109,11 @@ class Report:
         self.finished: datetime.datetime | None = None
         self.interrupted = False
         self.timings: dict[str, float] = {}
+        self.planned: dict[str, int] = {}
+        """Selected tests per profile (after `-k` and `--profile`); unset means every profile was selected."""
+        self.setup_error: dict[str, str] | None = None
+        self.timeout_hint = ""
+        """Where a timed-out cell's sidecar log is (the backend's logs), said beside each timeout."""
 
     # --- recording -------------------------------------------------------------------------------------
 
@@ -117,6 +138,10 @@ class Report:
         record.checks[f"{test}:arrival"] = ok
         if not ok:
             record.reasons[f"{test}:arrival"] = reason
+
+    def record_setup_error(self, message: str, logs: str) -> None:
+        """The cluster could not be set up: the backend's one line and where its logs are."""
+        self.setup_error = {"message": message, "logs": logs}
 
     def record_test(self, record: TestRecord) -> None:
         """A test finished (or was skipped)."""
@@ -158,8 +183,14 @@ class Report:
             "cells_passed": sum(c.passed for c in cells),
             "cells_failed": sum(not c.passed for c in cells),
         }
-        if stats["tests_failed"] or stats["cells_failed"]:
+        planned = self.planned.get(profile)
+        finished = stats["tests_passed"] + stats["tests_failed"] + stats["tests_skipped"]
+        if planned == 0:
+            result = NOT_SELECTED
+        elif stats["tests_failed"] or stats["cells_failed"]:
             result = "failure"
+        elif self.interrupted and (planned is None or finished < planned):
+            result = INTERRUPTED
         elif stats["tests_passed"] == 0:
             result = "skipped"
         elif stats["tests_skipped"]:
@@ -186,6 +217,7 @@ class Report:
         return {
             "format": REPORT_FORMAT,
             "version": REPORT_VERSION,
+            "setup_error": self.setup_error,
             "started": self.started.isoformat(timespec="seconds"),
             "finished": self.finished.isoformat(timespec="seconds") if self.finished else None,
             "interrupted": self.interrupted,
@@ -199,8 +231,12 @@ class Report:
                 {
                     "id": r.cell.id,
                     **r.cell.to_json(),
-                    "expected": r.expected.to_json(),
-                    "observed": r.observed.to_json(),
+                    "expected": {**r.expected.to_json(), "source_address": self._address(r.expected.source)},
+                    "observed": {
+                        **r.observed.to_json(),
+                        "outcome_text": outcome_text(r.observed.last.label),
+                        "source_address": self._address(r.observed.source),
+                    },
                     "verdict": "pass" if r.passed else "fail",
                     "checks": r.checks,
                     "reasons": r.reasons,
@@ -209,6 +245,13 @@ class Report:
             ],
         }
 
+    def _address(self, source: object) -> str | None:
+        """The literal address of a source where it has one (127.0.0.6 for inbound_passthrough)."""
+        try:
+            return ADDRESSES[self.family].get(Source(str(source))) if source else None
+        except ValueError:
+            return None
+
     # --- markdown ------------------------------------------------------------------------------------
 
     def _observed_text(self, record: CellRecord) -> str:
@@ -216,11 +259,13 @@ class Report:
         if obs.last.label == "ok" and obs.source:
             try:
                 shown = describe_source(Source(obs.source), self.family)
+                if shown != obs.source:
+                    shown += f" ({obs.source})"
             except ValueError:
                 shown = obs.last.peer or "?"
             text = f"✓ {shown}"
         else:
-            text = "✗ " + obs.last.label.replace("http_", "")
+            text = "✗ " + outcome_text(obs.last.label)
         if not obs.converged:
             text += " (unstable)"
         return text
@@ -228,10 +273,17 @@ class Report:
     def markdown(self) -> str:
         """The same report as tables a person reads (fits $GITHUB_STEP_SUMMARY)."""
         mesh = self.mesh_info
-        lines = [
-            f"# Inbound conformance: {mesh.get('name', self.mesh.name)} {mesh.get('version', self.mesh.version)}",
+        lines = [f"# Inbound conformance: {mesh.get('name', self.mesh.name)} {mesh.get('version', self.mesh.version)}"]
+        if self.setup_error is not None:
+            lines += [
+                "",
+                f"**Setup failed, no test ran:** {self.setup_error['message']}",
+                "",
+                f"Where the logs are: {self.setup_error['logs']}",
+            ]
+        lines += [
             "",
-            f"Backend `{self.backend}`, {self.family.value}, build `{mesh.get('build', '') or '-'}`"
+            f"Backend `{self.backend}`, {self.family.value}, build under test `{mesh.get('build', '') or '-'}`"
             + (f", hub `{mesh['hub']}` tag `{mesh['tag']}`" if mesh.get("hub") else "")
             + (" — **interrupted**" if self.interrupted else ""),
             "",
@@ -240,7 +292,9 @@ class Report:
         ]
         for profile in self.profiles:
             result, s = self.profile_result(profile.value)
-            icon = {"success": "✅", "partial": "🟡", "failure": "❌", "skipped": "⏭️"}[result]
+            icon = {"success": "✅", "partial": "🟡", "failure": "❌", "skipped": "⏭️", INTERRUPTED: "⏹️"}.get(
+                result, "–"
+            )
             lines.append(
                 f"| {profile.value} | {icon} {result} | {s['tests_passed']} | {s['tests_failed']} | "
                 f"{s['tests_skipped']} | {s['cells_passed']} | {s['cells_failed']} |"
@@ -249,10 +303,15 @@ class Report:
         if failed:
             lines += ["", f"## Failed cells ({len(failed)})", ""]
             for r in sorted(failed, key=lambda r: r.cell.id)[:200]:
-                reason = "; ".join(sorted(set(r.reasons.values())))
-                lines.append(f"- ❌ `{r.cell.id}`: {reason}")
+                reason = "; ".join(sorted({self._words(text) for text in r.reasons.values()}))
+                tests = sorted({key.rsplit(":", 1)[0] for key, ok in r.checks.items() if not ok})
+                rerun = " ".join(f"`{self.rerun_command(t)}`" for t in tests)
+                lines.append(f"- ❌ `{r.cell.id}`: {reason} — case {', '.join(tests)}; rerun: {rerun}")
             if len(failed) > 200:
                 lines.append(f"- ... and {len(failed) - 200} more (see {JSON_NAME})")
+        if self.interrupted:
+            stopped = [p.value for p in self.profiles if self.profile_result(p.value)[0] == INTERRUPTED]
+            lines += ["", "The run was interrupted" + (f": {', '.join(stopped)} did not finish." if stopped else ".")]
         skipped = [t for t in self.tests.values() if t.outcome == "skipped"]
         if skipped:
             lines += ["", "## Skipped", ""]
@@ -260,8 +319,20 @@ class Report:
         for run in self.prechecks:
             mark = "✅" if run["verdict"] == "pass" else "❌"
             lines += ["", f"## Precheck [{run['profile']}] {mark} ({run['tool']}, exit {run['exit_code']})", ""]
-            findings = run["findings"]
+            findings, expected = run["findings"], run["expected"]
             assert isinstance(findings, list)
+            assert isinstance(expected, list)
+            if run["verdict"] == "pass":
+                lines += (
+                    [
+                        f"These {len(findings)} findings are the expected ones: the spec gives IST0143 for "
+                        + ", ".join(expected)
+                        + ".",
+                        "",
+                    ]
+                    if findings
+                    else ["No findings, as the spec expects for this profile.", ""]
+                )
             lines += [f"    {line}" for line in findings] or ["    (no findings)"]
             problems = run["problems"]
             assert isinstance(problems, list)
@@ -271,6 +342,21 @@ class Report:
             lines += [f"- ℹ️ {n}" for n in notes]
         lines += self._tables()
         return "\n".join(lines) + "\n"
+
+    def _words(self, reason: str) -> str:
+        """A verdict's reason in the report's vocabulary, a timeout pointing to the sidecar log."""
+        for label, text in _OUTCOME_TEXT.items():
+            reason = reason.replace(label, text)
+        if "timeout" in reason and self.timeout_hint:
+            reason += f" (a timeout: see the sidecar log, {self.timeout_hint})"
+        return reason
+
+    def rerun_command(self, test: str) -> str:
+        """The command that reruns one test through tox: its case and profile as a `-k` expression."""
+        case, _, profile = test.partition("[")
+        expression = f"{case} and {profile.rstrip(']')}" if profile else case
+        family = f" --ip-family {self.family.value}" if self.family is not IpFamily.IPV4 else ""
+        return f'.venv/bin/tox -e conformance -- -k "{expression}"{family}'
 
     def _tables(self) -> list[str]:
         lines: list[str] = []

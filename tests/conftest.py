@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,12 +56,36 @@ def host_links() -> set[str]:
     return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line}
 
 
+def _ours(processes: set[int]) -> set[int]:
+    """The harness processes started from this checkout (other checkouts' runs may share the machine)."""
+    mine = set()
+    for pid in processes:
+        try:
+            if str(REPO).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                mine.add(pid)
+        except OSError:
+            continue
+    return mine
+
+
+def left_behind(names: set[str]) -> set[str]:
+    """Namespaces no live run owns: another run's are held by its lock, a leftover's lock is gone."""
+    from conformance.backends.emulated import netns
+
+    return {n for n in names if not netns._owner_alive(n.split("-")[1])}
+
+
 @pytest.fixture
 def no_leftovers() -> Iterator[None]:
-    """Asserts that a test leaves no namespaces, harness processes or host links behind."""
+    """Asserts that a test leaves no namespaces, harness processes or host links behind.
+
+    Other runs may share the machine (parallel checkouts): namespaces still owned by a live run and processes
+    started from another checkout are theirs, not leftovers of this test.
+    """
     before = (mic_namespaces(), harness_processes(), host_links())
     yield
-    after = (mic_namespaces(), harness_processes(), host_links())
+    time.sleep(0.2)
+    after = (left_behind(mic_namespaces()), _ours(harness_processes()), host_links())
     assert after[0] <= before[0], f"namespaces left behind: {sorted(after[0] - before[0])}"
     assert after[1] <= before[1], f"processes left behind: {sorted(after[1] - before[1])}"
     assert after[2] <= before[2], f"host links left behind: {sorted(after[2] - before[2])}"

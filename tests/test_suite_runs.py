@@ -11,18 +11,23 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, harness_processes, mic_namespaces, suite_command
+from conftest import REPO, harness_processes, left_behind, mic_namespaces, suite_command
 
+import conformance
 from conformance.backends.emulated.cluster import EmulatedCluster
 from conformance.spec import CellKey, DefaultEndpoint, PortKind, Profile, all_cells, expect
 from conformance.spec.dimensions import OVERRIDES_BY_FAMILY, IpFamily
 from conformance.world import World
 
 WRONG_SIDECAR = f"/usr/bin/python3 {REPO / 'tests' / 'sidecars' / 'localhost_sidecar.py'}"
+IPV4_ONLY_SIDECAR = f"/usr/bin/python3 {REPO / 'tests' / 'sidecars' / 'ipv4_only_sidecar.py'}"
+# Where tox's --rootdir points: the installed package's site-packages (clean test ids and JUnit classnames).
+SITE = Path(conformance.__file__).resolve().parents[1]
 
 
 def run_suite(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -63,8 +68,18 @@ def cells_a_localhost_sidecar_breaks(family: IpFamily) -> set[str]:
 @pytest.mark.usefixtures("no_leftovers")
 @pytest.mark.parametrize("family", list(IpFamily), ids=lambda f: f.value)
 def test_a_proxy_forwarding_to_localhost_fails_exactly_the_cells_it_breaks(tmp_path: Path, family: IpFamily) -> None:
+    stale = tmp_path / "artifacts" / "legacy" / "FromAnEarlierRun"
+    stale.mkdir(parents=True)
     proc = run_suite(
-        tmp_path, "--ip-family", family.value, "--emulator-sidecar", WRONG_SIDECAR, "--junitxml", "junit.xml"
+        tmp_path,
+        "--ip-family",
+        family.value,
+        "--emulator-sidecar",
+        WRONG_SIDECAR,
+        "--junitxml",
+        "junit.xml",
+        "--rootdir",
+        str(SITE),
     )
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
     doc = report(tmp_path)
@@ -78,25 +93,56 @@ def test_a_proxy_forwarding_to_localhost_fails_exactly_the_cells_it_breaks(tmp_p
     assert results == {"baseline": "success", "legacy": "failure", "passthrough": "failure"}
     assert WRONG_SIDECAR in doc["mesh"]["build"]  # type: ignore[index]
     markdown = (tmp_path / "reports" / "conformance-report.md").read_text()
-    listed = {line.split("`")[1] for line in markdown.splitlines() if line.startswith("- ❌ `")}
+    failed_lines = [line for line in markdown.splitlines() if line.startswith("- ❌ `")]
+    listed = {line.split("`")[1] for line in failed_lines}
     assert listed == expected
+    # Each failed cell names its case and the tox command that reruns just that case and profile.
+    family_arg = "" if family is IpFamily.IPV4 else " --ip-family ipv6"
+    assert all(
+        f'; rerun: `.venv/bin/tox -e conformance -- -k "{line.split("case ")[1].split("[")[0]} and ' in line
+        and f'"{family_arg}`' in line
+        for line in failed_lines
+    ), failed_lines[:3]
+    assert "build under test `/usr/bin/python3" in markdown
+    # The terminal summary names the backend and the family; test ids carry no site-packages path.
+    assert f"mesh inbound conformance: emulated backend, {family.value}" in proc.stdout
+    assert "FAILED conformance/suite/test_" in proc.stdout
+    assert "site-packages" not in proc.stdout.split("short test summary info")[1]
     assert "| passthrough | ❌ failure |" in markdown
     # Failure context: diagnostics in the test report and copied under --artifacts-dir.
     assert "conformance: echo-none.mic-mesh sidecar config" in proc.stdout
-    artifacts = list((tmp_path / "artifacts").rglob("*sidecar_log.txt"))
-    assert artifacts
-    assert any("connected" in a.read_text() for a in artifacts)
+    # Each pod's logs appear once in the run's output, however many failed tests involved it.
+    assert proc.stdout.count("conformance: echo-none.mic-mesh sidecar log") == 1
+    assert "shown with an earlier failure of this run" in proc.stdout
+    # Diagnostics go to artifacts/<profile>/<Case>/, plain names (ls and upload-artifact skip hidden ones);
+    # the previous run's folders are gone.
+    artifacts = tmp_path / "artifacts"
+    assert not stale.exists()
+    assert all(not p.name.startswith(".") for p in artifacts.rglob("*"))
+    assert {p.relative_to(artifacts).parts[0] for p in artifacts.iterdir()} <= {"legacy", "passthrough"}
+    assert (artifacts / "passthrough" / "PodIPFromPlainClient").is_dir()
+    logs = list(artifacts.glob("*/*/*sidecar_log.txt"))
+    assert logs
+    assert any("connected" in a.read_text() for a in logs)
     junit = (tmp_path / "junit.xml").read_text()
     assert 'failures="' in junit
     assert "PodIPFromPlainClient[passthrough]" in junit
+    assert 'classname="conformance.suite.test_reachability"' in junit
+    assert "site-packages" not in junit
 
 
 @pytest.mark.netns
 @pytest.mark.usefixtures("no_leftovers")
 def test_a_passing_run_reports_success_and_leaves_nothing(tmp_path: Path) -> None:
-    proc = run_suite(tmp_path, "-k", "LocalhostInPod or Precheck", "--ip-family", "ipv6")
+    # Without --report-dir: reports/ipv6/ (with junit.xml), so an IPv4 run's report stays where it is.
+    (tmp_path / "reports" / "ipv4").mkdir(parents=True)
+    (tmp_path / "reports" / "ipv4" / "conformance-report.json").write_text("{}")
+    cmd = suite_command("-k", "LocalhostInPod or Precheck", "--ip-family", "ipv6")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:]
-    doc = report(tmp_path)
+    assert (tmp_path / "reports" / "ipv4" / "conformance-report.json").read_text() == "{}"
+    assert (tmp_path / "reports" / "ipv6" / "junit.xml").is_file()
+    doc = json.loads((tmp_path / "reports" / "ipv6" / "conformance-report.json").read_text())
     assert doc["interrupted"] is False
     assert doc["ip_family"] == "ipv6"
     assert {p["name"]: p["result"] for p in doc["profiles"]} == {  # type: ignore[index,union-attr]
@@ -108,7 +154,7 @@ def test_a_passing_run_reports_success_and_leaves_nothing(tmp_path: Path) -> Non
     assert set(timings) >= {"setup", "probes", "teardown", "total"}  # type: ignore[arg-type]
 
 
-def _start_and_wait_for_cluster(tmp_path: Path) -> subprocess.Popen[str]:
+def _start_and_wait_for_cluster(tmp_path: Path, new_session: bool = False) -> subprocess.Popen[str]:
     before = mic_namespaces()
     # A 1 s pause between probe rounds stretches the run to minutes, so the signal lands mid-run.
     log = (tmp_path / "pytest.log").open("w")
@@ -118,6 +164,7 @@ def _start_and_wait_for_cluster(tmp_path: Path) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
         cwd=tmp_path,
+        start_new_session=new_session,
     )
     log.close()
     deadline = time.monotonic() + 60
@@ -151,19 +198,24 @@ def test_leftovers_of_a_killed_run_are_reaped_by_the_next_one(tmp_path: Path) ->
     proc = _start_and_wait_for_cluster(tmp_path)
     proc.kill()
     proc.wait()
-    left = mic_namespaces() - before
+    # Only the killed run's (its lock died with it): other runs on the machine may be starting meanwhile.
+    left = left_behind(mic_namespaces() - before)
     assert left, "a SIGKILLed run cannot clean up; its namespaces remain until the next run"
     # Its containers died with it (PR_SET_PDEATHSIG); only the namespaces remain.
     deadline = time.monotonic() + 5
     while harness_processes() and time.monotonic() < deadline:
         time.sleep(0.05)
+    tags = {name.split("-")[1] for name in left}
+    work_dirs = [p for tag in tags for p in Path(tempfile.gettempdir()).glob(f"mic-{tag}-*")]
+    assert work_dirs, "a SIGKILLed run leaves its work folder (sidecar configs, logs) behind"
     cluster = EmulatedCluster("ipv4")
     try:
         cluster.up(World(IpFamily.IPV4).manifests()[:2])
         assert not (left & mic_namespaces())
+        assert not [p for p in work_dirs if p.exists()], "the next run reaps the dead run's work folders"
     finally:
         cluster.down()
-    assert not (mic_namespaces() - before)
+    assert not left_behind(mic_namespaces() - before)
 
 
 @pytest.mark.parametrize(
@@ -177,6 +229,7 @@ def test_leftovers_of_a_killed_run_are_reaped_by_the_next_one(tmp_path: Path) ->
         (("--timeout-config", "prob=1"), "--timeout-config: 'prob=1' is not KEY=SECONDS"),
         (("--emulator-sidecar", ""), "--emulator-sidecar: expected a command"),
         (("--emulator-sidecar", "x 'y"), '--emulator-sidecar "x \'y": No closing quotation'),
+        (("--emulator-sidecar", "/no/such/proxy --flag"), "--emulator-sidecar: /no/such/proxy not found"),
         (("--istio-version", "1.10.6"), "--istio-version is an option of --backend kind/kubeconfig"),
         (("--mesh-capabilities", "teleport"), "--mesh-capabilities 'teleport': expected some of"),
         (("--backend", "kind"), "--backend kind needs --istio-version X"),
@@ -271,3 +324,101 @@ def test_a_sidecar_that_dies_is_one_line_per_test_and_leaves_nothing(tmp_path: P
     lines = [line for line in proc.stdout.splitlines() if line.startswith("emulated backend: ")]
     assert len(lines) == 3
     assert set(lines) == {"emulated backend: echo-none.mic-mesh: exited sidecar (exit 1); log: (empty)"}
+
+
+@pytest.mark.parametrize(
+    ("option", "path", "message"),
+    [
+        ("--report-dir", "afile", "--report-dir afile: is a file, expected a folder"),
+        ("--artifacts-dir", "afile", "--artifacts-dir afile: is a file, expected a folder"),
+        ("--artifacts-dir", "afile/sub", "--artifacts-dir afile/sub: cannot be created, "),
+        ("--report-dir", "afile/sub/deeper", "--report-dir afile/sub/deeper: cannot be created, "),
+        ("--emulator-sidecar", "./afile", "--emulator-sidecar: ./afile is not executable"),
+    ],
+)
+def test_an_output_folder_that_cannot_be_made_stops_the_run_before_anything_runs(
+    tmp_path: Path, option: str, path: str, message: str
+) -> None:
+    (tmp_path / "afile").write_text("not a folder, not a program\n")
+    (tmp_path / "afile").chmod(0o644)
+    cmd = suite_command(option, path)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False)
+    assert proc.returncode == 4, proc.stdout[-2000:] + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1, proc.stderr
+    assert errors[0].startswith("ERROR: " + message)
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "INTERNALERROR" not in proc.stdout + proc.stderr
+    # Stopped in pytest_configure: nothing collected, no cluster, no folder (other runs on the machine may
+    # come and go meanwhile, so namespaces are not compared).
+    assert "collected" not in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("no_leftovers")
+def test_a_sidecar_uid_1337_cannot_execute_is_the_first_thing_the_reports_say(tmp_path: Path) -> None:
+    # Executable by root, so the option check passes; tmp_path (0700, root's) keeps uid 1337 out.
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    proxy = private / "proxy.sh"
+    proxy.write_text("#!/bin/sh\nexec sleep 600\n")
+    proxy.chmod(0o755)
+    proc = run_suite(tmp_path, "-k", "LocalhostInPod", "--emulator-sidecar", str(proxy))
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    reason = f"--emulator-sidecar: uid 1337 cannot execute {proxy}"
+    first = (tmp_path / "reports" / "conformance-report.md").read_text().splitlines()[:5]
+    assert any(
+        line.startswith("**Setup failed, no test ran:** emulated backend: ") and reason in line for line in first
+    )
+    assert any(line.startswith("Where the logs are: ") for line in first), first
+    doc = report(tmp_path)
+    assert list(doc)[:3] == ["format", "version", "setup_error"]
+    assert reason in doc["setup_error"]["message"]  # type: ignore[index]
+    assert "setup failed: emulated backend: " in proc.stdout
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("no_leftovers")
+def test_a_sidecar_listening_on_ipv4_only_is_not_ready_in_an_ipv6_run(tmp_path: Path) -> None:
+    proc = run_suite(
+        tmp_path,
+        "-k",
+        "LocalhostInPod",
+        "--ip-family",
+        "ipv6",
+        "--emulator-sidecar",
+        IPV4_ONLY_SIDECAR,
+        "--timeout-config",
+        "pod_ready=5",
+    )
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    doc = report(tmp_path)
+    message = doc["setup_error"]["message"]  # type: ignore[index]
+    assert "not ready after 5s: sidecar not listening on [15001, 15006] for ipv6" in message
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("no_leftovers")
+def test_ctrl_c_twice_to_the_process_group_is_a_few_lines_and_an_interrupted_report(tmp_path: Path) -> None:
+    """What tox does on Ctrl-C: the terminal's SIGINT reaches the whole group, then tox sends another."""
+    proc = _start_and_wait_for_cluster(tmp_path, new_session=True)
+    log = tmp_path / "pytest.log"
+    seen = len(log.read_text())
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(timeout=60)
+    after = log.read_text()[seen:]
+    assert proc.returncode == 2, after
+    assert len(after.splitlines()) < 20, after
+    assert "Traceback" not in after
+    assert "Event loop is closed" not in after
+    assert "conformance.interrupt.Interrupted: SIGINT: run stopped, cleaning up, report: " in after
+    doc = report(tmp_path)
+    assert doc["interrupted"] is True
+    results = {p["name"]: p["result"] for p in doc["profiles"]}  # type: ignore[index,union-attr]
+    assert results["baseline"] in ("success", "interrupted")
+    assert "skipped" not in results.values()
+    assert "interrupted" in results.values()

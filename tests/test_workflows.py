@@ -876,3 +876,54 @@ def test_istioctl_inputs_are_checked(capsys: pytest.CaptureFixture[str], extra: 
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert says in err
+
+
+# --- what the diagnostics artifacts hold ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("file", "job_id", "step", "matrix_key"),
+    [
+        ("ci.yml", "conformance", "Upload the diagnostics of failed tests", "ip_family"),
+        ("nightly.yml", "kind", "Upload the diagnostics", "name"),
+    ],
+)
+def test_the_diagnostics_upload_holds_the_folders_the_suite_writes(
+    tmp_path: Path, file: str, job_id: str, step: str, matrix_key: str
+) -> None:
+    """The uploaded path is the job's --artifacts-dir, and what the suite writes there is visible to the upload.
+
+    actions/upload-artifact@v4 skips hidden files and folders unless `include-hidden-files: true`; the suite's
+    case folders (`<profile>/<Case>/`) never start with a dot, so the default upload takes them all.
+    """
+    from conformance.outputs import case_dir
+    from conformance.spec.dimensions import Profile
+
+    upload = next(s for s in steps_of(file, job_id) if s.get("name") == step)
+    assert upload["uses"] == "actions/upload-artifact@v4"
+    assert upload["if"] == "failure()"
+    assert upload["with"]["path"] == f"artifacts/${{{{ matrix.{matrix_key} }}}}/"
+    assert "include-hidden-files" not in upload["with"]
+    entry = {"ip_family": "ipv6"} if file == "ci.yml" else nightly_entries(tmp_path, {})[0]
+    job = Runner(tmp_path / "job").run_job(file, job_id, entry, inputs={})
+    args = job.tox_posargs()
+    assert args[args.index("--artifacts-dir") + 1] == f"artifacts/{entry[matrix_key]}"
+    names = [c.name for m in _suite_modules() for c in getattr(m, "CASES", ())]
+    assert names
+    for name in names:
+        for profile in Profile:
+            folder = case_dir(Path("artifacts") / "x", profile.value, name)
+            assert not any(part.startswith(".") for part in folder.parts), folder
+
+
+def _suite_modules() -> list[ModuleType]:
+    import importlib
+    import pkgutil
+
+    import conformance.suite
+
+    return [
+        importlib.import_module(f"conformance.suite.{m.name}")
+        for m in pkgutil.iter_modules(conformance.suite.__path__)
+        if m.name.startswith("test_")
+    ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import json
 import os
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +43,7 @@ from conformance.backends.base import (
 )
 from conformance.backends.emulated import capture, controlplane, kube, netns
 from conformance.echo_client import Connector, ProbeTargetLike, StreamPair, make_target, probe_batch
-from conformance.precheck import PrecheckRun, check_pod, read_proc_listeners, render_run
+from conformance.precheck import PrecheckRun, check_pod, parse_proc_net_tcp, read_proc_listeners, render_run
 from conformance.resources import echo_program
 
 IFA_F_NODAD = 0x02
@@ -125,6 +127,21 @@ def check_prerequisites() -> None:
         raise PrerequisiteError("the emulated backend needs Linux network namespaces (/proc/thread-self/ns/net)")
 
 
+def sidecar_command_problem(argv: Sequence[str]) -> str | None:
+    """Why `--emulator-sidecar` cannot start at all (one line), checked before anything is created.
+
+    Only what holds for every pod: the program exists and is executable. Whether uid 1337 may execute it, and
+    whether it listens, shows when the pods start (a setup failure the report names).
+    """
+    program = argv[0]
+    found = shutil.which(program) if "/" not in program else program
+    if found is None or not Path(found).exists():
+        return f"--emulator-sidecar: {program} not found (expected a program, with a path or on PATH)"
+    if Path(found).is_dir() or not os.access(found, os.X_OK):
+        return f"--emulator-sidecar: {program} is not executable (chmod +x, or give its interpreter first)"
+    return None
+
+
 class EmulatedCluster(Cluster):
     """The emulated backend (see module docstring)."""
 
@@ -172,6 +189,7 @@ class EmulatedCluster(Cluster):
         self._started = True
         self._lock.acquire()
         netns.reap_leftovers()
+        netns.reap_work_dirs(self._base_work_dir or Path(tempfile.gettempdir()))
         self.work_dir = Path(tempfile.mkdtemp(prefix=f"mic-{self.tag}-", dir=self._base_work_dir))
         self.work_dir.chmod(0o755)  # the proxy user (1337) reads its configuration here
         self._home_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
@@ -391,10 +409,21 @@ class EmulatedCluster(Cluster):
             raise PrerequisiteError(f"--emulator-sidecar: {argv[0]} not found") from None
 
     def _listening(self, pod: EmulatedPod, proc: subprocess.Popen[bytes]) -> set[int]:
-        try:
-            return {lst.port for lst in read_proc_listeners(Path(f"/proc/{proc.pid}/net"))}
-        except OSError:
-            return set()
+        """The ports the process listens on for this run's family.
+
+        An IPv4 socket (/proc/net/tcp) serves only IPv4; an IPv6 one (tcp6) serves IPv6, and IPv4 too when it
+        is the wildcard `::` without IPV6_V6ONLY (which /proc does not show, so a `::` wildcard counts for both).
+        A sidecar listening on one family only is therefore not ready in a run of the other.
+        """
+        net = Path(f"/proc/{proc.pid}/net")
+        v4, v6 = [], []
+        with contextlib.suppress(OSError):
+            v4 = parse_proc_net_tcp((net / "tcp").read_text(), ipv6=False)
+        with contextlib.suppress(OSError):
+            v6 = parse_proc_net_tcp((net / "tcp6").read_text(), ipv6=True)
+        if self.family == "ipv6":
+            return {lst.port for lst in v6}
+        return {lst.port for lst in v4} | {lst.port for lst in v6 if lst.address == "*"}
 
     def _wait_ready(self, pods: Iterable[EmulatedPod]) -> None:
         pending = list(pods)
@@ -426,7 +455,7 @@ class EmulatedCluster(Cluster):
                 return f"exited sidecar (exit {pod.sidecar.returncode})"
             missing = {capture.INBOUND_CAPTURE_PORT, capture.OUTBOUND_CAPTURE_PORT} - self._listening(pod, pod.sidecar)
             if missing:
-                return f"sidecar not listening on {sorted(missing)}"
+                return f"sidecar not listening on {sorted(missing)} for {self.family}"
         port = pod.template.readiness_port
         if port is not None and not self._http_ok(pod, port):
             return f"readiness probe GET :{port}/healthz failing"
@@ -490,8 +519,16 @@ class EmulatedCluster(Cluster):
 
     def mesh_info(self) -> dict[str, str]:
         """The emulated reference mesh, or the replaced sidecar program."""
-        build = shlex.join(self.sidecar_command) if self.sidecar_command else "reference sidecar"
-        return {"name": "emulated", "version": "reference", "build": build, "hub": "", "tag": ""}
+        if self.sidecar_command:
+            # The build under test is the given program, not the suite's reference sidecar.
+            return {
+                "name": "emulated",
+                "version": "custom sidecar",
+                "build": shlex.join(self.sidecar_command),
+                "hub": "",
+                "tag": "",
+            }
+        return {"name": "emulated", "version": "reference", "build": "reference sidecar", "hub": "", "tag": ""}
 
     # --- addresses, probes, records --------------------------------------------------------------------
 
@@ -529,8 +566,32 @@ class EmulatedCluster(Cluster):
 
             await asyncio.gather(*(for_source(s, idx) for s, idx in by_source(requests).items()))
 
-        self._loop.run_until_complete(run_all())
+        try:
+            self._loop.run_until_complete(run_all())
+        except BaseException:
+            self._abandon_probes()
+            raise
         return results
+
+    def _abandon_probes(self) -> None:
+        """After Ctrl-C in the middle of a batch: cancel the probes still in flight and let them finish.
+
+        Left as they were, each pending probe later logged "Task exception was never retrieved" or "Event loop
+        is closed" with a traceback (about a hundred of them); the run is stopping, so their outcome is moot.
+        """
+        assert self._loop is not None
+        self._loop.set_exception_handler(lambda loop, context: None)
+        tasks = asyncio.all_tasks(self._loop)
+        for task in tasks:
+            task.cancel()
+        # Cancelled before it ran, a probe's connect coroutine is never awaited: a warning per probe, when
+        # collected. Collect them here, with that warning silenced.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            with contextlib.suppress(BaseException):
+                self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            del tasks
+            gc.collect()
 
     def _connector(self, pod: EmulatedPod) -> Connector:
         home = self._home_fd

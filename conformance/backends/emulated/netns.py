@@ -16,6 +16,8 @@ import ctypes
 import errno
 import fcntl
 import os
+import re
+import shutil
 import signal
 import subprocess
 import time
@@ -325,4 +327,22 @@ def reap_leftovers() -> list[str]:
         kill_all(pids_in(name), grace=0.5)
         remove(name)
         reaped.append(name)
+    return reaped
+
+
+WORK_DIR_NAME = re.compile(r"^mic-([0-9a-f]{6})-")
+
+
+def reap_work_dirs(base: Path) -> list[Path]:
+    """Remove the `mic-<tag>-*` work folders (sidecar configs, logs) of runs that are no longer alive.
+
+    A SIGKILLed run leaves its folder behind with its namespaces; the next run reaps both.
+    """
+    reaped = []
+    for path in sorted(base.glob("mic-*")):
+        match = WORK_DIR_NAME.match(path.name)
+        if match is None or not path.is_dir() or path.is_symlink() or _owner_alive(match.group(1)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        reaped.append(path)
     return reaped

@@ -1,0 +1,213 @@
+"""What a user sees, without a cluster: output folders, the report's wording, failure context, interrupts.
+
+The whole-run counterparts (a real setup failure, a real Ctrl-C, a bad path on the command line) are in
+test_suite_runs.py.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+
+from conformance import diagnostics
+from conformance.backends.base import PodRef
+from conformance.backends.emulated.cluster import EmulatedCluster, sidecar_command_problem
+from conformance.interrupt import Interrupted, Interrupts
+from conformance.outputs import case_dir, check_writable_dir, clear_previous, output_dir
+from conformance.precheck import PrecheckRun
+from conformance.probe import Observation, ProbeOutcome, judge
+from conformance.report import JSON_NAME, MD_NAME, Report
+from conformance.spec import all_cells, expect
+from conformance.spec.capabilities import emulated_capabilities
+from conformance.spec.dimensions import Failure, IpFamily, Profile, Source
+
+
+def _report(tmp_path: Path, family: IpFamily = IpFamily.IPV4) -> Report:
+    info = {"name": "emulated", "version": "custom sidecar", "build": "/opt/proxy --x"}
+    return Report(tmp_path, emulated_capabilities(), info, "emulated", family, tuple(Profile))
+
+
+def _outcome(outcome: str, peer: str | None = None) -> ProbeOutcome:
+    return ProbeOutcome(outcome, None, peer, None, 1.0, "", "r1")
+
+
+# --- output folders ------------------------------------------------------------------------------------
+
+
+def test_output_folders_default_to_one_per_family_and_options_name_the_folder() -> None:
+    assert output_dir(None, "reports", "ipv6") == Path("reports/ipv6")
+    assert output_dir("out", "reports", "ipv6") == Path("out")
+    assert output_dir("", "reports", "ipv4") is None
+
+
+def test_case_folders_are_named_from_profile_and_case_never_hidden(tmp_path: Path) -> None:
+    assert case_dir(tmp_path, "passthrough", "PodIPFromPlainClient") == tmp_path / "passthrough/PodIPFromPlainClient"
+    assert not case_dir(tmp_path, "legacy", ".tox/x y").name.startswith(".")
+
+
+def test_the_previous_runs_case_folders_are_cleared_and_nothing_else(tmp_path: Path) -> None:
+    (tmp_path / "legacy" / "Stale").mkdir(parents=True)
+    (tmp_path / "setup").mkdir()
+    (tmp_path / "kind-commands.log").write_text("kept\n")
+    clear_previous(tmp_path, [p.value for p in Profile])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kind-commands.log"]
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda p: p.write_text("x"), "is a file, expected a folder"),
+        (lambda p: None, None),
+    ],
+)
+def test_an_output_folder_that_is_a_file_is_one_line(tmp_path: Path, make: object, says: str | None) -> None:
+    target = tmp_path / "reports"
+    make(target)  # type: ignore[operator]
+    problem = check_writable_dir("--report-dir", target)
+    assert problem == (None if says is None else f"--report-dir {target}: {says} (or a path where one can be created)")
+    assert not (target.exists() and target.is_dir())
+
+
+def test_an_output_folder_under_a_file_cannot_be_created(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    problem = check_writable_dir("--artifacts-dir", tmp_path / "file" / "a" / "b")
+    assert (
+        problem == f"--artifacts-dir {tmp_path / 'file' / 'a' / 'b'}: cannot be created, {tmp_path / 'file'} is a file"
+    )
+
+
+# --- the emulator sidecar option ---------------------------------------------------------------------------
+
+
+def test_a_missing_or_non_executable_sidecar_is_one_line(tmp_path: Path) -> None:
+    script = tmp_path / "proxy.sh"
+    assert sidecar_command_problem([str(script)]) == (
+        f"--emulator-sidecar: {script} not found (expected a program, with a path or on PATH)"
+    )
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o644)
+    assert "is not executable" in str(sidecar_command_problem([str(script), "--flag"]))
+    assert "not found" in str(sidecar_command_problem(["no-such-proxy-program"]))
+    script.chmod(0o755)
+    assert sidecar_command_problem([str(script)]) is None
+    assert sidecar_command_problem(["python3", "x.py"]) is None
+
+
+def test_a_custom_sidecar_is_the_build_under_test_not_the_reference() -> None:
+    assert EmulatedCluster("ipv4", sidecar_command=["/opt/proxy"]).mesh_info()["version"] == "custom sidecar"
+    assert EmulatedCluster("ipv4").mesh_info()["version"] == "reference"
+
+
+# --- the report ------------------------------------------------------------------------------------------
+
+
+def test_a_setup_failure_is_the_first_thing_both_reports_say(tmp_path: Path) -> None:
+    report = _report(tmp_path)
+    report.record_setup_error("emulated backend: echo-none.mic-mesh: exited sidecar (exit 126)", "logs: a/setup/")
+    report.write()
+    first = (tmp_path / MD_NAME).read_text().splitlines()[:5]
+    assert "**Setup failed, no test ran:** emulated backend: echo-none.mic-mesh: exited sidecar (exit 126)" in first
+    assert "Where the logs are: logs: a/setup/" in first
+    doc = json.loads((tmp_path / JSON_NAME).read_text())
+    assert list(doc)[:3] == ["format", "version", "setup_error"]
+    assert doc["setup_error"] == {
+        "message": "emulated backend: echo-none.mic-mesh: exited sidecar (exit 126)",
+        "logs": "logs: a/setup/",
+    }
+
+
+def test_unfinished_profiles_of_an_interrupted_run_are_interrupted_not_skipped(tmp_path: Path) -> None:
+    from conformance.report import TestRecord
+
+    report = _report(tmp_path)
+    report.planned = {"baseline": 1, "legacy": 2, "passthrough": 0}
+    report.record_test(TestRecord("a", "X", "baseline", "passed"))
+    report.record_test(TestRecord("b", "Y", "legacy", "passed"))
+    report.interrupted = True
+    results = {p: report.profile_result(p)[0] for p in ("baseline", "legacy", "passthrough")}
+    assert results == {"baseline": "success", "legacy": "interrupted", "passthrough": "not selected"}
+    markdown = report.markdown()
+    assert "| legacy | ⏹️ interrupted |" in markdown
+    assert "The run was interrupted: legacy did not finish." in markdown
+    report.interrupted = False
+    assert report.profile_result("legacy")[0] == "success"  # planned counts only matter when interrupted
+
+
+def _cell(family: IpFamily, want: object) -> object:
+    return next(c for c in all_cells([Profile.PASSTHROUGH], [family]) if want(expect(c)))  # type: ignore[operator]
+
+
+def test_both_reports_use_one_vocabulary_and_a_failed_cell_says_how_to_rerun_it(tmp_path: Path) -> None:
+    report = _report(tmp_path, IpFamily.IPV6)
+    cell = _cell(IpFamily.IPV6, lambda e: not e.reachable and e.failure == (Failure.RESET_OR_EOF,))
+    observation = Observation(cell, _outcome("ok", "::6"), True, [_outcome("ok", "::6")], "inbound_passthrough")  # type: ignore[arg-type]
+    expected = expect(cell)  # type: ignore[arg-type]
+    report.record_cell(
+        "PodIPFromPlainClient[passthrough]", cell, expected, observation, judge(expected, observation), "reachability"
+    )  # type: ignore[arg-type]
+    markdown = report.markdown()
+    line = next(line for line in markdown.splitlines() if line.startswith("- ❌"))
+    assert "expected reset/EOF, got ok from ::6 (inbound_passthrough)" in line
+    assert "case PodIPFromPlainClient[passthrough]" in line
+    assert '`.venv/bin/tox -e conformance -- -k "PodIPFromPlainClient and passthrough" --ip-family ipv6`' in line
+    assert "reset_or_eof" not in markdown
+    assert "saw ✓ ::6 (inbound_passthrough)" in markdown
+    observed = report.document()["cells"][0]["observed"]  # type: ignore[index]
+    assert observed["source"] == "inbound_passthrough"
+    assert observed["source_address"] == "::6"
+    assert report.document()["cells"][0]["expected"]["failure"] == ["reset_or_eof"]  # type: ignore[index]
+
+
+def test_a_timeout_points_to_the_sidecar_log(tmp_path: Path) -> None:
+    report = _report(tmp_path)
+    report.timeout_hint = "under artifacts/ipv4/<profile>/<Case>/"
+    cell = _cell(IpFamily.IPV4, lambda e: e.reachable and e.source is Source.INBOUND_PASSTHROUGH)
+    observation = Observation(cell, _outcome("timeout"), True, [_outcome("timeout")], None)  # type: ignore[arg-type]
+    expected = expect(cell)  # type: ignore[arg-type]
+    report.record_cell("T[passthrough]", cell, expected, observation, judge(expected, observation), "reachability")  # type: ignore[arg-type]
+    assert "(a timeout: see the sidecar log, under artifacts/ipv4/<profile>/<Case>/)" in report.markdown()
+
+
+def test_the_precheck_section_says_when_the_findings_are_the_expected_ones(tmp_path: Path) -> None:
+    report = _report(tmp_path)
+    line = "Error [IST0143] (Pod echo-none-0.mic-mesh) Port 8081 is exposed in a Service but listens on localhost."
+    run = PrecheckRun("suite-checker", 1, line + "\n", "")
+    report.record_precheck("LocalhostPrecheck[passthrough]", "passthrough", run, ["echo-none:8081"], [])
+    assert "These 1 findings are the expected ones: the spec gives IST0143 for echo-none:8081." in report.markdown()
+    clean = _report(tmp_path)
+    clean.record_precheck("LocalhostPrecheck[legacy]", "legacy", PrecheckRun("suite-checker", 0, "", ""), [], [])
+    assert "No findings, as the spec expects for this profile." in clean.markdown()
+
+
+def test_the_build_under_test_is_named_as_such(tmp_path: Path) -> None:
+    assert "build under test `/opt/proxy --x`" in _report(tmp_path).markdown()
+
+
+# --- failure context and interrupts --------------------------------------------------------------------
+
+
+def test_each_pods_diagnostics_are_shown_once_per_run(tmp_path: Path) -> None:
+    a, b = PodRef("mic-mesh", "echo-none"), PodRef("mic-mesh", "echo-localhost")
+    shown: set[str] = set()
+    first = {f"{a} sidecar log": "A" * 10, f"{a} app log": "a"}
+    assert diagnostics.to_show(first, [a], shown, tmp_path / "X") == first
+    second = {f"{a} sidecar log": "A" * 10, f"{b} sidecar log": "B"}
+    out = diagnostics.to_show(second, [a, b], shown, tmp_path / "Y")
+    assert f"{a} sidecar log" not in out
+    assert out[f"{b} sidecar log"] == "B"
+    assert out["diagnostics of pods shown above"] == (
+        f"echo-none.mic-mesh: shown with an earlier failure of this run; this test's copy: {tmp_path / 'Y'}"
+    )
+
+
+def test_the_first_signal_interrupts_and_later_ones_let_the_cleanup_finish() -> None:
+    interrupts = Interrupts("reports/ipv4/conformance-report.md")
+    with pytest.raises(Interrupted, match=r"SIGINT: run stopped, cleaning up, report: reports/ipv4/"):
+        interrupts.handle(signal.SIGINT, None)
+    assert isinstance(Interrupted("x"), KeyboardInterrupt)  # pytest stops as on Ctrl-C
+    interrupts.handle(signal.SIGINT, None)
+    interrupts.handle(signal.SIGTERM, None)
+    assert interrupts.received == [signal.SIGINT, signal.SIGINT, signal.SIGTERM]
