@@ -35,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     caps = sub.add_parser("capabilities", help="print what an Istio version can do, as the suite sees it")
     caps.add_argument("--istio-version", required=True)
     caps.add_argument("--istioctl-version", help="when precheck runs with another istioctl (upgrade check)")
+    caps.add_argument(
+        "--proxy-image",
+        help="the istio-proxy image the run deploys (HUB/proxyv2:TAG); istioctl 1.15.1-1.20 reads its tag",
+    )
     return parser
 
 
@@ -50,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(spec_markdown(profiles, families))
         return 0
     try:
-        mesh = istio_capabilities(args.istio_version, args.istioctl_version)
+        mesh = istio_capabilities(args.istio_version, args.istioctl_version, args.proxy_image)
     except ValueError as err:
         print(f"python -m conformance capabilities: {err}", file=sys.stderr)
         return 2

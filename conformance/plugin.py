@@ -30,6 +30,7 @@ from conformance.spec.capabilities import (
     claimed_capabilities,
     emulated_capabilities,
     istio_capabilities,
+    proxy_image,
 )
 from conformance.spec.dimensions import MESH_PROFILES, CellKey, IpFamily, PortKind, Profile
 from conformance.spec.semantics import expect, precheck_finding
@@ -173,7 +174,11 @@ def _mesh(opt: Any, backend: str, backend_options: dict[str, Any]) -> MeshCapabi
                     istioctl = row_for(backend_options["istio_version"]).istioctl_precheck
                 except ValueError:
                     istioctl = None
-            mesh = istio_capabilities(version, istioctl)
+            # istioctl 1.15.1-1.20 decides from the tag of the proxy image the run deploys, not the claimed version.
+            deployed = proxy_image(
+                backend_options.get("istio_hub"), backend_options.get("istio_tag"), backend_options["istio_version"]
+            )
+            mesh = istio_capabilities(version, istioctl, proxy_image_ref=deployed)
     except ValueError as err:
         _fail(f"--mesh-version/--istio-version: {err}")
     if opt.mesh_capabilities:

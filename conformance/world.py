@@ -111,7 +111,8 @@ class World:
     image: str = DEFAULT_ECHO_IMAGE
     sidecars: bool = True
     """Deploy the servers with Sidecar resources. Off for a mesh that rejects the family's literal forms
-    (`[::1]:P`/`[::]:P` before Istio 1.16): applying them would fail, and their cells are skipped anyway."""
+    (`[::1]:P`/`[::]:P` before Istio 1.14.4 and 1.15.0): applying them would fail, and their cells are skipped
+    anyway."""
 
     BASELINE_SERVER = PodRef(NS_BASELINE, "echo")
 

@@ -145,13 +145,19 @@ def test_inside_the_pod(cluster: EmulatedCluster) -> None:
 def test_capture_rules_are_istio_iptables_output(cluster: EmulatedCluster) -> None:
     pod = cluster.pods[PodRef(NS_MESH, "echo-none")]
     rules = capture.dump(pod.netns)
+    v4, _, v6 = rules.partition("# IPv6")
+    ipv6 = cluster.family == "ipv6"
+    # istio-iptables installs the rules of the pod's own family only (reference §6, EnableInboundIPv6).
+    own, other = (v6, v4) if ipv6 else (v4, v6)
     for line in (
         "-A ISTIO_INBOUND -p tcp -m tcp --dport 19000 -j RETURN",
         "-A ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006",
-        "-A ISTIO_OUTPUT -s 127.0.0.6/32 -o lo -j RETURN",
-        "-A ISTIO_OUTPUT -s ::6/128 -o lo -j RETURN",
+        "-A ISTIO_OUTPUT -s ::6/128 -o lo -j RETURN" if ipv6 else "-A ISTIO_OUTPUT -s 127.0.0.6/32 -o lo -j RETURN",
     ):
-        assert line in rules
+        assert line in own
+    assert "ISTIO" not in other
+    lo_addresses = netns.run(pod.netns, ["ip", "-6", "-o", "addr", "show", "dev", "lo"])
+    assert ("::6/128" in lo_addresses) is ipv6
     baseline = cluster.pods[World.BASELINE_SERVER]
     assert "ISTIO" not in capture.dump(baseline.netns)
 

@@ -272,6 +272,8 @@ def test_sidecar_config_envelope(family: str, bind: str, cluster: str, mode: str
         "protocol": "sniff",
         "upstream": {"address": "original_dst", "port": None},
         "bind": bind,
+        # meshConfig.protocolDetectionTimeout 0s: sniffing waits for the client (reference §1).
+        "detection_timeout_s": None,
     }
     # Outbound: every HTTP Service port (Service port == targetPort in this world).
     assert config["outbound"] == {"port": 15001, "http_ports": [7070, 8081, 8082, 8083]}

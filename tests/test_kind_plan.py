@@ -336,8 +336,8 @@ def test_plan_ipv6_uses_the_ipv6_kind_config_and_ipv6_manifests(plans: dict[str,
     kind, kubectl, istioctl = tools("v0.17.0", "v1.20.15", "1.10.6")
     in_order(plan.commands, [*create(kind, NODE_1_20, "ipv6"), install(istioctl, "1.10.6"), *workloads(kubectl)])
     (manifest,) = plan.manifests
-    # istiod before 1.16 rejects the [::1]:P / [::]:P Sidecar forms: the IPv6 world of 1.10.6 has no Sidecar and
-    # only the server without one (its Sidecar cases are skipped, with the reason).
+    # istiod before 1.14.4 (and 1.15.0) rejects the [::1]:P / [::]:P Sidecar forms: the IPv6 world of 1.10.6 has
+    # no Sidecar and only the server without one (its Sidecar cases are skipped, with the reason).
     docs = list(yaml.safe_load_all(manifest))
     assert [d for d in docs if d["kind"] == "Sidecar"] == []
     assert [d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"] == [

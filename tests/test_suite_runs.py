@@ -18,11 +18,12 @@ import pytest
 from conftest import REPO, harness_processes, mic_namespaces, suite_command
 
 from conformance.backends.emulated.cluster import EmulatedCluster
-from conformance.spec import CellKey, DefaultEndpoint, PortKind, Profile, all_cells, expect
+from conformance.spec import CellKey, DefaultEndpoint, Failure, PortKind, Profile, all_cells, expect
 from conformance.spec.dimensions import OVERRIDES_BY_FAMILY, IpFamily
 from conformance.world import World
 
 WRONG_SIDECAR = f"/usr/bin/python3 {REPO / 'tests' / 'sidecars' / 'localhost_sidecar.py'}"
+SNIFF_RESET_SIDECAR = f"/usr/bin/python3 {REPO / 'tests' / 'sidecars' / 'sniff_reset_sidecar.py'}"
 
 
 def run_suite(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -89,6 +90,37 @@ def test_a_proxy_forwarding_to_localhost_fails_exactly_the_cells_it_breaks(tmp_p
     junit = (tmp_path / "junit.xml").read_text()
     assert 'failures="' in junit
     assert "PodIPFromPlainClient[passthrough]" in junit
+
+
+def cells_a_sniff_reset_sidecar_breaks(family: IpFamily) -> set[str]:
+    """Cells where Istio answers 503 from its inbound catch-all and a sidecar that never sniffs HTTP resets.
+
+    Derived from the spec: the unreachable HTTP cells of a sidecar'd server whose failure comes from the
+    sniffing catch-all (undeclared or Sidecar-unlisted ports), for plain and meshed clients alike.
+    """
+    return {
+        cell.id
+        for cell in all_cells([Profile.LEGACY, Profile.PASSTHROUGH], [family])
+        if "inbound-sniffing-503" in expect(cell).because
+    }
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("no_leftovers")
+@pytest.mark.parametrize("family", list(IpFamily), ids=lambda f: f.value)
+def test_a_proxy_resetting_instead_of_503_on_sniffed_ports_fails_those_cells(tmp_path: Path, family: IpFamily) -> None:
+    proc = run_suite(tmp_path, "--ip-family", family.value, "--emulator-sidecar", SNIFF_RESET_SIDECAR)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
+    doc = report(tmp_path)
+    failed = {c["id"] for c in doc["cells"] if c["verdict"] == "fail"}  # type: ignore[index,union-attr]
+    expected = cells_a_sniff_reset_sidecar_breaks(family)
+    assert expected
+    assert all(expect(c).failure == (Failure.HTTP_503,) for c in all_cells() if c.id in expected)
+    assert failed == expected
+    observed = {c["id"]: c["observed"]["outcome"] for c in doc["cells"] if c["id"] in expected}  # type: ignore[index,union-attr]
+    assert set(observed.values()) == {"reset_or_eof"}, observed
+    results = {p["name"]: p["result"] for p in doc["profiles"]}  # type: ignore[index,union-attr]
+    assert results == {"baseline": "success", "legacy": "failure", "passthrough": "failure"}
 
 
 @pytest.mark.netns

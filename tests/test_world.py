@@ -9,7 +9,7 @@ from conformance.world import World
 
 
 def test_ipv6_before_116_deploys_no_sidecar_resources() -> None:
-    """istiod before 1.16 rejects [::1]:P and [::]:P (istio/api sidecar.proto): applying them would fail."""
+    """istiod before 1.14.4 (and 1.15.0) rejects [::1]:P and [::]:P (istio/api sidecar.proto): applying fails."""
     old = World.for_mesh(IpFamily.IPV6, istio_capabilities("1.10.6"))
     assert old.mesh_endpoints == (DefaultEndpoint.NONE,)
     assert [m["kind"] for m in old.manifests()].count("Sidecar") == 0
@@ -37,6 +37,6 @@ def test_mixed_cases_keep_their_cells_without_a_sidecar_and_sidecar_cases_skip()
     override = next(c for c in test_overrides.CASES if c.name == "SidecarLocalhostEndpoint")
     needed = override.needed(Profile.PASSTHROUGH, IpFamily.IPV6)
     assert Capability.SIDECAR_ENDPOINT_IPV6 in needed
-    assert (
-        mesh.missing(needed) == "Istio 1.10.6 predates the [::1]:PORT / [::]:PORT defaultEndpoint forms (added in 1.16)"
+    assert mesh.missing(needed) == (
+        "Istio 1.10.6 predates the [::1]:PORT / [::]:PORT defaultEndpoint forms (added in 1.14.4 and 1.15.0)"
     )

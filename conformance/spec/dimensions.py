@@ -122,7 +122,8 @@ class DefaultEndpoint(StrEnum):
 
 
 OVERRIDES_BY_FAMILY: dict[IpFamily, tuple[DefaultEndpoint, DefaultEndpoint]] = {
-    # Each family uses its own literal forms; `[::1]`/`[::]` exist since Istio 1.16 (reference section 4).
+    # Each family uses its own literal forms; `[::1]`/`[::]` exist since Istio 1.14.4 and 1.15.0 (PR #40265,
+    # #40520; reference section 4).
     IpFamily.IPV4: (DefaultEndpoint.LOCALHOST_V4, DefaultEndpoint.INSTANCE_V4),
     IpFamily.IPV6: (DefaultEndpoint.LOCALHOST_V6, DefaultEndpoint.INSTANCE_V6),
 }

@@ -98,7 +98,8 @@ RULES: dict[str, Rule] = {
             "sidecar-localhost-endpoint",
             "Sidecar ingress defaultEndpoint 127.0.0.1:P / [::1]:P: STATIC localhost:P, no bind, in every "
             "mesh profile (the legacy switch does not touch Sidecar ingress listeners).",
-            "istio/api networking/v1beta1/sidecar.proto (1.10; [::1] since 1.16); tests/integration/pilot/"
+            "istio/api networking/v1beta1/sidecar.proto (1.10; [::1] since 1.14.4 and 1.15.0, PR #40265 + "
+            "#40520); tests/integration/pilot/"
             "common/routing.go instanceIPTests",
             "reference §3, §4",
         ),
@@ -106,7 +107,7 @@ RULES: dict[str, Rule] = {
             "sidecar-instance-endpoint",
             "Sidecar ingress defaultEndpoint 0.0.0.0:P / [::]:P: STATIC <pod IP>:P with bind 127.0.0.6 / ::6.",
             "istio/api sidecar.proto ('0.0.0.0:PORT (which will forward to the instance IP)', since 1.9, "
-            "PR #28178; [::] since 1.16); routing.go instanceIPTests",
+            "PR #28178; [::] since 1.14.4 and 1.15.0); routing.go instanceIPTests",
             "reference §4",
         ),
         Rule(
@@ -139,11 +140,31 @@ RULES: dict[str, Rule] = {
         ),
         Rule(
             "envoy-upstream-failure",
-            "An Envoy that cannot connect upstream has already accepted the client: it answers 503 on a port "
-            "it knows as HTTP and closes or resets on TCP. On a port with no listener of its own (undeclared, "
-            "or unlisted by a Sidecar) Envoy knows HTTP only by sniffing, so for HTTP either form is accepted.",
+            "An Envoy that cannot connect upstream has already accepted the client: on a port it knows as HTTP "
+            "(a Service or Sidecar port named or declared HTTP) it answers 503, on a TCP port it closes or "
+            "resets.",
             "tests/integration/pilot/common/routing.go instanceIPTests (503); Envoy tcp_proxy",
             "reference §1 (consequences); emulation.md pitfall 4",
+        ),
+        Rule(
+            "inbound-sniffing-503",
+            "A port with no inbound listener of its own (undeclared, or unlisted by a Sidecar) is served by the "
+            "virtualInbound catch-all chains, which sniff the protocol with no timeout: an HTTP request whose "
+            "upstream fails is answered 503, exactly, for plain and meshed clients (a meshed client's TCP "
+            "passthrough relays that 503).",
+            "pilot/pkg/networking/core/v1alpha3/listener_builder.go buildInboundCatchAllFilterChains (1.10.0); "
+            "pilot/pkg/features PILOT_ENABLE_PROTOCOL_SNIFFING_FOR_INBOUND (default true); mesh "
+            "protocolDetectionTimeout 0 (no timeout)",
+            "reference §1 (consequences, exact failure forms)",
+        ),
+        Rule(
+            "outbound-passthrough-tcp",
+            "A meshed client dialling a port no Service declares goes through its sidecar's virtualOutbound "
+            "catch-all (PassthroughCluster), which is tcp_proxy only: when the server has no sidecar and "
+            "nothing listens, the client sees a reset or EOF, never 503.",
+            "pilot/pkg/networking/core/v1alpha3/listener_builder.go virtualOutbound catch-all (1.10.0), "
+            "tcp_proxy to PassthroughCluster",
+            "reference §1 (consequences, exact failure forms)",
         ),
     )
 }
@@ -208,11 +229,15 @@ def failure_forms(cell: CellKey) -> tuple[tuple[Failure, ...], str]:
         return (Failure.REFUSED,), "refused-without-proxy"
     if cell.protocol is Protocol.TCP:
         return (Failure.RESET_OR_EOF,), "envoy-upstream-failure"
-    # Envoy knows a port is HTTP from the Service (or the Sidecar listener) that declares it; without one it
-    # only sniffs, and a failing outbound passthrough is a plain TCP proxy.
-    sniffed = cell.port is PortKind.UNDECLARED or (server_proxied and cell.default_endpoint is DefaultEndpoint.UNLISTED)
-    if sniffed:
-        return (Failure.HTTP_503, Failure.RESET_OR_EOF), "envoy-upstream-failure"
+    if server_proxied:
+        # The server's sidecar answers: from its HTTP listener for a declared (and listed) port, or from the
+        # catch-all chains, which sniff HTTP with no timeout. Either way exactly 503.
+        sniffed = cell.port is PortKind.UNDECLARED or cell.default_endpoint is DefaultEndpoint.UNLISTED
+        return (Failure.HTTP_503,), "inbound-sniffing-503" if sniffed else "envoy-upstream-failure"
+    # Only the client's sidecar stands in the way: an HTTP listener for a Service's HTTP port, else the
+    # outbound catch-all, a plain TCP proxy.
+    if cell.port is PortKind.UNDECLARED:
+        return (Failure.RESET_OR_EOF,), "outbound-passthrough-tcp"
     return (Failure.HTTP_503,), "envoy-upstream-failure"
 
 

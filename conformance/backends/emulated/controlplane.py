@@ -19,6 +19,8 @@ CONFIG_VERSION = 1
 INBOUND_MODES = ("passthrough", "legacy")
 
 _HTTP_PREFIXES = ("http", "http2", "grpc", "grpc-web")
+PROTOCOL_DETECTION_TIMEOUT_S: float | None = None
+"""Istio's mesh default protocolDetectionTimeout is 0s, meaning no timeout (None here)."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,9 @@ def sidecar_config(
             "passthrough": {
                 "cluster": "InboundPassthroughCluster" + ("Ipv6" if family == "ipv6" else "Ipv4"),
                 "protocol": "sniff",
+                # meshConfig.protocolDetectionTimeout defaults to 0s, no timeout (1.10 mesh defaults): the inbound
+                # http_inspector waits for the client's first bytes however long they take.
+                "detection_timeout_s": PROTOCOL_DETECTION_TIMEOUT_S,
                 "upstream": {"address": "original_dst", "port": None},
                 "bind": addresses.passthrough_bind,
             },
