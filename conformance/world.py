@@ -21,9 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from conformance.backends.base import PodRef
-from conformance.spec.capabilities import MeshCapabilities
+from conformance.spec.capabilities import MeshCapabilities, endpoint_capabilities
 from conformance.spec.dimensions import (
     OVERRIDES_BY_FAMILY,
+    SIDECAR_FORMS_BY_FAMILY,
     Bind,
     CellKey,
     Client,
@@ -99,8 +100,10 @@ _SERVER_SUFFIX = {
     DefaultEndpoint.LOCALHOST_V6: "localhost",
     DefaultEndpoint.INSTANCE_V4: "instance",
     DefaultEndpoint.INSTANCE_V6: "instance",
+    DefaultEndpoint.EMPTY: "empty",
     DefaultEndpoint.UNLISTED: "unlisted",
 }
+"""Server name suffixes; a literal of the other family gets `-cross` (`echo-localhost-cross`)."""
 
 
 @dataclass(frozen=True)
@@ -113,13 +116,21 @@ class World:
     """Deploy the servers with Sidecar resources. Off for a mesh that rejects the family's literal forms
     (`[::1]:P`/`[::]:P` before Istio 1.14.4 and 1.15.0): applying them would fail, and their cells are skipped
     anyway."""
+    forms: tuple[DefaultEndpoint, ...] | None = None
+    """The Sidecar situations to deploy (None: every one of the family). A mesh that rejects a form (or
+    resolves it in a way the suite does not encode) gets no server for it, and its cells are not asked."""
 
     BASELINE_SERVER = PodRef(NS_BASELINE, "echo")
 
     @classmethod
     def for_mesh(cls, family: IpFamily, mesh: MeshCapabilities) -> World:
         """The world a mesh can take: Sidecar resources only where it accepts the family's literal forms."""
-        return cls(family, sidecars=mesh.sidecar_capability(family) in mesh.capabilities)
+        accepted = tuple(
+            e
+            for e in (*SIDECAR_FORMS_BY_FAMILY[family], DefaultEndpoint.UNLISTED)
+            if endpoint_capabilities(e, family) <= mesh.capabilities
+        )
+        return cls(family, sidecars=bool(accepted), forms=accepted)
 
     @property
     def clients(self) -> dict[Client, PodRef]:
@@ -131,7 +142,8 @@ class World:
         """The Sidecar situations of this family, one meshed server each."""
         if not self.sidecars:
             return (DefaultEndpoint.NONE,)
-        return (DefaultEndpoint.NONE, *OVERRIDES_BY_FAMILY[self.family], DefaultEndpoint.UNLISTED)
+        every = (*SIDECAR_FORMS_BY_FAMILY[self.family], DefaultEndpoint.UNLISTED)
+        return (DefaultEndpoint.NONE, *(e for e in every if self.forms is None or e in self.forms))
 
     def deployed(self, cell: CellKey) -> bool:
         """Whether the world has the server a cell is asked of."""
@@ -139,7 +151,9 @@ class World:
 
     def mesh_server(self, endpoint: DefaultEndpoint) -> PodRef:
         """The meshed server whose Sidecar situation is `endpoint`."""
-        return PodRef(NS_MESH, f"echo-{_SERVER_SUFFIX[endpoint]}")
+        family = endpoint.family()
+        cross = "-cross" if family is not None and family is not self.family else ""
+        return PodRef(NS_MESH, f"echo-{_SERVER_SUFFIX[endpoint]}{cross}")
 
     @property
     def servers(self) -> tuple[PodRef, ...]:

@@ -370,11 +370,11 @@ def _ingress(port: int, endpoint: str, protocol: str = "HTTP", name: str = "http
         ("10.0.0.1:80", "defaultEndpoint '10.0.0.1:80': arbitrary IPs and unix sockets are not emulated"),
         (
             "unix:///x",
-            "defaultEndpoint 'unix:///x': expected 127.0.0.1:PORT, 0.0.0.0:PORT, [::1]:PORT or [::]:PORT",
+            "defaultEndpoint 'unix:///x': expected 127.0.0.1:PORT, 0.0.0.0:PORT, [::1]:PORT, [::]:PORT or :PORT",
         ),
         (
             "127.0.0.1:http",
-            "defaultEndpoint '127.0.0.1:http': expected 127.0.0.1:PORT, 0.0.0.0:PORT, [::1]:PORT or [::]:PORT",
+            "defaultEndpoint '127.0.0.1:http': expected 127.0.0.1:PORT, 0.0.0.0:PORT, [::1]:PORT, [::]:PORT or :PORT",
         ),
         ("127.0.0.1:", "defaultEndpoint '127.0.0.1:': expected 127.0.0.1:PORT"),
         ("localhost:8080", "defaultEndpoint 'localhost:8080': arbitrary IPs and unix sockets are not emulated"),
@@ -700,6 +700,15 @@ def test_world_objects(family: IpFamily) -> None:
             ("Deployment", "mic-mesh", "echo-instance"),
             ("Service", "mic-mesh", "echo-instance"),
             ("Sidecar", "mic-mesh", "echo-instance"),
+            ("Deployment", "mic-mesh", "echo-localhost-cross"),
+            ("Service", "mic-mesh", "echo-localhost-cross"),
+            ("Sidecar", "mic-mesh", "echo-localhost-cross"),
+            ("Deployment", "mic-mesh", "echo-instance-cross"),
+            ("Service", "mic-mesh", "echo-instance-cross"),
+            ("Sidecar", "mic-mesh", "echo-instance-cross"),
+            ("Deployment", "mic-mesh", "echo-empty"),
+            ("Service", "mic-mesh", "echo-empty"),
+            ("Sidecar", "mic-mesh", "echo-empty"),
             ("Deployment", "mic-mesh", "echo-unlisted"),
             ("Service", "mic-mesh", "echo-unlisted"),
             ("Sidecar", "mic-mesh", "echo-unlisted"),
@@ -741,12 +750,24 @@ def test_world_deployment_selector_matches_its_template(family: IpFamily) -> Non
 
 
 @pytest.mark.parametrize(
-    ("family", "localhost", "instance"),
-    [(IpFamily.IPV4, "127.0.0.1", "0.0.0.0"), (IpFamily.IPV6, "[::1]", "[::]")],
+    ("family", "localhost", "instance", "other_localhost", "other_instance"),
+    [
+        (IpFamily.IPV4, "127.0.0.1", "0.0.0.0", "[::1]", "[::]"),
+        (IpFamily.IPV6, "[::1]", "[::]", "127.0.0.1", "0.0.0.0"),
+    ],
 )
-def test_world_sidecar_literal_forms(family: IpFamily, localhost: str, instance: str) -> None:
+def test_world_sidecar_literal_forms(
+    family: IpFamily, localhost: str, instance: str, other_localhost: str, other_instance: str
+) -> None:
     sidecars = {m["metadata"]["name"]: m for m in _manifests(family) if m["kind"] == "Sidecar"}
-    assert set(sidecars) == {"echo-localhost", "echo-instance", "echo-unlisted"}
+    assert set(sidecars) == {
+        "echo-localhost",
+        "echo-instance",
+        "echo-localhost-cross",
+        "echo-instance-cross",
+        "echo-empty",
+        "echo-unlisted",
+    }
 
     def endpoints(name: str) -> list[tuple[int, str, str]]:
         spec = sidecars[name]["spec"]
@@ -770,12 +791,16 @@ def test_world_sidecar_literal_forms(family: IpFamily, localhost: str, instance:
         (9083, "TCP", f"{instance}:9083"),
     ]
     assert endpoints("echo-unlisted") == [(7070, "HTTP", f"{localhost}:7070")]
+    # Every form Istio accepts, in both families (reference section 4): the other family's literals and `:P`.
+    assert next(e for _, _, e in endpoints("echo-localhost-cross")) == f"{other_localhost}:8081"
+    assert next(e for _, _, e in endpoints("echo-instance-cross")) == f"{other_instance}:8081"
+    assert [e for _, _, e in endpoints("echo-empty")] == [":8081", ":8082", ":8083", ":9081", ":9082", ":9083"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_world_control_port_is_excluded_from_capture(family: IpFamily) -> None:
     deployments = [m for m in _manifests(family) if m["kind"] == "Deployment"]
-    assert len(deployments) == 7
+    assert len(deployments) == 10
     for d in deployments:
         annotations = d["spec"]["template"]["metadata"]["annotations"]
         assert annotations["traffic.sidecar.istio.io/excludeInboundPorts"] == "19000", d["metadata"]
@@ -796,6 +821,9 @@ def test_world_injection(family: IpFamily) -> None:
         ("mic-mesh", "echo-none"): True,
         ("mic-mesh", "echo-localhost"): True,
         ("mic-mesh", "echo-instance"): True,
+        ("mic-mesh", "echo-localhost-cross"): True,
+        ("mic-mesh", "echo-instance-cross"): True,
+        ("mic-mesh", "echo-empty"): True,
         ("mic-mesh", "echo-unlisted"): True,
         ("mic-mesh", "client"): True,
     }
@@ -849,3 +877,22 @@ def test_world_service_port_names_unique(family: IpFamily) -> None:
     for service in (m for m in _manifests(family) if m["kind"] == "Service"):
         names = [p["name"] for p in service["spec"]["ports"]]
         assert len(names) == len(set(names)), f"{service['metadata']['name']}: {names}"
+
+
+@pytest.mark.parametrize(
+    ("value", "pod_ip", "family", "upstream", "bind"),
+    [
+        # Resolved by the proxy's IP family (reference section 4, "How the host is resolved").
+        ("127.0.0.1:8081", "fd00::5", "ipv6", "::1", None),
+        ("[::1]:8081", "10.244.0.5", "ipv4", "127.0.0.1", None),
+        ("[::]:8081", "10.244.0.5", "ipv4", "10.244.0.5", "127.0.0.6"),
+        ("0.0.0.0:8081", "fd00::5", "ipv6", "127.0.0.1", None),
+        (":8081", "10.244.0.5", "ipv4", "original_dst", "127.0.0.6"),
+        (":8081", "fd00::5", "ipv6", "original_dst", "::6"),
+    ],
+)
+def test_default_endpoint_resolution_by_family(
+    value: str, pod_ip: str, family: str, upstream: str, bind: str | None
+) -> None:
+    got = controlplane._endpoint(value, pod_ip, controlplane.ADDRESSES[family], 8081)
+    assert got == {"upstream": {"address": upstream, "port": 8081}, "bind": bind}

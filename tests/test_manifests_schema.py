@@ -118,7 +118,8 @@ def test_every_row_s_kubernetes_version_has_a_schema() -> None:
 @pytest.mark.parametrize("kubernetes", sorted(SCHEMA_FOR_KUBERNETES))
 def test_kubernetes_objects_validate_strictly(family: IpFamily, kubernetes: str) -> None:
     objects = kubernetes_objects(family)
-    assert [m["kind"] for m in objects].count("Deployment") == 7
+    # baseline server and client, meshed client, and one meshed server per Sidecar situation (seven).
+    assert [m["kind"] for m in objects].count("Deployment") == 10
     for manifest in objects:
         try:
             used = kubernetes_validate.validate(manifest, SCHEMA_FOR_KUBERNETES[kubernetes], strict=True)
@@ -157,7 +158,14 @@ def test_the_sidecar_schema_is_a_valid_json_schema() -> None:
 @pytest.mark.parametrize("family", FAMILIES, ids=str)
 def test_sidecars_validate_against_istio_s_crd_and_webhook_rules(family: IpFamily) -> None:
     found = sidecars(family)
-    assert [s["metadata"]["name"] for s in found] == ["echo-localhost", "echo-instance", "echo-unlisted"]
+    assert [s["metadata"]["name"] for s in found] == [
+        "echo-localhost",
+        "echo-instance",
+        "echo-localhost-cross",
+        "echo-instance-cross",
+        "echo-empty",
+        "echo-unlisted",
+    ]
     validator = jsonschema.Draft202012Validator(SIDECAR_SCHEMA)
     for sidecar in found:
         problems = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(sidecar)]

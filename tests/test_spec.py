@@ -144,6 +144,35 @@ def test_ipv6_forms_mirror_ipv4_forms() -> None:
             assert (a.reachable, a.source, a.failure) == (b.reachable, b.source, b.failure)
 
 
+@pytest.mark.parametrize("family", list(IpFamily))
+def test_empty_host_is_original_dst_from_the_passthrough_bind(family: IpFamily) -> None:
+    """Reference section 4: `:P` is ORIGINAL_DST with bind 127.0.0.6 / ::6; routing.go "empty" column."""
+    for profile in (Profile.LEGACY, Profile.PASSTHROUGH):
+        got = tuple(outcome(cell(profile, b, endpoint=DefaultEndpoint.EMPTY, family=family)) for b in Bind)
+        assert got == ("http_503", "inbound_passthrough", "inbound_passthrough")
+        assert expect(cell(profile, Bind.POD_IP, endpoint=DefaultEndpoint.EMPTY, family=family)).because[0] == (
+            "sidecar-empty-endpoint"
+        )
+
+
+def test_cross_family_literals_resolve_by_the_pod_family() -> None:
+    """Reference section 4, "How the host is resolved by the proxy's IP family"."""
+    for bind in Bind:
+        v6_localhost = outcome(cell(Profile.PASSTHROUGH, bind, endpoint=DefaultEndpoint.LOCALHOST_V6))
+        assert v6_localhost == outcome(cell(Profile.PASSTHROUGH, bind, endpoint=DefaultEndpoint.LOCALHOST_V4))
+        v4_on_v6 = cell(Profile.PASSTHROUGH, bind, endpoint=DefaultEndpoint.LOCALHOST_V4, family=IpFamily.IPV6)
+        assert outcome(v4_on_v6) == outcome(
+            cell(Profile.PASSTHROUGH, bind, endpoint=DefaultEndpoint.LOCALHOST_V6, family=IpFamily.IPV6)
+        )
+        v6_instance = outcome(cell(Profile.PASSTHROUGH, bind, endpoint=DefaultEndpoint.INSTANCE_V6))
+        assert v6_instance == outcome(cell(Profile.PASSTHROUGH, bind, endpoint=DefaultEndpoint.INSTANCE_V4))
+        # 0.0.0.0:P on a pod with no IPv4 address: 127.0.0.1, no bind (1.15+): no app of that pod listens there.
+        no_v4 = expect(cell(Profile.PASSTHROUGH, bind, endpoint=DefaultEndpoint.INSTANCE_V4, family=IpFamily.IPV6))
+        assert not no_v4.reachable
+        assert no_v4.failure == (Failure.HTTP_503,)
+        assert no_v4.because[0] == "sidecar-instance-without-ipv4"
+
+
 def test_sidecar_overrides_ignore_the_legacy_switch() -> None:
     """Reference section 3: the flag affects clusters built from Service ports only."""
     for endpoint in (DefaultEndpoint.LOCALHOST_V4, DefaultEndpoint.INSTANCE_V4, DefaultEndpoint.UNLISTED):
@@ -234,10 +263,13 @@ def test_cell_counts_and_uniqueness() -> None:
     per = {(p, f): sum(1 for c in cells if c.profile is p and c.ip_family is f) for p in Profile for f in IpFamily}
     # baseline: 3 binds x 2 protocols x (declared: 6 paths + undeclared: 4 paths)
     assert per[(Profile.BASELINE, IpFamily.IPV4)] == 3 * 2 * (6 + 4)
-    # mesh: declared x 4 Sidecar situations + undeclared without Sidecar
-    assert per[(Profile.PASSTHROUGH, IpFamily.IPV6)] == 3 * 2 * (4 * 6 + 4)
+    # mesh: declared x 7 Sidecar situations (none, four literals, empty, unlisted) + undeclared without Sidecar
+    assert per[(Profile.PASSTHROUGH, IpFamily.IPV6)] == 3 * 2 * (7 * 6 + 4)
     assert not [c for c in cells if c.path is Path.SERVICE and c.port is PortKind.UNDECLARED]
-    assert not [c for c in cells if c.ip_family is IpFamily.IPV4 and c.default_endpoint.value.startswith("[")]
+    # Every defaultEndpoint form is a cell in both families (reference section 4).
+    for family in IpFamily:
+        forms = {c.default_endpoint for c in cells if c.ip_family is family}
+        assert forms == set(DefaultEndpoint)
 
 
 def test_every_rule_is_used_and_every_citation_exists() -> None:

@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from packaging.version import InvalidVersion, Version
 
-from conformance.spec.dimensions import IpFamily, Profile
+from conformance.spec.dimensions import DefaultEndpoint, IpFamily, Profile
 
 
 class Capability(StrEnum):
@@ -30,6 +30,10 @@ class Capability(StrEnum):
     """Sidecar ingress defaultEndpoint `[::1]:P` and `[::]:P` (1.14.4+, 1.15.0+)."""
     SIDECAR_ENDPOINT_EMPTY = "sidecar-endpoint-empty"
     """Sidecar ingress defaultEndpoint with an empty host, `:P` (ORIGINAL_DST, 1.10+)."""
+    SIDECAR_ENDPOINT_CROSS_FAMILY = "sidecar-endpoint-cross-family"
+    """A literal of the other family resolved by the pod's family as 1.15+ does: `127.0.0.1:P` on an IPv6 pod
+    dials ::1, `[::1]:P` on an IPv4 pod 127.0.0.1, `[::]:P` the IPv4 pod IP, and `0.0.0.0:P` on a pod with no
+    IPv4 address 127.0.0.1 with no bind (1.10-1.14 dial IPAddresses[0] there; not encoded, so not claimed)."""
     PRECHECK_LOCALHOST = "precheck-localhost"
     """`istioctl x precheck` reports IST0143 for loopback-only listeners on exposed ports."""
 
@@ -108,6 +112,10 @@ SIDECAR_IPV6_FORMS_SINCE: tuple[tuple[str, str | None], ...] = (("1.14.4", "1.15
 """`[::1]:PORT` and `[::]:PORT` defaultEndpoint forms, as `first <= v < before` patch ranges: PR #40265, cherry-
 picked to release-1.14 as #40520, so 1.14.4+ and 1.15.0+ (reference section 4; earlier notes said 1.16)."""
 
+SIDECAR_CROSS_FAMILY_SINCE = "1.15.0"
+"""buildInboundClustersFromSidecar resolves `0.0.0.0:P` on a pod without IPv4 to 127.0.0.1 from 1.15 (reference
+section 4); the cross-family literals are claimed together from there."""
+
 PRECHECK_ROWS: tuple[tuple[str, str | None, PrecheckScope], ...] = (
     ("1.10.0", "1.15.1", PrecheckScope.ALL_INJECTED),
     ("1.15.1", "1.21.0", PrecheckScope.LEGACY_PROXIES),
@@ -164,6 +172,24 @@ def precheck_scope(istioctl: Version) -> PrecheckScope:
 def has_sidecar_ipv6_forms(version: Version) -> bool:
     """Whether a release accepts `[::1]:PORT` / `[::]:PORT` (1.14.4+, 1.15.0+)."""
     return any(_in_range(version, first, before) for first, before in SIDECAR_IPV6_FORMS_SINCE)
+
+
+def endpoint_capabilities(endpoint: DefaultEndpoint, family: IpFamily) -> frozenset[Capability]:
+    """What a mesh must accept for a server with this Sidecar situation to be deployed in `family`.
+
+    A literal needs its own family's forms, plus the cross-family resolution when it is not the pod's family;
+    `unlisted` lists its anchor port with the family's own localhost form.
+    """
+    own = Capability.SIDECAR_ENDPOINT_IPV4 if family is IpFamily.IPV4 else Capability.SIDECAR_ENDPOINT_IPV6
+    literal = endpoint.family()
+    if literal is not None:
+        form = Capability.SIDECAR_ENDPOINT_IPV4 if literal is IpFamily.IPV4 else Capability.SIDECAR_ENDPOINT_IPV6
+        return frozenset({form} if literal is family else {form, Capability.SIDECAR_ENDPOINT_CROSS_FAMILY})
+    if endpoint is DefaultEndpoint.EMPTY:
+        return frozenset({Capability.SIDECAR_ENDPOINT_EMPTY})
+    if endpoint is DefaultEndpoint.UNLISTED:
+        return frozenset({own})
+    return frozenset()
 
 
 def proxy_image(hub: str | None, tag: str | None, version: str) -> str:
@@ -286,6 +312,13 @@ def istio_capabilities(
         caps.add(Capability.SIDECAR_ENDPOINT_EMPTY)
     else:
         reasons[Capability.SIDECAR_ENDPOINT_EMPTY] = f"{label} predates the empty defaultEndpoint `:PORT` (1.10)"
+    if _release(version) >= Version(SIDECAR_CROSS_FAMILY_SINCE) and has_sidecar_ipv6_forms(version):
+        caps.add(Capability.SIDECAR_ENDPOINT_CROSS_FAMILY)
+    else:
+        reasons[Capability.SIDECAR_ENDPOINT_CROSS_FAMILY] = (
+            f"{label}: the suite encodes the cross-family defaultEndpoint resolution of 1.15+ only "
+            "(0.0.0.0:P on a pod without IPv4 dials IPAddresses[0] before 1.15)"
+        )
     ctl = parse_version(istioctl_version) if istioctl_version else version
     image = proxy_image_ref or proxy_image(None, None, version_text)
     scope = precheck_scope(ctl)

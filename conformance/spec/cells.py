@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from conformance.spec.dimensions import (
-    OVERRIDES_BY_FAMILY,
+    SIDECAR_FORMS_BY_FAMILY,
     Bind,
     CellKey,
     Client,
@@ -30,7 +30,7 @@ def default_endpoints(profile: Profile, port: PortKind, family: IpFamily) -> tup
     """
     if profile is Profile.BASELINE or port is PortKind.UNDECLARED:
         return (DefaultEndpoint.NONE,)
-    return (DefaultEndpoint.NONE, *OVERRIDES_BY_FAMILY[family], DefaultEndpoint.UNLISTED)
+    return (DefaultEndpoint.NONE, *SIDECAR_FORMS_BY_FAMILY[family], DefaultEndpoint.UNLISTED)
 
 
 def paths(port: PortKind) -> tuple[tuple[Path, Client | None], ...]:

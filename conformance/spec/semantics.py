@@ -26,6 +26,7 @@ from conformance.spec.dimensions import (
     Client,
     DefaultEndpoint,
     Failure,
+    IpFamily,
     Path,
     PortKind,
     Profile,
@@ -97,17 +98,36 @@ RULES: dict[str, Rule] = {
         Rule(
             "sidecar-localhost-endpoint",
             "Sidecar ingress defaultEndpoint 127.0.0.1:P / [::1]:P: STATIC localhost:P, no bind, in every "
-            "mesh profile (the legacy switch does not touch Sidecar ingress listeners).",
+            "mesh profile (the legacy switch does not touch Sidecar ingress listeners). The host is resolved by "
+            "the proxy's IP family: 127.0.0.1:P on an IPv6 pod dials ::1, [::1]:P on an IPv4 pod 127.0.0.1.",
             "istio/api networking/v1beta1/sidecar.proto (1.10; [::1] since 1.14.4 and 1.15.0, PR #40265 + "
-            "#40520); tests/integration/pilot/"
-            "common/routing.go instanceIPTests",
+            "#40520); pilot/pkg/networking/core/v1alpha3/cluster.go getActualWildcardAndLocalHost (1.10), "
+            "getWildcardsAndLocalHost(ipMode) (1.20+); tests/integration/pilot/common/routing.go instanceIPTests",
             "reference §3, §4",
         ),
         Rule(
             "sidecar-instance-endpoint",
-            "Sidecar ingress defaultEndpoint 0.0.0.0:P / [::]:P: STATIC <pod IP>:P with bind 127.0.0.6 / ::6.",
+            "Sidecar ingress defaultEndpoint 0.0.0.0:P / [::]:P: STATIC <pod IP>:P with bind 127.0.0.6 / ::6, "
+            "the pod IP of the proxy's family ([::]:P on an IPv4 pod dials the IPv4 pod IP).",
             "istio/api sidecar.proto ('0.0.0.0:PORT (which will forward to the instance IP)', since 1.9, "
-            "PR #28178; [::] since 1.14.4 and 1.15.0); routing.go instanceIPTests",
+            "PR #28178; [::] since 1.14.4 and 1.15.0); cluster.go; routing.go instanceIPTests",
+            "reference §4",
+        ),
+        Rule(
+            "sidecar-instance-without-ipv4",
+            "Sidecar ingress defaultEndpoint 0.0.0.0:P on a pod with no IPv4 address dials 127.0.0.1:P with no "
+            "bind (1.15+; 1.10-1.14 dial IPAddresses[0], not encoded: those releases skip these cells). On an "
+            "IPv6-only pod no bind admits it (loopback is ::1, wildcard is [::] IPv6-only, as the echo program "
+            "binds it).",
+            "pilot/pkg/networking/core/v1alpha3/cluster.go buildInboundClustersFromSidecar (1.15.0)",
+            "reference §4 (How the host is resolved)",
+        ),
+        Rule(
+            "sidecar-empty-endpoint",
+            "Sidecar ingress defaultEndpoint with an empty host (`:P`, the form Istio's own tests write): "
+            "ORIGINAL_DST with upstream bind 127.0.0.6 / ::6, in every mesh profile (1.10+).",
+            "istio/api sidecar.proto (empty allowed from 1.10); cluster_builder.go buildInboundClusterForPortOrUDS; "
+            "tests/integration/pilot/common/routing.go instanceIPTests ('empty sidecar')",
             "reference §4",
         ),
         Rule(
@@ -177,6 +197,8 @@ class InboundTarget(StrEnum):
     """A STATIC 127.0.0.1:P / [::1]:P endpoint, no upstream bind."""
     POD_IP = "pod_ip"
     """The pod IP (ORIGINAL_DST or the instance IP), dialled from 127.0.0.6 / ::6."""
+    IPV4_LOCALHOST = "ipv4_localhost"
+    """127.0.0.1 on a pod with no IPv4 address (`0.0.0.0:P` there, 1.15+), no upstream bind."""
 
 
 @dataclass(frozen=True)
@@ -205,8 +227,12 @@ def inbound_target(cell: CellKey) -> tuple[InboundTarget, str]:
     endpoint = cell.default_endpoint
     if endpoint.targets_localhost:
         return InboundTarget.LOCALHOST, "sidecar-localhost-endpoint"
+    if endpoint is DefaultEndpoint.INSTANCE_V4 and cell.ip_family is IpFamily.IPV6:
+        return InboundTarget.IPV4_LOCALHOST, "sidecar-instance-without-ipv4"
     if endpoint.targets_instance_ip:
         return InboundTarget.POD_IP, "sidecar-instance-endpoint"
+    if endpoint is DefaultEndpoint.EMPTY:
+        return InboundTarget.POD_IP, "sidecar-empty-endpoint"
     if endpoint is DefaultEndpoint.UNLISTED:
         return InboundTarget.POD_IP, "sidecar-unlisted-port"
     if cell.profile is Profile.LEGACY:
@@ -216,6 +242,9 @@ def inbound_target(cell: CellKey) -> tuple[InboundTarget, str]:
 
 def bind_admits(bind: Bind, target: InboundTarget) -> bool:
     """Step 2: does an app bound to `bind` accept a connection to `target`'s address?"""
+    if target is InboundTarget.IPV4_LOCALHOST:
+        # Only reached on an IPv6-only pod, whose loopback is ::1 and whose wildcard is [::] (IPv6-only).
+        return False
     if bind is Bind.WILDCARD:
         return True
     return (bind is Bind.LOOPBACK) == (target is InboundTarget.LOCALHOST)
