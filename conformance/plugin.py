@@ -32,7 +32,7 @@ from conformance.spec.capabilities import (
     istio_capabilities,
     proxy_image,
 )
-from conformance.spec.dimensions import MESH_PROFILES, CellKey, IpFamily, PortKind, Profile
+from conformance.spec.dimensions import MESH_PROFILES, CellKey, IpFamily, Profile
 from conformance.spec.semantics import expect, precheck_finding
 from conformance.suite.cases import ConformanceCase
 from conformance.timeouts import TimeoutConfig, describe, parse_timeout_config
@@ -487,7 +487,7 @@ class ConformanceRun:
         for server in world.mesh_servers:
             endpoint = world.endpoint_of(server)
             for port in SERVER_PORTS:
-                kind = PortKind.DECLARED if port.declared else PortKind.UNDECLARED
+                kind = port.kind
                 if precheck_finding(endpoint, kind, port.bind)[0]:
                     expected.add((server.app, port.number))
         apps = sorted((s.app for s in world.mesh_servers), key=len, reverse=True)

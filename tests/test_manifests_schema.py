@@ -355,7 +355,9 @@ def test_sidecar_ingress_ports_are_unique_and_declared_by_its_service(family: Ip
         # istiod's webhook: "sidecar: ports on IP bound listeners must be unique".
         assert len(set(numbers)) == len(numbers), ident(sidecar)
         service = services[(sidecar["metadata"]["namespace"], sidecar["metadata"]["name"])]
-        declared = {p["port"]: p["name"] for p in service["spec"]["ports"]}
+        # A Sidecar ingress port.number is the container (target) port, not the Service port (reference §4,
+        # istio/istio#42482, #42532): match it against each Service port's targetPort.
+        declared = {p["targetPort"]: p["name"] for p in service["spec"]["ports"]}
         for listener in sidecar["spec"]["ingress"]:
             port = listener["port"]
             assert declared.get(port["number"]) == port["name"], f"{ident(sidecar)}: port {port}"

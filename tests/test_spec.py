@@ -173,6 +173,27 @@ def test_cross_family_literals_resolve_by_the_pod_family() -> None:
         assert no_v4.because[0] == "sidecar-instance-without-ipv4"
 
 
+def test_service_port_other_than_target_port_is_keyed_by_target_port() -> None:
+    """Reference section 4: inbound clusters are keyed by targetPort; Sidecar ingress by the container port."""
+    for c in all_cells():
+        if c.port is not PortKind.REMAPPED:
+            continue
+        twin = expect(
+            CellKey(c.profile, c.default_endpoint, c.bind, PortKind.DECLARED, c.protocol, c.path, c.client, c.ip_family)
+        )
+        got = expect(c)
+        assert (got.reachable, got.source) == (twin.reachable, twin.source), c.id
+        if c.path.from_other_pod and c.profile is not Profile.BASELINE:
+            assert got.because[0] == "inbound-cluster-by-target-port"
+    assert {c.path for c in all_cells() if c.port is PortKind.REMAPPED} == set(Path)
+    # The one difference is outbound: a meshed client dialling the pod IP on the container port meets no HTTP
+    # listener (the Service's HTTP port is another number), so without a server sidecar it sees a reset.
+    e = expect(cell(Profile.BASELINE, Bind.LOOPBACK, port=PortKind.REMAPPED, client=Client.MESHED))
+    assert e.failure == (Failure.RESET_OR_EOF,)
+    e = expect(cell(Profile.BASELINE, Bind.LOOPBACK, port=PortKind.REMAPPED, client=Client.MESHED, path=Path.SERVICE))
+    assert e.failure == (Failure.HTTP_503,)
+
+
 def test_sidecar_overrides_ignore_the_legacy_switch() -> None:
     """Reference section 3: the flag affects clusters built from Service ports only."""
     for endpoint in (DefaultEndpoint.LOCALHOST_V4, DefaultEndpoint.INSTANCE_V4, DefaultEndpoint.UNLISTED):
@@ -261,10 +282,10 @@ def test_cell_counts_and_uniqueness() -> None:
     cells = all_cells()
     assert len({c.id for c in cells}) == len(cells)
     per = {(p, f): sum(1 for c in cells if c.profile is p and c.ip_family is f) for p in Profile for f in IpFamily}
-    # baseline: 3 binds x 2 protocols x (declared: 6 paths + undeclared: 4 paths)
-    assert per[(Profile.BASELINE, IpFamily.IPV4)] == 3 * 2 * (6 + 4)
-    # mesh: declared x 7 Sidecar situations (none, four literals, empty, unlisted) + undeclared without Sidecar
-    assert per[(Profile.PASSTHROUGH, IpFamily.IPV6)] == 3 * 2 * (7 * 6 + 4)
+    # baseline: 3 binds x 2 protocols x (declared and remapped: 6 paths each + undeclared: 4 paths)
+    assert per[(Profile.BASELINE, IpFamily.IPV4)] == 3 * 2 * (2 * 6 + 4)
+    # mesh: declared and remapped x 7 Sidecar situations (none, four literals, empty, unlisted) + undeclared
+    assert per[(Profile.PASSTHROUGH, IpFamily.IPV6)] == 3 * 2 * (2 * 7 * 6 + 4)
     assert not [c for c in cells if c.path is Path.SERVICE and c.port is PortKind.UNDECLARED]
     # Every defaultEndpoint form is a cell in both families (reference section 4).
     for family in IpFamily:

@@ -35,7 +35,7 @@ def default_endpoints(profile: Profile, port: PortKind, family: IpFamily) -> tup
 
 def paths(port: PortKind) -> tuple[tuple[Path, Client | None], ...]:
     """The (path, client) pairs that exist for a port: a ClusterIP only fronts declared ports."""
-    from_pods = (Path.POD_IP, Path.SERVICE) if port is PortKind.DECLARED else (Path.POD_IP,)
+    from_pods = (Path.POD_IP, Path.SERVICE) if port.declared else (Path.POD_IP,)
     pairs: list[tuple[Path, Client | None]] = [(p, c) for p in from_pods for c in (Client.PLAIN, Client.MESHED)]
     pairs += [(Path.LOCALHOST, None), (Path.SELF_POD_IP, None)]
     return tuple(pairs)

@@ -45,10 +45,19 @@ class Bind(StrEnum):
 
 
 class PortKind(StrEnum):
-    """Whether a Kubernetes Service selecting the pod declares the port."""
+    """Whether a Kubernetes Service selecting the pod declares the port, and under which number."""
 
     DECLARED = "declared"
+    """A Service declares it with `port` == `targetPort`."""
     UNDECLARED = "undeclared"
+    REMAPPED = "remapped"
+    """A Service declares it as its `targetPort` under another `port` (the ClusterIP is dialled on `port`, the
+    pod IP on the container port); a Sidecar lists it by the container port (reference section 4)."""
+
+    @property
+    def declared(self) -> bool:
+        """True when a Service selects this port (as `targetPort`)."""
+        return self is not PortKind.UNDECLARED
 
 
 class Protocol(StrEnum):

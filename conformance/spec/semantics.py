@@ -79,6 +79,16 @@ RULES: dict[str, Rule] = {
             "reference §2",
         ),
         Rule(
+            "inbound-cluster-by-target-port",
+            "Inbound clusters are keyed by the Service's targetPort (the container port), not its `port`; a "
+            "Sidecar ingress `port.number` is the container port too, and merges with such a Service. So a "
+            "Service whose port differs from its targetPort behaves, on the server side, exactly like one whose "
+            "port equals it.",
+            "pilot/pkg/networking/core/v1alpha3/cluster.go buildInboundClusters (EndpointPort, since 1.8.1); "
+            "Sidecar ingress with port != targetPort fixed by istio/istio#42482, #42532",
+            "reference §4",
+        ),
+        Rule(
             "legacy-localhost",
             "Legacy: the inbound cluster of a declared port is a STATIC endpoint 127.0.0.1:port (::1 on "
             "IPv6) with no upstream bind, so the app sees 127.0.0.1.",
@@ -179,7 +189,8 @@ RULES: dict[str, Rule] = {
         ),
         Rule(
             "outbound-passthrough-tcp",
-            "A meshed client dialling a port no Service declares goes through its sidecar's virtualOutbound "
+            "A meshed client dialling a port no Service declares as its `port` (an undeclared port, or the "
+            "container port behind a Service port that differs) goes through its sidecar's virtualOutbound "
             "catch-all (PassthroughCluster), which is tcp_proxy only: when the server has no sidecar and "
             "nothing listens, the client sees a reset or EOF, never 503.",
             "pilot/pkg/networking/core/v1alpha3/listener_builder.go virtualOutbound catch-all (1.10.0), "
@@ -263,9 +274,9 @@ def failure_forms(cell: CellKey) -> tuple[tuple[Failure, ...], str]:
         # catch-all chains, which sniff HTTP with no timeout. Either way exactly 503.
         sniffed = cell.port is PortKind.UNDECLARED or cell.default_endpoint is DefaultEndpoint.UNLISTED
         return (Failure.HTTP_503,), "inbound-sniffing-503" if sniffed else "envoy-upstream-failure"
-    # Only the client's sidecar stands in the way: an HTTP listener for a Service's HTTP port, else the
-    # outbound catch-all, a plain TCP proxy.
-    if cell.port is PortKind.UNDECLARED:
+    # Only the client's sidecar stands in the way: an HTTP listener for a Service's HTTP `port`, else the
+    # outbound catch-all, a plain TCP proxy (a remapped port's pod IP is dialled on the container port).
+    if cell.port is PortKind.UNDECLARED or (cell.port is PortKind.REMAPPED and cell.path is Path.POD_IP):
         return (Failure.RESET_OR_EOF,), "outbound-passthrough-tcp"
     return (Failure.HTTP_503,), "envoy-upstream-failure"
 
@@ -290,6 +301,8 @@ def expect(cell: CellKey) -> Expectation:
 
     target, why_target = inbound_target(cell)
     because = (why_target, "bind-admits")
+    if cell.port is PortKind.REMAPPED:
+        because = ("inbound-cluster-by-target-port", *because)
     if bind_admits(cell.bind, target):
         source = Source.LOCALHOST if target is InboundTarget.LOCALHOST else Source.INBOUND_PASSTHROUGH
         return Expectation(True, source, (), because)
@@ -300,5 +313,5 @@ def expect(cell: CellKey) -> Expectation:
 def precheck_finding(endpoint: DefaultEndpoint, port: PortKind, bind: Bind) -> tuple[bool, str]:
     """Whether the precheck flags a server port: exposed (has an inbound cluster) and loopback-only."""
     # With a Sidecar that lists other ports only ("unlisted"), the port has no inbound cluster of its own.
-    exposed = port is PortKind.DECLARED and endpoint is not DefaultEndpoint.UNLISTED
+    exposed = port.declared and endpoint is not DefaultEndpoint.UNLISTED
     return exposed and bind is Bind.LOOPBACK, "precheck-localhost-listener"
