@@ -173,12 +173,21 @@ def test_host_namespace_untouched(cluster: EmulatedCluster) -> None:
 def test_precheck_reports_exposed_loopback_ports(cluster: EmulatedCluster) -> None:
     run = cluster.precheck(NS_MESH)
     assert run.exit_code == 1
-    pods = ("echo-instance-0", "echo-localhost-0", "echo-mixed-0", "echo-none-0")
+    pods = (
+        "echo-empty-0",
+        "echo-instance-0",
+        "echo-instance-cross-0",
+        "echo-localhost-0",
+        "echo-localhost-cross-0",
+        "echo-mixed-0",
+        "echo-none-0",
+    )
     assert run.stdout.splitlines() == [
         f"Error [IST0143] (Pod {pod}.mic-mesh) Port {port} is exposed in a Service but listens on localhost. "
         "It will not be exposed to other pods."
         for pod in pods
-        for port in (8081, 9081)
+        # 82xx/92xx: the remapped ports (Service port 1828x -> targetPort 828x) count by their container port.
+        for port in (8081, 8281, 9081, 9281)
     ]
     assert run.stderr.startswith("Error: Issues found when checking the cluster.")
     assert cluster.precheck(NS_BASELINE).exit_code == 0
