@@ -637,7 +637,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     run.report.finished = datetime.datetime.now(datetime.UTC)
     run.report.interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
     run.report.timings["total"] = time.perf_counter() - run.started
-    run.report.write()
+    run.report.write(final=True)
     settings = run.settings
     skipped = [t for t in run.report.tests.values() if t.outcome == "skipped"]
     if settings.in_ci and settings.backend == "emulated" and skipped and exitstatus == 0:
