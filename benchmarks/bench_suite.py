@@ -67,9 +67,7 @@ def main() -> int:
         accounted = t.get("setup", 0) + t.get("probes", 0) + t.get("profile_switches", 0) + t.get("teardown", 0)
         parts = [t.get(k, 0.0) for k in ("setup", "probes", "profile_switches", "teardown")]
         cells = " | ".join(f"{v:.2f} s" for v in parts)
-        print(
-            f"| {family} | {t['wall']:.2f} s | {t['cells']:.0f} | {cells} | {t['wall'] - accounted:.2f} s | <= 5 s |"
-        )
+        print(f"| {family} | {t['wall']:.2f} s | {t['cells']:.0f} | {cells} | {t['wall'] - accounted:.2f} s | <= 5 s |")
     return 0
 
 
