@@ -35,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     caps = sub.add_parser("capabilities", help="print what an Istio version can do, as the suite sees it")
     caps.add_argument("--istio-version", required=True)
     caps.add_argument("--istioctl-version", help="when precheck runs with another istioctl (upgrade check)")
+    caps.add_argument(
+        "--proxy-image",
+        help="the istio-proxy image the run deploys (HUB/proxyv2:TAG); istioctl 1.15.1-1.20 reads its tag",
+    )
     return parser
 
 
@@ -56,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # An unreleased build (1.32-dev) is judged by the newest known release of its minor.
         judged = args.istio_version if is_release(args.istio_version) else None
         judged = judged or load_support().newest_known_release(args.istio_version)
-        mesh = istio_capabilities(judged, args.istioctl_version)
+        mesh = istio_capabilities(judged, args.istioctl_version, args.proxy_image)
     except ValueError as err:
         print(f"python -m conformance capabilities: {err}", file=sys.stderr)
         return 2

@@ -31,8 +31,9 @@ from conformance.spec.capabilities import (
     claimed_capabilities,
     emulated_capabilities,
     istio_capabilities,
+    proxy_image,
 )
-from conformance.spec.dimensions import MESH_PROFILES, CellKey, IpFamily, PortKind, Profile
+from conformance.spec.dimensions import MESH_PROFILES, CellKey, IpFamily, Profile
 from conformance.spec.semantics import expect, precheck_finding
 from conformance.suite.cases import ConformanceCase
 from conformance.timeouts import TimeoutConfig, describe, parse_timeout_config
@@ -195,7 +196,11 @@ def _mesh(opt: Any, backend: str, backend_options: dict[str, Any]) -> MeshCapabi
                     istioctl = row_for(backend_options["istio_version"]).istioctl_precheck
                 except ValueError:
                     istioctl = None
-            mesh = istio_capabilities(version, istioctl)
+            # istioctl 1.15.1-1.20 decides from the tag of the proxy image the run deploys, not the claimed version.
+            deployed = proxy_image(
+                backend_options.get("istio_hub"), backend_options.get("istio_tag"), backend_options["istio_version"]
+            )
+            mesh = istio_capabilities(version, istioctl, proxy_image_ref=deployed)
             if version != claimed:
                 mesh = replace(mesh, version=claimed)
     except ValueError as err:
@@ -526,7 +531,7 @@ class ConformanceRun:
         for server in world.mesh_servers:
             endpoint = world.endpoint_of(server)
             for port in SERVER_PORTS:
-                kind = PortKind.DECLARED if port.declared else PortKind.UNDECLARED
+                kind = port.kind
                 if precheck_finding(endpoint, kind, port.bind)[0]:
                     expected.add((server.app, port.number))
         apps = sorted((s.app for s in world.mesh_servers), key=len, reverse=True)
@@ -668,7 +673,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     run.report.finished = datetime.datetime.now(datetime.UTC)
     run.report.interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
     run.report.timings["total"] = time.perf_counter() - run.started
-    run.report.write()
+    run.report.write(final=True)
     settings = run.settings
     skipped = [t for t in run.report.tests.values() if t.outcome == "skipped"]
     if settings.in_ci and settings.backend == "emulated" and skipped and exitstatus == 0:

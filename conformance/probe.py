@@ -20,7 +20,7 @@ from conformance.spec.cells import all_cells
 from conformance.spec.dimensions import ADDRESSES, CellKey, IpFamily, Path, Source
 from conformance.spec.semantics import Expectation
 from conformance.timeouts import TimeoutConfig
-from conformance.world import World, dialled_address, port_for
+from conformance.world import World, dialled_address, dialled_port
 
 
 @dataclass(frozen=True)
@@ -186,10 +186,9 @@ class Prober:
         return self.cluster.pod_ip(server)
 
     def _request(self, cell: CellKey) -> ProbeRequest:
-        port = port_for(cell.bind, cell.protocol, cell.port)
         request_id = f"mic-{self._run}-{next(self._counter)}"
         return ProbeRequest(
-            self.world.source_pod(cell), cell.protocol.value, self._address(cell), port.number, request_id
+            self.world.source_pod(cell), cell.protocol.value, self._address(cell), dialled_port(cell), request_id
         )
 
     def _classify(self, cell: CellKey, outcome: ProbeOutcome) -> str | None:
@@ -210,7 +209,11 @@ class Prober:
         if todo and not fresh:
             profiles = {c.profile for c in todo}
             families = {c.ip_family for c in todo}
-            todo += [c for c in all_cells(profiles, families) if (c, mode) not in self._cache and c not in todo]
+            todo += [
+                c
+                for c in all_cells(profiles, families)
+                if (c, mode) not in self._cache and c not in todo and self.world.deployed(c)
+            ]
         if todo:
             for cell, observation in self._converge(todo).items():
                 self._cache[(cell, mode)] = observation

@@ -21,9 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from conformance.backends.base import PodRef
-from conformance.spec.capabilities import MeshCapabilities
+from conformance.spec.capabilities import MeshCapabilities, endpoint_capabilities
 from conformance.spec.dimensions import (
     OVERRIDES_BY_FAMILY,
+    SIDECAR_FORMS_BY_FAMILY,
     Bind,
     CellKey,
     Client,
@@ -58,11 +59,21 @@ class EchoPort:
     declared: bool
     role: str = ""
     """Names a port that is not a test port (the anchor), so Service port names stay unique."""
+    service_port: int | None = None
+    """The Service `port` when it differs from this container port (the targetPort); None: the same number."""
+
+    @property
+    def kind(self) -> PortKind:
+        """The cell dimension this port answers."""
+        if not self.declared:
+            return PortKind.UNDECLARED
+        return PortKind.REMAPPED if self.service_port is not None else PortKind.DECLARED
 
     @property
     def name(self) -> str:
         """The Service port name; its prefix tells Istio the protocol (`http-...`, `tcp-...`)."""
-        return f"{self.protocol.value}-{self.role or self.bind.value.replace('_', '-')}"
+        suffix = "-remapped" if self.service_port is not None else ""
+        return f"{self.protocol.value}-{self.role or self.bind.value.replace('_', '-')}{suffix}"
 
     @property
     def spec(self) -> str:
@@ -70,25 +81,34 @@ class EchoPort:
         return f"{self.number}:{self.bind.value}:{self.protocol.value}"
 
 
-def _port_number(bind: Bind, protocol: Protocol, declared: bool) -> int:
-    # 8xxx http, 9xxx tcp; x0xx declared, x1xx undeclared; last digit: 1 loopback, 2 pod_ip, 3 wildcard.
+def _port_number(bind: Bind, protocol: Protocol, kind: PortKind) -> int:
+    # 8xxx http, 9xxx tcp; x08x declared, x18x undeclared, x28x remapped; last digit: 1 loopback, 2 pod_ip,
+    # 3 wildcard.
     base = 8000 if protocol is Protocol.HTTP else 9000
-    return base + (80 if declared else 180) + 1 + list(Bind).index(bind)
+    offset = {PortKind.DECLARED: 80, PortKind.UNDECLARED: 180, PortKind.REMAPPED: 280}[kind]
+    return base + offset + 1 + list(Bind).index(bind)
 
 
-TEST_PORTS: tuple[EchoPort, ...] = tuple(
-    EchoPort(_port_number(b, p, d), b, p, d) for d in (True, False) for p in Protocol for b in Bind
-)
+REMAPPED_SERVICE_OFFSET = 10000
+"""A remapped port's Service `port` is its container port + this (8281 is served as Service port 18281)."""
+
+
+def _test_port(bind: Bind, protocol: Protocol, kind: PortKind) -> EchoPort:
+    number = _port_number(bind, protocol, kind)
+    service_port = number + REMAPPED_SERVICE_OFFSET if kind is PortKind.REMAPPED else None
+    return EchoPort(number, bind, protocol, kind.declared, service_port=service_port)
+
+
+TEST_PORTS: tuple[EchoPort, ...] = tuple(_test_port(b, p, k) for k in PortKind for p in Protocol for b in Bind)
 ANCHOR_PORT = EchoPort(7070, Bind.WILDCARD, Protocol.HTTP, declared=True, role="anchor")
 """Listed by the `unlisted` Sidecar, so that Sidecar has an ingress listener that is not a test port."""
 SERVER_PORTS: tuple[EchoPort, ...] = (*TEST_PORTS, ANCHOR_PORT)
 
 
 def port_for(bind: Bind, protocol: Protocol, port: PortKind) -> EchoPort:
-    """The server port that answers a cell's (bind, protocol, declared) coordinates."""
-    declared = port is PortKind.DECLARED
+    """The server port that answers a cell's (bind, protocol, port kind) coordinates."""
     for candidate in TEST_PORTS:
-        if (candidate.bind, candidate.protocol, candidate.declared) == (bind, protocol, declared):
+        if (candidate.bind, candidate.protocol, candidate.kind) == (bind, protocol, port):
             return candidate
     raise LookupError(f"no port for {bind}/{protocol}/{port}")
 
@@ -99,8 +119,10 @@ _SERVER_SUFFIX = {
     DefaultEndpoint.LOCALHOST_V6: "localhost",
     DefaultEndpoint.INSTANCE_V4: "instance",
     DefaultEndpoint.INSTANCE_V6: "instance",
+    DefaultEndpoint.EMPTY: "empty",
     DefaultEndpoint.UNLISTED: "unlisted",
 }
+"""Server name suffixes; a literal of the other family gets `-cross` (`echo-localhost-cross`)."""
 
 
 @dataclass(frozen=True)
@@ -111,14 +133,23 @@ class World:
     image: str = DEFAULT_ECHO_IMAGE
     sidecars: bool = True
     """Deploy the servers with Sidecar resources. Off for a mesh that rejects the family's literal forms
-    (`[::1]:P`/`[::]:P` before Istio 1.16): applying them would fail, and their cells are skipped anyway."""
+    (`[::1]:P`/`[::]:P` before Istio 1.14.4 and 1.15.0): applying them would fail, and their cells are skipped
+    anyway."""
+    forms: tuple[DefaultEndpoint, ...] | None = None
+    """The Sidecar situations to deploy (None: every one of the family). A mesh that rejects a form (or
+    resolves it in a way the suite does not encode) gets no server for it, and its cells are not asked."""
 
     BASELINE_SERVER = PodRef(NS_BASELINE, "echo")
 
     @classmethod
     def for_mesh(cls, family: IpFamily, mesh: MeshCapabilities) -> World:
         """The world a mesh can take: Sidecar resources only where it accepts the family's literal forms."""
-        return cls(family, sidecars=mesh.sidecar_capability(family) in mesh.capabilities)
+        accepted = tuple(
+            e
+            for e in (*SIDECAR_FORMS_BY_FAMILY[family], DefaultEndpoint.UNLISTED)
+            if endpoint_capabilities(e, family) <= mesh.capabilities
+        )
+        return cls(family, sidecars=bool(accepted), forms=accepted)
 
     @property
     def clients(self) -> dict[Client, PodRef]:
@@ -130,7 +161,8 @@ class World:
         """The Sidecar situations of this family, one meshed server each."""
         if not self.sidecars:
             return (DefaultEndpoint.NONE,)
-        return (DefaultEndpoint.NONE, *OVERRIDES_BY_FAMILY[self.family], DefaultEndpoint.UNLISTED)
+        every = (*SIDECAR_FORMS_BY_FAMILY[self.family], DefaultEndpoint.UNLISTED)
+        return (DefaultEndpoint.NONE, *(e for e in every if self.forms is None or e in self.forms))
 
     def deployed(self, cell: CellKey) -> bool:
         """Whether the world has the server a cell is asked of."""
@@ -138,7 +170,9 @@ class World:
 
     def mesh_server(self, endpoint: DefaultEndpoint) -> PodRef:
         """The meshed server whose Sidecar situation is `endpoint`."""
-        return PodRef(NS_MESH, f"echo-{_SERVER_SUFFIX[endpoint]}")
+        family = endpoint.family()
+        cross = "-cross" if family is not None and family is not self.family else ""
+        return PodRef(NS_MESH, f"echo-{_SERVER_SUFFIX[endpoint]}{cross}")
 
     @property
     def servers(self) -> tuple[PodRef, ...]:
@@ -278,8 +312,9 @@ def _namespace(name: str, injected: bool) -> Manifest:
 
 def service_manifest(server: PodRef) -> Manifest:
     """The ClusterIP Service of a server: every declared port, named for Istio's protocol selection."""
-    # Service port == container port: an HTTP Service port then has the same number on the pod, so a meshed
-    # client dialling the pod IP directly meets the same outbound HTTP listener as one dialling the ClusterIP.
+    # Service port == container port for the `declared` ports: an HTTP Service port then has the same number on
+    # the pod, so a meshed client dialling the pod IP directly meets the same outbound HTTP listener as one
+    # dialling the ClusterIP. The `remapped` ports differ on purpose (port = targetPort + 10000).
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -289,7 +324,7 @@ def service_manifest(server: PodRef) -> Manifest:
             "ports": [
                 {
                     "name": p.name,
-                    "port": p.number,
+                    "port": p.service_port or p.number,
                     "targetPort": p.number,
                     "protocol": "TCP",
                     "appProtocol": p.protocol.value,
@@ -299,6 +334,14 @@ def service_manifest(server: PodRef) -> Manifest:
             ],
         },
     }
+
+
+def dialled_port(cell: CellKey) -> int:
+    """The port a cell's connection dials: the Service `port` on the ClusterIP path, else the container port."""
+    port = port_for(cell.bind, cell.protocol, cell.port)
+    if cell.path is Path.SERVICE and port.service_port is not None:
+        return port.service_port
+    return port.number
 
 
 def dialled_address(cell: CellKey) -> str | None:

@@ -145,13 +145,19 @@ def test_inside_the_pod(cluster: EmulatedCluster) -> None:
 def test_capture_rules_are_istio_iptables_output(cluster: EmulatedCluster) -> None:
     pod = cluster.pods[PodRef(NS_MESH, "echo-none")]
     rules = capture.dump(pod.netns)
+    v4, _, v6 = rules.partition("# IPv6")
+    ipv6 = cluster.family == "ipv6"
+    # istio-iptables installs the rules of the pod's own family only (reference §6, EnableInboundIPv6).
+    own, other = (v6, v4) if ipv6 else (v4, v6)
     for line in (
         "-A ISTIO_INBOUND -p tcp -m tcp --dport 19000 -j RETURN",
         "-A ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006",
-        "-A ISTIO_OUTPUT -s 127.0.0.6/32 -o lo -j RETURN",
-        "-A ISTIO_OUTPUT -s ::6/128 -o lo -j RETURN",
+        "-A ISTIO_OUTPUT -s ::6/128 -o lo -j RETURN" if ipv6 else "-A ISTIO_OUTPUT -s 127.0.0.6/32 -o lo -j RETURN",
     ):
-        assert line in rules
+        assert line in own
+    assert "ISTIO" not in other
+    lo_addresses = netns.run(pod.netns, ["ip", "-6", "-o", "addr", "show", "dev", "lo"])
+    assert ("::6/128" in lo_addresses) is ipv6
     baseline = cluster.pods[World.BASELINE_SERVER]
     assert "ISTIO" not in capture.dump(baseline.netns)
 
@@ -167,12 +173,21 @@ def test_host_namespace_untouched(cluster: EmulatedCluster) -> None:
 def test_precheck_reports_exposed_loopback_ports(cluster: EmulatedCluster) -> None:
     run = cluster.precheck(NS_MESH)
     assert run.exit_code == 1
-    pods = ("echo-instance-0", "echo-localhost-0", "echo-mixed-0", "echo-none-0")
+    pods = (
+        "echo-empty-0",
+        "echo-instance-0",
+        "echo-instance-cross-0",
+        "echo-localhost-0",
+        "echo-localhost-cross-0",
+        "echo-mixed-0",
+        "echo-none-0",
+    )
     assert run.stdout.splitlines() == [
         f"Error [IST0143] (Pod {pod}.mic-mesh) Port {port} is exposed in a Service but listens on localhost. "
         "It will not be exposed to other pods."
         for pod in pods
-        for port in (8081, 9081)
+        # 82xx/92xx: the remapped ports (Service port 1828x -> targetPort 828x) count by their container port.
+        for port in (8081, 8281, 9081, 9281)
     ]
     assert run.stderr.startswith("Error: Issues found when checking the cluster.")
     assert cluster.precheck(NS_BASELINE).exit_code == 0

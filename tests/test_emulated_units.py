@@ -176,12 +176,32 @@ SERVICE_PORTS = (
     (8081, "http"),
     (8082, "http"),
     (8083, "http"),
+    (8281, "http"),
+    (8282, "http"),
+    (8283, "http"),
     (9081, "tcp"),
     (9082, "tcp"),
     (9083, "tcp"),
+    (9281, "tcp"),
+    (9282, "tcp"),
+    (9283, "tcp"),
 )
-"""The declared ports of every echo Service, sorted, with the protocol Istio gives them."""
-SIDECAR_PORTS = ((8081, "http"), (8082, "http"), (8083, "http"), (9081, "tcp"), (9082, "tcp"), (9083, "tcp"))
+"""The targetPorts of every echo Service, sorted, with the protocol Istio gives them: inbound clusters are keyed
+by targetPort (reference section 4), so the remapped ports (Service port 18281 -> 8281, ...) appear as 82xx."""
+SIDECAR_PORTS = (
+    (8081, "http"),
+    (8082, "http"),
+    (8083, "http"),
+    (9081, "tcp"),
+    (9082, "tcp"),
+    (9083, "tcp"),
+    (8281, "http"),
+    (8282, "http"),
+    (8283, "http"),
+    (9281, "tcp"),
+    (9282, "tcp"),
+    (9283, "tcp"),
+)
 """The ports the localhost / instance Sidecars list, in the order they list them."""
 
 
@@ -272,9 +292,11 @@ def test_sidecar_config_envelope(family: str, bind: str, cluster: str, mode: str
         "protocol": "sniff",
         "upstream": {"address": "original_dst", "port": None},
         "bind": bind,
+        # meshConfig.protocolDetectionTimeout 0s: sniffing waits for the client (reference §1).
+        "detection_timeout_s": None,
     }
-    # Outbound: every HTTP Service port (Service port == targetPort in this world).
-    assert config["outbound"] == {"port": 15001, "http_ports": [7070, 8081, 8082, 8083]}
+    # Outbound: every HTTP Service `port` (not the targetPort: 8281-8283 are served as 18281-18283).
+    assert config["outbound"] == {"port": 15001, "http_ports": [7070, 8081, 8082, 8083, 18281, 18282, 18283]}
 
 
 def test_sidecar_config_rejects_unknown_mode() -> None:
@@ -287,9 +309,10 @@ def test_sidecar_config_rejects_unknown_mode() -> None:
 @pytest.mark.parametrize(
     ("app", "expected"),
     [
-        ("echo-none", {7070, 8081, 8082, 8083, 9081, 9082, 9083}),
-        ("echo-localhost", {8081, 8082, 8083, 9081, 9082, 9083}),
-        ("echo-instance", {8081, 8082, 8083, 9081, 9082, 9083}),
+        # The remapped ports count by their targetPort (82xx, 92xx), never by the Service port (18281...).
+        ("echo-none", {7070, 8081, 8082, 8083, 9081, 9082, 9083, 8281, 8282, 8283, 9281, 9282, 9283}),
+        ("echo-localhost", {8081, 8082, 8083, 9081, 9082, 9083, 8281, 8282, 8283, 9281, 9282, 9283}),
+        ("echo-instance", {8081, 8082, 8083, 9081, 9082, 9083, 8281, 8282, 8283, 9281, 9282, 9283}),
         ("echo-unlisted", {7070}),
         ("client", set()),
     ],
@@ -368,11 +391,11 @@ def _ingress(port: int, endpoint: str, protocol: str = "HTTP", name: str = "http
         ("10.0.0.1:80", "defaultEndpoint '10.0.0.1:80': arbitrary IPs and unix sockets are not emulated"),
         (
             "unix:///x",
-            "defaultEndpoint 'unix:///x': expected 127.0.0.1:PORT, 0.0.0.0:PORT, [::1]:PORT or [::]:PORT",
+            "defaultEndpoint 'unix:///x': expected 127.0.0.1:PORT, 0.0.0.0:PORT, [::1]:PORT, [::]:PORT or :PORT",
         ),
         (
             "127.0.0.1:http",
-            "defaultEndpoint '127.0.0.1:http': expected 127.0.0.1:PORT, 0.0.0.0:PORT, [::1]:PORT or [::]:PORT",
+            "defaultEndpoint '127.0.0.1:http': expected 127.0.0.1:PORT, 0.0.0.0:PORT, [::1]:PORT, [::]:PORT or :PORT",
         ),
         ("127.0.0.1:", "defaultEndpoint '127.0.0.1:': expected 127.0.0.1:PORT"),
         ("localhost:8080", "defaultEndpoint 'localhost:8080': arbitrary IPs and unix sockets are not emulated"),
@@ -698,6 +721,15 @@ def test_world_objects(family: IpFamily) -> None:
             ("Deployment", "mic-mesh", "echo-instance"),
             ("Service", "mic-mesh", "echo-instance"),
             ("Sidecar", "mic-mesh", "echo-instance"),
+            ("Deployment", "mic-mesh", "echo-localhost-cross"),
+            ("Service", "mic-mesh", "echo-localhost-cross"),
+            ("Sidecar", "mic-mesh", "echo-localhost-cross"),
+            ("Deployment", "mic-mesh", "echo-instance-cross"),
+            ("Service", "mic-mesh", "echo-instance-cross"),
+            ("Sidecar", "mic-mesh", "echo-instance-cross"),
+            ("Deployment", "mic-mesh", "echo-empty"),
+            ("Service", "mic-mesh", "echo-empty"),
+            ("Sidecar", "mic-mesh", "echo-empty"),
             ("Deployment", "mic-mesh", "echo-unlisted"),
             ("Service", "mic-mesh", "echo-unlisted"),
             ("Sidecar", "mic-mesh", "echo-unlisted"),
@@ -739,12 +771,24 @@ def test_world_deployment_selector_matches_its_template(family: IpFamily) -> Non
 
 
 @pytest.mark.parametrize(
-    ("family", "localhost", "instance"),
-    [(IpFamily.IPV4, "127.0.0.1", "0.0.0.0"), (IpFamily.IPV6, "[::1]", "[::]")],
+    ("family", "localhost", "instance", "other_localhost", "other_instance"),
+    [
+        (IpFamily.IPV4, "127.0.0.1", "0.0.0.0", "[::1]", "[::]"),
+        (IpFamily.IPV6, "[::1]", "[::]", "127.0.0.1", "0.0.0.0"),
+    ],
 )
-def test_world_sidecar_literal_forms(family: IpFamily, localhost: str, instance: str) -> None:
+def test_world_sidecar_literal_forms(
+    family: IpFamily, localhost: str, instance: str, other_localhost: str, other_instance: str
+) -> None:
     sidecars = {m["metadata"]["name"]: m for m in _manifests(family) if m["kind"] == "Sidecar"}
-    assert set(sidecars) == {"echo-localhost", "echo-instance", "echo-unlisted"}
+    assert set(sidecars) == {
+        "echo-localhost",
+        "echo-instance",
+        "echo-localhost-cross",
+        "echo-instance-cross",
+        "echo-empty",
+        "echo-unlisted",
+    }
 
     def endpoints(name: str) -> list[tuple[int, str, str]]:
         spec = sidecars[name]["spec"]
@@ -758,6 +802,13 @@ def test_world_sidecar_literal_forms(family: IpFamily, localhost: str, instance:
         (9081, "TCP", f"{localhost}:9081"),
         (9082, "TCP", f"{localhost}:9082"),
         (9083, "TCP", f"{localhost}:9083"),
+        # Service port 18281 -> targetPort 8281: listed by the container port (#42482, #42532).
+        (8281, "HTTP", f"{localhost}:8281"),
+        (8282, "HTTP", f"{localhost}:8282"),
+        (8283, "HTTP", f"{localhost}:8283"),
+        (9281, "TCP", f"{localhost}:9281"),
+        (9282, "TCP", f"{localhost}:9282"),
+        (9283, "TCP", f"{localhost}:9283"),
     ]
     assert endpoints("echo-instance") == [
         (8081, "HTTP", f"{instance}:8081"),
@@ -766,14 +817,38 @@ def test_world_sidecar_literal_forms(family: IpFamily, localhost: str, instance:
         (9081, "TCP", f"{instance}:9081"),
         (9082, "TCP", f"{instance}:9082"),
         (9083, "TCP", f"{instance}:9083"),
+        # Service port 18281 -> targetPort 8281: listed by the container port (#42482, #42532).
+        (8281, "HTTP", f"{instance}:8281"),
+        (8282, "HTTP", f"{instance}:8282"),
+        (8283, "HTTP", f"{instance}:8283"),
+        (9281, "TCP", f"{instance}:9281"),
+        (9282, "TCP", f"{instance}:9282"),
+        (9283, "TCP", f"{instance}:9283"),
     ]
     assert endpoints("echo-unlisted") == [(7070, "HTTP", f"{localhost}:7070")]
+    # Every form Istio accepts, in both families (reference section 4): the other family's literals and `:P`.
+    assert next(e for _, _, e in endpoints("echo-localhost-cross")) == f"{other_localhost}:8081"
+    assert next(e for _, _, e in endpoints("echo-instance-cross")) == f"{other_instance}:8081"
+    assert [e for _, _, e in endpoints("echo-empty")] == [
+        ":8081",
+        ":8082",
+        ":8083",
+        ":9081",
+        ":9082",
+        ":9083",
+        ":8281",
+        ":8282",
+        ":8283",
+        ":9281",
+        ":9282",
+        ":9283",
+    ]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_world_control_port_is_excluded_from_capture(family: IpFamily) -> None:
     deployments = [m for m in _manifests(family) if m["kind"] == "Deployment"]
-    assert len(deployments) == 7
+    assert len(deployments) == 10
     for d in deployments:
         annotations = d["spec"]["template"]["metadata"]["annotations"]
         assert annotations["traffic.sidecar.istio.io/excludeInboundPorts"] == "19000", d["metadata"]
@@ -794,6 +869,9 @@ def test_world_injection(family: IpFamily) -> None:
         ("mic-mesh", "echo-none"): True,
         ("mic-mesh", "echo-localhost"): True,
         ("mic-mesh", "echo-instance"): True,
+        ("mic-mesh", "echo-localhost-cross"): True,
+        ("mic-mesh", "echo-instance-cross"): True,
+        ("mic-mesh", "echo-empty"): True,
         ("mic-mesh", "echo-unlisted"): True,
         ("mic-mesh", "client"): True,
     }
@@ -801,7 +879,27 @@ def test_world_injection(family: IpFamily) -> None:
 
 def test_world_port_numbers() -> None:
     numbers = [p.number for p in SERVER_PORTS]
-    assert sorted(numbers) == [7070, 8081, 8082, 8083, 8181, 8182, 8183, 9081, 9082, 9083, 9181, 9182, 9183]
+    assert sorted(numbers) == [
+        7070,
+        8081,
+        8082,
+        8083,
+        8181,
+        8182,
+        8183,
+        8281,
+        8282,
+        8283,
+        9081,
+        9082,
+        9083,
+        9181,
+        9182,
+        9183,
+        9281,
+        9282,
+        9283,
+    ]
     assert len(numbers) == len(set(numbers))
     # None collides with the control port or a port istio-iptables / Envoy reserve.
     reserved = {19000, 22, 15000, 15001, 15004, 15006, 15008, 15020, 15021, 15053, 15090}
@@ -829,6 +927,12 @@ def test_world_server_args_carry_every_port(family: IpFamily) -> None:
                     "9181:loopback:tcp",
                     "9182:pod_ip:tcp",
                     "9183:wildcard:tcp",
+                    "8281:loopback:http",
+                    "8282:pod_ip:http",
+                    "8283:wildcard:http",
+                    "9281:loopback:tcp",
+                    "9282:pod_ip:tcp",
+                    "9283:wildcard:tcp",
                     "7070:wildcard:http",
                 ]
             )
@@ -838,8 +942,12 @@ def test_world_server_args_carry_every_port(family: IpFamily) -> None:
 def test_world_service_port_numbers_unique(family: IpFamily) -> None:
     for service in (m for m in _manifests(family) if m["kind"] == "Service"):
         numbers = [p["port"] for p in service["spec"]["ports"]]
-        assert sorted(numbers) == [7070, 8081, 8082, 8083, 9081, 9082, 9083]
-        assert all(p["targetPort"] == p["port"] for p in service["spec"]["ports"])
+        assert sorted(numbers) == [7070, 8081, 8082, 8083, 9081, 9082, 9083, 18281, 18282, 18283, 19281, 19282, 19283]
+        # Service port != targetPort for the remapped ports only (#42482, #42532: Sidecar keyed by container port).
+        for p in service["spec"]["ports"]:
+            remapped = p["port"] > 10000
+            assert p["targetPort"] == (p["port"] - 10000 if remapped else p["port"])
+            assert p["name"].endswith("-remapped") is remapped
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -847,3 +955,22 @@ def test_world_service_port_names_unique(family: IpFamily) -> None:
     for service in (m for m in _manifests(family) if m["kind"] == "Service"):
         names = [p["name"] for p in service["spec"]["ports"]]
         assert len(names) == len(set(names)), f"{service['metadata']['name']}: {names}"
+
+
+@pytest.mark.parametrize(
+    ("value", "pod_ip", "family", "upstream", "bind"),
+    [
+        # Resolved by the proxy's IP family (reference section 4, "How the host is resolved").
+        ("127.0.0.1:8081", "fd00::5", "ipv6", "::1", None),
+        ("[::1]:8081", "10.244.0.5", "ipv4", "127.0.0.1", None),
+        ("[::]:8081", "10.244.0.5", "ipv4", "10.244.0.5", "127.0.0.6"),
+        ("0.0.0.0:8081", "fd00::5", "ipv6", "127.0.0.1", None),
+        (":8081", "10.244.0.5", "ipv4", "original_dst", "127.0.0.6"),
+        (":8081", "fd00::5", "ipv6", "original_dst", "::6"),
+    ],
+)
+def test_default_endpoint_resolution_by_family(
+    value: str, pod_ip: str, family: str, upstream: str, bind: str | None
+) -> None:
+    got = controlplane._endpoint(value, pod_ip, controlplane.ADDRESSES[family], 8081)
+    assert got == {"upstream": {"address": upstream, "port": 8081}, "bind": bind}

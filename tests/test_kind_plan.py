@@ -11,6 +11,7 @@ repository: they are shown here as `<cache>`, `<tmp>` and `<repo>`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import subprocess
 import sys
@@ -21,7 +22,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from packaging.version import Version
 
+from conformance.spec.capabilities import istio_capabilities
 from conformance.spec.dimensions import IpFamily
 from conformance.world import World
 
@@ -53,6 +56,15 @@ APPLIED = [
     ("Deployment", "mic-mesh/echo-instance"),
     ("Service", "mic-mesh/echo-instance"),
     ("Sidecar", "mic-mesh/echo-instance"),
+    ("Deployment", "mic-mesh/echo-localhost-cross"),
+    ("Service", "mic-mesh/echo-localhost-cross"),
+    ("Sidecar", "mic-mesh/echo-localhost-cross"),
+    ("Deployment", "mic-mesh/echo-instance-cross"),
+    ("Service", "mic-mesh/echo-instance-cross"),
+    ("Sidecar", "mic-mesh/echo-instance-cross"),
+    ("Deployment", "mic-mesh/echo-empty"),
+    ("Service", "mic-mesh/echo-empty"),
+    ("Sidecar", "mic-mesh/echo-empty"),
     ("Deployment", "mic-mesh/echo-unlisted"),
     ("Service", "mic-mesh/echo-unlisted"),
     ("Sidecar", "mic-mesh/echo-unlisted"),
@@ -384,14 +396,16 @@ def test_plan_ipv6_uses_the_ipv6_kind_config_and_ipv6_manifests(plans: dict[str,
     kind, kubectl, istioctl = tools("v0.17.0", "v1.20.15", "1.10.6")
     in_order(plan.commands, [*create(kind, NODE_1_20, "ipv6"), install(istioctl, "1.10.6"), *workloads(kubectl)])
     (manifest,) = plan.manifests
-    # istiod before 1.16 rejects the [::1]:P / [::]:P Sidecar forms: the IPv6 world of 1.10.6 has no Sidecar and
-    # only the server without one (its Sidecar cases are skipped, with the reason).
+    # istiod before 1.14.4 (and 1.15.0) rejects the [::1]:P / [::]:P Sidecar forms, and the suite encodes the
+    # cross-family literals as 1.15+ resolves them: the IPv6 world of 1.10.6 keeps the server without a Sidecar
+    # and the empty host `:P` (1.10+); the other Sidecar cases are skipped, with the reason.
     docs = list(yaml.safe_load_all(manifest))
-    assert [d for d in docs if d["kind"] == "Sidecar"] == []
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "Sidecar"] == ["echo-empty"]
     assert [d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"] == [
         "echo",
         "client",
         "echo-none",
+        "echo-empty",
         "client",
     ]
 
@@ -459,12 +473,14 @@ def test_plan_prints_every_manifest_as_yaml_fed_to_kubectl_apply(plans: dict[str
     image = "registry.example/echo:1" if name == "kubeconfig" else ECHO_IMAGE
     (manifest,) = plan.manifests  # one apply, fed on stdin
     docs = list(yaml.safe_load_all(manifest))
-    sidecars = name != "1.10.6-ipv6"  # see test_plan_ipv6_uses_the_ipv6_kind_config_and_ipv6_manifests
-    if sidecars:
+    # Releases before 1.15 get the Sidecar forms they accept only (see test_plan_ipv6_uses_the_ipv6_kind_config...).
+    version = {"1.10.6-ipv6": "1.10.6", "custom": "1.31.1", "kubeconfig": "1.10.6"}.get(name, name)
+    if Version(version) >= Version("1.15"):
         assert [
             (d["kind"], "/".join(filter(None, [d["metadata"].get("namespace"), d["metadata"]["name"]]))) for d in docs
         ] == APPLIED
-    assert docs == [dict(m) for m in World(family, image=image, sidecars=sidecars).manifests()]
+    world = dataclasses.replace(World.for_mesh(family, istio_capabilities(version)), image=image)
+    assert docs == [dict(m) for m in world.manifests()]
     lines = plan.normalized().splitlines()
     assert lines[lines.index("# stdin:") - 1].endswith(" apply -f -")
 

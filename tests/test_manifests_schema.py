@@ -118,7 +118,8 @@ def test_every_row_s_kubernetes_version_has_a_schema() -> None:
 @pytest.mark.parametrize("kubernetes", sorted(SCHEMA_FOR_KUBERNETES))
 def test_kubernetes_objects_validate_strictly(family: IpFamily, kubernetes: str) -> None:
     objects = kubernetes_objects(family)
-    assert [m["kind"] for m in objects].count("Deployment") == 7
+    # baseline server and client, meshed client, and one meshed server per Sidecar situation (seven).
+    assert [m["kind"] for m in objects].count("Deployment") == 10
     for manifest in objects:
         try:
             used = kubernetes_validate.validate(manifest, SCHEMA_FOR_KUBERNETES[kubernetes], strict=True)
@@ -157,7 +158,14 @@ def test_the_sidecar_schema_is_a_valid_json_schema() -> None:
 @pytest.mark.parametrize("family", FAMILIES, ids=str)
 def test_sidecars_validate_against_istio_s_crd_and_webhook_rules(family: IpFamily) -> None:
     found = sidecars(family)
-    assert [s["metadata"]["name"] for s in found] == ["echo-localhost", "echo-instance", "echo-unlisted"]
+    assert [s["metadata"]["name"] for s in found] == [
+        "echo-localhost",
+        "echo-instance",
+        "echo-localhost-cross",
+        "echo-instance-cross",
+        "echo-empty",
+        "echo-unlisted",
+    ]
     validator = jsonschema.Draft202012Validator(SIDECAR_SCHEMA)
     for sidecar in found:
         problems = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(sidecar)]
@@ -347,7 +355,9 @@ def test_sidecar_ingress_ports_are_unique_and_declared_by_its_service(family: Ip
         # istiod's webhook: "sidecar: ports on IP bound listeners must be unique".
         assert len(set(numbers)) == len(numbers), ident(sidecar)
         service = services[(sidecar["metadata"]["namespace"], sidecar["metadata"]["name"])]
-        declared = {p["port"]: p["name"] for p in service["spec"]["ports"]}
+        # A Sidecar ingress port.number is the container (target) port, not the Service port (reference §4,
+        # istio/istio#42482, #42532): match it against each Service port's targetPort.
+        declared = {p["targetPort"]: p["name"] for p in service["spec"]["ports"]}
         for listener in sidecar["spec"]["ingress"]:
             port = listener["port"]
             assert declared.get(port["number"]) == port["name"], f"{ident(sidecar)}: port {port}"

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from packaging.version import Version
 
 from conformance.spec import (
     RULES,
@@ -28,7 +29,9 @@ from conformance.spec.capabilities import (
     Capability,
     LegacySwitch,
     PrecheckScope,
+    image_tag_version,
     istio_capabilities,
+    proxy_image,
 )
 from conformance.spec.render import SPEC_FORMAT, spec_document
 from conformance.spec.semantics import precheck_finding
@@ -141,6 +144,56 @@ def test_ipv6_forms_mirror_ipv4_forms() -> None:
             assert (a.reachable, a.source, a.failure) == (b.reachable, b.source, b.failure)
 
 
+@pytest.mark.parametrize("family", list(IpFamily))
+def test_empty_host_is_original_dst_from_the_passthrough_bind(family: IpFamily) -> None:
+    """Reference section 4: `:P` is ORIGINAL_DST with bind 127.0.0.6 / ::6; routing.go "empty" column."""
+    for profile in (Profile.LEGACY, Profile.PASSTHROUGH):
+        got = tuple(outcome(cell(profile, b, endpoint=DefaultEndpoint.EMPTY, family=family)) for b in Bind)
+        assert got == ("http_503", "inbound_passthrough", "inbound_passthrough")
+        assert expect(cell(profile, Bind.POD_IP, endpoint=DefaultEndpoint.EMPTY, family=family)).because[0] == (
+            "sidecar-empty-endpoint"
+        )
+
+
+def test_cross_family_literals_resolve_by_the_pod_family() -> None:
+    """Reference section 4, "How the host is resolved by the proxy's IP family"."""
+    for bind in Bind:
+        v6_localhost = outcome(cell(Profile.PASSTHROUGH, bind, endpoint=DefaultEndpoint.LOCALHOST_V6))
+        assert v6_localhost == outcome(cell(Profile.PASSTHROUGH, bind, endpoint=DefaultEndpoint.LOCALHOST_V4))
+        v4_on_v6 = cell(Profile.PASSTHROUGH, bind, endpoint=DefaultEndpoint.LOCALHOST_V4, family=IpFamily.IPV6)
+        assert outcome(v4_on_v6) == outcome(
+            cell(Profile.PASSTHROUGH, bind, endpoint=DefaultEndpoint.LOCALHOST_V6, family=IpFamily.IPV6)
+        )
+        v6_instance = outcome(cell(Profile.PASSTHROUGH, bind, endpoint=DefaultEndpoint.INSTANCE_V6))
+        assert v6_instance == outcome(cell(Profile.PASSTHROUGH, bind, endpoint=DefaultEndpoint.INSTANCE_V4))
+        # 0.0.0.0:P on a pod with no IPv4 address: 127.0.0.1, no bind (1.15+): no app of that pod listens there.
+        no_v4 = expect(cell(Profile.PASSTHROUGH, bind, endpoint=DefaultEndpoint.INSTANCE_V4, family=IpFamily.IPV6))
+        assert not no_v4.reachable
+        assert no_v4.failure == (Failure.HTTP_503,)
+        assert no_v4.because[0] == "sidecar-instance-without-ipv4"
+
+
+def test_service_port_other_than_target_port_is_keyed_by_target_port() -> None:
+    """Reference section 4: inbound clusters are keyed by targetPort; Sidecar ingress by the container port."""
+    for c in all_cells():
+        if c.port is not PortKind.REMAPPED:
+            continue
+        twin = expect(
+            CellKey(c.profile, c.default_endpoint, c.bind, PortKind.DECLARED, c.protocol, c.path, c.client, c.ip_family)
+        )
+        got = expect(c)
+        assert (got.reachable, got.source) == (twin.reachable, twin.source), c.id
+        if c.path.from_other_pod and c.profile is not Profile.BASELINE:
+            assert got.because[0] == "inbound-cluster-by-target-port"
+    assert {c.path for c in all_cells() if c.port is PortKind.REMAPPED} == set(Path)
+    # The one difference is outbound: a meshed client dialling the pod IP on the container port meets no HTTP
+    # listener (the Service's HTTP port is another number), so without a server sidecar it sees a reset.
+    e = expect(cell(Profile.BASELINE, Bind.LOOPBACK, port=PortKind.REMAPPED, client=Client.MESHED))
+    assert e.failure == (Failure.RESET_OR_EOF,)
+    e = expect(cell(Profile.BASELINE, Bind.LOOPBACK, port=PortKind.REMAPPED, client=Client.MESHED, path=Path.SERVICE))
+    assert e.failure == (Failure.HTTP_503,)
+
+
 def test_sidecar_overrides_ignore_the_legacy_switch() -> None:
     """Reference section 3: the flag affects clusters built from Service ports only."""
     for endpoint in (DefaultEndpoint.LOCALHOST_V4, DefaultEndpoint.INSTANCE_V4, DefaultEndpoint.UNLISTED):
@@ -173,7 +226,7 @@ def test_undeclared_ports_are_identical_before_and_after_110() -> None:
 def test_undeclared_loopback_port_was_never_exposed() -> None:
     e = expect(cell(Profile.LEGACY, Bind.LOOPBACK, port=PortKind.UNDECLARED))
     assert not e.reachable
-    assert set(e.failure) == {Failure.HTTP_503, Failure.RESET_OR_EOF}
+    assert e.failure == (Failure.HTTP_503,)
     assert outcome(cell(Profile.LEGACY, Bind.POD_IP, port=PortKind.UNDECLARED)) == "inbound_passthrough"
 
 
@@ -195,6 +248,27 @@ def test_in_pod_paths_are_identical_in_every_profile() -> None:
 # --- Failure forms: who stands in the way -----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("client", list(Client))
+@pytest.mark.parametrize("profile", [Profile.LEGACY, Profile.PASSTHROUGH])
+def test_sniffed_http_ports_of_a_sidecard_server_answer_exactly_503(profile: Profile, client: Client) -> None:
+    """Reference §1, exact failure forms: the inbound catch-all sniffs with no timeout."""
+    for port, endpoint in ((PortKind.UNDECLARED, DefaultEndpoint.NONE), (PortKind.DECLARED, DefaultEndpoint.UNLISTED)):
+        e = expect(cell(profile, Bind.LOOPBACK, port=port, endpoint=endpoint, client=client))
+        assert e.failure == (Failure.HTTP_503,)
+        assert e.because[-1] == "inbound-sniffing-503"
+
+
+def test_a_meshed_client_to_an_undeclared_port_without_server_sidecar_is_reset() -> None:
+    """Reference §1: the virtualOutbound catch-all is tcp_proxy only."""
+    e = expect(cell(Profile.BASELINE, Bind.LOOPBACK, port=PortKind.UNDECLARED, client=Client.MESHED))
+    assert e.failure == (Failure.RESET_OR_EOF,)
+    assert e.because[-1] == "outbound-passthrough-tcp"
+
+
+def test_every_cell_lists_exactly_one_failure_form() -> None:
+    assert all(len(expect(c).failure) == 1 for c in all_cells() if not expect(c).reachable)
+
+
 def test_a_meshed_client_turns_refused_into_a_proxy_failure() -> None:
     assert expect(cell(Profile.BASELINE, Bind.LOOPBACK, client=Client.PLAIN)).failure == (Failure.REFUSED,)
     assert expect(cell(Profile.BASELINE, Bind.LOOPBACK, client=Client.MESHED)).failure == (Failure.HTTP_503,)
@@ -208,12 +282,15 @@ def test_cell_counts_and_uniqueness() -> None:
     cells = all_cells()
     assert len({c.id for c in cells}) == len(cells)
     per = {(p, f): sum(1 for c in cells if c.profile is p and c.ip_family is f) for p in Profile for f in IpFamily}
-    # baseline: 3 binds x 2 protocols x (declared: 6 paths + undeclared: 4 paths)
-    assert per[(Profile.BASELINE, IpFamily.IPV4)] == 3 * 2 * (6 + 4)
-    # mesh: declared x 4 Sidecar situations + undeclared without Sidecar
-    assert per[(Profile.PASSTHROUGH, IpFamily.IPV6)] == 3 * 2 * (4 * 6 + 4)
+    # baseline: 3 binds x 2 protocols x (declared and remapped: 6 paths each + undeclared: 4 paths)
+    assert per[(Profile.BASELINE, IpFamily.IPV4)] == 3 * 2 * (2 * 6 + 4)
+    # mesh: declared and remapped x 7 Sidecar situations (none, four literals, empty, unlisted) + undeclared
+    assert per[(Profile.PASSTHROUGH, IpFamily.IPV6)] == 3 * 2 * (2 * 7 * 6 + 4)
     assert not [c for c in cells if c.path is Path.SERVICE and c.port is PortKind.UNDECLARED]
-    assert not [c for c in cells if c.ip_family is IpFamily.IPV4 and c.default_endpoint.value.startswith("[")]
+    # Every defaultEndpoint form is a cell in both families (reference section 4).
+    for family in IpFamily:
+        forms = {c.default_endpoint for c in cells if c.ip_family is family}
+        assert forms == set(DefaultEndpoint)
 
 
 def test_every_rule_is_used_and_every_citation_exists() -> None:
@@ -227,7 +304,7 @@ def test_every_rule_is_used_and_every_citation_exists() -> None:
 def test_json_document_has_stable_keys() -> None:
     doc = spec_document(all_cells([Profile.LEGACY], [IpFamily.IPV6]))
     assert doc["format"] == SPEC_FORMAT
-    assert doc["version"] == 1
+    assert doc["version"] == 2
     cells = doc["cells"]
     assert isinstance(cells, list)
     first = cells[0]
@@ -290,6 +367,13 @@ def test_cli_bad_input_is_one_line_and_exit_2(args: tuple[str, ...]) -> None:
     [
         ("1.9.9", ("baseline", "legacy"), LegacySwitch.NONE, False, False),
         ("1.10.6", ("baseline", "legacy", "passthrough"), LegacySwitch.PILOT_ENV, False, True),
+        ("1.14.3", ("baseline", "legacy", "passthrough"), LegacySwitch.PILOT_ENV, False, True),
+        # [::1]/[::] forms: PR #40265, cherry-picked as #40520 (reference section 4).
+        ("1.14.4", ("baseline", "legacy", "passthrough"), LegacySwitch.PILOT_ENV, True, True),
+        ("1.15.0", ("baseline", "legacy", "passthrough"), LegacySwitch.PILOT_ENV, True, True),
+        # istioctl 1.15.1+ checks legacy proxies only (#40922, tools-versions-ci.md).
+        ("1.15.1", ("baseline", "legacy", "passthrough"), LegacySwitch.PILOT_ENV, True, False),
+        ("1.15.7", ("baseline", "legacy", "passthrough"), LegacySwitch.PILOT_ENV, True, False),
         ("1.16.0", ("baseline", "legacy", "passthrough"), LegacySwitch.PILOT_ENV, True, False),
         ("1.20.8", ("baseline", "legacy", "passthrough"), LegacySwitch.PILOT_ENV, True, False),
         ("1.21.6", ("baseline", "passthrough"), LegacySwitch.NONE, True, False),
@@ -309,12 +393,73 @@ def test_capabilities_by_version(
         assert "precheck" in mesh.reasons[Capability.PRECHECK_LOCALHOST]
 
 
+@pytest.mark.parametrize(
+    ("istioctl", "scope", "any_phase"),
+    [
+        ("1.9.9", PrecheckScope.NONE, False),
+        ("1.10.0", PrecheckScope.ALL_INJECTED, True),
+        ("1.11.8", PrecheckScope.ALL_INJECTED, True),
+        ("1.12.0", PrecheckScope.ALL_INJECTED, False),
+        ("1.14.6", PrecheckScope.ALL_INJECTED, False),
+        ("1.15.0", PrecheckScope.ALL_INJECTED, False),
+        ("1.15.1", PrecheckScope.LEGACY_PROXIES, False),
+        ("1.15.1-beta.0", PrecheckScope.LEGACY_PROXIES, False),
+        ("1.20.8", PrecheckScope.LEGACY_PROXIES, False),
+        ("1.21.0", PrecheckScope.NONE, False),
+    ],
+)
+def test_precheck_scope_by_istioctl_patch_version(istioctl: str, scope: PrecheckScope, any_phase: bool) -> None:
+    """tools-versions-ci.md, the precheck table: compared on patch versions, not on minors."""
+    mesh = istio_capabilities("1.10.6", istioctl_version=istioctl)
+    assert mesh.precheck is scope
+    assert mesh.precheck_any_phase is any_phase
+
+
+def test_cli_capabilities_1151_checks_legacy_proxies_only() -> None:
+    proc = run_cli("capabilities", "--istio-version", "1.15.1")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["precheck"] == "legacy-proxies"
+    assert "precheck-localhost" not in doc["capabilities"]
+    assert doc["proxy_image"] == "docker.io/istio/proxyv2:1.15.1"
+    doc = json.loads(run_cli("capabilities", "--istio-version", "1.14.4").stdout)
+    assert "sidecar-endpoint-ipv6" in doc["capabilities"]
+
+
+@pytest.mark.parametrize(
+    ("image", "checked"),
+    [
+        ("docker.io/istio/proxyv2:1.18.2", False),
+        ("docker.io/istio/proxyv2:1.9.9", True),
+        ("docker.io/istio/proxyv2:1.9.9-distroless", True),
+        ("docker.io/istio/proxyv2:1.10.0", False),
+        # Tags istioctl cannot read (it cuts at the first ':'): the pod is checked.
+        ("docker.io/istio/proxyv2:latest", True),
+        ("localhost:5000/istio/proxyv2:1.18.2", True),
+        ("docker.io/istio/proxyv2@sha256:" + "a" * 64, True),
+        ("docker.io/istio/proxyv2", True),
+    ],
+)
+def test_precheck_1151_to_120_decides_from_the_deployed_proxy_image(image: str, checked: bool) -> None:
+    assert image_tag_version(image) is None or checked is (image_tag_version(image) < Version("1.10.0"))
+    mesh = istio_capabilities("1.18.2", proxy_image_ref=image)
+    assert (Capability.PRECHECK_LOCALHOST in mesh.capabilities) is checked
+    if not checked:
+        assert image in mesh.reasons[Capability.PRECHECK_LOCALHOST]
+
+
+def test_proxy_image_reference_follows_hub_and_tag() -> None:
+    assert proxy_image(None, None, "1.18.2") == "docker.io/istio/proxyv2:1.18.2"
+    assert proxy_image("localhost:5000/istio/", "dev", "1.18.2") == "localhost:5000/istio/proxyv2:dev"
+
+
 def test_precheck_as_an_upgrade_check_from_19() -> None:
-    """istioctl 1.16-1.20 only checks proxies older than 1.10: a 1.9.9 mesh is checked."""
+    """istioctl 1.15.1-1.20 only checks proxies older than 1.10: a 1.9.9 mesh is checked."""
     mesh = istio_capabilities("1.9.9", istioctl_version="1.18.7")
     assert mesh.precheck is PrecheckScope.LEGACY_PROXIES
     assert Capability.PRECHECK_LOCALHOST in mesh.capabilities
     assert Capability.PRECHECK_LOCALHOST not in istio_capabilities("1.12.0", istioctl_version="1.18.7").capabilities
+    assert Capability.PRECHECK_LOCALHOST not in istio_capabilities("1.12.0", istioctl_version="1.15.1").capabilities
 
 
 def test_precheck_flags_exposed_loopback_ports_only() -> None:

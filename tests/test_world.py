@@ -8,19 +8,37 @@ from conformance.suite import test_in_pod, test_overrides
 from conformance.world import World
 
 
-def test_ipv6_before_116_deploys_no_sidecar_resources() -> None:
-    """istiod before 1.16 rejects [::1]:P and [::]:P (istio/api sidecar.proto): applying them would fail."""
+def test_ipv6_before_1144_deploys_no_literal_sidecar_resources() -> None:
+    """istiod before 1.14.4 (and 1.15.0) rejects [::1]:P and [::]:P (istio/api sidecar.proto): applying fails.
+
+    The empty host `:P` is accepted from 1.10, so 1.10.6 keeps that one Sidecar.
+    """
     old = World.for_mesh(IpFamily.IPV6, istio_capabilities("1.10.6"))
-    assert old.mesh_endpoints == (DefaultEndpoint.NONE,)
-    assert [m["kind"] for m in old.manifests()].count("Sidecar") == 0
+    assert old.mesh_endpoints == (DefaultEndpoint.NONE, DefaultEndpoint.EMPTY)
+    assert [m["metadata"]["name"] for m in old.manifests() if m["kind"] == "Sidecar"] == ["echo-empty"]  # type: ignore[index]
     assert [m["metadata"]["name"] for m in old.manifests() if m["kind"] == "Deployment"] == [  # type: ignore[index]
         "echo",
         "client",
         "echo-none",
+        "echo-empty",
         "client",
     ]
     assert World.for_mesh(IpFamily.IPV4, istio_capabilities("1.10.6")).sidecars
-    assert World.for_mesh(IpFamily.IPV6, istio_capabilities("1.16.0")).sidecars
+    assert World.for_mesh(IpFamily.IPV6, istio_capabilities("1.14.4")).mesh_endpoints == (
+        DefaultEndpoint.NONE,
+        DefaultEndpoint.LOCALHOST_V6,
+        DefaultEndpoint.INSTANCE_V6,
+        DefaultEndpoint.EMPTY,
+        DefaultEndpoint.UNLISTED,
+    )
+    # The cross-family resolution is encoded as 1.15+ does it.
+    assert len(World.for_mesh(IpFamily.IPV6, istio_capabilities("1.15.0")).mesh_endpoints) == 7
+    assert World.for_mesh(IpFamily.IPV4, istio_capabilities("1.9.9")).mesh_endpoints == (
+        DefaultEndpoint.NONE,
+        DefaultEndpoint.LOCALHOST_V4,
+        DefaultEndpoint.INSTANCE_V4,
+        DefaultEndpoint.UNLISTED,
+    )
 
 
 def test_mixed_cases_keep_their_cells_without_a_sidecar_and_sidecar_cases_skip() -> None:
@@ -31,12 +49,12 @@ def test_mixed_cases_keep_their_cells_without_a_sidecar_and_sidecar_cases_skip()
     world = World.for_mesh(IpFamily.IPV6, mesh)
     kept = [c for c in localhost.cells(Profile.PASSTHROUGH, IpFamily.IPV6) if world.deployed(c)]
     assert kept
-    assert {c.default_endpoint for c in kept} == {DefaultEndpoint.NONE}
+    assert {c.default_endpoint for c in kept} == {DefaultEndpoint.NONE, DefaultEndpoint.EMPTY}
     assert {c.path for c in kept} == {Path.LOCALHOST}
     # A case made of Sidecar cells only is skipped, with the reason.
     override = next(c for c in test_overrides.CASES if c.name == "SidecarLocalhostEndpoint")
     needed = override.needed(Profile.PASSTHROUGH, IpFamily.IPV6)
     assert Capability.SIDECAR_ENDPOINT_IPV6 in needed
-    assert (
-        mesh.missing(needed) == "Istio 1.10.6 predates the [::1]:PORT / [::]:PORT defaultEndpoint forms (added in 1.16)"
+    assert mesh.missing(needed) == (
+        "Istio 1.10.6 predates the [::1]:PORT / [::]:PORT defaultEndpoint forms (added in 1.14.4 and 1.15.0)"
     )

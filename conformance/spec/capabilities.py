@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from packaging.version import InvalidVersion, Version
 
-from conformance.spec.dimensions import IpFamily, Profile
+from conformance.spec.dimensions import DefaultEndpoint, IpFamily, Profile
 
 
 class Capability(StrEnum):
@@ -27,7 +27,13 @@ class Capability(StrEnum):
     SIDECAR_ENDPOINT_IPV4 = "sidecar-endpoint-ipv4"
     """Sidecar ingress defaultEndpoint `127.0.0.1:P` and `0.0.0.0:P`."""
     SIDECAR_ENDPOINT_IPV6 = "sidecar-endpoint-ipv6"
-    """Sidecar ingress defaultEndpoint `[::1]:P` and `[::]:P`."""
+    """Sidecar ingress defaultEndpoint `[::1]:P` and `[::]:P` (1.14.4+, 1.15.0+)."""
+    SIDECAR_ENDPOINT_EMPTY = "sidecar-endpoint-empty"
+    """Sidecar ingress defaultEndpoint with an empty host, `:P` (ORIGINAL_DST, 1.10+)."""
+    SIDECAR_ENDPOINT_CROSS_FAMILY = "sidecar-endpoint-cross-family"
+    """A literal of the other family resolved by the pod's family as 1.15+ does: `127.0.0.1:P` on an IPv6 pod
+    dials ::1, `[::1]:P` on an IPv4 pod 127.0.0.1, `[::]:P` the IPv4 pod IP, and `0.0.0.0:P` on a pod with no
+    IPv4 address 127.0.0.1 with no bind (1.10-1.14 dial IPAddresses[0] there; not encoded, so not claimed)."""
     PRECHECK_LOCALHOST = "precheck-localhost"
     """`istioctl x precheck` reports IST0143 for loopback-only listeners on exposed ports."""
 
@@ -45,13 +51,14 @@ class LegacySwitch(StrEnum):
 
 
 class PrecheckScope(StrEnum):
-    """Which pods `istioctl x precheck` examines for IST0143 (reference: tools-versions-ci.md)."""
+    """Which pods `istioctl x precheck` examines for IST0143 (reference: tools-versions-ci.md, the table)."""
 
     NONE = "none"
     ALL_INJECTED = "all-injected"
-    """istioctl 1.10 - 1.15: every injected pod."""
+    """istioctl 1.10.0 - 1.15.0 (and every 1.14.x): every injected pod (1.10-1.11 whatever its phase)."""
     LEGACY_PROXIES = "legacy-proxies"
-    """istioctl 1.16 - 1.20: only Running pods whose istio-proxy image tag is < 1.10 (#40602)."""
+    """istioctl 1.15.1 - 1.20.x: only pods whose istio-proxy image tag is < 1.10.0 or does not parse
+    (#40602, cherry-picked to release-1.15 as #40922)."""
 
 
 @dataclass(frozen=True)
@@ -101,18 +108,31 @@ ISTIO_VERSIONS: tuple[VersionRow, ...] = (
     ),
 )
 
-SIDECAR_IPV6_FORMS_SINCE = "1.16"
-"""`[::1]:PORT` and `[::]:PORT` defaultEndpoint forms (istio/api sidecar.proto, reference section 4)."""
+SIDECAR_IPV6_FORMS_SINCE: tuple[tuple[str, str | None], ...] = (("1.14.4", "1.15"), ("1.15.0", None))
+"""`[::1]:PORT` and `[::]:PORT` defaultEndpoint forms, as `first <= v < before` patch ranges: PR #40265, cherry-
+picked to release-1.14 as #40520, so 1.14.4+ and 1.15.0+ (reference section 4; earlier notes said 1.16)."""
+
+SIDECAR_CROSS_FAMILY_SINCE = "1.15.0"
+"""buildInboundClustersFromSidecar resolves `0.0.0.0:P` on a pod without IPv4 to 127.0.0.1 from 1.15 (reference
+section 4); the cross-family literals are claimed together from there."""
 
 PRECHECK_ROWS: tuple[tuple[str, str | None, PrecheckScope], ...] = (
-    ("1.10", "1.16", PrecheckScope.ALL_INJECTED),
-    ("1.16", "1.21", PrecheckScope.LEGACY_PROXIES),
-    ("1.21", None, PrecheckScope.NONE),
+    ("1.10.0", "1.15.1", PrecheckScope.ALL_INJECTED),
+    ("1.15.1", "1.21.0", PrecheckScope.LEGACY_PROXIES),
+    ("1.21.0", None, PrecheckScope.NONE),
 )
-"""The localhost check of `istioctl x precheck`, by istioctl version (removed in 1.21, #48449)."""
+"""The localhost check of `istioctl x precheck`, by istioctl patch version: #40602 reached release-1.15 as
+#40922 (1.15.1-1.15.7), and the check was removed in 1.21.0 (#48449). Reference: tools-versions-ci.md, the
+precheck table."""
+
+PRECHECK_ANY_PHASE_BEFORE = "1.12.0"
+"""istioctl 1.10-1.11 list injected pods whatever their phase; the `status.phase=Running` filter came in 1.12."""
+
+RELEASE_HUB = "docker.io/istio"
+"""The hub releases are installed from (tools-versions-ci.md, "Installing")."""
 
 LEGACY_NETWORKING_BEFORE = "1.10.0"
-"""istioctl 1.16 - 1.20 checks only proxies older than this (precheck.go fromLegacyNetworkingVersion)."""
+"""istioctl 1.15.1 - 1.20 checks only proxies older than this (precheck.go fromLegacyNetworkingVersion)."""
 
 
 def parse_version(text: str) -> Version:
@@ -131,13 +151,76 @@ def version_row(version: Version) -> VersionRow:
     raise ValueError(f"Istio {version} is older than 1.9: the suite has no facts for it (supported: >= 1.9)")
 
 
+def _release(version: Version) -> Version:
+    """major.minor.micro without pre-release or local parts: `1.15.1-beta.0` is on the 1.15.1 line."""
+    return Version(f"{version.major}.{version.minor}.{version.micro}")
+
+
+def _in_range(version: Version, first: str, before: str | None) -> bool:
+    release = _release(version)
+    return Version(first) <= release and (before is None or release < Version(before))
+
+
 def precheck_scope(istioctl: Version) -> PrecheckScope:
-    """Which pods an istioctl of this version examines for IST0143."""
-    minor = Version(f"{istioctl.major}.{istioctl.minor}")
+    """Which pods an istioctl of this (patch) version examines for IST0143."""
     for first, before, scope in PRECHECK_ROWS:
-        if Version(first) <= minor and (before is None or minor < Version(before)):
+        if _in_range(istioctl, first, before):
             return scope
     return PrecheckScope.NONE
+
+
+def has_sidecar_ipv6_forms(version: Version) -> bool:
+    """Whether a release accepts `[::1]:PORT` / `[::]:PORT` (1.14.4+, 1.15.0+)."""
+    return any(_in_range(version, first, before) for first, before in SIDECAR_IPV6_FORMS_SINCE)
+
+
+def endpoint_capabilities(endpoint: DefaultEndpoint, family: IpFamily) -> frozenset[Capability]:
+    """What a mesh must accept for a server with this Sidecar situation to be deployed in `family`.
+
+    A literal needs its own family's forms, plus the cross-family resolution when it is not the pod's family;
+    `unlisted` lists its anchor port with the family's own localhost form.
+    """
+    own = Capability.SIDECAR_ENDPOINT_IPV4 if family is IpFamily.IPV4 else Capability.SIDECAR_ENDPOINT_IPV6
+    literal = endpoint.family()
+    if literal is not None:
+        form = Capability.SIDECAR_ENDPOINT_IPV4 if literal is IpFamily.IPV4 else Capability.SIDECAR_ENDPOINT_IPV6
+        return frozenset({form} if literal is family else {form, Capability.SIDECAR_ENDPOINT_CROSS_FAMILY})
+    if endpoint is DefaultEndpoint.EMPTY:
+        return frozenset({Capability.SIDECAR_ENDPOINT_EMPTY})
+    if endpoint is DefaultEndpoint.UNLISTED:
+        return frozenset({own})
+    return frozenset()
+
+
+def proxy_image(hub: str | None, tag: str | None, version: str) -> str:
+    """The istio-proxy image reference a run deploys: HUB/proxyv2:TAG (release: docker.io/istio, the version)."""
+    return f"{(hub or RELEASE_HUB).rstrip('/')}/proxyv2:{tag or version}"
+
+
+def image_tag_version(image: str) -> Version | None:
+    """The version istioctl 1.15.1-1.20 reads from a proxy image, or None where it reads none.
+
+    istioctl cuts the reference at its FIRST `:` (strings.Cut) and parses the rest as a version, so a registry
+    with a port (`localhost:5000/istio/proxyv2:1.9.0`), `latest` and a digest (`...@sha256:...`) give no
+    version; such a pod is checked (tools-versions-ci.md, the precheck table).
+    """
+    _, sep, tag = image.partition(":")
+    if not sep:
+        return None
+    try:
+        return Version(tag.removeprefix("v"))
+    except InvalidVersion:
+        return None
+
+
+def precheck_checks_proxy(scope: PrecheckScope, image: str) -> bool:
+    """Whether an istioctl of `scope` examines a pod whose istio-proxy runs `image`."""
+    if scope is PrecheckScope.ALL_INJECTED:
+        return True
+    if scope is PrecheckScope.LEGACY_PROXIES:
+        tag = image_tag_version(image)
+        return tag is None or tag < Version(LEGACY_NETWORKING_BEFORE)
+    return False
 
 
 @dataclass(frozen=True)
@@ -152,6 +235,10 @@ class MeshCapabilities:
     precheck: PrecheckScope
     reasons: dict[Capability, str] = field(default_factory=dict)
     """Why a capability is missing, for skip messages."""
+    proxy_image: str | None = None
+    """The istio-proxy image reference the run deploys (what istioctl 1.15.1-1.20 reads the version from)."""
+    precheck_any_phase: bool = False
+    """istioctl 1.10-1.11: the precheck also lists injected pods that are not Running."""
 
     def profiles(self) -> tuple[Profile, ...]:
         """The profiles the mesh can run, baseline (no sidecar) always included."""
@@ -184,12 +271,20 @@ class MeshCapabilities:
             "default_profile": self.default_profile.value,
             "legacy_switch": self.legacy_switch.value,
             "precheck": self.precheck.value,
+            "precheck_any_phase": self.precheck_any_phase,
+            "proxy_image": self.proxy_image,
             "capabilities": sorted(c.value for c in self.capabilities),
         }
 
 
-def istio_capabilities(version_text: str, istioctl_version: str | None = None) -> MeshCapabilities:
-    """The capabilities of an Istio release (or of a custom build claiming to be that version)."""
+def istio_capabilities(
+    version_text: str, istioctl_version: str | None = None, proxy_image_ref: str | None = None
+) -> MeshCapabilities:
+    """The capabilities of an Istio release (or of a custom build claiming to be that version).
+
+    `proxy_image_ref` is the istio-proxy image the run deploys (`proxy_image(hub, tag, version)`); istioctl
+    1.15.1-1.20 decides from its tag, not from the claimed version. None: the release image of `version_text`.
+    """
     version = parse_version(version_text)
     row = version_row(version)
     label = f"Istio {version_text}"
@@ -207,22 +302,32 @@ def istio_capabilities(version_text: str, istioctl_version: str | None = None) -
         caps.add(Capability.LEGACY_SWITCH)
     else:
         reasons[Capability.LEGACY_SWITCH] = f"{label} has no legacy switch: {row.note}"
-    minor = Version(f"{version.major}.{version.minor}")
-    if minor >= Version(SIDECAR_IPV6_FORMS_SINCE):
+    if has_sidecar_ipv6_forms(version):
         caps.add(Capability.SIDECAR_ENDPOINT_IPV6)
     else:
         reasons[Capability.SIDECAR_ENDPOINT_IPV6] = (
-            f"{label} predates the [::1]:PORT / [::]:PORT defaultEndpoint forms (added in 1.16)"
+            f"{label} predates the [::1]:PORT / [::]:PORT defaultEndpoint forms (added in 1.14.4 and 1.15.0)"
+        )
+    if version >= Version("1.10"):
+        caps.add(Capability.SIDECAR_ENDPOINT_EMPTY)
+    else:
+        reasons[Capability.SIDECAR_ENDPOINT_EMPTY] = f"{label} predates the empty defaultEndpoint `:PORT` (1.10)"
+    if _release(version) >= Version(SIDECAR_CROSS_FAMILY_SINCE) and has_sidecar_ipv6_forms(version):
+        caps.add(Capability.SIDECAR_ENDPOINT_CROSS_FAMILY)
+    else:
+        reasons[Capability.SIDECAR_ENDPOINT_CROSS_FAMILY] = (
+            f"{label}: the suite encodes the cross-family defaultEndpoint resolution of 1.15+ only "
+            "(0.0.0.0:P on a pod without IPv4 dials IPAddresses[0] before 1.15)"
         )
     ctl = parse_version(istioctl_version) if istioctl_version else version
+    image = proxy_image_ref or proxy_image(None, None, version_text)
     scope = precheck_scope(ctl)
-    if scope is PrecheckScope.ALL_INJECTED or (
-        scope is PrecheckScope.LEGACY_PROXIES and version < Version(LEGACY_NETWORKING_BEFORE)
-    ):
+    if precheck_checks_proxy(scope, image):
         caps.add(Capability.PRECHECK_LOCALHOST)
     elif scope is PrecheckScope.LEGACY_PROXIES:
         reasons[Capability.PRECHECK_LOCALHOST] = (
-            f"istioctl {ctl} x precheck checks only proxies older than 1.10 (#40602); the proxies run {version_text}"
+            f"istioctl {ctl} x precheck checks only proxies whose image tag is older than 1.10 or does not "
+            f"parse (#40602, #40922); the proxies run {image}"
         )
     elif ctl < Version("1.10"):
         reasons[Capability.PRECHECK_LOCALHOST] = f"istioctl {ctl} has no localhost precheck (added in 1.10)"
@@ -238,6 +343,8 @@ def istio_capabilities(version_text: str, istioctl_version: str | None = None) -
         capabilities=frozenset(caps),
         precheck=scope,
         reasons=reasons,
+        proxy_image=image,
+        precheck_any_phase=scope is PrecheckScope.ALL_INJECTED and _release(ctl) < Version(PRECHECK_ANY_PHASE_BEFORE),
     )
 
 
@@ -264,4 +371,6 @@ def claimed_capabilities(base: MeshCapabilities, claimed: frozenset[Capability])
         capabilities=claimed,
         precheck=base.precheck,
         reasons=reasons,
+        proxy_image=base.proxy_image,
+        precheck_any_phase=base.precheck_any_phase,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from conformance.spec.dimensions import (
-    OVERRIDES_BY_FAMILY,
+    SIDECAR_FORMS_BY_FAMILY,
     Bind,
     CellKey,
     Client,
@@ -30,12 +30,12 @@ def default_endpoints(profile: Profile, port: PortKind, family: IpFamily) -> tup
     """
     if profile is Profile.BASELINE or port is PortKind.UNDECLARED:
         return (DefaultEndpoint.NONE,)
-    return (DefaultEndpoint.NONE, *OVERRIDES_BY_FAMILY[family], DefaultEndpoint.UNLISTED)
+    return (DefaultEndpoint.NONE, *SIDECAR_FORMS_BY_FAMILY[family], DefaultEndpoint.UNLISTED)
 
 
 def paths(port: PortKind) -> tuple[tuple[Path, Client | None], ...]:
     """The (path, client) pairs that exist for a port: a ClusterIP only fronts declared ports."""
-    from_pods = (Path.POD_IP, Path.SERVICE) if port is PortKind.DECLARED else (Path.POD_IP,)
+    from_pods = (Path.POD_IP, Path.SERVICE) if port.declared else (Path.POD_IP,)
     pairs: list[tuple[Path, Client | None]] = [(p, c) for p in from_pods for c in (Client.PLAIN, Client.MESHED)]
     pairs += [(Path.LOCALHOST, None), (Path.SELF_POD_IP, None)]
     return tuple(pairs)

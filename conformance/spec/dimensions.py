@@ -45,10 +45,19 @@ class Bind(StrEnum):
 
 
 class PortKind(StrEnum):
-    """Whether a Kubernetes Service selecting the pod declares the port."""
+    """Whether a Kubernetes Service selecting the pod declares the port, and under which number."""
 
     DECLARED = "declared"
+    """A Service declares it with `port` == `targetPort`."""
     UNDECLARED = "undeclared"
+    REMAPPED = "remapped"
+    """A Service declares it as its `targetPort` under another `port` (the ClusterIP is dialled on `port`, the
+    pod IP on the container port); a Sidecar lists it by the container port (reference section 4)."""
+
+    @property
+    def declared(self) -> bool:
+        """True when a Service selects this port (as `targetPort`)."""
+        return self is not PortKind.UNDECLARED
 
 
 class Protocol(StrEnum):
@@ -89,7 +98,8 @@ class DefaultEndpoint(StrEnum):
     """The Sidecar resource's `spec.ingress[].defaultEndpoint` that applies to the cell's port.
 
     `none` means no Sidecar resource selects the pod; `unlisted` means a Sidecar with ingress listeners
-    selects the pod but lists other ports only (reference section 4).
+    selects the pod but lists other ports only; `empty` is the empty host `:P` (reference section 4). Every
+    literal is a cell in both families: istiod resolves the host by the proxy's IP family.
     """
 
     NONE = "none"
@@ -97,6 +107,7 @@ class DefaultEndpoint(StrEnum):
     INSTANCE_V4 = "0.0.0.0"
     LOCALHOST_V6 = "[::1]"
     INSTANCE_V6 = "[::]"
+    EMPTY = "empty"
     UNLISTED = "unlisted"
 
     @property
@@ -118,13 +129,31 @@ class DefaultEndpoint(StrEnum):
         """The value written into a Sidecar resource for `port` (`127.0.0.1:8081`)."""
         if not self.is_override:
             raise ValueError(f"{self.value!r} is not a defaultEndpoint form")
+        if self is DefaultEndpoint.EMPTY:
+            return f":{port}"
         return f"{self.value}:{port}"
+
+    def family(self) -> IpFamily | None:
+        """The IP family a literal host belongs to (None for the empty host and the non-literals)."""
+        if self in (DefaultEndpoint.LOCALHOST_V4, DefaultEndpoint.INSTANCE_V4):
+            return IpFamily.IPV4
+        if self in (DefaultEndpoint.LOCALHOST_V6, DefaultEndpoint.INSTANCE_V6):
+            return IpFamily.IPV6
+        return None
 
 
 OVERRIDES_BY_FAMILY: dict[IpFamily, tuple[DefaultEndpoint, DefaultEndpoint]] = {
-    # Each family uses its own literal forms; `[::1]`/`[::]` exist since Istio 1.16 (reference section 4).
+    # Each family uses its own literal forms; `[::1]`/`[::]` exist since Istio 1.14.4 and 1.15.0 (PR #40265,
+    # #40520; reference section 4).
     IpFamily.IPV4: (DefaultEndpoint.LOCALHOST_V4, DefaultEndpoint.INSTANCE_V4),
     IpFamily.IPV6: (DefaultEndpoint.LOCALHOST_V6, DefaultEndpoint.INSTANCE_V6),
+}
+
+SIDECAR_FORMS_BY_FAMILY: dict[IpFamily, tuple[DefaultEndpoint, ...]] = {
+    # The cells of each family: its own literals, the other family's literals (resolved by the pod's family,
+    # reference section 4, "How the host is resolved"), then the empty host `:P`.
+    family: (*OVERRIDES_BY_FAMILY[family], *OVERRIDES_BY_FAMILY[other], DefaultEndpoint.EMPTY)
+    for family, other in ((IpFamily.IPV4, IpFamily.IPV6), (IpFamily.IPV6, IpFamily.IPV4))
 }
 
 

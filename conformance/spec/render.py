@@ -1,9 +1,13 @@
 """The spec as a versioned JSON document and as Markdown tables a person reads.
 
-JSON format `mesh-inbound-conformance/spec`, version 1 (documented in the README, "Reading the spec"): the
+JSON format `mesh-inbound-conformance/spec`, version 2 (documented in the README, "Reading the spec"): the
 top-level keys `format`, `version`, `dimensions`, `rules` and `cells` are stable; each cell has `id`, the
 eight key fields, and `expected {reachable, source, failure, because}`. New fields may be added within a
-version; renaming or removing one bumps the version.
+version; renaming or removing one, or changing what it means, bumps the version. Version 2 (from 1):
+`failure` is exactly the one form Istio gives (it was the set of accepted forms, two on sniffed ports);
+`default_endpoint` is the literal written in the Sidecar, resolved by the pod's family, so every literal
+appears in both families (it was the family's own literals only), plus `empty` (`:P`); `port` gains
+`remapped` (Service port != targetPort).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from conformance.spec.dimensions import (
 from conformance.spec.semantics import RULES, Expectation, expect
 
 SPEC_FORMAT = "mesh-inbound-conformance/spec"
-SPEC_FORMAT_VERSION = 1
+SPEC_FORMAT_VERSION = 2
 
 
 def spec_document(cells: Sequence[CellKey]) -> dict[str, object]:

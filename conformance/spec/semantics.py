@@ -26,6 +26,7 @@ from conformance.spec.dimensions import (
     Client,
     DefaultEndpoint,
     Failure,
+    IpFamily,
     Path,
     PortKind,
     Profile,
@@ -78,6 +79,16 @@ RULES: dict[str, Rule] = {
             "reference §2",
         ),
         Rule(
+            "inbound-cluster-by-target-port",
+            "Inbound clusters are keyed by the Service's targetPort (the container port), not its `port`; a "
+            "Sidecar ingress `port.number` is the container port too, and merges with such a Service. So a "
+            "Service whose port differs from its targetPort behaves, on the server side, exactly like one whose "
+            "port equals it.",
+            "pilot/pkg/networking/core/v1alpha3/cluster.go buildInboundClusters (EndpointPort, since 1.8.1); "
+            "Sidecar ingress with port != targetPort fixed by istio/istio#42482, #42532",
+            "reference §4",
+        ),
+        Rule(
             "legacy-localhost",
             "Legacy: the inbound cluster of a declared port is a STATIC endpoint 127.0.0.1:port (::1 on "
             "IPv6) with no upstream bind, so the app sees 127.0.0.1.",
@@ -97,16 +108,36 @@ RULES: dict[str, Rule] = {
         Rule(
             "sidecar-localhost-endpoint",
             "Sidecar ingress defaultEndpoint 127.0.0.1:P / [::1]:P: STATIC localhost:P, no bind, in every "
-            "mesh profile (the legacy switch does not touch Sidecar ingress listeners).",
-            "istio/api networking/v1beta1/sidecar.proto (1.10; [::1] since 1.16); tests/integration/pilot/"
-            "common/routing.go instanceIPTests",
+            "mesh profile (the legacy switch does not touch Sidecar ingress listeners). The host is resolved by "
+            "the proxy's IP family: 127.0.0.1:P on an IPv6 pod dials ::1, [::1]:P on an IPv4 pod 127.0.0.1.",
+            "istio/api networking/v1beta1/sidecar.proto (1.10; [::1] since 1.14.4 and 1.15.0, PR #40265 + "
+            "#40520); pilot/pkg/networking/core/v1alpha3/cluster.go getActualWildcardAndLocalHost (1.10), "
+            "getWildcardsAndLocalHost(ipMode) (1.20+); tests/integration/pilot/common/routing.go instanceIPTests",
             "reference §3, §4",
         ),
         Rule(
             "sidecar-instance-endpoint",
-            "Sidecar ingress defaultEndpoint 0.0.0.0:P / [::]:P: STATIC <pod IP>:P with bind 127.0.0.6 / ::6.",
+            "Sidecar ingress defaultEndpoint 0.0.0.0:P / [::]:P: STATIC <pod IP>:P with bind 127.0.0.6 / ::6, "
+            "the pod IP of the proxy's family ([::]:P on an IPv4 pod dials the IPv4 pod IP).",
             "istio/api sidecar.proto ('0.0.0.0:PORT (which will forward to the instance IP)', since 1.9, "
-            "PR #28178; [::] since 1.16); routing.go instanceIPTests",
+            "PR #28178; [::] since 1.14.4 and 1.15.0); cluster.go; routing.go instanceIPTests",
+            "reference §4",
+        ),
+        Rule(
+            "sidecar-instance-without-ipv4",
+            "Sidecar ingress defaultEndpoint 0.0.0.0:P on a pod with no IPv4 address dials 127.0.0.1:P with no "
+            "bind (1.15+; 1.10-1.14 dial IPAddresses[0], not encoded: those releases skip these cells). On an "
+            "IPv6-only pod no bind admits it (loopback is ::1, wildcard is [::] IPv6-only, as the echo program "
+            "binds it).",
+            "pilot/pkg/networking/core/v1alpha3/cluster.go buildInboundClustersFromSidecar (1.15.0)",
+            "reference §4 (How the host is resolved)",
+        ),
+        Rule(
+            "sidecar-empty-endpoint",
+            "Sidecar ingress defaultEndpoint with an empty host (`:P`, the form Istio's own tests write): "
+            "ORIGINAL_DST with upstream bind 127.0.0.6 / ::6, in every mesh profile (1.10+).",
+            "istio/api sidecar.proto (empty allowed from 1.10); cluster_builder.go buildInboundClusterForPortOrUDS; "
+            "tests/integration/pilot/common/routing.go instanceIPTests ('empty sidecar')",
             "reference §4",
         ),
         Rule(
@@ -139,11 +170,32 @@ RULES: dict[str, Rule] = {
         ),
         Rule(
             "envoy-upstream-failure",
-            "An Envoy that cannot connect upstream has already accepted the client: it answers 503 on a port "
-            "it knows as HTTP and closes or resets on TCP. On a port with no listener of its own (undeclared, "
-            "or unlisted by a Sidecar) Envoy knows HTTP only by sniffing, so for HTTP either form is accepted.",
+            "An Envoy that cannot connect upstream has already accepted the client: on a port it knows as HTTP "
+            "(a Service or Sidecar port named or declared HTTP) it answers 503, on a TCP port it closes or "
+            "resets.",
             "tests/integration/pilot/common/routing.go instanceIPTests (503); Envoy tcp_proxy",
             "reference §1 (consequences); emulation.md pitfall 4",
+        ),
+        Rule(
+            "inbound-sniffing-503",
+            "A port with no inbound listener of its own (undeclared, or unlisted by a Sidecar) is served by the "
+            "virtualInbound catch-all chains, which sniff the protocol with no timeout: an HTTP request whose "
+            "upstream fails is answered 503, exactly, for plain and meshed clients (a meshed client's TCP "
+            "passthrough relays that 503).",
+            "pilot/pkg/networking/core/v1alpha3/listener_builder.go buildInboundCatchAllFilterChains (1.10.0); "
+            "pilot/pkg/features PILOT_ENABLE_PROTOCOL_SNIFFING_FOR_INBOUND (default true); mesh "
+            "protocolDetectionTimeout 0 (no timeout)",
+            "reference §1 (consequences, exact failure forms)",
+        ),
+        Rule(
+            "outbound-passthrough-tcp",
+            "A meshed client dialling a port no Service declares as its `port` (an undeclared port, or the "
+            "container port behind a Service port that differs) goes through its sidecar's virtualOutbound "
+            "catch-all (PassthroughCluster), which is tcp_proxy only: when the server has no sidecar and "
+            "nothing listens, the client sees a reset or EOF, never 503.",
+            "pilot/pkg/networking/core/v1alpha3/listener_builder.go virtualOutbound catch-all (1.10.0), "
+            "tcp_proxy to PassthroughCluster",
+            "reference §1 (consequences, exact failure forms)",
         ),
     )
 }
@@ -156,6 +208,8 @@ class InboundTarget(StrEnum):
     """A STATIC 127.0.0.1:P / [::1]:P endpoint, no upstream bind."""
     POD_IP = "pod_ip"
     """The pod IP (ORIGINAL_DST or the instance IP), dialled from 127.0.0.6 / ::6."""
+    IPV4_LOCALHOST = "ipv4_localhost"
+    """127.0.0.1 on a pod with no IPv4 address (`0.0.0.0:P` there, 1.15+), no upstream bind."""
 
 
 @dataclass(frozen=True)
@@ -184,8 +238,12 @@ def inbound_target(cell: CellKey) -> tuple[InboundTarget, str]:
     endpoint = cell.default_endpoint
     if endpoint.targets_localhost:
         return InboundTarget.LOCALHOST, "sidecar-localhost-endpoint"
+    if endpoint is DefaultEndpoint.INSTANCE_V4 and cell.ip_family is IpFamily.IPV6:
+        return InboundTarget.IPV4_LOCALHOST, "sidecar-instance-without-ipv4"
     if endpoint.targets_instance_ip:
         return InboundTarget.POD_IP, "sidecar-instance-endpoint"
+    if endpoint is DefaultEndpoint.EMPTY:
+        return InboundTarget.POD_IP, "sidecar-empty-endpoint"
     if endpoint is DefaultEndpoint.UNLISTED:
         return InboundTarget.POD_IP, "sidecar-unlisted-port"
     if cell.profile is Profile.LEGACY:
@@ -195,6 +253,9 @@ def inbound_target(cell: CellKey) -> tuple[InboundTarget, str]:
 
 def bind_admits(bind: Bind, target: InboundTarget) -> bool:
     """Step 2: does an app bound to `bind` accept a connection to `target`'s address?"""
+    if target is InboundTarget.IPV4_LOCALHOST:
+        # Only reached on an IPv6-only pod, whose loopback is ::1 and whose wildcard is [::] (IPv6-only).
+        return False
     if bind is Bind.WILDCARD:
         return True
     return (bind is Bind.LOOPBACK) == (target is InboundTarget.LOCALHOST)
@@ -208,11 +269,15 @@ def failure_forms(cell: CellKey) -> tuple[tuple[Failure, ...], str]:
         return (Failure.REFUSED,), "refused-without-proxy"
     if cell.protocol is Protocol.TCP:
         return (Failure.RESET_OR_EOF,), "envoy-upstream-failure"
-    # Envoy knows a port is HTTP from the Service (or the Sidecar listener) that declares it; without one it
-    # only sniffs, and a failing outbound passthrough is a plain TCP proxy.
-    sniffed = cell.port is PortKind.UNDECLARED or (server_proxied and cell.default_endpoint is DefaultEndpoint.UNLISTED)
-    if sniffed:
-        return (Failure.HTTP_503, Failure.RESET_OR_EOF), "envoy-upstream-failure"
+    if server_proxied:
+        # The server's sidecar answers: from its HTTP listener for a declared (and listed) port, or from the
+        # catch-all chains, which sniff HTTP with no timeout. Either way exactly 503.
+        sniffed = cell.port is PortKind.UNDECLARED or cell.default_endpoint is DefaultEndpoint.UNLISTED
+        return (Failure.HTTP_503,), "inbound-sniffing-503" if sniffed else "envoy-upstream-failure"
+    # Only the client's sidecar stands in the way: an HTTP listener for a Service's HTTP `port`, else the
+    # outbound catch-all, a plain TCP proxy (a remapped port's pod IP is dialled on the container port).
+    if cell.port is PortKind.UNDECLARED or (cell.port is PortKind.REMAPPED and cell.path is Path.POD_IP):
+        return (Failure.RESET_OR_EOF,), "outbound-passthrough-tcp"
     return (Failure.HTTP_503,), "envoy-upstream-failure"
 
 
@@ -236,6 +301,8 @@ def expect(cell: CellKey) -> Expectation:
 
     target, why_target = inbound_target(cell)
     because = (why_target, "bind-admits")
+    if cell.port is PortKind.REMAPPED:
+        because = ("inbound-cluster-by-target-port", *because)
     if bind_admits(cell.bind, target):
         source = Source.LOCALHOST if target is InboundTarget.LOCALHOST else Source.INBOUND_PASSTHROUGH
         return Expectation(True, source, (), because)
@@ -246,5 +313,5 @@ def expect(cell: CellKey) -> Expectation:
 def precheck_finding(endpoint: DefaultEndpoint, port: PortKind, bind: Bind) -> tuple[bool, str]:
     """Whether the precheck flags a server port: exposed (has an inbound cluster) and loopback-only."""
     # With a Sidecar that lists other ports only ("unlisted"), the port has no inbound cluster of its own.
-    exposed = port is PortKind.DECLARED and endpoint is not DefaultEndpoint.UNLISTED
+    exposed = port.declared and endpoint is not DefaultEndpoint.UNLISTED
     return exposed and bind is Bind.LOOPBACK, "precheck-localhost-listener"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from conformance.spec.capabilities import Capability
+from conformance.spec.capabilities import Capability, endpoint_capabilities
 from conformance.spec.cells import all_cells
 from conformance.spec.dimensions import CellKey, DefaultEndpoint, IpFamily, Profile
 from conformance.spec.semantics import expect
@@ -50,7 +50,9 @@ class ConformanceCase:
             needs.add(Capability.PROFILE_PASSTHROUGH)
         cells = self.cells(profile, family)
         if cells and all(c.default_endpoint is not DefaultEndpoint.NONE for c in cells):
-            needs.add(Capability.SIDECAR_ENDPOINT_IPV4 if family is IpFamily.IPV4 else Capability.SIDECAR_ENDPOINT_IPV6)
+            # The least any of its Sidecar situations needs: without it the case has nothing to ask.
+            forms = {endpoint_capabilities(c.default_endpoint, family) for c in cells}
+            needs |= min(forms, key=lambda f: (len(f), sorted(f)))
         return frozenset(needs)
 
 

@@ -7,8 +7,13 @@ Sidecar does not list falls to the catch-all passthrough.
 from __future__ import annotations
 
 from conformance.plugin import ConformanceRun
-from conformance.spec.dimensions import DefaultEndpoint
+from conformance.spec.dimensions import CellKey, DefaultEndpoint, IpFamily
 from conformance.suite.cases import ConformanceCase
+
+
+def _instance_without_ipv4(cell: CellKey) -> bool:
+    return cell.default_endpoint is DefaultEndpoint.INSTANCE_V4 and cell.ip_family is IpFamily.IPV6
+
 
 CASES = (
     ConformanceCase(
@@ -21,7 +26,21 @@ CASES = (
         name="SidecarInstanceEndpoint",
         description="defaultEndpoint 0.0.0.0:P / [::]:P: the sidecar dials the pod IP from 127.0.0.6 / ::6, so "
         "pod-IP and wildcard apps are reached; a loopback app is not.",
-        select=lambda c: c.path.from_other_pod and c.default_endpoint.targets_instance_ip,
+        select=lambda c: (
+            c.path.from_other_pod and c.default_endpoint.targets_instance_ip and not _instance_without_ipv4(c)
+        ),
+    ),
+    ConformanceCase(
+        name="SidecarInstanceEndpointWithoutIpv4",
+        description="defaultEndpoint 0.0.0.0:P on a pod with no IPv4 address: the sidecar dials 127.0.0.1 "
+        "with no bind (1.15+), which no app of an IPv6-only pod listens on.",
+        select=lambda c: c.path.from_other_pod and _instance_without_ipv4(c),
+    ),
+    ConformanceCase(
+        name="SidecarEmptyEndpoint",
+        description="defaultEndpoint with an empty host, :P: ORIGINAL_DST from 127.0.0.6 / ::6, like "
+        "passthrough, whatever the mesh setting.",
+        select=lambda c: c.path.from_other_pod and c.default_endpoint is DefaultEndpoint.EMPTY,
     ),
     ConformanceCase(
         name="SidecarUnlistedPort",

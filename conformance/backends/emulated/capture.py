@@ -2,8 +2,9 @@
 
 The rule text follows tools/istio-iptables/pkg/cmd/run.go at Istio 1.10.0 for the default injected
 arguments `-p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020[,excluded]`
-(reference section 6). The same rules go in for IPv6 with `::6/128` and `::1/128`, and `::6` is added to lo,
-as istio-init does. What the rules do to a connection is then the kernel's business, not ours.
+(reference section 6). On an IPv6 pod the same rules go in for IPv6 with `::6/128` and `::1/128`, and `::6` is
+added to lo; on an IPv4 pod only the IPv4 rules, as istio-iptables does (EnableInboundIPv6 from the pod IP).
+What the rules do to a connection is then the kernel's business, not ours.
 """
 
 from __future__ import annotations
@@ -62,15 +63,14 @@ def nat_rules(ipv6: bool, excluded: Sequence[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def install(namespace: str, excluded: Sequence[int]) -> None:
-    """Load the IPv4 and IPv6 capture rules into a pod's namespace (istio-init's job), both at once."""
-    netns.run_all(
-        namespace,
-        [
-            (["iptables-restore"], nat_rules(False, excluded).encode()),
-            (["ip6tables-restore"], nat_rules(True, excluded).encode()),
-        ],
-    )
+def install(namespace: str, excluded: Sequence[int], ipv6: bool) -> None:
+    """Load the capture rules into a pod's namespace (istio-init's job), for the pod's IP family only.
+
+    istio-iptables installs the IPv6 rules only when the pod IP is IPv6 (1.10 tools/istio-iptables/pkg/cmd/
+    root.go `EnableInboundIPv6 = podIP.To4() == nil`); on an IPv4 pod ip6tables stays empty (reference §6).
+    """
+    table = "ip6tables-restore" if ipv6 else "iptables-restore"
+    netns.run_all(namespace, [([table], nat_rules(ipv6, excluded).encode())])
 
 
 def dump(namespace: str) -> str:

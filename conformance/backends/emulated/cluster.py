@@ -321,12 +321,12 @@ class EmulatedCluster(Cluster):
             ipr.link("set", index=eth0, state="up")
             family = socket.AF_INET6 if self.family == "ipv6" else socket.AF_INET
             ipr.route("add", dst="default", gateway=self.addressing.gateway, family=family)
-            if template.injected:
-                # istio-init: ::6 on lo for the IPv6 inbound passthrough bind, then the capture rules.
+            if template.injected and self.family == "ipv6":
+                # istio-init on an IPv6 pod: ::6 on lo for the IPv6 inbound passthrough bind (reference §6).
                 self._add_address(ipr, lo, "::6", 128)
         if template.injected:
             excluded = capture.excluded_inbound_ports(template.annotations.get(kube.EXCLUDE_INBOUND_ANNOTATION))
-            capture.install(name, excluded)
+            capture.install(name, excluded, ipv6=self.family == "ipv6")
         return pod
 
     def _create_services(self) -> None:

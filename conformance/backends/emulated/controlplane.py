@@ -19,6 +19,8 @@ CONFIG_VERSION = 1
 INBOUND_MODES = ("passthrough", "legacy")
 
 _HTTP_PREFIXES = ("http", "http2", "grpc", "grpc-web")
+PROTOCOL_DETECTION_TIMEOUT_S: float | None = None
+"""Istio's mesh default protocolDetectionTimeout is 0s, meaning no timeout (None here)."""
 
 
 @dataclass(frozen=True)
@@ -53,17 +55,25 @@ def port_protocol(name: str, app_protocol: str | None) -> str:
 
 def _endpoint(value: str, pod_ip: str, family: FamilyAddresses, port: int) -> dict[str, object]:
     # istio/api sidecar.proto: 127.0.0.1:PORT / [::1]:PORT -> localhost, no bind; 0.0.0.0:PORT / [::]:PORT ->
-    # the instance IP from 127.0.0.6 / ::6; empty -> ORIGINAL_DST from 127.0.0.6 / ::6. Nothing else.
+    # the instance IP from 127.0.0.6 / ::6; empty host (`:PORT`) -> ORIGINAL_DST from 127.0.0.6 / ::6. The host
+    # is resolved by the proxy's IP family (cluster.go getActualWildcardAndLocalHost, 1.10;
+    # getWildcardsAndLocalHost(ipMode), 1.20+): either localhost literal is the family's localhost, and
+    # 0.0.0.0:PORT on a pod with no IPv4 address dials 127.0.0.1 with no bind (buildInboundClustersFromSidecar,
+    # 1.15+). Anything else (arbitrary IPs, unix sockets) is not emulated.
     if not value:
         return {"upstream": {"address": "original_dst", "port": port}, "bind": family.passthrough_bind}
     host, _, port_text = value.rpartition(":")
     if not port_text.isdigit():
         raise ManifestError(
-            f"defaultEndpoint {value!r}: expected 127.0.0.1:PORT, 0.0.0.0:PORT, [::1]:PORT or [::]:PORT"
+            f"defaultEndpoint {value!r}: expected 127.0.0.1:PORT, 0.0.0.0:PORT, [::1]:PORT, [::]:PORT or :PORT"
         )
     target = int(port_text)
+    if not host:
+        return {"upstream": {"address": "original_dst", "port": target}, "bind": family.passthrough_bind}
     if host in ("127.0.0.1", "[::1]"):
-        return {"upstream": {"address": host.strip("[]"), "port": target}, "bind": None}
+        return {"upstream": {"address": family.localhost, "port": target}, "bind": None}
+    if host == "0.0.0.0" and ":" in pod_ip:
+        return {"upstream": {"address": "127.0.0.1", "port": target}, "bind": None}
     if host in ("0.0.0.0", "[::]"):
         return {"upstream": {"address": pod_ip, "port": target}, "bind": family.passthrough_bind}
     raise ManifestError(f"defaultEndpoint {value!r}: arbitrary IPs and unix sockets are not emulated")
@@ -141,6 +151,9 @@ def sidecar_config(
             "passthrough": {
                 "cluster": "InboundPassthroughCluster" + ("Ipv6" if family == "ipv6" else "Ipv4"),
                 "protocol": "sniff",
+                # meshConfig.protocolDetectionTimeout defaults to 0s, no timeout (1.10 mesh defaults): the inbound
+                # http_inspector waits for the client's first bytes however long they take.
+                "detection_timeout_s": PROTOCOL_DETECTION_TIMEOUT_S,
                 "upstream": {"address": "original_dst", "port": None},
                 "bind": addresses.passthrough_bind,
             },

@@ -39,9 +39,10 @@ CONFIG_VERSION = 1
 SO_ORIGINAL_DST = 80
 IP6T_SO_ORIGINAL_DST = 80
 CONNECT_TIMEOUT = 2.0
-SNIFF_TIMEOUT = 0.2
 HEAD_LIMIT = 65536
 HTTP_REQUEST_LINE = re.compile(rb"^[A-Z]{3,10} \S+ HTTP/1\.[01]\r?\n")
+_MAYBE_REQUEST_LINE = re.compile(rb"^[A-Z]{0,10}( \S*( [A-Z0-9/.]*\r?)?)?$")
+"""A first line that may still become an HTTP request line: keep reading before deciding."""
 PROXY_PORTS = (15001, 15006)
 RESPONSE_503 = (
     b"HTTP/1.1 503 Service Unavailable\r\n"
@@ -66,6 +67,8 @@ class Route:
     address: str | None  # None: the original destination address
     port: int | None  # None: the original destination port
     bind: str | None
+    detection_timeout: float | None = None
+    """How long a sniffing route waits for the first bytes; None: no timeout (Istio's mesh default)."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ def _route(name: str, data: dict[str, Any]) -> Route:
         address=None if address == "original_dst" else str(address),
         port=int(upstream["port"]) if upstream.get("port") is not None else None,
         bind=str(data["bind"]) if data.get("bind") else None,
+        detection_timeout=float(data["detection_timeout_s"]) if data.get("detection_timeout_s") else None,
     )
 
 
@@ -171,7 +175,18 @@ class Sidecar:
         route = self.config.listeners.get(orig_port, self.config.passthrough)
         address = route.address or orig_addr
         port = route.port or orig_port
-        await self.forward("inbound", reader, writer, route.name, route.protocol, address, port, route.bind, orig_addr)
+        await self.forward(
+            "inbound",
+            reader,
+            writer,
+            route.name,
+            route.protocol,
+            address,
+            port,
+            route.bind,
+            orig_addr,
+            route.detection_timeout,
+        )
 
     async def outbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Handle one connection a meshed pod's app made to another pod or a Service."""
@@ -196,6 +211,7 @@ class Sidecar:
         port: int,
         bind: str | None,
         orig_addr: str,
+        timeout: float | None = None,
     ) -> None:
         """Dial the upstream, then relay; on failure answer as Envoy does for the protocol."""
         self.connections += 1
@@ -204,7 +220,7 @@ class Sidecar:
             if protocol == "http":
                 head = await self._read_head(reader)
             elif protocol == "sniff":
-                head, protocol = await self._sniff(reader)
+                head, protocol = await self._sniff(reader, timeout)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             writer.close()
             return
@@ -229,13 +245,20 @@ class Sidecar:
         # Envoy's HTTP connection manager reads the request headers before it picks an upstream.
         return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CONNECT_TIMEOUT * 5)
 
-    async def _sniff(self, reader: asyncio.StreamReader) -> tuple[bytes, str]:
+    async def _sniff(self, reader: asyncio.StreamReader, timeout: float | None) -> tuple[bytes, str]:
         # The catch-all passthrough inspects the first bytes (Envoy's http_inspector): an HTTP/1 request line
-        # makes it an HTTP connection, anything else (or silence) plain TCP.
+        # makes it an HTTP connection, anything else plain TCP. It waits as long as the configuration says
+        # (None: for ever, Istio's default), and until the first line can no longer become a request line.
+        first = b""
         try:
-            first = await asyncio.wait_for(reader.read(HEAD_LIMIT), SNIFF_TIMEOUT)
+            while True:
+                chunk = await asyncio.wait_for(reader.read(HEAD_LIMIT), timeout)
+                first += chunk
+                line = first.split(b"\n", 1)[0]
+                if not chunk or b"\n" in first or len(first) >= HEAD_LIMIT or not _MAYBE_REQUEST_LINE.match(line):
+                    break
         except TimeoutError:
-            return b"", "tcp"
+            return first, "tcp"
         if HTTP_REQUEST_LINE.match(first):
             if b"\r\n\r\n" not in first:
                 first += await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CONNECT_TIMEOUT * 5)
