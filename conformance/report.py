@@ -19,6 +19,7 @@ from pathlib import Path
 
 from conformance.precheck import PrecheckRun
 from conformance.probe import Observation, Verdict
+from conformance.report_probes import probe_document, probe_tables
 from conformance.spec.capabilities import MeshCapabilities
 from conformance.spec.dimensions import (
     Bind,
@@ -93,6 +94,8 @@ class Report:
         self.finished: datetime.datetime | None = None
         self.interrupted = False
         self.timings: dict[str, float] = {}
+        self.probe_cells: dict[str, dict[str, object]] = {}
+        """Probe cells by id (see report_probes.py)."""
 
     # --- recording -------------------------------------------------------------------------------------
 
@@ -149,6 +152,7 @@ class Report:
         """Gateway API-style result and statistics of one profile."""
         tests = [t for t in self.tests.values() if t.profile == profile]
         cells = [c for c in self.cells.values() if c.cell.profile.value == profile]
+        probes = [p for p in self.probe_cells.values() if p.get("profile") == profile]
         stats = {
             "tests_passed": sum(t.outcome == "passed" for t in tests),
             "tests_failed": sum(t.outcome == "failed" for t in tests),
@@ -156,8 +160,10 @@ class Report:
             "cells": len(cells),
             "cells_passed": sum(c.passed for c in cells),
             "cells_failed": sum(not c.passed for c in cells),
+            "probe_cells": len(probes),
+            "probe_cells_failed": sum(p.get("verdict") == "fail" for p in probes),
         }
-        if stats["tests_failed"] or stats["cells_failed"]:
+        if stats["tests_failed"] or stats["cells_failed"] or stats["probe_cells_failed"]:
             result = "failure"
         elif stats["tests_passed"] == 0:
             result = "skipped"
@@ -206,6 +212,7 @@ class Report:
                 }
                 for r in sorted(self.cells.values(), key=lambda r: r.cell.id)
             ],
+            "probe_cells": probe_document(self),
         }
 
     # --- markdown ------------------------------------------------------------------------------------
@@ -266,6 +273,7 @@ class Report:
             assert isinstance(problems, list)
             lines += [f"- ❌ {p}" for p in problems]
         lines += self._tables()
+        lines += probe_tables(self)
         return "\n".join(lines) + "\n"
 
     def _tables(self) -> list[str]:
