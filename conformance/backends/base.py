@@ -65,6 +65,9 @@ class ContainerReadiness:
     settled: bool
     """The backend saw enough probes for `ready` to be the verdict, not the initial state."""
     detail: str = ""
+    since: float | None = None
+    """Wall-clock time (epoch seconds) the container's probing last (re)started, when the backend knows it:
+    connections the app recorded before it belong to an earlier mesh mode."""
 
 
 class Cluster(abc.ABC):

@@ -152,24 +152,17 @@ def check_source(run: ConformanceRun, case: ProbeCase) -> None:
         run.session.switch(run.profile)
         expected = _expectations(run, cells)
         cells = tuple(c for c in cells if expected[c].source_judged)
-        _readiness(run, cells)  # probing has (re)started and settled in this mode
-        marks = {}
+        # Once settled, a Ready container has answered at least one probe and a not-Ready one has failed one:
+        # the connections recorded since its probing (re)started in this mode are the probes' own.
+        readiness = _readiness(run, cells)
+        fresh: dict[ProbeCellKey, list[dict[str, object]]] = {}
         for cell in cells:
-            seen = cluster.probe_connections(probe_pod(cell), cell.container)
-            marks[cell] = max((int(str(r.get("seq", 0))) for r in seen), default=0)
-        # Wait until every cell the app must see a probe in has a new one, then one period more for the others.
-        waiting = {c for c in cells if expected[c].source is not None}
-        fresh: dict[ProbeCellKey, list[dict[str, object]]] = {c: [] for c in cells}
-        deadline = time.monotonic() + settings.timeouts.converge
-        window_end: float | None = None
-        while True:
-            for cell in cells:
-                fresh[cell] = cluster.probe_connections(probe_pod(cell), cell.container, marks[cell])
-            if window_end is None and all(fresh[c] for c in waiting):
-                window_end = time.monotonic() + 1.1  # one probe period: the negative cells had their chance
-            if (window_end is not None and time.monotonic() >= window_end) or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+            since = readiness[cell].since
+            fresh[cell] = [
+                r
+                for r in cluster.probe_connections(probe_pod(cell), cell.container)
+                if since is None or float(str(r.get("time", 0))) >= since
+            ]
         ips = {pod: cluster.pod_ip(pod) for pod in {probe_pod(c) for c in cells}}
     except BackendError as err:
         pytest.fail(f"backend: {err}", pytrace=False)

@@ -544,8 +544,8 @@ class EmulatedCluster(Cluster):
         if self.kubelet is None:
             raise BackendError("the emulated kubelet is not running")
         out = {}
-        for name, (state, probe) in self.kubelet.status(str(target.ref)).items():
-            out[name] = ContainerReadiness(state.ready, state.settled(probe), state.last)
+        for name, (state, probe, started) in self.kubelet.status(str(target.ref)).items():
+            out[name] = ContainerReadiness(state.ready, state.settled(probe), state.last, started)
         return out
 
     def probe_connections(self, pod: PodRef, container: str, after: int = 0) -> list[dict[str, object]]:

@@ -47,6 +47,7 @@ class _Target:
     probe: Probe
     state: ContainerProbeState
     generation: int
+    started: float
 
 
 class Kubelet:
@@ -100,7 +101,7 @@ class Kubelet:
                 del self._targets[key]
             targets = []
             for name, probe in probes.items():
-                target = _Target(pod, address, name, probe, ContainerProbeState(), generation)
+                target = _Target(pod, address, name, probe, ContainerProbeState(), generation, time.time())
                 self._targets[(pod, name)] = target
                 targets.append(target)
         if self._loop is not None:
@@ -121,11 +122,11 @@ class Kubelet:
             for key in [k for k in self._targets if k[0] == pod]:
                 del self._targets[key]
 
-    def status(self, pod: str) -> dict[str, tuple[ContainerProbeState, Probe]]:
-        """A snapshot of each probed container's state, with its probe."""
+    def status(self, pod: str) -> dict[str, tuple[ContainerProbeState, Probe, float]]:
+        """A snapshot of each probed container's state, with its probe and when its probing started."""
         with self._lock:
             return {
-                name: (ContainerProbeState(**vars(t.state)), t.probe)
+                name: (ContainerProbeState(**vars(t.state)), t.probe, t.started)
                 for (p, name), t in self._targets.items()
                 if p == pod
             }
