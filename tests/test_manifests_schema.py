@@ -118,7 +118,7 @@ def test_every_row_s_kubernetes_version_has_a_schema() -> None:
 @pytest.mark.parametrize("kubernetes", sorted(SCHEMA_FOR_KUBERNETES))
 def test_kubernetes_objects_validate_strictly(family: IpFamily, kubernetes: str) -> None:
     objects = kubernetes_objects(family)
-    assert [m["kind"] for m in objects].count("Deployment") == 7
+    assert [m["kind"] for m in objects].count("Deployment") == 7 + 3  # + the probe pods (baseline, rewrite on/off)
     for manifest in objects:
         try:
             used = kubernetes_validate.validate(manifest, SCHEMA_FOR_KUBERNETES[kubernetes], strict=True)
@@ -328,7 +328,8 @@ def test_containers_are_valid_for_the_api_server_and_kubelet(family: IpFamily) -
             for resource, limit in limits.items():
                 if resource in requests:
                     assert _quantity(requests[resource]) <= _quantity(limit), f"{ident(d)}: {resource} request > limit"
-            probe_port = c["readinessProbe"]["httpGet"]["port"]
+            probe = c["readinessProbe"]
+            probe_port = (probe.get("httpGet") or probe["tcpSocket"])["port"]
             assert probe_port in port_numbers, f"{ident(d)}: readiness probe on undeclared port {probe_port}"
             security = c.get("securityContext", {})
             if security.get("runAsNonRoot"):

@@ -18,6 +18,9 @@ def test_ipv6_before_116_deploys_no_sidecar_resources() -> None:
         "client",
         "echo-none",
         "client",
+        "probe",
+        "probe-rewrite",
+        "probe-norewrite",
     ]
     assert World.for_mesh(IpFamily.IPV4, istio_capabilities("1.10.6")).sidecars
     assert World.for_mesh(IpFamily.IPV6, istio_capabilities("1.16.0")).sidecars
