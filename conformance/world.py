@@ -18,6 +18,7 @@ the test ports.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 from conformance.backends.base import PodRef
@@ -384,8 +385,9 @@ def _probed_container_manifest(base: dict[str, object], container: ProbedContain
     probe.update(
         {"periodSeconds": PROBE_PERIOD_SECONDS, "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 1}
     )
+    # A deep copy: shared sub-objects would be dumped as YAML anchors, which strict readers refuse.
     return {
-        **base,
+        **copy.deepcopy(base),
         "name": container.name,
         "args": ["serve", "--control-port", str(container.control_port), container.echo_port.spec],
         "ports": [{"name": f"p-{container.port}", "containerPort": container.port, "protocol": "TCP"}],
