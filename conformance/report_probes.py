@@ -15,6 +15,15 @@ if TYPE_CHECKING:
     from conformance.report import Report
 
 
+KNOWN_1_21_INCONSISTENCY = (
+    "⚠️ **Istio 1.21 and health probes.** 1.21 removed `PILOT_ENABLE_INBOUND_PASSTHROUGH` from istiod (#48718), "
+    "but its injection templates still read it: with the flag left at `false`, traffic passes through to the pod "
+    "IP while rewritten probes go to localhost, so a loopback-only app is **Ready but unreachable**. If this "
+    "cluster has the flag set, `ReadyMeansReachable` fails on the loopback cells: that is Istio's known "
+    "inconsistency (probes reference section 1), not a bug of your build."
+)
+
+
 def record_probe(
     report: Report,
     test: str,
@@ -65,6 +74,8 @@ def _text(record: dict[str, object]) -> str:
 def probe_tables(report: Report) -> list[str]:
     """Per profile, rows (probe, rewrite) and columns binds: Ready or not, and who the app saw probing it."""
     lines: list[str] = []
+    if report.probe_cells and report.mesh.version.startswith("1.21"):
+        lines += ["", KNOWN_1_21_INCONSISTENCY]
     for profile in report.profiles:
         records = {k: v for k, v in report.probe_cells.items() if v.get("profile") == profile.value}
         if not records:

@@ -271,3 +271,38 @@ def probe_cells(profiles: tuple[Profile, ...], families: tuple[IpFamily, ...]) -
         for probe in ProbeKind
         for bind in Bind
     )
+
+
+def probe_spec_entries(profiles: tuple[Profile, ...], families: tuple[IpFamily, ...]) -> dict[str, object]:
+    """The probe part of the spec document (`probe_rules`, `probe_cells`), for the current release."""
+    return {
+        "probe_rules": [
+            {"id": r.id, "statement": r.statement, "istio_source": r.istio_source, "reference": r.reference}
+            for r in PROBE_RULES.values()
+        ],
+        "probe_cells": [
+            {"id": c.id, **c.to_json(), "expected": expect_probe(c).to_json()} for c in probe_cells(profiles, families)
+        ],
+    }
+
+
+def probe_spec_markdown(profiles: tuple[Profile, ...], families: tuple[IpFamily, ...]) -> list[str]:
+    """Per family and profile, a table of the probe cells: rows (probe, rewrite), columns binds."""
+    lines: list[str] = []
+    for family in families:
+        for profile in profiles:
+            lines += ["", f"## {profile.value} ({family.value}): health probes", ""]
+            lines.append("| probe | rewrite | " + " | ".join(b.value for b in Bind) + " |")
+            lines.append("|---|---|" + "---|" * len(Bind))
+            for rewrite in rewrite_settings(profile):
+                for probe in ProbeKind:
+                    label = {None: "no sidecar", True: "on", False: "off"}[rewrite]
+                    row = f"| {probe.value} | {label} |"
+                    for bind in Bind:
+                        want = expect_probe(ProbeCellKey(profile, bind, probe, rewrite, family))
+                        text = "✓ Ready" if want.ready else "✗ not Ready"
+                        text += f" ({want.source.value})" if want.source else ""
+                        text += " ⚠️ false Ready" if want.false_ready else ""
+                        row += f" {text} |"
+                    lines.append(row)
+    return lines
