@@ -7,6 +7,8 @@ pod has its probes rewritten by the injector and one opts out (`sidecar.istio.io
 
 from __future__ import annotations
 
+import time
+
 from conformance.plugin import ConformanceRun
 from conformance.suite.cases import ConformanceCase
 from conformance.suite.probe_checks import (
@@ -43,4 +45,11 @@ _CHECKS = {"probe_ready": check_readiness, "probe_source": check_source, "ready_
 def test_probes(conformance: ConformanceRun, case: ConformanceCase) -> None:
     """Judge the case's part of every probe cell of the profile."""
     assert isinstance(case, ProbeCase)
-    _CHECKS[case.part](conformance, case)
+    timings = conformance.session.report.timings
+    start, switches = time.perf_counter(), timings.get("profile_switches", 0.0)
+    try:
+        _CHECKS[case.part](conformance, case)
+    finally:
+        # A profile switch made by the check is counted under profile_switches, not twice.
+        spent = time.perf_counter() - start - (timings.get("profile_switches", 0.0) - switches)
+        timings["health_probes"] = timings.get("health_probes", 0.0) + spent
