@@ -166,6 +166,8 @@ class Kubelet:
             return f"timeout after {probe.timeout:g}s"
         except OSError as err:
             return f"{err.strerror or err}"
+        except (ValueError, EOFError) as err:  # a malformed answer is a failed probe, never a dead prober
+            return f"bad answer: {err}"
 
     async def _attempt(self, address: str, probe: Probe) -> str | None:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
