@@ -421,7 +421,7 @@ def _probe_service(ref: PodRef) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": ref.app, "namespace": ref.namespace, "labels": {"app": ref.app}},
+        "metadata": {"name": ref.app, "namespace": ref.namespace, "labels": {"app": ref.app, PROBE_POD_LABEL: "true"}},
         "spec": {
             "selector": {"app": ref.app},
             "ports": [

@@ -168,11 +168,13 @@ def test_precheck_reports_exposed_loopback_ports(cluster: EmulatedCluster) -> No
     run = cluster.precheck(NS_MESH)
     assert run.exit_code == 1
     pods = ("echo-instance-0", "echo-localhost-0", "echo-mixed-0", "echo-none-0")
+    # The probe pods' loopback containers (8381 http, 9381 tcp) serve ports their Services declare.
+    probe_pods = ("probe-norewrite-0", "probe-rewrite-0")
     assert run.stdout.splitlines() == [
         f"Error [IST0143] (Pod {pod}.mic-mesh) Port {port} is exposed in a Service but listens on localhost. "
         "It will not be exposed to other pods."
-        for pod in pods
-        for port in (8081, 9081)
+        for pod, ports in [*((p, (8081, 9081)) for p in pods), *((p, (8381, 9381)) for p in probe_pods)]
+        for port in ports
     ]
     assert run.stderr.startswith("Error: Issues found when checking the cluster.")
     assert cluster.precheck(NS_BASELINE).exit_code == 0
