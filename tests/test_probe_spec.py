@@ -150,3 +150,18 @@ def test_unsupported_probes_are_one_line_errors() -> None:
     container["readinessProbe"] = {"exec": {"command": ["true"]}}
     with pytest.raises(kube.ManifestError, match="only httpGet and tcpSocket"):
         kube.read([manifest])
+
+
+def test_spec_document_carries_probe_rules_and_cells() -> None:
+    from conformance.spec.cells import all_cells
+    from conformance.spec.render import spec_document, spec_markdown
+
+    doc = spec_document(all_cells([Profile.PASSTHROUGH], [IpFamily.IPV6]))
+    cells = doc["probe_cells"]
+    assert isinstance(cells, list)
+    assert len(cells) == 12
+    assert list(cells[0]) == ["id", "profile", "bind", "probe", "rewrite", "ip_family", "expected"]
+    assert {r["id"] for r in doc["probe_rules"]} == set(PROBE_RULES)  # type: ignore[union-attr]
+    markdown = spec_markdown([Profile.PASSTHROUGH], iter([IpFamily.IPV4]))
+    assert "## passthrough (ipv4): health probes" in markdown
+    assert "| tcp | off | ✓ Ready ⚠️ false Ready | ✓ Ready | ✓ Ready |" in markdown
