@@ -8,7 +8,8 @@ depend on anything but the standard library, and the harness imports it by path 
 because *which address an application binds* is the very thing Istio's inbound semantics change. Every
 answer says which pod answered and which local address accepted the connection, and every request is
 recorded so the harness can later ask "did request X reach this pod, and on which address?" through the
-control port, which is never recorded itself.
+control port, which is never recorded itself. Every accepted connection is recorded too, with its peer
+(`/connections`): a health probe that connects and hangs up says who probed only there.
 
 `probe` dials targets and classifies each outcome into a small, fixed vocabulary (ok, http_status, refused,
 reset_or_eof, timeout, error), because a conformance verdict compares outcomes, not error strings.
