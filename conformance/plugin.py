@@ -33,11 +33,11 @@ from conformance.spec.capabilities import (
     istio_capabilities,
     proxy_image,
 )
-from conformance.spec.dimensions import MESH_PROFILES, CellKey, IpFamily, Profile
+from conformance.spec.dimensions import MESH_PROFILES, CellKey, DefaultEndpoint, IpFamily, PortKind, Profile
 from conformance.spec.semantics import expect, precheck_finding
 from conformance.suite.cases import ConformanceCase
 from conformance.timeouts import TimeoutConfig, describe, parse_timeout_config
-from conformance.world import NS_MESH, SERVER_PORTS, World
+from conformance.world import NS_MESH, PROBED_CONTAINERS, SERVER_PORTS, World, probe_pods_of
 
 BACKENDS = ("emulated", "kind", "kubeconfig")
 SUITE_MARKER = "conformance"
@@ -534,7 +534,13 @@ class ConformanceRun:
                 kind = port.kind
                 if precheck_finding(endpoint, kind, port.bind)[0]:
                     expected.add((server.app, port.number))
-        apps = sorted((s.app for s in world.mesh_servers), key=len, reverse=True)
+        # The probe pods' probed ports are declared in their Services: a loopback one is a finding too.
+        probe_pods = [p for p, _ in probe_pods_of(NS_MESH)]
+        for probe_server in probe_pods:
+            for container in PROBED_CONTAINERS:
+                if precheck_finding(DefaultEndpoint.NONE, PortKind.DECLARED, container.bind)[0]:
+                    expected.add((probe_server.app, container.port))
+        apps = sorted([*(s.app for s in world.mesh_servers), *(p.app for p in probe_pods)], key=len, reverse=True)
         got = set()
         problems = list(run.warnings)
         for finding in run.findings:

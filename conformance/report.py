@@ -22,6 +22,7 @@ from pathlib import Path
 
 from conformance.precheck import PrecheckRun
 from conformance.probe import Observation, Verdict
+from conformance.report_probes import probe_document, probe_tables
 from conformance.spec.capabilities import MeshCapabilities
 from conformance.spec.dimensions import (
     ADDRESSES,
@@ -114,6 +115,8 @@ class Report:
         self.setup_error: dict[str, str] | None = None
         self.timeout_hint = ""
         """Where a timed-out cell's sidecar log is (the backend's logs), said beside each timeout."""
+        self.probe_cells: dict[str, dict[str, object]] = {}
+        """Probe cells by id (see report_probes.py)."""
 
     # --- recording -------------------------------------------------------------------------------------
 
@@ -175,6 +178,7 @@ class Report:
         """Gateway API-style result and statistics of one profile."""
         tests = [t for t in self.tests.values() if t.profile == profile]
         cells = [c for c in self.cells.values() if c.cell.profile.value == profile]
+        probes = [p for p in self.probe_cells.values() if p.get("profile") == profile]
         stats = {
             "tests_passed": sum(t.outcome == "passed" for t in tests),
             "tests_failed": sum(t.outcome == "failed" for t in tests),
@@ -182,12 +186,15 @@ class Report:
             "cells": len(cells),
             "cells_passed": sum(c.passed for c in cells),
             "cells_failed": sum(not c.passed for c in cells),
+            "probe_cells": len(probes),
+            "probe_cells_failed": sum(p.get("verdict") == "fail" for p in probes),
         }
         planned = self.planned.get(profile)
         finished = stats["tests_passed"] + stats["tests_failed"] + stats["tests_skipped"]
         if planned == 0:
             result = NOT_SELECTED
         elif stats["tests_failed"] or stats["cells_failed"]:
+        if stats["tests_failed"] or stats["cells_failed"] or stats["probe_cells_failed"]:
             result = "failure"
         elif self.interrupted and (planned is None or finished < planned):
             result = INTERRUPTED
@@ -243,6 +250,7 @@ class Report:
                 }
                 for r in sorted(self.cells.values(), key=lambda r: r.cell.id)
             ],
+            "probe_cells": probe_document(self),
         }
 
     def _address(self, source: object) -> str | None:
@@ -341,6 +349,7 @@ class Report:
             assert isinstance(notes, list)
             lines += [f"- ℹ️ {n}" for n in notes]
         lines += self._tables()
+        lines += probe_tables(self)
         return "\n".join(lines) + "\n"
 
     def _words(self, reason: str) -> str:

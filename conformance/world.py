@@ -18,6 +18,7 @@ the test ports.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 from conformance.backends.base import PodRef
@@ -35,6 +36,7 @@ from conformance.spec.dimensions import (
     Profile,
     Protocol,
 )
+from conformance.spec.probes import ProbeCellKey, ProbeKind
 
 Manifest = dict[str, object]
 
@@ -221,7 +223,12 @@ class World:
             if endpoint is not DefaultEndpoint.NONE:
                 out.append(self._sidecar(server, endpoint))
         out.append(self.deployment(self.clients[Client.MESHED], ()))
+        out += self.probe_manifests()
         return out
+
+    def probe_manifests(self) -> list[Manifest]:
+        """The probe pods and their Services (baseline, and in the mesh one pod per rewrite setting)."""
+        return _probe_manifests(self)
 
     def deployment(self, ref: PodRef, ports: tuple[EchoPort, ...]) -> Manifest:
         """An echo Deployment serving `ports`, with the downward-API env and the capture exclusion."""
@@ -349,3 +356,126 @@ def dialled_address(cell: CellKey) -> str | None:
     if cell.path is Path.LOCALHOST:
         return "127.0.0.1" if cell.ip_family is IpFamily.IPV4 else "::1"
     return None
+
+
+# --- probe pods (issue 11: kubelet health probes and the injector's rewrite) -----------------------------------
+
+PROBE_REWRITE_ANNOTATION = "sidecar.istio.io/rewriteAppHTTPProbers"
+PROBE_POD_LABEL = "mesh-inbound-conformance/probe-pod"
+"""Marks the probe pods, whose probed containers may never be Ready by design: a backend waits for their
+`echo` container only (the one carrying the control port)."""
+PROBE_PERIOD_SECONDS = 1
+"""The shortest period Kubernetes allows: with thresholds of 1 a probe cell settles within ~2 s on a cluster."""
+
+
+@dataclass(frozen=True)
+class ProbedContainer:
+    """One probed container of a probe pod: one echo port (bind x probe kind) and a control port of its own."""
+
+    bind: Bind
+    probe: ProbeKind
+    port: int
+    control_port: int
+
+    @property
+    def name(self) -> str:
+        """The container name; matches `ProbeCellKey.container`."""
+        return f"{self.bind.value.replace('_', '-')}-{self.probe.value}"
+
+    @property
+    def echo_port(self) -> EchoPort:
+        """The echo port the container serves (declared in the probe pod's Service)."""
+        protocol = Protocol.HTTP if self.probe is ProbeKind.HTTP else Protocol.TCP
+        return EchoPort(self.port, self.bind, protocol, declared=True, role=self.name)
+
+
+PROBED_CONTAINERS: tuple[ProbedContainer, ...] = tuple(
+    # 83xx http, 93xx tcp, last digit by bind; control ports 19001-19006 (excluded from capture).
+    ProbedContainer(b, k, (8380 if k is ProbeKind.HTTP else 9380) + 1 + i, CONTROL_PORT + 1 + 3 * j + i)
+    for j, k in enumerate(ProbeKind)
+    for i, b in enumerate(Bind)
+)
+
+
+def probed_container(cell: ProbeCellKey) -> ProbedContainer:
+    """The container a probe cell is asked of."""
+    for container in PROBED_CONTAINERS:
+        if (container.bind, container.probe) == (cell.bind, cell.probe):
+            return container
+    raise LookupError(f"no probed container for {cell.id}")
+
+
+def probe_pod(cell: ProbeCellKey) -> PodRef:
+    """The probe pod of a cell: one without a sidecar, and in the mesh one per rewrite setting."""
+    if cell.profile is Profile.BASELINE:
+        return PodRef(NS_BASELINE, "probe")
+    return PodRef(NS_MESH, "probe-rewrite" if cell.rewrite else "probe-norewrite")
+
+
+def probe_pods_of(namespace: str | None = None) -> tuple[tuple[PodRef, bool | None], ...]:
+    """The probe pods (of one namespace, or all) with their rewrite setting (None: no sidecar)."""
+    pods = ((PodRef(NS_BASELINE, "probe"), None), (PodRef(NS_MESH, "probe-rewrite"), True),
+            (PodRef(NS_MESH, "probe-norewrite"), False))  # fmt: skip
+    return tuple((p, r) for p, r in pods if namespace is None or p.namespace == namespace)
+
+
+def _probed_container_manifest(base: dict[str, object], container: ProbedContainer) -> dict[str, object]:
+    probe: dict[str, object]
+    if container.probe is ProbeKind.HTTP:
+        probe = {"httpGet": {"path": "/readyz", "port": container.port}}
+    else:
+        probe = {"tcpSocket": {"port": container.port}}
+    probe.update(
+        {"periodSeconds": PROBE_PERIOD_SECONDS, "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 1}
+    )
+    # A deep copy: shared sub-objects would be dumped as YAML anchors, which strict readers refuse.
+    return {
+        **copy.deepcopy(base),
+        "name": container.name,
+        "args": ["serve", "--control-port", str(container.control_port), container.echo_port.spec],
+        "ports": [{"name": f"p-{container.port}", "containerPort": container.port, "protocol": "TCP"}],
+        "readinessProbe": probe,
+    }
+
+
+def _probe_manifests(world: World) -> list[Manifest]:
+    out: list[Manifest] = []
+    for ref, rewrite in probe_pods_of():
+        deployment = world.deployment(ref, ())
+        template = deployment["spec"]["template"]  # type: ignore[index]
+        labels = template["metadata"]["labels"]
+        labels[PROBE_POD_LABEL] = "true"
+        deployment["metadata"]["labels"][PROBE_POD_LABEL] = "true"  # type: ignore[index]
+        annotations = template["metadata"]["annotations"]
+        controls = [CONTROL_PORT, *(c.control_port for c in PROBED_CONTAINERS)]
+        annotations[EXCLUDE_INBOUND_ANNOTATION] = ",".join(str(p) for p in controls)
+        if rewrite is False:
+            annotations[PROBE_REWRITE_ANNOTATION] = "false"
+        containers = template["spec"]["containers"]
+        main = containers[0]
+        containers += [_probed_container_manifest(main, c) for c in PROBED_CONTAINERS]
+        out.append(deployment)
+        out.append(_probe_service(ref))
+    return out
+
+
+def _probe_service(ref: PodRef) -> Manifest:
+    # The probed ports are declared, so a probe that is not rewritten meets the same inbound cluster as traffic.
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": ref.app, "namespace": ref.namespace, "labels": {"app": ref.app, PROBE_POD_LABEL: "true"}},
+        "spec": {
+            "selector": {"app": ref.app},
+            "ports": [
+                {
+                    "name": c.echo_port.name,
+                    "port": c.port,
+                    "targetPort": c.port,
+                    "protocol": "TCP",
+                    "appProtocol": c.echo_port.protocol.value,
+                }
+                for c in PROBED_CONTAINERS
+            ],
+        },
+    }

@@ -977,3 +977,28 @@ def test_probe_subcommand_bracketed_ipv6_target() -> None:
     (only,) = json.loads(result.stdout)["results"]
     assert only["target"] == {"protocol": "tcp", "address": "::1", "port": port, "request_id": "v6-target"}
     assert only["outcome"] == "refused"
+
+
+def test_control_connections_record_silent_probe_connections(spawn: Spawner) -> None:
+    """A kubelet TCP probe connects and hangs up without a byte: only the connection record shows who probed."""
+    http_port, tcp_port = free_ports(2)
+    process = spawn(f"{http_port}:loopback:http", f"{tcp_port}:loopback:tcp", env={"INSTANCE_IP": "127.0.0.1"})
+    with socket.create_connection(("127.0.0.1", tcp_port)):
+        pass
+    http_echo("127.0.0.1", http_port, "/readyz")
+    deadline = time.monotonic() + 5
+    conns: list[dict[str, Any]] = []
+    while len(conns) < 2 and time.monotonic() < deadline:
+        status, body = process.control("GET", "/connections")
+        assert status == 200
+        conns = json.loads(body)["connections"]
+    assert [(c["port"], c["protocol"], c["peer"]) for c in conns] == [
+        (tcp_port, "tcp", "127.0.0.1"),
+        (http_port, "http", "127.0.0.1"),
+    ]
+    assert set(conns[0]) == {"seq", "port", "protocol", "local", "peer", "peer_port", "time"}
+    # Filters: by port, and only what came after a sequence number; the control port is never recorded.
+    status, body = process.control("GET", f"/connections?port={http_port}&after={conns[0]['seq']}")
+    assert [c["seq"] for c in json.loads(body)["connections"]] == [conns[1]["seq"]]
+    status, body = process.control("GET", "/connections?after=x")
+    assert status == 400

@@ -185,9 +185,13 @@ def test_precheck_reports_exposed_loopback_ports(cluster: EmulatedCluster) -> No
     assert run.stdout.splitlines() == [
         f"Error [IST0143] (Pod {pod}.mic-mesh) Port {port} is exposed in a Service but listens on localhost. "
         "It will not be exposed to other pods."
-        for pod in pods
         # 82xx/92xx: the remapped ports (Service port 1828x -> targetPort 828x) count by their container port.
-        for port in (8081, 8281, 9081, 9281)
+        # The probe pods' loopback containers (8381 http, 9381 tcp) serve ports their Services declare.
+        for pod, ports in [
+            *((p, (8081, 8281, 9081, 9281)) for p in pods),
+            *((p, (8381, 9381)) for p in ("probe-norewrite-0", "probe-rewrite-0")),
+        ]
+        for port in ports
     ]
     assert run.stderr.startswith("Error: Issues found when checking the cluster.")
     assert cluster.precheck(NS_BASELINE).exit_code == 0

@@ -14,7 +14,7 @@ import pytest
 from conformance.backends.emulated import capture, controlplane, kube
 from conformance.backends.emulated.kube import ManifestError, Objects, PodTemplate
 from conformance.spec.dimensions import IpFamily
-from conformance.world import SERVER_PORTS, World
+from conformance.world import PROBE_POD_LABEL, SERVER_PORTS, World
 
 POD_IP = {"ipv4": "10.244.0.12", "ipv6": "fd00:10:244::c"}
 
@@ -162,7 +162,7 @@ def test_port_protocol_app_protocol_replaces_the_name(name: str, app_protocol: s
 
 
 def _objects(family: IpFamily) -> Objects:
-    return kube.read(cast(Sequence[Mapping[str, Any]], World(family).manifests()))
+    return kube.read(cast(Sequence[Mapping[str, Any]], _manifests(family)))
 
 
 def _pod(objects: Objects, namespace: str, app: str) -> PodTemplate:
@@ -523,12 +523,14 @@ def test_sidecar_selector_must_match_every_label() -> None:
         (_deployment("web", replicas=2), "Deployment ns/web: the emulated cluster runs exactly one replica"),
         (_deployment("web", replicas=0), "Deployment ns/web: the emulated cluster runs exactly one replica"),
         (
-            _deployment("web", containers=[{"name": "a", "image": "i"}, {"name": "b", "image": "i"}]),
-            "Deployment ns/web: the emulated cluster runs pods of exactly one container",
+            _deployment(
+                "web", containers=[{"name": "a", "image": "i", "readinessProbe": {"exec": {"command": ["t"]}}}]
+            ),
+            "Deployment ns/web container a: only httpGet and tcpSocket readiness probes are emulated",
         ),
         (
             _deployment("web", containers=[]),
-            "Deployment ns/web: the emulated cluster runs pods of exactly one container",
+            "Deployment ns/web: the emulated cluster runs pods of at least one container",
         ),
         (
             _service("web", [{"name": "http", "port": 80, "targetPort": "http"}]),
@@ -699,7 +701,9 @@ FAMILIES = [IpFamily.IPV4, IpFamily.IPV6]
 
 
 def _manifests(family: IpFamily) -> list[dict[str, Any]]:
-    return cast(list[dict[str, Any]], World(family).manifests())
+    """The traffic world; the probe pods and their Services are tested in test_probe_spec.py."""
+    manifests = cast(list[dict[str, Any]], World(family).manifests())
+    return [m for m in manifests if PROBE_POD_LABEL not in m["metadata"].get("labels", {})]
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -102,6 +102,10 @@ CROSS_CHECK = [
     f"kubectl -n mic-mesh exec echo-instance-5d9c8b7f6-mc4z2 -c istio-proxy -- {CONFIG_DUMP}",
     "kubectl -n mic-mesh exec echo-unlisted-5d9c8b7f6-45czv -c istio-proxy -- ss -ltnH",
     f"kubectl -n mic-mesh exec echo-unlisted-5d9c8b7f6-45czv -c istio-proxy -- {CONFIG_DUMP}",
+    "kubectl -n mic-mesh exec probe-rewrite-5d9c8b7f6-7l5nn -c istio-proxy -- ss -ltnH",
+    f"kubectl -n mic-mesh exec probe-rewrite-5d9c8b7f6-7l5nn -c istio-proxy -- {CONFIG_DUMP}",
+    "kubectl -n mic-mesh exec probe-norewrite-5d9c8b7f6-xggc4 -c istio-proxy -- ss -ltnH",
+    f"kubectl -n mic-mesh exec probe-norewrite-5d9c8b7f6-xggc4 -c istio-proxy -- {CONFIG_DUMP}",
 ]
 # What the suite's checker finds in the fake's world: the loopback listeners on ports with an inbound cluster.
 CHECKER_FINDINGS = [
@@ -111,6 +115,11 @@ CHECKER_FINDINGS = [
     Finding("mic-mesh", "echo-localhost-5d9c8b7f6-9wsgv", 9081),
     Finding("mic-mesh", "echo-none-5d9c8b7f6-7ml2z", 8081),
     Finding("mic-mesh", "echo-none-5d9c8b7f6-7ml2z", 9081),
+    # The probe pods' loopback containers serve ports their Services declare (issue 11).
+    Finding("mic-mesh", "probe-norewrite-5d9c8b7f6-xggc4", 8381),
+    Finding("mic-mesh", "probe-norewrite-5d9c8b7f6-xggc4", 9381),
+    Finding("mic-mesh", "probe-rewrite-5d9c8b7f6-7l5nn", 8381),
+    Finding("mic-mesh", "probe-rewrite-5d9c8b7f6-7l5nn", 9381),
 ]
 
 
@@ -747,7 +756,9 @@ def test_precheck_that_finds_nothing_disagrees_with_the_checker(live: tuple[Fake
         "istioctl and the suite's checker disagree: only istioctl [], only the checker "
         "[('mic-mesh', 'echo-instance-5d9c8b7f6-mc4z2', 8081), ('mic-mesh', 'echo-instance-5d9c8b7f6-mc4z2', 9081), "
         "('mic-mesh', 'echo-localhost-5d9c8b7f6-9wsgv', 8081), ('mic-mesh', 'echo-localhost-5d9c8b7f6-9wsgv', 9081), "
-        "('mic-mesh', 'echo-none-5d9c8b7f6-7ml2z', 8081), ('mic-mesh', 'echo-none-5d9c8b7f6-7ml2z', 9081)]"
+        "('mic-mesh', 'echo-none-5d9c8b7f6-7ml2z', 8081), ('mic-mesh', 'echo-none-5d9c8b7f6-7ml2z', 9081), "
+        "('mic-mesh', 'probe-norewrite-5d9c8b7f6-xggc4', 8381), ('mic-mesh', 'probe-norewrite-5d9c8b7f6-xggc4', 9381), "
+        "('mic-mesh', 'probe-rewrite-5d9c8b7f6-7l5nn', 8381), ('mic-mesh', 'probe-rewrite-5d9c8b7f6-7l5nn', 9381)]"
     ]
 
 
@@ -772,11 +783,11 @@ def test_precheck_cross_check_skipped_when_ss_fails(live: tuple[Fakes, KubeClust
     run = cluster.precheck("mic-mesh")
     skipped = [
         f"cross-check skipped for {app}.mic-mesh: could not read its listeners or clusters"
-        for app in ("echo-none", "echo-localhost", "echo-instance", "echo-unlisted")
+        for app in ("echo-none", "echo-localhost", "echo-instance", "echo-unlisted", "probe-rewrite", "probe-norewrite")
     ]
-    assert run.warnings[:4] == skipped
+    assert run.warnings[:6] == skipped
     # With nothing to compare, every istioctl finding is "only istioctl".
-    assert run.warnings[4].startswith("istioctl and the suite's checker disagree: only istioctl [('mic-mesh', ")
+    assert run.warnings[6].startswith("istioctl and the suite's checker disagree: only istioctl [('mic-mesh', ")
 
 
 def test_diagnostics_collect_describe_logs_proxy_config_events_and_kind_logs(live: tuple[Fakes, KubeCluster]) -> None:

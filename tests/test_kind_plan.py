@@ -26,7 +26,7 @@ from packaging.version import Version
 
 from conformance.spec.capabilities import istio_capabilities
 from conformance.spec.dimensions import IpFamily
-from conformance.world import World
+from conformance.world import PROBE_REWRITE_ANNOTATION, PROBED_CONTAINERS, World
 
 REPO = Path(__file__).resolve().parents[1]
 ECHO_IMAGE = (
@@ -69,6 +69,13 @@ APPLIED = [
     ("Service", "mic-mesh/echo-unlisted"),
     ("Sidecar", "mic-mesh/echo-unlisted"),
     ("Deployment", "mic-mesh/client"),
+    # The probe pods (issue 11): one without a sidecar, and in the mesh one per probe rewrite setting.
+    ("Deployment", "mic-baseline/probe"),
+    ("Service", "mic-baseline/probe"),
+    ("Deployment", "mic-mesh/probe-rewrite"),
+    ("Service", "mic-mesh/probe-rewrite"),
+    ("Deployment", "mic-mesh/probe-norewrite"),
+    ("Service", "mic-mesh/probe-norewrite"),
 ]
 
 CASES: dict[str, tuple[str, ...]] = {
@@ -407,7 +414,30 @@ def test_plan_ipv6_uses_the_ipv6_kind_config_and_ipv6_manifests(plans: dict[str,
         "echo-none",
         "echo-empty",
         "client",
+        "probe",
+        "probe-rewrite",
+        "probe-norewrite",
     ]
+
+
+@pytest.mark.parametrize("name", ["1.9.9", "1.10.6", "1.21.6", "1.31.1"])
+def test_plan_shows_the_probe_workloads(plans: dict[str, Plan], name: str) -> None:
+    """Each probe pod carries one probed container per bind and probe kind, with short probe periods."""
+    plan = plans[name]
+    (manifest,) = plan.manifests
+    docs = {d["metadata"]["name"]: d for d in yaml.safe_load_all(manifest) if d["kind"] == "Deployment"}
+    for app in ("probe", "probe-rewrite", "probe-norewrite"):
+        template = docs[app]["spec"]["template"]
+        containers = template["spec"]["containers"]
+        assert [c["name"] for c in containers[1:]] == [c.name for c in PROBED_CONTAINERS]
+        for container in containers[1:]:
+            probe = container["readinessProbe"]
+            assert ("httpGet" in probe) is container["name"].endswith("-http")
+            assert probe["periodSeconds"] == 1
+        rewrite_off = template["metadata"]["annotations"].get(PROBE_REWRITE_ANNOTATION) == "false"
+        assert rewrite_off is (app == "probe-norewrite")
+    # A probe pod is never "available" while a probed container is not Ready: no rollout status waits for it.
+    assert not [c for c in plan.commands if "rollout status deploy/probe" in c]
 
 
 def test_plan_custom_build(plans: dict[str, Plan]) -> None:

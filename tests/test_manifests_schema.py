@@ -118,8 +118,9 @@ def test_every_row_s_kubernetes_version_has_a_schema() -> None:
 @pytest.mark.parametrize("kubernetes", sorted(SCHEMA_FOR_KUBERNETES))
 def test_kubernetes_objects_validate_strictly(family: IpFamily, kubernetes: str) -> None:
     objects = kubernetes_objects(family)
-    # baseline server and client, meshed client, and one meshed server per Sidecar situation (seven).
-    assert [m["kind"] for m in objects].count("Deployment") == 10
+    # baseline server and client, meshed client, one meshed server per Sidecar situation (seven), and the
+    # probe pods (baseline, rewrite on and off).
+    assert [m["kind"] for m in objects].count("Deployment") == 10 + 3
     for manifest in objects:
         try:
             used = kubernetes_validate.validate(manifest, SCHEMA_FOR_KUBERNETES[kubernetes], strict=True)
@@ -336,7 +337,8 @@ def test_containers_are_valid_for_the_api_server_and_kubelet(family: IpFamily) -
             for resource, limit in limits.items():
                 if resource in requests:
                     assert _quantity(requests[resource]) <= _quantity(limit), f"{ident(d)}: {resource} request > limit"
-            probe_port = c["readinessProbe"]["httpGet"]["port"]
+            probe = c["readinessProbe"]
+            probe_port = (probe.get("httpGet") or probe["tcpSocket"])["port"]
             assert probe_port in port_numbers, f"{ident(d)}: readiness probe on undeclared port {probe_port}"
             security = c.get("securityContext", {})
             if security.get("runAsNonRoot"):

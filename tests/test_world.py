@@ -22,6 +22,9 @@ def test_ipv6_before_1144_deploys_no_literal_sidecar_resources() -> None:
         "echo-none",
         "echo-empty",
         "client",
+        "probe",
+        "probe-rewrite",
+        "probe-norewrite",
     ]
     assert World.for_mesh(IpFamily.IPV4, istio_capabilities("1.10.6")).sidecars
     assert World.for_mesh(IpFamily.IPV6, istio_capabilities("1.14.4")).mesh_endpoints == (

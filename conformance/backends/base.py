@@ -57,6 +57,19 @@ def by_source(requests: Sequence[ProbeRequest]) -> dict[PodRef, list[int]]:
     return groups
 
 
+@dataclass(frozen=True)
+class ContainerReadiness:
+    """A container's readiness as the cluster reports it (kubelet's containerStatuses[].ready)."""
+
+    ready: bool
+    settled: bool
+    """The backend saw enough probes for `ready` to be the verdict, not the initial state."""
+    detail: str = ""
+    since: float | None = None
+    """Wall-clock time (epoch seconds) the container's probing last (re)started, when the backend knows it:
+    connections the app recorded before it belong to an earlier mesh mode."""
+
+
 class Cluster(abc.ABC):
     """A place where the world's workloads run, with the mesh under test installed."""
 
@@ -107,3 +120,13 @@ class Cluster(abc.ABC):
     @abc.abstractmethod
     def down(self) -> None:
         """Remove everything the backend created (unless told to keep it); safe to call twice."""
+
+    # Probe support (issue 11). Not abstract, so a backend without it still loads; it says so in one line.
+
+    def container_readiness(self, pod: PodRef) -> dict[str, ContainerReadiness]:
+        """Each probed container of the pod, by name: Ready or not, and whether that is settled."""
+        raise BackendError(f"the {self.backend} backend does not report container readiness")
+
+    def probe_connections(self, pod: PodRef, container: str, after: int = 0) -> list[dict[str, object]]:
+        """The connections the container's echo program recorded (with peers), sequence numbers above `after`."""
+        raise BackendError(f"the {self.backend} backend does not read probe connections")

@@ -30,6 +30,7 @@ from conformance.spec.dimensions import (
     Protocol,
     Source,
 )
+from conformance.spec.probes import probe_spec_entries, probe_spec_markdown
 from conformance.spec.semantics import RULES, Expectation, expect
 
 SPEC_FORMAT = "mesh-inbound-conformance/spec"
@@ -58,6 +59,10 @@ def spec_document(cells: Sequence[CellKey]) -> dict[str, object]:
             for r in RULES.values()
         ],
         "cells": [{"id": cell.id, **cell.to_json(), "expected": expect(cell).to_json()} for cell in cells],
+        # Health probes (probes.py): added within version 1, beside the traffic cells.
+        **probe_spec_entries(
+            tuple(dict.fromkeys(c.profile for c in cells)), tuple(dict.fromkeys(c.ip_family for c in cells))
+        ),
     }
 
 
@@ -97,6 +102,7 @@ def spec_markdown(profiles: Iterable[Profile], families: Iterable[IpFamily]) -> 
         "Rules and their Istio sources: `python -m conformance spec --format json` (`rules`).",
     ]
     profile_list = tuple(profiles)
+    families = tuple(families)
     for family in families:
         for profile in profile_list:
             lines += ["", f"## {profile.value} ({family.value})", ""]
@@ -113,4 +119,5 @@ def spec_markdown(profiles: Iterable[Profile], families: Iterable[IpFamily]) -> 
                                 cell = CellKey(profile, endpoint, bind, port, protocol, path, client, family)
                                 row += f" {describe_expectation(expect(cell), family)} |"
                             lines.append(row)
+    lines += probe_spec_markdown(profile_list, families)
     return "\n".join(lines) + "\n"

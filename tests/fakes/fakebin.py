@@ -454,9 +454,9 @@ def ss_listeners(state: dict[str, Any], pod: dict[str, Any]) -> str:
     loopback = "::1" if ipv6 else "127.0.0.1"
     wanted: list[tuple[str, int]] = list(PROXY_LISTENERS)
     deployment = _deployment_of(state, pod)
-    args = deployment["spec"]["template"]["spec"]["containers"][0].get("args", [])
-    if "--control-port" in args:
-        wanted.append(("*", int(args[args.index("--control-port") + 1])))
+    # Every container of the pod shares its network namespace: ss sees all their listeners.
+    args = [a for c in deployment["spec"]["template"]["spec"]["containers"] for a in c.get("args", [])]
+    wanted += [("*", int(args[i + 1])) for i, a in enumerate(args) if a == "--control-port"]
     for arg in args:
         port, _, rest = str(arg).partition(":")
         bind, _, protocol = rest.partition(":")

@@ -8,7 +8,8 @@ depend on anything but the standard library, and the harness imports it by path 
 because *which address an application binds* is the very thing Istio's inbound semantics change. Every
 answer says which pod answered and which local address accepted the connection, and every request is
 recorded so the harness can later ask "did request X reach this pod, and on which address?" through the
-control port, which is never recorded itself.
+control port, which is never recorded itself. Every accepted connection is recorded too, with its peer
+(`/connections`): a health probe that connects and hangs up says who probed only there.
 
 `probe` dials targets and classifies each outcome into a small, fixed vocabulary (ok, http_status, refused,
 reset_or_eof, timeout, error), because a conformance verdict compares outcomes, not error strings.
@@ -410,6 +411,22 @@ class RequestRecord(NamedTuple):
     time: float
 
 
+class ConnectionRecord(NamedTuple):
+    """One connection accepted on an application port, whether or not a request followed.
+
+    A kubelet TCP probe (or pilot-agent's) connects and hangs up without a byte: only this record shows who
+    probed. `seq` grows by one per connection, so a reader can ask for what came after what it saw last.
+    """
+
+    seq: int
+    port: int
+    protocol: str
+    local: str
+    peer: str
+    peer_port: int
+    time: float
+
+
 class EchoServer:
     """State shared by every listener of one `serve` process: identity, request records, open connections."""
 
@@ -419,6 +436,8 @@ class EchoServer:
         self.verbose = verbose
         self.records: collections.deque[RequestRecord] = collections.deque(maxlen=MAX_RECORDS)
         self._ids = itertools.count(1)
+        self.connections: collections.deque[ConnectionRecord] = collections.deque(maxlen=MAX_RECORDS)
+        self._seq = itertools.count(1)
         self._writers: set[asyncio.StreamWriter] = set()
 
     def _log(self, message: str) -> None:
@@ -453,6 +472,11 @@ class EchoServer:
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             self._writers.add(writer)
+            if kind != "control":
+                local, peer, peer_port = _connection_info(writer)
+                self.connections.append(
+                    ConnectionRecord(next(self._seq), port, kind, local, peer, peer_port, time.time())
+                )
             try:
                 if kind == "tcp":
                     await self._serve_tcp(reader, writer, port)
@@ -529,6 +553,18 @@ class EchoServer:
             records = [r._asdict() for r in self.records if not wanted or r.request_id in wanted]
             document = {"pod": self.pod, "namespace": self.namespace, "requests": records}
             return _response(200, "application/json", _json_bytes(document), keep, head=head)
+        if request.path == "/connections":
+            if request.method not in ("GET", "HEAD"):
+                return _error_response(405, "use GET", keep, extra="Allow: GET, HEAD\r\n")
+            query = parse_qs(request.query, keep_blank_values=True)
+            try:
+                ports = {int(p) for p in query.get("port", [])}
+                after = int(query.get("after", ["0"])[0] or 0)
+            except ValueError:
+                return _error_response(400, "port and after must be integers", keep)
+            conns = [c._asdict() for c in self.connections if c.seq > after and (not ports or c.port in ports)]
+            document = {"pod": self.pod, "namespace": self.namespace, "connections": conns}
+            return _response(200, "application/json", _json_bytes(document), keep, head=head)
         if request.path == "/probe":
             if request.method != "POST":
                 return _error_response(405, "use POST with a JSON probe batch", keep, extra="Allow: POST\r\n")
@@ -543,7 +579,9 @@ class EchoServer:
             )
             document = {"results": [r.to_json() for r in results]}
             return _response(200, "application/json", _json_bytes(document), keep)
-        return _error_response(404, f"no such path {request.path!r}; try /healthz, /requests or /probe", keep)
+        return _error_response(
+            404, f"no such path {request.path!r}; try /healthz, /requests, /connections or /probe", keep
+        )
 
 
 def _say(line: str) -> None:

@@ -35,13 +35,15 @@ from pyroute2 import IPRoute
 from conformance.backends.base import (
     BackendError,
     Cluster,
+    ContainerReadiness,
     Manifest,
     PodRef,
     PrerequisiteError,
     ProbeRequest,
     by_source,
 )
-from conformance.backends.emulated import capture, controlplane, kube, netns
+from conformance.backends.emulated import capture, controlplane, injector, kube, netns
+from conformance.backends.emulated.kubelet import Kubelet
 from conformance.echo_client import Connector, ProbeTargetLike, StreamPair, make_target, probe_batch
 from conformance.precheck import PrecheckRun, check_pod, parse_proc_net_tcp, read_proc_listeners, render_run
 from conformance.resources import echo_program
@@ -88,6 +90,12 @@ class EmulatedPod:
     app: subprocess.Popen[bytes] | None = None
     sidecar: subprocess.Popen[bytes] | None = None
     sidecar_config: dict[str, object] = field(default_factory=dict)
+    containers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    """The pod's other containers (each an echo program in the pod's namespace), by name."""
+
+    def processes(self) -> list[subprocess.Popen[bytes]]:
+        """Every process of the pod: sidecar, app and the other containers."""
+        return [p for p in (self.sidecar, self.app, *self.containers.values()) if p is not None]
 
     @property
     def ref(self) -> PodRef:
@@ -155,6 +163,7 @@ class EmulatedCluster(Cluster):
         inbound_mode: str = "passthrough",
         work_dir: Path | None = None,
         ready_timeout: float = 30.0,
+        rewrite_probes: bool = True,
     ) -> None:
         if family not in ADDRESSING:
             raise ValueError(f"ip family {family!r}: expected ipv4 or ipv6")
@@ -179,6 +188,9 @@ class EmulatedCluster(Cluster):
         self._started = False
         self._next_index = 0
         self.timings: dict[str, float] = {}
+        self.rewrite_probes = rewrite_probes
+        """The mesh-wide probe rewrite (Istio's values.sidecarInjectorWebhook.rewriteAppHTTPProbe)."""
+        self.kubelet: Kubelet | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -207,6 +219,7 @@ class EmulatedCluster(Cluster):
                 if pod.template.injected:
                     self._start_sidecar(pod)
             self._wait_ready(self.pods.values())
+            self._start_kubelet()
         except kube.ManifestError as err:
             raise BackendError(str(err)) from None
         except netns.NamespaceError as err:
@@ -218,7 +231,10 @@ class EmulatedCluster(Cluster):
         if not self._started:
             return
         self._started = False
-        _stop([p for pod in self.pods.values() for p in (pod.sidecar, pod.app) if p is not None])
+        if self.kubelet is not None:
+            self.kubelet.stop()
+            self.kubelet = None
+        _stop([p for pod in self.pods.values() for p in pod.processes()])
         for pod in list(self.pods.values()):
             self._remove_network(pod)
         self.pods.clear()
@@ -249,12 +265,15 @@ class EmulatedCluster(Cluster):
         if template.injected:
             self._start_sidecar(pod)
         self._wait_ready([pod])
+        self._watch_probes(pod)
         return pod
 
     def remove_pod(self, ref: PodRef) -> None:
         """Kill a pod's containers (grace period 0) and delete its network namespace."""
         pod = self.pods.pop(ref)
-        _stop([p for p in (pod.sidecar, pod.app) if p is not None], grace=0)
+        if self.kubelet is not None:
+            self.kubelet.forget(str(ref))
+        _stop(pod.processes(), grace=0)
         self._remove_network(pod)
         netns.kill_all(netns.pids_in(pod.netns), grace=0.5)
         netns.remove(pod.netns)
@@ -375,6 +394,11 @@ class EmulatedCluster(Cluster):
         # The image's /app/echo.py is this very file; -I -S: no site-packages, like the slim image.
         argv = [sys.executable, "-I", "-S", str(echo_program()), *pod.template.args]
         pod.app = netns.spawn(pod.netns, argv, env=self._env(pod), log=self.work_dir / f"{pod.netns}.app.log")
+        for container in pod.template.containers[1:]:
+            # Every container of a pod runs the echo program too (the emulation runs nothing else).
+            argv = [sys.executable, "-I", "-S", str(echo_program()), *container.args]
+            log = self.work_dir / f"{pod.netns}.{container.name}.log"
+            pod.containers[container.name] = netns.spawn(pod.netns, argv, env=self._env(pod), log=log)
 
     def _sidecar_argv(self, config_path: Path) -> list[str]:
         if self.sidecar_command:
@@ -385,6 +409,7 @@ class EmulatedCluster(Cluster):
         pod.sidecar_config = controlplane.sidecar_config(
             pod.template, pod.ip, self.family, self.objects, self._inbound_mode
         )
+        pod.sidecar_config["status"] = injector.status_config(pod.template, self.rewrite_probes, self._inbound_mode)
         config_path = self.work_dir / f"{pod.netns}.sidecar.json"
         config_path.write_text(json.dumps(pod.sidecar_config, indent=2) + "\n")
         config_path.chmod(0o644)
@@ -449,6 +474,9 @@ class EmulatedCluster(Cluster):
         assert pod.app is not None
         if pod.app.poll() is not None:
             return f"exited app container (exit {pod.app.returncode})"
+        for name, proc in pod.containers.items():
+            if proc.poll() is not None:
+                return f"exited app container {name} (exit {proc.returncode})"
         if pod.template.injected:
             assert pod.sidecar is not None
             if pod.sidecar.poll() is not None:
@@ -516,6 +544,51 @@ class EmulatedCluster(Cluster):
         for pod in meshed:
             self._start_sidecar(pod)
         self._wait_ready(meshed)
+        for pod in meshed:
+            # The injector's probe destination changed with the mode: as after a rollout restart, probe afresh.
+            self._watch_probes(pod)
+
+    # --- kubelet probes ---------------------------------------------------------------------------------
+
+    def _start_kubelet(self) -> None:
+        self.kubelet = Kubelet(self._node_fd)
+        self.kubelet.start()
+        for pod in self.pods.values():
+            self._watch_probes(pod)
+
+    def _watch_probes(self, pod: EmulatedPod) -> None:
+        if self.kubelet is None:
+            return
+        probes = injector.kubelet_probes(pod.template, self.rewrite_probes)
+        if any(p.port == injector.STATUS_PORT for p in probes.values()) and pod.sidecar is not None:
+            # Like a pod whose istio-proxy is not yet ready: wait (briefly) for the status port before probing.
+            deadline = time.monotonic() + 2
+            while injector.STATUS_PORT not in self._listening(pod, pod.sidecar) and time.monotonic() < deadline:
+                time.sleep(0.005)
+        self.kubelet.watch(str(pod.ref), pod.ip, probes)
+
+    def container_readiness(self, pod: PodRef) -> dict[str, ContainerReadiness]:
+        """Each probed container's readiness as the emulated kubelet has it."""
+        target = self._pod(pod)
+        if self.kubelet is None:
+            raise BackendError("the emulated kubelet is not running")
+        out = {}
+        for name, (state, probe, started) in self.kubelet.status(str(target.ref)).items():
+            out[name] = ContainerReadiness(state.ready, state.settled(probe), state.last, started)
+        return out
+
+    def probe_connections(self, pod: PodRef, container: str, after: int = 0) -> list[dict[str, object]]:
+        """The connections a container's echo program accepted on its app ports (newer than sequence `after`)."""
+        target = self._pod(pod)
+        spec = next((c for c in target.template.containers if c.name == container), None)
+        if spec is None or "--control-port" not in spec.args:
+            raise BackendError(f"{pod}: no container {container} with a control port")
+        port = int(spec.args[spec.args.index("--control-port") + 1])
+        body = self._node_http(target.ip, port, f"/connections?after={after}", timeout=5)
+        if body is None:
+            raise BackendError(f"{pod}: container {container} did not answer /connections")
+        records: list[dict[str, object]] = json.loads(body)["connections"]
+        return records
 
     def mesh_info(self) -> dict[str, str]:
         """The emulated reference mesh, or the replaced sidecar program."""

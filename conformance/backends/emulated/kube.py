@@ -29,6 +29,40 @@ class EnvVar:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """A container's readinessProbe: httpGet or tcpSocket, with kubelet's timing fields (defaults as Kubernetes')."""
+
+    kind: str  # "http" or "tcp"
+    port: int
+    path: str = "/"
+    period: float = 10.0
+    timeout: float = 1.0
+    success_threshold: int = 1
+    failure_threshold: int = 3
+    initial_delay: float = 0.0
+
+    def to_json(self) -> dict[str, object]:
+        """The probe in Kubernetes' shape (what ISTIO_KUBE_APP_PROBERS carries)."""
+        action: dict[str, object] = (
+            {"httpGet": {"path": self.path, "port": self.port}}
+            if self.kind == "http"
+            else {"tcpSocket": {"port": self.port}}
+        )
+        return {**action, "timeoutSeconds": self.timeout, "periodSeconds": self.period}
+
+
+@dataclass(frozen=True)
+class Container:
+    """One container of a pod; every container runs the echo program in the pod's namespace."""
+
+    name: str
+    command: tuple[str, ...]
+    args: tuple[str, ...]
+    env: tuple[EnvVar, ...]
+    readiness: Probe | None
+
+
+@dataclass(frozen=True)
 class PodTemplate:
     """One pod of a Deployment (the emulation runs replicas: 1)."""
 
@@ -41,6 +75,8 @@ class PodTemplate:
     env: tuple[EnvVar, ...]
     readiness_port: int | None
     injected: bool
+    containers: tuple[Container, ...] = ()
+    """Every container, the first one included (its fields above are the pod's main container)."""
 
     @property
     def name(self) -> str:
@@ -157,15 +193,10 @@ def _pod(manifest: Mapping[str, Any], injected_namespaces: set[str]) -> PodTempl
         raise ManifestError(f"{where}: the emulated cluster runs exactly one replica")
     template = _get(manifest, "spec", "template", default={})
     containers = _get(template, "spec", "containers", default=[])
-    if len(containers) != 1:
-        raise ManifestError(f"{where}: the emulated cluster runs pods of exactly one container")
+    if not containers:
+        raise ManifestError(f"{where}: the emulated cluster runs pods of at least one container")
     container = containers[0]
-    env = []
-    for entry in container.get("env", []):
-        path = _get(entry, "valueFrom", "fieldRef", "fieldPath")
-        if entry.get("valueFrom") is not None and path is None:
-            raise ManifestError(f"{where}: env {entry['name']}: only literal values and fieldRef are supported")
-        env.append(EnvVar(entry["name"], entry.get("value"), path))
+    env = _env(where, container)
     labels = {str(k): str(v) for k, v in _get(template, "metadata", "labels", default={}).items()}
     annotations = {str(k): str(v) for k, v in _get(template, "metadata", "annotations", default={}).items()}
     pod_inject = labels.get(INJECT_POD_LABEL, annotations.get(INJECT_POD_LABEL))
@@ -180,6 +211,54 @@ def _pod(manifest: Mapping[str, Any], injected_namespaces: set[str]) -> PodTempl
         env=tuple(env),
         readiness_port=_get(container, "readinessProbe", "httpGet", "port"),
         injected=injected,
+        containers=tuple(_container(where, c) for c in containers),
+    )
+
+
+def _env(where: str, container: Mapping[str, Any]) -> list[EnvVar]:
+    env = []
+    for entry in container.get("env", []):
+        path = _get(entry, "valueFrom", "fieldRef", "fieldPath")
+        if entry.get("valueFrom") is not None and path is None:
+            raise ManifestError(f"{where}: env {entry['name']}: only literal values and fieldRef are supported")
+        env.append(EnvVar(entry["name"], entry.get("value"), path))
+    return env
+
+
+def _container(where: str, container: Mapping[str, Any]) -> Container:
+    name = str(container.get("name", ""))
+    return Container(
+        name=name,
+        command=tuple(container.get("command", ())),
+        args=tuple(str(a) for a in container.get("args", ())),
+        env=tuple(_env(where, container)),
+        readiness=_probe(f"{where} container {name}", container.get("readinessProbe")),
+    )
+
+
+def _probe(where: str, probe: Mapping[str, Any] | None) -> Probe | None:
+    """A readinessProbe as kubelet reads it; exec and gRPC probes, and named ports, are not emulated."""
+    if probe is None:
+        return None
+    if "httpGet" in probe:
+        port = probe["httpGet"].get("port")
+        kind, path = "http", str(probe["httpGet"].get("path", "/"))
+    elif "tcpSocket" in probe:
+        port = probe["tcpSocket"].get("port")
+        kind, path = "tcp", "/"
+    else:
+        raise ManifestError(f"{where}: only httpGet and tcpSocket readiness probes are emulated")
+    if not isinstance(port, int):
+        raise ManifestError(f"{where}: probe port {port!r}: only numeric ports are emulated")
+    return Probe(
+        kind,
+        port,
+        path,
+        period=float(probe.get("periodSeconds", 10)),
+        timeout=float(probe.get("timeoutSeconds", 1)),
+        success_threshold=int(probe.get("successThreshold", 1)),
+        failure_threshold=int(probe.get("failureThreshold", 3)),
+        initial_delay=float(probe.get("initialDelaySeconds", 0)),
     )
 
 

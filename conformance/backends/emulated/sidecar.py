@@ -13,6 +13,11 @@ clusters) and the kernel's SO_ORIGINAL_DST. Standard library only, so it starts 
 - When the upstream cannot be reached, an HTTP listener answers 503 (Envoy: "upstream connect error or
   disconnect/reset before headers") and a TCP listener closes the connection.
 
+- Status (15020, when the configuration has a `status` block): pilot-agent's `/app-health/<container>/readyz`.
+  The kubelet's rewritten probe arrives here; the original probe (httpGet or tcpSocket) is sent to the app
+  as pilot-agent >= 1.10 does: to the pod IP, or to localhost when the injector set the legacy destination
+  (REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION), always from 127.0.0.6 / ::6, which the capture rules let through.
+
 The process starts as root to read its configuration and bind its listeners, then drops to uid/gid 1337
 before it makes a single upstream connection, because the capture rules recognise the proxy by that uid.
 There is no mTLS: bytes are relayed as they are.
@@ -54,6 +59,10 @@ RESPONSE_503 = (
 )
 
 
+PROBE_SOURCE = {socket.AF_INET: "127.0.0.6", socket.AF_INET6: "::6"}
+PROBE_LOCALHOST = {socket.AF_INET: "127.0.0.1", socket.AF_INET6: "::1"}
+
+
 class ConfigError(Exception):
     """The configuration file is not what this sidecar understands."""
 
@@ -83,6 +92,30 @@ class Config:
     outbound_port: int
     uid: int
     gid: int
+    status: StatusConfig | None = None
+
+
+@dataclass(frozen=True)
+class StatusConfig:
+    """pilot-agent's status port: the app probers the injector handed over, and where to send them."""
+
+    port: int
+    probers: dict[str, dict[str, Any]]
+    legacy_localhost_destination: bool
+    pod_ip: str
+
+
+def _status(data: dict[str, Any]) -> StatusConfig | None:
+    status = data.get("status")
+    if not status:
+        return None
+    probers = {str(path): dict(probe) for path, probe in status.get("app_probers", {}).items()}
+    return StatusConfig(
+        port=int(status["port"]),
+        probers=probers,
+        legacy_localhost_destination=bool(status.get("legacy_localhost_destination", False)),
+        pod_ip=str(data["pod"]["ips"][0]),
+    )
 
 
 def _route(name: str, data: dict[str, Any]) -> Route:
@@ -121,6 +154,7 @@ def load_config(path: str) -> Config:
             outbound_port=int(data["outbound"]["port"]),
             uid=int(data.get("proxy_uid", 1337)),
             gid=int(data.get("proxy_gid", 1337)),
+            status=_status(data),
         )
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ConfigError(f"{path}: {type(err).__name__}: {err}") from None
@@ -323,6 +357,77 @@ class Sidecar:
         return relayed
 
 
+class StatusServer:
+    """pilot-agent's application health checks on the status port (see module docstring)."""
+
+    def __init__(self, sidecar: Sidecar, status: StatusConfig) -> None:
+        self.sidecar = sidecar
+        self.status = status
+
+    def destination(self) -> str:
+        """Where the app is probed: the pod IP, or localhost with the legacy destination."""
+        family = socket.AF_INET6 if ":" in self.status.pod_ip else socket.AF_INET
+        return PROBE_LOCALHOST[family] if self.status.legacy_localhost_destination else self.status.pod_ip
+
+    def source(self, destination: str) -> str | None:
+        """The local address of a probe connection (pilot-agent's upstreamLocalAddress)."""
+        return PROBE_SOURCE[socket.AF_INET6 if ":" in destination else socket.AF_INET]
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Answer one request: 200 when the app's probe passes, 500 (or 404 for an unknown path) otherwise."""
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CONNECT_TIMEOUT)
+            path = head.split(b" ", 2)[1].decode("latin-1") if head.count(b" ") >= 2 else ""
+            prober = self.status.probers.get(path)
+            if prober is None:
+                code, text = 404, f"no app prober for {path}"
+            else:
+                problem = await self.probe(prober)
+                code, text = (200, "ok") if problem is None else (500, problem)
+            self.sidecar.log(f"status {_peer(writer)} {path} -> {code} {text}")
+            body = text.encode() + b"\n"
+            reason = {200: "OK", 404: "Not Found", 500: "Internal Server Error"}[code]
+            writer.write(
+                f"HTTP/1.1 {code} {reason}\r\ncontent-type: text/plain\r\ncontent-length: {len(body)}\r\n"
+                "connection: close\r\n\r\n".encode()
+                + body
+            )
+            with contextlib.suppress(OSError):
+                await writer.drain()
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+            pass
+        finally:
+            await _close(writer)
+
+    async def probe(self, prober: dict[str, Any]) -> str | None:
+        """Run the original probe against the app; None on a pass, else the reason."""
+        timeout = float(prober.get("timeoutSeconds", 1) or 1)
+        destination = self.destination()
+        if "tcpSocket" in prober:
+            port, path = int(prober["tcpSocket"]["port"]), None
+        else:
+            port, path = int(prober["httpGet"]["port"]), str(prober["httpGet"].get("path", "/"))
+        try:
+            reader, writer = await self.sidecar._connect(destination, port, self.source(destination))
+        except OSError as err:
+            return f"dial {destination}:{port}: {err.strerror or err}"
+        try:
+            if path is None:
+                return None
+            host = f"[{destination}]" if ":" in destination else destination
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+            await writer.drain()
+            line = await asyncio.wait_for(reader.readline(), timeout)
+            parts = line.split()
+            if len(parts) < 2 or not parts[1].isdigit() or not 200 <= int(parts[1]) < 400:
+                return f"app answered {line.strip()[:60]!r}"
+            return None
+        except (OSError, TimeoutError) as err:
+            return f"probe {destination}:{port}: {err}"
+        finally:
+            await _close(writer)
+
+
 async def _close(writer: asyncio.StreamWriter) -> None:
     writer.close()
     with contextlib.suppress(OSError):
@@ -359,11 +464,18 @@ async def serve(config: Config) -> None:
         for name, port in (("inbound", config.inbound_port), ("outbound", config.outbound_port))
         for family in (socket.AF_INET, socket.AF_INET6)
     }
+    status_sockets = []
+    if config.status is not None:
+        status_sockets = [_listen(config.status.port, family) for family in (socket.AF_INET, socket.AF_INET6)]
     _drop_privileges(config.uid, config.gid)
     servers = []
     for (name, _family), sock in sockets.items():
         handler = sidecar.inbound if name == "inbound" else sidecar.outbound
         servers.append(await asyncio.start_server(handler, sock=sock, backlog=1024))
+    if config.status is not None:
+        status = StatusServer(sidecar, config.status)
+        for sock in status_sockets:
+            servers.append(await asyncio.start_server(status.handle, sock=sock, backlog=1024))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -9,6 +9,7 @@ with the echo program's batch mode (one `kubectl exec` per client per round, the
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import re
@@ -21,14 +22,22 @@ from typing import Any
 import yaml
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from conformance.backends.base import BackendError, Cluster, Manifest, PodRef, ProbeRequest, by_source
+from conformance.backends.base import (
+    BackendError,
+    Cluster,
+    ContainerReadiness,
+    Manifest,
+    PodRef,
+    ProbeRequest,
+    by_source,
+)
 from conformance.backends.kind import matrix
 from conformance.backends.kind.runner import CommandError, Pending, PlanRunner, Result, Runner
 from conformance.precheck import PrecheckRun, check_pod, parse_istioctl, parse_ss
 from conformance.resources import echo_program, fixture
 from conformance.spec.capabilities import LegacySwitch, parse_version, version_row
 from conformance.timeouts import TimeoutConfig
-from conformance.world import CONTROL_PORT
+from conformance.world import CONTROL_PORT, PROBE_POD_LABEL
 
 ISTIO_NAMESPACE = "istio-system"
 RELEASE_HUB = "docker.io/istio"
@@ -96,6 +105,8 @@ class KubeCluster(Cluster):
         self.namespaces: list[str] = []
         self.injected_namespaces: list[str] = []
         self.deployments: list[PodRef] = []
+        self.probe_pods: set[PodRef] = set()
+        """Pods whose probed containers may never be Ready by design: waited for on their main containers."""
         self.artifacts_dir = Path(options["artifacts_dir"]) if options.get("artifacts_dir") else None
         if self.artifacts_dir is not None and not self.planning and self.runner.log is None:
             self.runner.log = self.artifacts_dir / f"{backend}-commands.log"
@@ -403,6 +414,8 @@ class KubeCluster(Cluster):
                 _set_image(manifest, self.echo_image)
                 meta = manifest["metadata"]
                 self.deployments.append(PodRef(str(meta["namespace"]), str(meta["name"])))
+                if meta.get("labels", {}).get(PROBE_POD_LABEL) == "true":
+                    self.probe_pods.add(self.deployments[-1])
             if manifest.get("kind") == "Namespace":
                 meta = manifest["metadata"]
                 self.namespaces.append(str(meta["name"]))
@@ -415,7 +428,8 @@ class KubeCluster(Cluster):
 
     def _wait_workloads(self) -> None:
         for ref in self.deployments:
-            self._rollout(ref.namespace, ref.app)
+            if ref not in self.probe_pods:  # never "available" while a probed container is not Ready
+                self._rollout(ref.namespace, ref.app)
         if self.planning:
             self._read_addresses()
             return
@@ -448,7 +462,11 @@ class KubeCluster(Cluster):
             if p["metadata"].get("labels", {}).get("app") == ref.app
             and p["metadata"].get("deletionTimestamp") is None
             and p.get("status", {}).get("phase") == "Running"
-            and all(c.get("ready") for c in p.get("status", {}).get("containerStatuses", []))
+            and all(
+                c.get("ready")
+                for c in p.get("status", {}).get("containerStatuses", [])
+                if ref not in self.probe_pods or c.get("name") in (APP_CONTAINER, PROXY_CONTAINER)
+            )
         ]
         if len(candidates) != 1:
             raise NotReady(f"{ref}: {len(candidates)} ready pods, want 1")
@@ -540,6 +558,50 @@ class KubeCluster(Cluster):
             path = f"/api/v1/namespaces/{pod.namespace}/pods/{name}:{CONTROL_PORT}/proxy/requests?{query}"
             out = self._run(self._kubectl("get", "--raw", path), f"read the request record of {pod}").stdout
             records += json.loads(out or '{"requests": []}').get("requests", [])
+        return records
+
+    def _pod_json(self, pod: PodRef) -> dict[str, Any]:
+        name = self.pod_names.get(pod, pod.app)
+        out = self._run(self._kubectl("-n", pod.namespace, "get", "pod", name, "-o", "json"), f"read {pod}").stdout
+        return dict(json.loads(out or "{}"))
+
+    def container_readiness(self, pod: PodRef) -> dict[str, ContainerReadiness]:
+        """containerStatuses[].ready through the API; settled once Ready, or once the probe had its chances.
+
+        A container that is not Ready has settled when it has run longer than its readiness probe needs to fail
+        `failureThreshold` times (initialDelaySeconds + periodSeconds x failureThreshold + timeoutSeconds).
+        """
+        data = self._pod_json(pod)
+        probes = {c["name"]: c.get("readinessProbe") or {} for c in data.get("spec", {}).get("containers", [])}
+        out: dict[str, ContainerReadiness] = {}
+        for status in data.get("status", {}).get("containerStatuses", []):
+            name = str(status.get("name"))
+            if name == PROXY_CONTAINER or not probes.get(name):
+                continue
+            started = _started_at(status)
+            probe = probes[name]
+            needs = (
+                float(probe.get("initialDelaySeconds", 0))
+                + float(probe.get("periodSeconds", 10)) * int(probe.get("failureThreshold", 3))
+                + float(probe.get("timeoutSeconds", 1))
+            )
+            ready = bool(status.get("ready"))
+            settled = ready or (started is not None and _now() - started >= needs)
+            out[name] = ContainerReadiness(ready, settled, "" if ready else "containerStatuses ready=false", started)
+        return out
+
+    def probe_connections(self, pod: PodRef, container: str, after: int = 0) -> list[dict[str, object]]:
+        """The container's echo record of accepted connections, through the API server's pod proxy."""
+        data = self._pod_json(pod)
+        spec = next((c for c in data.get("spec", {}).get("containers", []) if c.get("name") == container), None)
+        args = [str(a) for a in (spec or {}).get("args", [])]
+        if "--control-port" not in args:
+            raise BackendError(f"{pod}: no container {container} with a control port")
+        port = args[args.index("--control-port") + 1]
+        name = self.pod_names.get(pod, pod.app)
+        path = f"/api/v1/namespaces/{pod.namespace}/pods/{name}:{port}/proxy/connections?after={after}"
+        out = self._run(self._kubectl("get", "--raw", path), f"read the probe connections of {pod}/{container}").stdout
+        records: list[dict[str, object]] = json.loads(out or '{"connections": []}').get("connections", [])
         return records
 
     def precheck(self, namespace: str) -> PrecheckRun:
@@ -728,3 +790,15 @@ def make_kube_cluster(backend: str, family: str, options: dict[str, Any], timeou
         return KubeCluster(backend, family, options, timeouts)
     except ValueError as err:
         raise BackendError(str(err)) from None
+
+
+def _now() -> float:
+    return datetime.datetime.now(datetime.UTC).timestamp()
+
+
+def _started_at(status: dict[str, Any]) -> float | None:
+    """When a container's current run started (containerStatuses[].state.running.startedAt), epoch seconds."""
+    text = status.get("state", {}).get("running", {}).get("startedAt")
+    if not text:
+        return None
+    return datetime.datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()

@@ -1,0 +1,106 @@
+"""The probe section of the conformance report: per profile, a bind x probe x rewrite table beside the traffic one.
+
+Kept apart from `report.py` so the probe cells add to the report without reshaping it: `record_probe` stores
+what a probe check saw in `Report.probe_cells`, `probe_document` is the JSON list, `probe_tables` the Markdown.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from conformance.spec.dimensions import Bind, Profile
+from conformance.spec.probes import ProbeCellKey, ProbeExpectation, ProbeKind, rewrite_settings
+
+if TYPE_CHECKING:
+    from conformance.report import Report
+
+
+KNOWN_1_21_INCONSISTENCY = (
+    "⚠️ **Istio 1.21 and health probes.** 1.21 removed `PILOT_ENABLE_INBOUND_PASSTHROUGH` from istiod (#48718), "
+    "but its injection templates still read it: with the flag left at `false`, traffic passes through to the pod "
+    "IP while rewritten probes go to localhost, so a loopback-only app is **Ready but unreachable**. If this "
+    "cluster has the flag set, `ReadyMeansReachable` fails on the loopback cells: that is Istio's known "
+    "inconsistency (probes reference section 1), not a bug of your build."
+)
+
+
+def record_probe(
+    report: Report,
+    test: str,
+    cell: ProbeCellKey,
+    expected: ProbeExpectation,
+    observed: dict[str, object],
+    part: str,
+    ok: bool,
+    reason: str,
+) -> None:
+    """A probe check judged one part of a cell (`probe_ready`, `probe_source`, `ready_reachable`)."""
+    record = report.probe_cells.setdefault(
+        cell.id, {"id": cell.id, **cell.to_json(), "expected": expected.to_json(), "observed": {}, "checks": {}}
+    )
+    observed_all = record["observed"]
+    checks = record["checks"]
+    assert isinstance(observed_all, dict)
+    assert isinstance(checks, dict)
+    observed_all.update(observed)
+    checks[f"{test}:{part}"] = ok
+    if reason:
+        record.setdefault("reasons", {})[f"{test}:{part}"] = reason  # type: ignore[index]
+    record["verdict"] = "pass" if all(checks.values()) else "fail"
+
+
+def probe_document(report: Report) -> list[dict[str, object]]:
+    """The probe cells of the JSON report, sorted by id."""
+    return [report.probe_cells[k] for k in sorted(report.probe_cells)]
+
+
+def _text(record: dict[str, object]) -> str:
+    expected = record["expected"]
+    observed = record["observed"]
+    assert isinstance(expected, dict)
+    assert isinstance(observed, dict)
+    text = ("✓ Ready" if expected["ready"] else "✗ not Ready") + (
+        f" ({expected['source']})" if expected.get("source") else ""
+    )
+    if expected.get("false_ready"):
+        text += " ⚠️ false Ready: unreachable from other pods"
+    if record.get("verdict") == "fail":
+        reasons = record.get("reasons", {})
+        assert isinstance(reasons, dict)
+        text = f"❌ {text}; " + "; ".join(sorted(set(map(str, reasons.values()))))
+    return text
+
+
+def probe_tables(report: Report) -> list[str]:
+    """Per profile, rows (probe, rewrite) and columns binds: Ready or not, and who the app saw probing it."""
+    lines: list[str] = []
+    if report.probe_cells and report.mesh.version.startswith("1.21"):
+        lines += ["", KNOWN_1_21_INCONSISTENCY]
+    for profile in report.profiles:
+        records = {k: v for k, v in report.probe_cells.items() if v.get("profile") == profile.value}
+        if not records:
+            continue
+        lines += [
+            "",
+            f"## {profile.value}: health probes",
+            "",
+            "Each cell: expected readiness and who the app sees probing it; ❌ where the run differed.",
+            "",
+            "| probe | rewrite | " + " | ".join(b.value for b in Bind) + " |",
+            "|---|---|" + "---|" * len(Bind),
+        ]
+        for rewrite in rewrite_settings(Profile(profile.value)):
+            for probe in ProbeKind:
+                label = {None: "no sidecar", True: "on", False: "off"}[rewrite]
+                row = f"| {probe.value} | {label} |"
+                for bind in Bind:
+                    key = ProbeCellKey(Profile(profile.value), bind, probe, rewrite, report.family).id
+                    row += f" {_text(records[key])} |" if key in records else " – |"
+                lines.append(row)
+        false_ready = [
+            k for k, v in records.items() if isinstance(v["expected"], dict) and v["expected"]["false_ready"]
+        ]
+        if false_ready:
+            lines += ["", "⚠️ False Ready (Ready, yet no other pod reaches the port; users should know):", ""]
+            lines += [f"- `{k}`" for k in sorted(false_ready)]
+    return lines

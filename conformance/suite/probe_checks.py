@@ -1,0 +1,239 @@
+"""The checks the probe cases make: readiness, who probed the app, and "Ready means reachable".
+
+They live beside the cases (not in the plugin): each reads the cluster through the backend interface
+(`container_readiness`, `probe_connections`, `probe`), compares with `conformance.spec.probes`, records every
+cell in the report and fails the test with every differing cell.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import pytest
+
+from conformance.backends.base import BackendError, ContainerReadiness, ProbeRequest
+from conformance.plugin import INVOLVED, ConformanceRun
+from conformance.report_probes import record_probe
+from conformance.spec.capabilities import Capability
+from conformance.spec.dimensions import ADDRESSES, Client, IpFamily, Profile, Source
+from conformance.spec.probes import (
+    ProbeCellKey,
+    ProbeExpectation,
+    ProbeKind,
+    ProbeSource,
+    expect_probe,
+    probe_behaviour,
+    probe_cells,
+)
+from conformance.suite.cases import ConformanceCase
+from conformance.world import probe_pod, probed_container
+
+ProbeFilter = Callable[[ProbeCellKey], bool]
+
+
+@dataclass(frozen=True)
+class ProbeCase(ConformanceCase):
+    """A conformance case over probe cells (the traffic `select` is unused: it selects no traffic cell)."""
+
+    probe_select: ProbeFilter = lambda _cell: True
+
+    def probe_cells(self, profile: Profile, family: IpFamily) -> tuple[ProbeCellKey, ...]:
+        """The probe cells this case asks of a profile."""
+        return tuple(c for c in probe_cells((profile,), (family,)) if self.probe_select(c))
+
+    def profiles(self, family: IpFamily) -> tuple[Profile, ...]:
+        """The profiles under which the case has probe cells."""
+        return tuple(p for p in Profile if self.probe_cells(p, family))
+
+    def needed(self, profile: Profile, family: IpFamily) -> frozenset[Capability]:
+        """The profile's capability, as for traffic cases."""
+        needs = set(self.needs)
+        if profile is Profile.LEGACY:
+            needs.add(Capability.PROFILE_LEGACY)
+        if profile is Profile.PASSTHROUGH:
+            needs.add(Capability.PROFILE_PASSTHROUGH)
+        return frozenset(needs)
+
+
+def _no_traffic_cell(_cell: object) -> bool:
+    return False
+
+
+def probe_case(name: str, description: str, part: str, select: ProbeFilter | None = None) -> ProbeCase:
+    """A probe case; `part` is `probe_ready`, `probe_source` or `ready_reachable`."""
+    return ProbeCase(name, description, _no_traffic_cell, part=part, probe_select=select or (lambda _c: True))
+
+
+def _expectations(run: ConformanceRun, cells: Sequence[ProbeCellKey]) -> dict[ProbeCellKey, ProbeExpectation]:
+    mesh = run.session.settings.mesh
+    behaviour = probe_behaviour(None if mesh.name == "emulated" else mesh.version)
+    return {c: expect_probe(c, behaviour) for c in cells}
+
+
+def _readiness(run: ConformanceRun, cells: Sequence[ProbeCellKey]) -> dict[ProbeCellKey, ContainerReadiness]:
+    """Poll each probe pod's container readiness until every asked container has settled."""
+    cluster, timeouts = run.session.cluster, run.session.settings.timeouts
+    deadline = time.monotonic() + timeouts.converge
+    pods = {probe_pod(c) for c in cells}
+    while True:
+        statuses = {pod: cluster.container_readiness(pod) for pod in pods}
+        out: dict[ProbeCellKey, ContainerReadiness] = {}
+        for cell in cells:
+            status = statuses[probe_pod(cell)].get(cell.container)
+            if status is None:
+                raise BackendError(f"{probe_pod(cell)}: no readiness for container {cell.container}")
+            out[cell] = status
+        if all(s.settled for s in out.values()) or time.monotonic() > deadline:
+            return out
+        time.sleep(max(timeouts.poll_interval, 0.02))
+
+
+def _fail(run: ConformanceRun, failures: list[tuple[ProbeCellKey, str]], total: int) -> None:
+    if not failures:
+        return
+    pods = run.item.stash.setdefault(INVOLVED, [])
+    for cell, _ in failures:
+        if probe_pod(cell) not in pods:
+            pods.append(probe_pod(cell))
+    lines = [f"  {cell.id}: {reason}" for cell, reason in failures]
+    pytest.fail(f"{len(failures)} of {total} probe cells differ from the spec:\n" + "\n".join(lines), pytrace=False)
+
+
+def _ready_text(ready: bool) -> str:
+    return "Ready" if ready else "not Ready"
+
+
+def check_readiness(run: ConformanceRun, case: ProbeCase) -> None:
+    """Each probed container is Ready exactly where the spec says."""
+    try:
+        cells = case.probe_cells(run.profile, run.session.settings.family)
+        run.session.switch(run.profile)
+        expected = _expectations(run, cells)
+        observed = _readiness(run, cells)
+    except BackendError as err:
+        pytest.fail(f"backend: {err}", pytrace=False)
+    failures = []
+    for cell in cells:
+        got, want = observed[cell], expected[cell]
+        ok = got.settled and got.ready == want.ready
+        reason = ""
+        if not got.settled:
+            reason = f"readiness did not settle (last probe: {got.detail or 'none'})"
+        elif not ok:
+            reason = f"expected {_ready_text(want.ready)}, saw {_ready_text(got.ready)} (last probe: {got.detail})"
+        record_probe(run.session.report, run.test_name, cell, want, {"ready": got.ready, "detail": got.detail},
+                     case.part, ok, reason)  # fmt: skip
+        if not ok:
+            failures.append((cell, reason))
+    _fail(run, failures, len(cells))
+
+
+def classify_peer(peer: str, pod_ip: str, family: IpFamily) -> str:
+    """Who a probe connection came from, by meaning: the node (kubelet), 127.0.0.6, localhost, or the pod itself."""
+    addresses = ADDRESSES[family]
+    if peer == addresses[Source.INBOUND_PASSTHROUGH]:
+        return ProbeSource.INBOUND_PASSTHROUGH.value
+    if peer == addresses[Source.LOCALHOST]:
+        return ProbeSource.LOCALHOST.value
+    if peer == pod_ip:
+        return "self"
+    return ProbeSource.KUBELET.value
+
+
+def check_source(run: ConformanceRun, case: ProbeCase) -> None:
+    """The app saw its probes from the spec's source, and saw none where the probe cannot reach it."""
+    settings = run.session.settings
+    cluster = run.session.cluster
+    try:
+        cells = case.probe_cells(run.profile, settings.family)
+        run.session.switch(run.profile)
+        expected = _expectations(run, cells)
+        cells = tuple(c for c in cells if expected[c].source_judged)
+        # Once settled, a Ready container has answered at least one probe and a not-Ready one has failed one:
+        # the connections recorded since its probing (re)started in this mode are the probes' own.
+        readiness = _readiness(run, cells)
+        fresh: dict[ProbeCellKey, list[dict[str, object]]] = {}
+        for cell in cells:
+            since = readiness[cell].since
+            fresh[cell] = [
+                r
+                for r in cluster.probe_connections(probe_pod(cell), cell.container)
+                if since is None or float(str(r.get("time", 0))) >= since
+            ]
+        ips = {pod: cluster.pod_ip(pod) for pod in {probe_pod(c) for c in cells}}
+    except BackendError as err:
+        pytest.fail(f"backend: {err}", pytrace=False)
+    failures = []
+    for cell in cells:
+        want = expected[cell]
+        sources = sorted(
+            {classify_peer(str(r.get("peer")), ips[probe_pod(cell)], settings.family) for r in fresh[cell]}
+        )
+        peers = sorted({str(r.get("peer")) for r in fresh[cell]})
+        if want.source is not None:
+            ok = sources == [want.source.value]
+            reason = "" if ok else f"expected probes from {want.source.value}, saw {', '.join(peers) or 'none'}"
+        else:
+            ok = not fresh[cell]
+            reason = "" if ok else f"expected no probe to reach the app, saw {', '.join(peers)}"
+        record_probe(run.session.report, run.test_name, cell, want, {"sources": sources, "peers": peers},
+                     case.part, ok, reason)  # fmt: skip
+        if not ok:
+            failures.append((cell, reason))
+    _fail(run, failures, len(cells))
+
+
+def check_ready_means_reachable(run: ConformanceRun, case: ProbeCase) -> None:
+    """A Ready container is reachable on its probed port from another pod; false-Ready cells are warnings."""
+    settings = run.session.settings
+    cluster, world = run.session.cluster, run.session.world
+    try:
+        cells = case.probe_cells(run.profile, settings.family)
+        run.session.switch(run.profile)
+        expected = _expectations(run, cells)
+        readiness = _readiness(run, cells)
+        ready_cells = [c for c in cells if readiness[c].ready]
+        client = world.clients[Client.PLAIN]
+        requests = [
+            ProbeRequest(
+                client,
+                "http" if c.probe is ProbeKind.HTTP else "tcp",
+                cluster.pod_ip(probe_pod(c)),
+                probed_container(c).port,
+                f"rmr-{secrets.token_hex(4)}",
+            )
+            for c in ready_cells
+        ]
+        results = cluster.probe(requests, settings.timeouts.probe) if requests else []
+    except BackendError as err:
+        pytest.fail(f"backend: {err}", pytrace=False)
+    outcomes = {c: str(r.get("outcome")) for c, r in zip(ready_cells, results, strict=True)}
+    failures = []
+    for cell in cells:
+        want = expected[cell]
+        ready = readiness[cell].ready
+        reachable = outcomes.get(cell) == "ok" if ready else None
+        warning = ""
+        if not ready:
+            ok, reason = True, ""
+        elif reachable:
+            ok = not want.false_ready
+            reason = "" if ok else "Ready and reachable, but the spec says no other pod reaches it"
+        else:
+            ok = want.false_ready
+            reason = "" if ok else f"Ready but unreachable from another pod ({outcomes.get(cell)})"
+            if ok:
+                warning = "false Ready: Ready, yet no other pod can reach the probed port"
+        observed: dict[str, object] = {
+            "ready": ready,
+            "reachable": reachable,
+            "outcome": outcomes.get(cell),
+            "warning": warning,
+        }
+        record_probe(run.session.report, run.test_name, cell, want, observed, case.part, ok, reason)
+        if not ok:
+            failures.append((cell, reason))
+    _fail(run, failures, len(cells))

@@ -1,0 +1,64 @@
+"""Whole runs of the probe cases against wrong sidecars (tests/sidecars/): each must fail the suite.
+
+The cells each wrong sidecar must fail are derived from the spec, so the tests say *why* a cell fails.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import REPO, suite_command
+
+from conformance.spec.dimensions import IpFamily, Profile
+from conformance.spec.probes import ProbeSource, expect_probe, probe_cells
+
+SIDECARS = REPO / "tests" / "sidecars"
+
+
+def run_probe_cases(tmp_path: Path, sidecar: str, family: IpFamily) -> tuple[int, dict[str, dict[str, object]]]:
+    cmd = suite_command(
+        "--report-dir", str(tmp_path / "reports"), "--artifacts-dir", str(tmp_path / "artifacts"),
+        "--ip-family", family.value, "-k", "Probe or ReadyMeansReachable",
+        "--emulator-sidecar", f"/usr/bin/python3 {SIDECARS / sidecar}",
+    )  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False)
+    doc = json.loads((tmp_path / "reports" / "conformance-report.json").read_text())
+    return proc.returncode, {c["id"]: c for c in doc["probe_cells"]}
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("family", list(IpFamily), ids=lambda f: f.value)
+def test_a_status_port_that_always_probes_localhost_fails_the_suite(tmp_path: Path, family: IpFamily) -> None:
+    code, cells = run_probe_cases(tmp_path, "status_localhost_sidecar.py", family)
+    assert code == 1
+    # Under passthrough, a rewritten probe sent to localhost behaves like the legacy switch's: every cell where
+    # that changes readiness must fail, and nothing else.
+    broken = {
+        c.id
+        for c in probe_cells((Profile.PASSTHROUGH,), (family,))
+        if c.rewrite and expect_probe(c).ready != expect_probe(dataclasses.replace(c, profile=Profile.LEGACY)).ready
+    }
+    assert len(broken) == 4  # loopback and pod_ip, http and tcp
+    failed = {i for i, c in cells.items() if c["verdict"] == "fail"}
+    assert failed == broken
+
+
+@pytest.mark.netns
+def test_a_status_port_that_never_binds_127_0_0_6_fails_the_suite(tmp_path: Path) -> None:
+    code, cells = run_probe_cases(tmp_path, "status_nobind_sidecar.py", IpFamily.IPV4)
+    assert code == 1
+    # Sent to localhost (legacy), the probes arrive from 127.0.0.1 instead of 127.0.0.6.
+    from_passthrough = {
+        c.id
+        for c in probe_cells((Profile.LEGACY,), (IpFamily.IPV4,))
+        if c.rewrite and expect_probe(c).source is ProbeSource.INBOUND_PASSTHROUGH
+    }
+    assert len(from_passthrough) == 4
+    for cell_id in from_passthrough:
+        reasons = json.dumps(cells[cell_id].get("reasons"))
+        assert cells[cell_id]["verdict"] == "fail", cell_id
+        assert "saw 127.0.0.1" in reasons, reasons
