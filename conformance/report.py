@@ -193,8 +193,7 @@ class Report:
         finished = stats["tests_passed"] + stats["tests_failed"] + stats["tests_skipped"]
         if planned == 0:
             result = NOT_SELECTED
-        elif stats["tests_failed"] or stats["cells_failed"]:
-        if stats["tests_failed"] or stats["cells_failed"] or stats["probe_cells_failed"]:
+        elif stats["tests_failed"] or stats["cells_failed"] or stats["probe_cells_failed"]:
             result = "failure"
         elif self.interrupted and (planned is None or finished < planned):
             result = INTERRUPTED
