@@ -30,6 +30,8 @@ class Capability(StrEnum):
     """Sidecar ingress defaultEndpoint `[::1]:P` and `[::]:P`."""
     PRECHECK_LOCALHOST = "precheck-localhost"
     """`istioctl x precheck` reports IST0143 for loopback-only listeners on exposed ports."""
+    PROFILE_AMBIENT = "profile-ambient"
+    """Pods can be enrolled in ambient mode (istio-cni + ztunnel, no sidecar)."""
 
 
 class LegacySwitch(StrEnum):
@@ -111,6 +113,10 @@ PRECHECK_ROWS: tuple[tuple[str, str | None, PrecheckScope], ...] = (
 )
 """The localhost check of `istioctl x precheck`, by istioctl version (removed in 1.21, #48449)."""
 
+AMBIENT_SINCE = "1.22"
+"""The `ambient` install profile: beta in 1.22 and 1.23, GA from 1.24 (probes-ambient.md §2); 1.22-1.23 capture
+with TPROXY, 1.24+ with REDIRECT (#52622): the same inbound semantics."""
+
 LEGACY_NETWORKING_BEFORE = "1.10.0"
 """istioctl 1.16 - 1.20 checks only proxies older than this (precheck.go fromLegacyNetworkingVersion)."""
 
@@ -160,6 +166,8 @@ class MeshCapabilities:
             out.append(Profile.LEGACY)
         if Capability.PROFILE_PASSTHROUGH in self.capabilities:
             out.append(Profile.PASSTHROUGH)
+        if Capability.PROFILE_AMBIENT in self.capabilities:
+            out.append(Profile.AMBIENT)
         return tuple(out)
 
     def sidecar_capability(self, family: IpFamily) -> Capability:
@@ -214,6 +222,10 @@ def istio_capabilities(version_text: str, istioctl_version: str | None = None) -
         reasons[Capability.SIDECAR_ENDPOINT_IPV6] = (
             f"{label} predates the [::1]:PORT / [::]:PORT defaultEndpoint forms (added in 1.16)"
         )
+    if minor >= Version(AMBIENT_SINCE):
+        caps.add(Capability.PROFILE_AMBIENT)
+    else:
+        reasons[Capability.PROFILE_AMBIENT] = f"{label} has no ambient mode (beta from 1.22, GA from 1.24)"
     ctl = parse_version(istioctl_version) if istioctl_version else version
     scope = precheck_scope(ctl)
     if scope is PrecheckScope.ALL_INJECTED or (

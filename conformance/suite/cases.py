@@ -48,6 +48,8 @@ class ConformanceCase:
             needs.add(Capability.PROFILE_LEGACY)
         if profile is Profile.PASSTHROUGH:
             needs.add(Capability.PROFILE_PASSTHROUGH)
+        if profile is Profile.AMBIENT:
+            needs.add(Capability.PROFILE_AMBIENT)
         cells = self.cells(profile, family)
         if cells and all(c.default_endpoint is not DefaultEndpoint.NONE for c in cells):
             needs.add(Capability.SIDECAR_ENDPOINT_IPV4 if family is IpFamily.IPV4 else Capability.SIDECAR_ENDPOINT_IPV6)

@@ -19,6 +19,7 @@ import os
 import secrets
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -39,13 +40,16 @@ from conformance.backends.base import (
     ProbeRequest,
     by_source,
 )
-from conformance.backends.emulated import capture, controlplane, kube, netns
+from conformance.backends.emulated import ambient_capture, capture, controlplane, kube, netns
+from conformance.backends.emulated.ztunnel_config import ztunnel_config
 from conformance.echo_client import Connector, ProbeTargetLike, StreamPair, make_target, probe_batch
 from conformance.precheck import PrecheckRun, check_pod, read_proc_listeners, render_run
 from conformance.resources import echo_program
 
 IFA_F_NODAD = 0x02
 REFERENCE_SIDECAR = Path(__file__).with_name("sidecar.py")
+REFERENCE_ZTUNNEL = Path(__file__).with_name("ztunnel.py")
+ZTUNNEL_PORTS = {ambient_capture.INBOUND_PORT, ambient_capture.OUTBOUND_PORT, ambient_capture.TUNNEL_PORT}
 ECHO_IMAGE_PATH = "/app/echo.py"
 
 
@@ -138,6 +142,7 @@ class EmulatedCluster(Cluster):
         inbound_mode: str = "passthrough",
         work_dir: Path | None = None,
         ready_timeout: float = 30.0,
+        ztunnel_command: Sequence[str] | None = None,
     ) -> None:
         if family not in ADDRESSING:
             raise ValueError(f"ip family {family!r}: expected ipv4 or ipv6")
@@ -145,6 +150,9 @@ class EmulatedCluster(Cluster):
         self.addressing = ADDRESSING[family]
         self.sidecar_command = list(sidecar_command) if sidecar_command else None
         self._inbound_mode = inbound_mode
+        self.ztunnel_command = list(ztunnel_command) if ztunnel_command else None
+        self.ztunnel: subprocess.Popen[bytes] | None = None
+        self._endpoints: dict[tuple[str, str], str] = {}
         self.ready_timeout = ready_timeout
         self.tag = secrets.token_hex(3)
         self.node = f"{netns.PREFIX}{self.tag}-node"
@@ -188,6 +196,7 @@ class EmulatedCluster(Cluster):
             for pod in self.pods.values():
                 if pod.template.injected:
                     self._start_sidecar(pod)
+            self._sync_ztunnel()
             self._wait_ready(self.pods.values())
         except kube.ManifestError as err:
             raise BackendError(str(err)) from None
@@ -201,6 +210,9 @@ class EmulatedCluster(Cluster):
             return
         self._started = False
         _stop([p for pod in self.pods.values() for p in (pod.sidecar, pod.app) if p is not None])
+        if self.ztunnel is not None:
+            _stop([self.ztunnel])
+            self.ztunnel = None
         for pod in list(self.pods.values()):
             self._remove_network(pod)
         self.pods.clear()
@@ -230,6 +242,8 @@ class EmulatedCluster(Cluster):
         self._start_app(pod)
         if template.injected:
             self._start_sidecar(pod)
+        if template.ambient:
+            self._sync_ztunnel()
         self._wait_ready([pod])
         return pod
 
@@ -241,6 +255,8 @@ class EmulatedCluster(Cluster):
         netns.kill_all(netns.pids_in(pod.netns), grace=0.5)
         netns.remove(pod.netns)
         self._created.remove(pod.netns)
+        if pod.template.ambient:
+            self._sync_ztunnel()
 
     def _remove_network(self, pod: EmulatedPod) -> None:
         # The veth goes with the namespace, asynchronously in the kernel; deleting it first costs ~20 ms of
@@ -309,6 +325,8 @@ class EmulatedCluster(Cluster):
         if template.injected:
             excluded = capture.excluded_inbound_ports(template.annotations.get(kube.EXCLUDE_INBOUND_ANNOTATION))
             capture.install(name, excluded)
+        if template.ambient:
+            ambient_capture.install(name)
         return pod
 
     def _create_services(self) -> None:
@@ -321,6 +339,7 @@ class EmulatedCluster(Cluster):
             if len(backends) != 1:
                 raise BackendError(f"Service {service.namespace}/{service.name} selects {len(backends)} pods, not 1")
             backend = backends[0]
+            self._endpoints[(service.namespace, service.name)] = backend.ip
             mask = "128" if v6 else "32"
             for port in service.ports:
                 to = f"[{backend.ip}]:{port.target_port}" if v6 else f"{backend.ip}:{port.target_port}"
@@ -390,6 +409,36 @@ class EmulatedCluster(Cluster):
         except FileNotFoundError:
             raise PrerequisiteError(f"--emulator-sidecar: {argv[0]} not found") from None
 
+    def _sync_ztunnel(self) -> None:
+        """Write ztunnel's configuration; start the node's ztunnel, or have it re-read (SIGHUP)."""
+        enrolled = [p for p in self.pods.values() if p.template.ambient]
+        if not enrolled and self.ztunnel is None:
+            return
+        services = [
+            (s, self.services[(s.namespace, s.name)], self._endpoints[(s.namespace, s.name)])
+            for s in self.objects.services
+            if (s.namespace, s.name) in self._endpoints
+        ]
+        config = ztunnel_config(
+            self.node, [(p.template, p.ip, str(netns.ns_path(p.netns))) for p in enrolled], services
+        )
+        path = self.work_dir / "ztunnel.json"
+        path.write_text(json.dumps(config, indent=2) + "\n")
+        if self.ztunnel is not None and self.ztunnel.poll() is None:
+            self.ztunnel.send_signal(signal.SIGHUP)
+            return
+        argv = (
+            [*self.ztunnel_command, str(path)]
+            if self.ztunnel_command
+            else [sys.executable, "-I", "-S", str(REFERENCE_ZTUNNEL), str(path)]
+        )
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        # Like the ztunnel DaemonSet: one privileged process on the node (IP_TRANSPARENT needs CAP_NET_ADMIN).
+        try:
+            self.ztunnel = netns.spawn(self.node, argv, env=env, log=self.work_dir / "ztunnel.log")
+        except (FileNotFoundError, PermissionError) as err:
+            raise PrerequisiteError(f"--emulator-ztunnel: cannot run {argv[0]}: {err.strerror}") from None
+
     def _listening(self, pod: EmulatedPod, proc: subprocess.Popen[bytes]) -> set[int]:
         try:
             return {lst.port for lst in read_proc_listeners(Path(f"/proc/{proc.pid}/net"))}
@@ -427,6 +476,13 @@ class EmulatedCluster(Cluster):
             missing = {capture.INBOUND_CAPTURE_PORT, capture.OUTBOUND_CAPTURE_PORT} - self._listening(pod, pod.sidecar)
             if missing:
                 return f"sidecar not listening on {sorted(missing)}"
+        if pod.template.ambient:
+            if self.ztunnel is None or self.ztunnel.poll() is not None:
+                code = self.ztunnel.returncode if self.ztunnel is not None else None
+                return f"exited ztunnel (exit {code})"
+            missing = ZTUNNEL_PORTS - self._listening(pod, pod.app)
+            if missing:
+                return f"ztunnel not listening in the pod on {sorted(missing)}"
         port = pod.template.readiness_port
         if port is not None and not self._http_ok(pod, port):
             return f"readiness probe GET :{port}/healthz failing"
@@ -463,6 +519,8 @@ class EmulatedCluster(Cluster):
     def _tail(self, pod: EmulatedPod, problem: str, lines: int = 5) -> str:
         which = "sidecar" if "sidecar" in problem else "app"
         path = self.work_dir / f"{pod.netns}.{which}.log"
+        if "ztunnel" in problem:
+            path = self.work_dir / "ztunnel.log"
         try:
             return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:]) or "(empty)"
         except OSError:
@@ -491,6 +549,8 @@ class EmulatedCluster(Cluster):
     def mesh_info(self) -> dict[str, str]:
         """The emulated reference mesh, or the replaced sidecar program."""
         build = shlex.join(self.sidecar_command) if self.sidecar_command else "reference sidecar"
+        if self.ztunnel_command:
+            build += f", ztunnel {shlex.join(self.ztunnel_command)}"
         return {"name": "emulated", "version": "reference", "build": build, "hub": "", "tag": ""}
 
     # --- addresses, probes, records --------------------------------------------------------------------
@@ -609,6 +669,12 @@ class EmulatedCluster(Cluster):
                     out[f"{prefix} capture rules"] = capture.dump(pod.netns)
                 except netns.NamespaceError as err:
                     out[f"{prefix} capture rules"] = str(err)
+            if pod.template.ambient:
+                out[f"{prefix} ztunnel log"] = self._read(self.work_dir / "ztunnel.log")
+                try:
+                    out[f"{prefix} ambient capture rules"] = ambient_capture.dump(pod.netns)
+                except netns.NamespaceError as err:
+                    out[f"{prefix} ambient capture rules"] = str(err)
         return out
 
     @staticmethod

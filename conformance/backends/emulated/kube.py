@@ -13,6 +13,8 @@ from typing import Any
 INJECTION_LABEL = "istio-injection"
 INJECT_POD_LABEL = "sidecar.istio.io/inject"
 EXCLUDE_INBOUND_ANNOTATION = "traffic.sidecar.istio.io/excludeInboundPorts"
+DATAPLANE_MODE_LABEL = "istio.io/dataplane-mode"
+"""Namespace or pod label enrolling pods in ambient mode (value `ambient`; a pod may opt out with `none`)."""
 
 
 class ManifestError(ValueError):
@@ -41,6 +43,8 @@ class PodTemplate:
     env: tuple[EnvVar, ...]
     readiness_port: int | None
     injected: bool
+    ambient: bool = False
+    """Enrolled in ambient mode: istio-cni captures it for ztunnel (a pod with a sidecar never is)."""
 
     @property
     def name(self) -> str:
@@ -103,6 +107,7 @@ class Objects:
     """Everything the manifests declare, by kind."""
 
     injected_namespaces: set[str] = field(default_factory=set)
+    ambient_namespaces: set[str] = field(default_factory=set)
     namespaces: set[str] = field(default_factory=set)
     pods: list[PodTemplate] = field(default_factory=list)
     services: list[Service] = field(default_factory=list)
@@ -137,6 +142,8 @@ def read(manifests: Sequence[Mapping[str, Any]]) -> Objects:
             objects.namespaces.add(name)
             if _get(manifest, "metadata", "labels", INJECTION_LABEL) == "enabled":
                 objects.injected_namespaces.add(name)
+            if _get(manifest, "metadata", "labels", DATAPLANE_MODE_LABEL) == "ambient":
+                objects.ambient_namespaces.add(name)
         elif kind == "Deployment":
             deployments.append(manifest)
         elif kind == "Service":
@@ -146,11 +153,13 @@ def read(manifests: Sequence[Mapping[str, Any]]) -> Objects:
         else:
             raise ManifestError(f"{_where(manifest)}: the emulated cluster does not run kind {kind}")
     for manifest in deployments:
-        objects.pods.append(_pod(manifest, objects.injected_namespaces))
+        objects.pods.append(_pod(manifest, objects.injected_namespaces, objects.ambient_namespaces))
     return objects
 
 
-def _pod(manifest: Mapping[str, Any], injected_namespaces: set[str]) -> PodTemplate:
+def _pod(
+    manifest: Mapping[str, Any], injected_namespaces: set[str], ambient_namespaces: frozenset[str] | set[str] = frozenset()
+) -> PodTemplate:
     where = _where(manifest)
     namespace = str(_get(manifest, "metadata", "namespace", default="default"))
     if _get(manifest, "spec", "replicas", default=1) != 1:
@@ -170,6 +179,9 @@ def _pod(manifest: Mapping[str, Any], injected_namespaces: set[str]) -> PodTempl
     annotations = {str(k): str(v) for k, v in _get(template, "metadata", "annotations", default={}).items()}
     pod_inject = labels.get(INJECT_POD_LABEL, annotations.get(INJECT_POD_LABEL))
     injected = namespace in injected_namespaces and pod_inject != "false"
+    # istio-cni enrols a pod by its own label or its namespace's, and never a pod that carries a sidecar.
+    mode = labels.get(DATAPLANE_MODE_LABEL)
+    ambient = not injected and (mode == "ambient" or (namespace in ambient_namespaces and mode != "none"))
     return PodTemplate(
         namespace=namespace,
         app=str(_get(manifest, "metadata", "name")),
@@ -180,6 +192,7 @@ def _pod(manifest: Mapping[str, Any], injected_namespaces: set[str]) -> PodTempl
         env=tuple(env),
         readiness_port=_get(container, "readinessProbe", "httpGet", "port"),
         injected=injected,
+        ambient=ambient,
     )
 
 
