@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from conformance.ambient_note import moving_to_ambient
 from conformance.precheck import PrecheckRun
 from conformance.probe import Observation, Verdict
 from conformance.spec.capabilities import MeshCapabilities
@@ -265,6 +266,7 @@ class Report:
             problems = run["problems"]
             assert isinstance(problems, list)
             lines += [f"- ❌ {p}" for p in problems]
+        lines += moving_to_ambient(self.cells.values())
         lines += self._tables()
         return "\n".join(lines) + "\n"
 

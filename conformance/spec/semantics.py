@@ -177,8 +177,7 @@ RULES: dict[str, Rule] = {
             "ambient-original-source",
             "Ambient: ztunnel dials the app from the original client's address (transparent, freebind), so the "
             "app sees the client pod's IP, never 127.0.0.6.",
-            "ztunnel src/proxy.rs freebind_connect; tests/integration/ambient/baseline_test.go "
-            "OriginalSourceCheck",
+            "ztunnel src/proxy.rs freebind_connect; tests/integration/ambient/baseline_test.go OriginalSourceCheck",
             "probes-ambient.md §2 (Source the app sees); reference §8",
         ),
         Rule(

@@ -8,17 +8,17 @@ that relied on LOCALHOST mode when it moves to ambient.
 from __future__ import annotations
 
 from conformance.plugin import ConformanceRun
-from conformance.spec.dimensions import Profile
+from conformance.spec.dimensions import DefaultEndpoint, Profile
 from conformance.suite.cases import ConformanceCase
 
 CASES = (
     ConformanceCase(
         name="AmbientIgnoresSidecarOverrides",
-        description="A Sidecar defaultEndpoint 127.0.0.1:P / [::1]:P selecting an enrolled pod, with the mesh "
-        "in LOCALHOST mode: a loopback-only app stays unreachable (reset/EOF or 503, never refused), pod-IP and "
-        "wildcard apps are reached and see the client pod's IP.",
+        description="A Sidecar selecting an enrolled pod (defaultEndpoint 127.0.0.1:P / [::1]:P, 0.0.0.0:P / "
+        "[::]:P, or listing other ports), with the mesh in LOCALHOST mode: a loopback-only app stays unreachable "
+        "(reset/EOF or 503, never refused), pod-IP and wildcard apps are reached and see the client pod's IP.",
         select=lambda c: (
-            c.profile is Profile.AMBIENT and c.path.from_other_pod and c.default_endpoint.targets_localhost
+            c.profile is Profile.AMBIENT and c.path.from_other_pod and c.default_endpoint is not DefaultEndpoint.NONE
         ),
     ),
 )

@@ -71,7 +71,9 @@ def install(namespace: str) -> None:
     """Load both families' rules, the fwmark rule and the local route into a pod's namespace (lo must be up)."""
     fwmark = f"0x{CONNMARK:x}/0x{MASK:x}"
     table = str(ROUTE_TABLE)
-    policy = f"rule add fwmark {fwmark} pref {RULE_PRIORITY} lookup {table}\nroute add local {{}} dev lo table {table}\n"
+    policy = (
+        f"rule add fwmark {fwmark} pref {RULE_PRIORITY} lookup {table}\nroute add local {{}} dev lo table {table}\n"
+    )
     netns.run_all(
         namespace,
         [

@@ -6,7 +6,7 @@ silent difference from kind: a manifest the emulated cluster runs is a manifest 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,7 +158,7 @@ def read(manifests: Sequence[Mapping[str, Any]]) -> Objects:
 
 
 def _pod(
-    manifest: Mapping[str, Any], injected_namespaces: set[str], ambient_namespaces: frozenset[str] | set[str] = frozenset()
+    manifest: Mapping[str, Any], injected_namespaces: set[str], ambient_namespaces: Set[str] = frozenset()
 ) -> PodTemplate:
     where = _where(manifest)
     namespace = str(_get(manifest, "metadata", "namespace", default="default"))

@@ -158,7 +158,7 @@ class Ztunnel:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.servers: dict[str, list[asyncio.AbstractServer]] = {}
+        self.servers: dict[str, list[asyncio.Server]] = {}
 
     def log(self, message: str) -> None:
         """One line per decision, like ztunnel's access log: the harness attaches it to failing tests."""
