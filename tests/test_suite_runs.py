@@ -23,6 +23,8 @@ from conformance.spec.dimensions import OVERRIDES_BY_FAMILY, IpFamily
 from conformance.world import World
 
 WRONG_SIDECAR = f"/usr/bin/python3 {REPO / 'tests' / 'sidecars' / 'localhost_sidecar.py'}"
+OWN_ADDRESS_ZTUNNEL = f"/usr/bin/python3 {REPO / 'tests' / 'sidecars' / 'own_address_ztunnel.py'}"
+LOCALHOST_ZTUNNEL = f"/usr/bin/python3 {REPO / 'tests' / 'sidecars' / 'localhost_ztunnel.py'}"
 
 
 def run_suite(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -75,7 +77,7 @@ def test_a_proxy_forwarding_to_localhost_fails_exactly_the_cells_it_breaks(tmp_p
     assert len(expected) == 72
     assert failed == expected
     results = {p["name"]: p["result"] for p in doc["profiles"]}  # type: ignore[index,union-attr]
-    assert results == {"baseline": "success", "legacy": "failure", "passthrough": "failure"}
+    assert results == {"baseline": "success", "legacy": "failure", "passthrough": "failure", "ambient": "success"}
     assert WRONG_SIDECAR in doc["mesh"]["build"]  # type: ignore[index]
     markdown = (tmp_path / "reports" / "conformance-report.md").read_text()
     listed = {line.split("`")[1] for line in markdown.splitlines() if line.startswith("- ❌ `")}
@@ -103,6 +105,7 @@ def test_a_passing_run_reports_success_and_leaves_nothing(tmp_path: Path) -> Non
         "baseline": "success",
         "legacy": "success",
         "passthrough": "success",
+        "ambient": "success",
     }
     timings = doc["timings_s"]
     assert set(timings) >= {"setup", "probes", "teardown", "total"}  # type: ignore[arg-type]
@@ -271,3 +274,35 @@ def test_a_sidecar_that_dies_is_one_line_per_test_and_leaves_nothing(tmp_path: P
     lines = [line for line in proc.stdout.splitlines() if line.startswith("emulated backend: ")]
     assert len(lines) == 3
     assert set(lines) == {"emulated backend: echo-none.mic-mesh: exited sidecar (exit 1); log: (empty)"}
+
+
+def _ambient_from_other_pods(family: IpFamily, reachable_only: bool) -> set[str]:
+    return {
+        c.id
+        for c in all_cells([Profile.AMBIENT], [family])
+        if c.path.from_other_pod and (expect(c).reachable or not reachable_only)
+    }
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("no_leftovers")
+@pytest.mark.parametrize(
+    ("ztunnel", "family", "reachable_only"),
+    [(OWN_ADDRESS_ZTUNNEL, IpFamily.IPV4, True), (LOCALHOST_ZTUNNEL, IpFamily.IPV6, False)],
+    ids=["dials-from-its-own-address", "forwards-to-localhost"],
+)
+def test_a_wrong_ztunnel_fails_the_ambient_profile(
+    tmp_path: Path, ztunnel: str, family: IpFamily, reachable_only: bool
+) -> None:
+    """A ztunnel that dials from its own address (the app sees the pod IP, not the client) fails every cell
+    where another pod reaches the app; one that forwards to localhost fails every cell from another pod."""
+    proc = run_suite(tmp_path, "--ip-family", family.value, "--profile", "ambient", "--emulator-ztunnel", ztunnel)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
+    doc = report(tmp_path)
+    failed = {c["id"] for c in doc["cells"] if c["verdict"] == "fail"}  # type: ignore[index,union-attr]
+    expected = _ambient_from_other_pods(family, reachable_only)
+    assert expected
+    assert failed == expected
+    assert {p["name"]: p["result"] for p in doc["profiles"]} == {"ambient": "failure"}  # type: ignore[index,union-attr]
+    assert f"ztunnel {ztunnel}" in doc["mesh"]["build"]  # type: ignore[index]
+    assert "ztunnel log" in proc.stdout
