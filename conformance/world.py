@@ -204,6 +204,7 @@ class World:
         out: list[Manifest] = [
             _namespace(NS_BASELINE, injected=False),
             _namespace(NS_MESH, injected=True),
+            *([_enrolled_namespace(NS_AMBIENT)] if self.ambient else []),
             self.deployment(self.BASELINE_SERVER, SERVER_PORTS),
             service_manifest(self.BASELINE_SERVER),
             self.deployment(self.clients[Client.PLAIN], ()),
@@ -215,7 +216,6 @@ class World:
                 out.append(self._sidecar(server, endpoint))
         out.append(self.deployment(self.clients[Client.MESHED], ()))
         if self.ambient:
-            out.append(_enrolled_namespace(NS_AMBIENT))
             for endpoint in self.mesh_endpoints:
                 server = self.ambient_server(endpoint)
                 out += [self.deployment(server, SERVER_PORTS), service_manifest(server)]
