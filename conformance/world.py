@@ -117,8 +117,8 @@ class World:
     sidecars: bool = True
     """Deploy the servers with Sidecar resources. Off for a mesh that rejects the family's literal forms
     (`[::1]:P`/`[::]:P` before Istio 1.16): applying them would fail, and their cells are skipped anyway."""
-    ambient: bool = True
-    """Deploy the enrolled namespace: only where the mesh has ambient mode."""
+    ambient: bool = False
+    """Deploy the enrolled namespace: only where the mesh has ambient mode (`for_mesh` decides)."""
 
     BASELINE_SERVER = PodRef(NS_BASELINE, "echo")
 

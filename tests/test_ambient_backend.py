@@ -120,7 +120,7 @@ def test_enrolment_by_namespace_or_pod_label_and_never_with_a_sidecar() -> None:
 def test_world_enrols_its_ambient_namespace() -> None:
     namespaces = {
         m["metadata"]["name"]: m["metadata"]["labels"]  # type: ignore[index]
-        for m in World(IpFamily.IPV4).manifests()
+        for m in World(IpFamily.IPV4, ambient=True).manifests()
         if m["kind"] == "Namespace"
     }
     assert namespaces[NS_AMBIENT]["istio.io/dataplane-mode"] == "ambient"
@@ -164,7 +164,7 @@ _ids = itertools.count()
 
 
 def _small_world(family: IpFamily) -> list[dict[str, object]]:
-    world = World(family)
+    world = World(family, ambient=True)
     return [
         _namespace(NS_BASELINE, injected=False),
         _enrolled_namespace(NS_AMBIENT),
@@ -253,3 +253,11 @@ def test_ztunnel_down_refuses_everything(cluster: EmulatedCluster) -> None:
     cluster.ztunnel.wait(5)
     assert [probe(cluster, PLAIN, b, Protocol.TCP) for b in Bind] == ["refused"] * 3
     assert os.path.exists(netns.ns_path(cluster.pods[SERVER].netns))
+
+
+def test_world_deploys_ambient_only_where_the_mesh_has_it() -> None:
+    from conformance.spec.capabilities import emulated_capabilities, istio_capabilities
+
+    assert World.for_mesh(IpFamily.IPV4, emulated_capabilities()).ambient
+    assert World.for_mesh(IpFamily.IPV6, istio_capabilities("1.24.0")).ambient
+    assert not World.for_mesh(IpFamily.IPV4, istio_capabilities("1.21.6")).ambient

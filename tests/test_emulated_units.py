@@ -702,19 +702,6 @@ def test_world_objects(family: IpFamily) -> None:
             ("Service", "mic-mesh", "echo-unlisted"),
             ("Sidecar", "mic-mesh", "echo-unlisted"),
             ("Deployment", "mic-mesh", "client"),
-            ("Namespace", None, "mic-ambient"),
-            ("Deployment", "mic-ambient", "echo-none"),
-            ("Service", "mic-ambient", "echo-none"),
-            ("Deployment", "mic-ambient", "echo-localhost"),
-            ("Service", "mic-ambient", "echo-localhost"),
-            ("Sidecar", "mic-ambient", "echo-localhost"),
-            ("Deployment", "mic-ambient", "echo-instance"),
-            ("Service", "mic-ambient", "echo-instance"),
-            ("Sidecar", "mic-ambient", "echo-instance"),
-            ("Deployment", "mic-ambient", "echo-unlisted"),
-            ("Service", "mic-ambient", "echo-unlisted"),
-            ("Sidecar", "mic-ambient", "echo-unlisted"),
-            ("Deployment", "mic-ambient", "client"),
         ],
         key=str,
     )
@@ -723,8 +710,8 @@ def test_world_objects(family: IpFamily) -> None:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_world_namespaces_come_first(family: IpFamily) -> None:
     kinds = [m["kind"] for m in _manifests(family)]
-    assert kinds[:3] == ["Namespace", "Namespace", "Namespace"]
-    assert "Namespace" not in kinds[3:]
+    assert kinds[:2] == ["Namespace", "Namespace"]
+    assert "Namespace" not in kinds[2:]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -786,7 +773,7 @@ def test_world_sidecar_literal_forms(family: IpFamily, localhost: str, instance:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_world_control_port_is_excluded_from_capture(family: IpFamily) -> None:
     deployments = [m for m in _manifests(family) if m["kind"] == "Deployment"]
-    assert len(deployments) == 12
+    assert len(deployments) == 7
     for d in deployments:
         annotations = d["spec"]["template"]["metadata"]["annotations"]
         assert annotations["traffic.sidecar.istio.io/excludeInboundPorts"] == "19000", d["metadata"]
@@ -801,19 +788,14 @@ def test_world_control_port_is_excluded_from_capture(family: IpFamily) -> None:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_world_injection(family: IpFamily) -> None:
     objects = _objects(family)
-    assert {(p.namespace, p.app): (p.injected, p.ambient) for p in objects.pods} == {
-        ("mic-baseline", "echo"): (False, False),
-        ("mic-baseline", "client"): (False, False),
-        ("mic-mesh", "echo-none"): (True, False),
-        ("mic-mesh", "echo-localhost"): (True, False),
-        ("mic-mesh", "echo-instance"): (True, False),
-        ("mic-mesh", "echo-unlisted"): (True, False),
-        ("mic-mesh", "client"): (True, False),
-        ("mic-ambient", "echo-none"): (False, True),
-        ("mic-ambient", "echo-localhost"): (False, True),
-        ("mic-ambient", "echo-instance"): (False, True),
-        ("mic-ambient", "echo-unlisted"): (False, True),
-        ("mic-ambient", "client"): (False, True),
+    assert {(p.namespace, p.app): p.injected for p in objects.pods} == {
+        ("mic-baseline", "echo"): False,
+        ("mic-baseline", "client"): False,
+        ("mic-mesh", "echo-none"): True,
+        ("mic-mesh", "echo-localhost"): True,
+        ("mic-mesh", "echo-instance"): True,
+        ("mic-mesh", "echo-unlisted"): True,
+        ("mic-mesh", "client"): True,
     }
 
 

@@ -57,6 +57,10 @@ APPLIED = [
     ("Sidecar", "mic-mesh/echo-unlisted"),
     ("Deployment", "mic-mesh/client"),
 ]
+# Releases with ambient (>= 1.22) also get the enrolled namespace (applied with the other namespaces) and its objects.
+AMBIENT_APPLIED = [
+    *[(k, n.replace("mic-mesh", "mic-ambient")) for k, n in APPLIED if n.startswith("mic-mesh/")],
+]
 
 CASES: dict[str, tuple[str, ...]] = {
     "1.9.9": ("--backend", "kind", "--istio-version", "1.9.9"),
@@ -317,11 +321,13 @@ def test_plan_1_31_switches_with_the_mesh_config(plans: dict[str, Plan]) -> None
         plan.commands,
         [
             *create(kind, NODE_1_36),
-            install(istioctl, "1.31.1"),
+            install(istioctl, "1.31.1", "ambient.yaml"),
+            f"{kubectl} -n istio-system rollout status ds/istio-cni-node --timeout=120s",
+            f"{kubectl} -n istio-system rollout status ds/ztunnel --timeout=120s",
             *workloads(kubectl),
-            install(istioctl, "1.31.1", "legacy-mesh-config.yaml"),
+            install(istioctl, "1.31.1", "ambient.yaml", "legacy-mesh-config.yaml"),
             *switch(kubectl),
-            install(istioctl, "1.31.1"),
+            install(istioctl, "1.31.1", "ambient.yaml"),
             *switch(kubectl),
             f"{kind} delete cluster --name mic",
         ],
@@ -362,10 +368,11 @@ def test_plan_custom_build(plans: dict[str, Plan]) -> None:
             *create(kind, NODE_1_36),
             f"{kind} load docker-image {CUSTOM_HUB}/pilot:{CUSTOM_TAG} --name mic",
             f"{kind} load docker-image {CUSTOM_HUB}/proxyv2:{CUSTOM_TAG} --name mic",
-            f"{istioctl} install -y -f <repo>/fixtures/mesh/base.yaml -f <root>/values.yaml {custom}",
-            *workloads(kubectl),
-            f"{istioctl} install -y -f <repo>/fixtures/mesh/base.yaml -f <repo>/fixtures/mesh/legacy-mesh-config.yaml "
+            f"{istioctl} install -y -f <repo>/fixtures/mesh/base.yaml -f <repo>/fixtures/mesh/ambient.yaml "
             f"-f <root>/values.yaml {custom}",
+            *workloads(kubectl),
+            f"{istioctl} install -y -f <repo>/fixtures/mesh/base.yaml -f <repo>/fixtures/mesh/ambient.yaml "
+            f"-f <repo>/fixtures/mesh/legacy-mesh-config.yaml -f <root>/values.yaml {custom}",
             *switch(kubectl),
             f"{kind} delete cluster --name mic",
         ],
@@ -410,11 +417,15 @@ def test_plan_prints_every_manifest_as_yaml_fed_to_kubectl_apply(plans: dict[str
     (manifest,) = plan.manifests  # one apply, fed on stdin
     docs = list(yaml.safe_load_all(manifest))
     sidecars = name != "1.10.6-ipv6"  # see test_plan_ipv6_uses_the_ipv6_kind_config_and_ipv6_manifests
+    ambient = name in ("1.31.1", "custom")
+    applied = APPLIED
+    if ambient:
+        applied = [*APPLIED[:2], ("Namespace", "mic-ambient"), *APPLIED[2:], *AMBIENT_APPLIED]
     if sidecars:
         assert [
             (d["kind"], "/".join(filter(None, [d["metadata"].get("namespace"), d["metadata"]["name"]]))) for d in docs
-        ] == APPLIED
-    assert docs == [dict(m) for m in World(family, image=image, sidecars=sidecars).manifests()]
+        ] == applied
+    assert docs == [dict(m) for m in World(family, image=image, sidecars=sidecars, ambient=ambient).manifests()]
     lines = plan.normalized().splitlines()
     assert lines[lines.index("# stdin:") - 1].endswith(" apply -f -")
 
