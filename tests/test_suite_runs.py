@@ -174,11 +174,13 @@ def test_leftovers_of_a_killed_run_are_reaped_by_the_next_one(tmp_path: Path) ->
     [
         (("--ip-family", "ipv5"), "--ip-family 'ipv5': expected ipv4 or ipv6"),
         (("--backend", "minikube"), "--backend 'minikube': expected one of emulated, kind, kubeconfig"),
-        (("--profile", "ambient"), "--profile 'ambient': expected one of baseline, legacy, passthrough"),
+        (("--profile", "mtls"), "--profile 'mtls': expected one of baseline, legacy, passthrough, ambient"),
         (("--timeout-config", "probe=fast"), "--timeout-config: probe='fast' is not a number of seconds"),
         (("--timeout-config", "probe=99"), "--timeout-config: probe=99 is outside (0, 30.0]"),
         (("--timeout-config", "prob=1"), "--timeout-config: 'prob=1' is not KEY=SECONDS"),
         (("--emulator-sidecar", ""), "--emulator-sidecar: expected a command"),
+        (("--emulator-ztunnel", ""), "--emulator-ztunnel: expected a command"),
+        (("--emulator-ztunnel", "x 'y"), '--emulator-ztunnel "x \'y": No closing quotation'),
         (("--emulator-sidecar", "x 'y"), '--emulator-sidecar "x \'y": No closing quotation'),
         (("--istio-version", "1.10.6"), "--istio-version is an option of --backend kind/kubeconfig"),
         (("--mesh-capabilities", "teleport"), "--mesh-capabilities 'teleport': expected some of"),
@@ -272,7 +274,7 @@ def test_a_sidecar_that_dies_is_one_line_per_test_and_leaves_nothing(tmp_path: P
     assert "Traceback" not in proc.stdout + proc.stderr
     assert "during handling" not in proc.stdout
     lines = [line for line in proc.stdout.splitlines() if line.startswith("emulated backend: ")]
-    assert len(lines) == 3
+    assert len(lines) == 4  # LocalhostInPod under baseline, legacy, passthrough and ambient
     assert set(lines) == {"emulated backend: echo-none.mic-mesh: exited sidecar (exit 1); log: (empty)"}
 
 
