@@ -261,3 +261,29 @@ def test_world_deploys_ambient_only_where_the_mesh_has_it() -> None:
     assert World.for_mesh(IpFamily.IPV4, emulated_capabilities()).ambient
     assert World.for_mesh(IpFamily.IPV6, istio_capabilities("1.24.0")).ambient
     assert not World.for_mesh(IpFamily.IPV4, istio_capabilities("1.21.6")).ambient
+
+
+def test_moving_to_ambient_note_names_loopback_apps_lost_in_ambient() -> None:
+    from types import SimpleNamespace
+
+    from conformance.ambient_note import moving_to_ambient
+    from conformance.spec.dimensions import CellKey, Client, DefaultEndpoint, Path, Profile
+
+    def record(profile: Profile, client: Client, label: str, bind: Bind = Bind.LOOPBACK) -> SimpleNamespace:
+        cell = CellKey(
+            profile, DefaultEndpoint.NONE, bind, PortKind.DECLARED, Protocol.TCP, Path.POD_IP, client, IpFamily.IPV4
+        )
+        return SimpleNamespace(cell=cell, observed=SimpleNamespace(last=SimpleNamespace(label=label)))
+
+    lost = [record(Profile.LEGACY, Client.PLAIN, "ok"), record(Profile.AMBIENT, Client.PLAIN, "reset_or_eof")]
+    lines = moving_to_ambient(lost)  # type: ignore[arg-type]
+    assert "## Moving to ambient" in lines
+    assert "- `legacy/none/loopback/declared/tcp/pod_ip/plain/ipv4` (legacy) reached; ambient not" in lines
+    # Nothing to say when ambient reaches it too (a wrong ztunnel), or legacy never did, or the app is not loopback.
+    assert moving_to_ambient([lost[0], record(Profile.AMBIENT, Client.PLAIN, "ok")]) == []  # type: ignore[list-item]
+    assert moving_to_ambient([record(Profile.LEGACY, Client.PLAIN, "http_503"), lost[1]]) == []  # type: ignore[list-item]
+    wildcard = [
+        record(Profile.LEGACY, Client.PLAIN, "ok", Bind.WILDCARD),
+        record(Profile.AMBIENT, Client.PLAIN, "reset_or_eof", Bind.WILDCARD),
+    ]
+    assert moving_to_ambient(wildcard) == []  # type: ignore[arg-type]
