@@ -58,12 +58,16 @@ class Settings:
     emulator_sidecar: list[str] | None
     in_ci: bool
     backend_options: dict[str, Any] = field(default_factory=dict)
+    emulator_ztunnel: list[str] | None = None
 
 
 SETTINGS = pytest.StashKey[Settings]()
 RUN = pytest.StashKey["ConformanceSession"]()
 INVOLVED = pytest.StashKey[list[PodRef]]()
 CASE_OF = pytest.StashKey[tuple[ConformanceCase, Profile]]()
+AMBIENT_MESH_SETTING = Profile.LEGACY
+"""The mesh-wide inbound setting while ambient cells run: LOCALHOST (legacy), present and changing nothing
+(probes-ambient.md §2 "No override"); the run order puts ambient right after legacy, so it costs no switch."""
 
 
 # --- options ---------------------------------------------------------------------------------------------
@@ -78,7 +82,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--profile",
         action="append",
         default=None,
-        help="baseline, legacy or passthrough; repeatable. Default: every profile the mesh supports",
+        help="baseline, legacy, passthrough or ambient; repeatable. Default: every profile the mesh supports",
     )
     group.addoption(
         "--report-dir",
@@ -103,6 +107,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help='emulated backend: run "CMD ARGS" as every sidecar instead of the reference one (as uid 1337, '
         "config path appended; must listen on 15006 and 15001)",
+    )
+    group.addoption(
+        "--emulator-ztunnel",
+        default=None,
+        help='emulated backend: run "CMD ARGS" as the node\'s ztunnel instead of the reference one (as root in the '
+        "node namespace, config path appended; must listen on 15006, 15001 and 15008 inside each enrolled pod)",
     )
     from conformance.backends.kind import options as kind_options
 
@@ -133,21 +143,8 @@ def _settings(config: pytest.Config) -> Settings:
         timeouts = parse_timeout_config(opt.timeout_config)
     except ValueError as err:
         _fail(str(err))
-    sidecar = None
-    if opt.emulator_sidecar is not None:
-        if backend != "emulated":
-            _fail(f"--emulator-sidecar works with --backend emulated only, not {backend}")
-        try:
-            sidecar = shlex.split(opt.emulator_sidecar)
-        except ValueError as err:
-            _fail(f"--emulator-sidecar {opt.emulator_sidecar!r}: {err}")
-        if not sidecar:
-            _fail("--emulator-sidecar: expected a command, got an empty string")
-        from conformance.backends.emulated.cluster import sidecar_command_problem
-
-        problem = sidecar_command_problem(sidecar)
-        if problem is not None:
-            _fail(problem)
+    sidecar = _emulator_command("--emulator-sidecar", opt.emulator_sidecar, backend)
+    ztunnel = _emulator_command("--emulator-ztunnel", opt.emulator_ztunnel, backend)
     from conformance.backends.kind import options as kind_options
 
     try:
@@ -174,7 +171,28 @@ def _settings(config: pytest.Config) -> Settings:
         emulator_sidecar=sidecar,
         in_ci=os.environ.get("CI", "").lower() in ("1", "true", "yes"),
         backend_options=backend_options,
+        emulator_ztunnel=ztunnel,
     )
+
+
+def _emulator_command(option: str, value: str | None, backend: str) -> list[str] | None:
+    """A replacement program for an emulated component, split like a shell would; one line when it is wrong."""
+    if value is None:
+        return None
+    if backend != "emulated":
+        _fail(f"{option} works with --backend emulated only, not {backend}")
+    try:
+        command = shlex.split(value)
+    except ValueError as err:
+        _fail(f"{option} {value!r}: {err}")
+    if not command:
+        _fail(f"{option}: expected a command, got an empty string")
+    from conformance.backends.emulated.cluster import sidecar_command_problem
+
+    problem = sidecar_command_problem(command, option)
+    if problem is not None:
+        _fail(problem)
+    return command
 
 
 def _mesh(opt: Any, backend: str, backend_options: dict[str, Any]) -> MeshCapabilities:
@@ -326,6 +344,7 @@ def make_cluster(settings: Settings) -> Cluster:
             sidecar_command=settings.emulator_sidecar,
             inbound_mode=settings.mesh.default_profile.value,
             ready_timeout=settings.timeouts.pod_ready,
+            ztunnel_command=settings.emulator_ztunnel,
         )
     from conformance.backends.kind.backend import make_kube_cluster
 
@@ -353,9 +372,11 @@ class ConformanceSession:
 
     def switch(self, profile: Profile) -> None:
         """Put the mesh in the profile's mode (baseline servers are unaffected by the mode)."""
-        if profile in MESH_PROFILES and self.cluster.inbound_mode != profile.value:
+        # Ambient runs with the mesh in LOCALHOST mode, which must change nothing there (AMBIENT_MESH_SETTING).
+        target = AMBIENT_MESH_SETTING if profile is Profile.AMBIENT else profile
+        if target in MESH_PROFILES and self.cluster.inbound_mode != target.value:
             start = time.perf_counter()
-            self.cluster.set_inbound_mode(profile.value)
+            self.cluster.set_inbound_mode(target.value)
             self.report.timings["profile_switches"] = self.report.timings.get("profile_switches", 0.0) + (
                 time.perf_counter() - start
             )

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from conformance.ambient_note import moving_to_ambient
 from conformance.precheck import PrecheckRun
 from conformance.probe import Observation, Verdict
 from conformance.report_probes import probe_document, probe_tables
@@ -347,6 +348,7 @@ class Report:
             notes = run.get("notes") or []
             assert isinstance(notes, list)
             lines += [f"- ℹ️ {n}" for n in notes]
+        lines += moving_to_ambient(self.cells.values())
         lines += self._tables()
         lines += probe_tables(self)
         return "\n".join(lines) + "\n"

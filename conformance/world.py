@@ -9,7 +9,9 @@ Layout, for one IP family:
 
 - namespace `mic-baseline` (no injection): server `echo` + its Service, and the `plain` client;
 - namespace `mic-mesh` (injected): one server per Sidecar situation (`echo-none`, `echo-localhost`,
-  `echo-instance`, `echo-unlisted`), each with its own Service, and the `meshed` client.
+  `echo-instance`, `echo-unlisted`), each with its own Service, and the `meshed` client;
+- namespace `mic-ambient` (enrolled, `istio.io/dataplane-mode=ambient`, where the mesh has ambient): the same
+  servers, Services and Sidecar resources (which ambient must ignore), and the `ambient` client.
 
 Every server serves the same ports: one per bind x protocol, declared in its Service, one more per
 bind x protocol that no Service declares, and an `anchor` port that the "unlisted" Sidecar lists instead of
@@ -22,7 +24,7 @@ import copy
 from dataclasses import dataclass
 
 from conformance.backends.base import PodRef
-from conformance.spec.capabilities import MeshCapabilities, endpoint_capabilities
+from conformance.spec.capabilities import Capability, MeshCapabilities, endpoint_capabilities
 from conformance.spec.dimensions import (
     OVERRIDES_BY_FAMILY,
     SIDECAR_FORMS_BY_FAMILY,
@@ -49,6 +51,9 @@ DEFAULT_ECHO_IMAGE = "localhost/mesh-inbound-conformance/echo:dev"
 
 NS_BASELINE = "mic-baseline"
 NS_MESH = "mic-mesh"
+NS_AMBIENT = "mic-ambient"
+DATAPLANE_MODE_LABEL = "istio.io/dataplane-mode"
+"""Enrols a namespace's pods in ambient mode; no restart needed (probes-ambient.md §2)."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +145,8 @@ class World:
     forms: tuple[DefaultEndpoint, ...] | None = None
     """The Sidecar situations to deploy (None: every one of the family). A mesh that rejects a form (or
     resolves it in a way the suite does not encode) gets no server for it, and its cells are not asked."""
+    ambient: bool = False
+    """Deploy the enrolled namespace: only where the mesh has ambient mode (`for_mesh` decides)."""
 
     BASELINE_SERVER = PodRef(NS_BASELINE, "echo")
 
@@ -151,12 +158,20 @@ class World:
             for e in (*SIDECAR_FORMS_BY_FAMILY[family], DefaultEndpoint.UNLISTED)
             if endpoint_capabilities(e, family) <= mesh.capabilities
         )
-        return cls(family, sidecars=bool(accepted), forms=accepted)
+        return cls(
+            family,
+            sidecars=bool(accepted),
+            forms=accepted,
+            ambient=Capability.PROFILE_AMBIENT in mesh.capabilities,
+        )
 
     @property
     def clients(self) -> dict[Client, PodRef]:
         """The plain client lives in the uninjected namespace, the meshed one in the injected namespace."""
-        return {Client.PLAIN: PodRef(NS_BASELINE, "client"), Client.MESHED: PodRef(NS_MESH, "client")}
+        out = {Client.PLAIN: PodRef(NS_BASELINE, "client"), Client.MESHED: PodRef(NS_MESH, "client")}
+        if self.ambient:
+            out[Client.AMBIENT] = PodRef(NS_AMBIENT, "client")
+        return out
 
     @property
     def mesh_endpoints(self) -> tuple[DefaultEndpoint, ...]:
@@ -168,6 +183,8 @@ class World:
 
     def deployed(self, cell: CellKey) -> bool:
         """Whether the world has the server a cell is asked of."""
+        if cell.profile is Profile.AMBIENT and not self.ambient:
+            return False
         return cell.profile is Profile.BASELINE or cell.default_endpoint in self.mesh_endpoints
 
     def mesh_server(self, endpoint: DefaultEndpoint) -> PodRef:
@@ -176,10 +193,19 @@ class World:
         cross = "-cross" if family is not None and family is not self.family else ""
         return PodRef(NS_MESH, f"echo-{_SERVER_SUFFIX[endpoint]}{cross}")
 
+    def ambient_server(self, endpoint: DefaultEndpoint) -> PodRef:
+        """The enrolled server whose (ignored) Sidecar situation is `endpoint`."""
+        return PodRef(NS_AMBIENT, self.mesh_server(endpoint).app)
+
+    @property
+    def ambient_servers(self) -> tuple[PodRef, ...]:
+        """The servers enrolled in ambient mode (none where the mesh has no ambient)."""
+        return tuple(self.ambient_server(e) for e in self.mesh_endpoints) if self.ambient else ()
+
     @property
     def servers(self) -> tuple[PodRef, ...]:
         """Every server, baseline first."""
-        return (self.BASELINE_SERVER, *(self.mesh_server(e) for e in self.mesh_endpoints))
+        return (self.BASELINE_SERVER, *(self.mesh_server(e) for e in self.mesh_endpoints), *self.ambient_servers)
 
     @property
     def mesh_servers(self) -> tuple[PodRef, ...]:
@@ -190,6 +216,8 @@ class World:
         """The server pod a cell is asked of."""
         if cell.profile is Profile.BASELINE:
             return self.BASELINE_SERVER
+        if cell.profile is Profile.AMBIENT:
+            return self.ambient_server(cell.default_endpoint)
         return self.mesh_server(cell.default_endpoint)
 
     def source_pod(self, cell: CellKey) -> PodRef:
@@ -202,7 +230,7 @@ class World:
     def endpoint_of(self, server: PodRef) -> DefaultEndpoint:
         """The Sidecar situation of a meshed server (NONE for the baseline server)."""
         for endpoint in self.mesh_endpoints:
-            if self.mesh_server(endpoint) == server:
+            if server in (self.mesh_server(endpoint), self.ambient_server(endpoint)):
                 return endpoint
         return DefaultEndpoint.NONE
 
@@ -213,6 +241,7 @@ class World:
         out: list[Manifest] = [
             _namespace(NS_BASELINE, injected=False),
             _namespace(NS_MESH, injected=True),
+            *([_enrolled_namespace(NS_AMBIENT)] if self.ambient else []),
             self.deployment(self.BASELINE_SERVER, SERVER_PORTS),
             service_manifest(self.BASELINE_SERVER),
             self.deployment(self.clients[Client.PLAIN], ()),
@@ -224,6 +253,13 @@ class World:
                 out.append(self._sidecar(server, endpoint))
         out.append(self.deployment(self.clients[Client.MESHED], ()))
         out += self.probe_manifests()
+        if self.ambient:
+            for endpoint in self.mesh_endpoints:
+                server = self.ambient_server(endpoint)
+                out += [self.deployment(server, SERVER_PORTS), service_manifest(server)]
+                if endpoint is not DefaultEndpoint.NONE:
+                    out.append(self._sidecar(server, endpoint))
+            out.append(self.deployment(self.clients[Client.AMBIENT], ()))
         return out
 
     def probe_manifests(self) -> list[Manifest]:
@@ -315,6 +351,15 @@ def _namespace(name: str, injected: bool) -> Manifest:
             "labels": {"istio-injection": "enabled" if injected else "disabled", "app.kubernetes.io/part-of": PART_OF},
         },
     }
+
+
+def _enrolled_namespace(name: str) -> Manifest:
+    """An uninjected namespace enrolled in ambient mode (the label istio-cni and ztunnel act on)."""
+    manifest = _namespace(name, injected=False)
+    labels = manifest["metadata"]
+    assert isinstance(labels, dict)
+    labels["labels"][DATAPLANE_MODE_LABEL] = "ambient"
+    return manifest
 
 
 def service_manifest(server: PodRef) -> Manifest:

@@ -36,7 +36,7 @@ def mic_namespaces() -> set[str]:
 
 
 def harness_processes() -> set[int]:
-    """Processes running the echo program or a sidecar (by command line)."""
+    """Processes running the echo program, a sidecar or a ztunnel (by command line)."""
     found = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -45,7 +45,7 @@ def harness_processes() -> set[int]:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
         except OSError:
             continue
-        if b"echo.py serve" in cmdline or b"sidecar.py" in cmdline:
+        if b"echo.py serve" in cmdline or b"sidecar.py" in cmdline or b"ztunnel.py" in cmdline:
             found.add(int(entry))
     return found
 

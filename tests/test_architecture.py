@@ -27,7 +27,11 @@ def test_the_emulated_backend_never_loads_the_spec() -> None:
 
 @pytest.mark.parametrize(
     "path",
-    [REPO / "workloads" / "echo" / "echo.py", REPO / "conformance" / "backends" / "emulated" / "sidecar.py"],
+    [
+        REPO / "workloads" / "echo" / "echo.py",
+        REPO / "conformance" / "backends" / "emulated" / "sidecar.py",
+        REPO / "conformance" / "backends" / "emulated" / "ztunnel.py",
+    ],
     ids=lambda p: p.name,
 )
 def test_programs_run_with_the_standard_library_only(path: Path) -> None:

@@ -74,6 +74,10 @@ RESTARTED_MESH_POD = {
 CREATE_V4 = "<repo>/fixtures/kind/ipv4.yaml --kubeconfig <work>/kubeconfig --wait 600s"
 CREATE_V6 = "<repo>/fixtures/kind/ipv6.yaml --kubeconfig <work>/kubeconfig --wait 600s"
 WAIT_ISTIOD = "kubectl -n istio-system rollout status deploy/istiod --timeout=120s"
+WAIT_AMBIENT = [
+    "kubectl -n istio-system rollout status ds/istio-cni-node --timeout=120s",
+    "kubectl -n istio-system rollout status ds/ztunnel --timeout=120s",
+]
 WAIT_WORKLOADS = [
     "kubectl -n mic-baseline rollout status deploy/echo --timeout=120s",
     "kubectl -n mic-baseline rollout status deploy/client --timeout=120s",
@@ -317,9 +321,11 @@ def test_istio_1_31_ipv6_switches_with_the_mesh_config_overlay(fakes: Fakes) -> 
     fakes.env["FAKE_FAMILY"] = "dual"  # an IPv6 run on a dual-stack cluster takes the IPv6 addresses
     cluster = fakes.cluster("1.31.1", family="ipv6")
     cluster.up(World(IpFamily.IPV6).manifests())
-    up = kind_up("1.31.1", NODE_1_36, release_install("1.31.1"), create=CREATE_V6)
+    up = kind_up("1.31.1", NODE_1_36, release_install("1.31.1", "ambient.yaml"), create=CREATE_V6)
+    up[6:6] = WAIT_AMBIENT  # after istiod: the ambient profile's DaemonSets
     cluster.set_inbound_mode("legacy")
-    assert fakes.commands() == [*up, release_install("1.31.1", "legacy-mesh-config.yaml"), *RESTART_MESH]
+    legacy = release_install("1.31.1", "ambient.yaml", "legacy-mesh-config.yaml")
+    assert fakes.commands() == [*up, legacy, *RESTART_MESH[:1], *WAIT_AMBIENT, *RESTART_MESH[1:]]
     assert cluster.pod_ip(PodRef("mic-mesh", "echo-none")) == "fd00:10:244::20"  # restarted: new pod, new IP
 
 
@@ -345,13 +351,17 @@ def test_custom_build_sets_hub_tag_values_pull_policy_and_loads_its_images(fakes
         "kind load image-archive <work>/image-0.tar --name mic",
         f"docker save --platform linux/amd64 --output <work>/image-1.tar {hub}/proxyv2:{tag}",
         "kind load image-archive <work>/image-1.tar --name mic",
-        f"istioctl install -y -f <repo>/fixtures/mesh/base.yaml -f {values} {custom}",
+        f"istioctl install -y -f <repo>/fixtures/mesh/base.yaml -f <repo>/fixtures/mesh/ambient.yaml "
+        f"-f {values} {custom}",
         WAIT_ISTIOD,
+        *WAIT_AMBIENT,
         "kubectl apply -f -",
         *WAIT_WORKLOADS,
-        f"istioctl install -y -f <repo>/fixtures/mesh/base.yaml -f <repo>/fixtures/mesh/legacy-mesh-config.yaml "
-        f"-f {values} {custom}",
-        *RESTART_MESH,
+        f"istioctl install -y -f <repo>/fixtures/mesh/base.yaml -f <repo>/fixtures/mesh/ambient.yaml "
+        f"-f <repo>/fixtures/mesh/legacy-mesh-config.yaml -f {values} {custom}",
+        *RESTART_MESH[:1],
+        *WAIT_AMBIENT,
+        *RESTART_MESH[1:],
     ]
     assert cluster.mesh_info() == {
         "name": "istio",

@@ -77,6 +77,10 @@ APPLIED = [
     ("Deployment", "mic-mesh/probe-norewrite"),
     ("Service", "mic-mesh/probe-norewrite"),
 ]
+# Releases with ambient (>= 1.22) also get the enrolled namespace (applied with the other namespaces) and its objects.
+AMBIENT_APPLIED = [
+    *[(k, n.replace("mic-mesh", "mic-ambient")) for k, n in APPLIED if n.startswith("mic-mesh/")],
+]
 
 CASES: dict[str, tuple[str, ...]] = {
     "1.9.9": ("--backend", "kind", "--istio-version", "1.9.9"),
@@ -384,11 +388,13 @@ def test_plan_1_31_switches_with_the_mesh_config(plans: dict[str, Plan]) -> None
         plan.commands,
         [
             *create(kind, NODE_1_36),
-            install(istioctl, "1.31.1"),
+            install(istioctl, "1.31.1", "ambient.yaml"),
+            f"{kubectl} -n istio-system rollout status ds/istio-cni-node --timeout=120s",
+            f"{kubectl} -n istio-system rollout status ds/ztunnel --timeout=120s",
             *workloads(kubectl),
-            install(istioctl, "1.31.1", "legacy-mesh-config.yaml"),
+            install(istioctl, "1.31.1", "ambient.yaml", "legacy-mesh-config.yaml"),
             *switch(kubectl),
-            install(istioctl, "1.31.1"),
+            install(istioctl, "1.31.1", "ambient.yaml"),
             *switch(kubectl),
             f"{kind} delete cluster --name mic",
         ],
@@ -456,10 +462,11 @@ def test_plan_custom_build(plans: dict[str, Plan]) -> None:
             f"{kind} load image-archive <tmp>/mic-kind-mic/image-0.tar --name mic",
             f"docker save --platform linux/amd64 --output {ARCHIVE}/image-1.tar {CUSTOM_HUB}/proxyv2:{CUSTOM_TAG}",
             f"{kind} load image-archive <tmp>/mic-kind-mic/image-1.tar --name mic",
-            f"{istioctl} install -y -f <repo>/fixtures/mesh/base.yaml -f <root>/values.yaml {custom}",
-            *workloads(kubectl),
-            f"{istioctl} install -y -f <repo>/fixtures/mesh/base.yaml -f <repo>/fixtures/mesh/legacy-mesh-config.yaml "
+            f"{istioctl} install -y -f <repo>/fixtures/mesh/base.yaml -f <repo>/fixtures/mesh/ambient.yaml "
             f"-f <root>/values.yaml {custom}",
+            *workloads(kubectl),
+            f"{istioctl} install -y -f <repo>/fixtures/mesh/base.yaml -f <repo>/fixtures/mesh/ambient.yaml "
+            f"-f <repo>/fixtures/mesh/legacy-mesh-config.yaml -f <root>/values.yaml {custom}",
             *switch(kubectl),
             f"{kind} delete cluster --name mic",
         ],
@@ -505,10 +512,14 @@ def test_plan_prints_every_manifest_as_yaml_fed_to_kubectl_apply(plans: dict[str
     docs = list(yaml.safe_load_all(manifest))
     # Releases before 1.15 get the Sidecar forms they accept only (see test_plan_ipv6_uses_the_ipv6_kind_config...).
     version = {"1.10.6-ipv6": "1.10.6", "custom": "1.31.1", "kubeconfig": "1.10.6"}.get(name, name)
+    ambient = Version(version) >= Version("1.22")
+    applied = APPLIED
+    if ambient:
+        applied = [*APPLIED[:2], ("Namespace", "mic-ambient"), *APPLIED[2:], *AMBIENT_APPLIED]
     if Version(version) >= Version("1.15"):
         assert [
             (d["kind"], "/".join(filter(None, [d["metadata"].get("namespace"), d["metadata"]["name"]]))) for d in docs
-        ] == APPLIED
+        ] == applied
     world = dataclasses.replace(World.for_mesh(family, istio_capabilities(version)), image=image)
     assert docs == [dict(m) for m in world.manifests()]
     lines = plan.normalized().splitlines()

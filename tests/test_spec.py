@@ -29,10 +29,12 @@ from conformance.spec.capabilities import (
     Capability,
     LegacySwitch,
     PrecheckScope,
+    emulated_capabilities,
     image_tag_version,
     istio_capabilities,
     proxy_image,
 )
+from conformance.spec.dimensions import SIDECAR_FORMS_BY_FAMILY
 from conformance.spec.render import SPEC_FORMAT, spec_document
 from conformance.spec.semantics import precheck_finding
 
@@ -298,7 +300,7 @@ def test_every_rule_is_used_and_every_citation_exists() -> None:
     assert used == set(RULES)
     for rule in RULES.values():
         assert rule.istio_source
-        assert rule.reference.startswith(("reference", "emulation"))
+        assert rule.reference.startswith(("reference", "emulation", "probes-ambient"))
 
 
 def test_json_document_has_stable_keys() -> None:
@@ -347,7 +349,7 @@ def test_cli_markdown_has_a_table_per_profile_and_family() -> None:
     "args",
     [
         ("spec", "--format", "yaml"),
-        ("spec", "--profile", "ambient"),
+        ("spec", "--profile", "sidecarless"),
         ("nope",),
         ("capabilities", "--istio-version", "x.y"),
     ],
@@ -377,8 +379,9 @@ def test_cli_bad_input_is_one_line_and_exit_2(args: tuple[str, ...]) -> None:
         ("1.16.0", ("baseline", "legacy", "passthrough"), LegacySwitch.PILOT_ENV, True, False),
         ("1.20.8", ("baseline", "legacy", "passthrough"), LegacySwitch.PILOT_ENV, True, False),
         ("1.21.6", ("baseline", "passthrough"), LegacySwitch.NONE, True, False),
-        ("1.22.0", ("baseline", "legacy", "passthrough"), LegacySwitch.MESH_CONFIG, True, False),
-        ("1.31.1", ("baseline", "legacy", "passthrough"), LegacySwitch.MESH_CONFIG, True, False),
+        ("1.22.0", ("baseline", "legacy", "passthrough", "ambient"), LegacySwitch.MESH_CONFIG, True, False),
+        ("1.24.0", ("baseline", "legacy", "passthrough", "ambient"), LegacySwitch.MESH_CONFIG, True, False),
+        ("1.31.1", ("baseline", "legacy", "passthrough", "ambient"), LegacySwitch.MESH_CONFIG, True, False),
     ],
 )
 def test_capabilities_by_version(
@@ -501,3 +504,53 @@ def test_cli_capabilities_of_a_version_without_a_cluster_says_why() -> None:
     cluster = json.loads(proc.stdout)["kind_cluster"]
     assert cluster["node_image"] is None
     assert cluster["problem"].startswith("Istio 1.11.4: no known Kubernetes range for 1.11 (known: 1.9 (k8s 1.17-1.20)")
+
+
+# --- Ambient (probes-ambient.md section 2, reference section 8) ---------------------------------------------
+
+
+@pytest.mark.parametrize("family", list(IpFamily))
+def test_ambient_from_other_pods_written_out(family: IpFamily) -> None:
+    """Every endpoint situation, port kind, protocol, path and client alike: loopback never reached and never
+    'refused'; pod IP and wildcard reached, seeing the client pod's IP (ztunnel inbound.rs, baseline_test.go)."""
+    cells = [c for c in all_cells([Profile.AMBIENT], [family]) if c.path.from_other_pod]
+    assert {c.client for c in cells} == {Client.PLAIN, Client.AMBIENT}
+    assert {c.default_endpoint for c in cells} == {
+        DefaultEndpoint.NONE,
+        *SIDECAR_FORMS_BY_FAMILY[family],
+        DefaultEndpoint.UNLISTED,
+    }
+    for cell in cells:
+        got = expect(cell)
+        if cell.bind is Bind.LOOPBACK:
+            assert (got.reachable, set(got.failure)) == (False, {Failure.HTTP_503, Failure.RESET_OR_EOF}), cell.id
+            assert "ambient-no-override" in got.because
+        else:
+            assert (got.reachable, got.source) == (True, Source.CLIENT), cell.id
+
+
+def test_ambient_in_pod_is_as_the_bind_allows() -> None:
+    for cell in all_cells([Profile.AMBIENT]):
+        if cell.path.from_other_pod:
+            continue
+        twin = CellKey(
+            Profile.BASELINE,
+            DefaultEndpoint.NONE,
+            cell.bind,
+            cell.port,
+            cell.protocol,
+            cell.path,
+            None,
+            cell.ip_family,
+        )
+        got, plain = expect(cell), expect(twin)
+        assert (got.reachable, got.source, got.failure) == (plain.reachable, plain.source, plain.failure)
+        assert got.because[0] == "ambient-in-pod-not-captured"
+
+
+def test_ambient_capability_from_1_22() -> None:
+    assert Profile.AMBIENT not in istio_capabilities("1.21.6").profiles()
+    assert "no ambient mode" in (istio_capabilities("1.21.6").missing(frozenset({Capability.PROFILE_AMBIENT})) or "")
+    for version in ("1.22.0", "1.23.5", "1.24.0", "1.31.1"):
+        assert Profile.AMBIENT in istio_capabilities(version).profiles()
+    assert Profile.AMBIENT in emulated_capabilities().profiles()

@@ -29,6 +29,8 @@ IPV4_ONLY_SIDECAR = f"/usr/bin/python3 {REPO / 'tests' / 'sidecars' / 'ipv4_only
 # Where tox's --rootdir points: the installed package's site-packages (clean test ids and JUnit classnames).
 SITE = Path(conformance.__file__).resolve().parents[1]
 SNIFF_RESET_SIDECAR = f"/usr/bin/python3 {REPO / 'tests' / 'sidecars' / 'sniff_reset_sidecar.py'}"
+OWN_ADDRESS_ZTUNNEL = f"/usr/bin/python3 {REPO / 'tests' / 'sidecars' / 'own_address_ztunnel.py'}"
+LOCALHOST_ZTUNNEL = f"/usr/bin/python3 {REPO / 'tests' / 'sidecars' / 'localhost_ztunnel.py'}"
 
 
 def run_suite(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -94,7 +96,7 @@ def test_a_proxy_forwarding_to_localhost_fails_exactly_the_cells_it_breaks(tmp_p
     assert len(expected) == {IpFamily.IPV4: 336, IpFamily.IPV6: 304}[family]
     assert failed == expected
     results = {p["name"]: p["result"] for p in doc["profiles"]}  # type: ignore[index,union-attr]
-    assert results == {"baseline": "success", "legacy": "failure", "passthrough": "failure"}
+    assert results == {"baseline": "success", "legacy": "failure", "passthrough": "failure", "ambient": "success"}
     assert WRONG_SIDECAR in doc["mesh"]["build"]  # type: ignore[index]
     markdown = (tmp_path / "reports" / "conformance-report.md").read_text()
     failed_lines = [line for line in markdown.splitlines() if line.startswith("- ❌ `")]
@@ -186,6 +188,7 @@ def test_a_passing_run_reports_success_and_leaves_nothing(tmp_path: Path) -> Non
         "baseline": "success",
         "legacy": "success",
         "passthrough": "success",
+        "ambient": "success",
     }
     timings = doc["timings_s"]
     assert set(timings) >= {"setup", "probes", "teardown", "total"}  # type: ignore[arg-type]
@@ -260,11 +263,13 @@ def test_leftovers_of_a_killed_run_are_reaped_by_the_next_one(tmp_path: Path) ->
     [
         (("--ip-family", "ipv5"), "--ip-family 'ipv5': expected ipv4 or ipv6"),
         (("--backend", "minikube"), "--backend 'minikube': expected one of emulated, kind, kubeconfig"),
-        (("--profile", "ambient"), "--profile 'ambient': expected one of baseline, legacy, passthrough"),
+        (("--profile", "mtls"), "--profile 'mtls': expected one of baseline, legacy, passthrough, ambient"),
         (("--timeout-config", "probe=fast"), "--timeout-config: probe='fast' is not a number of seconds"),
         (("--timeout-config", "probe=99"), "--timeout-config: probe=99 is outside (0, 30.0]"),
         (("--timeout-config", "prob=1"), "--timeout-config: 'prob=1' is not KEY=SECONDS"),
         (("--emulator-sidecar", ""), "--emulator-sidecar: expected a command"),
+        (("--emulator-ztunnel", ""), "--emulator-ztunnel: expected a command"),
+        (("--emulator-ztunnel", "x 'y"), '--emulator-ztunnel "x \'y": No closing quotation'),
         (("--emulator-sidecar", "x 'y"), '--emulator-sidecar "x \'y": No closing quotation'),
         (("--emulator-sidecar", "/no/such/proxy --flag"), "--emulator-sidecar: /no/such/proxy not found"),
         (("--istio-version", "1.10.6"), "--istio-version is an option of --backend kind/kubeconfig"),
@@ -359,7 +364,7 @@ def test_a_sidecar_that_dies_is_one_line_per_test_and_leaves_nothing(tmp_path: P
     assert "Traceback" not in proc.stdout + proc.stderr
     assert "during handling" not in proc.stdout
     lines = [line for line in proc.stdout.splitlines() if line.startswith("emulated backend: ")]
-    assert len(lines) == 3
+    assert len(lines) == 4  # LocalhostInPod under baseline, legacy, passthrough and ambient
     assert set(lines) == {"emulated backend: echo-none.mic-mesh: exited sidecar (exit 1); log: (empty)"}
 
 
@@ -459,3 +464,35 @@ def test_ctrl_c_twice_to_the_process_group_is_a_few_lines_and_an_interrupted_rep
     assert results["baseline"] in ("success", "interrupted")
     assert "skipped" not in results.values()
     assert "interrupted" in results.values()
+
+
+def _ambient_from_other_pods(family: IpFamily, reachable_only: bool) -> set[str]:
+    return {
+        c.id
+        for c in all_cells([Profile.AMBIENT], [family])
+        if c.path.from_other_pod and (expect(c).reachable or not reachable_only)
+    }
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("no_leftovers")
+@pytest.mark.parametrize(
+    ("ztunnel", "family", "reachable_only"),
+    [(OWN_ADDRESS_ZTUNNEL, IpFamily.IPV4, True), (LOCALHOST_ZTUNNEL, IpFamily.IPV6, False)],
+    ids=["dials-from-its-own-address", "forwards-to-localhost"],
+)
+def test_a_wrong_ztunnel_fails_the_ambient_profile(
+    tmp_path: Path, ztunnel: str, family: IpFamily, reachable_only: bool
+) -> None:
+    """A ztunnel that dials from its own address (the app sees the pod IP, not the client) fails every cell
+    where another pod reaches the app; one that forwards to localhost fails every cell from another pod."""
+    proc = run_suite(tmp_path, "--ip-family", family.value, "--profile", "ambient", "--emulator-ztunnel", ztunnel)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
+    doc = report(tmp_path)
+    failed = {c["id"] for c in doc["cells"] if c["verdict"] == "fail"}  # type: ignore[index,union-attr]
+    expected = _ambient_from_other_pods(family, reachable_only)
+    assert expected
+    assert failed == expected
+    assert {p["name"]: p["result"] for p in doc["profiles"]} == {"ambient": "failure"}  # type: ignore[index,union-attr]
+    assert f"ztunnel {ztunnel}" in doc["mesh"]["build"]  # type: ignore[index]
+    assert "ztunnel log" in proc.stdout

@@ -36,6 +36,8 @@ class Capability(StrEnum):
     IPv4 address 127.0.0.1 with no bind (1.10-1.14 dial IPAddresses[0] there; not encoded, so not claimed)."""
     PRECHECK_LOCALHOST = "precheck-localhost"
     """`istioctl x precheck` reports IST0143 for loopback-only listeners on exposed ports."""
+    PROFILE_AMBIENT = "profile-ambient"
+    """Pods can be enrolled in ambient mode (istio-cni + ztunnel, no sidecar)."""
 
 
 class LegacySwitch(StrEnum):
@@ -130,6 +132,10 @@ PRECHECK_ANY_PHASE_BEFORE = "1.12.0"
 
 RELEASE_HUB = "docker.io/istio"
 """The hub releases are installed from (tools-versions-ci.md, "Installing")."""
+
+AMBIENT_SINCE = "1.22"
+"""The `ambient` install profile: beta in 1.22 and 1.23, GA from 1.24 (probes-ambient.md §2); 1.22-1.23 capture
+with TPROXY, 1.24+ with REDIRECT (#52622): the same inbound semantics."""
 
 LEGACY_NETWORKING_BEFORE = "1.10.0"
 """istioctl 1.15.1 - 1.20 checks only proxies older than this (precheck.go fromLegacyNetworkingVersion)."""
@@ -247,6 +253,8 @@ class MeshCapabilities:
             out.append(Profile.LEGACY)
         if Capability.PROFILE_PASSTHROUGH in self.capabilities:
             out.append(Profile.PASSTHROUGH)
+        if Capability.PROFILE_AMBIENT in self.capabilities:
+            out.append(Profile.AMBIENT)
         return tuple(out)
 
     def sidecar_capability(self, family: IpFamily) -> Capability:
@@ -319,6 +327,10 @@ def istio_capabilities(
             f"{label}: the suite encodes the cross-family defaultEndpoint resolution of 1.15+ only "
             "(0.0.0.0:P on a pod without IPv4 dials IPAddresses[0] before 1.15)"
         )
+    if _release(version) >= Version(AMBIENT_SINCE):
+        caps.add(Capability.PROFILE_AMBIENT)
+    else:
+        reasons[Capability.PROFILE_AMBIENT] = f"{label} has no ambient mode (beta from 1.22, GA from 1.24)"
     ctl = parse_version(istioctl_version) if istioctl_version else version
     image = proxy_image_ref or proxy_image(None, None, version_text)
     scope = precheck_scope(ctl)

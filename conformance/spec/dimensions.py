@@ -20,6 +20,8 @@ class Profile(StrEnum):
     """Istio <= 1.9 semantics (or a newer Istio switched back): the sidecar forwards to 127.0.0.1."""
     PASSTHROUGH = "passthrough"
     """Istio >= 1.10 default: the sidecar forwards to the pod IP the client dialled, from 127.0.0.6."""
+    AMBIENT = "ambient"
+    """No sidecar: the pod is enrolled in ambient mode and the node's ztunnel takes its traffic (in-pod capture)."""
 
 
 MESH_PROFILES: tuple[Profile, ...] = (Profile.LEGACY, Profile.PASSTHROUGH)
@@ -92,6 +94,8 @@ class Client(StrEnum):
     """A pod without a sidecar."""
     MESHED = "meshed"
     """A pod with a sidecar: its outbound connection goes through its own proxy first."""
+    AMBIENT = "ambient"
+    """A pod enrolled in ambient mode: its outbound connection goes through ztunnel, tunnelled to the server's."""
 
 
 class DefaultEndpoint(StrEnum):
@@ -161,7 +165,7 @@ class Source(StrEnum):
     """The peer address the app sees on an accepted connection, by meaning rather than by value."""
 
     CLIENT = "client"
-    """The client pod's IP: what Kubernetes without a mesh shows."""
+    """The client pod's IP: what Kubernetes without a mesh shows, and what ztunnel preserves in ambient mode."""
     INBOUND_PASSTHROUGH = "inbound_passthrough"
     """127.0.0.6 / ::6, the bind address of Istio's inbound passthrough clusters."""
     LOCALHOST = "localhost"

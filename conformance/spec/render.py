@@ -113,7 +113,7 @@ def spec_markdown(profiles: Iterable[Profile], families: Iterable[IpFamily]) -> 
             for port in PortKind:
                 for endpoint in default_endpoints(profile, port, family):
                     for protocol in Protocol:
-                        for path, client in paths(port):
+                        for path, client in paths(port, profile):
                             row = _row_label(endpoint, port, protocol, path, client)
                             for bind in Bind:
                                 cell = CellKey(profile, endpoint, bind, port, protocol, path, client, family)

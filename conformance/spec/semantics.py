@@ -197,6 +197,49 @@ RULES: dict[str, Rule] = {
             "tcp_proxy to PassthroughCluster",
             "reference §1 (consequences, exact failure forms)",
         ),
+        Rule(
+            "ambient-in-pod-not-captured",
+            "Ambient: a pod's own connections to loopback or to its own pod IP are not redirected to ztunnel "
+            "(they leave through lo), so they reach the app as its bind allows, as in every other profile.",
+            "istio-cni cni/pkg/iptables/iptables.go, testdata/default.golden (1.24.0): nat ISTIO_OUTPUT "
+            "'! -d 127.0.0.1/32 -o lo -j ACCEPT' and no redirect to 127.0.0.1; tests/integration/ambient/"
+            "baseline_test.go TestPodIP ('Calls to ourself (by pod IP) are not captured')",
+            "probes-ambient.md §2 (Inside the pod)",
+        ),
+        Rule(
+            "ambient-local-workload",
+            "Ambient: every connection from another pod reaches ztunnel inside the server pod (plaintext "
+            "REDIRECTed to 15006, or an HBONE CONNECT on 15008 from an ambient client's ztunnel), and ztunnel "
+            "dials the server's pod IP at the requested port, whether or not a Service declares the port.",
+            "ztunnel src/proxy/inbound.rs find_inbound_upstream ('We always target the local workload IP as the "
+            "destination'), src/proxy/inbound_passthrough.rs; istio-cni testdata/default.golden (1.24.0) "
+            "ISTIO_PRERT '! -d 127.0.0.1/32 -p tcp ! --dport 15008 ... -j REDIRECT --to-ports 15006'",
+            "probes-ambient.md §2 (Where inbound goes); reference §8",
+        ),
+        Rule(
+            "ambient-no-override",
+            "Ambient has no inbound override: Sidecar resources (defaultEndpoint included) and meshConfig."
+            "inboundTrafficPolicy LOCALHOST change nothing, so nothing brings a loopback-only app back.",
+            "inboundTrafficPolicy is read only by the Envoy cluster builder and the sidecar injection templates; "
+            "istio/api#3044 (maintainer: LOCALHOST 'No, it shouldn't' affect ambient); analyzer IST0167 (Sidecar "
+            "has no effect in ambient)",
+            "probes-ambient.md §2 (No override); reference §8",
+        ),
+        Rule(
+            "ambient-original-source",
+            "Ambient: ztunnel dials the app from the original client's address (transparent, freebind), so the "
+            "app sees the client pod's IP, never 127.0.0.6.",
+            "ztunnel src/proxy.rs freebind_connect; tests/integration/ambient/baseline_test.go OriginalSourceCheck",
+            "probes-ambient.md §2 (Source the app sees); reference §8",
+        ),
+        Rule(
+            "ambient-upstream-failure",
+            "Ambient: ztunnel has already accepted the client when it fails to reach the app, so the client never "
+            "sees 'refused': it sees the connection reset or closed, or a 503 (the HBONE CONNECT answered 503).",
+            "tests/integration/ambient/baseline_test.go TestServices: check.Or(check.Error(), check.Status(503)) "
+            "for LocalhostIP ports (since 1.26, #55421)",
+            "probes-ambient.md §2 (table); emulation.md 'Ambient in-pod redirection' (Results)",
+        ),
     )
 }
 
@@ -286,10 +329,14 @@ def expect(cell: CellKey) -> Expectation:
     if not cell.path.from_other_pod:
         # In-pod paths are identical in every profile: no rule about the mesh applies.
         dialled = InboundTarget.LOCALHOST if cell.path is Path.LOCALHOST else InboundTarget.POD_IP
+        in_pod = "ambient-in-pod-not-captured" if cell.profile is Profile.AMBIENT else "in-pod-not-captured"
         if bind_admits(cell.bind, dialled):
             source = Source.LOCALHOST if cell.path is Path.LOCALHOST else Source.SELF
-            return Expectation(True, source, (), ("in-pod-not-captured", "bind-admits"))
-        return Expectation(False, None, (Failure.REFUSED,), ("in-pod-not-captured", "bind-admits"))
+            return Expectation(True, source, (), (in_pod, "bind-admits"))
+        return Expectation(False, None, (Failure.REFUSED,), (in_pod, "bind-admits"))
+
+    if cell.profile is Profile.AMBIENT:
+        return expect_ambient(cell)
 
     if cell.profile is Profile.BASELINE:
         first = "client-sidecar-original-dst" if cell.client is Client.MESHED else "kubernetes-direct"
@@ -308,6 +355,14 @@ def expect(cell: CellKey) -> Expectation:
         return Expectation(True, source, (), because)
     forms, why = failure_forms(cell)
     return Expectation(False, None, forms, (*because, why))
+
+
+def expect_ambient(cell: CellKey) -> Expectation:
+    """A cell from another pod under ambient: always the pod IP, from the client, whatever overrides exist."""
+    because: tuple[str, ...] = ("ambient-local-workload", "ambient-no-override", "bind-admits")
+    if bind_admits(cell.bind, InboundTarget.POD_IP):
+        return Expectation(True, Source.CLIENT, (), (*because, "ambient-original-source"))
+    return Expectation(False, None, (Failure.HTTP_503, Failure.RESET_OR_EOF), (*because, "ambient-upstream-failure"))
 
 
 def precheck_finding(endpoint: DefaultEndpoint, port: PortKind, bind: Bind) -> tuple[bool, str]:

@@ -48,6 +48,8 @@ class ConformanceCase:
             needs.add(Capability.PROFILE_LEGACY)
         if profile is Profile.PASSTHROUGH:
             needs.add(Capability.PROFILE_PASSTHROUGH)
+        if profile is Profile.AMBIENT:
+            needs.add(Capability.PROFILE_AMBIENT)
         cells = self.cells(profile, family)
         if cells and all(c.default_endpoint is not DefaultEndpoint.NONE for c in cells):
             # The least any of its Sidecar situations needs: without it the case has nothing to ask.

@@ -20,7 +20,7 @@ CASES = (
             c.path is Path.POD_IP
             and c.port is PortKind.DECLARED
             and c.default_endpoint is DefaultEndpoint.NONE
-            and c.profile.value != "baseline"
+            and c.profile.value not in ("baseline", "ambient")
         ),
         part="switch",
         needs=frozenset({Capability.LEGACY_SWITCH}),

@@ -7,8 +7,13 @@ Sidecar does not list falls to the catch-all passthrough.
 from __future__ import annotations
 
 from conformance.plugin import ConformanceRun
-from conformance.spec.dimensions import CellKey, DefaultEndpoint, IpFamily
+from conformance.spec.dimensions import CellKey, DefaultEndpoint, IpFamily, Profile
 from conformance.suite.cases import ConformanceCase
+
+
+def _sidecar_pod(cell: CellKey) -> bool:
+    """From another pod, to a server with a sidecar (ambient servers ignore Sidecars: test_ambient)."""
+    return cell.path.from_other_pod and cell.profile is not Profile.AMBIENT
 
 
 def _instance_without_ipv4(cell: CellKey) -> bool:
@@ -20,33 +25,31 @@ CASES = (
         name="SidecarLocalhostEndpoint",
         description="defaultEndpoint 127.0.0.1:P / [::1]:P: the sidecar dials localhost, so loopback and "
         "wildcard apps are reached and see localhost; a pod-IP app is not.",
-        select=lambda c: c.path.from_other_pod and c.default_endpoint.targets_localhost,
+        select=lambda c: _sidecar_pod(c) and c.default_endpoint.targets_localhost,
     ),
     ConformanceCase(
         name="SidecarInstanceEndpoint",
         description="defaultEndpoint 0.0.0.0:P / [::]:P: the sidecar dials the pod IP from 127.0.0.6 / ::6, so "
         "pod-IP and wildcard apps are reached; a loopback app is not.",
-        select=lambda c: (
-            c.path.from_other_pod and c.default_endpoint.targets_instance_ip and not _instance_without_ipv4(c)
-        ),
+        select=lambda c: _sidecar_pod(c) and c.default_endpoint.targets_instance_ip and not _instance_without_ipv4(c),
     ),
     ConformanceCase(
         name="SidecarInstanceEndpointWithoutIpv4",
         description="defaultEndpoint 0.0.0.0:P on a pod with no IPv4 address: the sidecar dials 127.0.0.1 "
         "with no bind (1.15+), which no app of an IPv6-only pod listens on.",
-        select=lambda c: c.path.from_other_pod and _instance_without_ipv4(c),
+        select=lambda c: _sidecar_pod(c) and _instance_without_ipv4(c),
     ),
     ConformanceCase(
         name="SidecarEmptyEndpoint",
         description="defaultEndpoint with an empty host, :P: ORIGINAL_DST from 127.0.0.6 / ::6, like "
         "passthrough, whatever the mesh setting.",
-        select=lambda c: c.path.from_other_pod and c.default_endpoint is DefaultEndpoint.EMPTY,
+        select=lambda c: _sidecar_pod(c) and c.default_endpoint is DefaultEndpoint.EMPTY,
     ),
     ConformanceCase(
         name="SidecarUnlistedPort",
         description="A Sidecar with ingress listeners for other ports only: this port has no inbound cluster "
         "and falls to the catch-all passthrough, in legacy and passthrough alike.",
-        select=lambda c: c.path.from_other_pod and c.default_endpoint is DefaultEndpoint.UNLISTED,
+        select=lambda c: _sidecar_pod(c) and c.default_endpoint is DefaultEndpoint.UNLISTED,
     ),
 )
 

@@ -12,7 +12,7 @@ CASES = (
         name="LocalhostPrecheck",
         description="The precheck reports IST0143 for each meshed server port that a Service (or the pod's "
         "Sidecar) exposes while the app listens on loopback only, in istioctl's exact format, and nothing else.",
-        select=lambda c: c.path is Path.LOCALHOST and c.profile.value != "baseline",
+        select=lambda c: c.path is Path.LOCALHOST and c.profile.value not in ("baseline", "ambient"),
         part="precheck",
         needs=frozenset({Capability.PRECHECK_LOCALHOST}),
     ),

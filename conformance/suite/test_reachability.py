@@ -22,7 +22,7 @@ def _from(path: Path, client: Client) -> ConformanceCase:
     )
 
 
-CASES = tuple(_from(path, client) for path in (Path.POD_IP, Path.SERVICE) for client in (Client.PLAIN, Client.MESHED))
+CASES = tuple(_from(path, client) for path in (Path.POD_IP, Path.SERVICE) for client in Client)
 
 
 def test_reachability(conformance: ConformanceRun, case: ConformanceCase) -> None:

@@ -744,6 +744,14 @@ def kubectl(argv: list[str], state: dict[str, Any], stdin: str | None) -> str:
         return "Client Version: v1.20.15\nServer Version: v1.20.15\n"
     if words == ["apply"] and args.get("-f", "--filename") == "-":
         return _apply(state, stdin or "")
+    if words[:2] == ["rollout", "status"] and len(words) == 3 and words[2].startswith(("ds/", "daemonset/")):
+        # The ambient install profile's DaemonSets exist only when the ambient overlay was installed.
+        name = words[2].partition("/")[2]
+        istio = state["istio"]
+        ambient = namespace == "istio-system" and istio and "ambient.yaml" in istio["overlays"]
+        if ambient and name in ("istio-cni-node", "ztunnel"):
+            return f'daemon set "{name}" successfully rolled out\n'
+        raise Failure(f'Error from server (NotFound): daemonsets.apps "{name}" not found')
     if words[:2] == ["rollout", "status"] and len(words) == 3:
         name = words[2].removeprefix("deploy/").removeprefix("deployment/")
         _deployment(state, namespace, name)

@@ -20,6 +20,7 @@ import os
 import secrets
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -42,14 +43,17 @@ from conformance.backends.base import (
     ProbeRequest,
     by_source,
 )
-from conformance.backends.emulated import capture, controlplane, injector, kube, netns
+from conformance.backends.emulated import ambient_capture, capture, controlplane, injector, kube, netns
 from conformance.backends.emulated.kubelet import Kubelet
+from conformance.backends.emulated.ztunnel_config import ztunnel_config
 from conformance.echo_client import Connector, ProbeTargetLike, StreamPair, make_target, probe_batch
 from conformance.precheck import PrecheckRun, check_pod, parse_proc_net_tcp, read_proc_listeners, render_run
 from conformance.resources import echo_program
 
 IFA_F_NODAD = 0x02
 REFERENCE_SIDECAR = Path(__file__).with_name("sidecar.py")
+REFERENCE_ZTUNNEL = Path(__file__).with_name("ztunnel.py")
+ZTUNNEL_PORTS = {ambient_capture.INBOUND_PORT, ambient_capture.OUTBOUND_PORT, ambient_capture.TUNNEL_PORT}
 ECHO_IMAGE_PATH = "/app/echo.py"
 
 
@@ -135,18 +139,19 @@ def check_prerequisites() -> None:
         raise PrerequisiteError("the emulated backend needs Linux network namespaces (/proc/thread-self/ns/net)")
 
 
-def sidecar_command_problem(argv: Sequence[str]) -> str | None:
-    """Why `--emulator-sidecar` cannot start at all (one line), checked before anything is created.
+def sidecar_command_problem(argv: Sequence[str], option: str = "--emulator-sidecar") -> str | None:
+    """Why an `--emulator-sidecar` or `--emulator-ztunnel` command cannot start at all, as one line.
 
-    Only what holds for every pod: the program exists and is executable. Whether uid 1337 may execute it, and
-    whether it listens, shows when the pods start (a setup failure the report names).
+    Checked before anything is created, and only what holds for every pod: the program exists and is
+    executable. Whether uid 1337 may execute it, and whether it listens, shows when the pods start (a setup
+    failure the report names).
     """
     program = argv[0]
     found = shutil.which(program) if "/" not in program else program
     if found is None or not Path(found).exists():
-        return f"--emulator-sidecar: {program} not found (expected a program, with a path or on PATH)"
+        return f"{option}: {program} not found (expected a program, with a path or on PATH)"
     if Path(found).is_dir() or not os.access(found, os.X_OK):
-        return f"--emulator-sidecar: {program} is not executable (chmod +x, or give its interpreter first)"
+        return f"{option}: {program} is not executable (chmod +x, or give its interpreter first)"
     return None
 
 
@@ -164,6 +169,7 @@ class EmulatedCluster(Cluster):
         work_dir: Path | None = None,
         ready_timeout: float = 30.0,
         rewrite_probes: bool = True,
+        ztunnel_command: Sequence[str] | None = None,
     ) -> None:
         if family not in ADDRESSING:
             raise ValueError(f"ip family {family!r}: expected ipv4 or ipv6")
@@ -171,6 +177,9 @@ class EmulatedCluster(Cluster):
         self.addressing = ADDRESSING[family]
         self.sidecar_command = list(sidecar_command) if sidecar_command else None
         self._inbound_mode = inbound_mode
+        self.ztunnel_command = list(ztunnel_command) if ztunnel_command else None
+        self.ztunnel: subprocess.Popen[bytes] | None = None
+        self._endpoints: dict[tuple[str, str], str] = {}
         self.ready_timeout = ready_timeout
         self.tag = secrets.token_hex(3)
         self.node = f"{netns.PREFIX}{self.tag}-node"
@@ -218,6 +227,7 @@ class EmulatedCluster(Cluster):
             for pod in self.pods.values():
                 if pod.template.injected:
                     self._start_sidecar(pod)
+            self._sync_ztunnel()
             self._wait_ready(self.pods.values())
             self._start_kubelet()
         except kube.ManifestError as err:
@@ -235,6 +245,9 @@ class EmulatedCluster(Cluster):
             self.kubelet.stop()
             self.kubelet = None
         _stop([p for pod in self.pods.values() for p in pod.processes()])
+        if self.ztunnel is not None:
+            _stop([self.ztunnel])
+            self.ztunnel = None
         for pod in list(self.pods.values()):
             self._remove_network(pod)
         self.pods.clear()
@@ -264,6 +277,8 @@ class EmulatedCluster(Cluster):
         self._start_app(pod)
         if template.injected:
             self._start_sidecar(pod)
+        if template.ambient:
+            self._sync_ztunnel()
         self._wait_ready([pod])
         self._watch_probes(pod)
         return pod
@@ -278,6 +293,8 @@ class EmulatedCluster(Cluster):
         netns.kill_all(netns.pids_in(pod.netns), grace=0.5)
         netns.remove(pod.netns)
         self._created.remove(pod.netns)
+        if pod.template.ambient:
+            self._sync_ztunnel()
 
     def _remove_network(self, pod: EmulatedPod) -> None:
         # The veth goes with the namespace, asynchronously in the kernel; deleting it first costs ~20 ms of
@@ -346,6 +363,8 @@ class EmulatedCluster(Cluster):
         if template.injected:
             excluded = capture.excluded_inbound_ports(template.annotations.get(kube.EXCLUDE_INBOUND_ANNOTATION))
             capture.install(name, excluded, ipv6=self.family == "ipv6")
+        if template.ambient:
+            ambient_capture.install(name)
         return pod
 
     def _create_services(self) -> None:
@@ -358,6 +377,7 @@ class EmulatedCluster(Cluster):
             if len(backends) != 1:
                 raise BackendError(f"Service {service.namespace}/{service.name} selects {len(backends)} pods, not 1")
             backend = backends[0]
+            self._endpoints[(service.namespace, service.name)] = backend.ip
             mask = "128" if v6 else "32"
             for port in service.ports:
                 to = f"[{backend.ip}]:{port.target_port}" if v6 else f"{backend.ip}:{port.target_port}"
@@ -433,6 +453,36 @@ class EmulatedCluster(Cluster):
         except FileNotFoundError:
             raise PrerequisiteError(f"--emulator-sidecar: {argv[0]} not found") from None
 
+    def _sync_ztunnel(self) -> None:
+        """Write ztunnel's configuration; start the node's ztunnel, or have it re-read (SIGHUP)."""
+        enrolled = [p for p in self.pods.values() if p.template.ambient]
+        if not enrolled and self.ztunnel is None:
+            return
+        services = [
+            (s, self.services[(s.namespace, s.name)], self._endpoints[(s.namespace, s.name)])
+            for s in self.objects.services
+            if (s.namespace, s.name) in self._endpoints
+        ]
+        config = ztunnel_config(
+            self.node, [(p.template, p.ip, str(netns.ns_path(p.netns))) for p in enrolled], services
+        )
+        path = self.work_dir / "ztunnel.json"
+        path.write_text(json.dumps(config, indent=2) + "\n")
+        if self.ztunnel is not None and self.ztunnel.poll() is None:
+            self.ztunnel.send_signal(signal.SIGHUP)
+            return
+        argv = (
+            [*self.ztunnel_command, str(path)]
+            if self.ztunnel_command
+            else [sys.executable, "-I", "-S", str(REFERENCE_ZTUNNEL), str(path)]
+        )
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        # Like the ztunnel DaemonSet: one privileged process on the node (IP_TRANSPARENT needs CAP_NET_ADMIN).
+        try:
+            self.ztunnel = netns.spawn(self.node, argv, env=env, log=self.work_dir / "ztunnel.log")
+        except (FileNotFoundError, PermissionError) as err:
+            raise PrerequisiteError(f"--emulator-ztunnel: cannot run {argv[0]}: {err.strerror}") from None
+
     def _listening(self, pod: EmulatedPod, proc: subprocess.Popen[bytes]) -> set[int]:
         """The ports the process listens on for this run's family.
 
@@ -484,6 +534,13 @@ class EmulatedCluster(Cluster):
             missing = {capture.INBOUND_CAPTURE_PORT, capture.OUTBOUND_CAPTURE_PORT} - self._listening(pod, pod.sidecar)
             if missing:
                 return f"sidecar not listening on {sorted(missing)} for {self.family}"
+        if pod.template.ambient:
+            if self.ztunnel is None or self.ztunnel.poll() is not None:
+                code = self.ztunnel.returncode if self.ztunnel is not None else None
+                return f"exited ztunnel (exit {code})"
+            missing = ZTUNNEL_PORTS - self._listening(pod, pod.app)
+            if missing:
+                return f"ztunnel not listening in the pod on {sorted(missing)}"
         port = pod.template.readiness_port
         if port is not None and not self._http_ok(pod, port):
             return f"readiness probe GET :{port}/healthz failing"
@@ -520,6 +577,8 @@ class EmulatedCluster(Cluster):
     def _tail(self, pod: EmulatedPod, problem: str, lines: int = 5) -> str:
         which = "sidecar" if "sidecar" in problem else "app"
         path = self.work_dir / f"{pod.netns}.{which}.log"
+        if "ztunnel" in problem:
+            path = self.work_dir / "ztunnel.log"
         try:
             return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:]) or "(empty)"
         except OSError:
@@ -594,14 +653,13 @@ class EmulatedCluster(Cluster):
         """The emulated reference mesh, or the replaced sidecar program."""
         if self.sidecar_command:
             # The build under test is the given program, not the suite's reference sidecar.
-            return {
-                "name": "emulated",
-                "version": "custom sidecar",
-                "build": shlex.join(self.sidecar_command),
-                "hub": "",
-                "tag": "",
-            }
-        return {"name": "emulated", "version": "reference", "build": "reference sidecar", "hub": "", "tag": ""}
+            version, build = "custom sidecar", shlex.join(self.sidecar_command)
+        else:
+            version, build = "reference", "reference sidecar"
+        if self.ztunnel_command:
+            version = "custom ztunnel" if version == "reference" else f"{version} and ztunnel"
+            build += f", ztunnel {shlex.join(self.ztunnel_command)}"
+        return {"name": "emulated", "version": version, "build": build, "hub": "", "tag": ""}
 
     # --- addresses, probes, records --------------------------------------------------------------------
 
@@ -743,6 +801,12 @@ class EmulatedCluster(Cluster):
                     out[f"{prefix} capture rules"] = capture.dump(pod.netns)
                 except netns.NamespaceError as err:
                     out[f"{prefix} capture rules"] = str(err)
+            if pod.template.ambient:
+                out[f"{prefix} ztunnel log"] = self._read(self.work_dir / "ztunnel.log")
+                try:
+                    out[f"{prefix} ambient capture rules"] = ambient_capture.dump(pod.netns)
+                except netns.NamespaceError as err:
+                    out[f"{prefix} ambient capture rules"] = str(err)
         return out
 
     @staticmethod

@@ -6,13 +6,15 @@ silent difference from kind: a manifest the emulated cluster runs is a manifest 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 
 INJECTION_LABEL = "istio-injection"
 INJECT_POD_LABEL = "sidecar.istio.io/inject"
 EXCLUDE_INBOUND_ANNOTATION = "traffic.sidecar.istio.io/excludeInboundPorts"
+DATAPLANE_MODE_LABEL = "istio.io/dataplane-mode"
+"""Namespace or pod label enrolling pods in ambient mode (value `ambient`; a pod may opt out with `none`)."""
 
 
 class ManifestError(ValueError):
@@ -77,6 +79,8 @@ class PodTemplate:
     injected: bool
     containers: tuple[Container, ...] = ()
     """Every container, the first one included (its fields above are the pod's main container)."""
+    ambient: bool = False
+    """Enrolled in ambient mode: istio-cni captures it for ztunnel (a pod with a sidecar never is)."""
 
     @property
     def name(self) -> str:
@@ -139,6 +143,7 @@ class Objects:
     """Everything the manifests declare, by kind."""
 
     injected_namespaces: set[str] = field(default_factory=set)
+    ambient_namespaces: set[str] = field(default_factory=set)
     namespaces: set[str] = field(default_factory=set)
     pods: list[PodTemplate] = field(default_factory=list)
     services: list[Service] = field(default_factory=list)
@@ -173,6 +178,8 @@ def read(manifests: Sequence[Mapping[str, Any]]) -> Objects:
             objects.namespaces.add(name)
             if _get(manifest, "metadata", "labels", INJECTION_LABEL) == "enabled":
                 objects.injected_namespaces.add(name)
+            if _get(manifest, "metadata", "labels", DATAPLANE_MODE_LABEL) == "ambient":
+                objects.ambient_namespaces.add(name)
         elif kind == "Deployment":
             deployments.append(manifest)
         elif kind == "Service":
@@ -182,11 +189,13 @@ def read(manifests: Sequence[Mapping[str, Any]]) -> Objects:
         else:
             raise ManifestError(f"{_where(manifest)}: the emulated cluster does not run kind {kind}")
     for manifest in deployments:
-        objects.pods.append(_pod(manifest, objects.injected_namespaces))
+        objects.pods.append(_pod(manifest, objects.injected_namespaces, objects.ambient_namespaces))
     return objects
 
 
-def _pod(manifest: Mapping[str, Any], injected_namespaces: set[str]) -> PodTemplate:
+def _pod(
+    manifest: Mapping[str, Any], injected_namespaces: set[str], ambient_namespaces: Set[str] = frozenset()
+) -> PodTemplate:
     where = _where(manifest)
     namespace = str(_get(manifest, "metadata", "namespace", default="default"))
     if _get(manifest, "spec", "replicas", default=1) != 1:
@@ -201,6 +210,9 @@ def _pod(manifest: Mapping[str, Any], injected_namespaces: set[str]) -> PodTempl
     annotations = {str(k): str(v) for k, v in _get(template, "metadata", "annotations", default={}).items()}
     pod_inject = labels.get(INJECT_POD_LABEL, annotations.get(INJECT_POD_LABEL))
     injected = namespace in injected_namespaces and pod_inject != "false"
+    # istio-cni enrols a pod by its own label or its namespace's, and never a pod that carries a sidecar.
+    mode = labels.get(DATAPLANE_MODE_LABEL)
+    ambient = not injected and (mode == "ambient" or (namespace in ambient_namespaces and mode != "none"))
     return PodTemplate(
         namespace=namespace,
         app=str(_get(manifest, "metadata", "name")),
@@ -212,6 +224,7 @@ def _pod(manifest: Mapping[str, Any], injected_namespaces: set[str]) -> PodTempl
         readiness_port=_get(container, "readinessProbe", "httpGet", "port"),
         injected=injected,
         containers=tuple(_container(where, c) for c in containers),
+        ambient=ambient,
     )
 
 

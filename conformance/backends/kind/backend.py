@@ -35,9 +35,9 @@ from conformance.backends.kind import matrix
 from conformance.backends.kind.runner import CommandError, Pending, PlanRunner, Result, Runner
 from conformance.precheck import PrecheckRun, check_pod, parse_istioctl, parse_ss
 from conformance.resources import echo_program, fixture
-from conformance.spec.capabilities import LegacySwitch, parse_version, version_row
+from conformance.spec.capabilities import Capability, LegacySwitch, istio_capabilities, parse_version, version_row
 from conformance.timeouts import TimeoutConfig
-from conformance.world import CONTROL_PORT, PROBE_POD_LABEL
+from conformance.world import CONTROL_PORT, DATAPLANE_MODE_LABEL, PROBE_POD_LABEL
 
 ISTIO_NAMESPACE = "istio-system"
 RELEASE_HUB = "docker.io/istio"
@@ -93,6 +93,7 @@ class KubeCluster(Cluster):
         self.tag = str(options.get("istio_tag") or self.istio_version)
         self.custom_build = bool(options.get("istio_hub"))
         self.switch = version_row(parse_version(self.istio_version)).legacy_switch
+        self.ambient = Capability.PROFILE_AMBIENT in istio_capabilities(self.istio_version).capabilities
         default = version_row(parse_version(self.istio_version)).default_profile.value
         self._mode = default
         self._default_mode = default
@@ -327,6 +328,8 @@ class KubeCluster(Cluster):
 
     def _install_args(self, mode: str) -> list[str]:
         args = ["install", "-y", "-f", str(fixture("mesh", "base.yaml"))]
+        if self.ambient:
+            args += ["-f", str(fixture("mesh", "ambient.yaml"))]
         if mode == "legacy" and self._default_mode != "legacy":
             overlay = {
                 LegacySwitch.PILOT_ENV: "legacy-pilot-env.yaml",
@@ -358,15 +361,19 @@ class KubeCluster(Cluster):
         )
         self.installed_mesh = True
         self._rollout(ISTIO_NAMESPACE, "istiod")
+        if self.ambient:
+            self.runner.note("ambient: istio-cni and ztunnel DaemonSets (profile ambient)")
+            for daemonset in ("istio-cni-node", "ztunnel"):
+                self._rollout(ISTIO_NAMESPACE, daemonset, kind="ds")
 
-    def _rollout(self, namespace: str, deployment: str) -> None:
+    def _rollout(self, namespace: str, deployment: str, kind: str = "deploy") -> None:
         self._run(
             self._kubectl(
                 "-n",
                 namespace,
                 "rollout",
                 "status",
-                f"deploy/{deployment}",
+                f"{kind}/{deployment}",
                 f"--timeout={int(self.timeouts.pod_ready)}s",
             ),
             f"wait for {namespace}/{deployment}",
@@ -421,6 +428,8 @@ class KubeCluster(Cluster):
                 self.namespaces.append(str(meta["name"]))
                 if meta.get("labels", {}).get("istio-injection") == "enabled":
                     self.injected_namespaces.append(str(meta["name"]))
+                if meta.get("labels", {}).get(DATAPLANE_MODE_LABEL) == "ambient":
+                    self.runner.note(f"ambient: namespace {meta['name']} enrolled by {DATAPLANE_MODE_LABEL}=ambient")
         self.runner.note("workloads: the world's manifests (the same the emulated backend reads)")
         text = yaml.safe_dump_all(rendered, sort_keys=False)
         self._run(self._kubectl("apply", "-f", "-"), "apply the workloads", stdin=text, manifest=True)

@@ -1,0 +1,93 @@
+"""The in-pod capture rules of ambient mode, as istio-cni writes them into an enrolled pod since Istio 1.24.
+
+istio-cni (cni/pkg/iptables/iptables.go; testdata/default.golden and default_ipv6.golden, the same at 1.24.0)
+REDIRECTs a pod's inbound TCP to ztunnel's in-pod 15006 and its outbound TCP to 15001, leaves the HBONE port
+15008 alone, and recognises ztunnel's own sockets by the mark 0x539 (config.go InpodMark = 1337). Replies of
+connections ztunnel made transparently (from the client's address) are brought back to ztunnel by a connmark
+(0x111) restored on OUTPUT and an ip rule that sends that fwmark to a local routing table (iptables_linux.go).
+Before 1.24 the same pods used TPROXY (#52622); this module writes the REDIRECT form only. The golden's DNS
+(15053) and UDP conntrack-zone rules are left out: nothing in the suite resolves names inside an enrolled pod.
+What the rules do to a connection is then the kernel's business, not ours (reference: probes-ambient.md §2,
+emulation.md "Ambient in-pod redirection").
+"""
+
+from __future__ import annotations
+
+from conformance.backends.emulated import netns
+
+INBOUND_PORT = 15006
+"""ztunnel's in-pod plaintext inbound listener."""
+OUTBOUND_PORT = 15001
+"""ztunnel's in-pod outbound listener."""
+TUNNEL_PORT = 15008
+"""ztunnel's in-pod HBONE listener; never redirected."""
+ZTUNNEL_MARK = 0x539
+"""SO_MARK of every ztunnel socket (InpodMark = 1337)."""
+CONNMARK = 0x111
+"""The connmark given to connections ztunnel's sockets started; restored on the replies."""
+MASK = 0xFFF
+ROUTE_TABLE = 100
+RULE_PRIORITY = 32764
+KUBELET_PROBE_SOURCE = {False: "169.254.7.127/32", True: "fd16:9254:7127:1337:ffff:ffff:ffff:ffff/128"}
+"""The address istio-cni SNATs kubelet probes to on the node (hostprobe.golden); those bypass ztunnel."""
+
+
+def rules(ipv6: bool) -> str:
+    """The mangle and nat tables of an enrolled pod, in iptables-restore format."""
+    localhost = "::1/128" if ipv6 else "127.0.0.1/32"
+    probe = KUBELET_PROBE_SOURCE[ipv6]
+    mark = f"0x{ZTUNNEL_MARK:x}/0x{MASK:x}"
+    connmark = f"0x{CONNMARK:x}/0x{MASK:x}"
+    lines = [
+        "*mangle",
+        "-N ISTIO_PRERT",
+        "-N ISTIO_OUTPUT",
+        "-A PREROUTING -j ISTIO_PRERT",
+        "-A OUTPUT -j ISTIO_OUTPUT",
+        # Replies to a connection ztunnel opened transparently carry the connmark back, so they are routed
+        # to the local table (and so to ztunnel's socket) instead of out of eth0 towards the spoofed client.
+        f"-A ISTIO_OUTPUT -m connmark --mark {connmark} "
+        "-j CONNMARK --restore-mark --nfmask 0xffffffff --ctmask 0xffffffff",
+        f"-A ISTIO_PRERT -m mark --mark {mark} -j CONNMARK --set-xmark {connmark}",
+        "COMMIT",
+        "*nat",
+        "-N ISTIO_PRERT",
+        "-N ISTIO_OUTPUT",
+        "-A PREROUTING -j ISTIO_PRERT",
+        "-A OUTPUT -j ISTIO_OUTPUT",
+        f"-A ISTIO_OUTPUT -d {probe} -p tcp -m tcp -j ACCEPT",
+        f"-A ISTIO_OUTPUT -p tcp -m mark --mark {connmark} -j ACCEPT",
+        f"-A ISTIO_OUTPUT ! -d {localhost} -o lo -j ACCEPT",
+        f"-A ISTIO_OUTPUT ! -d {localhost} -p tcp -m mark ! --mark {mark} -j REDIRECT --to-ports {OUTBOUND_PORT}",
+        f"-A ISTIO_PRERT -s {probe} -p tcp -m tcp -j ACCEPT",
+        f"-A ISTIO_PRERT ! -d {localhost} -p tcp -m tcp ! --dport {TUNNEL_PORT} -m mark ! --mark {mark} "
+        f"-j REDIRECT --to-ports {INBOUND_PORT}",
+        "COMMIT",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def install(namespace: str) -> None:
+    """Load both families' rules, the fwmark rule and the local route into a pod's namespace (lo must be up)."""
+    fwmark = f"0x{CONNMARK:x}/0x{MASK:x}"
+    table = str(ROUTE_TABLE)
+    policy = (
+        f"rule add fwmark {fwmark} pref {RULE_PRIORITY} lookup {table}\nroute add local {{}} dev lo table {table}\n"
+    )
+    netns.run_all(
+        namespace,
+        [
+            (["iptables-restore"], rules(False).encode()),
+            (["ip6tables-restore"], rules(True).encode()),
+            (["ip", "-4", "-batch", "-"], policy.format("0.0.0.0/0").encode()),
+            (["ip", "-6", "-batch", "-"], policy.format("::/0").encode()),
+        ],
+    )
+
+
+def dump(namespace: str) -> str:
+    """The pod's ambient tables and policy routing, for failure reports."""
+    v4 = netns.run(namespace, ["iptables-save"])
+    v6 = netns.run(namespace, ["ip6tables-save"])
+    rules_v4 = netns.run(namespace, ["ip", "-4", "rule"])
+    return f"# IPv4\n{v4}\n# IPv6\n{v6}\n# ip rule\n{rules_v4}"

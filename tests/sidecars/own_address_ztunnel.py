@@ -1,0 +1,33 @@
+"""A deliberately wrong ztunnel for the harness's own tests: it dials the app from its own address.
+
+It is the reference ztunnel with one change: no IP_TRANSPARENT / freebind bind to the client's address, so the
+app sees the pod's own IP instead of the client's (what real ztunnel logs as `transparent=false`,
+probes-ambient.md §2). Under the ambient profile the suite must fail every cell where another pod reaches the
+app. Run it the way `--emulator-ztunnel` runs any program: `python3 own_address_ztunnel.py CONFIG` as root.
+"""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+REFERENCE = Path(__file__).resolve().parents[2] / "conformance" / "backends" / "emulated" / "ztunnel.py"
+
+
+def main() -> int:
+    spec = importlib.util.spec_from_file_location("reference_ztunnel", REFERENCE)
+    assert spec is not None
+    assert spec.loader is not None
+    ztunnel = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = ztunnel
+    spec.loader.exec_module(ztunnel)
+    original = ztunnel.Ztunnel.dial
+
+    async def dial(self, workload, address, port, source):  # type: ignore[no-untyped-def]
+        return await original(self, workload, address, port, None)
+
+    ztunnel.Ztunnel.dial = dial
+    return int(ztunnel.main())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
