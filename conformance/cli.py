@@ -1,4 +1,4 @@
-"""Command line: `python -m conformance spec|capabilities ...`.
+"""Command line: `python -m conformance spec|capabilities|impact ...`.
 
 The suite itself runs under pytest (`tox -e conformance`); this entry point prints what the suite expects,
 so a reader can see the oracle without running anything.
@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from conformance.impact import command as impact_command
 from conformance.spec.capabilities import istio_capabilities
 from conformance.spec.cells import all_cells
 from conformance.spec.dimensions import IpFamily, Profile
@@ -35,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     caps = sub.add_parser("capabilities", help="print what an Istio version can do, as the suite sees it")
     caps.add_argument("--istio-version", required=True)
     caps.add_argument("--istioctl-version", help="when precheck runs with another istioctl (upgrade check)")
+    impact = sub.add_parser("impact", help="find apps the inbound change or the move to ambient breaks, in a cluster")
+    impact_command.add_arguments(impact)
     return parser
 
 
@@ -49,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             sys.stdout.write(spec_markdown(profiles, families))
         return 0
+    if args.command == "impact":
+        return impact_command.main(args)
     try:
         mesh = istio_capabilities(args.istio_version, args.istioctl_version)
     except ValueError as err:
