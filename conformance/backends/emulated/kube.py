@@ -7,7 +7,7 @@ silent difference from kind: a manifest the emulated cluster runs is a manifest 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 INJECTION_LABEL = "istio-injection"
@@ -41,6 +41,8 @@ class PodTemplate:
     env: tuple[EnvVar, ...]
     readiness_port: int | None
     injected: bool
+    named_ports: Mapping[str, int] = field(default_factory=dict)
+    """containerPort by name: what a Service's named targetPort resolves to."""
 
     @property
     def name(self) -> str:
@@ -56,6 +58,8 @@ class ServicePort:
     port: int
     target_port: int
     app_protocol: str | None
+    target_name: str | None = None
+    """A named targetPort as written; `read` resolves it into target_port against the selected pod."""
 
 
 @dataclass(frozen=True)
@@ -147,7 +151,28 @@ def read(manifests: Sequence[Mapping[str, Any]]) -> Objects:
             raise ManifestError(f"{_where(manifest)}: the emulated cluster does not run kind {kind}")
     for manifest in deployments:
         objects.pods.append(_pod(manifest, objects.injected_namespaces))
+    objects.services = [_resolve_named_targets(s, objects.pods) for s in objects.services]
     return objects
+
+
+def _resolve_named_targets(service: Service, pods: Sequence[PodTemplate]) -> Service:
+    """Resolve named targetPorts as the endpoints controller does: by the selected pod's container port name."""
+    if all(p.target_name is None for p in service.ports):
+        return service
+    selected = [pod for pod in pods if service.selects(pod)]
+    ports = []
+    for port in service.ports:
+        if port.target_name is not None:
+            numbers = {pod.named_ports.get(port.target_name) for pod in selected}
+            if len(numbers) != 1 or None in numbers:
+                raise ManifestError(
+                    f"Service {service.namespace}/{service.name}: targetPort {port.target_name!r} does not name "
+                    "one container port of the pods it selects"
+                )
+            ports.append(replace(port, target_port=int(numbers.pop() or 0)))
+        else:
+            ports.append(port)
+    return replace(service, ports=tuple(ports))
 
 
 def _pod(manifest: Mapping[str, Any], injected_namespaces: set[str]) -> PodTemplate:
@@ -180,6 +205,7 @@ def _pod(manifest: Mapping[str, Any], injected_namespaces: set[str]) -> PodTempl
         env=tuple(env),
         readiness_port=_get(container, "readinessProbe", "httpGet", "port"),
         injected=injected,
+        named_ports={str(p["name"]): int(p["containerPort"]) for p in container.get("ports", []) if "name" in p},
     )
 
 
@@ -187,11 +213,11 @@ def _service(manifest: Mapping[str, Any]) -> Service:
     ports = []
     for port in _get(manifest, "spec", "ports", default=[]):
         target = port.get("targetPort", port["port"])
-        if not isinstance(target, int):
-            raise ManifestError(f"{_where(manifest)}: named targetPort {target!r} is not supported")
+        name = target if isinstance(target, str) and not target.isdigit() else None
         if port.get("protocol", "TCP") != "TCP":
             raise ManifestError(f"{_where(manifest)}: only TCP Service ports are emulated")
-        ports.append(ServicePort(str(port.get("name", "")), int(port["port"]), target, port.get("appProtocol")))
+        number = 0 if name is not None else int(target)
+        ports.append(ServicePort(str(port.get("name", "")), int(port["port"]), number, port.get("appProtocol"), name))
     return Service(
         namespace=str(_get(manifest, "metadata", "namespace", default="default")),
         name=str(_get(manifest, "metadata", "name")),
