@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -88,6 +89,11 @@ class KubeSource(ImpactSource):
         configuration.connection_pool_maxsize = max(4, parallel * 2)
         configuration.retries = 1
         self.api = client.CoreV1Api(client.ApiClient(configuration))
+        self._configuration = configuration
+        # kubernetes.stream.stream() swaps its ApiClient's `request` for a websocket call while it runs: another
+        # thread's list or patch on the same client would go out as a websocket GET. Each thread execs through
+        # a client of its own.
+        self._exec_clients = threading.local()
         self.allow_debug = allow_debug_containers
         self.debug_image = debug_image
         self.timeout = timeout
@@ -192,13 +198,21 @@ class KubeSource(ImpactSource):
 
     # --- listeners ------------------------------------------------------------------------------------
 
+    def _exec_api(self) -> Any:
+        from kubernetes import client
+
+        api = getattr(self._exec_clients, "api", None)
+        if api is None:
+            api = self._exec_clients.api = client.CoreV1Api(client.ApiClient(self._configuration))
+        return api
+
     def _exec(self, pod: PodInfo, container: str) -> tuple[str, str | None]:
         """The stdout of `cat` in the container, and None, or what went wrong (one line)."""
         from kubernetes.stream import stream
 
         try:
             ws = stream(
-                self.api.connect_get_namespaced_pod_exec,
+                self._exec_api().connect_get_namespaced_pod_exec,
                 pod.name,
                 pod.namespace,
                 container=container,
