@@ -129,7 +129,7 @@ def test_ambient_pod_loopback_only_has_no_override() -> None:
     info = pod(namespace_labels={"istio.io/dataplane-mode": "ambient"})
     (finding,) = analyse(info, [TargetedPort(8081, ("web:http",))], [Listener("127.0.0.1", 8081)])
     assert finding.mode == AMBIENT
-    assert finding.breaks_now
+    assert finding.breaks_by_default
     assert finding.consequences == {
         "passthrough": "unreachable from other pods",
         "legacy": "reachable, and exposed to other pods",
@@ -139,7 +139,7 @@ def test_ambient_pod_loopback_only_has_no_override() -> None:
 
 def test_pod_ip_only_breaks_under_legacy_only() -> None:
     (finding,) = analyse(pod(), [TargetedPort(8082, ())], [Listener("fd00:10:244::c", 8082)])
-    assert (finding.kind, finding.breaks_now) == (POD_IP_ONLY, False)
+    assert (finding.kind, finding.breaks_by_default) == (POD_IP_ONLY, False)
     assert finding.consequences["legacy"].startswith("unreachable")
     assert finding.consequences["passthrough"] == finding.consequences["ambient"] == "reachable"
 
@@ -243,7 +243,7 @@ def test_json_is_versioned_and_lists_unchecked_pods() -> None:
         "loopback_only_ports": 2,
         "pod_ip_only_ports": 1,
     }
-    assert [(f["pod"], f["port"], f["kind"], f["mode"], f["breaks_now"]) for f in doc["findings"]] == [
+    assert [(f["pod"], f["port"], f["kind"], f["mode"], f["breaks_by_default"]) for f in doc["findings"]] == [
         ("api-0", 443, "loopback-only", "ambient", True),
         ("web-1", 8081, "loopback-only", "sidecar", True),
         ("web-1", 8082, "pod-ip-only", "sidecar", False),

@@ -140,8 +140,12 @@ class PortFinding:
         return CONSEQUENCES[self.kind]
 
     @property
-    def breaks_now(self) -> bool:
-        """Whether the pod's detected mode already breaks it (sidecar passthrough or ambient, loopback-only)."""
+    def breaks_by_default(self) -> bool:
+        """Whether the default behaviour of the pod's detected mode breaks it.
+
+        Sidecar pods default to passthrough from Istio 1.10, ambient has no other behaviour: both break a
+        loopback-only port. `impact` cannot see a mesh-wide LOCALHOST mode or a pod's Sidecar resource.
+        """
         return self.kind == LOOPBACK_ONLY and self.mode in (SIDECAR, AMBIENT)
 
 

@@ -46,7 +46,7 @@ def to_json(report: ImpactReport) -> str:
                 "listeners": list(f.addresses),
                 "services": list(f.services),
                 "consequences": dict(f.consequences),
-                "breaks_now": f.breaks_now,
+                "breaks_by_default": f.breaks_by_default,
             }
             for f in report.findings
         ],
