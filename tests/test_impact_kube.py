@@ -142,7 +142,9 @@ def test_rbac_refusing_exec_is_a_reason_not_a_crash(
     assert out == ""
     refused = [line for line in err.splitlines() if line.startswith("impact: not checked: ")]
     assert len(refused) == 3
-    assert all("exec refused (HTTP 403 Forbidden)" in line for line in refused)
+    assert all(
+        'exec refused (HTTP 403: pods "' in line and 'cannot create resource "pods/exec"' in line for line in refused
+    )
     execs = [path for method, path, token in api.log if path.endswith("/exec") and token == "viewer-token"]
     assert len(execs) == 3  # one refusal per pod: the pod's other containers would be refused too
 

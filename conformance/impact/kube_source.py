@@ -11,6 +11,7 @@ removed from a pod (a maintainer found them "too expensive" for many pods, istio
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import threading
 import time
@@ -44,21 +45,41 @@ def _looks_like_proc_net(text: str) -> bool:
     return "local_address" in text
 
 
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def _status_message(body: object) -> str:
+    """The `message` of a Kubernetes Status body, or '' when the body is not one."""
+    if not isinstance(body, str | bytes):
+        return ""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return ""
+    return str(doc.get("message", "")) if isinstance(doc, dict) else ""
+
+
 def _api_reason(err: Exception) -> str:
+    """One line from an ApiException: the HTTP status and the Status message (or the client's reason)."""
     status = getattr(err, "status", None)
-    body = getattr(err, "body", None)
-    message = ""
-    if isinstance(body, str | bytes):
-        try:
-            message = str(json.loads(body).get("message", ""))
-        except (ValueError, AttributeError):
-            message = ""
-    reason = (
-        str(getattr(err, "reason", "") or err).strip().splitlines()[0]
-        if str(getattr(err, "reason", "") or err).strip()
-        else ""
-    )
-    return f"HTTP {status}: {message or reason}" if status else (message or reason)
+    message = _status_message(getattr(err, "body", None)) or _first_line(str(getattr(err, "reason", "") or err))
+    return f"HTTP {status}: {message}" if status else message
+
+
+_HANDSHAKE = re.compile(
+    r"Handshake status (?P<code>\d{3}) (?P<text>[^-]*?)\s*(-\+-\+-.*-\+-\+-\s*(?P<body>.*))?$", re.S
+)
+
+
+def _handshake_reason(err: Exception) -> tuple[int | None, str]:
+    """The HTTP status and message of a refused exec upgrade (websocket-client puts both in one string)."""
+    text = str(getattr(err, "reason", "") or err).strip()
+    match = _HANDSHAKE.search(text)
+    if not match:
+        return None, _first_line(text) or type(err).__name__
+    message = _status_message(match["body"] or "") or match["text"]
+    return int(match["code"]), f"HTTP {match['code']}: {_first_line(message)}"
 
 
 class KubeSource(ImpactSource):
@@ -225,25 +246,30 @@ class KubeSource(ImpactSource):
                 _request_timeout=self.timeout,
             )
         except Exception as err:  # the client wraps every handshake failure in ApiException(status=0)
-            text = str(getattr(err, "reason", "") or err)
-            if "403" in text:
-                return "", "exec refused (HTTP 403 Forbidden): the credentials may not create pods/exec"
-            return "", f"exec failed: {text.strip().splitlines()[0] if text.strip() else type(err).__name__}"
+            code, reason = _handshake_reason(err)
+            if code == 403:
+                return "", f"exec refused ({reason})"
+            return "", f"exec failed: {reason}"
         try:
             ws.run_forever(timeout=self.timeout)
+            finished = not ws.is_open()
             stdout = ws.read_channel(1)
             stderr = ws.read_channel(2)
             error = ws.read_channel(3)
         finally:
             ws.close()
-        if _looks_like_proc_net(stdout):
-            return stdout, None
+        if not finished:
+            # What arrived may be a part of the file: reading it as the pod's listeners would hide some.
+            return "", f"cat did not finish within {self.timeout:.0f}s"
         try:
             status = json.loads(error) if error else {}
         except ValueError:
             status = {"message": error}
+        # Success; or cat printed tcp and failed on tcp6 only (IPv6 disabled in the pod): tcp is whole.
+        if _looks_like_proc_net(stdout) and (status.get("status") == "Success" or "tcp6" in stderr):
+            return stdout, None
         message = status.get("message") or stderr.strip() or "no output"
-        return "", f"cat failed: {str(message).strip().splitlines()[0]}"
+        return "", f"cat failed: {_first_line(str(message))}"
 
     def _debug_container(self, pod: PodInfo) -> tuple[str, str | None]:
         """Add an ephemeral container running `cat`, wait until it ends, and read its log."""
@@ -295,13 +321,13 @@ class KubeSource(ImpactSource):
             if problem is None:
                 return ListenerRead(tuple(split_proc_net(text)), f"exec cat in container {container}")
             reasons.append(f"{container}: {problem}")
-            if "HTTP 403" in problem:
+            if problem.startswith("exec refused (HTTP 403"):
                 break  # RBAC is per pod, not per container: the others would be refused too
         if self.allow_debug and self.debug_image:
             text, problem = self._debug_container(pod)
             if problem is None:
                 return ListenerRead(tuple(split_proc_net(text)), f"ephemeral container ({self.debug_image})")
             reasons.append(problem)
-        elif not any("HTTP 403" in r for r in reasons):
+        elif not any("exec refused (HTTP 403" in r for r in reasons):
             reasons.append("no container can print a file; rerun with --allow-debug-containers --debug-image IMAGE")
         raise Unchecked("; ".join(reasons))
