@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from conformance.backends.base import PodRef
 from conformance.backends.emulated.cluster import EmulatedCluster
 from conformance.impact.analysis import PodInfo, SelectorError, ServiceInfo, ServicePort, parse_selector
 from conformance.impact.sources import BadInput, ImpactSource, Inventory, ListenerRead, Unchecked
@@ -100,8 +99,14 @@ class EmulatedSource(ImpactSource):
 
     def read_listeners(self, pod: PodInfo) -> ListenerRead:
         """/proc/<app pid>/net/tcp{,6}: the pod's network namespace, seen by its app container."""
-        app = pod.name.removesuffix("-0")
-        emulated = self.cluster.pods.get(PodRef(pod.namespace, app))
+        emulated = next(
+            (
+                p
+                for p in self.cluster.pods.values()
+                if (p.template.namespace, p.template.name) == (pod.namespace, pod.name)
+            ),
+            None,
+        )
         if emulated is None or emulated.app is None:
             raise Unchecked("pod not found: it was deleted after it was listed")
         if emulated.app.poll() is not None:
