@@ -206,3 +206,36 @@ def test_unreachable_api_server_is_one_line_exit_2(capsys: pytest.CaptureFixture
     assert code == 2
     (only,) = [x for x in err.splitlines() if not x.startswith("impact: ")]
     assert only.startswith("mesh-inbound-conformance impact: list namespaces: cannot reach the API server")
+
+
+def test_ipv6_disabled_pod_is_read_from_tcp_alone_and_pending_pods_are_counted(
+    capsys: pytest.CaptureFixture[str], kubeconfig: Path, api: FakeKubeApi
+) -> None:
+    api.namespaces["legacy"] = {}
+    api.pods += [
+        FakePod("legacy", "v4only-0", {"app": True}, TCP, None, labels={"app": "v4only"}),
+        FakePod("legacy", "starting-0", {"app": True}, TCP, labels={"app": "v4only"}, phase="Pending"),
+    ]
+    api.services.append(service("legacy", "v4only", [{"name": "http", "port": 8081, "targetPort": 8081}]))
+    code, doc = as_json(capsys, kubeconfig, "-n", "legacy")
+    assert code == 3
+    pods = {p["pod"]: p for p in doc["pods"]}  # type: ignore[union-attr, index]
+    assert pods["v4only-0"]["checked"] is True
+    assert pods["starting-0"]["reason"] == "pod is Pending, not Running: its listeners cannot be read"
+    assert [(f["pod"], f["port"], f["listeners"]) for f in doc["findings"]] == [  # type: ignore[union-attr, index]
+        ("v4only-0", 8081, ["127.0.0.1"])
+    ]
+    assert doc["summary"]["pods_unchecked"] == 1  # type: ignore[index]
+
+
+def test_reads_run_in_parallel_within_the_bound(
+    capsys: pytest.CaptureFixture[str], kubeconfig: Path, api: FakeKubeApi
+) -> None:
+    api.namespaces["many"] = {}
+    api.pods += [FakePod("many", f"app-{i}", {"app": True}, TCP, labels={"app": "many"}) for i in range(8)]
+    api.services.append(service("many", "many", [{"name": "http", "port": 8081, "targetPort": 8081}]))
+    api.exec_seconds = 0.3
+    code, _out, err = impact(capsys, "--kubeconfig", str(kubeconfig), "-n", "many", "--parallel", "3")
+    assert code == 1
+    assert 2 <= api.max_concurrent_execs <= 3  # in parallel, never more than asked (3 under no load)
+    assert "impact: 8/8 pods read" in err

@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -48,7 +49,8 @@ class FakePod:
     containers: dict[str, bool]
     """Container name -> whether its image has `cat`, in spec order."""
     proc_net_tcp: str
-    proc_net_tcp6: str = ""
+    proc_net_tcp6: str | None = ""
+    """None: the pod has IPv6 disabled, /proc/net/tcp6 does not exist."""
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     ports: list[tuple[str, str, int]] = field(default_factory=list)
@@ -93,7 +95,7 @@ class FakePod:
         }
 
     def cat_output(self) -> str:
-        return self.proc_net_tcp + self.proc_net_tcp6
+        return self.proc_net_tcp + (self.proc_net_tcp6 or "")
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:
@@ -117,7 +119,12 @@ class FakeKubeApi:
     services: list[dict[str, Any]] = field(default_factory=list)
     tokens_without_exec: set[str] = field(default_factory=set)
     images_with_cat: set[str] = field(default_factory=set)
+    exec_seconds: float = 0.0
+    """How long each exec takes on the node (to watch how many run at once)."""
     log: list[tuple[str, str, str]] = field(default_factory=list)
+    max_concurrent_execs: int = 0
+    _running_execs: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
 
     # --- lifecycle ---
@@ -288,9 +295,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         container = query.get("container", [""])[0]
         command = query.get("command", [])
+        fake = self.fake
+        with fake._lock:
+            fake._running_execs += 1
+            fake.max_concurrent_execs = max(fake.max_concurrent_execs, fake._running_execs)
+        time.sleep(fake.exec_seconds)
+        with fake._lock:
+            fake._running_execs -= 1
         if command[:1] == ["cat"] and pod.containers.get(container):
             self._frame(b"\x01" + pod.cat_output().encode())
             status: dict[str, Any] = {"metadata": {}, "status": "Success"}
+            if pod.proc_net_tcp6 is None and "/proc/net/tcp6" in command:
+                # busybox/coreutils cat prints what it can, complains about the rest and exits 1.
+                self._frame(b"\x02cat: can't open '/proc/net/tcp6': No such file or directory\n")
+                status = _status(500, "NonZeroExitCode", "command terminated with non-zero exit code: exit status 1")
+                status["details"] = {"causes": [{"reason": "ExitCode", "message": "1"}]}
         else:
             status = _status(500, "InternalError", RUNC_NO_CAT)
         self._frame(b"\x03" + json.dumps(status).encode())
