@@ -1,4 +1,4 @@
-"""Command line: `python -m conformance spec|capabilities ...`.
+"""Command line: `python -m conformance spec|capabilities|impact ...`.
 
 The suite itself runs under pytest (`tox -e conformance`); this entry point prints what the suite expects,
 so a reader can see the oracle without running anything.
@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from conformance.impact import command as impact_command
 from conformance.spec.capabilities import istio_capabilities
 from conformance.spec.cells import all_cells
 from conformance.spec.dimensions import IpFamily, Profile
@@ -39,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
         "--proxy-image",
         help="the istio-proxy image the run deploys (HUB/proxyv2:TAG); istioctl 1.15.1-1.20 reads its tag",
     )
+    impact = sub.add_parser("impact", help="find apps the inbound change or the move to ambient breaks, in a cluster")
+    impact_command.add_arguments(impact)
     return parser
 
 
@@ -53,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             sys.stdout.write(spec_markdown(profiles, families))
         return 0
+    if args.command == "impact":
+        return impact_command.main(args)
     from conformance.backends.kind.matrix import row_for
     from conformance.backends.kind.support import is_release, load_support
 

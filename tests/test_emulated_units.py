@@ -495,6 +495,15 @@ def test_selecting_sidecar_prefers_workload_selector() -> None:
     assert chosen_b.name == "aaa-default"
 
 
+def test_named_target_port_resolves_to_the_selected_pods_container_port() -> None:
+    # The endpoints controller's rule: a named targetPort is the containerPort of that name on the pod.
+    web = _deployment(
+        "web", containers=[{"name": "app", "image": "i", "ports": [{"name": "http", "containerPort": 8081}]}]
+    )
+    objects = kube.read([_namespace("ns"), web, _service("web", [{"name": "web", "port": 80, "targetPort": "http"}])])
+    assert [(p.port, p.target_port) for p in objects.services[0].ports] == [(80, 8081)]
+
+
 def test_sidecar_selector_must_match_every_label() -> None:
     objects = kube.read(
         [
@@ -534,7 +543,7 @@ def test_sidecar_selector_must_match_every_label() -> None:
         ),
         (
             _service("web", [{"name": "http", "port": 80, "targetPort": "http"}]),
-            "Service ns/web: named targetPort 'http' is not supported",
+            "Service ns/web: targetPort 'http' does not name one container port of the pods it selects",
         ),
         (
             _service("dns", [{"name": "dns", "port": 53, "protocol": "UDP"}]),

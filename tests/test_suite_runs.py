@@ -339,8 +339,10 @@ def test_cases_a_mesh_cannot_run_are_skipped_with_the_reason(tmp_path: Path) -> 
     assert profiles["baseline"]["result"] == "success"
     assert profiles["passthrough"]["result"] == "partial"
     skipped = profiles["passthrough"]["skipped_tests"]
+    # `impact` is compared with the precheck only where one exists: both skip, with the reason.
     assert skipped == [
-        {"test": "LocalhostPrecheck", "reason": "the build under test does not claim precheck-localhost"}
+        {"test": "ImpactCoversPrecheck", "reason": "the build under test does not claim precheck-localhost"},
+        {"test": "LocalhostPrecheck", "reason": "the build under test does not claim precheck-localhost"},
     ]
     assert "does not claim precheck-localhost" in proc.stdout
 
@@ -349,7 +351,12 @@ def test_cases_a_mesh_cannot_run_are_skipped_with_the_reason(tmp_path: Path) -> 
 def test_under_ci_an_emulated_run_that_skips_fails(tmp_path: Path) -> None:
     env = {**os.environ, "CI": "true"}
     cmd = suite_command(
-        "--report-dir", str(tmp_path / "reports"), "--mesh-capabilities", "profile-passthrough", "-k", "Precheck"
+        "--report-dir",
+        str(tmp_path / "reports"),
+        "--mesh-capabilities",
+        "profile-passthrough",
+        "-k",
+        "LocalhostPrecheck",
     )
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300, check=False)
     assert proc.returncode == 1

@@ -7,7 +7,7 @@ silent difference from kind: a manifest the emulated cluster runs is a manifest 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence, Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 INJECTION_LABEL = "istio-injection"
@@ -81,6 +81,8 @@ class PodTemplate:
     """Every container, the first one included (its fields above are the pod's main container)."""
     ambient: bool = False
     """Enrolled in ambient mode: istio-cni captures it for ztunnel (a pod with a sidecar never is)."""
+    named_ports: Mapping[str, int] = field(default_factory=dict)
+    """containerPort by name: what a Service's named targetPort resolves to."""
 
     @property
     def name(self) -> str:
@@ -96,6 +98,8 @@ class ServicePort:
     port: int
     target_port: int
     app_protocol: str | None
+    target_name: str | None = None
+    """A named targetPort as written; `read` resolves it into target_port against the selected pod."""
 
 
 @dataclass(frozen=True)
@@ -190,7 +194,28 @@ def read(manifests: Sequence[Mapping[str, Any]]) -> Objects:
             raise ManifestError(f"{_where(manifest)}: the emulated cluster does not run kind {kind}")
     for manifest in deployments:
         objects.pods.append(_pod(manifest, objects.injected_namespaces, objects.ambient_namespaces))
+    objects.services = [_resolve_named_targets(s, objects.pods) for s in objects.services]
     return objects
+
+
+def _resolve_named_targets(service: Service, pods: Sequence[PodTemplate]) -> Service:
+    """Resolve named targetPorts as the endpoints controller does: by the selected pod's container port name."""
+    if all(p.target_name is None for p in service.ports):
+        return service
+    selected = [pod for pod in pods if service.selects(pod)]
+    ports = []
+    for port in service.ports:
+        if port.target_name is not None:
+            numbers = {pod.named_ports.get(port.target_name) for pod in selected}
+            if len(numbers) != 1 or None in numbers:
+                raise ManifestError(
+                    f"Service {service.namespace}/{service.name}: targetPort {port.target_name!r} does not name "
+                    "one container port of the pods it selects"
+                )
+            ports.append(replace(port, target_port=int(numbers.pop() or 0)))
+        else:
+            ports.append(port)
+    return replace(service, ports=tuple(ports))
 
 
 def _pod(
@@ -225,6 +250,9 @@ def _pod(
         injected=injected,
         containers=tuple(_container(where, c) for c in containers),
         ambient=ambient,
+        named_ports={
+            str(p["name"]): int(p["containerPort"]) for c in containers for p in c.get("ports", []) if "name" in p
+        },
     )
 
 
@@ -279,11 +307,11 @@ def _service(manifest: Mapping[str, Any]) -> Service:
     ports = []
     for port in _get(manifest, "spec", "ports", default=[]):
         target = port.get("targetPort", port["port"])
-        if not isinstance(target, int):
-            raise ManifestError(f"{_where(manifest)}: named targetPort {target!r} is not supported")
+        name = target if isinstance(target, str) and not target.isdigit() else None
         if port.get("protocol", "TCP") != "TCP":
             raise ManifestError(f"{_where(manifest)}: only TCP Service ports are emulated")
-        ports.append(ServicePort(str(port.get("name", "")), int(port["port"]), target, port.get("appProtocol")))
+        number = 0 if name is not None else int(target)
+        ports.append(ServicePort(str(port.get("name", "")), int(port["port"]), number, port.get("appProtocol"), name))
     return Service(
         namespace=str(_get(manifest, "metadata", "namespace", default="default")),
         name=str(_get(manifest, "metadata", "name")),

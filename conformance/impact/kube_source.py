@@ -1,0 +1,333 @@
+"""The Kubernetes API as an `impact` source (official `kubernetes` client).
+
+Listeners: every container of a pod shares the pod's network namespace, so any one that can run
+`cat /proc/net/tcp /proc/net/tcp6` sees every listener of the pod (probes-ambient.md section 3: no other tool reads
+these files, so distroless proxies without `ss` are no blind spot here). Each container is tried in spec order
+(exec through the API's websocket channel); when none can print a file, and only with `--allow-debug-containers`,
+an ephemeral container of the given image runs the same `cat` and its log is read. Ephemeral containers cannot be
+removed from a pod (a maintainer found them "too expensive" for many pods, istio#37235): hence opt-in.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from conformance.impact.analysis import PodInfo, SelectorError, ServiceInfo, ServicePort, parse_selector
+from conformance.impact.sources import BadInput, ImpactSource, Inventory, ListenerRead, Unchecked
+from conformance.precheck import Listener, parse_proc_net_tcp
+
+CAT_COMMAND = ["cat", "/proc/net/tcp", "/proc/net/tcp6"]
+DEBUG_PREFIX = "mic-impact-"
+
+
+def split_proc_net(text: str) -> list[Listener]:
+    """Listeners from `cat /proc/net/tcp /proc/net/tcp6` output: each file has a header; the address width tells.
+
+    tcp6 is absent when IPv6 is disabled in the pod: cat then fails on it after printing tcp, which is enough.
+    """
+    v4, v6 = ["header"], ["header"]
+    for line in text.splitlines():
+        columns = line.split()
+        if len(columns) < 4 or columns[0] == "sl" or ":" not in columns[1]:
+            continue
+        address = columns[1].split(":")[0]
+        (v6 if len(address) == 32 else v4).append(line)
+    return sorted(set(parse_proc_net_tcp("\n".join(v4), False) + parse_proc_net_tcp("\n".join(v6), True)))
+
+
+def _looks_like_proc_net(text: str) -> bool:
+    return "local_address" in text
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def _status_message(body: object) -> str:
+    """The `message` of a Kubernetes Status body, or '' when the body is not one."""
+    if not isinstance(body, str | bytes):
+        return ""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return ""
+    return str(doc.get("message", "")) if isinstance(doc, dict) else ""
+
+
+def _api_reason(err: Exception) -> str:
+    """One line from an ApiException: the HTTP status and the Status message (or the client's reason)."""
+    status = getattr(err, "status", None)
+    message = _status_message(getattr(err, "body", None)) or _first_line(str(getattr(err, "reason", "") or err))
+    return f"HTTP {status}: {message}" if status else message
+
+
+_HANDSHAKE = re.compile(
+    r"Handshake status (?P<code>\d{3}) (?P<text>[^-]*?)\s*(-\+-\+-.*-\+-\+-\s*(?P<body>.*))?$", re.S
+)
+
+
+def _handshake_reason(err: Exception) -> tuple[int | None, str]:
+    """The HTTP status and message of a refused exec upgrade (websocket-client puts both in one string)."""
+    text = str(getattr(err, "reason", "") or err).strip()
+    match = _HANDSHAKE.search(text)
+    if not match:
+        return None, _first_line(text) or type(err).__name__
+    message = _status_message(match["body"] or "") or match["text"]
+    return int(match["code"]), f"HTTP {match['code']}: {_first_line(message)}"
+
+
+class KubeSource(ImpactSource):
+    """Pods, Services and listeners through the Kubernetes API of a kubeconfig context."""
+
+    def __init__(
+        self,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        *,
+        allow_debug_containers: bool = False,
+        debug_image: str | None = None,
+        parallel: int = 8,
+        timeout: float = 30.0,
+    ) -> None:
+        from kubernetes import client, config
+        from kubernetes.config.config_exception import ConfigException
+
+        configuration = client.Configuration()
+        try:
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig, context=context, client_configuration=configuration
+            )
+        except (ConfigException, OSError, TypeError, ValueError, KeyError) as err:
+            where = kubeconfig or "the default kubeconfig (KUBECONFIG or ~/.kube/config)"
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise BadInput(f"kubeconfig {where}: {first}") from None
+        configuration.connection_pool_maxsize = max(4, parallel * 2)
+        configuration.retries = 1
+        self.api = client.CoreV1Api(client.ApiClient(configuration))
+        self._configuration = configuration
+        # kubernetes.stream.stream() swaps its ApiClient's `request` for a websocket call while it runs: another
+        # thread's list or patch on the same client would go out as a websocket GET. Each thread execs through
+        # a client of its own.
+        self._exec_clients = threading.local()
+        self.allow_debug = allow_debug_containers
+        self.debug_image = debug_image
+        self.timeout = timeout
+        self.description = (
+            f"kubeconfig {kubeconfig or '(default)'}, context {context or '(current)'}, {configuration.host}"
+        )
+
+    # --- listing --------------------------------------------------------------------------------------
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return fn(*args, _request_timeout=self.timeout, **kwargs)
+        except ApiException as err:
+            raise BadInput(f"{what}: {_api_reason(err)}") from None
+        except (HTTPError, OSError) as err:
+            raise BadInput(f"{what}: cannot reach the API server: {str(err).splitlines()[0]}") from None
+
+    def _namespace_labels(self, namespaces: Sequence[str] | None) -> dict[str, dict[str, str]]:
+        from kubernetes.client.exceptions import ApiException
+
+        if not namespaces:
+            listed = self._call("list namespaces", self.api.list_namespace)
+            return {ns.metadata.name: dict(ns.metadata.labels or {}) for ns in listed.items}
+        labels: dict[str, dict[str, str]] = {}
+        for name in namespaces:
+            try:
+                ns = self.api.read_namespace(name, _request_timeout=self.timeout)
+            except ApiException as err:
+                if err.status == 404:
+                    raise BadInput(f"namespace {name!r} not found") from None
+                if err.status == 403:
+                    labels[name] = {}  # may not read namespaces: pods still tell their own enrolment
+                    continue
+                raise BadInput(f"read namespace {name}: {_api_reason(err)}") from None
+            labels[name] = dict((ns.metadata.labels if ns.metadata else None) or {})
+        return labels
+
+    def inventory(self, namespaces: Sequence[str] | None, selector: str | None) -> Inventory:
+        """Pods and Services of the namespaces (all when None), pods filtered by the label selector server-side."""
+        try:
+            parse_selector(selector or "")
+        except SelectorError as err:
+            raise BadInput(str(err)) from None
+        ns_labels = self._namespace_labels(namespaces)
+        kwargs = {"label_selector": selector} if selector else {}
+        if namespaces:
+            pods = [
+                p
+                for ns in namespaces
+                for p in self._call(f"list pods in {ns}", self.api.list_namespaced_pod, ns, **kwargs).items
+            ]
+            services = [
+                s
+                for ns in namespaces
+                for s in self._call(f"list Services in {ns}", self.api.list_namespaced_service, ns).items
+            ]
+        else:
+            pods = self._call("list pods", self.api.list_pod_for_all_namespaces, **kwargs).items
+            services = self._call("list Services", self.api.list_service_for_all_namespaces).items
+        return Inventory(
+            tuple(self._pod(p, ns_labels) for p in pods),
+            tuple(self._service(s) for s in services),
+            tuple(sorted(namespaces or ns_labels)),
+        )
+
+    @staticmethod
+    def _pod(pod: Any, ns_labels: Mapping[str, Mapping[str, str]]) -> PodInfo:
+        spec = pod.spec
+        containers = list(spec.containers or [])
+        init = list(spec.init_containers or [])
+        named = {p.name: int(p.container_port) for c in (*containers, *init) for p in (c.ports or []) if p.name}
+        phase = pod.status.phase if pod.status and pod.status.phase else "Unknown"
+        if pod.metadata.deletion_timestamp is not None:
+            phase = "Terminating"
+        return PodInfo(
+            namespace=pod.metadata.namespace,
+            name=pod.metadata.name,
+            labels=dict(pod.metadata.labels or {}),
+            annotations=dict(pod.metadata.annotations or {}),
+            containers=tuple(c.name for c in containers),
+            init_containers=tuple(c.name for c in init),
+            named_ports=named,
+            namespace_labels=dict(ns_labels.get(pod.metadata.namespace, {})),
+            phase=phase,
+        )
+
+    @staticmethod
+    def _service(service: Any) -> ServiceInfo:
+        ports = tuple(
+            ServicePort(
+                p.name or "",
+                int(p.port),
+                p.target_port if p.target_port is not None else int(p.port),
+                p.protocol or "TCP",
+            )
+            for p in (service.spec.ports or [])
+        )
+        return ServiceInfo(service.metadata.namespace, service.metadata.name, dict(service.spec.selector or {}), ports)
+
+    # --- listeners ------------------------------------------------------------------------------------
+
+    def _exec_api(self) -> Any:
+        from kubernetes import client
+
+        api = getattr(self._exec_clients, "api", None)
+        if api is None:
+            api = self._exec_clients.api = client.CoreV1Api(client.ApiClient(self._configuration))
+        return api
+
+    def _exec(self, pod: PodInfo, container: str) -> tuple[str, str | None]:
+        """The stdout of `cat` in the container, and None, or what went wrong (one line)."""
+        from kubernetes.stream import stream
+
+        try:
+            ws = stream(
+                self._exec_api().connect_get_namespaced_pod_exec,
+                pod.name,
+                pod.namespace,
+                container=container,
+                command=CAT_COMMAND,
+                stdin=False,
+                stdout=True,
+                stderr=True,
+                tty=False,
+                _preload_content=False,
+                _request_timeout=self.timeout,
+            )
+        except Exception as err:  # the client wraps every handshake failure in ApiException(status=0)
+            code, reason = _handshake_reason(err)
+            if code == 403:
+                return "", f"exec refused ({reason})"
+            return "", f"exec failed: {reason}"
+        try:
+            ws.run_forever(timeout=self.timeout)
+            finished = not ws.is_open()
+            stdout = ws.read_channel(1)
+            stderr = ws.read_channel(2)
+            error = ws.read_channel(3)
+        finally:
+            ws.close()
+        if not finished:
+            # What arrived may be a part of the file: reading it as the pod's listeners would hide some.
+            return "", f"cat did not finish within {self.timeout:.0f}s"
+        try:
+            status = json.loads(error) if error else {}
+        except ValueError:
+            status = {"message": error}
+        # Success; or cat printed tcp and failed on tcp6 only (IPv6 disabled in the pod): tcp is whole.
+        if _looks_like_proc_net(stdout) and (status.get("status") == "Success" or "tcp6" in stderr):
+            return stdout, None
+        message = status.get("message") or stderr.strip() or "no output"
+        return "", f"cat failed: {_first_line(str(message))}"
+
+    def _debug_container(self, pod: PodInfo) -> tuple[str, str | None]:
+        """Add an ephemeral container running `cat`, wait until it ends, and read its log."""
+        from kubernetes.client.exceptions import ApiException
+
+        name = f"{DEBUG_PREFIX}{secrets.token_hex(3)}"
+        body = {
+            "spec": {
+                "ephemeralContainers": [
+                    {"name": name, "image": self.debug_image, "command": CAT_COMMAND, "stdin": False, "tty": False}
+                ]
+            }
+        }
+        try:
+            self.api.patch_namespaced_pod_ephemeralcontainers(
+                pod.name, pod.namespace, body, _request_timeout=self.timeout
+            )
+            deadline = time.monotonic() + self.timeout
+            while True:
+                current = self.api.read_namespaced_pod(pod.name, pod.namespace, _request_timeout=self.timeout)
+                status = current.status
+                statuses = {s.name: s for s in ((status.ephemeral_container_statuses if status else None) or [])}
+                state = statuses[name].state if name in statuses else None
+                if state is not None and state.terminated is not None:
+                    break
+                if (
+                    state is not None
+                    and state.waiting is not None
+                    and state.waiting.reason in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName")
+                ):
+                    return "", f"debug container {name}: image {self.debug_image}: {state.waiting.reason}"
+                if time.monotonic() > deadline:
+                    return "", f"debug container {name} did not finish within {self.timeout:.0f}s"
+                time.sleep(0.5)
+            log = self.api.read_namespaced_pod_log(
+                pod.name, pod.namespace, container=name, _request_timeout=self.timeout
+            )
+        except ApiException as err:
+            return "", f"debug container: {_api_reason(err)}"
+        if _looks_like_proc_net(log):
+            return log, None
+        return "", f"debug container {name} printed no /proc/net/tcp (exit code {state.terminated.exit_code})"
+
+    def read_listeners(self, pod: PodInfo) -> ListenerRead:
+        """Try `cat` in each container, then (if allowed) a debug container; Unchecked with every reason."""
+        reasons = []
+        for container in pod.containers:
+            text, problem = self._exec(pod, container)
+            if problem is None:
+                return ListenerRead(tuple(split_proc_net(text)), f"exec cat in container {container}")
+            reasons.append(f"{container}: {problem}")
+            if problem.startswith("exec refused (HTTP 403"):
+                break  # RBAC is per pod, not per container: the others would be refused too
+        if self.allow_debug and self.debug_image:
+            text, problem = self._debug_container(pod)
+            if problem is None:
+                return ListenerRead(tuple(split_proc_net(text)), f"ephemeral container ({self.debug_image})")
+            reasons.append(problem)
+        elif not any("exec refused (HTTP 403" in r for r in reasons):
+            reasons.append("no container can print a file; rerun with --allow-debug-containers --debug-image IMAGE")
+        raise Unchecked("; ".join(reasons))

@@ -1,0 +1,74 @@
+"""`impact` against the precheck: every IST0143 the precheck reports, `impact` reports too, plus what it cannot see.
+
+The precheck (istioctl 1.10-1.20 on kind, the suite's own IST0143 checker on the emulated backend) only looks at
+ports with an inbound cluster on sidecar pods (tools-versions-ci.md). `impact` looks at every port a Service
+targets, on every pod: in the world, that is each server's declared loopback ports, whatever its Sidecar says.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from conformance.backends.base import BackendError
+from conformance.impact.analysis import LOOPBACK_ONLY
+from conformance.impact.for_cluster import source_for
+from conformance.impact.sources import BadInput, check
+from conformance.plugin import ConformanceRun
+from conformance.precheck import Finding, render_run
+from conformance.spec.capabilities import Capability
+from conformance.spec.dimensions import Bind, Path
+from conformance.suite.cases import ConformanceCase
+from conformance.world import NS_MESH, TEST_PORTS
+
+CASES = (
+    ConformanceCase(
+        name="ImpactCoversPrecheck",
+        description="`impact` reports every IST0143 the localhost precheck reports, in the same format, and "
+        "exactly the world's loopback-only declared ports (including those without an inbound cluster).",
+        select=lambda c: c.path is Path.LOCALHOST and c.profile.value != "baseline",
+        part="precheck",
+        needs=frozenset({Capability.PRECHECK_LOCALHOST}),
+    ),
+)
+
+
+def _app(pod: str, apps: list[str]) -> str:
+    # kind pod names carry a ReplicaSet hash and a suffix; the emulated ones `-0`.
+    return next((a for a in sorted(apps, key=len, reverse=True) if pod.startswith(a + "-")), pod)
+
+
+def test_impact(conformance: ConformanceRun, case: ConformanceCase) -> None:
+    """Findings of `impact` on the meshed namespace: a superset of the precheck's, equal to the world's truth."""
+    session = conformance.session
+    session.switch(conformance.profile)
+    world = session.world
+    precheck = session.cluster.precheck(NS_MESH)
+    try:
+        source = source_for(session.cluster, world.manifests())
+        report = check(source, source.inventory([NS_MESH], None))
+    except (BackendError, BadInput) as err:
+        message = f"impact: {err}"
+    else:
+        message = ""
+    if message:
+        pytest.fail(message, pytrace=False)
+    apps = [s.app for s in world.mesh_servers]
+    loopback = [f for f in report.findings if f.kind == LOOPBACK_ONLY]
+    got = {(_app(f.pod, apps), f.port) for f in loopback}
+    truth = {
+        (s.app, p.number) for s in world.mesh_servers for p in TEST_PORTS if p.declared and p.bind is Bind.LOOPBACK
+    }
+    seen = {(_app(f.pod, apps), f.port) for f in precheck.findings if f.namespace == NS_MESH}
+    problems = [f"{r.pod.key}: not checked: {r.unchecked}" for r in report.unchecked]
+    if missed := sorted(seen - got):
+        problems.append("precheck reports IST0143 that impact does not: " + ", ".join(f"{a}:{p}" for a, p in missed))
+    if sorted(got) != sorted(truth):
+        problems.append(f"impact found {sorted(got)}, the world's loopback-only declared ports are {sorted(truth)}")
+    ours = render_run(
+        [Finding(f.namespace, f.pod, f.port) for f in loopback], [r.pod.key for r in report.results], "impact"
+    )
+    session.report.record_precheck(
+        conformance.test_name, conformance.profile.value, ours, [f"{a}:{p}" for a, p in sorted(truth)], problems
+    )
+    if problems:
+        pytest.fail("impact differs:\n  " + "\n  ".join(problems) + "\n" + precheck.stdout + ours.stdout, pytrace=False)

@@ -1,0 +1,186 @@
+"""`impact` on the emulated backend: real network namespaces, real sockets, the world's own manifests.
+
+The expected findings are derived from the world's port table (bind x declared), not from the code under test:
+a declared port bound to loopback is loopback-only, a declared port bound to the pod IP is pod-IP-only, an
+undeclared port is nobody's business (no Service targets it).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conformance.backends.base import PodRef
+from conformance.backends.emulated.cluster import EmulatedCluster
+from conformance.impact.analysis import LOOPBACK_ONLY, POD_IP_ONLY, SIDECAR
+from conformance.impact.emulated_source import EmulatedSource
+from conformance.impact.sources import check
+from conformance.spec.dimensions import Bind, IpFamily
+from conformance.world import NS_MESH, TEST_PORTS, World
+
+pytestmark = pytest.mark.netns
+
+NAMED = PodRef(NS_MESH, "echo-named")
+NAMED_PORT = 8091
+DOOMED = PodRef(NS_MESH, "echo-doomed")
+
+
+def world_expected(world: World, bind: Bind) -> set[tuple[str, str, int]]:
+    """(namespace, pod, port) of every server's declared test port with this bind."""
+    return {
+        (server.namespace, f"{server.app}-0", p.number)
+        for server in world.servers
+        for p in TEST_PORTS
+        if p.declared and p.bind is bind
+    }
+
+
+def extra_manifests(world: World) -> list[dict[str, Any]]:
+    """A server whose Service targets a loopback port by its container port's name, and one to delete."""
+    named = world.deployment(NAMED, ())
+    container = named["spec"]["template"]["spec"]["containers"][0]  # type: ignore[index]
+    container["args"].append(f"{NAMED_PORT}:loopback:http")
+    container["ports"].append({"name": "web", "containerPort": NAMED_PORT, "protocol": "TCP"})
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": NAMED.app, "namespace": NAMED.namespace},
+        "spec": {"selector": {"app": NAMED.app}, "ports": [{"name": "http-web", "port": 80, "targetPort": "web"}]},
+    }
+    doomed = world.deployment(DOOMED, ())
+    doomed_container = doomed["spec"]["template"]["spec"]["containers"][0]  # type: ignore[index]
+    doomed_container["args"].append("8081:loopback:http")
+    doomed_service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": DOOMED.app, "namespace": DOOMED.namespace},
+        "spec": {"selector": {"app": DOOMED.app}, "ports": [{"name": "http", "port": 8081, "targetPort": 8081}]},
+    }
+    return [named, service, doomed, doomed_service]
+
+
+@pytest.fixture(scope="module", params=[IpFamily.IPV4, IpFamily.IPV6], ids=lambda f: f.value)
+def running(request: pytest.FixtureRequest) -> Iterator[tuple[World, EmulatedCluster, EmulatedSource]]:
+    world = World(request.param)
+    manifests: list[dict[str, Any]] = [*(dict(m) for m in world.manifests()), *extra_manifests(world)]
+    cluster = EmulatedCluster(world.family.value)
+    try:
+        cluster.up(manifests)
+        yield world, cluster, EmulatedSource(cluster, manifests)
+    finally:
+        cluster.down()
+
+
+def test_loopback_only_declared_ports_and_named_target_ports(
+    running: tuple[World, EmulatedCluster, EmulatedSource],
+) -> None:
+    world, _cluster, source = running
+    report = check(source, source.inventory(None, None), parallel=4)
+    found = {(f.namespace, f.pod, f.port) for f in report.findings if f.kind == LOOPBACK_ONLY}
+    extra = {(NS_MESH, "echo-named-0", NAMED_PORT), (NS_MESH, "echo-doomed-0", 8081)}
+    assert found == world_expected(world, Bind.LOOPBACK) | extra
+    pod_ip = {(f.namespace, f.pod, f.port) for f in report.findings if f.kind == POD_IP_ONLY}
+    assert pod_ip == world_expected(world, Bind.POD_IP)
+    # Undeclared ports listen too (81xx/91xx), on every bind, but no Service targets them.
+    undeclared = {p.number for p in TEST_PORTS if not p.declared}
+    assert not {f.port for f in report.findings} & undeclared
+    (named,) = [f for f in report.findings if f.pod == "echo-named-0"]
+    assert named.services == ("echo-named:http-web",)
+    assert named.mode == SIDECAR  # mic-mesh is injected
+    assert {f.mode for f in report.findings if f.namespace == "mic-baseline"} == {"none"}
+    assert report.unchecked == []
+    assert report.exit_code == 1
+
+
+def test_label_selector_and_namespace(running: tuple[World, EmulatedCluster, EmulatedSource]) -> None:
+    _world, _cluster, source = running
+    report = check(source, source.inventory(["mic-mesh"], "app in (echo-none, echo-named)"))
+    assert sorted(r.pod.name for r in report.results) == ["echo-named-0", "echo-none-0"]
+    assert report.namespaces == ("mic-mesh",)
+
+
+def test_a_pod_that_vanishes_mid_check_is_listed_with_the_reason(
+    running: tuple[World, EmulatedCluster, EmulatedSource],
+) -> None:
+    # Runs last in the module: the pod is really deleted between listing and reading.
+    _world, cluster, source = running
+    inventory = source.inventory([NS_MESH], None)
+    cluster.remove_pod(DOOMED)
+    report = check(source, inventory)
+    (gone,) = report.unchecked
+    assert gone.pod.name == "echo-doomed-0"
+    assert gone.unchecked == "pod not found: it was deleted after it was listed"
+    assert report.exit_code == 3
+    assert "echo-doomed-0" not in {f.pod for f in report.findings}
+
+
+# --- the command, as a user runs it -------------------------------------------------------------------
+
+
+def impact(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "conformance", "impact", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+@pytest.mark.parametrize("family", [IpFamily.IPV4, IpFamily.IPV6], ids=lambda f: f.value)
+@pytest.mark.usefixtures("no_leftovers")
+def test_impact_backend_emulated_finds_exactly_the_worlds_loopback_only_declared_ports(family: IpFamily) -> None:
+    proc = impact("--backend", "emulated", "--ip-family", family.value, "--format", "json")
+    assert proc.returncode == 1, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert (doc["format"], doc["version"]) == ("mesh-inbound-conformance/impact", 1)
+    found = {(f["namespace"], f["pod"], f["port"]) for f in doc["findings"] if f["kind"] == "loopback-only"}
+    assert found == world_expected(World(family), Bind.LOOPBACK)
+    assert "emulated world removed" in proc.stderr  # progress goes to stderr
+
+
+@pytest.mark.usefixtures("no_leftovers")
+def test_console_script_prints_ist0143_lines() -> None:
+    script = Path(sys.executable).with_name("mesh-inbound-conformance")
+    proc = subprocess.run(
+        [str(script), "impact", "--backend", "emulated", "-n", "mic-baseline", "--format", "istioctl"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout == (
+        "Error [IST0143] (Pod mic-baseline/echo-0) Port 8081 is exposed in a Service but listens on localhost. "
+        "It will not be exposed to other pods.\n"
+        "Error [IST0143] (Pod mic-baseline/echo-0) Port 9081 is exposed in a Service but listens on localhost. "
+        "It will not be exposed to other pods.\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("-n", "nope"), "namespace 'nope' not found (the emulated cluster has mic-baseline, mic-mesh)"),
+        (("-l", "app in echo"), "label selector 'app in echo': cannot read 'app in echo'"),
+    ],
+)
+@pytest.mark.usefixtures("no_leftovers")
+def test_bad_input_on_the_emulated_backend_is_one_line_exit_2(args: tuple[str, ...], message: str) -> None:
+    proc = impact("--backend", "emulated", *args)
+    assert proc.returncode == 2
+    (line,) = [x for x in proc.stderr.splitlines() if not x.startswith("impact: ")]
+    assert line.startswith(f"mesh-inbound-conformance impact: {message}")
+    assert proc.stdout == ""
+
+
+def test_bad_kubeconfig_is_one_line_exit_2(tmp_path: Path) -> None:
+    broken = tmp_path / "kubeconfig"
+    broken.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\n")
+    for args in (("--kubeconfig", str(tmp_path / "missing")), ("--kubeconfig", str(broken))):
+        proc = impact(*args)
+        assert proc.returncode == 2, proc.stderr
+        (line,) = proc.stderr.splitlines()
+        assert line.startswith("mesh-inbound-conformance impact: kubeconfig ")
