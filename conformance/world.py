@@ -451,16 +451,22 @@ def probed_container(cell: ProbeCellKey) -> ProbedContainer:
 
 
 def probe_pod(cell: ProbeCellKey) -> PodRef:
-    """The probe pod of a cell: one without a sidecar, and in the mesh one per rewrite setting."""
+    """The probe pod of a cell: one without a sidecar, in the mesh one per rewrite setting, one enrolled."""
     if cell.profile is Profile.BASELINE:
         return PodRef(NS_BASELINE, "probe")
+    if cell.profile is Profile.AMBIENT:
+        return PodRef(NS_AMBIENT, "probe")
     return PodRef(NS_MESH, "probe-rewrite" if cell.rewrite else "probe-norewrite")
 
 
-def probe_pods_of(namespace: str | None = None) -> tuple[tuple[PodRef, bool | None], ...]:
-    """The probe pods (of one namespace, or all) with their rewrite setting (None: no sidecar)."""
+def probe_pods_of(namespace: str | None = None, ambient: bool = False) -> tuple[tuple[PodRef, bool | None], ...]:
+    """The probe pods (of one namespace, or all) with their rewrite setting (None: no sidecar).
+
+    The enrolled one (`mic-ambient/probe`) only with `ambient`: a world without ambient has no such namespace.
+    """
     pods = ((PodRef(NS_BASELINE, "probe"), None), (PodRef(NS_MESH, "probe-rewrite"), True),
-            (PodRef(NS_MESH, "probe-norewrite"), False))  # fmt: skip
+            (PodRef(NS_MESH, "probe-norewrite"), False),
+            *(((PodRef(NS_AMBIENT, "probe"), None),) if ambient else ()))  # fmt: skip
     return tuple((p, r) for p, r in pods if namespace is None or p.namespace == namespace)
 
 
@@ -485,7 +491,7 @@ def _probed_container_manifest(base: dict[str, object], container: ProbedContain
 
 def _probe_manifests(world: World) -> list[Manifest]:
     out: list[Manifest] = []
-    for ref, rewrite in probe_pods_of():
+    for ref, rewrite in probe_pods_of(ambient=world.ambient):
         deployment = world.deployment(ref, ())
         template = deployment["spec"]["template"]  # type: ignore[index]
         labels = template["metadata"]["labels"]

@@ -58,7 +58,7 @@ class ProbeSource(StrEnum):
 
 @dataclass(frozen=True)
 class ProbeCellKey:
-    """The coordinates of one probe cell; `rewrite` is None where no sidecar is injected (baseline)."""
+    """The coordinates of one probe cell; `rewrite` is None where no sidecar is injected (baseline, ambient)."""
 
     profile: Profile
     bind: Bind
@@ -138,6 +138,16 @@ PROBE_RULES: dict[str, Rule] = {
             "tests/integration/pilot/tcp_probe_test.go 'norewrite-success' (openPort: false); #33734; "
             "REWRITE_TCP_PROBES removed in 1.19 (#44593)",
             "probes reference §1",
+        ),
+        Rule(
+            "probe-ambient-bypass",
+            "Ambient: istio-cni SNATs the kubelet's probes to an enrolled pod to 169.254.7.127 (fd16:9254:7127:1337:"
+            "ffff:ffff:ffff:ffff on IPv6) on the node, and the pod's capture rules let that source past ztunnel: "
+            "plain Kubernetes probe behaviour, never rewritten (no sidecar). Ready when the bind admits the pod "
+            "IP; the app sees the SNAT address (the kubelet's probe, by meaning).",
+            "cni/pkg/iptables/testdata/hostprobe.golden (ISTIO_POSTRT SNAT --to-source 169.254.7.127); "
+            "default.golden ISTIO_PRERT '-s 169.254.7.127/32 -p tcp -j ACCEPT' (1.24.0)",
+            "probes reference §2 (Inside the pod: 'Kubelet probes are SNAT'd to 169.254.7.127 and bypass ztunnel')",
         ),
         Rule(
             "probe-kubelet-direct",
@@ -229,10 +239,11 @@ def expect_probe(cell: ProbeCellKey, behaviour: ProbeBehaviour = CURRENT) -> Pro
     """Apply the probe rules to one cell, for the version whose behaviour is given."""
     traffic = expect(traffic_cell(cell))
     reachable = traffic.reachable
-    if cell.profile is Profile.BASELINE:
+    if cell.profile in (Profile.BASELINE, Profile.AMBIENT):
         ready = cell.bind is not Bind.LOOPBACK
+        rules = ("probe-ambient-bypass",) if cell.profile is Profile.AMBIENT else ()
         return ProbeExpectation(
-            ready, ProbeSource.KUBELET if ready else None, reachable, ("probe-kubelet-direct", "bind-admits")
+            ready, ProbeSource.KUBELET if ready else None, reachable, (*rules, "probe-kubelet-direct", "bind-admits")
         )
     rewritten = bool(cell.rewrite) and (cell.probe is ProbeKind.HTTP or behaviour.tcp_rewritten)
     if not rewritten:
@@ -257,8 +268,8 @@ def expect_probe(cell: ProbeCellKey, behaviour: ProbeBehaviour = CURRENT) -> Pro
 
 
 def rewrite_settings(profile: Profile) -> tuple[bool | None, ...]:
-    """The rewrite settings a profile has cells for: none without a sidecar, on and off with one."""
-    return (None,) if profile is Profile.BASELINE else (True, False)
+    """The rewrite settings a profile has cells for: none without a sidecar (baseline, ambient), on and off with one."""
+    return (None,) if profile in (Profile.BASELINE, Profile.AMBIENT) else (True, False)
 
 
 def probe_cells(profiles: tuple[Profile, ...], families: tuple[IpFamily, ...]) -> tuple[ProbeCellKey, ...]:

@@ -55,6 +55,8 @@ class ProbeCase(ConformanceCase):
             needs.add(Capability.PROFILE_LEGACY)
         if profile is Profile.PASSTHROUGH:
             needs.add(Capability.PROFILE_PASSTHROUGH)
+        if profile is Profile.AMBIENT:
+            needs.add(Capability.PROFILE_AMBIENT)
         return frozenset(needs)
 
 

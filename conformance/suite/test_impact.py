@@ -18,7 +18,7 @@ from conformance.precheck import Finding, render_run
 from conformance.spec.capabilities import Capability
 from conformance.spec.dimensions import Bind, Path
 from conformance.suite.cases import ConformanceCase
-from conformance.world import NS_MESH, TEST_PORTS
+from conformance.world import NS_MESH, PROBED_CONTAINERS, TEST_PORTS, probe_pods_of
 
 CASES = (
     ConformanceCase(
@@ -52,12 +52,14 @@ def test_impact(conformance: ConformanceRun, case: ConformanceCase) -> None:
         message = ""
     if message:
         pytest.fail(message, pytrace=False)
-    apps = [s.app for s in world.mesh_servers]
+    probe_pods = [ref for ref, _ in probe_pods_of(NS_MESH)]
+    apps = [*(s.app for s in world.mesh_servers), *(p.app for p in probe_pods)]
     loopback = [f for f in report.findings if f.kind == LOOPBACK_ONLY]
     got = {(_app(f.pod, apps), f.port) for f in loopback}
+    # The servers' loopback declared ports, and the probe pods' loopback probed ports (declared in their Services).
     truth = {
         (s.app, p.number) for s in world.mesh_servers for p in TEST_PORTS if p.declared and p.bind is Bind.LOOPBACK
-    }
+    } | {(p.app, c.port) for p in probe_pods for c in PROBED_CONTAINERS if c.bind is Bind.LOOPBACK}
     seen = {(_app(f.pod, apps), f.port) for f in precheck.findings if f.namespace == NS_MESH}
     problems = [f"{r.pod.key}: not checked: {r.unchecked}" for r in report.unchecked]
     if missed := sorted(seen - got):

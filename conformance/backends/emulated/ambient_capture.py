@@ -67,6 +67,36 @@ def rules(ipv6: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+HOST_PROBE_CHAIN = "ISTIO_POSTRT"
+
+
+def host_probe_rule(pod_ip: str, ipv6: bool) -> str:
+    """The node's nat rule that SNATs the node's own TCP connections to an enrolled pod to the probe address.
+
+    istio-cni's host rules (hostprobe.golden: `-A ISTIO_POSTRT -m owner --socket-exists -p tcp -j SNAT
+    --to-source 169.254.7.127`) match the enrolled pods by an ipset of their IPs in current releases; here one
+    rule per enrolled pod plays the ipset. The pod's ISTIO_PRERT then lets that source past ztunnel.
+    """
+    source = KUBELET_PROBE_SOURCE[ipv6].split("/")[0]
+    mask = "128" if ipv6 else "32"
+    return f"-A {HOST_PROBE_CHAIN} -d {pod_ip}/{mask} -m owner --socket-exists -p tcp -j SNAT --to-source {source}"
+
+
+def host_probe_rules(pod_ips: list[str], ipv6: bool) -> list[str]:
+    """The chain and its rules, for the node's nat table in iptables-restore format (inside `*nat`)."""
+    return [
+        f":{HOST_PROBE_CHAIN} - [0:0]",
+        f"-A POSTROUTING -j {HOST_PROBE_CHAIN}",
+        *(host_probe_rule(ip, ipv6) for ip in pod_ips),
+    ]
+
+
+def add_host_probe_rule(node: str, pod_ip: str, ipv6: bool) -> None:
+    """Add one enrolled pod to the node's probe SNAT (a pod created after the cluster)."""
+    tool = "ip6tables" if ipv6 else "iptables"
+    netns.run(node, [tool, "-t", "nat", *host_probe_rule(pod_ip, ipv6).split()])
+
+
 def install(namespace: str) -> None:
     """Load both families' rules, the fwmark rule and the local route into a pod's namespace (lo must be up)."""
     fwmark = f"0x{CONNMARK:x}/0x{MASK:x}"

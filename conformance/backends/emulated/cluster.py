@@ -278,6 +278,7 @@ class EmulatedCluster(Cluster):
         if template.injected:
             self._start_sidecar(pod)
         if template.ambient:
+            ambient_capture.add_host_probe_rule(self.node, pod.ip, self.family == "ipv6")
             self._sync_ztunnel()
         self._wait_ready([pod])
         self._watch_probes(pod)
@@ -384,6 +385,8 @@ class EmulatedCluster(Cluster):
                 rules.append(
                     f"-A KUBE-SERVICES -d {address}/{mask} -p tcp --dport {port.port} -j DNAT --to-destination {to}"
                 )
+        # istio-cni's host rules: the kubelet's probes to enrolled pods leave the node from 169.254.7.127.
+        rules += ambient_capture.host_probe_rules([p.ip for p in self.pods.values() if p.template.ambient], v6)
         rules.append("COMMIT")
         tool = "ip6tables-restore" if v6 else "iptables-restore"
         netns.run(self.node, [tool], input=("\n".join(rules) + "\n").encode())
