@@ -61,7 +61,9 @@ def test_k_selection_and_outputs_are_documented() -> None:
 
 def test_the_sidecar_contract_says_both_families_and_what_sniff_does() -> None:
     assert "It must listen on 15006 (inbound) and 15001 (outbound), each **on both families**" in README
-    assert f"within {sidecar.SNIFF_TIMEOUT:g} s" in README
+    # No detection timeout by default (Istio's protocolDetectionTimeout 0s): the sidecar's config says so.
+    assert "waiting at most `detection_timeout_s` (with `null`, Istio's default, for ever)" in README
+    assert '"detection_timeout_s": null' in README
     assert "503 Service Unavailable" in README
     assert sidecar.RESPONSE_503.startswith(b"HTTP/1.1 503 Service Unavailable")
     assert "sees as `reset/EOF`" in README
