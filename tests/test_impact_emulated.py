@@ -2,7 +2,8 @@
 
 The expected findings are derived from the world's port table (bind x declared), not from the code under test:
 a declared port bound to loopback is loopback-only, a declared port bound to the pod IP is pod-IP-only, an
-undeclared port is nobody's business (no Service targets it).
+undeclared port is nobody's business (no Service targets it). A remapped port counts by its container port (the
+Service's targetPort), and the probe pods' probed ports are declared in their Services too.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import pytest
 
 from conformance.backends.base import PodRef
 from conformance.backends.emulated.cluster import EmulatedCluster
-from conformance.impact.analysis import LOOPBACK_ONLY, POD_IP_ONLY, SIDECAR
+from conformance.impact.analysis import AMBIENT, LOOPBACK_ONLY, POD_IP_ONLY, SIDECAR
 from conformance.impact.emulated_source import EmulatedSource
 from conformance.impact.sources import check
+from conformance.spec.capabilities import emulated_capabilities
 from conformance.spec.dimensions import Bind, IpFamily
-from conformance.world import NS_MESH, TEST_PORTS, World
+from conformance.world import NS_BASELINE, NS_MESH, PROBED_CONTAINERS, TEST_PORTS, World, probe_pods_of
 
 pytestmark = pytest.mark.netns
 
@@ -31,14 +33,30 @@ NAMED_PORT = 8091
 DOOMED = PodRef(NS_MESH, "echo-doomed")
 
 
-def world_expected(world: World, bind: Bind) -> set[tuple[str, str, int]]:
-    """(namespace, pod, port) of every server's declared test port with this bind."""
-    return {
+def world_expected(world: World, bind: Bind, namespace: str | None = None) -> set[tuple[str, str, int]]:
+    """(namespace, pod, port) of every declared port with this bind: the servers' test ports (declared and
+    remapped, by container port) and the probe pods' probed ports (of one namespace, or all)."""
+    servers = {
         (server.namespace, f"{server.app}-0", p.number)
         for server in world.servers
         for p in TEST_PORTS
         if p.declared and p.bind is bind
     }
+    probes = {
+        (pod.namespace, f"{pod.app}-0", c.port)
+        for pod, _rewrite in probe_pods_of(ambient=world.ambient)
+        for c in PROBED_CONTAINERS
+        if c.bind is bind
+    }
+    return {f for f in servers | probes if namespace is None or f[0] == namespace}
+
+
+def test_the_worlds_truth_has_every_kind_of_declared_port() -> None:
+    # Guards world_expected against going stale silently: remapped ports and probe pods are in it.
+    truth = world_expected(World(IpFamily.IPV4), Bind.LOOPBACK)
+    assert {(NS_BASELINE, "echo-0", 8081), (NS_BASELINE, "echo-0", 8281), (NS_MESH, "echo-none-0", 9281)} <= truth
+    assert {(NS_BASELINE, "probe-0", 8381), (NS_MESH, "probe-rewrite-0", 9381)} <= truth
+    assert not {port for _ns, _pod, port in truth} & {p.number for p in TEST_PORTS if not p.declared}
 
 
 def extra_manifests(world: World) -> list[dict[str, Any]]:
@@ -67,7 +85,7 @@ def extra_manifests(world: World) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module", params=[IpFamily.IPV4, IpFamily.IPV6], ids=lambda f: f.value)
 def running(request: pytest.FixtureRequest) -> Iterator[tuple[World, EmulatedCluster, EmulatedSource]]:
-    world = World(request.param)
+    world = World.for_mesh(request.param, emulated_capabilities())
     manifests: list[dict[str, Any]] = [*(dict(m) for m in world.manifests()), *extra_manifests(world)]
     cluster = EmulatedCluster(world.family.value)
     try:
@@ -137,7 +155,12 @@ def test_impact_backend_emulated_finds_exactly_the_worlds_loopback_only_declared
     doc = json.loads(proc.stdout)
     assert (doc["format"], doc["version"]) == ("mesh-inbound-conformance/impact", 1)
     found = {(f["namespace"], f["pod"], f["port"]) for f in doc["findings"] if f["kind"] == "loopback-only"}
-    assert found == world_expected(World(family), Bind.LOOPBACK)
+    world = World.for_mesh(family, emulated_capabilities())
+    assert world.ambient
+    assert found == world_expected(world, Bind.LOOPBACK)
+    # The enrolled pods are found, with their mesh mode detected: ambient, where no override brings them back.
+    modes = {f["mode"] for f in doc["findings"] if f["namespace"] == "mic-ambient"}
+    assert modes == {AMBIENT}
     assert "emulated world removed" in proc.stderr  # progress goes to stderr
 
 
@@ -152,18 +175,20 @@ def test_console_script_prints_ist0143_lines() -> None:
         check=False,
     )
     assert proc.returncode == 1, proc.stderr
-    assert proc.stdout == (
-        "Error [IST0143] (Pod mic-baseline/echo-0) Port 8081 is exposed in a Service but listens on localhost. "
+    # istioctl >= 1.12's line, one per loopback-only declared port of the namespace, sorted as text.
+    lines = sorted(
+        f"Error [IST0143] (Pod {ns}/{pod}) Port {port} is exposed in a Service but listens on localhost. "
         "It will not be exposed to other pods.\n"
-        "Error [IST0143] (Pod mic-baseline/echo-0) Port 9081 is exposed in a Service but listens on localhost. "
-        "It will not be exposed to other pods.\n"
+        for ns, pod, port in world_expected(World(IpFamily.IPV4), Bind.LOOPBACK, NS_BASELINE)
     )
+    assert "Error [IST0143] (Pod mic-baseline/echo-0) Port 8081 " in lines[0]
+    assert proc.stdout == "".join(lines)
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("-n", "nope"), "namespace 'nope' not found (the emulated cluster has mic-baseline, mic-mesh)"),
+        (("-n", "nope"), "namespace 'nope' not found (the emulated cluster has mic-ambient, mic-baseline, mic-mesh)"),
         (("-l", "app in echo"), "label selector 'app in echo': cannot read 'app in echo'"),
     ],
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 
 import pytest
 
@@ -30,10 +31,13 @@ def cell(profile: Profile, bind: Bind, probe: ProbeKind, rewrite: bool | None) -
 
 def test_probe_cells_per_family_and_profile() -> None:
     cells = probe_cells(tuple(Profile), (V4,))
-    # baseline: 3 binds x 2 probes; each mesh profile: x 2 rewrite settings.
-    assert len(cells) == 6 + 12 + 12
+    # Without a sidecar (baseline, ambient): 3 binds x 2 probes; each sidecar profile: x 2 rewrite settings.
+    per_profile = Counter(c.profile for c in cells)
+    assert per_profile == {Profile.BASELINE: 6, Profile.AMBIENT: 6, Profile.PASSTHROUGH: 12, Profile.LEGACY: 12}
     assert len({c.id for c in cells}) == len(cells)
-    assert all(c.rewrite is None for c in cells if c.profile is Profile.BASELINE)
+    no_sidecar = (Profile.BASELINE, Profile.AMBIENT)
+    assert all(c.rewrite is None for c in cells if c.profile in no_sidecar)
+    assert {c.rewrite for c in cells if c.profile not in no_sidecar} == {True, False}
 
 
 def test_every_rule_applied_is_defined_and_cites_istio() -> None:

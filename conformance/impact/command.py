@@ -76,10 +76,13 @@ def _run_emulated(args: argparse.Namespace) -> ImpactReport:
     from conformance.backends.base import BackendError
     from conformance.backends.emulated.cluster import EmulatedCluster
     from conformance.impact.emulated_source import EmulatedSource
+    from conformance.spec.capabilities import emulated_capabilities
     from conformance.spec.dimensions import IpFamily
     from conformance.world import World
 
-    manifests: list[dict[str, Any]] = [dict(m) for m in World(IpFamily(args.ip_family)).manifests()]
+    # The suite's whole world for the emulated mesh, the enrolled (ambient) namespace included.
+    world = World.for_mesh(IpFamily(args.ip_family), emulated_capabilities())
+    manifests: list[dict[str, Any]] = [dict(m) for m in world.manifests()]
     cluster = EmulatedCluster(args.ip_family)
     stderr_progress(f"bringing the emulated world up ({args.ip_family})")
     try:
