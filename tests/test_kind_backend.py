@@ -33,6 +33,7 @@ from conformance.backends.kind.backend import KubeCluster, NotReady, Tools
 from conformance.backends.kind.runner import CommandError, Runner
 from conformance.precheck import Finding, parse_istioctl
 from conformance.resources import resource
+from conformance.spec.capabilities import istio_capabilities
 from conformance.spec.dimensions import IpFamily
 from conformance.timeouts import TimeoutConfig
 from conformance.world import World
@@ -60,8 +61,13 @@ POD = {
     "echo-none.mic-mesh": "echo-none-5d9c8b7f6-7ml2z",
     "echo-localhost.mic-mesh": "echo-localhost-5d9c8b7f6-9wsgv",
     "echo-instance.mic-mesh": "echo-instance-5d9c8b7f6-mc4z2",
+    "echo-localhost-cross.mic-mesh": "echo-localhost-cross-5d9c8b7f6-594gz",
+    "echo-instance-cross.mic-mesh": "echo-instance-cross-5d9c8b7f6-r5946",
+    "echo-empty.mic-mesh": "echo-empty-5d9c8b7f6-c5nbc",
     "echo-unlisted.mic-mesh": "echo-unlisted-5d9c8b7f6-45czv",
     "client.mic-mesh": "client-5d9c8b7f6-5s2b6",
+    "probe-rewrite.mic-mesh": "probe-rewrite-5d9c8b7f6-7l5nn",
+    "probe-norewrite.mic-mesh": "probe-norewrite-5d9c8b7f6-xggc4",
 }
 RESTARTED_MESH_POD = {
     "echo-none.mic-mesh": "echo-none-7f6d5c9b8-km84l",
@@ -78,18 +84,41 @@ WAIT_AMBIENT = [
     "kubectl -n istio-system rollout status ds/istio-cni-node --timeout=120s",
     "kubectl -n istio-system rollout status ds/ztunnel --timeout=120s",
 ]
-WAIT_WORKLOADS = [
+# The meshed servers, one per Sidecar situation of the family (issue 10: the other family's literals as `-cross`,
+# the empty host `:P`), in the world's order.
+MESH_SERVERS = (
+    "echo-none",
+    "echo-localhost",
+    "echo-instance",
+    "echo-localhost-cross",
+    "echo-instance-cross",
+    "echo-empty",
+    "echo-unlisted",
+)
+# The probe pods (issue 11: mic-baseline/probe, mic-mesh/probe-rewrite and probe-norewrite, and mic-ambient/probe
+# where the mesh has ambient) get no `rollout status`: a Deployment whose probed container is never Ready is never
+# available. The backend waits for them by reading their pods (their main containers Ready) with the others.
+ROLLOUT_BASELINE_AND_MESH = [
     "kubectl -n mic-baseline rollout status deploy/echo --timeout=120s",
     "kubectl -n mic-baseline rollout status deploy/client --timeout=120s",
-    "kubectl -n mic-mesh rollout status deploy/echo-none --timeout=120s",
-    "kubectl -n mic-mesh rollout status deploy/echo-localhost --timeout=120s",
-    "kubectl -n mic-mesh rollout status deploy/echo-instance --timeout=120s",
-    "kubectl -n mic-mesh rollout status deploy/echo-unlisted --timeout=120s",
+    *[f"kubectl -n mic-mesh rollout status deploy/{app} --timeout=120s" for app in MESH_SERVERS],
     "kubectl -n mic-mesh rollout status deploy/client --timeout=120s",
+]
+READ_BASELINE_AND_MESH = [
     "kubectl -n mic-baseline get pods -o json",
     "kubectl -n mic-baseline get services -o json",
     "kubectl -n mic-mesh get pods -o json",
     "kubectl -n mic-mesh get services -o json",
+]
+WAIT_WORKLOADS = [*ROLLOUT_BASELINE_AND_MESH, *READ_BASELINE_AND_MESH]
+# A world with ambient (issue 12) also has the enrolled namespace: the same servers and the ambient client.
+WAIT_WORKLOADS_AMBIENT = [
+    *ROLLOUT_BASELINE_AND_MESH,
+    *[f"kubectl -n mic-ambient rollout status deploy/{app} --timeout=120s" for app in MESH_SERVERS],
+    "kubectl -n mic-ambient rollout status deploy/client --timeout=120s",
+    *READ_BASELINE_AND_MESH,
+    "kubectl -n mic-ambient get pods -o json",
+    "kubectl -n mic-ambient get services -o json",
 ]
 # After a re-install: istioctl has rolled istiod itself when its env changed (the backend only waits for it), then
 # the injected namespace's workloads restart to get proxies with the new settings; mic-baseline is left alone.
@@ -104,6 +133,12 @@ CROSS_CHECK = [
     f"kubectl -n mic-mesh exec echo-localhost-5d9c8b7f6-9wsgv -c istio-proxy -- {CONFIG_DUMP}",
     "kubectl -n mic-mesh exec echo-instance-5d9c8b7f6-mc4z2 -c istio-proxy -- ss -ltnH",
     f"kubectl -n mic-mesh exec echo-instance-5d9c8b7f6-mc4z2 -c istio-proxy -- {CONFIG_DUMP}",
+    "kubectl -n mic-mesh exec echo-localhost-cross-5d9c8b7f6-594gz -c istio-proxy -- ss -ltnH",
+    f"kubectl -n mic-mesh exec echo-localhost-cross-5d9c8b7f6-594gz -c istio-proxy -- {CONFIG_DUMP}",
+    "kubectl -n mic-mesh exec echo-instance-cross-5d9c8b7f6-r5946 -c istio-proxy -- ss -ltnH",
+    f"kubectl -n mic-mesh exec echo-instance-cross-5d9c8b7f6-r5946 -c istio-proxy -- {CONFIG_DUMP}",
+    "kubectl -n mic-mesh exec echo-empty-5d9c8b7f6-c5nbc -c istio-proxy -- ss -ltnH",
+    f"kubectl -n mic-mesh exec echo-empty-5d9c8b7f6-c5nbc -c istio-proxy -- {CONFIG_DUMP}",
     "kubectl -n mic-mesh exec echo-unlisted-5d9c8b7f6-45czv -c istio-proxy -- ss -ltnH",
     f"kubectl -n mic-mesh exec echo-unlisted-5d9c8b7f6-45czv -c istio-proxy -- {CONFIG_DUMP}",
     "kubectl -n mic-mesh exec probe-rewrite-5d9c8b7f6-7l5nn -c istio-proxy -- ss -ltnH",
@@ -111,14 +146,23 @@ CROSS_CHECK = [
     "kubectl -n mic-mesh exec probe-norewrite-5d9c8b7f6-xggc4 -c istio-proxy -- ss -ltnH",
     f"kubectl -n mic-mesh exec probe-norewrite-5d9c8b7f6-xggc4 -c istio-proxy -- {CONFIG_DUMP}",
 ]
-# What the suite's checker finds in the fake's world: the loopback listeners on ports with an inbound cluster.
+# What the suite's checker finds in the fake's world: the loopback listeners on ports with an inbound cluster. Every
+# server but echo-unlisted (whose Sidecar lists only the anchor port 7070) has inbound clusters for its declared
+# loopback ports 8081/9081 and its remapped ones: Service ports 18281/19281 target 8281/9281, and the inbound
+# cluster is keyed by the target port (`inbound|8281||`), which is where the app listens (issue 10).
 CHECKER_FINDINGS = [
-    Finding("mic-mesh", "echo-instance-5d9c8b7f6-mc4z2", 8081),
-    Finding("mic-mesh", "echo-instance-5d9c8b7f6-mc4z2", 9081),
-    Finding("mic-mesh", "echo-localhost-5d9c8b7f6-9wsgv", 8081),
-    Finding("mic-mesh", "echo-localhost-5d9c8b7f6-9wsgv", 9081),
-    Finding("mic-mesh", "echo-none-5d9c8b7f6-7ml2z", 8081),
-    Finding("mic-mesh", "echo-none-5d9c8b7f6-7ml2z", 9081),
+    *[
+        Finding("mic-mesh", pod, port)
+        for pod in (
+            "echo-empty-5d9c8b7f6-c5nbc",
+            "echo-instance-5d9c8b7f6-mc4z2",
+            "echo-instance-cross-5d9c8b7f6-r5946",
+            "echo-localhost-5d9c8b7f6-9wsgv",
+            "echo-localhost-cross-5d9c8b7f6-594gz",
+            "echo-none-5d9c8b7f6-7ml2z",
+        )
+        for port in (8081, 8281, 9081, 9281)
+    ],
     # The probe pods' loopback containers serve ports their Services declare (issue 11).
     Finding("mic-mesh", "probe-norewrite-5d9c8b7f6-xggc4", 8381),
     Finding("mic-mesh", "probe-norewrite-5d9c8b7f6-xggc4", 9381),
@@ -320,13 +364,23 @@ def test_istio_1_21_has_no_legacy_switch(fakes: Fakes) -> None:
 def test_istio_1_31_ipv6_switches_with_the_mesh_config_overlay(fakes: Fakes) -> None:
     fakes.env["FAKE_FAMILY"] = "dual"  # an IPv6 run on a dual-stack cluster takes the IPv6 addresses
     cluster = fakes.cluster("1.31.1", family="ipv6")
-    cluster.up(World(IpFamily.IPV6).manifests())
+    # The world a 1.31 run deploys: every Sidecar form, and the namespace enrolled in ambient mode.
+    world = World.for_mesh(IpFamily.IPV6, istio_capabilities("1.31.1"))
+    assert world.ambient
+    cluster.up(world.manifests())
     up = kind_up("1.31.1", NODE_1_36, release_install("1.31.1", "ambient.yaml"), create=CREATE_V6)
     up[6:6] = WAIT_AMBIENT  # after istiod: the ambient profile's DaemonSets
+    up[-len(WAIT_WORKLOADS) :] = WAIT_WORKLOADS_AMBIENT
+    assert fakes.commands() == up
+    assert cluster.pod_ip(PodRef("mic-ambient", "client")) == "fd00:10:244::1f"
+    enrolled = cluster.pod_names[PodRef("mic-ambient", "echo-none")]
     cluster.set_inbound_mode("legacy")
     legacy = release_install("1.31.1", "ambient.yaml", "legacy-mesh-config.yaml")
-    assert fakes.commands() == [*up, legacy, *RESTART_MESH[:1], *WAIT_AMBIENT, *RESTART_MESH[1:]]
+    # Only the injected namespace restarts: ambient pods have no proxy to pick up the new settings.
+    restart = [WAIT_ISTIOD, *WAIT_AMBIENT, "kubectl -n mic-mesh rollout restart deploy", *WAIT_WORKLOADS_AMBIENT]
+    assert fakes.commands() == [*up, legacy, *restart]
     assert cluster.pod_ip(PodRef("mic-mesh", "echo-none")) == "fd00:10:244::20"  # restarted: new pod, new IP
+    assert cluster.pod_names[PodRef("mic-ambient", "echo-none")] == enrolled
 
 
 def test_custom_build_sets_hub_tag_values_pull_policy_and_loads_its_images(fakes: Fakes) -> None:
@@ -542,7 +596,7 @@ def test_ipv6_cluster_and_pod_addresses(fakes: Fakes) -> None:
     (applied,) = fakes.stdin_of("kubectl --kubeconfig")
     assert list(yaml.safe_load_all(applied)) == manifests_with_echo_image(IpFamily.IPV6)
     assert cluster.pod_ip(PodRef("mic-baseline", "echo")) == "fd00:10:244::a"
-    assert cluster.pod_ip(PodRef("mic-mesh", "client")) == "fd00:10:244::10"
+    assert cluster.pod_ip(PodRef("mic-mesh", "client")) == "fd00:10:244::13"
     assert cluster.service_ip("mic-mesh", "echo-none") == "fd00:10:96::b"
 
 
@@ -657,7 +711,7 @@ def test_probes_run_one_exec_per_source_and_come_back_in_request_order(live: tup
             "target": {"protocol": "tcp", "address": "10.96.0.11", "port": 9083, "request_id": "r2"},
             "outcome": "ok",
             "status": None,
-            "peer": "10.244.0.16",
+            "peer": "10.244.0.19",
             "pod": "echo-none-5d9c8b7f6-7ml2z",
             "latency_ms": 1.25,
             "detail": "",
@@ -762,14 +816,11 @@ def test_precheck_that_finds_nothing_disagrees_with_the_checker(live: tuple[Fake
     _, cluster = live  # no FAKE_PRECHECK_DIR: "No issues found" (as istioctl >= 1.21, which lost the check)
     run = cluster.precheck("mic-mesh")
     assert (run.exit_code, run.findings) == (0, [])
+    only_checker = ", ".join(f"('mic-mesh', '{f.pod}', {f.port})" for f in CHECKER_FINDINGS)
     assert run.warnings == [
-        "istioctl and the suite's checker disagree: only istioctl [], only the checker "
-        "[('mic-mesh', 'echo-instance-5d9c8b7f6-mc4z2', 8081), ('mic-mesh', 'echo-instance-5d9c8b7f6-mc4z2', 9081), "
-        "('mic-mesh', 'echo-localhost-5d9c8b7f6-9wsgv', 8081), ('mic-mesh', 'echo-localhost-5d9c8b7f6-9wsgv', 9081), "
-        "('mic-mesh', 'echo-none-5d9c8b7f6-7ml2z', 8081), ('mic-mesh', 'echo-none-5d9c8b7f6-7ml2z', 9081), "
-        "('mic-mesh', 'probe-norewrite-5d9c8b7f6-xggc4', 8381), ('mic-mesh', 'probe-norewrite-5d9c8b7f6-xggc4', 9381), "
-        "('mic-mesh', 'probe-rewrite-5d9c8b7f6-7l5nn', 8381), ('mic-mesh', 'probe-rewrite-5d9c8b7f6-7l5nn', 9381)]"
+        f"istioctl and the suite's checker disagree: only istioctl [], only the checker [{only_checker}]"
     ]
+    assert "('mic-mesh', 'echo-none-5d9c8b7f6-7ml2z', 8281)" in only_checker  # a remapped port's target port
 
 
 def test_precheck_that_checked_nothing_says_so(live: tuple[Fakes, KubeCluster]) -> None:
@@ -780,9 +831,10 @@ def test_precheck_that_checked_nothing_says_so(live: tuple[Fakes, KubeCluster]) 
         "failed to get config dump:  failure running port forward process: "
         "unable to listen on any of the requested ports: [{15000 15000}]"
     )
-    assert run.warnings[:5] == [failure] * 5
-    assert run.warnings[5].startswith("istioctl and the suite's checker disagree: only istioctl [], only the checker")
-    assert len(run.warnings) == 6
+    # One line per injected pod istioctl tried: seven servers, the client and the two probe pods of mic-mesh.
+    assert run.warnings[:10] == [failure] * 10
+    assert run.warnings[10].startswith("istioctl and the suite's checker disagree: only istioctl [], only the checker")
+    assert len(run.warnings) == 11
 
 
 def test_precheck_cross_check_skipped_when_ss_fails(live: tuple[Fakes, KubeCluster]) -> None:
@@ -793,11 +845,12 @@ def test_precheck_cross_check_skipped_when_ss_fails(live: tuple[Fakes, KubeClust
     run = cluster.precheck("mic-mesh")
     skipped = [
         f"cross-check skipped for {app}.mic-mesh: could not read its listeners or clusters"
-        for app in ("echo-none", "echo-localhost", "echo-instance", "echo-unlisted", "probe-rewrite", "probe-norewrite")
+        for app in (*MESH_SERVERS, "probe-rewrite", "probe-norewrite")
     ]
-    assert run.warnings[:6] == skipped
+    assert run.warnings[:9] == skipped
     # With nothing to compare, every istioctl finding is "only istioctl".
-    assert run.warnings[6].startswith("istioctl and the suite's checker disagree: only istioctl [('mic-mesh', ")
+    assert run.warnings[9].startswith("istioctl and the suite's checker disagree: only istioctl [('mic-mesh', ")
+    assert len(run.warnings) == 10
 
 
 def test_diagnostics_collect_describe_logs_proxy_config_events_and_kind_logs(live: tuple[Fakes, KubeCluster]) -> None:
@@ -926,7 +979,7 @@ def test_parse_istioctl_exit_0_having_checked_nothing() -> None:
             "failed to get config dump:  failure running port forward process: "
             "unable to listen on any of the requested ports: [{15000 15000}]"
         ]
-        * 5
+        * 10
     )
 
 

@@ -77,9 +77,15 @@ APPLIED = [
     ("Deployment", "mic-mesh/probe-norewrite"),
     ("Service", "mic-mesh/probe-norewrite"),
 ]
-# Releases with ambient (>= 1.22) also get the enrolled namespace (applied with the other namespaces) and its objects.
+# Releases with ambient (>= 1.22) also get the enrolled namespace (applied with the other namespaces), its probe pod
+# (with the other probe pods: probes bypass ztunnel) and then the same servers, Sidecars and client as mic-mesh.
+AMBIENT_PROBE_APPLIED = [("Deployment", "mic-ambient/probe"), ("Service", "mic-ambient/probe")]
 AMBIENT_APPLIED = [
-    *[(k, n.replace("mic-mesh", "mic-ambient")) for k, n in APPLIED if n.startswith("mic-mesh/")],
+    *[
+        (k, n.replace("mic-mesh", "mic-ambient"))
+        for k, n in APPLIED
+        if n.startswith("mic-mesh/") and not n.startswith("mic-mesh/probe-")
+    ],
 ]
 
 CASES: dict[str, tuple[str, ...]] = {
@@ -515,7 +521,7 @@ def test_plan_prints_every_manifest_as_yaml_fed_to_kubectl_apply(plans: dict[str
     ambient = Version(version) >= Version("1.22")
     applied = APPLIED
     if ambient:
-        applied = [*APPLIED[:2], ("Namespace", "mic-ambient"), *APPLIED[2:], *AMBIENT_APPLIED]
+        applied = [*APPLIED[:2], ("Namespace", "mic-ambient"), *APPLIED[2:], *AMBIENT_PROBE_APPLIED, *AMBIENT_APPLIED]
     if Version(version) >= Version("1.15"):
         assert [
             (d["kind"], "/".join(filter(None, [d["metadata"].get("namespace"), d["metadata"]["name"]]))) for d in docs
@@ -594,31 +600,34 @@ def test_plan_tools_come_from_pinned_downloads_when_path_has_none(plans: dict[st
 
 
 @pytest.mark.parametrize(
-    ("name", "kind", "kubectl", "node"),
+    ("name", "kind", "kubectl", "node", "overlays"),
     [
         (
             "1.15.1",
             "v0.21.0",
             "v1.25.16",
             "kindest/node:v1.25.16@sha256:9d0a62b55d4fe1e262953be8d406689b947668626a357b5f9d0cfbddbebbc727",
+            (),
         ),
-        ("1.20.8", "v0.27.0", "v1.29.14", NODE_1_29),  # the matrix row istio-1.20-last-flag
+        ("1.20.8", "v0.27.0", "v1.29.14", NODE_1_29, ()),  # the matrix row istio-1.20-last-flag
         (
             "1.22.3",  # same minor as the row istio-1.22-localhost-mode
             "v0.27.0",
             "v1.29.14",
             NODE_1_29,
+            ("ambient.yaml",),  # ambient mode from 1.22: the ambient profile overlay
         ),
     ],
 )
 def test_plan_any_release_runs_on_the_newest_supported_kubernetes(
-    plans: dict[str, Plan], name: str, kind: str, kubectl: str, node: str
+    plans: dict[str, Plan], name: str, kind: str, kubectl: str, node: str, overlays: tuple[str, ...]
 ) -> None:
     """No --node-image: the Kubernetes, kind release and node image come from fixtures/kubernetes.yaml."""
     plan = plans[name]
     assert plan.returncode == 0, plan.stderr
     kind_bin, _, istioctl = tools(kind, kubectl, name)
-    in_order(plan.commands, [*create(kind_bin, node), install(istioctl, name)])
+    in_order(plan.commands, [*create(kind_bin, node), install(istioctl, name, *overlays)])
+    assert ("ambient.yaml" in overlays) is any("ambient.yaml" in c for c in plan.commands)
     assert plan.created == []
 
 
