@@ -167,7 +167,8 @@ def test_a_proxy_resetting_instead_of_503_on_sniffed_ports_fails_those_cells(tmp
     observed = {c["id"]: c["observed"]["outcome"] for c in doc["cells"] if c["id"] in expected}  # type: ignore[index,union-attr]
     assert set(observed.values()) == {"reset_or_eof"}, observed
     results = {p["name"]: p["result"] for p in doc["profiles"]}  # type: ignore[index,union-attr]
-    assert results == {"baseline": "success", "legacy": "failure", "passthrough": "failure"}
+    # Ambient pods have no sidecar: a wrong sidecar leaves that profile as it is.
+    assert results == {"baseline": "success", "legacy": "failure", "passthrough": "failure", "ambient": "success"}
 
 
 @pytest.mark.netns
@@ -500,6 +501,14 @@ def test_a_wrong_ztunnel_fails_the_ambient_profile(
     expected = _ambient_from_other_pods(family, reachable_only)
     assert expected
     assert failed == expected
-    assert {p["name"]: p["result"] for p in doc["profiles"]} == {"ambient": "failure"}  # type: ignore[index,union-attr]
+    # `--profile ambient`: the other profiles are listed as `not selected`, never as passed or skipped.
+    assert {p["name"]: p["result"] for p in doc["profiles"]} == {  # type: ignore[index,union-attr]
+        "baseline": "not selected",
+        "legacy": "not selected",
+        "passthrough": "not selected",
+        "ambient": "failure",
+    }
+    # No precheck looks at ambient pods: neither LocalhostPrecheck nor ImpactCoversPrecheck runs under ambient.
+    assert doc["prechecks"] == []
     assert f"ztunnel {ztunnel}" in doc["mesh"]["build"]  # type: ignore[index]
     assert "ztunnel log" in proc.stdout

@@ -123,12 +123,18 @@ def test_unfinished_profiles_of_an_interrupted_run_are_interrupted_not_skipped(t
     from conformance.report import TestRecord
 
     report = _report(tmp_path)
-    report.planned = {"baseline": 1, "legacy": 2, "passthrough": 0}
+    # The plugin plans every profile (a count of 0 is `not selected`).
+    report.planned = {"baseline": 1, "legacy": 2, "passthrough": 0, "ambient": 0}
     report.record_test(TestRecord("a", "X", "baseline", "passed"))
     report.record_test(TestRecord("b", "Y", "legacy", "passed"))
     report.interrupted = True
-    results = {p: report.profile_result(p)[0] for p in ("baseline", "legacy", "passthrough")}
-    assert results == {"baseline": "success", "legacy": "interrupted", "passthrough": "not selected"}
+    results = {p.value: report.profile_result(p.value)[0] for p in Profile}
+    assert results == {
+        "baseline": "success",
+        "legacy": "interrupted",
+        "passthrough": "not selected",
+        "ambient": "not selected",
+    }
     markdown = report.markdown()
     assert "| legacy | ⏹️ interrupted |" in markdown
     assert "The run was interrupted: legacy did not finish." in markdown
