@@ -12,6 +12,8 @@ from __future__ import annotations
 import signal
 from types import FrameType
 
+import pytest
+
 
 class Interrupted(KeyboardInterrupt):
     """The run was stopped by a signal: pytest stops as on Ctrl-C.
@@ -39,3 +41,18 @@ class Interrupts:
         if len(self.received) == 1:
             where = f", report: {self.report}" if self.report else ""
             raise Interrupted(f"{signal.Signals(signum).name}: run stopped, cleaning up{where}")
+
+
+def trim_traceback(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+    """Keep only the signal handler's own frame in an interruption's traceback.
+
+    pytest builds the whole traceback of a KeyboardInterrupt to print its last line. A signal is handled between
+    two bytecodes, and on Python 3.11 the frame it lands in may have no line number there (`tb_lineno` is None):
+    pytest's report then failed with a TypeError, an INTERNALERROR and exit code 1 instead of 2. The handler's
+    frame (the `raise` above) always has a line, and the line pytest prints names the signal, not a place.
+    """
+    if not isinstance(excinfo.value, Interrupted):
+        return
+    excinfo.traceback = excinfo.traceback[-1:]
+    # An exception being handled when the signal came is not the reason the run stopped; its frames may lack lines too.
+    excinfo.value.__suppress_context__ = True

@@ -21,7 +21,7 @@ import pytest
 
 from conformance import diagnostics
 from conformance.backends.base import BackendError, Cluster, PodRef, PrerequisiteError
-from conformance.interrupt import Interrupts
+from conformance.interrupt import Interrupts, trim_traceback
 from conformance.outputs import case_dir, check_writable_dir, clear_previous, output_dir
 from conformance.probe import Observation, Prober, judge
 from conformance.report import Report, TestRecord
@@ -688,6 +688,12 @@ class _TestRecorder:
             return
         session.report.record_test(TestRecord(report.nodeid, case_.name, prof.value, outcome, reason))
         session.report.write()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_keyboard_interrupt(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+    """Before pytest's terminal reporter renders an interruption: only the signal handler's frame is kept."""
+    trim_traceback(excinfo)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

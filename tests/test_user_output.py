@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ import pytest
 from conformance import diagnostics
 from conformance.backends.base import PodRef
 from conformance.backends.emulated.cluster import EmulatedCluster, sidecar_command_problem
-from conformance.interrupt import Interrupted, Interrupts
+from conformance.interrupt import Interrupted, Interrupts, trim_traceback
 from conformance.outputs import case_dir, check_writable_dir, clear_previous, output_dir
 from conformance.precheck import PrecheckRun
 from conformance.probe import Observation, ProbeOutcome, judge
@@ -217,3 +219,23 @@ def test_the_first_signal_interrupts_and_later_ones_let_the_cleanup_finish() -> 
     interrupts.handle(signal.SIGINT, None)
     interrupts.handle(signal.SIGTERM, None)
     assert interrupts.received == [signal.SIGINT, signal.SIGINT, signal.SIGTERM]
+
+
+def test_an_interruption_landing_where_python_has_no_line_number_is_still_one_line() -> None:
+    """CI saw exit 1, not 2: SIGTERM landed in a frame whose `tb_lineno` is None and pytest's rendering crashed."""
+    with pytest.raises(Interrupted) as raised:
+        Interrupts().handle(signal.SIGTERM, None)
+    # The frame the signal landed in, at an offset past its code: Python gives it no line number.
+    landed = types.TracebackType(raised.tb, sys._getframe(), 1 << 20, -1)
+    assert landed.tb_lineno is None
+
+    def excinfo() -> pytest.ExceptionInfo[BaseException]:
+        return pytest.ExceptionInfo[BaseException].from_exc_info((Interrupted, raised.value, landed))
+
+    with pytest.raises(TypeError):
+        excinfo().getrepr(funcargs=True)  # what pytest's terminal reporter does, untrimmed
+    trimmed = excinfo()
+    trim_traceback(trimmed)
+    crash = trimmed.getrepr(funcargs=True).reprcrash
+    assert crash is not None
+    assert "SIGTERM: run stopped, cleaning up" in crash.message
