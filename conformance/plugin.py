@@ -687,7 +687,7 @@ class _TestRecorder:
         if outcome is None:
             return
         session.report.record_test(TestRecord(report.nodeid, case_.name, prof.value, outcome, reason))
-        session.report.write()
+        session.report.write(progress=True)
 
 
 @pytest.hookimpl(tryfirst=True)

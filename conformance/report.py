@@ -16,6 +16,7 @@ import datetime
 import json
 import os
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,9 @@ INTERRUPTED = "interrupted"
 
 # One vocabulary for both files: the spec's words for how a cell fails (`reset/EOF`, `503`, `refused`).
 _OUTCOME_TEXT = {"reset_or_eof": "reset/EOF", "http_503": "503", "refused": "refused", "timeout": "timeout"}
+
+PROGRESS_INTERVAL = 1.0
+"""Seconds between two progress writes of the report (see Report.write)."""
 
 
 def outcome_text(label: str) -> str:
@@ -118,6 +122,8 @@ class Report:
         """Where a timed-out cell's sidecar log is (the backend's logs), said beside each timeout."""
         self.probe_cells: dict[str, dict[str, object]] = {}
         """Probe cells by id (see report_probes.py)."""
+        self._written_at: float | None = None
+        """When the files were last written (time.monotonic()); progress writes are spaced by PROGRESS_INTERVAL."""
 
     # --- recording -------------------------------------------------------------------------------------
 
@@ -406,14 +412,21 @@ class Report:
 
     # --- files ---------------------------------------------------------------------------------------
 
-    def write(self, final: bool = False) -> None:
+    def write(self, final: bool = False, progress: bool = False) -> None:
         """Rewrite both files atomically (a reader never sees half a report).
 
         The JSON is indented only in the final write: json's indenting encoder is pure Python, and rewriting
         an indented document of every cell after each test cost seconds per run (the C encoder is ~10x faster).
+        A `progress` write (after a test) is skipped when the files were written less than PROGRESS_INTERVAL
+        ago: a run killed outright still leaves a report at most that old, and the ~0.1 s that a report of
+        every cell takes to render is paid a few times per run instead of after each of its tests (seconds).
         """
         if self.directory is None:
             return
+        now = time.monotonic()
+        if progress and self._written_at is not None and now - self._written_at < PROGRESS_INTERVAL:
+            return
+        self._written_at = now
         self.directory.mkdir(parents=True, exist_ok=True)
         text = json.dumps(self.document(), indent=2) if final else json.dumps(self.document())
         _atomic_write(self.directory / JSON_NAME, text + "\n")

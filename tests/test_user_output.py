@@ -239,3 +239,27 @@ def test_an_interruption_landing_where_python_has_no_line_number_is_still_one_li
     crash = trimmed.getrepr(funcargs=True).reprcrash
     assert crash is not None
     assert "SIGTERM: run stopped, cleaning up" in crash.message
+
+
+def test_progress_writes_of_the_report_are_spaced_and_the_final_one_always_lands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rendering every cell after each test cost seconds per run; a killed run still has a recent report."""
+    import conformance.report as report_module
+
+    clock = [100.0]
+    monkeypatch.setattr(report_module.time, "monotonic", lambda: clock[0])
+    report = _report(tmp_path)
+    report.write(progress=True)
+    first = (tmp_path / JSON_NAME).stat().st_mtime_ns
+    report.timings["setup"] = 1.0
+    clock[0] += report_module.PROGRESS_INTERVAL / 2
+    report.write(progress=True)
+    assert "setup" not in json.loads((tmp_path / JSON_NAME).read_text())["timings_s"]
+    assert (tmp_path / JSON_NAME).stat().st_mtime_ns == first
+    clock[0] += report_module.PROGRESS_INTERVAL
+    report.write(progress=True)
+    assert json.loads((tmp_path / JSON_NAME).read_text())["timings_s"]["setup"] == 1.0
+    report.timings["teardown"] = 2.0
+    report.write(final=True)  # no matter how recent the last write
+    assert json.loads((tmp_path / JSON_NAME).read_text())["timings_s"]["teardown"] == 2.0
