@@ -5,6 +5,11 @@ SIGTERM with another. The first signal raises KeyboardInterrupt (pytest stops, t
 cluster down, the report is written with `interrupted: true`); later ones only count: raising again in the
 middle of the teardown printed a second KeyboardInterrupt traceback, killed pytest before the report was
 final and left the teardown half done.
+
+An exception raised from a signal handler surfaces wherever Python was, and some places swallow it: a weakref
+callback or a `__del__` run by the garbage collector prints "Exception ignored in ..." and goes on. CI saw a
+SIGTERM land there and the run finish with exit 0. So the signal is also remembered, and the plugin stops the
+run at the next test boundary (and reports it interrupted) when pytest never saw the exception.
 """
 
 from __future__ import annotations
@@ -39,8 +44,20 @@ class Interrupts:
         """The first signal interrupts the run; later ones wait for the cleanup the first one started."""
         self.received.append(signum)
         if len(self.received) == 1:
-            where = f", report: {self.report}" if self.report else ""
-            raise Interrupted(f"{signal.Signals(signum).name}: run stopped, cleaning up{where}")
+            raise Interrupted(self.message())
+
+    def message(self) -> str:
+        """The one line for the first signal received."""
+        where = f", report: {self.report}" if self.report else ""
+        return f"{signal.Signals(self.received[0]).name}: run stopped, cleaning up{where}"
+
+    def lost(self) -> str | None:
+        """The interruption's line if a signal came: asked where a delivered Interrupted cannot have passed.
+
+        A delivered one unwinds the test it hit and every later one, so a test boundary, or a session that
+        finished with another status than INTERRUPTED, that sees a received signal saw a swallowed exception.
+        """
+        return self.message() if self.received else None
 
 
 def trim_traceback(excinfo: pytest.ExceptionInfo[BaseException]) -> None:

@@ -12,6 +12,7 @@ import functools
 import os
 import shlex
 import time
+import warnings
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,7 +22,7 @@ import pytest
 
 from conformance import diagnostics
 from conformance.backends.base import BackendError, Cluster, PodRef, PrerequisiteError
-from conformance.interrupt import Interrupts, trim_traceback
+from conformance.interrupt import Interrupted, Interrupts, trim_traceback
 from conformance.outputs import case_dir, check_writable_dir, clear_previous, output_dir
 from conformance.probe import Observation, Prober, judge
 from conformance.report import Report, TestRecord
@@ -64,6 +65,7 @@ class Settings:
 SETTINGS = pytest.StashKey[Settings]()
 RUN = pytest.StashKey["ConformanceSession"]()
 INVOLVED = pytest.StashKey[list[PodRef]]()
+INTERRUPTS = pytest.StashKey[Interrupts]()
 CASE_OF = pytest.StashKey[tuple[ConformanceCase, Profile]]()
 AMBIENT_MESH_SETTING = Profile.LEGACY
 """The mesh-wide inbound setting while ambient cells run: LOCALHOST (legacy), present and changing nothing
@@ -238,6 +240,11 @@ def _mesh(opt: Any, backend: str, backend_options: dict[str, Any]) -> MeshCapabi
 def pytest_configure(config: pytest.Config) -> None:
     """Validate every option before anything starts; JUnit XML defaults to the family's report folder."""
     config.addinivalue_line("markers", f"{SUITE_MARKER}: a mesh inbound conformance test (the suite's own items)")
+    # Our own interruption, swallowed where Python ignores exceptions, is said in one line (see interrupt.py):
+    # not again as an "Exception ignored" warning, in a test or when pytest reports the rest at exit.
+    swallowed = r"(?s)Exception ignored in.*conformance\.interrupt\.Interrupted"
+    config.addinivalue_line("filterwarnings", f"ignore:{swallowed}:pytest.PytestUnraisableExceptionWarning")
+    warnings.filterwarnings("ignore", swallowed, pytest.PytestUnraisableExceptionWarning)
     config.stash[SETTINGS] = settings = _settings(config)
     # Before the junitxml plugin's own configure reads it: an IPv6 run never overwrites the IPv4 junit.xml.
     if settings.report_dir is not None and not getattr(config.option, "xmlpath", None) and _collects_suite(config):
@@ -328,7 +335,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             raise pytest.UsageError(str(err)) from None
     # SIGTERM (CI cancelling a job) takes the same path as Ctrl-C; a second signal does not break the cleanup.
     report = settings.report_dir / "conformance-report.md" if settings.report_dir else ""
-    Interrupts(str(report)).install()
+    config.stash[INTERRUPTS] = interrupts = Interrupts(str(report))
+    interrupts.install()
 
 
 # --- the session -------------------------------------------------------------------------------------------
@@ -696,8 +704,25 @@ def pytest_keyboard_interrupt(excinfo: pytest.ExceptionInfo[BaseException]) -> N
     trim_traceback(excinfo)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before each test: a signal whose exception was swallowed stops the run here (see interrupt.py)."""
+    interrupts = item.config.stash.get(INTERRUPTS, None)
+    lost = interrupts.lost() if interrupts is not None else None
+    if lost is not None:
+        raise Interrupted(lost)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Final report; under CI the emulated run must not skip anything."""
+    interrupts = session.config.stash.get(INTERRUPTS, None)
+    lost = interrupts.lost() if interrupts is not None else None
+    if lost is not None and exitstatus != pytest.ExitCode.INTERRUPTED:
+        # The signal's exception was swallowed during the last test: the run still ends as interrupted.
+        session.exitstatus = exitstatus = pytest.ExitCode.INTERRUPTED
+        tr = session.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None:
+            tr.write_sep("!", lost)
     run = session.config.stash.get(RUN, None)
     if run is None:
         return

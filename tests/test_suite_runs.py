@@ -474,6 +474,51 @@ def test_ctrl_c_twice_to_the_process_group_is_a_few_lines_and_an_interrupted_rep
     assert "interrupted" in results.values()
 
 
+SWALLOWING_PLUGIN = """
+import os
+import signal
+
+_fired = []
+
+
+class _Collected:
+    def __del__(self):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # the handler runs here, inside __del__, where Python ignores its exception
+                pass
+        except BaseException:
+            open("raised-in-del", "w").close()
+            raise
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    if not _fired:
+        _fired.append(nodeid)
+        _Collected()
+"""
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("no_leftovers")
+def test_a_signal_whose_exception_python_swallowed_still_stops_the_run(tmp_path: Path) -> None:
+    """CI saw SIGTERM land in a weakref callback ("Exception ignored in ...") and the run finish with exit 0."""
+    (tmp_path / "swallow_signal.py").write_text(SWALLOWING_PLUGIN)
+    cmd = suite_command(
+        "-p", "swallow_signal", "--report-dir", str(tmp_path / "reports"), "-k", "LocalhostInPod or SourceAddress"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env, check=False)
+    assert (tmp_path / "raised-in-del").exists(), proc.stdout[-3000:]  # so Python swallowed it
+    assert proc.returncode == 2, proc.stdout[-3000:]
+    assert "SIGTERM: run stopped, cleaning up" in proc.stdout
+    assert "Exception ignored" not in proc.stdout + proc.stderr  # said once, in the line above
+    doc = report(tmp_path)
+    assert doc["interrupted"] is True
+    passed = [p["statistics"]["tests_passed"] for p in doc["profiles"]]  # type: ignore[index,union-attr]
+    assert sum(passed) == 1, passed  # the signal came after the first test: no other one started
+
+
 def _ambient_from_other_pods(family: IpFamily, reachable_only: bool) -> set[str]:
     return {
         c.id

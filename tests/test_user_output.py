@@ -263,3 +263,17 @@ def test_progress_writes_of_the_report_are_spaced_and_the_final_one_always_lands
     report.timings["teardown"] = 2.0
     report.write(final=True)  # no matter how recent the last write
     assert json.loads((tmp_path / JSON_NAME).read_text())["timings_s"]["teardown"] == 2.0
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_signal_whose_exception_is_swallowed_is_not_lost() -> None:
+    """CI saw SIGTERM land in a weakref callback run by the garbage collector: "Exception ignored", exit 0."""
+    interrupts = Interrupts("reports/ipv4/conformance-report.md")
+    assert interrupts.lost() is None
+
+    class Collected:
+        def __del__(self) -> None:
+            interrupts.handle(signal.SIGTERM, None)  # raises where Python ignores exceptions
+
+    Collected()
+    assert interrupts.lost() == "SIGTERM: run stopped, cleaning up, report: reports/ipv4/conformance-report.md"
