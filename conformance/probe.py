@@ -209,10 +209,11 @@ class Prober:
         if todo and not fresh:
             profiles = {c.profile for c in todo}
             families = {c.ip_family for c in todo}
+            asked = set(todo)
             todo += [
                 c
                 for c in all_cells(profiles, families)
-                if (c, mode) not in self._cache and c not in todo and self.world.deployed(c)
+                if (c, mode) not in self._cache and c not in asked and self.world.deployed(c)
             ]
         if todo:
             for cell, observation in self._converge(todo).items():

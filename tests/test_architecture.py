@@ -31,6 +31,7 @@ def test_the_emulated_backend_never_loads_the_spec() -> None:
         REPO / "workloads" / "echo" / "echo.py",
         REPO / "conformance" / "backends" / "emulated" / "sidecar.py",
         REPO / "conformance" / "backends" / "emulated" / "ztunnel.py",
+        REPO / "conformance" / "backends" / "emulated" / "forkserver.py",
     ],
     ids=lambda p: p.name,
 )

@@ -6,6 +6,7 @@ nothing to a pod without a sidecar, and each IP family has its own literal `defa
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 
 from conformance.spec.dimensions import (
@@ -71,5 +72,10 @@ def iter_cells(
 def all_cells(
     profiles: Iterable[Profile] = tuple(Profile), families: Iterable[IpFamily] = tuple(IpFamily)
 ) -> tuple[CellKey, ...]:
-    """`iter_cells` as a tuple."""
+    """`iter_cells` as a tuple (computed once per selection: a run asks for the same cells ~200 times)."""
+    return _all_cells(tuple(profiles), tuple(families))
+
+
+@functools.cache
+def _all_cells(profiles: tuple[Profile, ...], families: tuple[IpFamily, ...]) -> tuple[CellKey, ...]:
     return tuple(iter_cells(profiles, families))

@@ -45,6 +45,7 @@ from conformance.backends.base import (
 )
 from conformance.backends.emulated import ambient_capture, capture, controlplane, injector, kube, netns
 from conformance.backends.emulated.kubelet import Kubelet
+from conformance.backends.emulated.processes import ForkServer, ForkServerError, Process
 from conformance.backends.emulated.ztunnel_config import ztunnel_config
 from conformance.echo_client import Connector, ProbeTargetLike, StreamPair, make_target, probe_batch
 from conformance.precheck import PrecheckRun, check_pod, parse_proc_net_tcp, read_proc_listeners, render_run
@@ -91,13 +92,13 @@ class EmulatedPod:
     ip: str
     veth: str
     fd: int = -1
-    app: subprocess.Popen[bytes] | None = None
-    sidecar: subprocess.Popen[bytes] | None = None
+    app: Process | None = None
+    sidecar: Process | None = None
     sidecar_config: dict[str, object] = field(default_factory=dict)
-    containers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    containers: dict[str, Process] = field(default_factory=dict)
     """The pod's other containers (each an echo program in the pod's namespace), by name."""
 
-    def processes(self) -> list[subprocess.Popen[bytes]]:
+    def processes(self) -> list[Process]:
         """Every process of the pod: sidecar, app and the other containers."""
         return [p for p in (self.sidecar, self.app, *self.containers.values()) if p is not None]
 
@@ -107,7 +108,7 @@ class EmulatedPod:
         return PodRef(self.template.namespace, self.template.app)
 
 
-def _stop(procs: Sequence[subprocess.Popen[bytes]], grace: float = 2.0) -> None:
+def _stop(procs: Sequence[Process], grace: float = 2.0) -> None:
     """SIGTERM all (SIGKILL when `grace` is 0), then wait for each (SIGKILL after `grace` seconds)."""
     for proc in procs:
         with contextlib.suppress(ProcessLookupError):
@@ -178,7 +179,8 @@ class EmulatedCluster(Cluster):
         self.sidecar_command = list(sidecar_command) if sidecar_command else None
         self._inbound_mode = inbound_mode
         self.ztunnel_command = list(ztunnel_command) if ztunnel_command else None
-        self.ztunnel: subprocess.Popen[bytes] | None = None
+        self.ztunnel: Process | None = None
+        self._forkserver: ForkServer | None = None
         self._endpoints: dict[tuple[str, str], str] = {}
         self.ready_timeout = ready_timeout
         self.tag = secrets.token_hex(3)
@@ -215,6 +217,10 @@ class EmulatedCluster(Cluster):
         self.work_dir.chmod(0o755)  # the proxy user (1337) reads its configuration here
         self._home_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         self._loop = asyncio.new_event_loop()
+        # Started first: it imports Python's asyncio while the namespaces are made (see forkserver.py).
+        self._forkserver = ForkServer(
+            [echo_program(), REFERENCE_SIDECAR], self.work_dir / "forkserver.log", netns.dies_with_harness
+        )
         try:
             self.objects = kube.read([dict(m) for m in manifests])
             self._create_node()
@@ -232,7 +238,7 @@ class EmulatedCluster(Cluster):
             self._start_kubelet()
         except kube.ManifestError as err:
             raise BackendError(str(err)) from None
-        except netns.NamespaceError as err:
+        except (netns.NamespaceError, ForkServerError) as err:
             raise BackendError(f"emulated cluster: {err}") from None
         self.timings["up"] = time.perf_counter() - start
 
@@ -248,6 +254,9 @@ class EmulatedCluster(Cluster):
         if self.ztunnel is not None:
             _stop([self.ztunnel])
             self.ztunnel = None
+        if self._forkserver is not None:
+            self._forkserver.close()
+            self._forkserver = None
         for pod in list(self.pods.values()):
             self._remove_network(pod)
         self.pods.clear()
@@ -416,12 +425,29 @@ class EmulatedCluster(Cluster):
             raise BackendError(f"{pod.ref}: the emulated cluster runs the echo program only, not {command}")
         # The image's /app/echo.py is this very file; -I -S: no site-packages, like the slim image.
         argv = [sys.executable, "-I", "-S", str(echo_program()), *pod.template.args]
-        pod.app = netns.spawn(pod.netns, argv, env=self._env(pod), log=self.work_dir / f"{pod.netns}.app.log")
+        pod.app = self._spawn(pod.netns, argv, env=self._env(pod), log=self.work_dir / f"{pod.netns}.app.log")
         for container in pod.template.containers[1:]:
             # Every container of a pod runs the echo program too (the emulation runs nothing else).
             argv = [sys.executable, "-I", "-S", str(echo_program()), *container.args]
             log = self.work_dir / f"{pod.netns}.{container.name}.log"
-            pod.containers[container.name] = netns.spawn(pod.netns, argv, env=self._env(pod), log=log)
+            pod.containers[container.name] = self._spawn(pod.netns, argv, env=self._env(pod), log=log)
+
+    def _spawn(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str],
+        log: Path,
+        credentials: netns.Credentials | None = None,
+    ) -> Process:
+        """Start a container's process in namespace `name`: forked when the fork server runs the program."""
+        if self._forkserver is not None and credentials is None and self._forkserver.serves(argv):
+            try:
+                return self._forkserver.start(argv, env, netns.ns_path(name), log)
+            except ForkServerError as err:
+                raise BackendError(f"emulated cluster: {err}") from None
+        return netns.spawn(name, argv, env=env, log=log, credentials=credentials)
 
     def _sidecar_argv(self, config_path: Path) -> list[str]:
         if self.sidecar_command:
@@ -441,7 +467,7 @@ class EmulatedCluster(Cluster):
         # from anywhere); a replaced sidecar is started as 1337, as Envoy is in a real pod.
         credentials = netns.Credentials(capture.PROXY_UID, capture.PROXY_GID) if self.sidecar_command else None
         try:
-            pod.sidecar = netns.spawn(
+            pod.sidecar = self._spawn(
                 pod.netns,
                 argv,
                 env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
@@ -486,7 +512,7 @@ class EmulatedCluster(Cluster):
         except (FileNotFoundError, PermissionError) as err:
             raise PrerequisiteError(f"--emulator-ztunnel: cannot run {argv[0]}: {err.strerror}") from None
 
-    def _listening(self, pod: EmulatedPod, proc: subprocess.Popen[bytes]) -> set[int]:
+    def _listening(self, pod: EmulatedPod, proc: Process) -> set[int]:
         """The ports the process listens on for this run's family.
 
         An IPv4 socket (/proc/net/tcp) serves only IPv4; an IPv6 one (tcp6) serves IPv6, and IPv4 too when it

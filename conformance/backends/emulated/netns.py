@@ -151,6 +151,11 @@ def _preexec(ns_fd: int, credentials: Credentials | None) -> Callable[[], None]:
     return run
 
 
+def dies_with_harness() -> None:
+    """A preexec_fn: the child is killed when the harness's main thread exits."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def spawn(
     name: str,
     argv: Sequence[str],

@@ -1,0 +1,172 @@
+"""The emulated node's fork server: it starts the echo program and the reference sidecar by fork, not exec.
+
+Why: a world of ~25 pods runs ~50 echo containers and ~10 sidecars (restarted at each mesh switch), each a
+Python program. Most of a program's start is Python importing asyncio and the rest of the standard library
+(~0.2 s of CPU each on a 2-core CI machine: ~15 s of CPU a run, the largest part of the suite's time). This
+server imports them once and compiles each program once; a container is then a fork that enters the pod's
+network namespace and runs the program's code as `__main__`, with its own argv, environment, session and
+log, like `python -I -S PROGRAM ARGS` would (the server itself runs with `-I -S`). The programs' sockets,
+capture and bytes are theirs as before: only the interpreter's start is shared. A replaced sidecar or
+ztunnel (`--emulator-sidecar`, `--emulator-ztunnel`) is always exec'd, as any program.
+
+`python -I -S forkserver.py FD PROGRAM...`: FD is a SOCK_SEQPACKET socket to the harness. Each request is a
+JSON object {"argv": [python, -I, -S, PROGRAM, args...], "env": {...}} with two file descriptors (the
+pod's network namespace and the log, or -1 for none); the answer is {"pid": N} or {"error": "..."}. When a
+child exits the server says {"exit": N, "code": C} (C as subprocess's returncode: -signal when killed).
+The server exits when the harness closes the socket; its children die with it (PR_SET_PDEATHSIG), as the
+server dies with the harness. Standalone on purpose: it imports nothing of the suite.
+"""
+
+from __future__ import annotations
+
+# Preloaded for the children: what the echo program and the sidecar import (asyncio is most of it).
+import argparse  # noqa: F401
+import asyncio  # noqa: F401
+import builtins
+import collections  # noqa: F401
+import contextlib
+import ctypes
+import dataclasses  # noqa: F401
+import ipaddress  # noqa: F401
+import itertools  # noqa: F401
+import json
+import math  # noqa: F401
+import os
+import re  # noqa: F401
+import select
+import signal
+import socket
+import struct  # noqa: F401
+import sys
+import time  # noqa: F401
+import traceback
+import types
+import typing  # noqa: F401
+import urllib.parse  # noqa: F401
+import uuid  # noqa: F401
+
+CLONE_NEWNET = 0x40000000
+PR_SET_NAME = 15
+PR_SET_PDEATHSIG = 1
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _child(request: dict[str, object], fds: list[int], code: types.CodeType, keep: list[int]) -> None:
+    """In the forked child: become the container, run the program, exit with its status. Never returns."""
+    status = 127
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for fd in keep:
+            os.close(fd)
+        os.setsid()
+        ns_fd, log_fd = fds
+        if _libc.setns(ns_fd, CLONE_NEWNET) != 0:
+            os._exit(126)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(log_fd if log_fd >= 0 else devnull, 1)
+        os.dup2(log_fd if log_fd >= 0 else devnull, 2)
+        for fd in {ns_fd, log_fd, devnull} - {-1, 0, 1, 2}:
+            os.close(fd)
+        argv = [str(a) for a in request["argv"]]  # type: ignore[attr-defined]
+        program = argv[3]
+        # `ps -o comm` names the program (the command line stays the server's: rewriting it needs privileges).
+        _libc.prctl(PR_SET_NAME, os.path.basename(program).encode()[:15], 0, 0, 0)
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != int(request["server"]):  # type: ignore[call-overload]
+            os._exit(1)  # the server died between fork and prctl
+        os.environ.clear()
+        os.environ.update({str(k): str(v) for k, v in request["env"].items()})  # type: ignore[attr-defined]
+        sys.argv = argv[3:]
+        main = types.ModuleType("__main__")
+        main.__file__ = program
+        main.__dict__["__builtins__"] = builtins
+        sys.modules["__main__"] = main
+        try:
+            exec(code, main.__dict__)  # the program, as `python -I -S PROGRAM` would run it
+            status = 0
+        except SystemExit as done:
+            if done.code is None or isinstance(done.code, int):
+                status = done.code or 0
+            else:
+                sys.stderr.write(f"{done.code}\n")
+                status = 1
+        except BaseException:  # printed as Python prints an uncaught exception
+            traceback.print_exc()
+            status = 1
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+    finally:
+        os._exit(status)
+
+
+def _reap(conn: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        conn.send(json.dumps({"exit": pid, "code": os.waitstatus_to_exitcode(status)}).encode())
+
+
+def serve(conn: socket.socket, programs: dict[str, types.CodeType]) -> None:
+    """Start a child per request until the harness closes the socket."""
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    while True:
+        ready, _, _ = select.select([conn.fileno(), wake_r], [], [])
+        if wake_r in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(wake_r, 4096)
+        _reap(conn)
+        if conn.fileno() not in ready:
+            continue
+        data, fds, _, _ = socket.recv_fds(conn, 1 << 16, 2)
+        if not data:
+            return
+        try:
+            request = json.loads(data)
+            program = str(request["argv"][3])
+            if program not in programs or len(fds) != 2:
+                answer: dict[str, object] = {"error": f"not a program this server runs: {program}"}
+            else:
+                request["server"] = os.getpid()
+                pid = os.fork()
+                if pid == 0:
+                    _child(request, fds, programs[program], [conn.fileno(), wake_r, wake_w])
+                answer = {"pid": pid}
+        except (ValueError, KeyError, IndexError, OSError) as err:
+            answer = {"error": f"{type(err).__name__}: {err}"}
+        finally:
+            for fd in fds:
+                os.close(fd)
+        conn.send(json.dumps(answer).encode())
+
+
+def main() -> int:
+    """`forkserver.py FD PROGRAM...`: compile the programs, then serve until the harness goes away."""
+    if len(sys.argv) < 3 or not sys.argv[1].isdigit():
+        sys.stderr.write("forkserver: usage: forkserver.py FD PROGRAM...\n")
+        return 2
+    _libc.prctl(PR_SET_NAME, b"mic-forkserver", 0, 0, 0)
+    programs = {}
+    for path in sys.argv[2:]:
+        with open(path, "rb") as fh:
+            programs[path] = compile(fh.read(), path, "exec", dont_inherit=True)
+    conn = socket.socket(fileno=int(sys.argv[1]))
+    conn.send(b'{"ready": true}')
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        serve(conn, programs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

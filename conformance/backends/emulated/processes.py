@@ -1,0 +1,217 @@
+"""Containers' processes: exec'd ones (subprocess.Popen) and forked ones (the fork server), behind one type.
+
+The cluster starts, polls, signals and waits for a container's process without knowing how it was started:
+the echo program and the reference sidecar are forked by the node's fork server (forkserver.py says why),
+anything else (a replaced sidecar or ztunnel) is exec'd. A forked process is the server's child, not ours:
+its exit status comes from the server, which reports each child's exit on the same socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+FORKSERVER = Path(__file__).with_name("forkserver.py")
+
+
+class Process(Protocol):
+    """What the cluster needs of a container's process (subprocess.Popen has it)."""
+
+    @property
+    def pid(self) -> int:
+        """The process id (in the harness's pid namespace)."""
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once known: the exit code, or -N for signal N; None while running."""
+
+    def poll(self) -> int | None:
+        """The exit status if it exited, else None."""
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the exit; subprocess.TimeoutExpired after `timeout` seconds."""
+
+    def send_signal(self, sig: int) -> None:
+        """Signal the process (nothing once it has exited)."""
+
+    def terminate(self) -> None:
+        """SIGTERM."""
+
+    def kill(self) -> None:
+        """SIGKILL."""
+
+
+class ForkServerError(RuntimeError):
+    """The fork server could not start a process, or is gone; the message says why."""
+
+
+class ForkServer:
+    """The harness's end of forkserver.py: start a program, learn its children's exits.
+
+    One per cluster, started from the main thread with PR_SET_PDEATHSIG (it dies with the harness, and its
+    children with it). A lock makes it safe to poll from the kubelet's thread.
+    """
+
+    def __init__(self, programs: Sequence[Path], log: Path, preexec: Callable[[], None]) -> None:
+        self.programs = {str(p) for p in programs}
+        self._conn, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with open(log, "ab") as out:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", str(FORKSERVER), str(theirs.fileno()), *self.programs],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                pass_fds=(theirs.fileno(),),
+                preexec_fn=preexec,
+            )
+        theirs.close()
+        self._log = log
+        self._lock = threading.Lock()
+        self._exits: dict[int, int] = {}
+        self._answers: list[dict[str, object]] = []
+        self._ready = False
+        self._gone = False
+
+    def serves(self, argv: Sequence[str]) -> bool:
+        """Whether `argv` is `python -I -S PROGRAM ...` for a program this server preloaded."""
+        return len(argv) >= 4 and list(argv[:3]) == [sys.executable, "-I", "-S"] and argv[3] in self.programs
+
+    def start(self, argv: Sequence[str], env: Mapping[str, str], netns: Path, log: Path | None) -> ForkedProcess:
+        """Fork `argv` inside the network namespace at `netns`, its output appended to `log`."""
+        ns_fd = os.open(netns, os.O_RDONLY)
+        log_fd = (
+            os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if log else os.open(os.devnull, os.O_WRONLY)
+        )
+        with self._lock:
+            try:
+                self._wait_ready()
+                request = json.dumps({"argv": list(argv), "env": dict(env)}).encode()
+                socket.send_fds(self._conn, [request], [ns_fd, log_fd])
+                answer = self._next_answer()
+            except OSError as err:
+                raise ForkServerError(f"fork server: {err}") from None
+            finally:
+                os.close(ns_fd)
+                os.close(log_fd)
+        if "pid" not in answer:
+            raise ForkServerError(f"fork server: {answer.get('error', answer)}")
+        return ForkedProcess(self, int(answer["pid"]), list(argv))  # type: ignore[call-overload]
+
+    def exit_status(self, pid: int, timeout: float = 0.0) -> int | None:
+        """A child's exit status, waiting up to `timeout` seconds for news of it."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            try:
+                while pid not in self._exits:
+                    left = deadline - time.monotonic()
+                    if not self._receive(max(0.0, left)) and left <= 0:
+                        break
+            except ForkServerError:
+                # The server is gone, and with it the news: a child still in /proc is running (a program that
+                # changed its uid lost PR_SET_PDEATHSIG); one that is not was killed with the server.
+                if pid not in self._exits and not _running(pid):
+                    self._exits[pid] = -signal.SIGKILL
+            return self._exits.get(pid)
+
+    def close(self) -> None:
+        """Close the socket: the server exits, and any child still running is killed with it."""
+        with self._lock:
+            self._conn.close()
+            self._gone = True
+        try:
+            self._proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 30
+        while not self._ready:
+            if not self._receive(max(0.0, deadline - time.monotonic())) and time.monotonic() > deadline:
+                raise ForkServerError("fork server: not ready after 30 s")
+
+    def _next_answer(self) -> dict[str, object]:
+        while not self._answers:
+            self._receive(None)
+        return self._answers.pop(0)
+
+    def _receive(self, timeout: float | None) -> bool:
+        """Read one message (waiting up to `timeout`; None: no limit); False if none came."""
+        if self._gone:
+            raise ForkServerError(f"fork server exited; its log: {self._log}")
+        ready, _, _ = select.select([self._conn], [], [], timeout)
+        if not ready:
+            return False
+        data = self._conn.recv(1 << 16)
+        if not data:
+            # Every child still running was killed with the server (PR_SET_PDEATHSIG).
+            self._gone = True
+            raise ForkServerError(f"fork server exited; its log: {self._log}")
+        message = json.loads(data)
+        if "exit" in message:
+            self._exits[int(message["exit"])] = int(message["code"])
+        elif "ready" in message:
+            self._ready = True
+        else:
+            self._answers.append(message)
+        return True
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+class ForkedProcess:
+    """A process the fork server started: a Process whose exit status the server reports."""
+
+    def __init__(self, server: ForkServer, pid: int, args: list[str]) -> None:
+        self.server = server
+        self.pid = pid
+        self.args = args
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        """The exit status if the server reported it."""
+        if self.returncode is None:
+            self.returncode = self.server.exit_status(self.pid)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the server's word of the exit (as Popen.wait, TimeoutExpired on timeout)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            left = 0.5 if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0.0)
+            self.returncode = self.server.exit_status(self.pid, min(left, 0.5))
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        """Signal it unless it is known to have exited (its pid may be reused by then)."""
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        """SIGTERM."""
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL."""
+        self.send_signal(signal.SIGKILL)

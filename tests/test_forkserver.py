@@ -1,0 +1,139 @@
+"""The fork server: a forked program is a container like an exec'd one (argv, env, namespace, log, exit status).
+
+The cluster forks the echo program and the reference sidecar instead of exec'ing Python for each (see
+conformance/backends/emulated/forkserver.py); these tests hold it to what `python -I -S PROGRAM` gives.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conformance.backends.emulated import netns
+from conformance.backends.emulated.processes import ForkServer, ForkServerError
+from conformance.resources import echo_program
+
+PROGRAM = """
+import json, os, sys, time
+mode = sys.argv[1]
+if mode == "report":
+    print(json.dumps({
+        "argv": sys.argv, "env": dict(os.environ), "name": __name__, "file": __file__,
+        "netns": os.readlink("/proc/self/ns/net"), "session_leader": os.getsid(0) == os.getpid(),
+        "comm": open("/proc/self/comm").read().strip(), "stdin": os.read(0, 10).decode(),
+    }))
+    sys.exit(int(sys.argv[2]))
+if mode == "raise":
+    raise RuntimeError("boom")
+if mode == "sleep":
+    time.sleep(60)
+"""
+
+pytestmark = pytest.mark.netns
+
+
+@pytest.fixture
+def program(tmp_path: Path) -> Path:
+    path = tmp_path / "program.py"
+    path.write_text(PROGRAM)
+    return path
+
+
+@pytest.fixture
+def server(tmp_path: Path, program: Path) -> Iterator[ForkServer]:
+    fork_server = ForkServer([program], tmp_path / "forkserver.log", netns.dies_with_harness)
+    yield fork_server
+    fork_server.close()
+
+
+@pytest.fixture
+def namespace() -> Iterator[str]:
+    name = f"fstest-{secrets.token_hex(3)}"
+    netns.create(name)
+    yield name
+    netns.kill_all(netns.pids_in(name), grace=0.5)
+    netns.remove(name)
+
+
+def argv(program: Path, *args: str) -> list[str]:
+    return [sys.executable, "-I", "-S", str(program), *args]
+
+
+def test_a_forked_program_gets_its_argv_env_namespace_session_and_log(
+    server: ForkServer, program: Path, namespace: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "container.log"
+    proc = server.start(argv(program, "report", "3"), {"POD_IP": "10.1.0.7"}, netns.ns_path(namespace), log)
+    assert proc.wait(10) == 3
+    seen = json.loads(log.read_text())
+    assert seen["argv"] == [str(program), "report", "3"]
+    assert seen["env"] == {"POD_IP": "10.1.0.7"}
+    assert (seen["name"], seen["file"]) == ("__main__", str(program))
+    assert seen["netns"] == f"net:[{os.stat(netns.ns_path(namespace)).st_ino}]"
+    assert seen["session_leader"] is True
+    assert seen["comm"] == "program.py"
+    assert seen["stdin"] == ""  # /dev/null, as the cluster gives exec'd containers
+
+
+def test_exit_statuses_are_those_popen_would_report(
+    server: ForkServer, program: Path, namespace: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "container.log"
+    raised = server.start(argv(program, "raise"), {}, netns.ns_path(namespace), log)
+    assert raised.wait(10) == 1
+    assert "RuntimeError: boom" in log.read_text()
+    sleeping = server.start(argv(program, "sleep"), {}, netns.ns_path(namespace), None)
+    assert sleeping.poll() is None
+    with pytest.raises(subprocess.TimeoutExpired):
+        sleeping.wait(0.1)
+    sleeping.terminate()
+    assert sleeping.wait(10) == -15
+    sleeping.kill()  # after the exit: nothing happens (its pid may belong to another process by now)
+    assert sleeping.returncode == -15
+
+
+def test_only_preloaded_programs_are_forked(server: ForkServer, program: Path, namespace: str, tmp_path: Path) -> None:
+    assert server.serves(argv(program, "x"))
+    assert not server.serves(["python3", "-I", "-S", str(program)])
+    assert not server.serves(argv(tmp_path / "other.py"))
+    with pytest.raises(ForkServerError, match="not a program this server runs"):
+        server.start(argv(tmp_path / "other.py"), {}, netns.ns_path(namespace), None)
+
+
+def test_the_servers_children_die_with_it(program: Path, namespace: str, tmp_path: Path) -> None:
+    fork_server = ForkServer([program], tmp_path / "forkserver.log", netns.dies_with_harness)
+    proc = fork_server.start(argv(program, "sleep"), {}, netns.ns_path(namespace), None)
+    fork_server.close()
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{proc.pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not Path(f"/proc/{proc.pid}").exists()
+    assert proc.poll() == -9  # the server is gone; the child is not in /proc: it was killed with it
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found - {"__future__"}
+
+
+def test_the_server_preloads_everything_the_forked_programs_import() -> None:
+    """A module it lacks would be imported by every container again: the start it exists to save."""
+    emulated = Path(netns.__file__).parent
+    preloaded = _imports(emulated / "forkserver.py")
+    for program in (echo_program(), emulated / "sidecar.py"):
+        missing = {m for m in _imports(program) if m not in preloaded and m.split(".")[0] not in preloaded}
+        assert not missing, (program.name, missing)
