@@ -356,7 +356,11 @@ def make_cluster(settings: Settings) -> Cluster:
         )
     from conformance.backends.kind.backend import make_kube_cluster
 
-    options = {**settings.backend_options, "artifacts_dir": settings.artifacts_dir}
+    options = {
+        **settings.backend_options,
+        "artifacts_dir": settings.artifacts_dir,
+        "profiles": [p.value for p in settings.profiles],
+    }
     return make_kube_cluster(settings.backend, settings.family.value, options, settings.timeouts)
 
 

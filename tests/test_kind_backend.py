@@ -584,6 +584,47 @@ def test_kubeconfig_backend_needs_an_echo_image(fakes: Fakes, user_kubeconfig: P
     ]
 
 
+def _ambient_kubeconfig_cluster(fakes: Fakes, user_kubeconfig: Path, **options: Any) -> KubeCluster:
+    return fakes.cluster(
+        "1.31.1", backend="kubeconfig", kubeconfig=str(user_kubeconfig), echo_image="registry.example/echo:1", **options
+    )
+
+
+def test_kubeconfig_backend_needs_ztunnel_for_the_ambient_profile(fakes: Fakes, user_kubeconfig: Path) -> None:
+    """The installed Istio is used as it is: without ztunnel every ambient cell would fail, for no reason given."""
+    fakes.seed(istio={"hub": "docker.io/istio", "tag": "1.31.1", "overlays": []})
+    world = World.for_mesh(IpFamily.IPV4, istio_capabilities("1.31.1")).manifests()
+    with pytest.raises(BackendError) as raised:
+        _ambient_kubeconfig_cluster(fakes, user_kubeconfig).up(world)
+    assert str(raised.value) == (
+        "the Istio in istio-system has no ztunnel DaemonSet, so the ambient profile cannot run: install Istio with "
+        "the ambient profile, or leave it out (--profile baseline,legacy,passthrough)"
+    )
+    assert fakes.commands(user_kubeconfig)[-1] == "kubectl -n istio-system get daemonset ztunnel -o name"
+    fakes.clear()
+    # Without the ambient profile, nothing needs ztunnel.
+    _ambient_kubeconfig_cluster(fakes, user_kubeconfig, profiles=["baseline", "legacy", "passthrough"]).up(world)
+    assert "kubectl -n istio-system get daemonset ztunnel -o name" not in fakes.commands(user_kubeconfig)
+    fakes.clear()
+    fakes.seed(istio={"hub": "docker.io/istio", "tag": "1.31.1", "overlays": ["ambient.yaml"]})
+    _ambient_kubeconfig_cluster(fakes, user_kubeconfig).up(world)
+    assert fakes.commands(user_kubeconfig)[2] == "kubectl -n istio-system get daemonset ztunnel -o name"
+
+
+def test_diagnostics_of_enrolled_pods_include_ztunnel_and_istio_cni_logs(fakes: Fakes) -> None:
+    cluster = fakes.cluster("1.31.1")
+    cluster.up(World.for_mesh(IpFamily.IPV4, istio_capabilities("1.31.1")).manifests())
+    fakes.clear()
+    out = cluster.diagnostics([PodRef("mic-ambient", "echo-none")])
+    assert out["istio-system ztunnel log"] == "ztunnel: info  started"
+    assert out["istio-system istio-cni-node log"] == "istio-cni-node: info  started"
+    assert "kubectl -n istio-system logs ds/ztunnel --all-containers --tail=200" in fakes.commands()
+    assert "echo-none.mic-ambient log istio-proxy" not in out  # enrolled pods have no sidecar
+    fakes.clear()
+    out = cluster.diagnostics([PodRef("mic-mesh", "echo-none")])
+    assert "istio-system ztunnel log" not in out  # a sidecar pod's traffic never meets ztunnel
+
+
 # --- families, readiness, injection, failures -----------------------------------------------------------------------
 
 

@@ -407,6 +407,15 @@ def test_plan_1_31_switches_with_the_mesh_config(plans: dict[str, Plan]) -> None
     )
     assert precheck_commands(plan) == []
     assert not [c for c in plan.commands if "legacy-pilot-env" in c]
+    # The enrolled client probes too: its requests are the ones that go through ztunnel.
+    in_order(
+        plan.commands,
+        [
+            f"{kubectl} -n mic-mesh exec client-plan -c echo -- python3 /app/echo.py probe --batch ",
+            f"{kubectl} -n mic-ambient exec client-plan -c echo -- python3 /app/echo.py probe --batch ",
+        ],
+    )
+    assert not [c for c in plans["1.21.6"].commands if "mic-ambient" in c]  # no ambient before 1.22
 
 
 def test_plan_ipv6_uses_the_ipv6_kind_config_and_ipv6_manifests(plans: dict[str, Plan]) -> None:

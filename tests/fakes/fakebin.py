@@ -731,7 +731,7 @@ _KUBECTL_VALUE_FLAGS = {
     "--raw",
     "--wait",
 }
-_KUBECTL_BOOLEAN_FLAGS = {"-i", "--stdin"}
+_KUBECTL_BOOLEAN_FLAGS = {"-i", "--stdin", "--all-containers"}
 _RESOURCE_NAMES = {"Namespace": "namespace", "Deployment": "deployment.apps", "Service": "service"}
 
 
@@ -780,6 +780,18 @@ def kubectl(argv: list[str], state: dict[str, Any], stdin: str | None) -> str:
         return _raw(state, str(args.get("--raw")))
     if words[:1] == ["exec"] and len(words) == 2:
         return _exec(state, namespace, words[1], args.get("-c", "--container"), args.after, stdin)
+    if words[:1] == ["logs"] and len(words) == 2 and words[1].startswith("ds/"):
+        name = words[1].removeprefix("ds/")
+        istio = state["istio"]
+        ambient = namespace == "istio-system" and istio and "ambient.yaml" in istio.get("overlays", [])
+        if ambient and name in ("istio-cni-node", "ztunnel"):
+            return f"{name}: info  started\n"
+        raise Failure(f'error: error from server (NotFound): daemonsets.apps "{name}" not found')
+    if words == ["get", "daemonset", "ztunnel"] and namespace == "istio-system":
+        istio = state["istio"]
+        if istio and "ambient.yaml" in istio.get("overlays", []):
+            return "daemonset.apps/ztunnel\n"
+        raise Failure('Error from server (NotFound): daemonsets.apps "ztunnel" not found')
     if words[:1] == ["logs"] and len(words) == 2:
         pod = find_pod(state, namespace, words[1])
         container = args.get("-c", "--container")

@@ -105,6 +105,8 @@ class KubeCluster(Cluster):
         self.service_ips: dict[tuple[str, str], str] = {}
         self.namespaces: list[str] = []
         self.injected_namespaces: list[str] = []
+        self.enrolled_namespaces: list[str] = []
+        """Namespaces enrolled in ambient (their pods' traffic goes through ztunnel)."""
         self.deployments: list[PodRef] = []
         self.probe_pods: set[PodRef] = set()
         """Pods whose probed containers may never be Ready by design: waited for on their main containers."""
@@ -274,6 +276,24 @@ class KubeCluster(Cluster):
                 f"no Istio in {ISTIO_NAMESPACE}: pass --allow-mesh-install to let the suite install "
                 f"Istio {self.istio_version}"
             )
+        wanted = self.options.get("profiles") or ("ambient",)
+        if (
+            self.preexisting_mesh
+            and self.ambient
+            and "ambient" in wanted
+            and not self.options.get("allow_mesh_install")
+        ):
+            # The installed Istio is used as it is: the ambient profile needs its ztunnel, or every cell would fail.
+            ztunnel = self._run(
+                self._kubectl("-n", ISTIO_NAMESPACE, "get", "daemonset", "ztunnel", "-o", "name"),
+                "look for ztunnel (the ambient profile)",
+                check=False,
+            )
+            if ztunnel.returncode != 0 and not self.planning:
+                raise BackendError(
+                    f"the Istio in {ISTIO_NAMESPACE} has no ztunnel DaemonSet, so the ambient profile cannot run: "
+                    "install Istio with the ambient profile, or leave it out (--profile baseline,legacy,passthrough)"
+                )
 
     def _images(self) -> None:
         if not self.echo_image:
@@ -429,6 +449,7 @@ class KubeCluster(Cluster):
                 if meta.get("labels", {}).get("istio-injection") == "enabled":
                     self.injected_namespaces.append(str(meta["name"]))
                 if meta.get("labels", {}).get(DATAPLANE_MODE_LABEL) == "ambient":
+                    self.enrolled_namespaces.append(str(meta["name"]))
                     self.runner.note(f"ambient: namespace {meta['name']} enrolled by {DATAPLANE_MODE_LABEL}=ambient")
         self.runner.note("workloads: the world's manifests (the same the emulated backend reads)")
         text = yaml.safe_dump_all(rendered, sort_keys=False)
@@ -731,6 +752,13 @@ class KubeCluster(Cluster):
                     capture(
                         f"{ref} proxy-config {kind}", self._istioctl("proxy-config", kind, f"{pod}.{ref.namespace}")
                     )
+        if self.ambient and any(p.namespace in self.enrolled_namespaces for p in pods):
+            # Enrolled pods' traffic goes through the node's ztunnel, set up by istio-cni: their logs say why.
+            for daemonset in ("ztunnel", "istio-cni-node"):
+                capture(
+                    f"{ISTIO_NAMESPACE} {daemonset} log",
+                    self._kubectl("-n", ISTIO_NAMESPACE, "logs", f"ds/{daemonset}", "--all-containers", "--tail=200"),
+                )
         if self.backend == "kind":
             logs = (self.artifacts_dir or self.work_dir) / "kind-logs"
             capture("kind export logs", [self.tools.kind, "export", "logs", str(logs), "--name", self.cluster_name])

@@ -67,13 +67,14 @@ def plan_text(settings: Any) -> str:
     """The plan for a run with these settings (a `conformance.plugin.Settings`)."""
     world = World.for_mesh(settings.family, settings.mesh)
     runner = PlanRunner(responder=_StandIns(world, settings.family.value == "ipv6"))
-    cluster = KubeCluster(
-        settings.backend, settings.family.value, settings.backend_options, settings.timeouts, runner=runner
-    )
+    options = {**settings.backend_options, "profiles": [p.value for p in settings.profiles]}
+    cluster = KubeCluster(settings.backend, settings.family.value, options, settings.timeouts, runner=runner)
     cluster.up(world.manifests())
     order = [Profile.BASELINE, settings.mesh.default_profile] + [p for p in Profile]
     runner.note("probes: per convergence round, one exec per client pod (and per server for in-pod paths)")
     sources = [world.clients[Client.PLAIN], world.clients[Client.MESHED]]
+    if Client.AMBIENT in world.clients and Profile.AMBIENT in settings.profiles:
+        sources.append(world.clients[Client.AMBIENT])  # the enrolled client: its probes go through ztunnel
     server = world.mesh_server(world.mesh_endpoints[0])
     cluster.probe(
         [ProbeRequest(s, "http", cluster.pod_ip(server), 8083, f"plan-{s.app}-{s.namespace}") for s in sources],
@@ -96,7 +97,8 @@ def plan_text(settings: Any) -> str:
         for mode in (Profile.LEGACY, Profile.PASSTHROUGH):
             cluster.set_inbound_mode(mode.value)
     runner.note(
-        "teardown (diagnostics on failure: kubectl describe/logs/events, istioctl proxy-config, kind export logs)"
+        "teardown (diagnostics on failure: kubectl describe/logs/events, istioctl proxy-config, ztunnel and "
+        "istio-cni logs for enrolled pods, kind export logs)"
     )
     cluster.down()
     header = (
