@@ -109,6 +109,13 @@ def test_only_preloaded_programs_are_forked(server: ForkServer, program: Path, n
         server.start(argv(tmp_path / "other.py"), {}, netns.ns_path(namespace), None)
 
 
+def test_the_server_leaves_a_terminals_ctrl_c_to_the_harness(server: ForkServer) -> None:
+    """In the harness's process group it would die of the terminal's SIGINT (and tox's second one), and every
+    container with it, before the harness's cleanup could stop them in order."""
+    assert os.getsid(server.pid) == server.pid
+    assert os.getpgid(server.pid) != os.getpgid(0)
+
+
 def test_the_servers_children_die_with_it(program: Path, namespace: str, tmp_path: Path) -> None:
     fork_server = ForkServer([program], tmp_path / "forkserver.log", netns.dies_with_harness)
     proc = fork_server.start(argv(program, "sleep"), {}, netns.ns_path(namespace), None)

@@ -74,6 +74,9 @@ class ForkServer:
                 stderr=subprocess.STDOUT,
                 pass_fds=(theirs.fileno(),),
                 preexec_fn=preexec,
+                # Its own session, as exec'd containers have: a terminal's Ctrl-C (and tox's second SIGINT to the
+                # process group) is the harness's to handle; the server would die of it, and its children with it.
+                start_new_session=True,
             )
         theirs.close()
         self._log = log
@@ -82,6 +85,11 @@ class ForkServer:
         self._answers: list[dict[str, object]] = []
         self._ready = False
         self._gone = False
+
+    @property
+    def pid(self) -> int:
+        """The server's own process id."""
+        return self._proc.pid
 
     def serves(self, argv: Sequence[str]) -> bool:
         """Whether `argv` is `python -I -S PROGRAM ...` for a program this server preloaded."""
