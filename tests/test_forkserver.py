@@ -144,3 +144,15 @@ def test_the_server_preloads_everything_the_forked_programs_import() -> None:
     for program in (echo_program(), emulated / "sidecar.py"):
         missing = {m for m in _imports(program) if m not in preloaded and m.split(".")[0] not in preloaded}
         assert not missing, (program.name, missing)
+
+
+def test_a_server_that_died_says_why_in_one_line(program: Path, namespace: str, tmp_path: Path) -> None:
+    fork_server = ForkServer([program], tmp_path / "forkserver.log", netns.dies_with_harness)
+    running = fork_server.start(argv(program, "sleep"), {}, netns.ns_path(namespace), None)
+    (tmp_path / "forkserver.log").write_text("Traceback (most recent call last):\nMemoryError: out of memory\n")
+    os.kill(fork_server.pid, 9)
+    with pytest.raises(ForkServerError) as raised:
+        fork_server.start(argv(program, "sleep"), {}, netns.ns_path(namespace), None)
+    assert str(raised.value).startswith("the fork server exited (MemoryError: out of memory); its log: ")
+    assert running.wait(5) == -9  # killed with the server (PR_SET_PDEATHSIG)
+    fork_server.close()

@@ -108,7 +108,12 @@ class ForkServer:
                 socket.send_fds(self._conn, [request], [ns_fd, log_fd])
                 answer = self._next_answer()
             except OSError as err:
-                raise ForkServerError(f"fork server: {err}") from None
+                try:
+                    self._proc.wait(1)  # a reset socket: the server is exiting, or gone
+                except subprocess.TimeoutExpired:
+                    raise ForkServerError(f"fork server: {err}") from None
+                self._gone = True
+                raise ForkServerError(self._exited()) from None
             finally:
                 os.close(ns_fd)
                 os.close(log_fd)
@@ -154,18 +159,29 @@ class ForkServer:
             self._receive(None)
         return self._answers.pop(0)
 
+    def _exited(self) -> str:
+        """Why the server is gone, in one line: its log's last line (the log goes with the run's work folder)."""
+        try:
+            lines = self._log.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            lines = []
+        return f"the fork server exited ({lines[-1].strip() if lines else 'no output'}); its log: {self._log}"
+
     def _receive(self, timeout: float | None) -> bool:
         """Read one message (waiting up to `timeout`; None: no limit); False if none came."""
         if self._gone:
-            raise ForkServerError(f"fork server exited; its log: {self._log}")
+            raise ForkServerError(self._exited())
         ready, _, _ = select.select([self._conn], [], [], timeout)
         if not ready:
             return False
-        data = self._conn.recv(1 << 16)
+        try:
+            data = self._conn.recv(1 << 16)
+        except ConnectionError:
+            data = b""
         if not data:
             # Every child still running was killed with the server (PR_SET_PDEATHSIG).
             self._gone = True
-            raise ForkServerError(f"fork server exited; its log: {self._log}")
+            raise ForkServerError(self._exited())
         message = json.loads(data)
         if "exit" in message:
             self._exits[int(message["exit"])] = int(message["code"])
