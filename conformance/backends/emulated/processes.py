@@ -199,6 +199,8 @@ class ForkServer:
         elif "ready" in message:
             self._ready = True
         elif "pid" in message:
+            # A pid is reused only after its earlier owner was reaped, whose exit came before on this socket.
+            self._exits.pop(int(message["pid"]), None)
             self._pending.popleft().started(int(message["pid"]))
         else:
             self._pending.popleft().failed(f"fork server: {message.get('error', message)}", 127)
