@@ -36,7 +36,10 @@ def mic_namespaces() -> set[str]:
 
 
 def harness_processes() -> set[int]:
-    """Processes running the echo program, a sidecar or a ztunnel (by command line)."""
+    """Processes running the echo program, a sidecar or a ztunnel (by command line).
+
+    Forked containers keep the fork server's command line, which names both programs it runs: they match too.
+    """
     found = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
