@@ -172,7 +172,8 @@ def _settings(config: pytest.Config) -> Settings:
         mesh=mesh,
         emulator_sidecar=sidecar,
         in_ci=os.environ.get("CI", "").lower() in ("1", "true", "yes"),
-        backend_options=backend_options,
+        # The kind/kubeconfig backend checks what the selected profiles need (ztunnel for ambient).
+        backend_options={**backend_options, "profiles": [p.value for p in profiles]},
         emulator_ztunnel=ztunnel,
     )
 
@@ -356,11 +357,7 @@ def make_cluster(settings: Settings) -> Cluster:
         )
     from conformance.backends.kind.backend import make_kube_cluster
 
-    options = {
-        **settings.backend_options,
-        "artifacts_dir": settings.artifacts_dir,
-        "profiles": [p.value for p in settings.profiles],
-    }
+    options = {**settings.backend_options, "artifacts_dir": settings.artifacts_dir}
     return make_kube_cluster(settings.backend, settings.family.value, options, settings.timeouts)
 
 
@@ -708,19 +705,22 @@ def pytest_keyboard_interrupt(excinfo: pytest.ExceptionInfo[BaseException]) -> N
     trim_traceback(excinfo)
 
 
+def _lost_interruption(config: pytest.Config) -> str | None:
+    interrupts = config.stash.get(INTERRUPTS, None)
+    return interrupts.lost() if interrupts is not None else None
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Before each test: a signal whose exception was swallowed stops the run here (see interrupt.py)."""
-    interrupts = item.config.stash.get(INTERRUPTS, None)
-    lost = interrupts.lost() if interrupts is not None else None
+    lost = _lost_interruption(item.config)
     if lost is not None:
         raise Interrupted(lost)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Final report; under CI the emulated run must not skip anything."""
-    interrupts = session.config.stash.get(INTERRUPTS, None)
-    lost = interrupts.lost() if interrupts is not None else None
+    lost = _lost_interruption(session.config)
     if lost is not None and exitstatus != pytest.ExitCode.INTERRUPTED:
         # The signal's exception was swallowed during the last test: the run still ends as interrupted.
         session.exitstatus = exitstatus = pytest.ExitCode.INTERRUPTED

@@ -137,10 +137,15 @@ class Credentials:
     gid: int
 
 
+def dies_with_harness() -> None:
+    """A preexec_fn: the child is killed when the harness's main thread exits."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def _preexec(ns_fd: int, credentials: Credentials | None) -> Callable[[], None]:
     def run() -> None:
         # In the child, between fork and exec: die with the harness, enter the pod, drop to the proxy user.
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        dies_with_harness()
         if _libc.setns(ns_fd, CLONE_NEWNET) != 0:
             os._exit(126)
         if credentials is not None:
@@ -149,11 +154,6 @@ def _preexec(ns_fd: int, credentials: Credentials | None) -> Callable[[], None]:
             os.setuid(credentials.uid)
 
     return run
-
-
-def dies_with_harness() -> None:
-    """A preexec_fn: the child is killed when the harness's main thread exits."""
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def spawn(

@@ -67,8 +67,9 @@ def plan_text(settings: Any) -> str:
     """The plan for a run with these settings (a `conformance.plugin.Settings`)."""
     world = World.for_mesh(settings.family, settings.mesh)
     runner = PlanRunner(responder=_StandIns(world, settings.family.value == "ipv6"))
-    options = {**settings.backend_options, "profiles": [p.value for p in settings.profiles]}
-    cluster = KubeCluster(settings.backend, settings.family.value, options, settings.timeouts, runner=runner)
+    cluster = KubeCluster(
+        settings.backend, settings.family.value, settings.backend_options, settings.timeouts, runner=runner
+    )
     cluster.up(world.manifests())
     order = [Profile.BASELINE, settings.mesh.default_profile] + [p for p in Profile]
     runner.note("probes: per convergence round, one exec per client pod (and per server for in-pod paths)")
