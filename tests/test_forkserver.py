@@ -166,3 +166,26 @@ def test_a_server_that_died_says_why_in_one_line(program: Path, namespace: str, 
     assert message.startswith("the fork server exited (MemoryError: out of memory); its log: ")
     assert running.wait(5) == -9  # killed with the server (PR_SET_PDEATHSIG)
     fork_server.close()
+
+
+def test_a_process_spawned_as_another_user_still_dies_with_the_harness(namespace: str, tmp_path: Path) -> None:
+    """Linux clears PR_SET_PDEATHSIG when a process changes its uid: set before dropping to 1337, it was lost,
+    and a replaced sidecar outlived a killed harness."""
+    harness = (
+        "import sys, time\n"
+        "from conformance.backends.emulated import netns\n"
+        f"proc = netns.spawn({namespace!r}, ['sleep', '60'], credentials=netns.Credentials(1337, 1337))\n"
+        "print(proc.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(netns.__file__).parents[3])}
+    parent = subprocess.Popen([sys.executable, "-c", harness], stdout=subprocess.PIPE, text=True, env=env)
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    assert Path(f"/proc/{child}/status").read_text().count("\t1337\t") >= 2  # runs as 1337
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not Path(f"/proc/{child}").exists()

@@ -16,9 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, harness_processes, left_behind, mic_namespaces, suite_command
+from conftest import REPO, left_behind, mic_namespaces, suite_command
 
 import conformance
+from conformance.backends.emulated import netns
 from conformance.backends.emulated.cluster import EmulatedCluster
 from conformance.spec import CellKey, DefaultEndpoint, Failure, Profile, all_cells, expect
 from conformance.spec.dimensions import OVERRIDES_BY_FAMILY, IpFamily
@@ -242,10 +243,13 @@ def test_leftovers_of_a_killed_run_are_reaped_by_the_next_one(tmp_path: Path) ->
     # Only the killed run's (its lock died with it): other runs on the machine may be starting meanwhile.
     left = left_behind(mic_namespaces() - before)
     assert left, "a SIGKILLed run cannot clean up; its namespaces remain until the next run"
-    # Its containers died with it (PR_SET_PDEATHSIG); only the namespaces remain.
+    # Its containers died with it (PR_SET_PDEATHSIG), the sidecars too (they drop to uid 1337, which clears
+    # the death signal unless it is set again); only the namespaces remain.
     deadline = time.monotonic() + 5
-    while harness_processes() and time.monotonic() < deadline:
+    while any(netns.pids_in(name) for name in left) and time.monotonic() < deadline:
         time.sleep(0.05)
+    survivors = {name: netns.pids_in(name) for name in left if netns.pids_in(name)}
+    assert not survivors, f"processes of the killed run outlived it: {survivors}"
     tags = {name.split("-")[1] for name in left}
     work_dirs = [p for tag in tags for p in Path(tempfile.gettempdir()).glob(f"mic-{tag}-*")]
     assert work_dirs, "a SIGKILLed run leaves its work folder (sidecar configs, logs) behind"

@@ -143,15 +143,20 @@ def dies_with_harness() -> None:
 
 
 def _preexec(ns_fd: int, credentials: Credentials | None) -> Callable[[], None]:
+    harness = os.getpid()
+
     def run() -> None:
-        # In the child, between fork and exec: die with the harness, enter the pod, drop to the proxy user.
-        dies_with_harness()
+        # In the child, between fork and exec: enter the pod, drop to the proxy user, die with the harness.
+        # The death signal is set last: Linux clears it when the process changes its uid or gid.
         if _libc.setns(ns_fd, CLONE_NEWNET) != 0:
             os._exit(126)
         if credentials is not None:
             os.setgroups([])
             os.setgid(credentials.gid)
             os.setuid(credentials.uid)
+        dies_with_harness()
+        if os.getppid() != harness:
+            os._exit(1)  # the harness died before the death signal was set
 
     return run
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import ipaddress
 import json
 import os
@@ -38,6 +39,9 @@ import sys
 import time
 from dataclasses import dataclass
 from typing import Any
+
+PR_SET_PDEATHSIG = 1
+PR_GET_PDEATHSIG = 2
 
 CONFIG_FORMAT = "mesh-inbound-conformance/sidecar-config"
 CONFIG_VERSION = 1
@@ -451,9 +455,16 @@ def _drop_privileges(uid: int, gid: int) -> None:
     # The capture rules single out the proxy by uid/gid 1337 (ISTIO_OUTPUT --uid-owner): every upstream
     # connection must come from that uid, or it would be captured again.
     if os.getuid() == 0:
+        libc = ctypes.CDLL(None, use_errno=True)
+        death = ctypes.c_int(0)
+        libc.prctl(PR_GET_PDEATHSIG, ctypes.byref(death), 0, 0, 0)
         os.setgroups([])
         os.setgid(gid)
         os.setuid(uid)
+        # Linux clears the parent-death signal on a uid change: keep the one we were started with (the
+        # harness's, so that a killed harness leaves no sidecar behind).
+        if death.value:
+            libc.prctl(PR_SET_PDEATHSIG, death.value, 0, 0, 0)
 
 
 async def serve(config: Config) -> None:
