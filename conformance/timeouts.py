@@ -28,7 +28,7 @@ class TimeoutConfig:
     cluster_create: float = 600.0
     """kind create cluster (node image pull included)."""
     command: float = 120.0
-    """Any single kind/kubectl/istioctl/docker command not covered above."""
+    """Any single kind/istioctl/docker command or Kubernetes API request not covered above."""
 
 
 MAXIMUMS = TimeoutConfig(

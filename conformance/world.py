@@ -1,7 +1,7 @@
 """The test world: the namespaces, echo workloads, Services and Sidecar resources every backend deploys.
 
-One typed description, rendered to plain Kubernetes manifests. kind applies those manifests with kubectl;
-the emulated backend reads the very same manifests (Deployments, Services, Sidecars, the injection label,
+One typed description, rendered to plain Kubernetes manifests. The kind backend applies those manifests through
+the API; the emulated backend reads the very same manifests (Deployments, Services, Sidecars, the injection label,
 the capture-exclusion annotation) the way kubelet and istiod would. So both backends run the same
 workloads with the same arguments and environment.
 

@@ -1,10 +1,13 @@
-"""The kind and kubeconfig backends against fake kind, kubectl, istioctl and docker (no cluster, no network).
+"""The kind and kubeconfig backends against fake kind, istioctl and docker and a fake API server (no cluster).
 
-`tests/fakes/fakebin.py` answers like the real tools and logs every invocation; each test drives `KubeCluster`
-through up / set_inbound_mode / precheck / probe / request_record / diagnostics / down and compares the commands
-that ran with the sequence written out below, one matrix row (fixtures/versions.yaml) at a time. Command lines are
-shown with the repository as `<repo>` and the run's work directory as `<work>`; every kubectl and istioctl
-command must carry `--kubeconfig <the run's kubeconfig>`, which is checked, then left out of the comparison.
+`tests/fakes/fakebin.py` answers like the real tools and logs every invocation; `tests/fakes/kind_api.py` serves
+the same cluster model over HTTP (and the exec websocket) to the official `kubernetes` client. Each test drives
+`KubeCluster` through up / set_inbound_mode / precheck / probe / request_record / diagnostics / down and
+compares the steps of the run's transcript with the sequence written out below, one matrix row
+(fixtures/versions.yaml) at a time: commands as they ran, API calls as the kubectl command that repeats them by
+hand (the backend runs no kubectl). Lines are shown with the repository as `<repo>` and the run's work directory
+as `<work>`; every istioctl command and kubectl equivalent must carry `--kubeconfig <the run's kubeconfig>`,
+which is checked, then left out of the comparison. Every command in the transcript must be one the fakes ran.
 
 The istioctl precheck outputs in tests/data/istioctl/ (formats from istioctl's source, see its README) are both
 replayed by the fake istioctl and parsed directly at the end of this module.
@@ -23,14 +26,16 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from fakes.host import DOCKER_DOWN, fake_host
+from fakes.kind_api import FakeKindApi
 
 from conformance.backends.base import BackendError, PodRef, ProbeRequest
 from conformance.backends.kind import tools as toolbox
 from conformance.backends.kind.backend import KubeCluster, NotReady, Tools
-from conformance.backends.kind.runner import CommandError, Runner
+from conformance.backends.kind.runner import CommandError, Runner, Step
 from conformance.precheck import Finding, parse_istioctl
 from conformance.resources import resource
 from conformance.spec.capabilities import istio_capabilities
@@ -80,6 +85,8 @@ RESTARTED_MESH_POD = {
 CREATE_V4 = "<repo>/fixtures/kind/ipv4.yaml --kubeconfig <work>/kubeconfig --wait 600s"
 CREATE_V6 = "<repo>/fixtures/kind/ipv6.yaml --kubeconfig <work>/kubeconfig --wait 600s"
 WAIT_ISTIOD = "kubectl -n istio-system rollout status deploy/istiod --timeout=120s"
+# Server-side apply through the API, shown as the kubectl command that does the same.
+APPLY = "kubectl apply --server-side --field-manager=mesh-inbound-conformance -f -"
 WAIT_AMBIENT = [
     "kubectl -n istio-system rollout status ds/istio-cni-node --timeout=120s",
     "kubectl -n istio-system rollout status ds/ztunnel --timeout=120s",
@@ -105,9 +112,9 @@ ROLLOUT_BASELINE_AND_MESH = [
     "kubectl -n mic-mesh rollout status deploy/client --timeout=120s",
 ]
 READ_BASELINE_AND_MESH = [
-    "kubectl -n mic-baseline get pods -o json",
+    "kubectl -n mic-baseline get pods -o json --watch",
     "kubectl -n mic-baseline get services -o json",
-    "kubectl -n mic-mesh get pods -o json",
+    "kubectl -n mic-mesh get pods -o json --watch",
     "kubectl -n mic-mesh get services -o json",
 ]
 WAIT_WORKLOADS = [*ROLLOUT_BASELINE_AND_MESH, *READ_BASELINE_AND_MESH]
@@ -117,7 +124,7 @@ WAIT_WORKLOADS_AMBIENT = [
     *[f"kubectl -n mic-ambient rollout status deploy/{app} --timeout=120s" for app in MESH_SERVERS],
     "kubectl -n mic-ambient rollout status deploy/client --timeout=120s",
     *READ_BASELINE_AND_MESH,
-    "kubectl -n mic-ambient get pods -o json",
+    "kubectl -n mic-ambient get pods -o json --watch",
     "kubectl -n mic-ambient get services -o json",
 ]
 # After a re-install: istioctl has rolled istiod itself when its env changed (the backend only waits for it), then
@@ -125,7 +132,7 @@ WAIT_WORKLOADS_AMBIENT = [
 RESTART_MESH = [WAIT_ISTIOD, "kubectl -n mic-mesh rollout restart deploy", *WAIT_WORKLOADS]
 CONFIG_DUMP = "pilot-agent request GET config_dump?resource=dynamic_active_clusters&mask=cluster.name"
 # Before a precheck: no pod of the run's namespaces may still be Terminating (istioctl 1.10 would check it too).
-NO_TERMINATING = ["kubectl -n mic-baseline get pods -o json", "kubectl -n mic-mesh get pods -o json"]
+NO_TERMINATING = ["kubectl -n mic-baseline get pods -o json --watch", "kubectl -n mic-mesh get pods -o json --watch"]
 CROSS_CHECK = [
     "kubectl -n mic-mesh exec echo-none-5d9c8b7f6-7ml2z -c istio-proxy -- ss -ltnH",
     f"kubectl -n mic-mesh exec echo-none-5d9c8b7f6-7ml2z -c istio-proxy -- {CONFIG_DUMP}",
@@ -180,9 +187,9 @@ def release_install(version: str, *overlays: str) -> str:
 
 
 class Fakes:
-    """Wrappers named kind, kubectl, istioctl, istioctl-1.10.6 and docker in `root/bin`, a log and a state file."""
+    """Wrappers named kind, istioctl, istioctl-1.10.6 and docker in `root/bin`, a log, a state file, an API server."""
 
-    WRAPPERS = ("kind", "kubectl", "istioctl", "istioctl-1.10.6", "docker")
+    WRAPPERS = ("kind", "istioctl", "istioctl-1.10.6", "docker")
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -209,11 +216,12 @@ class Fakes:
             "FAKE_LOG": str(self.log_file),
             "FAKE_STATE": str(self.state_file),
         }
+        # Sets FAKE_API_URL in env: fake kind writes kubeconfigs that point at it.
+        self.api = FakeKindApi(self.state_file, self.env).start()
+        self.runners: list[Runner] = []
 
     def tools(self, precheck: str = "istioctl") -> Tools:
-        return Tools(
-            str(self.bin / "kind"), str(self.bin / "kubectl"), str(self.bin / "istioctl"), str(self.bin / precheck)
-        )
+        return Tools(str(self.bin / "kind"), str(self.bin / "istioctl"), str(self.bin / precheck))
 
     def cluster(
         self,
@@ -224,12 +232,14 @@ class Fakes:
         timeouts: TimeoutConfig | None = None,
         **options: Any,
     ) -> KubeCluster:
+        runner = Runner(env=self.env, default_timeout=30.0)
+        self.runners.append(runner)
         return KubeCluster(
             backend,
             family,
             {"istio_version": version, **options},
             timeouts or TimeoutConfig(),
-            runner=Runner(env=self.env, default_timeout=30.0),
+            runner=runner,
             tools=self.tools(precheck),
             work_dir=self.work,
             host=fake_host(self.root / "host"),
@@ -248,22 +258,48 @@ class Fakes:
 
     def clear(self) -> None:
         self.log_file.unlink(missing_ok=True)
+        for runner in self.runners:
+            runner.transcript.clear()
+        self.api.requests.clear()
+
+    def steps(self) -> list[Step]:
+        return [step for runner in self.runners for step in runner.transcript if step.kind in ("command", "api")]
 
     def commands(self, kubeconfig: Path | None = None) -> list[str]:
-        """The commands that ran, in order, with their --kubeconfig checked and dropped (kind's is kept)."""
+        """The commands and API calls, in order, with their --kubeconfig checked and dropped (kind's is kept).
+
+        The commands are checked against what the fakes logged: each ran, in that order.
+        """
         expected_kubeconfig = str(kubeconfig or self.work / "kubeconfig")
+        ran = [
+            [e["tool"], *e["argv"]]
+            for e in self.entries()
+            if not (e["tool"].startswith("istioctl") and e["argv"] == ["version", "--remote=false"])
+        ]
+        recorded = [shlex.split(step.text) for step in self.steps() if step.kind == "command"]
+        assert [[Path(argv[0]).name, *argv[1:]] for argv in recorded] == ran
         out = []
-        for entry in self.entries():
-            argv = list(entry["argv"])
-            if entry["tool"].startswith(("kubectl", "istioctl")) and argv != ["version", "--remote=false"]:
+        for step in self.steps():
+            argv = shlex.split(step.text)
+            argv[0] = Path(argv[0]).name
+            if argv[0].startswith(("kubectl", "istioctl")):
                 at = argv.index("--kubeconfig")
-                assert argv[at + 1] == expected_kubeconfig, entry
+                assert argv[at + 1] == expected_kubeconfig, step
                 del argv[at : at + 2]
-            text = " ".join([entry["tool"], *argv])
+            text = " ".join(argv)
             out.append(
                 text.replace(str(BUNDLE), "<repo>").replace(str(REPO), "<repo>").replace(str(self.work), "<work>")
             )
         return out
+
+    def applied(self) -> list[str]:
+        """The manifests the runs applied (server-side apply), as the YAML the transcript shows."""
+        return [
+            step.text
+            for runner in self.runners
+            for before, step in zip(runner.transcript, runner.transcript[1:], strict=False)
+            if step.kind == "manifest" and before.kind == "api"
+        ]
 
     def stdin_of(self, prefix: str) -> list[str]:
         return [
@@ -272,8 +308,10 @@ class Fakes:
 
 
 @pytest.fixture
-def fakes(tmp_path: Path) -> Fakes:
-    return Fakes(tmp_path)
+def fakes(tmp_path: Path) -> Iterator[Fakes]:
+    made = Fakes(tmp_path)
+    yield made
+    made.api.stop()
 
 
 def kind_up(version: str, node_image: str, install: str, create: str = CREATE_V4) -> list[str]:
@@ -285,7 +323,7 @@ def kind_up(version: str, node_image: str, install: str, create: str = CREATE_V4
         f"kind load docker-image {ECHO_IMAGE} --name mic",
         install,
         WAIT_ISTIOD,
-        "kubectl apply -f -",
+        APPLY,
         *WAIT_WORKLOADS,
     ]
 
@@ -304,7 +342,7 @@ def test_istio_1_10_release_up_switch_to_legacy_and_back_then_down(fakes: Fakes)
     assert fakes.commands() == up
     assert cluster.inbound_mode == "passthrough"
     # kubectl apply was fed the world's manifests, with the echo image the backend built.
-    (applied,) = fakes.stdin_of("kubectl --kubeconfig")
+    (applied,) = fakes.applied()
     assert list(yaml.safe_load_all(applied)) == manifests_with_echo_image(IpFamily.IPV4)
     assert cluster.pod_names[PodRef("mic-mesh", "echo-none")] == POD["echo-none.mic-mesh"]
     assert cluster.pod_ip(PodRef("mic-mesh", "echo-none")) == "10.244.0.12"
@@ -409,7 +447,7 @@ def test_custom_build_sets_hub_tag_values_pull_policy_and_loads_its_images(fakes
         f"-f {values} {custom}",
         WAIT_ISTIOD,
         *WAIT_AMBIENT,
-        "kubectl apply -f -",
+        APPLY,
         *WAIT_WORKLOADS,
         f"istioctl install -y -f <repo>/fixtures/mesh/base.yaml -f <repo>/fixtures/mesh/ambient.yaml "
         f"-f <repo>/fixtures/mesh/legacy-mesh-config.yaml -f {values} {custom}",
@@ -484,9 +522,7 @@ def test_keep_cluster_leaves_the_created_cluster(fakes: Fakes) -> None:
 
 @pytest.fixture
 def user_kubeconfig(fakes: Fakes) -> Path:
-    path = fakes.root / "user-kubeconfig"
-    path.write_text("apiVersion: v1\nkind: Config\n")
-    return path
+    return fakes.api.kubeconfig(fakes.root / "user-kubeconfig")
 
 
 def test_kubeconfig_backend_uses_the_installed_istio_and_runs_no_kind(fakes: Fakes, user_kubeconfig: Path) -> None:
@@ -498,10 +534,10 @@ def test_kubeconfig_backend_uses_the_installed_istio_and_runs_no_kind(fakes: Fak
     assert fakes.commands(user_kubeconfig) == [
         "kubectl version",
         "kubectl -n istio-system get deployment istiod -o name",
-        "kubectl apply -f -",
+        APPLY,
         *WAIT_WORKLOADS,
     ]
-    (applied,) = fakes.stdin_of("kubectl")
+    (applied,) = fakes.applied()
     assert list(yaml.safe_load_all(applied)) == manifests_with_echo_image(IpFamily.IPV4, "registry.example/echo:1")
     with pytest.raises(BackendError) as raised:
         cluster.set_inbound_mode("legacy")
@@ -529,7 +565,7 @@ def test_kubeconfig_backend_with_allow_mesh_install(fakes: Fakes, user_kubeconfi
         "kubectl -n istio-system get deployment istiod -o name",
         release_install("1.10.6"),
         WAIT_ISTIOD,
-        "kubectl apply -f -",
+        APPLY,
         *WAIT_WORKLOADS,
         release_install("1.10.6", "legacy-pilot-env.yaml"),
         *RESTART_MESH,
@@ -616,13 +652,132 @@ def test_diagnostics_of_enrolled_pods_include_ztunnel_and_istio_cni_logs(fakes: 
     cluster.up(World.for_mesh(IpFamily.IPV4, istio_capabilities("1.31.1")).manifests())
     fakes.clear()
     out = cluster.diagnostics([PodRef("mic-ambient", "echo-none")])
-    assert out["istio-system ztunnel log"] == "ztunnel: info  started"
-    assert out["istio-system istio-cni-node log"] == "istio-cni-node: info  started"
+    # Every pod of the DaemonSet, each container (the fake node runs one of each).
+    assert out["istio-system ztunnel log"] == "== ztunnel-abcde/ztunnel\nztunnel: started"
+    assert out["istio-system istio-cni-node log"] == "== istio-cni-node-abcde/istio-cni-node\nistio-cni-node: started"
     assert "kubectl -n istio-system logs ds/ztunnel --all-containers --tail=200" in fakes.commands()
     assert "echo-none.mic-ambient log istio-proxy" not in out  # enrolled pods have no sidecar
     fakes.clear()
     out = cluster.diagnostics([PodRef("mic-mesh", "echo-none")])
     assert "istio-system ztunnel log" not in out  # a sidecar pod's traffic never meets ztunnel
+
+
+# --- the API calls: the official client against the fake API server --------------------------------------------------
+
+
+def test_workloads_go_in_by_server_side_apply_without_force(fakes: Fakes) -> None:
+    cluster = fakes.cluster("1.10.6")
+    cluster.up(World(IpFamily.IPV4).manifests())
+    patches = [r for r in fakes.api.requests if r["method"] == "PATCH"]
+    manifests = manifests_with_echo_image(IpFamily.IPV4)
+    assert [r["body"] for r in patches] == manifests  # one PATCH per object, in the world's order
+    assert {r["content_type"] for r in patches} == {"application/apply-patch+yaml"}
+    assert all(r["query"] == {"fieldManager": ["mesh-inbound-conformance"]} for r in patches)  # no force=true
+    assert patches[0]["path"] == "/api/v1/namespaces/mic-baseline"
+    assert "/apis/networking.istio.io/v1beta1/namespaces/mic-mesh/sidecars/echo-localhost" in [
+        r["path"] for r in patches
+    ]
+
+
+def test_fields_another_manager_owns_stop_the_apply_with_the_api_server_s_409(fakes: Fakes) -> None:
+    conflict = 'Apply failed with 1 conflict: conflict with "kubectl-client-side-apply" using apps/v1: .spec.replicas'
+    fakes.api.fail[("PATCH", "/apis/apps/v1/namespaces/mic-mesh/deployments/echo-none")] = (409, "Conflict", conflict)
+    cluster = fakes.cluster("1.10.6")
+    with pytest.raises(CommandError) as raised:
+        cluster.up(World(IpFamily.IPV4).manifests())
+    assert str(raised.value) == (
+        f"apply the workloads: Deployment mic-mesh/echo-none: HTTP 409: {conflict} (another field manager owns these "
+        "fields: delete the object, or its namespace, and run again)"
+    )
+    assert fakes.commands()[-1] == APPLY
+    log = (fakes.work / "kind-commands.log").read_text() if (fakes.work / "kind-commands.log").exists() else ""
+    assert log == ""  # no --artifacts-dir: no commands log
+
+
+def test_a_rollout_the_kubeconfig_may_not_watch_is_one_line_with_the_api_server_s_message(fakes: Fakes) -> None:
+    forbidden = (
+        'deployments.apps is forbidden: User "dev" cannot watch resource "deployments" in API group "apps" in the '
+        'namespace "istio-system"'
+    )
+    fakes.api.fail[("GET", "/apis/apps/v1/namespaces/istio-system/deployments")] = (403, "Forbidden", forbidden)
+    cluster = fakes.cluster("1.10.6")
+    with pytest.raises(CommandError) as raised:
+        cluster.up(World(IpFamily.IPV4).manifests())
+    assert str(raised.value) == f"wait for istio-system/istiod: HTTP 403: {forbidden}"
+
+
+def test_a_watch_that_times_out_is_listed_and_watched_again_until_the_wait_is_over(fakes: Fakes) -> None:
+    """The API server ends every watch at its timeoutSeconds; the wait lists again, never sleeps."""
+    cluster = fakes.cluster("1.10.6")
+    cluster.up(World(IpFamily.IPV4).manifests())
+    fakes.clear()
+    fakes.api.stall_watches = 2
+    fakes.api.watch_stall_seconds = 0.2
+    fakes.env["FAKE_TERMINATING"] = "3"  # 3 listings of mic-mesh with a Terminating pod, then none
+    cluster.precheck("mic-mesh")
+    asked = [
+        (r["query"].get("watch", [""])[0], r["query"].get("timeoutSeconds", [""])[0])
+        for r in fakes.api.requests
+        if r["path"] == "/api/v1/namespaces/mic-mesh/pods"
+    ]
+    # list, watch (silent, ends at its timeout), list, watch (silent), list, watch: the old pod's DELETED event ends it.
+    assert [w for w, _ in asked] == ["", "true", "", "true", "", "true"]
+    assert all(t.isdigit() and 1 <= int(t) <= 60 for w, t in asked if w)
+
+
+def test_a_wait_that_never_ends_is_one_line_with_what_it_still_waits_for(fakes: Fakes) -> None:
+    cluster = fakes.cluster("1.10.6", timeouts=TimeoutConfig(pod_ready=1.5))
+    cluster.up(World(IpFamily.IPV4).manifests())
+    fakes.api.watch_stall_seconds = 0.2
+    fakes.env["FAKE_TERMINATING"] = "1000"
+    with pytest.raises(CommandError) as raised:
+        cluster.precheck("mic-mesh")
+    assert str(raised.value) == (
+        "wait until no pod of mic-mesh is Terminating: not done after 1.5 s: still Terminating: "
+        "echo-none-6f7d9c8b5-old00"
+    )
+
+
+def test_an_api_server_that_does_not_answer_is_one_line(fakes: Fakes) -> None:
+    fakes.seed(istio={"hub": "docker.io/istio", "tag": "1.10.6"})
+    kubeconfig = fakes.api.kubeconfig(fakes.root / "user-kubeconfig")
+    url = fakes.api.url
+    fakes.api.stop()  # nothing answers at its address any more
+    cluster = fakes.cluster(
+        "1.10.6", backend="kubeconfig", kubeconfig=str(kubeconfig), echo_image="registry.example/echo:1"
+    )
+    with pytest.raises(CommandError) as raised:
+        cluster.up(World(IpFamily.IPV4).manifests())
+    message = str(raised.value)
+    assert message.startswith(f"reach the cluster: cannot reach the API server at {url}: ")
+    assert "\n" not in message
+
+
+def test_an_unusable_kubeconfig_is_one_line_naming_it(fakes: Fakes) -> None:
+    broken = fakes.root / "broken-kubeconfig"
+    broken.write_text("apiVersion: v1\nkind: Config\n")
+    cluster = fakes.cluster("1.10.6", backend="kubeconfig", kubeconfig=str(broken), echo_image="registry.example/e:1")
+    with pytest.raises(BackendError) as raised:
+        cluster.up(World(IpFamily.IPV4).manifests())
+    assert str(raised.value) == (
+        f"reach the cluster: kubeconfig {broken}: Invalid kube-config file. Expected key current-context in {broken}"
+    )
+
+
+def test_the_commands_log_shows_each_api_call_with_its_kubectl_equivalent(fakes: Fakes) -> None:
+    artifacts = fakes.root / "artifacts"
+    cluster = fakes.cluster("1.10.6", artifacts_dir=str(artifacts))
+    cluster.up(World(IpFamily.IPV4).manifests())
+    log = (artifacts / "kind-commands.log").read_text().replace(str(fakes.work), "<work>")
+    assert (
+        "API GET /apis/apps/v1/namespaces/istio-system/deployments?fieldSelector=metadata.name=istiod, then watch\n"
+        "# by hand: kubectl --kubeconfig <work>/kubeconfig -n istio-system rollout status deploy/istiod "
+        "--timeout=120s\n# ok in "
+    ) in log
+    objects = len(World(IpFamily.IPV4).manifests())
+    assert f"API PATCH (server-side apply, fieldManager=mesh-inbound-conformance) of {objects} objects\n" in log
+    assert "$ " in log  # the commands (kind, istioctl, docker) as before
+    assert "kubectl --kubeconfig" not in log.replace("# by hand: kubectl --kubeconfig", "")
 
 
 # --- families, readiness, injection, failures -----------------------------------------------------------------------
@@ -634,7 +789,7 @@ def test_ipv6_cluster_and_pod_addresses(fakes: Fakes) -> None:
     cluster.up(World(IpFamily.IPV6).manifests())
     assert fakes.commands()[1] == f"kind create cluster --name mic --image {NODE_1_20} --config {CREATE_V6}"
     assert "ipFamily: ipv6" in fakes.state()["clusters"][0]["config"]
-    (applied,) = fakes.stdin_of("kubectl --kubeconfig")
+    (applied,) = fakes.applied()
     assert list(yaml.safe_load_all(applied)) == manifests_with_echo_image(IpFamily.IPV6)
     assert cluster.pod_ip(PodRef("mic-baseline", "echo")) == "fd00:10:244::a"
     assert cluster.pod_ip(PodRef("mic-mesh", "client")) == "fd00:10:244::13"
@@ -643,13 +798,14 @@ def test_ipv6_cluster_and_pod_addresses(fakes: Fakes) -> None:
 
 def test_a_pod_without_an_ip_of_the_family_is_not_ready(fakes: Fakes) -> None:
     fakes.env["FAKE_FAMILY"] = "ipv4"  # the cluster gives IPv4 only, the run wants IPv6
-    # NotReady is what the readiness loop retries until pod_ready runs out; a pod_ready shorter than its 1 s pause
-    # ends the loop after the first attempt, so the test does not wait.
+    # The pods are watched until pod_ready runs out; a pod_ready this short ends the wait after the first listing.
     cluster = fakes.cluster("1.10.6", family="ipv6", timeouts=TimeoutConfig(pod_ready=0.01))
-    with pytest.raises(NotReady) as raised:
+    with pytest.raises(CommandError) as raised:
         cluster.up(World(IpFamily.IPV6).manifests())
-    assert str(raised.value) == "echo.mic-baseline: no ipv6 pod IP yet"
-    assert fakes.commands()[-1] == "kubectl -n mic-baseline get pods -o json"
+    assert str(raised.value) == (
+        "wait for the pods of mic-baseline: not done after 0.01 s: echo.mic-baseline: no ipv6 pod IP yet"
+    )
+    assert fakes.commands()[-1] == "kubectl -n mic-baseline get pods -o json --watch"
 
 
 def test_missing_sidecar_injection_stops_at_once_naming_the_namespace(fakes: Fakes) -> None:
@@ -658,10 +814,13 @@ def test_missing_sidecar_injection_stops_at_once_naming_the_namespace(fakes: Fak
     with pytest.raises(BackendError) as raised:
         cluster.up(World(IpFamily.IPV4).manifests())
     assert str(raised.value) == (
-        "echo-none.mic-mesh: no istio-proxy container: sidecar injection did not happen in mic-mesh"
+        "wait for the pods of mic-mesh: echo-none.mic-mesh: no istio-proxy container: sidecar injection did not "
+        "happen in mic-mesh"
     )
-    assert not isinstance(raised.value, NotReady)  # not retried until the readiness timeout
-    assert fakes.commands().count("kubectl -n mic-mesh get pods -o json") == 1
+    assert not isinstance(raised.value, NotReady)  # not waited for until the readiness timeout
+    assert fakes.commands().count("kubectl -n mic-mesh get pods -o json --watch") == 1
+    # Judged on the first listing: no watch was opened.
+    assert not [r for r in fakes.api.requests if r["query"].get("watch")]
 
 
 def test_a_failing_command_is_one_line_with_command_status_and_stderr_tail(fakes: Fakes) -> None:
@@ -697,7 +856,7 @@ def test_a_missing_tool_is_one_line(fakes: Fakes) -> None:
         {"istio_version": "1.10.6"},
         TimeoutConfig(),
         runner=Runner(env=fakes.env),
-        tools=Tools(str(fakes.root / "no-kind"), "kubectl", "istioctl", "istioctl"),
+        tools=Tools(str(fakes.root / "no-kind"), "istioctl", "istioctl"),
         work_dir=fakes.work,
         host=fake_host(fakes.root / "host"),
     )
@@ -717,6 +876,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Fakes, K
     cluster.up(World(IpFamily.IPV4).manifests())
     yield fakes, cluster
     cluster.down()
+    fakes.api.stop()
 
 
 @pytest.fixture
@@ -727,6 +887,10 @@ def live(running: tuple[Fakes, KubeCluster]) -> Iterator[tuple[Fakes, KubeCluste
     yield fakes, cluster
     fakes.env.clear()
     fakes.env.update(saved)
+    fakes.api.fail.clear()
+    fakes.api.exec_fail.clear()
+    fakes.api.gone_pods.clear()
+    fakes.api.stall_watches = 0
 
 
 def test_probes_run_one_exec_per_source_and_come_back_in_request_order(live: tuple[Fakes, KubeCluster]) -> None:
@@ -773,8 +937,9 @@ def test_probes_run_one_exec_per_source_and_come_back_in_request_order(live: tup
         "kubectl -n mic-baseline exec client-5d9c8b7f6-wdrvc -c echo -- python3 /app/echo.py probe",
         "kubectl -n mic-mesh exec client-5d9c8b7f6-5s2b6 -c echo -- python3 /app/echo.py probe",
     ]
-    assert fakes.stdin_of("kubectl") == [] or all(not b for b in fakes.stdin_of("kubectl"))
-    batches = [e["argv"][e["argv"].index("--batch") + 1] for e in fakes.entries() if "--batch" in e["argv"]]
+    execs = [r for r in fakes.api.requests if r["path"].endswith("/exec")]
+    assert all(r["query"]["stdin"] == ["false"] for r in execs)  # nothing is written to stdin
+    batches = [r["query"]["command"][-1] for r in execs]
     assert {json.dumps(json.loads(b), sort_keys=True) for b in batches} == {
         json.dumps(
             {
@@ -810,14 +975,45 @@ def test_a_broken_probe_answer_is_a_backend_error(live: tuple[Fakes, KubeCluster
     assert "\n" not in str(raised.value)
 
 
-def test_a_failing_probe_exec_is_a_command_error(live: tuple[Fakes, KubeCluster]) -> None:
+def test_an_exec_into_a_pod_that_is_gone_is_one_line(live: tuple[Fakes, KubeCluster]) -> None:
     fakes, cluster = live
-    fakes.env["FAKE_FAIL"] = "probe --batch"
-    fakes.env["FAKE_FAIL_STDERR"] = 'error: unable to upgrade connection: container not found ("echo")'
+    fakes.api.gone_pods.add("client-5d9c8b7f6-5s2b6")
     with pytest.raises(CommandError) as raised:
         cluster.probe([ProbeRequest(PodRef("mic-mesh", "client"), "http", "10.244.0.12", 8083, "r1")], timeout=2.0)
-    assert str(raised.value).startswith("probe from client.mic-mesh: `")
-    assert str(raised.value).endswith('exited 1: error: unable to upgrade connection: container not found ("echo")')
+    assert str(raised.value) == (
+        "probe from client.mic-mesh: pod mic-mesh/client-5d9c8b7f6-5s2b6 is gone "
+        '(HTTP 404: pods "client-5d9c8b7f6-5s2b6" not found)'
+    )
+
+
+def test_an_exec_the_kubeconfig_may_not_make_is_one_line_with_the_api_server_s_message(
+    live: tuple[Fakes, KubeCluster],
+) -> None:
+    fakes, cluster = live
+    forbidden = (
+        'pods "client-5d9c8b7f6-5s2b6" is forbidden: User "dev" cannot create resource "pods/exec" in API group "" '
+        'in the namespace "mic-mesh"'
+    )
+    fakes.api.fail[("GET", "/api/v1/namespaces/mic-mesh/pods/client-5d9c8b7f6-5s2b6/exec")] = (
+        403,
+        "Forbidden",
+        forbidden,
+    )
+    with pytest.raises(CommandError) as raised:
+        cluster.probe([ProbeRequest(PodRef("mic-mesh", "client"), "http", "10.244.0.12", 8083, "r1")], timeout=2.0)
+    assert str(raised.value) == (
+        f"probe from client.mic-mesh: exec in mic-mesh/client-5d9c8b7f6-5s2b6 refused: HTTP 403: {forbidden}"
+    )
+
+
+def test_an_echo_program_that_exits_non_zero_is_a_backend_error(live: tuple[Fakes, KubeCluster]) -> None:
+    fakes, cluster = live
+    fakes.api.exec_fail["probe --batch"] = (2, "echo.py probe: --batch: not a JSON object")
+    with pytest.raises(BackendError) as raised:
+        cluster.probe([ProbeRequest(PodRef("mic-mesh", "client"), "http", "10.244.0.12", 8083, "r1")], timeout=2.0)
+    assert str(raised.value) == (
+        "probe from client.mic-mesh: the echo program exited 2: echo.py probe: --batch: not a JSON object"
+    )
 
 
 def test_request_record_through_the_pod_proxy_in_batches_of_100(live: tuple[Fakes, KubeCluster]) -> None:
@@ -881,8 +1077,7 @@ def test_precheck_that_checked_nothing_says_so(live: tuple[Fakes, KubeCluster]) 
 def test_precheck_cross_check_skipped_when_ss_fails(live: tuple[Fakes, KubeCluster]) -> None:
     fakes, cluster = live
     fakes.env["FAKE_PRECHECK_DIR"] = str(PRECHECK_DATA / "1.10-findings")
-    fakes.env["FAKE_FAIL"] = "ss -ltnH"
-    fakes.env["FAKE_FAIL_STDERR"] = 'OCI runtime exec failed: exec: "ss": executable file not found in $PATH'
+    fakes.api.exec_fail["ss -ltnH"] = (127, 'OCI runtime exec failed: exec: "ss": executable file not found in $PATH')
     run = cluster.precheck("mic-mesh")
     skipped = [
         f"cross-check skipped for {app}.mic-mesh: could not read its listeners or clusters"
@@ -927,7 +1122,9 @@ def test_diagnostics_collect_describe_logs_proxy_config_events_and_kind_logs(liv
         "kubectl -n mic-baseline logs echo-5d9c8b7f6-s77h6 -c echo --tail=200",
         "kind export logs <work>/kind-logs --name mic",
     ]
-    assert out["echo-none.mic-mesh describe"].startswith("Name:         echo-none-5d9c8b7f6-7ml2z")
+    assert out["echo-none.mic-mesh describe"].startswith("Name:       echo-none-5d9c8b7f6-7ml2z\n")
+    assert "Container echo: running, ready=True" in out["echo-none.mic-mesh describe"]
+    assert "Started container echo" in out["mic-mesh events"]
     assert out["echo-none.mic-mesh log istio-proxy"] == "istio-proxy: started"
     assert "PassthroughCluster" in out["echo-none.mic-mesh proxy-config listeners"]
     assert "pod/echo-5d9c8b7f6-s77h6" in out["mic-baseline get all"]
@@ -935,13 +1132,14 @@ def test_diagnostics_collect_describe_logs_proxy_config_events_and_kind_logs(liv
     assert (fakes.work / "kind-logs" / "mic-control-plane" / "kubelet.log").is_file()
 
 
-def test_diagnostics_keep_going_when_a_command_fails(live: tuple[Fakes, KubeCluster]) -> None:
+def test_diagnostics_keep_going_when_a_read_fails(live: tuple[Fakes, KubeCluster]) -> None:
     fakes, cluster = live
-    fakes.env["FAKE_FAIL"] = "describe pod"
-    fakes.env["FAKE_FAIL_STDERR"] = "Error from server (Forbidden): pods is forbidden"
+    forbidden = 'pods "client-5d9c8b7f6-5s2b6" is forbidden: User "dev" cannot get resource "pods" in the namespace'
+    fakes.api.fail[("GET", "/api/v1/namespaces/mic-mesh/pods/client-5d9c8b7f6-5s2b6")] = (403, "Forbidden", forbidden)
     out = cluster.diagnostics([PodRef("mic-mesh", "client")])
-    assert out["client.mic-mesh describe"] == "Error from server (Forbidden): pods is forbidden"
-    assert out["client.mic-mesh log istio-proxy"] == "istio-proxy: started"
+    assert out["client.mic-mesh describe"] == f"client.mic-mesh describe: HTTP 403: {forbidden}"
+    assert out["client.mic-mesh log istio-proxy"].startswith("client.mic-mesh log istio-proxy: HTTP 403: ")
+    assert out["client.mic-mesh proxy-config listeners"].startswith("ADDRESS PORT")  # istioctl still ran
 
 
 # --- the fakes themselves -------------------------------------------------------------------------------------------
@@ -962,10 +1160,10 @@ def test_the_fake_kubectl_reads_yaml_as_pyyaml_does(family: IpFamily) -> None:
     assert _fakebin().load_yaml_stream(text) == list(yaml.safe_load_all(text))
 
 
-def test_the_fakes_reject_commands_they_do_not_know(fakes: Fakes) -> None:
+def test_the_fakes_reject_commands_and_requests_they_do_not_know(fakes: Fakes) -> None:
     (fakes.root / "kc").write_text("")
     result = subprocess.run(
-        [fakes.bin / "kubectl", "--kubeconfig", fakes.root / "kc", "cordon", "node"],
+        [fakes.bin / "istioctl", "dashboard", "kiali", "--kubeconfig", fakes.root / "kc"],
         capture_output=True,
         text=True,
         env=fakes.env,
@@ -973,9 +1171,14 @@ def test_the_fakes_reject_commands_they_do_not_know(fakes: Fakes) -> None:
     )
     assert (result.returncode, result.stderr) == (
         1,
-        "fakebin: unknown kubectl command: --kubeconfig " + f"{fakes.root}/kc cordon node\n",
+        f"fakebin: unknown istioctl command: dashboard kiali --kubeconfig {fakes.root}/kc\n",
     )
-    assert fakes.entries() == [{"tool": "kubectl", "argv": ["--kubeconfig", f"{fakes.root}/kc", "cordon", "node"]}]
+    assert fakes.entries() == [{"tool": "istioctl", "argv": ["dashboard", "kiali", "--kubeconfig", f"{fakes.root}/kc"]}]
+    # The API server: a request it does not serve is a 404 Status, and logged.
+    answer = httpx.get(f"{fakes.api.url}/apis/batch/v1/namespaces/mic-mesh/jobs")
+    assert answer.status_code == 404
+    assert answer.json()["message"] == "the server could not find the requested resource"
+    assert [r["path"] for r in fakes.api.requests] == ["/apis/batch/v1/namespaces/mic-mesh/jobs"]
 
 
 @pytest.mark.parametrize(("printed", "version"), [("1.10.6", "1.10.6"), ("client version: 1.21.6", "1.21.6")])
@@ -986,7 +1189,7 @@ def test_the_fake_istioctl_reports_its_version_as_tool_resolution_reads_it(
     for key, value in {**fakes.env, "FAKE_ISTIOCTL_VERSION": printed}.items():
         monkeypatch.setenv(key, value)
     assert toolbox.istioctl_version(fakes.bin / "istioctl") == version
-    assert fakes.commands() == ["istioctl version --remote=false"]
+    assert fakes.entries() == [{"tool": "istioctl", "argv": ["version", "--remote=false"]}]
 
 
 # --- istioctl x precheck outputs, parsed --------------------------------------------------------------------------
@@ -1039,9 +1242,15 @@ def test_precheck_waits_for_terminating_pods_and_ignores_findings_about_pods_tha
     fakes.env["FAKE_TERMINATING"] = "2"
     fakes.env["FAKE_PRECHECK_DIR"] = str(PRECHECK_DATA / "1.10-stale-pod")
     run = cluster.precheck("mic-mesh")
-    listings = [c for c in fakes.commands() if c == "kubectl -n mic-mesh get pods -o json"]
-    assert len(listings) == 3  # two listings with a Terminating pod, then one without
-    assert fakes.commands()[-len(CROSS_CHECK) - 1 :] == ["istioctl x precheck", *CROSS_CHECK]
+    assert fakes.commands() == [*NO_TERMINATING, "istioctl x precheck", *CROSS_CHECK]
+    # Waited for by list-then-watch: the listing and the watch from its resourceVersion still hold the Terminating
+    # pod; the watch ends at its timeout (the fake keeps it 1 s), and the next listing has the pod gone.
+    asked = [
+        (r["query"].get("watch", [""])[0], r["query"].get("resourceVersion", [""])[0] != "")
+        for r in fakes.api.requests
+        if r["path"] == "/api/v1/namespaces/mic-mesh/pods"
+    ]
+    assert asked == [("", False), ("true", True), ("", False)]
     assert run.findings == CHECKER_FINDINGS
     assert run.ignored == [Finding("mic-mesh", "echo-none-6f7d9c8b5-old00", 8081)]
     assert run.warnings == []

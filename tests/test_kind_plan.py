@@ -1,5 +1,9 @@
 """`--plan`: the kind/kubeconfig backends' whole command sequence, printed without running or creating anything.
 
+A command is `# [n] what` and `$ COMMAND`. An API call (made by the official Python client: no kubectl) is
+`# [n] what`, `API REQUEST` and `#   by hand: kubectl --kubeconfig K ...`, the kubectl command that repeats it;
+here both count as commands, an API call as its kubectl line.
+
 Each plan runs `pytest --pyargs conformance.suite ... --plan` in a subprocess whose PATH holds no kind, kubectl,
 istioctl or docker, whose cache (XDG_CACHE_HOME), home and temporary directory (TMPDIR, the child's
 `tempfile.gettempdir()`) are fresh directories, and whose working directory is empty. All runs start together
@@ -24,6 +28,7 @@ import pytest
 import yaml
 from packaging.version import Version
 
+from conformance.backends.kind.matrix import load_matrix
 from conformance.spec.capabilities import istio_capabilities
 from conformance.spec.dimensions import IpFamily
 from conformance.world import PROBE_REWRITE_ANNOTATION, PROBED_CONTAINERS, World
@@ -37,6 +42,9 @@ NODE_1_20 = "kindest/node:v1.20.15@sha256:a32bf55309294120616886b5338f95dd98a2f7
 NODE_1_29 = "kindest/node:v1.29.14@sha256:8703bd94ee24e51b778d5556ae310c6c0fa67d761fae6379c8e0bb480e6fea29"
 NODE_1_36 = "kindest/node:v1.36.1@sha256:3489c7674813ba5d8b1a9977baea8a6e553784dab7b84759d1014dbd78f7ebd5"
 KC = "--kubeconfig <tmp>/mic-kind-mic/kubeconfig"
+KUBECTL = f"kubectl {KC}"  # how an API call of a kind plan is shown: the literal word, never a downloaded path
+APPLY = "apply --server-side --field-manager=mesh-inbound-conformance -f -"
+BY_HAND = "#   by hand: "
 ARCHIVE = "<tmp>/mic-kind-mic"  # where --load-image archives are saved
 TOOLS = "<cache>/mesh-inbound-conformance/tools"
 CUSTOM_HUB, CUSTOM_TAG = "ghcr.io/example/istio", "1.31.1-dev.7"
@@ -165,7 +173,22 @@ CASES: dict[str, tuple[str, ...]] = {
     "versions-agree": ("--backend", "kind", "--istio-version", "1.21.6", "--mesh-version", "1.21.6"),
     "emulated-plan": ("--backend", "emulated", "--plan"),
     "no-istio-version": ("--backend", "kind"),
+    "1.31.1-ipv6": ("--backend", "kind", "--istio-version", "1.31.1", "--ip-family", "ipv6"),  # ambient, IPv6
 }
+# Every matrix row's plan: the rows whose release is not a case above get one of their own.
+ROW_CASES = {
+    f"row-{row.name}": ("--backend", "kind", "--istio-version", row.istio)
+    for row in load_matrix()
+    if row.istio not in CASES
+}
+CASES.update(ROW_CASES)
+# The plans that print a plan (the rest are usage errors): the matrix rows, both families, a custom build, releases
+# without a row, unreleased builds and the kubeconfig backend.
+PRINTED = [
+    name
+    for name in CASES
+    if name not in ("unreleased-no-istioctl", "out-of-range", "versions-disagree", "emulated-plan", "no-istio-version")
+]
 
 
 @dataclass
@@ -186,7 +209,15 @@ class Plan:
 
     @property
     def commands(self) -> list[str]:
-        return [line[2:] for line in self.normalized().splitlines() if line.startswith("$ ")]
+        """Each `$ COMMAND`, and each API call as the kubectl command that repeats it (its `by hand:` line)."""
+        commands = []
+        lines = self.normalized().splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("$ "):
+                commands.append(line[2:])
+            elif line.startswith(BY_HAND) and i > 0 and lines[i - 1].startswith("API "):
+                commands.append(line[len(BY_HAND) :])
+        return commands
 
     @property
     def notes(self) -> list[str]:
@@ -271,19 +302,20 @@ def in_order(commands: Sequence[str], expected: Sequence[str]) -> None:
             pytest.fail(f"{'out of order' if later else 'missing'}: {want!r}\nplan commands:\n" + "\n".join(commands))
 
 
-def tools(kind: str, kubectl: str, istioctl: str) -> tuple[str, str, str]:
-    return (
-        f"{TOOLS}/kind/{kind}/kind",
-        f"{TOOLS}/kubectl/{kubectl}/kubectl {KC}",
-        f"{TOOLS}/istioctl/{istioctl}/istioctl",
-    )
+def tools(kind: str, istioctl: str) -> tuple[str, str, str]:
+    """The downloaded kind and istioctl, and how the plan's API calls show kubectl (no kubectl is downloaded)."""
+    return f"{TOOLS}/kind/{kind}/kind", KUBECTL, f"{TOOLS}/istioctl/{istioctl}/istioctl"
 
 
 def workloads(kubectl: str) -> list[str]:
     return [
-        f"{kubectl} apply -f -",
+        f"{kubectl} {APPLY}",
         f"{kubectl} -n mic-baseline rollout status deploy/echo --timeout=120s",
         f"{kubectl} -n mic-mesh rollout status deploy/client --timeout=120s",
+        # Pods are waited for with a watch, once per namespace, then its Services are listed.
+        f"{kubectl} -n mic-baseline get pods -o json --watch",
+        f"{kubectl} -n mic-baseline get services -o json",
+        f"{kubectl} -n mic-mesh get pods -o json --watch",
         f"{kubectl} -n mic-mesh get services -o json",
         f"{kubectl} -n mic-baseline exec client-plan -c echo -- python3 /app/echo.py probe --batch ",
         f"{kubectl} -n mic-mesh exec client-plan -c echo -- python3 /app/echo.py probe --batch ",
@@ -299,6 +331,7 @@ def switch(kubectl: str) -> list[str]:
         f"{kubectl} -n mic-mesh rollout restart deploy",
         f"{kubectl} -n mic-baseline rollout status deploy/echo --timeout=120s",
         f"{kubectl} -n mic-mesh rollout status deploy/client --timeout=120s",
+        f"{kubectl} -n mic-mesh get pods -o json --watch",
     ]
 
 
@@ -326,7 +359,7 @@ def precheck_commands(plan: Plan) -> list[str]:
 def test_plan_1_9_is_legacy_only_and_prechecks_with_istioctl_1_10(plans: dict[str, Plan]) -> None:
     plan = plans["1.9.9"]
     assert (plan.returncode, plan.stderr.strip()) == (0, "Exit: --plan: printed the plan; nothing was run")
-    kind, kubectl, istioctl = tools("v0.17.0", "v1.20.15", "1.9.9")
+    kind, kubectl, istioctl = tools("v0.17.0", "1.9.9")
     in_order(
         plan.commands,
         [
@@ -347,7 +380,7 @@ def test_plan_1_9_is_legacy_only_and_prechecks_with_istioctl_1_10(plans: dict[st
 def test_plan_1_10_switches_with_the_pilot_env_and_prechecks_each_profile(plans: dict[str, Plan]) -> None:
     plan = plans["1.10.6"]
     assert plan.returncode == 0
-    kind, kubectl, istioctl = tools("v0.17.0", "v1.20.15", "1.10.6")
+    kind, kubectl, istioctl = tools("v0.17.0", "1.10.6")
     precheck = f"{istioctl} x precheck {KC}"
     in_order(
         plan.commands,
@@ -371,7 +404,7 @@ def test_plan_1_10_switches_with_the_pilot_env_and_prechecks_each_profile(plans:
 def test_plan_1_21_has_no_switch_and_no_precheck(plans: dict[str, Plan]) -> None:
     plan = plans["1.21.6"]
     assert plan.returncode == 0
-    kind, kubectl, istioctl = tools("v0.27.0", "v1.29.14", "1.21.6")
+    kind, kubectl, istioctl = tools("v0.27.0", "1.21.6")
     in_order(
         plan.commands,
         [
@@ -389,7 +422,7 @@ def test_plan_1_21_has_no_switch_and_no_precheck(plans: dict[str, Plan]) -> None
 def test_plan_1_31_switches_with_the_mesh_config(plans: dict[str, Plan]) -> None:
     plan = plans["1.31.1"]
     assert plan.returncode == 0
-    kind, kubectl, istioctl = tools("v0.32.0", "v1.36.1", "1.31.1")
+    kind, kubectl, istioctl = tools("v0.32.0", "1.31.1")
     in_order(
         plan.commands,
         [
@@ -421,7 +454,7 @@ def test_plan_1_31_switches_with_the_mesh_config(plans: dict[str, Plan]) -> None
 def test_plan_ipv6_uses_the_ipv6_kind_config_and_ipv6_manifests(plans: dict[str, Plan]) -> None:
     plan = plans["1.10.6-ipv6"]
     assert plan.returncode == 0
-    kind, kubectl, istioctl = tools("v0.17.0", "v1.20.15", "1.10.6")
+    kind, kubectl, istioctl = tools("v0.17.0", "1.10.6")
     in_order(plan.commands, [*create(kind, NODE_1_20, "ipv6"), install(istioctl, "1.10.6"), *workloads(kubectl)])
     (manifest,) = plan.manifests
     # istiod before 1.14.4 (and 1.15.0) rejects the [::1]:P / [::]:P Sidecar forms, and the suite encodes the
@@ -464,7 +497,7 @@ def test_plan_shows_the_probe_workloads(plans: dict[str, Plan], name: str) -> No
 def test_plan_custom_build(plans: dict[str, Plan]) -> None:
     plan = plans["custom"]
     assert plan.returncode == 0
-    kind, kubectl, istioctl = tools("v0.32.0", "v1.36.1", "1.31.1")
+    kind, kubectl, istioctl = tools("v0.32.0", "1.31.1")
     custom = (
         f"--set hub={CUSTOM_HUB} --set tag={CUSTOM_TAG} --set values.global.imagePullPolicy=IfNotPresent "
         f"--readiness-timeout 600s {KC}"
@@ -494,15 +527,17 @@ def test_plan_custom_build(plans: dict[str, Plan]) -> None:
 def test_plan_kubeconfig_backend_runs_no_kind_and_no_docker(plans: dict[str, Plan]) -> None:
     plan = plans["kubeconfig"]
     assert plan.returncode == 0
-    kubectl = f"{TOOLS}/kubectl/v1.20.15/kubectl --kubeconfig <root>/kubeconfig"
+    kubectl = "kubectl --kubeconfig <root>/kubeconfig"
     istioctl = f"{TOOLS}/istioctl/1.10.6/istioctl"
     in_order(
         plan.commands,
         [
             f"{kubectl} version",
+            f"{kubectl} -n istio-system get deployment istiod -o name",
             f"{istioctl} install -y -f <repo>/fixtures/mesh/base.yaml --set hub=docker.io/istio --set tag=1.10.6 "
             "--readiness-timeout 600s --kubeconfig <root>/kubeconfig",
-            f"{kubectl} apply -f -",
+            f"{kubectl} -n istio-system rollout status deploy/istiod --timeout=120s",
+            f"{kubectl} {APPLY}",
             f"{kubectl} -n mic-mesh exec client-plan -c echo -- python3 /app/echo.py probe --batch ",
             f"{kubectl} delete namespace mic-baseline mic-mesh --wait=false",
         ],
@@ -518,15 +553,19 @@ def test_plan_kubeconfig_backend_runs_no_kind_and_no_docker(plans: dict[str, Pla
     assert images == {"registry.example/echo:1"}
 
 
-@pytest.mark.parametrize("name", ["1.9.9", "1.10.6", "1.21.6", "1.31.1", "1.10.6-ipv6", "custom", "kubeconfig"])
-def test_plan_prints_every_manifest_as_yaml_fed_to_kubectl_apply(plans: dict[str, Plan], name: str) -> None:
+@pytest.mark.parametrize(
+    "name", ["1.9.9", "1.10.6", "1.21.6", "1.31.1", "1.10.6-ipv6", "1.31.1-ipv6", "custom", "kubeconfig"]
+)
+def test_plan_prints_every_manifest_as_yaml_fed_to_server_side_apply(plans: dict[str, Plan], name: str) -> None:
     plan = plans[name]
     family = IpFamily.IPV6 if name.endswith("ipv6") else IpFamily.IPV4
     image = "registry.example/echo:1" if name == "kubeconfig" else ECHO_IMAGE
     (manifest,) = plan.manifests  # one apply, fed on stdin
     docs = list(yaml.safe_load_all(manifest))
     # Releases before 1.15 get the Sidecar forms they accept only (see test_plan_ipv6_uses_the_ipv6_kind_config...).
-    version = {"1.10.6-ipv6": "1.10.6", "custom": "1.31.1", "kubeconfig": "1.10.6"}.get(name, name)
+    version = {"1.10.6-ipv6": "1.10.6", "1.31.1-ipv6": "1.31.1", "custom": "1.31.1", "kubeconfig": "1.10.6"}.get(
+        name, name
+    )
     ambient = Version(version) >= Version("1.22")
     applied = APPLIED
     if ambient:
@@ -537,8 +576,14 @@ def test_plan_prints_every_manifest_as_yaml_fed_to_kubectl_apply(plans: dict[str
         ] == applied
     world = dataclasses.replace(World.for_mesh(family, istio_capabilities(version)), image=image)
     assert docs == [dict(m) for m in world.manifests()]
+    # One server-side apply of every object, fed the manifest, shown with the kubectl command that repeats it.
     lines = plan.normalized().splitlines()
-    assert lines[lines.index("# stdin:") - 1].endswith(" apply -f -")
+    at = lines.index("# stdin:")
+    assert (
+        lines[at - 2] == f"API PATCH (server-side apply, fieldManager=mesh-inbound-conformance) of {len(docs)} objects"
+    )
+    assert lines[at - 1].startswith(BY_HAND + "kubectl --kubeconfig ")
+    assert lines[at - 1].endswith(f" {APPLY}")
 
 
 @pytest.mark.parametrize("name", ["1.9.9", "1.10.6", "1.21.6", "1.31.1", "1.10.6-ipv6", "custom", "kubeconfig"])
@@ -590,14 +635,14 @@ def test_plan_usage_errors_are_one_line_and_exit_4(plans: dict[str, Plan], name:
 
 
 def test_plan_tools_come_from_pinned_downloads_when_path_has_none(plans: dict[str, Plan]) -> None:
-    """The child's PATH has no kind or kubectl (this machine's own kubectl is not found), so the plan names the
-    verified downloads a run would make, at the row's versions, under the cache."""
+    """The child's PATH has no kind or istioctl, so the plan names the verified downloads a run would make, at the
+    row's versions, under the cache. No kubectl is downloaded: the API calls are the Python client's."""
     notes = plans["1.10.6"].notes
     assert any(
         n.startswith("kind v0.17.0: https://github.com/kubernetes-sigs/kind/releases/download/v0.17.0/kind-")
         for n in notes
     )
-    assert any(n.startswith("kubectl v1.20.15: https://dl.k8s.io/release/v1.20.15/bin/") for n in notes)
+    assert not any(n.startswith("kubectl") or "dl.k8s.io" in n for n in notes)
     assert any(
         n.startswith("istioctl 1.10.6: https://github.com/istio/istio/releases/download/1.10.6/istioctl-1.10.6-")
         for n in notes
@@ -609,32 +654,30 @@ def test_plan_tools_come_from_pinned_downloads_when_path_has_none(plans: dict[st
 
 
 @pytest.mark.parametrize(
-    ("name", "kind", "kubectl", "node", "overlays"),
+    ("name", "kind", "node", "overlays"),
     [
         (
             "1.15.1",
             "v0.21.0",
-            "v1.25.16",
             "kindest/node:v1.25.16@sha256:9d0a62b55d4fe1e262953be8d406689b947668626a357b5f9d0cfbddbebbc727",
             (),
         ),
-        ("1.20.8", "v0.27.0", "v1.29.14", NODE_1_29, ()),  # the matrix row istio-1.20-last-flag
+        ("1.20.8", "v0.27.0", NODE_1_29, ()),  # the matrix row istio-1.20-last-flag
         (
             "1.22.3",  # same minor as the row istio-1.22-localhost-mode
             "v0.27.0",
-            "v1.29.14",
             NODE_1_29,
             ("ambient.yaml",),  # ambient mode from 1.22: the ambient profile overlay
         ),
     ],
 )
 def test_plan_any_release_runs_on_the_newest_supported_kubernetes(
-    plans: dict[str, Plan], name: str, kind: str, kubectl: str, node: str, overlays: tuple[str, ...]
+    plans: dict[str, Plan], name: str, kind: str, node: str, overlays: tuple[str, ...]
 ) -> None:
     """No --node-image: the Kubernetes, kind release and node image come from fixtures/kubernetes.yaml."""
     plan = plans[name]
     assert plan.returncode == 0, plan.stderr
-    kind_bin, _, istioctl = tools(kind, kubectl, name)
+    kind_bin, _, istioctl = tools(kind, name)
     in_order(plan.commands, [*create(kind_bin, node), install(istioctl, name, *overlays)])
     assert ("ambient.yaml" in overlays) is any("ambient.yaml" in c for c in plan.commands)
     assert plan.created == []
@@ -670,4 +713,41 @@ def test_plan_versions_that_agree_are_one_version(plans: dict[str, Plan]) -> Non
 def test_plan_logs_why_each_tool_was_chosen(plans: dict[str, Plan]) -> None:
     notes = plans["1.10.6"].notes
     assert "kind: none on PATH, using the pinned kind v0.17.0" in notes
-    assert "kubectl: none on PATH, using the pinned kubectl v1.20.15" in notes
+    assert "istioctl: none on PATH, using the pinned istioctl 1.10.6" in notes
+    assert not [n for n in notes if n.startswith("kubectl")]  # kubectl is no tool of the run: nothing to choose
+
+
+# --- API calls and kubectl --------------------------------------------------------------------------------------
+
+
+def test_every_matrix_row_has_a_printed_plan(plans: dict[str, Plan]) -> None:
+    for row in load_matrix():
+        printed = [plans[name] for name in PRINTED if f", matrix row {row.name}" in (plans[name].notes or [""])[0]]
+        assert any(plan.notes[0].startswith(f"kind backend: Istio {row.istio} ") for plan in printed), row.name
+
+
+@pytest.mark.parametrize("name", PRINTED)
+def test_plan_runs_no_kubectl_and_shows_each_api_call_with_its_kubectl_equivalent(
+    plans: dict[str, Plan], name: str
+) -> None:
+    """kubectl is not a tool of the run: no command runs it. It appears only as the way to repeat an API call by
+    hand (the line right after the call), or in a `# ---` note (prose, e.g. the teardown's diagnostics)."""
+    plan = plans[name]
+    assert plan.returncode == 0, plan.stderr
+    lines = plan.normalized().splitlines()
+    assert not [line for line in lines if line.startswith("$ ") and "kubectl" in line]
+    stray = [
+        (i, line)
+        for i, line in enumerate(lines)
+        if "kubectl" in line
+        and not (line.startswith(BY_HAND) and i > 0 and lines[i - 1].startswith("API "))
+        and not line.startswith("# --- ")
+    ]
+    assert stray == []
+    api = [i for i, line in enumerate(lines) if line.startswith("API ")]
+    assert api, "a plan makes API calls"
+    kubeconfig = "<root>/kubeconfig" if name == "kubeconfig" else "<tmp>/mic-kind-mic/kubeconfig"
+    for i in api:
+        assert lines[i - 1].startswith("# ["), lines[i - 1]  # numbered like a command
+        assert lines[i + 1].startswith(f"{BY_HAND}kubectl --kubeconfig {kubeconfig} "), (lines[i], lines[i + 1])
+    assert [i + 1 for i in api] == [i for i, line in enumerate(lines) if line.startswith(BY_HAND)]

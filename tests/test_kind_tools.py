@@ -151,20 +151,37 @@ def test_pins_cover_every_row_of_the_version_matrix() -> None:
         assert row["istio"] in istioctl_versions, row["name"]
         if "istioctl_precheck" in row:
             assert row["istioctl_precheck"] in istioctl_versions, row["name"]
-        assert tools.kubectl_version_for(row["kubernetes"]).startswith(f"v{row['kubernetes']}.")
 
 
 def test_every_pinned_sha256_belongs_to_a_listed_release() -> None:
     pins = tools.load_pins()
     listed = {
         "kind": set(pins["tools"]["kind"]["versions"]),
-        "kubectl": set(pins["tools"]["kubectl"]["by_kubernetes"].values()),
         "istioctl": set(pins["tools"]["istioctl"]["versions"]),
     }
+    assert set(pins["sha256"]) == set(listed)
     for tool, versions in pins["sha256"].items():
         assert set(versions) == listed[tool], tool
         for platforms in versions.values():
             assert set(platforms) == set(tools.PLATFORMS)
+
+
+def test_the_tools_are_kind_and_istioctl_and_no_kubectl_is_pinned() -> None:
+    """The API work goes through the official Python client: kubectl is neither downloaded, pinned nor resolved."""
+    assert tools.TOOLS == ("kind", "istioctl")
+    assert set(tools.FLAGS) == set(tools.TOOLS)
+    pins = tools.load_pins()
+    assert set(pins["tools"]) == {"kind", "istioctl"}
+    assert set(pins["sha256"]) == {"kind", "istioctl"}
+    text = (REPO / "fixtures" / "tools.yaml").read_text()
+    assert "dl.k8s.io" not in text
+    # Only the header's comment may say the word ("No kubectl: ..."); no key or value does.
+    assert [line for line in text.splitlines() if "kubectl" in line.split("#", 1)[0]] == []
+    assert not hasattr(tools, "kubectl_version_for")
+    with pytest.raises(ToolError, match=r"^unknown tool 'kubectl': one of kind, istioctl$"):
+        tools.pin_for("kubectl", "v1.20.15", "linux-amd64")
+    with pytest.raises(ToolError, match=r"^unknown tool 'kubectl': one of kind, istioctl$"):
+        tools.resolve_tool("kubectl", None, "v1.20.15")
 
 
 def test_load_pins_rejects_a_malformed_sha256(tmp_path: Path) -> None:
@@ -181,13 +198,12 @@ def test_pin_urls_follow_each_publishers_naming() -> None:
     assert kind.url == "https://github.com/kubernetes-sigs/kind/releases/download/v0.17.0/kind-darwin-arm64"
     assert kind.checksum_url == kind.url + ".sha256sum"
     assert kind.sha256 == "b9afee2707e711fb5d39049a361972f8c44ee7ce6145cafd0f7e4b47ceec1409"
-    kubectl = tools.pin_for("kubectl", "v1.20.15", "linux-amd64")
-    assert kubectl.url == "https://dl.k8s.io/release/v1.20.15/bin/linux/amd64/kubectl"
-    assert kubectl.checksum_url == kubectl.url + ".sha256"
+    assert kind.member is None
     istioctl = tools.pin_for("istioctl", "v1.10.6", "darwin-amd64")
     assert istioctl.version == "1.10.6"
     assert istioctl.url == "https://github.com/istio/istio/releases/download/1.10.6/istioctl-1.10.6-osx.tar.gz"
     assert istioctl.member == "istioctl"
+    assert istioctl.checksum_url == istioctl.url + ".sha256"
     assert istioctl.sha256 is None
     assert tools.pin_for("istioctl", "1.10.6", "darwin-arm64").asset == "istioctl-1.10.6-osx-arm64.tar.gz"
 
@@ -206,27 +222,29 @@ def test_pin_for_refuses_what_cannot_be_downloaded() -> None:
 
 
 def test_mirror_replaces_scheme_and_host_and_keeps_the_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    pin = tools.pin_for("kubectl", "v1.21.14", "linux-amd64", mirror="http://10.0.0.5:8080/tools/")
-    assert pin.url == "http://10.0.0.5:8080/tools/release/v1.21.14/bin/linux/amd64/kubectl"
-    assert pin.checksum_url == pin.url + ".sha256"
+    pin = tools.pin_for("kind", "v0.20.0", "linux-amd64", mirror="http://10.0.0.5:8080/tools/")
+    assert pin.url == "http://10.0.0.5:8080/tools/kubernetes-sigs/kind/releases/download/v0.20.0/kind-linux-amd64"
+    assert pin.checksum_url == pin.url + ".sha256sum"
+    assert pin.sha256 == "513a7213d6d3332dd9ef27c24dab35e5ef10a04fa27274fe1c14d8a246493ded"  # the mirror changes no pin
     monkeypatch.setenv(tools.MIRROR_ENV, "https://mirror.example")
-    assert tools.pin_for("kind", "v0.20.0", "linux-amd64").url.startswith(
-        "https://mirror.example/kubernetes-sigs/kind/releases/download/v0.20.0/"
+    istioctl = tools.pin_for("istioctl", "1.10.6", "linux-amd64")
+    assert (
+        istioctl.url == "https://mirror.example/istio/istio/releases/download/1.10.6/istioctl-1.10.6-linux-amd64.tar.gz"
     )
-
-
-def test_kubectl_version_for_a_kubernetes_minor() -> None:
-    assert tools.kubectl_version_for("1.20") == "v1.20.15"
-    assert tools.kubectl_version_for("v1.36.1") == "v1.36.1"
-    with pytest.raises(ToolError, match=r"no kubectl pinned for Kubernetes 1\.99"):
-        tools.kubectl_version_for("1.99")
+    assert istioctl.checksum_url == istioctl.url + ".sha256"
 
 
 def test_parse_checksum_file_formats() -> None:
     digest = sha256(b"x")
     assert tools.parse_checksum_file(f"{digest}  kind-linux-amd64\n", "kind-linux-amd64") == digest
     assert tools.parse_checksum_file(f"{digest} *kind-linux-amd64", "kind-linux-amd64") == digest
-    assert tools.parse_checksum_file(f"{digest.upper()}\n", "kubectl") == digest
+    assert tools.parse_checksum_file(f"{digest.upper()}\n", "kind-linux-amd64") == digest  # a bare hash
+    assert (
+        tools.parse_checksum_file(
+            f"{digest} istioctl-1.10.6-linux-amd64.tar.gz\n", "istioctl-1.10.6-linux-amd64.tar.gz"
+        )
+        == digest
+    )
     two = f"{sha256(b'y')}  other\n{digest}  dist/istioctl.tar.gz\n"
     assert tools.parse_checksum_file(two, "istioctl.tar.gz") == digest
     with pytest.raises(ValueError, match="it is for other, not kind-linux-amd64"):
@@ -316,16 +334,16 @@ def test_unpinned_download_is_checked_against_the_publishers_checksum_file(
     assert "not pinned in fixtures/tools.yaml" in err
 
 
-def test_kubectl_checksum_file_holds_a_bare_hash(mirror: Mirror, client: httpx.Client, tmp_path: Path) -> None:
-    pin = tools.pin_for("kubectl", "v1.29.14", "linux-amd64", mirror=mirror.url)
-    assert pin.sha256 is None, "v1.29.14 has no pinned sha256: the publisher's file is used"
-    binary = b"#!/bin/sh\necho kubectl\n"
-    mirror.serve_pin(pin, binary, checksum=sha256(binary))
+def test_a_checksum_file_that_holds_a_bare_hash_is_used(mirror: Mirror, client: httpx.Client, tmp_path: Path) -> None:
+    """A checksum file (e.g. on a mirror) may hold only "HASH", with no file name: it is taken for the asset."""
+    pin = tools.pin_for("kind", "v0.25.0", "linux-amd64", mirror=mirror.url)
+    assert pin.sha256 is None, "v0.25.0 has no pinned sha256: the publisher's file is used"
+    mirror.serve_pin(pin, FAKE_KIND, checksum=sha256(FAKE_KIND))
 
     path = tools.download(pin, cache_dir=tmp_path, client=client, progress=False)
 
-    assert path == tmp_path / "kubectl" / "v1.29.14" / "kubectl"
-    assert path.read_bytes() == binary
+    assert path == tmp_path / "kind" / "v0.25.0" / "kind"
+    assert path.read_bytes() == FAKE_KIND
 
 
 def test_unpinned_and_no_checksum_file_is_an_error(mirror: Mirror, client: httpx.Client, tmp_path: Path) -> None:
@@ -532,11 +550,11 @@ def executable(path: Path, text: str) -> Path:
 def test_explicit_path_must_exist_and_be_executable(tmp_path: Path) -> None:
     with pytest.raises(ToolError, match=r"^--kind-bin /nonexistent/kind: no such file$"):
         tools.resolve_tool("kind", "/nonexistent/kind", "v0.17.0")
-    plain = tmp_path / "kubectl"
+    plain = tmp_path / "kind"
     plain.write_text("not executable")
-    with pytest.raises(ToolError, match=r"^--kubectl-bin .*/kubectl: not an executable file$"):
-        tools.resolve_tool("kubectl", str(plain), "v1.20.15")
-    with pytest.raises(ToolError, match="not an executable file"):
+    with pytest.raises(ToolError, match=r"^--kind-bin .*/kind: not an executable file$"):
+        tools.resolve_tool("kind", str(plain), "v0.17.0")
+    with pytest.raises(ToolError, match=r"^--istioctl .*: not an executable file$"):
         tools.resolve_tool("istioctl", str(tmp_path), "1.10.6")
     given = executable(tmp_path / "istioctl-custom", "#!/bin/sh\necho 9.9.9\n")
     assert tools.resolve_tool("istioctl", str(given), "1.10.6") == given
@@ -551,7 +569,7 @@ def test_a_tool_on_path_is_used(
     monkeypatch.setenv("PATH", str(bin_dir))
 
     assert tools.find_on_path("kind") == kind
-    assert tools.find_on_path("kubectl") is None
+    assert tools.find_on_path("istioctl") is None
     found = tools.resolve_tool("kind", None, "v0.17.0", cache_dir=tmp_path / "cache", client=client, mirror=mirror.url)
 
     assert found == kind
@@ -621,15 +639,14 @@ def test_cache_dir_defaults_to_the_user_cache(monkeypatch: pytest.MonkeyPatch, t
         assert tools.default_cache_dir().parts[-2:] == ("mesh-inbound-conformance", "tools")
 
 
-def test_kind_and_kubectl_on_path_of_another_version_are_not_used(
+def test_kind_on_path_of_another_version_is_not_used(
     mirror: Mirror, client: httpx.Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The GitHub runner ships kind 0.32 and kubectl 1.36; a 1.20 node image needs kind 0.17 (and kubectl 1.20)."""
+    """The GitHub runner ships kind 0.32; a 1.20 node image needs kind 0.17. Only the exact release is taken."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     runner_kind = b"#!/bin/sh\necho 'kind v0.32.0 go1.25.1 linux/amd64'\n"
     executable(bin_dir / "kind", runner_kind.decode())
-    executable(bin_dir / "kubectl", '#!/bin/sh\necho \'{"clientVersion": {"gitVersion": "v1.36.1"}}\'\n')
     monkeypatch.setenv("PATH", str(bin_dir))
     pin = tools.pin_for("kind", "v0.21.0", mirror=mirror.url)
     mirror.serve_pin(pin, FAKE_KIND, checksum=f"{sha256(FAKE_KIND)}  {pin.asset}\n")
@@ -641,10 +658,11 @@ def test_kind_and_kubectl_on_path_of_another_version_are_not_used(
         None,
         f"kind: {bin_dir / 'kind'} on PATH is v0.32.0, not v0.21.0: using the pinned kind v0.21.0",
     )
-    assert tools.path_choice("kubectl", "v1.20.15")[0] is None
-    assert tools.path_choice("kubectl", "v1.36.0") == (
-        bin_dir / "kubectl",
-        f"kubectl: using {bin_dir / 'kubectl'} from PATH (v1.36.1, the row's version)",
+    # The exact release, with or without the "v": the same minor of another patch is not the row's kind.
+    assert tools.path_choice("kind", "v0.32.1")[0] is None
+    assert tools.path_choice("kind", "0.32.0") == (
+        bin_dir / "kind",
+        f"kind: using {bin_dir / 'kind'} from PATH (v0.32.0, the row's version)",
     )
 
 

@@ -191,19 +191,17 @@ class Runner:
         shutil.copytree(REPO / "fixtures", self.workdir / "fixtures")
         self.log = root / "calls.jsonl"
         self.fake_kind = root / "tools" / "kind"
-        self.fake_kubectl = root / "tools" / "kubectl"
         python = sys.executable
         self._script(self.workdir / "setup.sh", "#!/bin/sh\nexit 0\n")
         self._script(self.workdir / ".venv" / "bin" / "tox", STUB_RECORD.format(python=python, name="tox") + TOX_STUB)
-        # The suite's python in the tox env: asked for the row's tools, names two stand-ins.
+        # The suite's python in the tox env: asked for the row's tools, names the kind stand-in (the only tool the
+        # job fetches: no kubectl, the suite talks to the API server with the Python client).
         self._script(
             self.workdir / ".tox" / "conformance" / "bin" / "python",
-            STUB_RECORD.format(python=python, name="tox-python")
-            + f"print('kind={self.fake_kind}')\nprint('kubectl={self.fake_kubectl}')\n",
+            STUB_RECORD.format(python=python, name="tox-python") + f"print('kind={self.fake_kind}')\n",
         )
         kind = STUB_RECORD.format(python=python, name="kind") + "print(os.environ['STUB_CLUSTER'])\n"
         self._script(self.fake_kind, kind)
-        self._script(self.fake_kubectl, STUB_RECORD.format(python=python, name="kubectl"))
         self._script(self.bin / "sudo", '#!/bin/sh\n[ "$1" = "-E" ] && shift\nexec "$@"\n')
         self._script(self.bin / "modprobe", STUB_RECORD.format(python=python, name="modprobe"))
         self._script(self.bin / "sysctl", STUB_RECORD.format(python=python, name="sysctl"))
@@ -507,10 +505,10 @@ def test_a_broken_versions_file_stops_the_matrix(tmp_path: Path, text: str, prob
         module.load_rows(path)
 
 
-def test_the_tools_command_resolves_the_rows_pinned_kind_and_kubectl(
+def test_the_tools_command_resolves_only_the_rows_pinned_kind(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Never the runner's kind: the suite's verified download of the row's kind, and its Kubernetes' kubectl."""
+    """Never the runner's kind: the suite's verified download of the row's kind. Nothing else (no kubectl)."""
     from conformance.backends.kind import tools
 
     asked: list[tuple[str, str | None, str, bool]] = []
@@ -522,12 +520,8 @@ def test_the_tools_command_resolves_the_rows_pinned_kind_and_kubectl(
     monkeypatch.setattr(tools, "resolve_tool", fake_resolve)
     assert matrix_module().main(["tools", "--istio-version=1.10.6"]) == 0
     row = row_for("1.10.6")
-    kubectl = tools.kubectl_version_for(row.kubernetes)
-    assert asked == [("kind", None, row.kind, False), ("kubectl", None, kubectl, False)]
-    assert capsys.readouterr().out.splitlines() == [
-        f"kind=/cache/kind/{row.kind}/kind",
-        f"kubectl=/cache/kubectl/{kubectl}/kubectl",
-    ]
+    assert asked == [("kind", None, row.kind, False)]
+    assert capsys.readouterr().out.splitlines() == [f"kind=/cache/kind/{row.kind}/kind"]
 
 
 def test_a_tool_that_cannot_be_had_is_one_line(
@@ -564,6 +558,7 @@ def test_each_nightly_row_hands_the_suite_a_command_it_accepts(tmp_path: Path, r
     assert "Load the custom build's images" in job.skipped
     assert "Write the install values" in job.skipped
     assert ["tox-python", ".github/scripts/matrix.py", "tools", f"--istio-version={entry['istio']}"] in job.calls
+    assert job.outputs["tools"] == {"kind": str(runner.fake_kind)}  # the fetched tools: kind only
     args = job.tox_posargs()
     assert args == [
         "--backend", "kind",
@@ -572,7 +567,6 @@ def test_each_nightly_row_hands_the_suite_a_command_it_accepts(tmp_path: Path, r
         "--cluster-name", f"mic-{row}",
         "--keep-cluster",
         "--kind-bin", str(runner.fake_kind),
-        "--kubectl-bin", str(runner.fake_kubectl),
         "--report-dir", f"reports/{row}",
         "--artifacts-dir", f"artifacts/{row}",
         "--junitxml", f"reports/{row}/junit.xml",

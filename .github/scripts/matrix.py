@@ -14,9 +14,9 @@ Runs on the standard library and PyYAML only (the workflow's matrix job has noth
 
     python .github/scripts/matrix.py tools --istio-version V
 
-(in the tox `conformance` env) prints `kind=PATH` and `kubectl=PATH`: the kind release the row pins and the
-kubectl of the row's Kubernetes, downloaded and sha256-verified by the suite itself (fixtures/tools.yaml),
-never the ones preinstalled on the runner, whose versions drift.
+(in the tox `conformance` env) prints `kind=PATH`: the kind release the row pins, downloaded and sha256-verified
+by the suite itself (fixtures/tools.yaml), never the one preinstalled on the runner, whose version drifts. (No
+kubectl: the suite talks to the API server with the official Python client.)
 """
 
 from __future__ import annotations
@@ -192,14 +192,12 @@ def matrix(
 
 
 def resolve_tools(istio_version: str) -> dict[str, str]:
-    """The row's pinned kind and its Kubernetes' kubectl, downloaded and verified by the suite (never PATH)."""
+    """The row's pinned kind, downloaded and verified by the suite (never PATH)."""
     from conformance.backends.kind import matrix as suite_matrix
     from conformance.backends.kind import tools
 
     row = suite_matrix.row_for(istio_version)
-    kind = tools.resolve_tool("kind", None, row.kind, use_path=False)
-    kubectl = tools.resolve_tool("kubectl", None, tools.kubectl_version_for(row.kubernetes), use_path=False)
-    return {"kind": str(kind), "kubectl": str(kubectl)}
+    return {"kind": str(tools.resolve_tool("kind", None, row.kind, use_path=False))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     for option in (*options, "istioctl-sha256"):
         rows.add_argument(f"--{option}", default="")
     rows.add_argument("--github-output", type=Path, default=None, help="append rows=<json> to this file")
-    tools = commands.add_parser("tools", help="kind=PATH and kubectl=PATH for a row (needs the suite installed)")
+    tools = commands.add_parser("tools", help="kind=PATH for a row (needs the suite installed)")
     tools.add_argument("--istio-version", required=True)
     args = parser.parse_args(argv)
     try:

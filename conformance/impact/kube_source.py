@@ -11,7 +11,6 @@ removed from a pod (a maintainer found them "too expensive" for many pods, istio
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import threading
 import time
@@ -20,6 +19,7 @@ from typing import Any
 
 from conformance.impact.analysis import PodInfo, SelectorError, ServiceInfo, ServicePort, parse_selector
 from conformance.impact.sources import BadInput, ImpactSource, Inventory, ListenerRead, Unchecked
+from conformance.kubeclient import api_reason, first_line, handshake_reason, load_configuration
 from conformance.precheck import Listener, parse_proc_net_tcp
 
 CAT_COMMAND = ["cat", "/proc/net/tcp", "/proc/net/tcp6"]
@@ -45,43 +45,6 @@ def _looks_like_proc_net(text: str) -> bool:
     return "local_address" in text
 
 
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else ""
-
-
-def _status_message(body: object) -> str:
-    """The `message` of a Kubernetes Status body, or '' when the body is not one."""
-    if not isinstance(body, str | bytes):
-        return ""
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        return ""
-    return str(doc.get("message", "")) if isinstance(doc, dict) else ""
-
-
-def _api_reason(err: Exception) -> str:
-    """One line from an ApiException: the HTTP status and the Status message (or the client's reason)."""
-    status = getattr(err, "status", None)
-    message = _status_message(getattr(err, "body", None)) or _first_line(str(getattr(err, "reason", "") or err))
-    return f"HTTP {status}: {message}" if status else message
-
-
-_HANDSHAKE = re.compile(
-    r"Handshake status (?P<code>\d{3}) (?P<text>[^-]*?)\s*(-\+-\+-.*-\+-\+-\s*(?P<body>.*))?$", re.S
-)
-
-
-def _handshake_reason(err: Exception) -> tuple[int | None, str]:
-    """The HTTP status and message of a refused exec upgrade (websocket-client puts both in one string)."""
-    text = str(getattr(err, "reason", "") or err).strip()
-    match = _HANDSHAKE.search(text)
-    if not match:
-        return None, _first_line(text) or type(err).__name__
-    message = _status_message(match["body"] or "") or match["text"]
-    return int(match["code"]), f"HTTP {match['code']}: {_first_line(message)}"
-
-
 class KubeSource(ImpactSource):
     """Pods, Services and listeners through the Kubernetes API of a kubeconfig context."""
 
@@ -95,18 +58,12 @@ class KubeSource(ImpactSource):
         parallel: int = 8,
         timeout: float = 30.0,
     ) -> None:
-        from kubernetes import client, config
-        from kubernetes.config.config_exception import ConfigException
+        from kubernetes import client
 
-        configuration = client.Configuration()
         try:
-            config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=kubeconfig, context=context, client_configuration=configuration
-            )
-        except (ConfigException, OSError, TypeError, ValueError, KeyError) as err:
-            where = kubeconfig or "the default kubeconfig (KUBECONFIG or ~/.kube/config)"
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise BadInput(f"kubeconfig {where}: {first}") from None
+            configuration = load_configuration(kubeconfig, context)
+        except ValueError as err:
+            raise BadInput(str(err)) from None
         configuration.connection_pool_maxsize = max(4, parallel * 2)
         configuration.retries = 1
         self.api = client.CoreV1Api(client.ApiClient(configuration))
@@ -131,7 +88,7 @@ class KubeSource(ImpactSource):
         try:
             return fn(*args, _request_timeout=self.timeout, **kwargs)
         except ApiException as err:
-            raise BadInput(f"{what}: {_api_reason(err)}") from None
+            raise BadInput(f"{what}: {api_reason(err)}") from None
         except (HTTPError, OSError) as err:
             raise BadInput(f"{what}: cannot reach the API server: {str(err).splitlines()[0]}") from None
 
@@ -151,7 +108,7 @@ class KubeSource(ImpactSource):
                 if err.status == 403:
                     labels[name] = {}  # may not read namespaces: pods still tell their own enrolment
                     continue
-                raise BadInput(f"read namespace {name}: {_api_reason(err)}") from None
+                raise BadInput(f"read namespace {name}: {api_reason(err)}") from None
             labels[name] = dict((ns.metadata.labels if ns.metadata else None) or {})
         return labels
 
@@ -246,7 +203,7 @@ class KubeSource(ImpactSource):
                 _request_timeout=self.timeout,
             )
         except Exception as err:  # the client wraps every handshake failure in ApiException(status=0)
-            code, reason = _handshake_reason(err)
+            code, reason = handshake_reason(err)
             if code == 403:
                 return "", f"exec refused ({reason})"
             return "", f"exec failed: {reason}"
@@ -269,7 +226,7 @@ class KubeSource(ImpactSource):
         if _looks_like_proc_net(stdout) and (status.get("status") == "Success" or "tcp6" in stderr):
             return stdout, None
         message = status.get("message") or stderr.strip() or "no output"
-        return "", f"cat failed: {_first_line(str(message))}"
+        return "", f"cat failed: {first_line(str(message))}"
 
     def _debug_container(self, pod: PodInfo) -> tuple[str, str | None]:
         """Add an ephemeral container running `cat`, wait until it ends, and read its log."""
@@ -308,7 +265,7 @@ class KubeSource(ImpactSource):
                 pod.name, pod.namespace, container=name, _request_timeout=self.timeout
             )
         except ApiException as err:
-            return "", f"debug container: {_api_reason(err)}"
+            return "", f"debug container: {api_reason(err)}"
         if _looks_like_proc_net(log):
             return log, None
         return "", f"debug container {name} printed no /proc/net/tcp (exit code {state.terminated.exit_code})"

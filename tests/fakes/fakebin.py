@@ -1,11 +1,12 @@
-"""Fake kind, kubectl, istioctl and docker for the kind backend's own tests (standard library only).
+"""Fake kind, istioctl and docker, and the cluster model, for the kind backend's own tests (standard library only).
 
 Run as `python3 fakebin.py TOOL ARGS...`, or `main(["fakebin", TOOL, *ARGS])` from a wrapper that imports this
 module (so Python reuses its compiled bytecode: a test run starts this program hundreds of times).
 Every invocation appends one JSON line `{"tool", "argv", "stdin"}` to $FAKE_LOG, then answers the way the real
 tool would, keeping a small cluster model in $FAKE_STATE (a JSON file): kind clusters, the images docker built,
-whether Istio is installed, the objects `kubectl apply` was fed, and a generation per namespace that
-`kubectl rollout restart` bumps (new ReplicaSet hash, new pod names and IPs, as after a real restart).
+whether Istio is installed, the objects applied, and a generation per namespace that a rollout restart bumps
+(new ReplicaSet hash, new pod names and IPs, as after a real restart). The backend runs no kubectl: its API calls
+go to tests/fakes/kind_api.py, an HTTP server in front of this same model (the functions below).
 
 Pods are derived from the applied Deployments: Running and ready, named `<app>-<template hash>-<suffix>`, with
 IPs in the family $FAKE_FAMILY (ipv4, ipv6 or dual), and an `istio-proxy` container when the namespace is
@@ -22,6 +23,9 @@ Knobs (environment):
   FAKE_FAIL_EXIT, FAKE_FAIL_STDERR   this exit status (default 1) and stderr (default "fake failure")
   FAKE_TERMINATING            N: the first N pod listings of an injected namespace also hold a Terminating pod
   FAKE_PROBE_OUTPUT           set: `echo.py probe` prints this text instead of results
+  FAKE_API_URL                the fake API server's URL (kind_api.py): the kubeconfig kind writes points there
+                              (plain HTTP, a bearer token); default: a kind-like kubeconfig nothing answers at
+The knobs are read from the mapping `ENV` (os.environ unless an in-process user such as kind_api.py replaces it).
 Unknown commands exit 1 with a message on stderr, so a test notices a command it did not expect.
 """
 
@@ -35,10 +39,15 @@ import zlib
 # neither json nor re (which json imports) on the common paths: importing them would double its start-up time.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import MutableMapping
     from re import Pattern
     from typing import Any
 
-# --- JSON, small and sufficient (the state file, the log, kubectl's -o json) ----------------------------------------
+# Where the knobs below are read: the process's environment, or a mapping an in-process user (the fake API server
+# of kind_api.py) puts here; it may change between two calls.
+ENV: MutableMapping[str, str] = os.environ
+
+# --- JSON, small and sufficient (the state file, the log) -----------------------------------------------------------
 
 _ESCAPES = {ord('"'): '\\"', ord("\\"): "\\\\", **{i: f"\\u{i:04x}" for i in range(32)}}
 _ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", ord("\b"): "\\b", ord("\f"): "\\f"})
@@ -154,7 +163,7 @@ _PATTERNS: dict[str, Pattern[str]] = {}
 
 
 def _pattern(name: str) -> Pattern[str]:
-    """The reader's regular expressions, compiled on first use (only `kubectl apply` needs them)."""
+    """The reader's regular expressions, compiled on first use (only YAML bodies need them)."""
     if not _PATTERNS:
         import re
 
@@ -295,6 +304,8 @@ def load_yaml_stream(text: str) -> list[Any]:
 TEMPLATE_HASHES = ("5d9c8b7f6", "7f6d5c9b8", "6b8f7d5c9", "9c7b6f8d5")
 _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # what Kubernetes draws pod name suffixes from
 PROXY_LISTENERS = (("127.0.0.1", 15000), ("*", 15001), ("*", 15006), ("*", 15021), ("*", 15090))
+STARTED_AT = "2026-11-30T03:00:00Z"  # when every container of the model started
+AMBIENT_DAEMONSETS = ("istio-cni-node", "ztunnel")  # istio-system's DaemonSets, with the ambient overlay only
 
 
 class Failure(Exception):
@@ -304,6 +315,14 @@ class Failure(Exception):
         super().__init__(stderr)
         self.stderr = stderr
         self.code = code
+
+
+class NotFound(Failure):
+    """An object (or a kind) the cluster does not have: `message` is the API server's Status message."""
+
+    def __init__(self, stderr: str, message: str) -> None:
+        super().__init__(stderr)
+        self.message = message
 
 
 class ExitWithOutput(Exception):
@@ -325,9 +344,12 @@ def write(path: str, text: str) -> None:
         fh.write(text)
 
 
-def load_state() -> dict[str, Any]:
-    path = os.environ["FAKE_STATE"]
-    state: dict[str, Any] = from_json(read(path)) if os.path.exists(path) else {}
+def load_state(path: str | None = None, text: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The cluster model in the state file (default $FAKE_STATE), or already parsed (`text`); none is empty."""
+    path = path or ENV["FAKE_STATE"]
+    if text is None:
+        text = from_json(read(path)) if os.path.exists(path) else {}
+    state: dict[str, Any] = text
     state.setdefault("clusters", [])
     state.setdefault("images", [])
     state.setdefault("istio", None)
@@ -336,8 +358,9 @@ def load_state() -> dict[str, Any]:
     return state
 
 
-def save_state(state: dict[str, Any]) -> None:
-    path = os.environ["FAKE_STATE"]
+def save_state(state: dict[str, Any], path: str | None = None) -> None:
+    """Replace the state file (default $FAKE_STATE) at once: a reader never sees half of it."""
+    path = path or ENV["FAKE_STATE"]
     scratch = f"{path}.{os.getpid()}"
     write(scratch, to_json(state, indent=1))
     os.replace(scratch, path)
@@ -352,7 +375,7 @@ def objects(state: dict[str, Any], kind: str, namespace: str | None = None) -> l
 
 
 def injected(state: dict[str, Any], namespace: str) -> bool:
-    if os.environ.get("FAKE_NO_INJECTION"):
+    if ENV.get("FAKE_NO_INJECTION"):
         return False
     for ns in objects(state, "Namespace"):
         if ns["metadata"]["name"] == namespace:
@@ -361,7 +384,7 @@ def injected(state: dict[str, Any], namespace: str) -> bool:
 
 
 def _family() -> str:
-    family = os.environ.get("FAKE_FAMILY", "ipv4")
+    family = ENV.get("FAKE_FAMILY", "ipv4")
     if family not in ("ipv4", "ipv6", "dual"):
         raise Failure(f"fakebin: FAKE_FAMILY={family!r}")
     return family
@@ -372,8 +395,17 @@ def _addresses(index: int, v4_prefix: str, v6_prefix: str) -> list[str]:
     return {"ipv4": [v4], "ipv6": [v6], "dual": [v4, v6]}[_family()]
 
 
+def ambient(state: dict[str, Any]) -> bool:
+    """Whether the installed Istio has the ambient profile (its DaemonSets istio-cni-node and ztunnel)."""
+    istio = state["istio"]
+    return bool(istio) and "ambient.yaml" in istio.get("overlays", [])
+
+
 def pods(state: dict[str, Any], namespace: str) -> list[dict[str, Any]]:
-    """One Running, ready pod per Deployment of the namespace, as `kubectl get pods -o json` lists them."""
+    """One Running, ready pod per Deployment of the namespace, as the API lists them.
+
+    Its containers are the template's (the whole spec), then the injected proxy's.
+    """
     deployments = objects(state, "Deployment")
     generation = state["generation"].get(namespace, 0)
     out = []
@@ -387,14 +419,14 @@ def pods(state: dict[str, Any], namespace: str) -> list[dict[str, Any]]:
         seed = zlib.crc32(f"{namespace}/{app}/{generation}".encode())
         suffix = "".join(_SUFFIX_ALPHABET[(seed >> (5 * k)) % len(_SUFFIX_ALPHABET)] for k in range(5))
         ips = _addresses(index + 20 * generation, "10.244.0", "fd00:10:244")
-        containers = [{"name": c["name"], "image": c.get("image", "")} for c in template["spec"]["containers"]]
+        containers = [{**c, "image": c.get("image", "")} for c in template["spec"]["containers"]]
         init: list[dict[str, Any]] = []
         labels = {**template["metadata"].get("labels", {}), "pod-template-hash": template_hash}
         if injected(state, namespace):
             istio = state["istio"] or {}
             proxy_image = f"{istio.get('hub', 'docker.io/istio')}/proxyv2:{istio.get('tag', '')}"
-            containers.append({"name": "istio-proxy", "image": proxy_image})
-            init.append({"name": "istio-init", "image": proxy_image})
+            containers.append({"name": "istio-proxy", "image": proxy_image, "args": ["proxy", "sidecar"]})
+            init.append({"name": "istio-init", "image": proxy_image, "args": ["istio-iptables"]})
             labels["security.istio.io/tlsMode"] = "istio"
         out.append(
             {
@@ -411,11 +443,38 @@ def pods(state: dict[str, Any], namespace: str) -> list[dict[str, Any]]:
                     "phase": "Running",
                     "podIP": ips[0],
                     "podIPs": [{"ip": ip} for ip in ips],
-                    "containerStatuses": [{"name": c["name"], "ready": True} for c in containers],
+                    "containerStatuses": [container_status(c) for c in containers],
                 },
             }
         )
     return out
+
+
+def container_status(container: dict[str, Any]) -> dict[str, Any]:
+    """A container that started at STARTED_AT, is running and ready."""
+    return {
+        "name": container["name"],
+        "image": container["image"],
+        "imageID": "",
+        "ready": True,
+        "started": True,
+        "restartCount": 0,
+        "state": {"running": {"startedAt": STARTED_AT}},
+    }
+
+
+def listed_pods(state: dict[str, Any], namespace: str) -> list[dict[str, Any]]:
+    """What one listing of the namespace's pods shows: pods(), plus, for the first $FAKE_TERMINATING listings of an
+    injected namespace, a pod of the previous generation that is still Terminating (after a rollout restart)."""
+    items = pods(state, namespace)
+    left = int(ENV.get("FAKE_TERMINATING", "0")) - state.get("terminating_listed", 0)
+    if items and left > 0 and injected(state, namespace):
+        state["terminating_listed"] = state.get("terminating_listed", 0) + 1
+        gone = from_json(to_json(items[0]))
+        gone["metadata"]["name"] = gone["metadata"]["name"].rsplit("-", 2)[0] + "-6f7d9c8b5-old00"
+        gone["metadata"]["deletionTimestamp"] = "2026-11-30T03:20:00Z"
+        items = [*items, gone]
+    return items
 
 
 def services(state: dict[str, Any], namespace: str) -> list[dict[str, Any]]:
@@ -510,7 +569,7 @@ def config_dump(state: dict[str, Any], pod: dict[str, Any]) -> str:
 
 
 class Args:
-    """kubectl/istioctl style arguments: flags with values, boolean flags, positionals, and what follows `--`."""
+    """istioctl style arguments: flags with values, boolean flags, positionals, and what follows `--`."""
 
     def __init__(self, argv: list[str], with_value: set[str], boolean: set[str]) -> None:
         self.flags: dict[str, list[str]] = {}
@@ -549,7 +608,7 @@ class Args:
 def _needs_kubeconfig(args: Args) -> None:
     path = args.get("--kubeconfig")
     if path is None:
-        raise Failure("fakebin: every kubectl/istioctl command of the backend must name --kubeconfig")
+        raise Failure("fakebin: every istioctl command of the backend must name --kubeconfig")
     if not os.path.isfile(path):
         raise Failure(f"error: stat {path}: no such file or directory")
 
@@ -577,6 +636,33 @@ users:
 """
 
 
+API_KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters:
+- cluster:
+    server: {url}
+  name: kind-{name}
+contexts:
+- context:
+    cluster: kind-{name}
+    user: kind-{name}
+  name: kind-{name}
+current-context: kind-{name}
+users:
+- name: kind-{name}
+  user:
+    token: fake
+"""
+
+
+def _kubeconfig(name: str, port: int) -> str:
+    """The cluster's kubeconfig: the fake API server's when $FAKE_API_URL is set, else a kind-like one."""
+    url = ENV.get("FAKE_API_URL")
+    if url:
+        return API_KUBECONFIG.format(name=name, url=url)
+    return KUBECONFIG.format(name=name, port=port)
+
+
 def kind(argv: list[str], state: dict[str, Any]) -> str:
     args = Args(argv, {"--name", "--image", "--config", "--kubeconfig", "--wait"}, set())
     words = args.words
@@ -597,14 +683,14 @@ def kind(argv: list[str], state: dict[str, Any]) -> str:
         kubeconfig = args.get("--kubeconfig")
         if kubeconfig is None:
             raise Failure("fakebin: the backend must pass --kubeconfig to kind create cluster")
-        write(kubeconfig, KUBECONFIG.format(name=name, port=40000 + len(names)))
+        write(kubeconfig, _kubeconfig(name, 40000 + len(names)))
         state["clusters"].append({"name": name, "image": args.get("--image"), "config": read(config)})
         sys.stderr.write(f'Creating cluster "{name}" ...\n ✓ Ensuring node image ({args.get("--image")}) 🖼\n')
         return ""
     if words == ["get", "kubeconfig"]:
         if name not in names:
             raise Failure(f'ERROR: could not locate any control plane nodes for cluster named "{name}"')
-        return KUBECONFIG.format(name=name, port=40000 + names.index(name))
+        return _kubeconfig(name, 40000 + names.index(name))
     if words[:2] == ["load", "docker-image"] and len(words) > 2:
         if name not in names:
             raise Failure(f'ERROR: no nodes found for cluster "{name}"')
@@ -675,7 +761,7 @@ def istioctl(argv: list[str], state: dict[str, Any], version: str) -> str:
     )
     words = args.words
     if words == ["version"]:
-        return os.environ.get("FAKE_ISTIOCTL_VERSION", version) + "\n"
+        return ENV.get("FAKE_ISTIOCTL_VERSION", version) + "\n"
     _needs_kubeconfig(args)
     if words == ["install"]:
         for overlay in args.flags.get("-f", []):
@@ -689,7 +775,7 @@ def istioctl(argv: list[str], state: dict[str, Any], version: str) -> str:
         }
         return "✔ Istio core installed\n✔ Istiod installed\n✔ Installation complete\n"
     if words == ["x", "precheck"]:
-        directory = os.environ.get("FAKE_PRECHECK_DIR")
+        directory = ENV.get("FAKE_PRECHECK_DIR")
         if not directory:
             sys.stderr.write(
                 "✔ No issues found when checking the cluster. Istio is safe to install or upgrade!\n"
@@ -713,119 +799,7 @@ def istioctl(argv: list[str], state: dict[str, Any], version: str) -> str:
     raise Failure(f"fakebin: unknown istioctl command: {' '.join(argv)}")
 
 
-# --- kubectl --------------------------------------------------------------------------------------------------------
-
-_KUBECTL_VALUE_FLAGS = {
-    "--kubeconfig",
-    "-n",
-    "--namespace",
-    "-f",
-    "--filename",
-    "-o",
-    "--output",
-    "-c",
-    "--container",
-    "--timeout",
-    "--tail",
-    "--sort-by",
-    "--raw",
-    "--wait",
-}
-_KUBECTL_BOOLEAN_FLAGS = {"-i", "--stdin", "--all-containers"}
-_RESOURCE_NAMES = {"Namespace": "namespace", "Deployment": "deployment.apps", "Service": "service"}
-
-
-def kubectl(argv: list[str], state: dict[str, Any], stdin: str | None) -> str:
-    args = Args(argv, _KUBECTL_VALUE_FLAGS, _KUBECTL_BOOLEAN_FLAGS)
-    _needs_kubeconfig(args)
-    words = args.words
-    namespace = args.get("-n", "--namespace") or "default"
-    if words == ["version"]:
-        return "Client Version: v1.20.15\nServer Version: v1.20.15\n"
-    if words == ["apply"] and args.get("-f", "--filename") == "-":
-        return _apply(state, stdin or "")
-    if words[:2] == ["rollout", "status"] and len(words) == 3 and words[2].startswith(("ds/", "daemonset/")):
-        # The ambient install profile's DaemonSets exist only when the ambient overlay was installed.
-        name = words[2].partition("/")[2]
-        istio = state["istio"]
-        ambient = namespace == "istio-system" and istio and "ambient.yaml" in istio["overlays"]
-        if ambient and name in ("istio-cni-node", "ztunnel"):
-            return f'daemon set "{name}" successfully rolled out\n'
-        raise Failure(f'Error from server (NotFound): daemonsets.apps "{name}" not found')
-    if words[:2] == ["rollout", "status"] and len(words) == 3:
-        name = words[2].removeprefix("deploy/").removeprefix("deployment/")
-        _deployment(state, namespace, name)
-        return f'deployment "{name}" successfully rolled out\n'
-    if words == ["rollout", "restart", "deploy"]:  # every Deployment of the namespace
-        restarted = objects(state, "Deployment", namespace)
-        state["generation"][namespace] = state["generation"].get(namespace, 0) + 1
-        return "".join(f"deployment.apps/{d['metadata']['name']} restarted\n" for d in restarted)
-    if words[:2] == ["rollout", "restart"] and len(words) == 3:
-        name = words[2].removeprefix("deploy/").removeprefix("deployment/")
-        _deployment(state, namespace, name)
-        return f"deployment.apps/{name} restarted\n"
-    if words in (["get", "pods"], ["get", "services"]) and args.get("-o", "--output") == "json":
-        items = pods(state, namespace) if words[1] == "pods" else services(state, namespace)
-        left = int(os.environ.get("FAKE_TERMINATING", "0")) - state.get("terminating_listed", 0)
-        if words[1] == "pods" and items and left > 0 and injected(state, namespace):
-            # A pod of the previous generation is still Terminating (after a rollout restart).
-            state["terminating_listed"] = state.get("terminating_listed", 0) + 1
-            old = to_json(items[0])
-            gone = from_json(old)
-            gone["metadata"]["name"] = gone["metadata"]["name"].rsplit("-", 2)[0] + "-6f7d9c8b5-old00"
-            gone["metadata"]["deletionTimestamp"] = "2026-11-30T03:20:00Z"
-            items = [*items, gone]
-        return to_json({"apiVersion": "v1", "kind": "List", "items": items}, indent=1) + "\n"
-    if words == ["get"] and args.get("--raw"):
-        return _raw(state, str(args.get("--raw")))
-    if words[:1] == ["exec"] and len(words) == 2:
-        return _exec(state, namespace, words[1], args.get("-c", "--container"), args.after, stdin)
-    if words[:1] == ["logs"] and len(words) == 2 and words[1].startswith("ds/"):
-        name = words[1].removeprefix("ds/")
-        istio = state["istio"]
-        ambient = namespace == "istio-system" and istio and "ambient.yaml" in istio.get("overlays", [])
-        if ambient and name in ("istio-cni-node", "ztunnel"):
-            return f"{name}: info  started\n"
-        raise Failure(f'error: error from server (NotFound): daemonsets.apps "{name}" not found')
-    if words == ["get", "daemonset", "ztunnel"] and namespace == "istio-system":
-        istio = state["istio"]
-        if istio and "ambient.yaml" in istio.get("overlays", []):
-            return "daemonset.apps/ztunnel\n"
-        raise Failure('Error from server (NotFound): daemonsets.apps "ztunnel" not found')
-    if words[:1] == ["logs"] and len(words) == 2:
-        pod = find_pod(state, namespace, words[1])
-        container = args.get("-c", "--container")
-        names = [c["name"] for c in pod["spec"]["containers"] + pod["spec"]["initContainers"]]
-        if container not in names:
-            raise Failure(f"error: container {container} is not valid for pod {words[1]}")
-        return f"{container}: started\n"
-    if words[:2] == ["describe", "pod"] and len(words) == 3:
-        pod = find_pod(state, namespace, words[2])
-        return (
-            f"Name:         {words[2]}\nNamespace:    {namespace}\nStatus:       Running\nIP:           {pod_ip(pod)}\n"
-        )
-    if words == ["get", "nodes"] and args.get("-o", "--output") == "json":
-        return to_json({"apiVersion": "v1", "kind": "List", "items": _nodes(state)}, indent=1) + "\n"
-    if words == ["get", "deployment", "istiod"] and namespace == "istio-system":
-        if not state["istio"]:
-            raise Failure('Error from server (NotFound): deployments.apps "istiod" not found')
-        return "deployment.apps/istiod\n"
-    if words[:2] == ["get", "events"]:
-        return (
-            "LAST SEEN   TYPE     REASON    OBJECT   MESSAGE\n10s   Normal   Started   pod/x   Started container echo\n"
-        )
-    if words == ["get", "all,sidecars"]:
-        return "".join(f"pod/{p['metadata']['name']}   Running\n" for p in pods(state, namespace))
-    if words[:2] == ["delete", "namespace"] and len(words) > 2:
-        gone = set(words[2:])
-        state["objects"] = [
-            o
-            for o in state["objects"]
-            if o["metadata"].get("namespace") not in gone
-            and not (o["kind"] == "Namespace" and o["metadata"]["name"] in gone)
-        ]
-        return "".join(f'namespace "{n}" deleted\n' for n in words[2:])
-    raise Failure(f"fakebin: unknown kubectl command: {' '.join(argv)}")
+# --- the model's answers for the fake API server (tests/fakes/kind_api.py) ------------------------------------------
 
 
 def _nodes(state: dict[str, Any]) -> list[dict[str, Any]]:
@@ -846,59 +820,44 @@ def _nodes(state: dict[str, Any]) -> list[dict[str, Any]]:
     return nodes
 
 
-def _deployment(state: dict[str, Any], namespace: str, name: str) -> None:
-    if namespace == "istio-system" and name == "istiod" and state["istio"]:
-        return
-    if not any(d["metadata"]["name"] == name for d in objects(state, "Deployment", namespace)):
-        raise Failure(f'Error from server (NotFound): deployments.apps "{name}" not found')
+def restart(state: dict[str, Any], namespace: str) -> None:
+    """Restart every Deployment of the namespace: its pods get a new generation (template hash, names, IPs)."""
+    state["generation"][namespace] = state["generation"].get(namespace, 0) + 1
 
 
-def _apply(state: dict[str, Any], text: str) -> str:
-    try:
-        docs = load_yaml_stream(text)
-    except (YamlError, ValueError) as exc:
-        raise Failure(f"error: error parsing STDIN: {exc}") from None
-    lines = []
+def delete_namespaces(state: dict[str, Any], names: set[str]) -> None:
+    """Remove the namespaces and every object in them."""
+    state["objects"] = [
+        o
+        for o in state["objects"]
+        if o["metadata"].get("namespace") not in names
+        and not (o["kind"] == "Namespace" and o["metadata"]["name"] in names)
+    ]
+
+
+def store(state: dict[str, Any], doc: dict[str, Any]) -> bool:
+    """Store one applied object in place of the one of the same kind, namespace and name; True if it is new.
+
+    NotFound for a Sidecar before Istio is installed (no such kind yet) or an object in a namespace that does not
+    exist.
+    """
+    kind_, meta = doc.get("kind"), doc.get("metadata", {})
+    if kind_ == "Sidecar" and not state["istio"]:
+        raise NotFound(
+            f'error: unable to recognize "STDIN": no matches for kind "Sidecar" in version "{doc.get("apiVersion")}"',
+            "the server could not find the requested resource",
+        )
     namespaces = {o["metadata"]["name"] for o in objects(state, "Namespace")}
-    for doc in docs:
-        kind_, meta = doc.get("kind"), doc.get("metadata", {})
-        if kind_ == "Sidecar" and not state["istio"]:
-            raise Failure(
-                'error: unable to recognize "STDIN": no matches for kind "Sidecar" in version '
-                f'"{doc.get("apiVersion")}"'
-            )
-        if kind_ == "Namespace":
-            namespaces.add(meta["name"])
-        elif meta.get("namespace") not in namespaces:
-            raise Failure(f'Error from server (NotFound): namespaces "{meta.get("namespace")}" not found')
-        key = (kind_, meta.get("namespace"), meta["name"])
-        before = len(state["objects"])
-        state["objects"] = [
-            o for o in state["objects"] if (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) != key
-        ]
-        state["objects"].append(doc)
-        resource = _RESOURCE_NAMES.get(str(kind_), f"{str(kind_).lower()}.networking.istio.io")
-        lines.append(f"{resource}/{meta['name']} {'configured' if len(state['objects']) <= before else 'created'}\n")
-    return "".join(lines)
-
-
-def _raw(state: dict[str, Any], path: str) -> str:
-    # /api/v1/namespaces/NS/pods/NAME:PORT/proxy/requests?QUERY
-    parts = path.partition("?")[0].split("/")
-    if (
-        len(parts) != 9
-        or parts[:4] != ["", "api", "v1", "namespaces"]
-        or parts[5] != "pods"
-        or parts[7:]
-        != [
-            "proxy",
-            "requests",
-        ]
-    ):
-        raise Failure(f"Error from server (NotFound): the server could not find the requested resource ({path})")
-    namespace, name = parts[4], parts[6].partition(":")[0]
-    find_pod(state, namespace, name)
-    return to_json({"pod": name, "namespace": namespace, "requests": []}) + "\n"
+    if kind_ != "Namespace" and meta.get("namespace") not in namespaces:
+        missing = f'namespaces "{meta.get("namespace")}" not found'
+        raise NotFound(f"Error from server (NotFound): {missing}", missing)
+    key = (kind_, meta.get("namespace"), meta["name"])
+    before = len(state["objects"])
+    state["objects"] = [
+        o for o in state["objects"] if (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) != key
+    ]
+    state["objects"].append(doc)
+    return len(state["objects"]) > before
 
 
 def _exec(
@@ -909,8 +868,8 @@ def _exec(
     if container not in names:
         raise Failure(f'error: unable to upgrade connection: container not found ("{container}")')
     if container == "echo" and command[:4] == ["python3", "/app/echo.py", "probe", "--batch"] and len(command) == 5:
-        if os.environ.get("FAKE_PROBE_OUTPUT") is not None:
-            return os.environ["FAKE_PROBE_OUTPUT"]
+        if ENV.get("FAKE_PROBE_OUTPUT") is not None:
+            return ENV["FAKE_PROBE_OUTPUT"]
         if stdin:
             raise Failure("fakebin: the probe batch is an argument; nothing may be written to stdin")
         batch = from_json(command[4])
@@ -955,7 +914,7 @@ def _server_name(state: dict[str, Any], namespace: str, own: str, address: str) 
 
 
 def _reads_stdin(tool: str, argv: list[str]) -> bool:
-    return tool == "kubectl" and (("apply" in argv and "-" in argv) or ("exec" in argv and "-i" in argv))
+    return False  # no fake tool reads stdin (the API work goes to the fake API server)
 
 
 def main(argv: list[str]) -> int:
@@ -965,15 +924,15 @@ def main(argv: list[str]) -> int:
     entry: dict[str, Any] = {"tool": wrapper, "argv": args}
     if stdin is not None:
         entry["stdin"] = stdin
-    fd = os.open(os.environ["FAKE_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(ENV["FAKE_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, (to_json(entry) + "\n").encode())
     finally:
         os.close(fd)
-    fail = os.environ.get("FAKE_FAIL")
+    fail = ENV.get("FAKE_FAIL")
     if fail and fail in " ".join([wrapper, *args]):
-        sys.stderr.write(os.environ.get("FAKE_FAIL_STDERR", "fake failure") + "\n")
-        return int(os.environ.get("FAKE_FAIL_EXIT", "1"))
+        sys.stderr.write(ENV.get("FAKE_FAIL_STDERR", "fake failure") + "\n")
+        return int(ENV.get("FAKE_FAIL_EXIT", "1"))
     state = load_state()
     try:
         if tool == "kind":
@@ -981,9 +940,7 @@ def main(argv: list[str]) -> int:
         elif tool == "docker":
             out = docker(args, state)
         elif tool == "istioctl":
-            out = istioctl(args, state, version or os.environ.get("FAKE_ISTIOCTL_VERSION", "1.10.6"))
-        elif tool == "kubectl":
-            out = kubectl(args, state, stdin)
+            out = istioctl(args, state, version or ENV.get("FAKE_ISTIOCTL_VERSION", "1.10.6"))
         else:
             raise Failure(f"fakebin: unknown tool {tool}")
     except ExitWithOutput as done:

@@ -98,7 +98,45 @@ class FakePod:
         return self.proc_net_tcp + (self.proc_net_tcp6 or "")
 
 
-def _status(code: int, reason: str, message: str) -> dict[str, Any]:
+def upgrade_to_websocket(handler: BaseHTTPRequestHandler) -> bool:
+    """Answer the client's websocket handshake (subprotocol v4.channel.k8s.io); False if it did not ask for one."""
+    key = handler.headers.get("Sec-WebSocket-Key", "")
+    if handler.headers.get("Upgrade", "").lower() != "websocket" or not key:
+        return False
+    accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+    handler.send_response(101, "Switching Protocols")
+    handler.send_header("Upgrade", "websocket")
+    handler.send_header("Connection", "Upgrade")
+    handler.send_header("Sec-WebSocket-Accept", accept)
+    handler.send_header("Sec-WebSocket-Protocol", "v4.channel.k8s.io")
+    handler.end_headers()
+    return True
+
+
+def send_frame(handler: BaseHTTPRequestHandler, payload: bytes, opcode: int = 0x2) -> None:
+    """One websocket frame, server side (final, unmasked); binary unless `opcode` says otherwise."""
+    length = len(payload)
+    if length < 126:
+        header = bytes([0x80 | opcode, length])
+    elif length < 1 << 16:
+        header = bytes([0x80 | opcode, 126]) + length.to_bytes(2, "big")
+    else:
+        header = bytes([0x80 | opcode, 127]) + length.to_bytes(8, "big")
+    handler.wfile.write(header + payload)
+    handler.wfile.flush()
+
+
+def close_websocket(handler: BaseHTTPRequestHandler) -> None:
+    """Send the close frame (1000), wait a little for the client's, and end the connection."""
+    send_frame(handler, (1000).to_bytes(2, "big"), opcode=0x8)
+    handler.close_connection = True
+    handler.connection.settimeout(2)
+    with contextlib.suppress(OSError):
+        handler.connection.recv(1024)  # the client's close frame
+
+
+def status_body(code: int, reason: str, message: str) -> dict[str, Any]:
+    """The Kubernetes Status the API server answers a failed request with."""
     return {
         "kind": "Status",
         "apiVersion": "v1",
@@ -170,6 +208,9 @@ class FakeKubeApi:
 class _Handler(BaseHTTPRequestHandler):
     fake: FakeKubeApi
     protocol_version = "HTTP/1.1"
+    # Headers and body leave in separate writes: with Nagle's algorithm on, each answer on a kept-alive
+    # connection waits for the client's delayed ACK (~40 ms), as a real API server's never does.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -205,7 +246,7 @@ class _Handler(BaseHTTPRequestHandler):
         parts = url.path.strip("/").split("/")
         fake.log.append(("GET", url.path, self._token()))
         if parts[:2] != ["api", "v1"]:
-            return self._send(404, _status(404, "NotFound", "the server could not find the requested resource"))
+            return self._send(404, status_body(404, "NotFound", "the server could not find the requested resource"))
         rest = parts[2:]
         if rest == ["namespaces"]:
             return self._list(
@@ -214,7 +255,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
         if len(rest) == 2 and rest[0] == "namespaces":
             if rest[1] not in fake.namespaces:
-                return self._send(404, _status(404, "NotFound", f'namespaces "{rest[1]}" not found'))
+                return self._send(404, status_body(404, "NotFound", f'namespaces "{rest[1]}" not found'))
             return self._send(
                 200,
                 {
@@ -231,7 +272,7 @@ class _Handler(BaseHTTPRequestHandler):
             if None in chosen:
                 return self._send(
                     400,
-                    _status(
+                    status_body(
                         400,
                         "BadRequest",
                         "unable to parse requirement: found '(', expected: '=', '!=', '==' or 'in', 'notin'",
@@ -245,19 +286,19 @@ class _Handler(BaseHTTPRequestHandler):
         if namespace and len(resource) >= 2 and resource[0] == "pods":
             pod = fake.pod(namespace, resource[1])
             if pod is None:
-                return self._send(404, _status(404, "NotFound", f'pods "{resource[1]}" not found'))
+                return self._send(404, status_body(404, "NotFound", f'pods "{resource[1]}" not found'))
             if len(resource) == 2:
                 return self._send(200, pod.manifest(fake.images_with_cat))
             if resource[2] == "log":
                 container = query.get("container", [""])[0]
                 eph = next((e for e in pod.ephemeral if e["name"] == container), None)
                 if eph is None:
-                    return self._send(400, _status(400, "BadRequest", f"container {container} is not valid"))
+                    return self._send(400, status_body(400, "BadRequest", f"container {container} is not valid"))
                 can_cat = eph["image"] in fake.images_with_cat
                 return self._send(200, pod.cat_output() if can_cat else 'exec: "cat": not found\n', "text/plain")
             if resource[2] == "exec":
                 return self._exec(pod, query)
-        return self._send(404, _status(404, "NotFound", "the server could not find the requested resource"))
+        return self._send(404, status_body(404, "NotFound", "the server could not find the requested resource"))
 
     def do_PATCH(self) -> None:
         fake = self.fake
@@ -268,11 +309,11 @@ class _Handler(BaseHTTPRequestHandler):
         if len(parts) == 7 and parts[6] == "ephemeralcontainers":
             pod = fake.pod(parts[3], parts[5])
             if pod is None:
-                return self._send(404, _status(404, "NotFound", f'pods "{parts[5]}" not found'))
+                return self._send(404, status_body(404, "NotFound", f'pods "{parts[5]}" not found'))
             for eph in body.get("spec", {}).get("ephemeralContainers", []):
                 pod.ephemeral.append(eph)
             return self._send(200, pod.manifest(fake.images_with_cat))
-        return self._send(404, _status(404, "NotFound", "the server could not find the requested resource"))
+        return self._send(404, status_body(404, "NotFound", "the server could not find the requested resource"))
 
     # --- exec over a websocket (RFC 6455, server side: unmasked frames) ---
 
@@ -282,17 +323,9 @@ class _Handler(BaseHTTPRequestHandler):
                 f'pods "{pod.name}" is forbidden: User "fake" cannot create resource "pods/exec" in API group "" '
                 f'in the namespace "{pod.namespace}"'
             )
-            return self._send(403, _status(403, "Forbidden", message))
-        key = self.headers.get("Sec-WebSocket-Key", "")
-        if self.headers.get("Upgrade", "").lower() != "websocket" or not key:
-            return self._send(400, _status(400, "BadRequest", "exec needs a websocket upgrade"))
-        accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
-        self.send_response(101, "Switching Protocols")
-        self.send_header("Upgrade", "websocket")
-        self.send_header("Connection", "Upgrade")
-        self.send_header("Sec-WebSocket-Accept", accept)
-        self.send_header("Sec-WebSocket-Protocol", "v4.channel.k8s.io")
-        self.end_headers()
+            return self._send(403, status_body(403, "Forbidden", message))
+        if not upgrade_to_websocket(self):
+            return self._send(400, status_body(400, "BadRequest", "exec needs a websocket upgrade"))
         container = query.get("container", [""])[0]
         command = query.get("command", [])
         fake = self.fake
@@ -308,24 +341,13 @@ class _Handler(BaseHTTPRequestHandler):
             if pod.proc_net_tcp6 is None and "/proc/net/tcp6" in command:
                 # busybox/coreutils cat prints what it can, complains about the rest and exits 1.
                 self._frame(b"\x02cat: can't open '/proc/net/tcp6': No such file or directory\n")
-                status = _status(500, "NonZeroExitCode", "command terminated with non-zero exit code: exit status 1")
+                message = "command terminated with non-zero exit code: exit status 1"
+                status = status_body(500, "NonZeroExitCode", message)
                 status["details"] = {"causes": [{"reason": "ExitCode", "message": "1"}]}
         else:
-            status = _status(500, "InternalError", RUNC_NO_CAT)
+            status = status_body(500, "InternalError", RUNC_NO_CAT)
         self._frame(b"\x03" + json.dumps(status).encode())
-        self._frame((1000).to_bytes(2, "big"), opcode=0x8)
-        self.close_connection = True
-        self.connection.settimeout(2)
-        with contextlib.suppress(OSError):
-            self.connection.recv(1024)  # the client's close frame
+        close_websocket(self)
 
-    def _frame(self, payload: bytes, opcode: int = 0x2) -> None:
-        length = len(payload)
-        if length < 126:
-            header = bytes([0x80 | opcode, length])
-        elif length < 1 << 16:
-            header = bytes([0x80 | opcode, 126]) + length.to_bytes(2, "big")
-        else:
-            header = bytes([0x80 | opcode, 127]) + length.to_bytes(8, "big")
-        self.wfile.write(header + payload)
-        self.wfile.flush()
+    def _frame(self, payload: bytes) -> None:
+        send_frame(self, payload)

@@ -1,10 +1,11 @@
 """The kind and kubeconfig backends: real Kubernetes, a real Istio release or custom build, real tools.
 
-Thin by design: every action is a kind, kubectl, istioctl or docker command run through a Runner, in an order
-`--plan` prints without running anything. The backend installs Istio with `istioctl install` (minimal
-profile, requests lowered for small runners), switches it between passthrough and legacy in place as each
-version allows, deploys the same manifests the emulated backend runs, and probes from inside the client pods
-with the echo program's batch mode (one `kubectl exec` per client per round, the batch as an argument).
+Thin by design: every action is a kind, istioctl or docker command, or a Kubernetes API call made with the
+official client (api.py), run through a Runner in an order `--plan` prints without running anything. No kubectl
+binary is needed. The backend installs Istio with `istioctl install` (minimal profile, requests lowered for small
+runners), switches it between passthrough and legacy in place as each version allows, deploys the same manifests
+the emulated backend runs (server-side apply), waits with watches, and probes from inside the client pods with
+the echo program's batch mode (one exec per client per round, the batch as an argument).
 """
 
 from __future__ import annotations
@@ -14,13 +15,12 @@ import hashlib
 import json
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from conformance.backends.base import (
     BackendError,
@@ -32,6 +32,7 @@ from conformance.backends.base import (
     by_source,
 )
 from conformance.backends.kind import matrix
+from conformance.backends.kind.api import KubeApi
 from conformance.backends.kind.runner import CommandError, Pending, PlanRunner, Result, Runner
 from conformance.precheck import PrecheckRun, check_pod, parse_istioctl, parse_ss
 from conformance.resources import echo_program, fixture
@@ -52,13 +53,12 @@ class Tools:
     """The binaries a run uses."""
 
     kind: str
-    kubectl: str
     istioctl: str
     istioctl_precheck: str
 
 
 class NotReady(BackendError):
-    """Raised inside readiness polling; retried until the timeout."""
+    """What a wait is still waiting for (one line); the watch goes on until the timeout."""
 
 
 class KubeCluster(Cluster):
@@ -114,6 +114,7 @@ class KubeCluster(Cluster):
         if self.artifacts_dir is not None and not self.planning and self.runner.log is None:
             self.runner.log = self.artifacts_dir / f"{backend}-commands.log"
         self.echo_image = str(options.get("echo_image") or "")
+        self.api = KubeApi(lambda: self.kubeconfig, self.runner, timeouts.command)
 
     # --- tools and files -------------------------------------------------------------------------------
 
@@ -123,7 +124,6 @@ class KubeCluster(Cluster):
         if self._tools is None:
             from conformance.backends.kind import tools as toolbox
 
-            kubectl_version = toolbox.kubectl_version_for(self.row.kubernetes)
             precheck_version = self.options.get("istioctl_version") or self.row.istioctl_precheck or self.istio_version
 
             def get(tool: str, explicit: str | None, version: str) -> str:
@@ -155,9 +155,7 @@ class KubeCluster(Cluster):
             ctl_precheck = (
                 istioctl if precheck_version == self.istio_version else get("istioctl", None, precheck_version)
             )
-            self._tools = Tools(
-                kind, get("kubectl", self.options.get("kubectl_bin"), kubectl_version), istioctl, ctl_precheck
-            )
+            self._tools = Tools(kind, istioctl, ctl_precheck)
         return self._tools
 
     @property
@@ -169,9 +167,6 @@ class KubeCluster(Cluster):
             else:
                 self._work_dir = Path(tempfile.mkdtemp(prefix="mic-kind-"))
         return self._work_dir
-
-    def _kubectl(self, *args: str) -> list[str]:
-        return [self.tools.kubectl, "--kubeconfig", self.kubeconfig, *args]
 
     def _istioctl(self, *args: str, binary: str | None = None) -> list[str]:
         return [binary or self.tools.istioctl, *args, "--kubeconfig", self.kubeconfig]
@@ -250,8 +245,7 @@ class KubeCluster(Cluster):
 
     def _check_reused_cluster(self) -> None:
         """A reused cluster must be the row's Kubernetes minor and the run's family, or results would lie."""
-        nodes = json.loads(self._run(self._kubectl("get", "nodes", "-o", "json"), "read the nodes").stdout or "{}")
-        for node in nodes.get("items", []):
+        for node in self.api.nodes():
             kubelet = str(node.get("status", {}).get("nodeInfo", {}).get("kubeletVersion", ""))
             cidr = str(node.get("spec", {}).get("podCIDR", ""))
             family = "ipv6" if ":" in cidr else "ipv4"
@@ -264,13 +258,8 @@ class KubeCluster(Cluster):
 
     def _check_cluster(self) -> None:
         self.runner.note(f"existing cluster from {self.kubeconfig}")
-        self._run(self._kubectl("version"), "reach the cluster")
-        istiod = self._run(
-            self._kubectl("-n", ISTIO_NAMESPACE, "get", "deployment", "istiod", "-o", "name"),
-            "look for an installed Istio",
-            check=False,
-        )
-        self.preexisting_mesh = istiod.returncode == 0
+        self.api.server_version()
+        self.preexisting_mesh = self.api.exists("deployment", ISTIO_NAMESPACE, "istiod", "look for an installed Istio")
         if not self.preexisting_mesh and not self.options.get("allow_mesh_install") and not self.planning:
             raise BackendError(
                 f"no Istio in {ISTIO_NAMESPACE}: pass --allow-mesh-install to let the suite install "
@@ -284,12 +273,8 @@ class KubeCluster(Cluster):
             and not self.options.get("allow_mesh_install")
         ):
             # The installed Istio is used as it is: the ambient profile needs its ztunnel, or every cell would fail.
-            ztunnel = self._run(
-                self._kubectl("-n", ISTIO_NAMESPACE, "get", "daemonset", "ztunnel", "-o", "name"),
-                "look for ztunnel (the ambient profile)",
-                check=False,
-            )
-            if ztunnel.returncode != 0 and not self.planning:
+            ztunnel = self.api.exists("daemonset", ISTIO_NAMESPACE, "ztunnel", "look for ztunnel (the ambient profile)")
+            if not ztunnel:
                 raise BackendError(
                     f"the Istio in {ISTIO_NAMESPACE} has no ztunnel DaemonSet, so the ambient profile cannot run: "
                     "install Istio with the ambient profile, or leave it out (--profile baseline,legacy,passthrough)"
@@ -384,21 +369,10 @@ class KubeCluster(Cluster):
         if self.ambient:
             self.runner.note("ambient: istio-cni and ztunnel DaemonSets (profile ambient)")
             for daemonset in ("istio-cni-node", "ztunnel"):
-                self._rollout(ISTIO_NAMESPACE, daemonset, kind="ds")
+                self._rollout(ISTIO_NAMESPACE, daemonset, kind="daemonset")
 
-    def _rollout(self, namespace: str, deployment: str, kind: str = "deploy") -> None:
-        self._run(
-            self._kubectl(
-                "-n",
-                namespace,
-                "rollout",
-                "status",
-                f"{kind}/{deployment}",
-                f"--timeout={int(self.timeouts.pod_ready)}s",
-            ),
-            f"wait for {namespace}/{deployment}",
-            timeout=self.timeouts.pod_ready + 30,
-        )
+    def _rollout(self, namespace: str, name: str, kind: str = "deployment") -> None:
+        self.api.rollout(namespace, kind, name, self.timeouts.pod_ready, f"wait for {namespace}/{name}")
 
     @property
     def inbound_mode(self) -> str:
@@ -421,9 +395,7 @@ class KubeCluster(Cluster):
         self._install_mesh(mode)
         # New proxies pick up the injector's settings (REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION follows the switch).
         for namespace in self.injected_namespaces:
-            self._run(
-                self._kubectl("-n", namespace, "rollout", "restart", "deploy"), f"restart the workloads of {namespace}"
-            )
+            self.api.restart_deployments(namespace, f"restart the workloads of {namespace}")
         self._wait_workloads()
         self._mode = mode
 
@@ -453,37 +425,29 @@ class KubeCluster(Cluster):
                     self.runner.note(f"ambient: namespace {meta['name']} enrolled by {DATAPLANE_MODE_LABEL}=ambient")
         self.runner.note("workloads: the world's manifests (the same the emulated backend reads)")
         text = yaml.safe_dump_all(rendered, sort_keys=False)
-        self._run(self._kubectl("apply", "-f", "-"), "apply the workloads", stdin=text, manifest=True)
+        self.api.apply(rendered, text, "apply the workloads")
         self._wait_workloads()
 
     def _wait_workloads(self) -> None:
+        """Rollouts, then each namespace's pods watched until every Deployment has its one Ready pod; addresses."""
         for ref in self.deployments:
             if ref not in self.probe_pods:  # never "available" while a probed container is not Ready
                 self._rollout(ref.namespace, ref.app)
-        if self.planning:
-            self._read_addresses()
-            return
-        Retrying(
-            stop=stop_after_delay(self.timeouts.pod_ready),
-            wait=wait_fixed(1.0),
-            retry=retry_if_exception_type(NotReady),
-            reraise=True,
-        )(self._read_addresses)
-
-    def _read_addresses(self) -> None:
-        """Pod names and IPs (Ready pods only, injected where the namespace says), Service ClusterIPs."""
         for namespace in self.namespaces:
-            pods = json.loads(
-                self._run(self._kubectl("-n", namespace, "get", "pods", "-o", "json"), "list pods").stdout or "{}"
+            refs = [d for d in self.deployments if d.namespace == namespace]
+            pods = self.api.wait_pods(
+                namespace,
+                _judge(lambda items, refs=refs: self._pick_pods(refs, items)),  # type: ignore[misc]
+                self.timeouts.pod_ready,
+                f"wait for the pods of {namespace}",
             )
-            for ref in [d for d in self.deployments if d.namespace == namespace]:
-                self._pick_pod(ref, pods.get("items", []))
-            services = json.loads(
-                self._run(self._kubectl("-n", namespace, "get", "services", "-o", "json"), "list services").stdout
-                or "{}"
-            )
-            for item in services.get("items", []):
+            self._pick_pods(refs, pods)
+            for item in self.api.services(namespace):
                 self.service_ips[(namespace, item["metadata"]["name"])] = item["spec"].get("clusterIP", "")
+
+    def _pick_pods(self, refs: Sequence[PodRef], items: list[dict[str, Any]]) -> None:
+        for ref in refs:
+            self._pick_pod(ref, items)
 
     def _pick_pod(self, ref: PodRef, items: list[dict[str, Any]]) -> None:
         candidates = [
@@ -539,25 +503,17 @@ class KubeCluster(Cluster):
         waits: list[tuple[PodRef, list[int], Pending]] = []
         for source, indexes in by_source(requests).items():
             batch = {"timeout": timeout, "targets": [requests[i].target_json() for i in indexes]}
-            argv = self._kubectl(
-                "-n",
-                source.namespace,
-                "exec",
-                self.pod_names.get(source, source.app),
-                "-c",
-                APP_CONTAINER,
-                "--",
-                "python3",
-                "/app/echo.py",
-                "probe",
-                "--batch",
-                json.dumps(batch, separators=(",", ":")),
+            command = ["python3", "/app/echo.py", "probe", "--batch", json.dumps(batch, separators=(",", ":"))]
+            pod = self.pod_names.get(source, source.app)
+            seconds = timeout * 2 + self.timeouts.command
+            pending = self.api.start_exec(
+                source.namespace, pod, APP_CONTAINER, command, f"probe from {source}", seconds
             )
-            waits.append((source, indexes, self.runner.popen(argv, what=f"probe from {source}")))
+            waits.append((source, indexes, pending))
         results: list[dict[str, object]] = [{} for _ in requests]
         try:
             for source, indexes, pending in waits:
-                self._collect(source, indexes, pending.wait(timeout * 2 + self.timeouts.command), results)
+                self._collect(source, indexes, pending.wait(timeout * 2 + self.timeouts.command + 5), results)
         except BackendError:
             for _, _, pending in waits:
                 pending.cancel()
@@ -566,6 +522,11 @@ class KubeCluster(Cluster):
 
     def _collect(self, source: PodRef, indexes: list[int], out: Result, results: list[dict[str, object]]) -> None:
         if not self.planning:
+            if out.returncode != 0:
+                raise BackendError(
+                    f"probe from {source}: the echo program exited {out.returncode}: "
+                    f"{' '.join((out.stderr or out.stdout).split())[:200]}"
+                )
             # A broken answer is the harness failing, not the mesh: stop with one line rather than record
             # "error" outcomes (or crash on a JSON traceback).
             parsed = _probe_results(out.stdout)
@@ -585,15 +546,14 @@ class KubeCluster(Cluster):
         for start in range(0, len(ids), 100):
             query = "&".join(f"id={i}" for i in ids[start : start + 100])
             name = self.pod_names.get(pod, pod.app)
-            path = f"/api/v1/namespaces/{pod.namespace}/pods/{name}:{CONTROL_PORT}/proxy/requests?{query}"
-            out = self._run(self._kubectl("get", "--raw", path), f"read the request record of {pod}").stdout
+            out = self.api.proxy_get(
+                pod.namespace, name, CONTROL_PORT, "requests", query, f"read the request record of {pod}"
+            )
             records += json.loads(out or '{"requests": []}').get("requests", [])
         return records
 
     def _pod_json(self, pod: PodRef) -> dict[str, Any]:
-        name = self.pod_names.get(pod, pod.app)
-        out = self._run(self._kubectl("-n", pod.namespace, "get", "pod", name, "-o", "json"), f"read {pod}").stdout
-        return dict(json.loads(out or "{}"))
+        return self.api.pod(pod.namespace, self.pod_names.get(pod, pod.app), f"read {pod}")
 
     def container_readiness(self, pod: PodRef) -> dict[str, ContainerReadiness]:
         """containerStatuses[].ready through the API; settled once Ready, or once the probe had its chances.
@@ -629,8 +589,14 @@ class KubeCluster(Cluster):
             raise BackendError(f"{pod}: no container {container} with a control port")
         port = args[args.index("--control-port") + 1]
         name = self.pod_names.get(pod, pod.app)
-        path = f"/api/v1/namespaces/{pod.namespace}/pods/{name}:{port}/proxy/connections?after={after}"
-        out = self._run(self._kubectl("get", "--raw", path), f"read the probe connections of {pod}/{container}").stdout
+        out = self.api.proxy_get(
+            pod.namespace,
+            name,
+            port,
+            "connections",
+            f"after={after}",
+            f"read the probe connections of {pod}/{container}",
+        )
         records: list[dict[str, object]] = json.loads(out or '{"connections": []}').get("connections", [])
         return records
 
@@ -647,28 +613,18 @@ class KubeCluster(Cluster):
         findings = []
         for ref in [d for d in self.deployments if d.namespace == namespace and d.app != "client"]:
             pod = self.pod_names.get(ref, ref.app)
-            ss = self._run(
-                self._kubectl("-n", namespace, "exec", pod, "-c", PROXY_CONTAINER, "--", "ss", "-ltnH"),
-                f"list the listeners of {ref}",
-                check=False,
-            )
-            dump = self._run(
-                self._kubectl(
-                    "-n",
+            try:
+                ss = self.api.exec(namespace, pod, PROXY_CONTAINER, ["ss", "-ltnH"], f"list the listeners of {ref}")
+                dump = self.api.exec(
                     namespace,
-                    "exec",
                     pod,
-                    "-c",
                     PROXY_CONTAINER,
-                    "--",
-                    "pilot-agent",
-                    "request",
-                    "GET",
-                    "config_dump?resource=dynamic_active_clusters&mask=cluster.name",
-                ),
-                f"read the inbound clusters of {ref}",
-                check=False,
-            )
+                    ["pilot-agent", "request", "GET", "config_dump?resource=dynamic_active_clusters&mask=cluster.name"],
+                    f"read the inbound clusters of {ref}",
+                )
+            except BackendError as err:
+                run.warnings.append(f"cross-check skipped for {ref}: {err}")
+                continue
             if ss.returncode != 0 or dump.returncode != 0:
                 run.warnings.append(f"cross-check skipped for {ref}: could not read its listeners or clusters")
                 continue
@@ -690,23 +646,15 @@ class KubeCluster(Cluster):
         selects pods by label only: it would port-forward and run `ss` in them too.
         """
 
-        def check() -> None:
-            for namespace in self.namespaces:
-                listing = self._run(self._kubectl("-n", namespace, "get", "pods", "-o", "json"), "list pods")
-                items = json.loads(listing.stdout or "{}").get("items", [])
-                leaving = [p["metadata"]["name"] for p in items if p["metadata"].get("deletionTimestamp")]
-                if leaving:
-                    raise NotReady(f"{namespace}: still Terminating: {', '.join(sorted(leaving))}")
+        def gone(items: list[dict[str, Any]]) -> None:
+            leaving = [p["metadata"]["name"] for p in items if p["metadata"].get("deletionTimestamp")]
+            if leaving:
+                raise NotReady(f"still Terminating: {', '.join(sorted(leaving))}")
 
-        if self.planning:
-            check()
-            return
-        Retrying(
-            stop=stop_after_delay(self.timeouts.pod_ready),
-            wait=wait_fixed(1.0),
-            retry=retry_if_exception_type(NotReady),
-            reraise=True,
-        )(check)
+        for namespace in self.namespaces:
+            self.api.wait_pods(
+                namespace, _judge(gone), self.timeouts.pod_ready, f"wait until no pod of {namespace} is Terminating"
+            )
 
     def _ignore_stale_findings(self, run: PrecheckRun) -> None:
         """Findings about pods of the run's namespaces that are not its current pods say nothing about this run."""
@@ -734,18 +682,25 @@ class KubeCluster(Cluster):
             except CommandError as err:
                 out[title] = str(err)
 
+        def read(title: str, fn: Callable[[str], str]) -> None:
+            try:
+                out[title] = fn(title).strip()
+            except BackendError as err:  # what could not be read is said where it would have been
+                out[title] = str(err)
+
+        api = self.api
         for namespace in sorted({p.namespace for p in pods}):
-            capture(f"{namespace} get all", self._kubectl("-n", namespace, "get", "all,sidecars", "-o", "wide"))
-            capture(f"{namespace} events", self._kubectl("-n", namespace, "get", "events", "--sort-by=.lastTimestamp"))
+            read(f"{namespace} get all", lambda t, ns=namespace: api.overview(ns, t))  # type: ignore[misc]
+            read(f"{namespace} events", lambda t, ns=namespace: api.events(ns, t))  # type: ignore[misc]
         for ref in pods:
             pod = self.pod_names.get(ref, ref.app)
             meshed = ref.namespace in self.injected_namespaces
-            capture(f"{ref} describe", self._kubectl("-n", ref.namespace, "describe", "pod", pod))
-            # Uninjected pods have no istio-init or istio-proxy: asking would only add kubectl's error to the report.
+            read(f"{ref} describe", lambda t, r=ref, p=pod: api.describe(r.namespace, p, t))  # type: ignore[misc]
+            # Uninjected pods have no istio-init or istio-proxy: asking would only add an error to the report.
             for container in (APP_CONTAINER, "istio-init", PROXY_CONTAINER) if meshed else (APP_CONTAINER,):
-                capture(
+                read(
                     f"{ref} log {container}",
-                    self._kubectl("-n", ref.namespace, "logs", pod, "-c", container, "--tail=200"),
+                    lambda t, r=ref, p=pod, c=container: api.logs(r.namespace, p, c, 200, t),  # type: ignore[misc]
                 )
             if meshed:
                 for kind in ("listeners", "clusters"):
@@ -755,9 +710,9 @@ class KubeCluster(Cluster):
         if self.ambient and any(p.namespace in self.enrolled_namespaces for p in pods):
             # Enrolled pods' traffic goes through the node's ztunnel, set up by istio-cni: their logs say why.
             for daemonset in ("ztunnel", "istio-cni-node"):
-                capture(
+                read(
                     f"{ISTIO_NAMESPACE} {daemonset} log",
-                    self._kubectl("-n", ISTIO_NAMESPACE, "logs", f"ds/{daemonset}", "--all-containers", "--tail=200"),
+                    lambda t, d=daemonset: api.daemonset_logs(ISTIO_NAMESPACE, d, 200, t),  # type: ignore[misc]
                 )
         if self.backend == "kind":
             logs = (self.artifacts_dir or self.work_dir) / "kind-logs"
@@ -776,11 +731,10 @@ class KubeCluster(Cluster):
                 self.runner.note(f"keeping the kind cluster {self.cluster_name}")
             return
         if self.namespaces:
-            self._run(
-                self._kubectl("delete", "namespace", *self.namespaces, "--wait=false"),
-                "delete the test namespaces",
-                check=False,
-            )
+            try:
+                self.api.delete_namespaces(self.namespaces, "delete the test namespaces")
+            except BackendError as err:
+                self.runner.note(f"left behind: {err}")
             self.namespaces = []
         if self.installed_mesh and not self.preexisting_mesh:
             # The suite installed this Istio (--allow-mesh-install): it removes it again.
@@ -802,6 +756,19 @@ def _row(options: dict[str, Any], istio_version: str) -> matrix.Row:
                 "custom", istio_version, newest.kubernetes, newest.kind, str(options["node_image"]), newest.profiles
             )
         raise
+
+
+def _judge(check: Callable[[list[dict[str, Any]]], None]) -> Callable[[list[dict[str, Any]]], str | None]:
+    """A watch's judge from a check that raises NotReady with the reason it is not done yet."""
+
+    def judge(items: list[dict[str, Any]]) -> str | None:
+        try:
+            check(items)
+        except NotReady as err:
+            return str(err)
+        return None
+
+    return judge
 
 
 def _probe_results(stdout: str) -> list[dict[str, object]] | None:

@@ -16,7 +16,6 @@ KIND_OPTIONS = {
     "istioctl_sha256": "--istioctl-sha256",
     "istioctl_version": "--istioctl-version",
     "kind_bin": "--kind-bin",
-    "kubectl_bin": "--kubectl-bin",
     "cluster_name": "--cluster-name",
     "keep_cluster": "--keep-cluster",
     "kubeconfig": "--kubeconfig",
@@ -49,7 +48,6 @@ def add_options(group: Any) -> None:
         help="kind/kubeconfig: istioctl release for the precheck, when it differs from the mesh (upgrade check)",
     )
     group.addoption("--kind-bin", default=None, help="kind: kind binary (else PATH, else downloaded)")
-    group.addoption("--kubectl-bin", default=None, help="kind/kubeconfig: kubectl binary (else PATH, else downloaded)")
     group.addoption("--cluster-name", default="mic", help="kind: cluster name (reused if it exists)")
     group.addoption("--keep-cluster", action="store_true", default=False, help="kind: do not delete the cluster")
     group.addoption("--kubeconfig", default=None, help="kubeconfig backend: the cluster to use")
@@ -123,7 +121,7 @@ def validate(opt: Any, backend: str) -> dict[str, Any]:
     elif values["kubeconfig"] or values["allow_mesh_install"]:
         flag = "--kubeconfig" if values["kubeconfig"] else "--allow-mesh-install"
         raise ValueError(f"{flag} is an option of --backend kubeconfig, not of kind")
-    for name in ("istioctl", "kind_bin", "kubectl_bin", "install_values", "kubeconfig"):
+    for name in ("istioctl", "kind_bin", "install_values", "kubeconfig"):
         if values[name] and not Path(str(values[name])).is_file():
             raise ValueError(f"{KIND_OPTIONS[name]} {values[name]}: no such file")
     if bool(values["istio_hub"]) != bool(values["istio_tag"]):

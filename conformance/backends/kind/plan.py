@@ -1,13 +1,13 @@
 """`--plan`: the kind backend's whole command sequence for the given options, produced without running it.
 
-The plan runs the real backend code with a PlanRunner, which records each command instead of executing it
-and answers the few commands whose output the run reads (pod and Service listings) with documentation
-addresses (192.0.2.0/24, 2001:db8::/32). So the plan cannot drift from what a run does.
+The plan runs the real backend code with a PlanRunner, which records each command and API call instead of making
+it and answers the few calls whose answers the run reads (pod and Service listings) with documentation
+addresses (192.0.2.0/24, 2001:db8::/32). So the plan cannot drift from what a run does. API calls are shown as
+the request the official client makes, with the kubectl command that would repeat it by hand.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,7 +32,8 @@ class _StandIns:
             return f"2001:db8:{1 if service else 0}::{index + 10:x}"
         return f"{'198.51.100' if service else '192.0.2'}.{index + 10}"
 
-    def __call__(self, argv: Sequence[str]) -> str:
+    def __call__(self, argv: Sequence[str]) -> Any:
+        """The pods or Services of a namespace (the API calls' values); nothing for the rest."""
         if "get" in argv and "pods" in argv:
             namespace = argv[argv.index("-n") + 1]
             items = []
@@ -49,7 +50,7 @@ class _StandIns:
                         "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "containerStatuses": []},
                     }
                 )
-            return json.dumps({"items": items})
+            return items
         if "get" in argv and "services" in argv:
             namespace = argv[argv.index("-n") + 1]
             items = [
@@ -57,10 +58,8 @@ class _StandIns:
                 for i, s in enumerate(self.services)
                 if s["metadata"]["namespace"] == namespace  # type: ignore[index]
             ]
-            return json.dumps({"items": items})
-        if "clusters" in argv and "get" in argv:
-            return ""
-        return ""
+            return items
+        return None
 
 
 def plan_text(settings: Any) -> str:
@@ -98,8 +97,8 @@ def plan_text(settings: Any) -> str:
         for mode in (Profile.LEGACY, Profile.PASSTHROUGH):
             cluster.set_inbound_mode(mode.value)
     runner.note(
-        "teardown (diagnostics on failure: kubectl describe/logs/events, istioctl proxy-config, ztunnel and "
-        "istio-cni logs for enrolled pods, kind export logs)"
+        "teardown (diagnostics on failure, through the API: pod details, logs and events; istioctl proxy-config, "
+        "ztunnel and istio-cni logs for enrolled pods, kind export logs)"
     )
     cluster.down()
     header = (

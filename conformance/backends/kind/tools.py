@@ -1,7 +1,8 @@
-"""kind, kubectl and istioctl for the kind backend: given by path, found on PATH, or downloaded at a pinned version.
+"""kind and istioctl for the kind backend: given by path, found on PATH, or downloaded at a pinned version.
 
+(No kubectl: the API work goes through the official Python client, so kubectl's version skew does not matter.)
 A run must be reproducible on a laptop and in CI alike, so a tool that is neither given (`--kind-bin`,
-`--kubectl-bin`, `--istioctl`) nor on PATH is downloaded at the version fixtures/tools.yaml pins, verified by
+`--istioctl`) nor on PATH is downloaded at the version fixtures/tools.yaml pins, verified by
 sha256 before it is ever made executable, and cached under the user's cache directory
 (`<user cache>/mesh-inbound-conformance/tools/<tool>/<version>/`). The sha256 comes from fixtures/tools.yaml when
 it pins one; otherwise from the publisher's own checksum file, and the log line says so and prints the computed
@@ -9,7 +10,7 @@ value so it can be pinned. Every failure is a `ToolError` with a one-line messag
 
 Downloads can be pointed at a local or air-gapped mirror (`mirror=` or `MIC_TOOLS_MIRROR`): the mirror replaces the
 scheme and host of every URL and keeps the path, so a mirror serves e.g.
-`<mirror>/kubernetes-sigs/kind/releases/download/v0.17.0/kind-linux-amd64` and `<mirror>/release/v1.20.15/bin/...`.
+`<mirror>/kubernetes-sigs/kind/releases/download/v0.17.0/kind-linux-amd64`.
 The suite's own tests use this to download from a server on 127.0.0.1.
 """
 
@@ -43,9 +44,9 @@ from conformance.backends.base import BackendError
 
 log = logging.getLogger(__name__)
 
-TOOLS = ("kind", "kubectl", "istioctl")
+TOOLS = ("kind", "istioctl")
 # The option that names each tool's binary, so an error about an explicit path quotes what the user typed.
-FLAGS = {"kind": "--kind-bin", "kubectl": "--kubectl-bin", "istioctl": "--istioctl"}
+FLAGS = {"kind": "--kind-bin", "istioctl": "--istioctl"}
 PLATFORMS = ("linux-amd64", "linux-arm64", "darwin-amd64", "darwin-arm64")
 MIRROR_ENV = "MIC_TOOLS_MIRROR"
 TIMEOUT_ENV = "MIC_TOOLS_TIMEOUT"
@@ -63,7 +64,7 @@ _METER_INTERVAL = 0.1
 
 
 class ToolError(BackendError):
-    """kind, kubectl or istioctl could not be had; the one-line message says which, from where and why."""
+    """kind or istioctl could not be had; the one-line message says which, from where and why."""
 
 
 class ChecksumMismatch(ToolError):
@@ -139,11 +140,11 @@ def current_platform() -> str:
     elif sys.platform == "darwin":
         os_name = "darwin"
     else:
-        raise ToolError(f"no kind/kubectl/istioctl downloads for {sys.platform}: pass the binaries by path")
+        raise ToolError(f"no kind/istioctl downloads for {sys.platform}: pass the binaries by path")
     machine = _platform.machine().lower()
     arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine)
     if arch is None:
-        raise ToolError(f"no kind/kubectl/istioctl downloads for CPU {machine}: pass the binaries by path")
+        raise ToolError(f"no kind/istioctl downloads for CPU {machine}: pass the binaries by path")
     return f"{os_name}-{arch}"
 
 
@@ -192,21 +193,6 @@ def _pin_from(pins: dict[str, Any], tool: str, version: str, platform: str | Non
     )
 
 
-def kubectl_version_for(kubernetes: str) -> str:
-    """The kubectl pinned for a Kubernetes minor ("1.20" or "v1.20.15" -> "v1.20.15"), within kubectl's skew."""
-    match = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.\d+\S*)?", kubernetes.strip())
-    if match is None:
-        raise ToolError(f"{kubernetes!r} is not a Kubernetes version (like 1.20 or v1.20.15)")
-    minor = f"{match[1]}.{match[2]}"
-    table = load_pins()["tools"]["kubectl"].get("by_kubernetes") or {}
-    pinned = table.get(minor)
-    if not pinned:
-        raise ToolError(
-            f"no kubectl pinned for Kubernetes {minor}: add it to tools.kubectl.by_kubernetes in tools.yaml"
-        )
-    return str(pinned)
-
-
 # --- finding and resolving ----------------------------------------------------------------------------------------
 
 
@@ -246,42 +232,35 @@ def path_choice(tool: str, version: str) -> tuple[Path | None, str]:
     """The tool on PATH if its version is the wanted one, and a sentence saying what was found and why.
 
     A tool on PATH is only right at the row's version: kind's node images are promised to work only with the kind
-    release that built them (the GitHub runner ships kind 0.32, a 1.20 image needs 0.17), kubectl supports one
-    minor of skew (the runner ships 1.36), and istioctl's checks differ between releases. So kind and istioctl
-    must be the exact release, kubectl the row's Kubernetes minor.
+    release that built them (the GitHub runner ships kind 0.32, a 1.20 image needs 0.17), and istioctl's checks
+    differ between releases. So both must be the exact release.
     """
     found = find_on_path(tool)
     if found is None:
         return None, f"{tool}: none on PATH, using the pinned {tool} {version}"
     have = tool_version(tool, found)
-    if have is not None and _same(tool, have, version):
+    if have is not None and _same(have, version):
         return found, f"{tool}: using {found} from PATH ({have}, the row's version)"
     return None, (
         f"{tool}: {found} on PATH is {have or 'of unknown version'}, not {version}: using the pinned {tool} {version}"
     )
 
 
-def _same(tool: str, have: str, want: str) -> bool:
-    have, want = have.removeprefix("v"), want.removeprefix("v")
-    if tool == "kubectl":
-        return have.split(".")[:2] == want.split(".")[:2]
-    return have == want
+def _same(have: str, want: str) -> bool:
+    return have.removeprefix("v") == want.removeprefix("v")
 
 
 def tool_version(tool: str, binary: Path) -> str | None:
-    """The version a kind, kubectl or istioctl binary reports about itself, or None if it cannot say."""
+    """The version a kind or istioctl binary reports about itself, or None if it cannot say."""
     if tool == "istioctl":
         return istioctl_version(binary)
-    argv = [str(binary), "version"] if tool == "kind" else [str(binary), "version", "--client", "-o", "json"]
+    argv = [str(binary), "version"]
     try:
         result = subprocess.run(argv, capture_output=True, text=True, timeout=VERSION_PROBE_TIMEOUT, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     if result.returncode != 0:
         return None
-    if tool == "kubectl":
-        match = re.search(r'"gitVersion":\s*"(v[^"]+)"', result.stdout)
-        return match.group(1) if match else None
     # `kind v0.17.0 go1.19.2 linux/amd64`
     match = _RELEASE.search(result.stdout)
     return match.group(0) if match else None
@@ -548,7 +527,7 @@ def _safe_member(member: str) -> bool:
 def _source_id(pin: ToolPin) -> str:
     """What the marker calls the downloaded file: its URL path, which names the platform.
 
-    kubectl's asset alone is `kubectl` on every platform, and one cache may be shared by machines of different
+    An asset's name need not name its platform, and one cache may be shared by machines of different
     architectures (a home directory on NFS).
     """
     return urlsplit(pin.url).path.lstrip("/") or pin.asset
