@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -139,6 +140,21 @@ def istioctl_archive(members: dict[str, bytes], symlink: str | None = None) -> b
 
 
 # --- pins ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def unpinned_kind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kind v0.21.0 and v0.25.0 without a pinned sha256 (the shipped pins have them): the publisher's checksum file
+    is then what a download is verified against, which is the path these tests exercise."""
+    shipped = tools.load_pins
+
+    def load_pins(path: Path | None = None) -> dict[str, Any]:
+        pins = shipped(path)
+        for version in ("v0.21.0", "v0.25.0"):
+            pins["sha256"]["kind"][version] = dict.fromkeys(pins["sha256"]["kind"][version])
+        return pins
+
+    monkeypatch.setattr(tools, "load_pins", load_pins)
 
 
 def test_pins_cover_every_row_of_the_version_matrix() -> None:
@@ -334,10 +350,12 @@ def test_unpinned_download_is_checked_against_the_publishers_checksum_file(
     assert "not pinned in fixtures/tools.yaml" in err
 
 
-def test_a_checksum_file_that_holds_a_bare_hash_is_used(mirror: Mirror, client: httpx.Client, tmp_path: Path) -> None:
+def test_a_checksum_file_that_holds_a_bare_hash_is_used(
+    unpinned_kind: None, mirror: Mirror, client: httpx.Client, tmp_path: Path
+) -> None:
     """A checksum file (e.g. on a mirror) may hold only "HASH", with no file name: it is taken for the asset."""
     pin = tools.pin_for("kind", "v0.25.0", "linux-amd64", mirror=mirror.url)
-    assert pin.sha256 is None, "v0.25.0 has no pinned sha256: the publisher's file is used"
+    assert pin.sha256 is None, "unpinned here: the publisher's file is used"
     mirror.serve_pin(pin, FAKE_KIND, checksum=sha256(FAKE_KIND))
 
     path = tools.download(pin, cache_dir=tmp_path, client=client, progress=False)
@@ -577,7 +595,7 @@ def test_a_tool_on_path_is_used(
 
 
 def test_path_is_skipped_when_told(
-    mirror: Mirror, client: httpx.Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    unpinned_kind: None, mirror: Mirror, client: httpx.Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -640,7 +658,7 @@ def test_cache_dir_defaults_to_the_user_cache(monkeypatch: pytest.MonkeyPatch, t
 
 
 def test_kind_on_path_of_another_version_is_not_used(
-    mirror: Mirror, client: httpx.Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    unpinned_kind: None, mirror: Mirror, client: httpx.Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The GitHub runner ships kind 0.32; a 1.20 node image needs kind 0.17. Only the exact release is taken."""
     bin_dir = tmp_path / "bin"
