@@ -168,7 +168,7 @@ CASES: dict[str, tuple[str, ...]] = {
     "1.15.1": ("--backend", "kind", "--istio-version", "1.15.1"),
     "1.20.8": ("--backend", "kind", "--istio-version", "1.20.8"),
     "1.22.3": ("--backend", "kind", "--istio-version", "1.22.3"),
-    "out-of-range": ("--backend", "kind", "--istio-version", "1.11.4"),
+    "out-of-range": ("--backend", "kind", "--istio-version", "1.8.5"),
     "versions-disagree": ("--backend", "kind", "--istio-version", "1.10.6", "--mesh-version", "1.21.0"),
     "versions-agree": ("--backend", "kind", "--istio-version", "1.21.6", "--mesh-version", "1.21.6"),
     "emulated-plan": ("--backend", "emulated", "--plan"),
@@ -613,13 +613,8 @@ def test_plan_creates_nothing(plans: dict[str, Plan], name: str) -> None:
         ),
         (
             "out-of-range",
-            "ERROR: --plan: Istio 1.11.4: no known Kubernetes range for 1.11 (known: 1.9 (k8s 1.17-1.20), "
-            "1.10 (k8s 1.18-1.21), 1.12 (k8s 1.19-1.22), 1.13 (k8s 1.20-1.23), 1.14 (k8s 1.21-1.24), "
-            "1.15 (k8s 1.22-1.25), 1.16 (k8s 1.22-1.25), 1.17 (k8s 1.23-1.26), 1.18 (k8s 1.24-1.27), "
-            "1.19 (k8s 1.25-1.28), 1.20 (k8s 1.25-1.29), 1.21 (k8s 1.26-1.29), 1.22 (k8s 1.27-1.30), "
-            "1.23 (k8s 1.27-1.30), 1.24 (k8s 1.28-1.31), 1.25 (k8s 1.29-1.31), 1.26 (k8s 1.29-1.33), "
-            "1.27 (k8s 1.29-1.33), 1.28 (k8s 1.30-1.34), 1.29 (k8s 1.31-1.35), 1.30 (k8s 1.32-1.36), "
-            "1.31 (k8s 1.32-1.36))",
+            "ERROR: --mesh-version/--istio-version: Istio 1.8.5 is older than 1.9: the suite has no facts for it "
+            "(supported: >= 1.9)",
         ),
         (
             "versions-disagree",

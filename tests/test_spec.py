@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import pathlib
 import subprocess
 import sys
 
 import pytest
+import yaml
 from packaging.version import Version
 
+from conformance.resources import resource
 from conformance.spec import (
     RULES,
     Bind,
@@ -505,12 +508,25 @@ def test_cli_capabilities_names_the_kind_cluster(
     assert cluster["node_image"].startswith(image)
 
 
-def test_cli_capabilities_of_a_version_without_a_cluster_says_why() -> None:
+def test_cli_capabilities_of_istio_1_11_name_its_cluster() -> None:
+    """1.11 has no matrix row: it runs on the newest Kubernetes of its range (1.18-1.22, announcing-1.11) that has a
+    pinned node image, 1.21 with kind v0.20.0."""
     proc = run_cli("capabilities", "--istio-version", "1.11.4")
     assert proc.returncode == 0
     cluster = json.loads(proc.stdout)["kind_cluster"]
-    assert cluster["node_image"] is None
-    assert cluster["problem"].startswith("Istio 1.11.4: no known Kubernetes range for 1.11 (known: 1.9 (k8s 1.17-1.20)")
+    assert (cluster["kubernetes"], cluster["kind"]) == ("1.21", "v0.20.0")
+    assert cluster["node_image"].startswith("kindest/node:v1.21.14@sha256:")
+
+
+def test_a_minor_without_a_known_kubernetes_range_says_so_naming_the_known_ranges(tmp_path: pathlib.Path) -> None:
+    from conformance.backends.kind.support import load_support
+
+    table = yaml.safe_load(resource("fixtures", "kubernetes.yaml").read_text())
+    del table["istio"]["1.11"]
+    doctored = tmp_path / "kubernetes.yaml"
+    doctored.write_text(yaml.safe_dump(table, sort_keys=False))
+    with pytest.raises(ValueError, match=r"^Istio 1\.11\.4: no known Kubernetes range for 1\.11 \(known: 1\.9 \(k8s "):
+        load_support(doctored).cluster_for("1.11.4")
 
 
 # --- Ambient (probes-ambient.md section 2, reference section 8) ---------------------------------------------

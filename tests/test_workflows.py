@@ -413,7 +413,7 @@ def test_a_custom_build_is_one_row_on_the_cluster_of_the_version_it_claims(tmp_p
         ({"hub": "ghcr.io/you/istio", "tag": "t"}, "istio_version"),
         ({"hub": "GHCR.io/You/Istio", "tag": "t", "istio_version": "1.21.6"}, "hub 'GHCR.io/You/Istio'"),
         ({"hub": "ghcr.io/you/istio", "tag": "--plan", "istio_version": "1.21.6"}, "tag '--plan'"),
-        ({"hub": "ghcr.io/you/istio", "tag": "t", "istio_version": "1.11.0"}, "no known Kubernetes range"),
+        ({"hub": "ghcr.io/you/istio", "tag": "t", "istio_version": "1.8.5"}, "no known Kubernetes range"),
         ({"hub": "ghcr.io/you/istio", "tag": "t", "istio_version": "latest"}, "not an Istio version"),
         (
             {"hub": "ghcr.io/you/istio", "tag": "t", "istio_version": "1.21.6", "install_values": "values.yaml"},
