@@ -21,6 +21,7 @@ import json
 import shlex
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -891,6 +892,7 @@ def live(running: tuple[Fakes, KubeCluster]) -> Iterator[tuple[Fakes, KubeCluste
     fakes.api.exec_fail.clear()
     fakes.api.gone_pods.clear()
     fakes.api.stall_watches = 0
+    fakes.api.watch_stall_seconds = 1.0
 
 
 def test_probes_run_one_exec_per_source_and_come_back_in_request_order(live: tuple[Fakes, KubeCluster]) -> None:
@@ -1014,6 +1016,34 @@ def test_an_echo_program_that_exits_non_zero_is_a_backend_error(live: tuple[Fake
     assert str(raised.value) == (
         "probe from client.mic-mesh: the echo program exited 2: echo.py probe: --batch: not a JSON object"
     )
+
+
+def test_container_readiness_comes_from_the_container_statuses(live: tuple[Fakes, KubeCluster]) -> None:
+    fakes, cluster = live
+    readiness = cluster.container_readiness(PodRef("mic-mesh", "probe-rewrite"))
+    assert sorted(readiness) == sorted(
+        ["echo", "loopback-http", "pod-ip-http", "wildcard-http", "loopback-tcp", "pod-ip-tcp", "wildcard-tcp"]
+    )
+    assert all(r.ready and r.settled for r in readiness.values())
+    assert not [r for r in fakes.api.requests if r["query"].get("watch")]  # all settled: nothing to wait for
+
+
+def test_an_unsettled_container_is_waited_for_by_watching_its_pod(live: tuple[Fakes, KubeCluster]) -> None:
+    """Not Ready, and its probe has not had its chances yet (2 s: period 1 x failureThreshold 1 + timeout 1): the
+    pod is watched until a readiness changes or that time is up, so the caller's loop is paced by the API."""
+    fakes, cluster = live
+    fakes.env["FAKE_NOT_READY"] = "loopback-http"  # just started, every time the fake is asked
+    fakes.api.watch_stall_seconds = 0.3
+    started = time.monotonic()
+    readiness = cluster.container_readiness(PodRef("mic-mesh", "probe-rewrite"))
+    waited = time.monotonic() - started
+    assert (readiness["loopback-http"].ready, readiness["loopback-http"].settled) == (False, False)
+    assert readiness["pod-ip-http"].ready
+    watches = [r for r in fakes.api.requests if r["query"].get("watch")]
+    assert watches
+    assert {r["query"]["fieldSelector"][0] for r in watches} == {"metadata.name=probe-rewrite-5d9c8b7f6-7l5nn"}
+    assert 1.0 <= waited < 5.0
+    assert "kubectl -n mic-mesh get pod probe-rewrite-5d9c8b7f6-7l5nn -o json --watch" in fakes.commands()
 
 
 def test_request_record_through_the_pod_proxy_in_batches_of_100(live: tuple[Fakes, KubeCluster]) -> None:

@@ -23,6 +23,7 @@ Knobs (environment):
   FAKE_FAIL_EXIT, FAKE_FAIL_STDERR   this exit status (default 1) and stderr (default "fake failure")
   FAKE_TERMINATING            N: the first N pod listings of an injected namespace also hold a Terminating pod
   FAKE_PROBE_OUTPUT           set: `echo.py probe` prints this text instead of results
+  FAKE_NOT_READY              container names (comma-separated): just started, not ready
   FAKE_API_URL                the fake API server's URL (kind_api.py): the kubeconfig kind writes points there
                               (plain HTTP, a bearer token); default: a kind-like kubeconfig nothing answers at
 The knobs are read from the mapping `ENV` (os.environ unless an in-process user such as kind_api.py replaces it).
@@ -451,15 +452,21 @@ def pods(state: dict[str, Any], namespace: str) -> list[dict[str, Any]]:
 
 
 def container_status(container: dict[str, Any]) -> dict[str, Any]:
-    """A container that started at STARTED_AT, is running and ready."""
+    """A container that started at STARTED_AT, is running and ready; one named in $FAKE_NOT_READY has just
+    started and is not ready (its readiness probe has not had its chances yet)."""
+    started, ready = STARTED_AT, True
+    if container["name"] in ENV.get("FAKE_NOT_READY", "").split(","):
+        import time  # only here: the common path imports as little as it can
+
+        started, ready = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), False
     return {
         "name": container["name"],
         "image": container["image"],
         "imageID": "",
-        "ready": True,
+        "ready": ready,
         "started": True,
         "restartCount": 0,
-        "state": {"running": {"startedAt": STARTED_AT}},
+        "state": {"running": {"startedAt": started}},
     }
 
 

@@ -371,8 +371,10 @@ class KubeApi:
 
     # --- waiting ---------------------------------------------------------------------------------------
 
-    def _watch_until(self, path: str, list_fn: str, namespace: str, judge: Judge, timeout: float, **select: str) -> Any:
-        """The objects, once `judge` is content with them; ApiError when `timeout` runs out.
+    def _watch_until(
+        self, path: str, list_fn: str, namespace: str, judge: Judge, timeout: float, quiet: bool = False, **select: str
+    ) -> Any:
+        """The objects, once `judge` is content with them; ApiError when `timeout` runs out (`quiet`: the objects).
 
         List and judge; watch from the list's resourceVersion and judge after each event; list again when the
         watch ends (timeoutSeconds) or has expired (410 Gone).
@@ -390,8 +392,10 @@ class KubeApi:
                 return list(objects.values())
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                if quiet:  # the caller only wanted to wait this long: the objects as they are now
+                    return list(objects.values())
                 raise ApiError(f"not done after {timeout:g} s: {reason}")
-            seconds = max(1, min(int(remaining), WATCH_ROUND_SECONDS))
+            seconds = max(1, min(int(remaining + 0.999), WATCH_ROUND_SECONDS))
             api = client.CoreV1Api(self._client()) if list_fn.endswith("_pod") else client.AppsV1Api(self._client())
             watcher = watch.Watch()  # type: ignore[no-untyped-call]
             try:
@@ -434,6 +438,30 @@ class KubeApi:
             kubectl=["-n", namespace, "rollout", "status", f"{short}/{name}", f"--timeout={int(timeout)}s"],
             request=f"GET {path}?fieldSelector=metadata.name={name}, then watch",
         )
+
+    def watch_pod(self, namespace: str, name: str, judge: Judge, seconds: float, what: str) -> dict[str, Any] | None:
+        """Watch one pod for up to `seconds` until `judge` is content; the pod as last seen (None: it is gone)."""
+        path = f"/api/v1/namespaces/{namespace}/pods"
+
+        def watch() -> Any:
+            items = self._watch_until(
+                path,
+                "list_namespaced_pod",
+                namespace,
+                judge,
+                seconds,
+                quiet=True,
+                field_selector=f"metadata.name={name}",
+            )
+            return items[0] if items else None
+
+        found = self._call(
+            watch,
+            what=what,
+            kubectl=["-n", namespace, "get", "pod", name, "-o", "json", "--watch"],
+            request=f"GET {path}?fieldSelector=metadata.name={name}, then watch",
+        )
+        return dict(found) if found else None
 
     def wait_pods(self, namespace: str, judge: Judge, timeout: float, what: str) -> list[dict[str, Any]]:
         """Watch the namespace's pods until `judge` is content; the pods it judged."""

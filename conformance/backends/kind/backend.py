@@ -559,26 +559,29 @@ class KubeCluster(Cluster):
         """containerStatuses[].ready through the API; settled once Ready, or once the probe had its chances.
 
         A container that is not Ready has settled when it has run longer than its readiness probe needs to fail
-        `failureThreshold` times (initialDelaySeconds + periodSeconds x failureThreshold + timeoutSeconds).
+        `failureThreshold` times (initialDelaySeconds + periodSeconds x failureThreshold + timeoutSeconds). While
+        one has not settled, the pod is watched until a container's readiness changes or the first of them would
+        settle, so a caller that asks again and again is answered by the API server's events, not by polling.
         """
         data = self._pod_json(pod)
-        probes = {c["name"]: c.get("readinessProbe") or {} for c in data.get("spec", {}).get("containers", [])}
-        out: dict[str, ContainerReadiness] = {}
-        for status in data.get("status", {}).get("containerStatuses", []):
-            name = str(status.get("name"))
-            if name == PROXY_CONTAINER or not probes.get(name):
-                continue
-            started = _started_at(status)
-            probe = probes[name]
-            needs = (
-                float(probe.get("initialDelaySeconds", 0))
-                + float(probe.get("periodSeconds", 10)) * int(probe.get("failureThreshold", 3))
-                + float(probe.get("timeoutSeconds", 1))
+        out = _readiness(data)
+        waits = [r.settles_in for r in out.values() if not r.readiness.settled and r.settles_in is not None]
+        if self.planning or not waits:
+            return {name: r.readiness for name, r in out.items()}
+        before = {name: r.readiness.ready for name, r in out.items()}
+
+        def changed(items: list[dict[str, Any]]) -> str | None:
+            now = {n: r.readiness.ready for n, r in _readiness(items[0]).items()} if items else before
+            return None if now != before else "no container's readiness changed"
+
+        name = self.pod_names.get(pod, pod.app)
+        data = (
+            self.api.watch_pod(
+                pod.namespace, name, changed, min(max(min(waits), 0.5), 30.0), f"watch the readiness of {pod}"
             )
-            ready = bool(status.get("ready"))
-            settled = ready or (started is not None and _now() - started >= needs)
-            out[name] = ContainerReadiness(ready, settled, "" if ready else "containerStatuses ready=false", started)
-        return out
+            or data
+        )
+        return {name: r.readiness for name, r in _readiness(data).items()}
 
     def probe_connections(self, pod: PodRef, container: str, after: int = 0) -> list[dict[str, object]]:
         """The container's echo record of accepted connections, through the API server's pod proxy."""
@@ -794,6 +797,37 @@ def make_kube_cluster(backend: str, family: str, options: dict[str, Any], timeou
         return KubeCluster(backend, family, options, timeouts)
     except ValueError as err:
         raise BackendError(str(err)) from None
+
+
+@dataclass(frozen=True)
+class _Probed:
+    """A probed container's readiness, and in how many seconds it settles if it has not (None: never known)."""
+
+    readiness: ContainerReadiness
+    settles_in: float | None
+
+
+def _readiness(data: dict[str, Any]) -> dict[str, _Probed]:
+    """The probed containers of a pod (the proxy's own readiness is not the app's) from its JSON."""
+    probes = {c["name"]: c.get("readinessProbe") or {} for c in data.get("spec", {}).get("containers", [])}
+    out: dict[str, _Probed] = {}
+    for status in data.get("status", {}).get("containerStatuses", []):
+        name = str(status.get("name"))
+        if name == PROXY_CONTAINER or not probes.get(name):
+            continue
+        started = _started_at(status)
+        probe = probes[name]
+        needs = (
+            float(probe.get("initialDelaySeconds", 0))
+            + float(probe.get("periodSeconds", 10)) * int(probe.get("failureThreshold", 3))
+            + float(probe.get("timeoutSeconds", 1))
+        )
+        ready = bool(status.get("ready"))
+        left = None if started is None else needs - (_now() - started)
+        settled = ready or (left is not None and left <= 0)
+        reason = "" if ready else "containerStatuses ready=false"
+        out[name] = _Probed(ContainerReadiness(ready, settled, reason, started), left)
+    return out
 
 
 def _now() -> float:
