@@ -1055,6 +1055,8 @@ def test_request_record_through_the_pod_proxy_in_batches_of_100(live: tuple[Fake
         path + "&".join(f"id=id{i}" for i in range(100)),
         path + "&".join(f"id=id{i}" for i in range(100, 150)),
     ]
+    sent = [r["query"]["id"] for r in fakes.api.requests if r["path"].endswith("/proxy/requests")]
+    assert sent == [ids[:100], ids[100:]]  # every id reached the API server, as a repeated query parameter
 
 
 @pytest.mark.parametrize("capture", ["1.10-findings", "1.12-findings"])

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from conformance.backends.base import BackendError
+from conformance.backends.kind.describe import describe_pod, event_line, pod_line
 from conformance.backends.kind.runner import CommandError, Pending, Result, Runner
 from conformance.kubeclient import api_reason, first_line, handshake_reason, load_configuration
 
@@ -594,7 +595,7 @@ class KubeApi:
         def read() -> str:
             items = self._get_json(path, query).get("items", [])
             items.sort(key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
-            return "\n".join(_event_line(e) for e in items) or "(no events)"
+            return "\n".join(event_line(e) for e in items) or "(no events)"
 
         args = ["-n", namespace, "get", "events", "--sort-by=.lastTimestamp"]
         if pod:
@@ -618,7 +619,7 @@ class KubeApi:
                     f"{d.get('spec', {}).get('replicas', 1)}  updated {status.get('updatedReplicas', 0)}"
                 )
             for p in self._get_json(f"/api/v1/namespaces/{namespace}/pods").get("items", []):
-                lines.append(_pod_line(p))
+                lines.append(pod_line(p))
             for s in self._get_json(f"/api/v1/namespaces/{namespace}/services").get("items", []):
                 ports = ",".join(
                     f"{p.get('port')}>{p.get('targetPort', p.get('port'))}" for p in s.get("spec", {}).get("ports", [])
@@ -651,7 +652,7 @@ class KubeApi:
             events = self._get_json(
                 f"/api/v1/namespaces/{namespace}/events", [("fieldSelector", f"involvedObject.name={pod}")]
             ).get("items", [])
-            return _describe(data, events)
+            return describe_pod(data, events)
 
         text = self._call(
             read,
@@ -688,50 +689,3 @@ def _exit_code(error: str) -> int:
 def _failure_message(error: str) -> str:
     doc = _status_doc(error)
     return "" if not doc or doc.get("status") == "Success" else str(doc.get("message", ""))
-
-
-def _event_line(event: Mapping[str, Any]) -> str:
-    involved = event.get("involvedObject", {})
-    when = event.get("lastTimestamp") or event.get("eventTime") or ""
-    count = event.get("count")
-    times = f" (x{count})" if count and int(count) > 1 else ""
-    return (
-        f"{when}  {event.get('type', '')}  {event.get('reason', '')}  "
-        f"{str(involved.get('kind', '')).lower()}/{involved.get('name', '')}  {event.get('message', '')}{times}"
-    )
-
-
-def _pod_line(pod: Mapping[str, Any]) -> str:
-    meta, status = pod.get("metadata", {}), pod.get("status", {})
-    statuses = status.get("containerStatuses", [])
-    ready = sum(1 for c in statuses if c.get("ready"))
-    restarts = sum(int(c.get("restartCount", 0)) for c in statuses)
-    phase = "Terminating" if meta.get("deletionTimestamp") else status.get("phase", "?")
-    return (
-        f"pod/{meta.get('name')}  {ready}/{len(statuses)}  {phase}  restarts {restarts}  "
-        f"{status.get('podIP', '')}  {pod.get('spec', {}).get('nodeName', '')}"
-    )
-
-
-def _describe(pod: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> str:
-    meta, status = pod.get("metadata", {}), pod.get("status", {})
-    lines = [
-        f"Name:       {meta.get('name')}",
-        f"Namespace:  {meta.get('namespace')}",
-        f"Node:       {pod.get('spec', {}).get('nodeName', '')}",
-        f"Status:     {'Terminating' if meta.get('deletionTimestamp') else status.get('phase', '?')}",
-        f"IPs:        {', '.join(i.get('ip', '') for i in status.get('podIPs', [])) or status.get('podIP', '')}",
-        "Conditions: " + ", ".join(f"{c.get('type')}={c.get('status')}" for c in status.get("conditions", [])),
-    ]
-    for kind in ("initContainerStatuses", "containerStatuses"):
-        for c in status.get(kind, []):
-            state = c.get("state", {})
-            (name, detail), *_ = state.items() if state else [("unknown", {})]
-            why = detail.get("reason") or detail.get("exitCode") or ""
-            lines.append(
-                f"Container {c.get('name')}: {name}{f' ({why})' if why != '' else ''}, ready={c.get('ready')}, "
-                f"restarts={c.get('restartCount', 0)}, image={c.get('image', '')}"
-            )
-    lines.append("Events:")
-    lines += [f"  {_event_line(e)}" for e in events] or ["  (none)"]
-    return "\n".join(lines)
