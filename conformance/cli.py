@@ -17,6 +17,7 @@ from conformance.spec.capabilities import istio_capabilities
 from conformance.spec.cells import all_cells
 from conformance.spec.dimensions import IpFamily, Profile
 from conformance.spec.render import spec_json, spec_markdown
+from conformance.spec.semantics import traffic_behaviour
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -81,6 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "capabilities_of": judged,
         "profiles": [p.value for p in mesh.profiles()],
         "missing": {c.value: why for c, why in mesh.reasons.items()},
+        # Where releases differ in the spec: how this release's cells are judged (semantics.traffic_behaviour).
+        "traffic_behaviour": {
+            "instance_without_ipv4": traffic_behaviour(args.istio_version).instance_without_ipv4.value,
+        },
         "kind_cluster": cluster,
     }
     sys.stdout.write(json.dumps(doc, indent=2) + "\n")

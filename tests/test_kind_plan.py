@@ -457,15 +457,21 @@ def test_plan_ipv6_uses_the_ipv6_kind_config_and_ipv6_manifests(plans: dict[str,
     kind, kubectl, istioctl = tools("v0.17.0", "1.10.6")
     in_order(plan.commands, [*create(kind, NODE_1_20, "ipv6"), install(istioctl, "1.10.6"), *workloads(kubectl)])
     (manifest,) = plan.manifests
-    # istiod before 1.14.4 (and 1.15.0) rejects the [::1]:P / [::]:P Sidecar forms, and the suite encodes the
-    # cross-family literals as 1.15+ resolves them: the IPv6 world of 1.10.6 keeps the server without a Sidecar
-    # and the empty host `:P` (1.10+); the other Sidecar cases are skipped, with the reason.
+    # istiod before 1.14.4 (and 1.15.0) rejects the [::1]:P / [::]:P Sidecar forms: the IPv6 world of 1.10.6 keeps
+    # the server without a Sidecar, the IPv4 literals (cross-family on an IPv6 pod, judged as 1.10-1.14.3 resolve
+    # them) and the empty host `:P` (1.10+); the other Sidecar cases are skipped, with the reason.
     docs = list(yaml.safe_load_all(manifest))
-    assert [d["metadata"]["name"] for d in docs if d["kind"] == "Sidecar"] == ["echo-empty"]
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "Sidecar"] == [
+        "echo-localhost-cross",
+        "echo-instance-cross",
+        "echo-empty",
+    ]
     assert [d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"] == [
         "echo",
         "client",
         "echo-none",
+        "echo-localhost-cross",
+        "echo-instance-cross",
         "echo-empty",
         "client",
         "probe",

@@ -39,7 +39,7 @@ from conformance.spec.capabilities import (
 )
 from conformance.spec.dimensions import SIDECAR_FORMS_BY_FAMILY
 from conformance.spec.render import SPEC_FORMAT, spec_document
-from conformance.spec.semantics import precheck_finding
+from conformance.spec.semantics import InstanceWithoutIpv4, precheck_finding, traffic_behaviour
 
 
 def cell(
@@ -306,7 +306,8 @@ def test_cell_counts_and_uniqueness() -> None:
 
 
 def test_every_rule_is_used_and_every_citation_exists() -> None:
-    used = {r for c in all_cells() for r in expect(c).because} | {"precheck-localhost-listener"}
+    behaviours = (traffic_behaviour(None), traffic_behaviour("1.10.6"))
+    used = {r for c in all_cells() for b in behaviours for r in expect(c, b).because} | {"precheck-localhost-listener"}
     assert used == set(RULES)
     for rule in RULES.values():
         assert rule.istio_source
@@ -437,6 +438,62 @@ def test_cli_capabilities_1151_checks_legacy_proxies_only() -> None:
     assert doc["proxy_image"] == "docker.io/istio/proxyv2:1.15.1"
     doc = json.loads(run_cli("capabilities", "--istio-version", "1.14.4").stdout)
     assert "sidecar-endpoint-ipv6" in doc["capabilities"]
+    assert "sidecar-endpoint-cross-family" in doc["capabilities"]
+
+
+@pytest.mark.parametrize(
+    ("version", "resolution"),
+    [
+        (None, InstanceWithoutIpv4.IPV4_LOCALHOST),  # emulated: the current release
+        ("1.10.0", InstanceWithoutIpv4.FIRST_ADDRESS),
+        ("1.10.6", InstanceWithoutIpv4.FIRST_ADDRESS),
+        ("1.14.3", InstanceWithoutIpv4.FIRST_ADDRESS),
+        # cluster.go at tag 1.14.4 holds the 1.15 code (PR #40265, cherry-picked as #40520).
+        ("1.14.4", InstanceWithoutIpv4.IPV4_LOCALHOST),
+        ("1.15.0", InstanceWithoutIpv4.IPV4_LOCALHOST),
+        ("1.31.1", InstanceWithoutIpv4.IPV4_LOCALHOST),
+        ("1.32-dev", InstanceWithoutIpv4.IPV4_LOCALHOST),
+    ],
+)
+def test_traffic_behaviour_by_release(version: str | None, resolution: InstanceWithoutIpv4) -> None:
+    assert traffic_behaviour(version).instance_without_ipv4 is resolution
+
+
+@pytest.mark.parametrize("protocol", list(Protocol))
+def test_instance_endpoint_on_an_ipv6_pod_before_1144_dials_the_pod_ip_from_the_passthrough_bind(
+    protocol: Protocol,
+) -> None:
+    """1.10-1.14.3: `0.0.0.0:P` dials IPAddresses[0] (the IPv6 pod IP) from ::6; 1.14.4+/1.15+: 127.0.0.1, no bind."""
+    old, current = traffic_behaviour("1.12.9"), traffic_behaviour("1.15.0")
+    cells = [
+        c
+        for c in all_cells([Profile.PASSTHROUGH, Profile.LEGACY], [IpFamily.IPV6])
+        if c.default_endpoint is DefaultEndpoint.INSTANCE_V4 and c.path.from_other_pod and c.protocol is protocol
+    ]
+    assert cells
+    for cell in cells:
+        then, now = expect(cell, old), expect(cell, current)
+        assert not now.reachable  # no IPv6-only bind admits 127.0.0.1
+        assert then.because[0] == "sidecar-instance-first-address" or cell.port is PortKind.REMAPPED
+        if cell.bind is Bind.LOOPBACK:
+            assert not then.reachable
+            assert then.failure == now.failure
+        else:
+            assert (then.reachable, then.source) == (True, Source.INBOUND_PASSTHROUGH)
+    # Every other cell is judged alike by both releases.
+    others = [
+        c for c in all_cells(tuple(Profile), [IpFamily.IPV6]) if c.default_endpoint is not DefaultEndpoint.INSTANCE_V4
+    ]
+    assert all(expect(c, old) == expect(c, current) for c in others)
+
+
+def test_cross_family_cells_run_from_1_10_and_1_9_says_why_not() -> None:
+    assert Capability.SIDECAR_ENDPOINT_CROSS_FAMILY in istio_capabilities("1.10.6").capabilities
+    assert Capability.SIDECAR_ENDPOINT_CROSS_FAMILY in istio_capabilities("1.14.3").capabilities
+    mesh = istio_capabilities("1.9.9")
+    assert mesh.missing(frozenset({Capability.SIDECAR_ENDPOINT_CROSS_FAMILY})) == (
+        "Istio 1.9.9 binds 127.0.0.6 for every family: its cross-family defaultEndpoint resolution is not encoded"
+    )
 
 
 @pytest.mark.parametrize(

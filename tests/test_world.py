@@ -11,15 +11,27 @@ from conformance.world import World
 def test_ipv6_before_1144_deploys_no_literal_sidecar_resources() -> None:
     """istiod before 1.14.4 (and 1.15.0) rejects [::1]:P and [::]:P (istio/api sidecar.proto): applying fails.
 
-    The empty host `:P` is accepted from 1.10, so 1.10.6 keeps that one Sidecar.
+    The IPv4 literals and the empty host `:P` are accepted from 1.10, so 1.10.6 keeps those Sidecars: on an IPv6
+    pod they are the cross-family cells, judged as 1.10-1.14.3 resolve them (semantics.traffic_behaviour).
     """
     old = World.for_mesh(IpFamily.IPV6, istio_capabilities("1.10.6"))
-    assert old.mesh_endpoints == (DefaultEndpoint.NONE, DefaultEndpoint.EMPTY)
-    assert [m["metadata"]["name"] for m in old.manifests() if m["kind"] == "Sidecar"] == ["echo-empty"]  # type: ignore[index]
+    assert old.mesh_endpoints == (
+        DefaultEndpoint.NONE,
+        DefaultEndpoint.LOCALHOST_V4,
+        DefaultEndpoint.INSTANCE_V4,
+        DefaultEndpoint.EMPTY,
+    )
+    assert [m["metadata"]["name"] for m in old.manifests() if m["kind"] == "Sidecar"] == [  # type: ignore[index]
+        "echo-localhost-cross",
+        "echo-instance-cross",
+        "echo-empty",
+    ]
     assert [m["metadata"]["name"] for m in old.manifests() if m["kind"] == "Deployment"] == [  # type: ignore[index]
         "echo",
         "client",
         "echo-none",
+        "echo-localhost-cross",
+        "echo-instance-cross",
         "echo-empty",
         "client",
         "probe",
@@ -27,15 +39,16 @@ def test_ipv6_before_1144_deploys_no_literal_sidecar_resources() -> None:
         "probe-norewrite",
     ]
     assert World.for_mesh(IpFamily.IPV4, istio_capabilities("1.10.6")).sidecars
-    assert World.for_mesh(IpFamily.IPV6, istio_capabilities("1.14.4")).mesh_endpoints == (
-        DefaultEndpoint.NONE,
-        DefaultEndpoint.LOCALHOST_V6,
-        DefaultEndpoint.INSTANCE_V6,
-        DefaultEndpoint.EMPTY,
-        DefaultEndpoint.UNLISTED,
-    )
-    # The cross-family resolution is encoded as 1.15+ does it.
+    # The IPv6 forms came with PR #40265, cherry-picked to 1.14.4: every Sidecar situation from there; 1.14.3 keeps
+    # the servers whose forms it accepts (the IPv4 literals, cross-family on an IPv6 pod, and the empty host).
+    assert len(World.for_mesh(IpFamily.IPV6, istio_capabilities("1.14.4")).mesh_endpoints) == 7
     assert len(World.for_mesh(IpFamily.IPV6, istio_capabilities("1.15.0")).mesh_endpoints) == 7
+    assert World.for_mesh(IpFamily.IPV6, istio_capabilities("1.14.3")).mesh_endpoints == (
+        DefaultEndpoint.NONE,
+        DefaultEndpoint.LOCALHOST_V4,
+        DefaultEndpoint.INSTANCE_V4,
+        DefaultEndpoint.EMPTY,
+    )
     assert World.for_mesh(IpFamily.IPV4, istio_capabilities("1.9.9")).mesh_endpoints == (
         DefaultEndpoint.NONE,
         DefaultEndpoint.LOCALHOST_V4,
@@ -52,7 +65,12 @@ def test_mixed_cases_keep_their_cells_without_a_sidecar_and_sidecar_cases_skip()
     world = World.for_mesh(IpFamily.IPV6, mesh)
     kept = [c for c in localhost.cells(Profile.PASSTHROUGH, IpFamily.IPV6) if world.deployed(c)]
     assert kept
-    assert {c.default_endpoint for c in kept} == {DefaultEndpoint.NONE, DefaultEndpoint.EMPTY}
+    assert {c.default_endpoint for c in kept} == {
+        DefaultEndpoint.NONE,
+        DefaultEndpoint.LOCALHOST_V4,
+        DefaultEndpoint.INSTANCE_V4,
+        DefaultEndpoint.EMPTY,
+    }
     assert {c.path for c in kept} == {Path.LOCALHOST}
     # A case made of Sidecar cells only is skipped, with the reason.
     override = next(c for c in test_overrides.CASES if c.name == "SidecarLocalhostEndpoint")

@@ -114,9 +114,12 @@ SIDECAR_IPV6_FORMS_SINCE: tuple[tuple[str, str | None], ...] = (("1.14.4", "1.15
 """`[::1]:PORT` and `[::]:PORT` defaultEndpoint forms, as `first <= v < before` patch ranges: PR #40265, cherry-
 picked to release-1.14 as #40520, so 1.14.4+ and 1.15.0+ (reference section 4; earlier notes said 1.16)."""
 
-SIDECAR_CROSS_FAMILY_SINCE = "1.15.0"
-"""buildInboundClustersFromSidecar resolves `0.0.0.0:P` on a pod without IPv4 to 127.0.0.1 from 1.15 (reference
-section 4); the cross-family literals are claimed together from there."""
+SIDECAR_CROSS_FAMILY_SINCE = "1.10.0"
+"""The cross-family literals are cells from 1.10: `127.0.0.1:P` on an IPv6 pod dials ::1 there as now, and
+`0.0.0.0:P` on a pod without IPv4 dials IPAddresses[0] before 1.14.4 and 127.0.0.1 from 1.14.4 and 1.15.0 (reference
+section 4; cluster.go at tag 1.14.4 already holds the 1.15 code, 1.14.3 does not): `semantics.traffic_behaviour`
+tells them apart. 1.9 binds 127.0.0.6 for every family (reference section 4): not encoded. An IPv4 pod's `[::1]`
+and `[::]` literals also need the IPv6 forms (1.14.4+)."""
 
 PRECHECK_ROWS: tuple[tuple[str, str | None, PrecheckScope], ...] = (
     ("1.10.0", "1.15.1", PrecheckScope.ALL_INJECTED),
@@ -320,12 +323,11 @@ def istio_capabilities(
         caps.add(Capability.SIDECAR_ENDPOINT_EMPTY)
     else:
         reasons[Capability.SIDECAR_ENDPOINT_EMPTY] = f"{label} predates the empty defaultEndpoint `:PORT` (1.10)"
-    if _release(version) >= Version(SIDECAR_CROSS_FAMILY_SINCE) and has_sidecar_ipv6_forms(version):
+    if _release(version) >= Version(SIDECAR_CROSS_FAMILY_SINCE):
         caps.add(Capability.SIDECAR_ENDPOINT_CROSS_FAMILY)
     else:
         reasons[Capability.SIDECAR_ENDPOINT_CROSS_FAMILY] = (
-            f"{label}: the suite encodes the cross-family defaultEndpoint resolution of 1.15+ only "
-            "(0.0.0.0:P on a pod without IPv4 dials IPAddresses[0] before 1.15)"
+            f"{label} binds 127.0.0.6 for every family: its cross-family defaultEndpoint resolution is not encoded"
         )
     if _release(version) >= Version(AMBIENT_SINCE):
         caps.add(Capability.PROFILE_AMBIENT)

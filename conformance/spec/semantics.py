@@ -13,12 +13,17 @@ The model has three steps for a connection from another pod:
 3. If not, who notices first, and how does that look to the client? (`failure_forms`)
 
 Connections made inside the pod skip step 1: the capture rules never touch them.
+
+Where Istio releases differ in step 1, `expect()` takes the release's `TrafficBehaviour` (`traffic_behaviour(V)`);
+the default is the current release's, which the emulated reference mesh models.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+
+from packaging.version import InvalidVersion, Version
 
 from conformance.spec.dimensions import (
     Bind,
@@ -126,11 +131,23 @@ RULES: dict[str, Rule] = {
         Rule(
             "sidecar-instance-without-ipv4",
             "Sidecar ingress defaultEndpoint 0.0.0.0:P on a pod with no IPv4 address dials 127.0.0.1:P with no "
-            "bind (1.15+; 1.10-1.14 dial IPAddresses[0], not encoded: those releases skip these cells). On an "
-            "IPv6-only pod no bind admits it (loopback is ::1, wildcard is [::] IPv6-only, as the echo program "
-            "binds it).",
-            "pilot/pkg/networking/core/v1alpha3/cluster.go buildInboundClustersFromSidecar (1.15.0)",
+            "bind (1.14.4+ and 1.15+; 1.10-1.14.3 dial IPAddresses[0], not encoded: those releases skip these "
+            "cells). On an IPv6-only pod no bind admits it (loopback is ::1, wildcard is [::] IPv6-only, as the "
+            "echo program binds it).",
+            "pilot/pkg/networking/core/v1alpha3/cluster.go buildInboundClustersFromSidecar (1.15.0; the same code "
+            "at tag 1.14.4, not at 1.14.3)",
             "reference §4 (How the host is resolved)",
+        ),
+        Rule(
+            "sidecar-instance-first-address",
+            "1.10 to 1.14.3: Sidecar ingress defaultEndpoint 0.0.0.0:P dials the proxy's first address "
+            "(IPAddresses[0]): on an IPv6-only pod its IPv6 pod IP, with the upstream bind ::6 (the passthrough "
+            "bind of a proxy without IPv4), so the app sees ::6 as on the passthrough path.",
+            "pilot/pkg/networking/core/v1alpha3/cluster.go buildInboundClustersFromSidecar at tags 1.10.6-1.14.3 "
+            "(`parts[0] == model.PodIPAddressPrefix` -> IPAddresses[0]); cluster_builder.go "
+            "buildInboundClusterForPortOrUDS (UpstreamBindConfig unless the endpoint is localhost); "
+            "getPassthroughBindIP (InboundPassthroughBindIpv6 when !SupportsIPv4)",
+            "reference §4 (How the host is resolved: '1.10 dials IPAddresses[0]')",
         ),
         Rule(
             "sidecar-empty-endpoint",
@@ -252,7 +269,46 @@ class InboundTarget(StrEnum):
     POD_IP = "pod_ip"
     """The pod IP (ORIGINAL_DST or the instance IP), dialled from 127.0.0.6 / ::6."""
     IPV4_LOCALHOST = "ipv4_localhost"
-    """127.0.0.1 on a pod with no IPv4 address (`0.0.0.0:P` there, 1.15+), no upstream bind."""
+    """127.0.0.1 on a pod with no IPv4 address (`0.0.0.0:P` there, 1.14.4+ and 1.15+), no upstream bind."""
+
+
+class InstanceWithoutIpv4(StrEnum):
+    """What `0.0.0.0:P` dials on a pod with no IPv4 address: where Istio releases differ."""
+
+    IPV4_LOCALHOST = "ipv4-localhost"
+    """127.0.0.1, no bind (1.14.4+, 1.15+): rule sidecar-instance-without-ipv4."""
+    FIRST_ADDRESS = "first-address"
+    """The proxy's IPAddresses[0] from ::6 (1.10-1.14.3): rule sidecar-instance-first-address."""
+
+
+@dataclass(frozen=True)
+class TrafficBehaviour:
+    """The parts of step 1 that depend on the Istio release."""
+
+    instance_without_ipv4: InstanceWithoutIpv4
+
+
+CURRENT_TRAFFIC = TrafficBehaviour(InstanceWithoutIpv4.IPV4_LOCALHOST)
+"""The current release's (and the emulated reference mesh's) behaviour."""
+
+FIRST_ADDRESS_BEFORE: tuple[tuple[str, str], ...] = (("1.10.0", "1.14.4"),)
+"""The releases whose `0.0.0.0:P` dials IPAddresses[0], as `first <= v < before` (cluster.go at 1.10.6-1.14.3;
+1.14.4 has the 1.15 code, PR #40265 cherry-picked as #40520). Earlier releases are not encoded (1.9 binds
+127.0.0.6 for every family: its cross-family cells are skipped)."""
+
+
+def traffic_behaviour(version_text: str | None) -> TrafficBehaviour:
+    """The step-1 behaviour of an Istio release; None (an emulated or unversioned mesh) is the current one."""
+    if version_text is None:
+        return CURRENT_TRAFFIC
+    try:
+        version = Version(version_text.removeprefix("v"))
+    except InvalidVersion:
+        return CURRENT_TRAFFIC
+    release = Version(version.base_version)
+    if any(Version(first) <= release < Version(before) for first, before in FIRST_ADDRESS_BEFORE):
+        return TrafficBehaviour(InstanceWithoutIpv4.FIRST_ADDRESS)
+    return CURRENT_TRAFFIC
 
 
 @dataclass(frozen=True)
@@ -274,7 +330,7 @@ class Expectation:
         }
 
 
-def inbound_target(cell: CellKey) -> tuple[InboundTarget, str]:
+def inbound_target(cell: CellKey, behaviour: TrafficBehaviour = CURRENT_TRAFFIC) -> tuple[InboundTarget, str]:
     """Step 1: the endpoint the server pod's sidecar dials for this cell's port, and the rule that says so."""
     if cell.port is PortKind.UNDECLARED:
         return InboundTarget.POD_IP, "undeclared-passthrough"
@@ -282,6 +338,8 @@ def inbound_target(cell: CellKey) -> tuple[InboundTarget, str]:
     if endpoint.targets_localhost:
         return InboundTarget.LOCALHOST, "sidecar-localhost-endpoint"
     if endpoint is DefaultEndpoint.INSTANCE_V4 and cell.ip_family is IpFamily.IPV6:
+        if behaviour.instance_without_ipv4 is InstanceWithoutIpv4.FIRST_ADDRESS:
+            return InboundTarget.POD_IP, "sidecar-instance-first-address"
         return InboundTarget.IPV4_LOCALHOST, "sidecar-instance-without-ipv4"
     if endpoint.targets_instance_ip:
         return InboundTarget.POD_IP, "sidecar-instance-endpoint"
@@ -324,8 +382,8 @@ def failure_forms(cell: CellKey) -> tuple[tuple[Failure, ...], str]:
     return (Failure.HTTP_503,), "envoy-upstream-failure"
 
 
-def expect(cell: CellKey) -> Expectation:
-    """Apply the model to one cell."""
+def expect(cell: CellKey, behaviour: TrafficBehaviour = CURRENT_TRAFFIC) -> Expectation:
+    """Apply the model to one cell, as the release with this behaviour does (the current one by default)."""
     if not cell.path.from_other_pod:
         # In-pod paths are identical in every profile: no rule about the mesh applies.
         dialled = InboundTarget.LOCALHOST if cell.path is Path.LOCALHOST else InboundTarget.POD_IP
@@ -346,7 +404,7 @@ def expect(cell: CellKey) -> Expectation:
         forms, why = failure_forms(cell)
         return Expectation(False, None, forms, (*because, why))
 
-    target, why_target = inbound_target(cell)
+    target, why_target = inbound_target(cell, behaviour)
     because = (why_target, "bind-admits")
     if cell.port is PortKind.REMAPPED:
         because = ("inbound-cluster-by-target-port", *because)
