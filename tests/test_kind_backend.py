@@ -21,8 +21,10 @@ import json
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -752,6 +754,38 @@ def test_an_api_server_that_does_not_answer_is_one_line(fakes: Fakes) -> None:
     message = str(raised.value)
     assert message.startswith(f"reach the cluster: cannot reach the API server at {url}: ")
     assert "\n" not in message
+
+
+def test_an_answer_that_is_not_the_api_server_s_json_is_one_line(fakes: Fakes) -> None:
+    """A proxy or gateway in front of the API server answers with a page of its own."""
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<html>502 Bad Gateway</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        kubeconfig = fakes.api.kubeconfig(fakes.root / "user-kubeconfig")
+        text = kubeconfig.read_text().replace(fakes.api.url, f"http://127.0.0.1:{server.server_address[1]}")
+        kubeconfig.write_text(text)
+        cluster = fakes.cluster("1.10.6", backend="kubeconfig", kubeconfig=str(kubeconfig), echo_image="r.example/e:1")
+        with pytest.raises(CommandError) as raised:
+            cluster.up(World(IpFamily.IPV4).manifests())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert str(raised.value) == (
+        "reach the cluster: the answer is not the API server's JSON (Expecting value: line 1 column 1 (char 0))"
+    )
 
 
 def test_an_unusable_kubeconfig_is_one_line_naming_it(fakes: Fakes) -> None:

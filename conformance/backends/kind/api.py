@@ -168,6 +168,8 @@ class KubeApi:
             except (HTTPError, OSError) as err:
                 host = self._configuration.host if self._configuration is not None else "?"
                 raise ApiError(f"{what}: cannot reach the API server at {host}: {first_line(str(err))}") from None
+            except json.JSONDecodeError as err:  # a proxy or gateway in front of the API server answered
+                raise ApiError(f"{what}: the answer is not the API server's JSON ({err})") from None
             except BackendError as err:
                 raise BackendError(f"{what}: {err}") from None
 
