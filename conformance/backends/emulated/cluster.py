@@ -11,9 +11,7 @@ live in namespaces this run created and named `mic-<tag>-...`.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import gc
 import ipaddress
 import json
 import os
@@ -26,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,13 +38,12 @@ from conformance.backends.base import (
     PodRef,
     PrerequisiteError,
     ProbeRequest,
-    by_source,
 )
 from conformance.backends.emulated import ambient_capture, capture, controlplane, injector, kube, netns
+from conformance.backends.emulated.dialer import Dialer
 from conformance.backends.emulated.kubelet import Kubelet
 from conformance.backends.emulated.processes import ForkServer, ForkServerError, Process
 from conformance.backends.emulated.ztunnel_config import ztunnel_config
-from conformance.echo_client import Connector, ProbeTargetLike, StreamPair, make_target, probe_batch
 from conformance.precheck import PrecheckRun, check_pod, parse_proc_net_tcp, read_proc_listeners, render_run
 from conformance.resources import echo_program
 
@@ -194,7 +190,7 @@ class EmulatedCluster(Cluster):
         self._node_ipr: IPRoute | None = None
         self._node_fd = -1
         self._home_fd = -1
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._dialer: Dialer | None = None
         self._created: list[str] = []
         self._started = False
         self._next_index = 0
@@ -216,7 +212,7 @@ class EmulatedCluster(Cluster):
         self.work_dir = Path(tempfile.mkdtemp(prefix=f"mic-{self.tag}-", dir=self._base_work_dir))
         self.work_dir.chmod(0o755)  # the proxy user (1337) reads its configuration here
         self._home_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        self._loop = asyncio.new_event_loop()
+        self._dialer = Dialer(self._home_fd)
         # Started first: it imports Python's asyncio while the namespaces are made (see forkserver.py).
         self._forkserver = ForkServer(
             [echo_program(), REFERENCE_SIDECAR], self.work_dir / "forkserver.log", netns.dies_with_harness
@@ -273,9 +269,9 @@ class EmulatedCluster(Cluster):
             if fd >= 0:
                 os.close(fd)
         self._node_fd = self._home_fd = -1
-        if self._loop is not None:
-            self._loop.close()
-            self._loop = None
+        if self._dialer is not None:
+            self._dialer.close()
+            self._dialer = None
         if self.work_dir != Path() and self.work_dir.exists():
             shutil.rmtree(self.work_dir, ignore_errors=True)
         self._lock.release()
@@ -710,70 +706,9 @@ class EmulatedCluster(Cluster):
             raise BackendError(f"no Service {namespace}/{name} in the emulated cluster") from None
 
     def probe(self, requests: Sequence[ProbeRequest], timeout: float) -> list[dict[str, object]]:
-        """Dial every request from inside its source pod, concurrently, on one event loop."""
-        assert self._loop is not None
-        results: list[dict[str, object]] = [{} for _ in requests]
-
-        async def run_all() -> None:
-            async def for_source(source: PodRef, indexes: list[int]) -> None:
-                targets = [
-                    make_target(requests[i].protocol, requests[i].address, requests[i].port, requests[i].request_id)
-                    for i in indexes
-                ]
-                out = await probe_batch(targets, timeout, 256, self._connector(self._pod(source)))
-                for i, result in zip(indexes, out, strict=True):
-                    results[i] = result
-
-            await asyncio.gather(*(for_source(s, idx) for s, idx in by_source(requests).items()))
-
-        try:
-            self._loop.run_until_complete(run_all())
-        except BaseException:
-            self._abandon_probes()
-            raise
-        return results
-
-    def _abandon_probes(self) -> None:
-        """After Ctrl-C in the middle of a batch: cancel the probes still in flight and let them finish.
-
-        Left as they were, each pending probe later logged "Task exception was never retrieved" or "Event loop
-        is closed" with a traceback (about a hundred of them); the run is stopping, so their outcome is moot.
-        """
-        assert self._loop is not None
-        self._loop.set_exception_handler(lambda loop, context: None)
-        tasks = asyncio.all_tasks(self._loop)
-        for task in tasks:
-            task.cancel()
-        # Cancelled before it ran, a probe's connect coroutine is never awaited: a warning per probe, when
-        # collected. Collect them here, with that warning silenced.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            with contextlib.suppress(BaseException):
-                self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-            del tasks
-            gc.collect()
-
-    def _connector(self, pod: EmulatedPod) -> Connector:
-        home = self._home_fd
-
-        async def connect(target: ProbeTargetLike) -> StreamPair:
-            address, port = target.address, target.port
-            family = socket.AF_INET6 if ":" in address else socket.AF_INET
-            # A socket stays in the namespace it was created in: step in, create, step out.
-            netns.setns(pod.fd)
-            try:
-                sock = socket.socket(family, socket.SOCK_STREAM)
-            finally:
-                netns.setns(home)
-            sock.setblocking(False)
-            try:
-                await asyncio.get_running_loop().sock_connect(sock, (address, port))
-            except BaseException:
-                sock.close()
-                raise
-            return await asyncio.open_connection(sock=sock)
-
-        return connect
+        """Dial every request from inside its source pod, concurrently, on one event loop (dialer.py)."""
+        assert self._dialer is not None
+        return self._dialer.probe(requests, timeout, lambda ref: self._pod(ref).fd)
 
     def request_record(self, pod: PodRef, request_ids: Sequence[str]) -> list[dict[str, object]]:
         """Ask the pod's echo control port (from the node, like a port-forward) for these request ids."""
