@@ -472,7 +472,8 @@ class ConformanceRun:
     def cells(self, profile: Profile) -> tuple[CellKey, ...]:
         """The case's cells under `profile` that the deployed world can answer."""
         world = self.session.world
-        return tuple(c for c in self.case.cells(profile, self.session.settings.family) if world.deployed(c))
+        cells = self.case.cells(profile, self.session.settings.family, self.session.traffic)
+        return tuple(c for c in cells if world.deployed(c))
 
     def _involve(self, cells: Sequence[Any]) -> None:
         pods = self.item.stash.setdefault(INVOLVED, [])

@@ -487,6 +487,23 @@ def test_instance_endpoint_on_an_ipv6_pod_before_1144_dials_the_pod_ip_from_the_
     assert all(expect(c, old) == expect(c, current) for c in others)
 
 
+def test_cases_that_pick_cells_by_reachability_pick_as_the_release_behaves() -> None:
+    """Where releases differ, a cell moves between the arrival cases: on 1.12.9 an IPv6 pod's 0.0.0.0:P reaches an
+    app bound to the pod IP (from ::6), so its request must be recorded, not absent."""
+    from conformance.suite import test_no_arrival
+
+    never, answered = test_no_arrival.CASES
+    moved = [
+        c
+        for c in never.cells(Profile.PASSTHROUGH, IpFamily.IPV6)
+        if c.default_endpoint is DefaultEndpoint.INSTANCE_V4 and c.bind is Bind.POD_IP and c.path.from_other_pod
+    ]
+    assert moved
+    old = traffic_behaviour("1.12.9")
+    assert not set(moved) & set(never.cells(Profile.PASSTHROUGH, IpFamily.IPV6, old))
+    assert set(moved) <= set(answered.cells(Profile.PASSTHROUGH, IpFamily.IPV6, old))
+
+
 def test_cross_family_cells_run_from_1_10_and_1_9_says_why_not() -> None:
     assert Capability.SIDECAR_ENDPOINT_CROSS_FAMILY in istio_capabilities("1.10.6").capabilities
     assert Capability.SIDECAR_ENDPOINT_CROSS_FAMILY in istio_capabilities("1.14.3").capabilities

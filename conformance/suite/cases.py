@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from conformance.spec.capabilities import Capability, endpoint_capabilities
 from conformance.spec.cells import all_cells
 from conformance.spec.dimensions import CellKey, DefaultEndpoint, IpFamily, Profile
-from conformance.spec.semantics import expect
+from conformance.spec.semantics import CURRENT_TRAFFIC, TrafficBehaviour, expect
 
 CellFilter = Callable[[CellKey], bool]
 
@@ -28,10 +28,19 @@ class ConformanceCase:
     part: str = "full"
     """What the test judges of each cell: `reachability`, `source`, `full` or `arrival`."""
     needs: frozenset[Capability] = field(default_factory=frozenset)
+    reached: bool | None = None
+    """Only the cells the spec says the app is reached in (True) or not (False), as the release under test
+    behaves (`semantics.traffic_behaviour`): where releases differ, a cell moves between such cases."""
 
-    def cells(self, profile: Profile, family: IpFamily) -> tuple[CellKey, ...]:
-        """The spec's cells this case asks of a profile."""
-        return tuple(c for c in all_cells([profile], [family]) if self.select(c))
+    def cells(
+        self, profile: Profile, family: IpFamily, behaviour: TrafficBehaviour = CURRENT_TRAFFIC
+    ) -> tuple[CellKey, ...]:
+        """The spec's cells this case asks of a profile (of the release with `behaviour`; the current one)."""
+        return tuple(
+            c
+            for c in all_cells([profile], [family])
+            if self.select(c) and (self.reached is None or expect(c, behaviour).reachable is self.reached)
+        )
 
     def profiles(self, family: IpFamily) -> tuple[Profile, ...]:
         """The profiles under which the case has cells."""
@@ -58,6 +67,6 @@ class ConformanceCase:
         return frozenset(needs)
 
 
-def reachable(cell: CellKey) -> bool:
-    """The spec says the app is reached (used to pick the cells a source check applies to)."""
-    return expect(cell).reachable
+def every_cell(_cell: CellKey) -> bool:
+    """The selection of a case that picks its cells by `reached` alone."""
+    return True
