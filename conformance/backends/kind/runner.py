@@ -8,7 +8,6 @@ the request it makes and the kubectl command a person could paste to repeat it; 
 
 from __future__ import annotations
 
-import contextlib
 import shlex
 import subprocess
 import threading
@@ -156,60 +155,15 @@ class Runner:
         with self.log.open("a", encoding="utf-8") as fh:
             fh.write(f"API {request}\n# by hand: {command}\n# {outcome}\n")
 
-    def popen(self, argv: Sequence[str], *, what: str, stdin: str | None = None) -> Pending:
-        """Start a command now, its stdin fed and its output read by a thread, for commands run side by side."""
-        self._record(argv, what, stdin, manifest=False)
-        try:
-            proc = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=self.env,
-            )
-        except FileNotFoundError:
-            raise CommandError(f"{what}: {argv[0]} not found") from None
-        return _RunningCommand(proc, tuple(argv), what, stdin)
-
 
 class Pending(Protocol):
-    """A command started by `Runner.popen`, or an API call started by `Runner.start_call`."""
+    """An API call started by `Runner.start_call` (execs in several pods run side by side)."""
 
     def wait(self, timeout: float) -> Any:
         """Its result; BackendError if it failed or took longer than `timeout`."""
 
     def cancel(self) -> None:
-        """Kill it (when a sibling failed and its answer is no longer wanted)."""
-
-
-class _RunningCommand:
-    def __init__(self, proc: subprocess.Popen[str], argv: tuple[str, ...], what: str, stdin: str | None) -> None:
-        self.proc, self.argv, self.what = proc, argv, what
-        self._output: tuple[str, str] = ("", "")
-        # communicate() in a thread: the stdin of every command is written at once, so they really run together.
-        self._thread = threading.Thread(target=self._communicate, args=(stdin,), daemon=True)
-        self._thread.start()
-
-    def _communicate(self, stdin: str | None) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            self._output = self.proc.communicate(stdin)
-
-    def wait(self, timeout: float) -> Result:
-        self._thread.join(timeout)
-        command = shlex.join(self.argv)
-        if self._thread.is_alive():
-            self.cancel()
-            raise CommandError(f"{self.what}: `{command}` did not finish within {timeout:.0f} s")
-        out, err = self._output
-        if self.proc.returncode != 0:
-            raise CommandError(f"{self.what}: `{command}` exited {self.proc.returncode}: {_tail(err or out)}")
-        return Result(self.argv, self.proc.returncode, out, err)
-
-    def cancel(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.kill()
-        self._thread.join(5)
+        """Give up on it (when a sibling failed and its answer is no longer wanted)."""
 
 
 class _RunningCall:
@@ -298,10 +252,6 @@ class PlanRunner(Runner):
     def start_call(self, fn: Callable[[], Any], *, what: str, kubectl: Sequence[str], request: str) -> Pending:
         """Record the API call; its wait returns the stand-in value."""
         return _Done(self.call(fn, what=what, kubectl=kubectl, request=request))
-
-    def popen(self, argv: Sequence[str], *, what: str, stdin: str | None = None) -> Pending:
-        """Record the command; its wait returns the stand-in output."""
-        return _Done(self.run(argv, what=what, stdin=stdin))
 
 
 def render_plan(steps: Sequence[Step]) -> str:
