@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -65,3 +67,57 @@ def load_configuration(kubeconfig: str | None, context: str | None = None) -> An
         where = kubeconfig or "the default kubeconfig (KUBECONFIG or ~/.kube/config)"
         raise ValueError(f"kubeconfig {where}: {first_line(str(err)) or type(err).__name__}") from None
     return configuration
+
+
+@dataclass(frozen=True)
+class ExecOutput:
+    """What a command run through the API's exec printed, and whether it ended within its time."""
+
+    finished: bool
+    stdout: str
+    stderr: str
+    status: dict[str, Any]
+    """The Status on channel 3 (`exec_status`): `{"status": "Success"}`, or the failure and its exit code."""
+
+
+def open_exec(core_api: Any, namespace: str, pod: str, container: str, command: Sequence[str], timeout: float) -> Any:
+    """Open an exec websocket (v4.channel.k8s.io) running `command`, with no stdin (nothing to half-close).
+
+    A refused upgrade raises what the client raises (ApiException with status 0, or the websocket's own error):
+    `handshake_reason` reads the HTTP status and message from it.
+    """
+    from kubernetes.stream import stream
+
+    return stream(
+        core_api.connect_get_namespaced_pod_exec,
+        pod,
+        namespace,
+        container=container,
+        command=list(command),
+        stdin=False,
+        stdout=True,
+        stderr=True,
+        tty=False,
+        _preload_content=False,
+        _request_timeout=timeout,
+    )
+
+
+def finish_exec(ws: Any, timeout: float) -> ExecOutput:
+    """Read an open exec until it ends (or `timeout` passes), then close it."""
+    try:
+        ws.run_forever(timeout=timeout)
+        finished = not ws.is_open()
+        stdout, stderr, error = ws.read_channel(1), ws.read_channel(2), ws.read_channel(3)
+    finally:
+        ws.close()
+    return ExecOutput(finished, stdout, stderr, exec_status(error))
+
+
+def exec_status(text: str) -> dict[str, Any]:
+    """The Status an exec ends with on channel 3; {} when there is none, a Failure with the text if not JSON."""
+    try:
+        doc = json.loads(text) if text.strip() else {}
+    except ValueError:
+        return {"status": "Failure", "message": text.strip()}
+    return doc if isinstance(doc, dict) else {}

@@ -10,7 +10,6 @@ removed from a pod (a maintainer found them "too expensive" for many pods, istio
 
 from __future__ import annotations
 
-import json
 import secrets
 import threading
 import time
@@ -19,7 +18,7 @@ from typing import Any
 
 from conformance.impact.analysis import PodInfo, SelectorError, ServiceInfo, ServicePort, parse_selector
 from conformance.impact.sources import BadInput, ImpactSource, Inventory, ListenerRead, Unchecked
-from conformance.kubeclient import api_reason, first_line, handshake_reason, load_configuration
+from conformance.kubeclient import api_reason, finish_exec, first_line, handshake_reason, load_configuration, open_exec
 from conformance.precheck import Listener, parse_proc_net_tcp
 
 CAT_COMMAND = ["cat", "/proc/net/tcp", "/proc/net/tcp6"]
@@ -186,42 +185,18 @@ class KubeSource(ImpactSource):
 
     def _exec(self, pod: PodInfo, container: str) -> tuple[str, str | None]:
         """The stdout of `cat` in the container, and None, or what went wrong (one line)."""
-        from kubernetes.stream import stream
-
         try:
-            ws = stream(
-                self._exec_api().connect_get_namespaced_pod_exec,
-                pod.name,
-                pod.namespace,
-                container=container,
-                command=CAT_COMMAND,
-                stdin=False,
-                stdout=True,
-                stderr=True,
-                tty=False,
-                _preload_content=False,
-                _request_timeout=self.timeout,
-            )
+            ws = open_exec(self._exec_api(), pod.namespace, pod.name, container, CAT_COMMAND, self.timeout)
         except Exception as err:  # the client wraps every handshake failure in ApiException(status=0)
             code, reason = handshake_reason(err)
             if code == 403:
                 return "", f"exec refused ({reason})"
             return "", f"exec failed: {reason}"
-        try:
-            ws.run_forever(timeout=self.timeout)
-            finished = not ws.is_open()
-            stdout = ws.read_channel(1)
-            stderr = ws.read_channel(2)
-            error = ws.read_channel(3)
-        finally:
-            ws.close()
-        if not finished:
+        out = finish_exec(ws, self.timeout)
+        if not out.finished:
             # What arrived may be a part of the file: reading it as the pod's listeners would hide some.
             return "", f"cat did not finish within {self.timeout:.0f}s"
-        try:
-            status = json.loads(error) if error else {}
-        except ValueError:
-            status = {"message": error}
+        stdout, stderr, status = out.stdout, out.stderr, out.status
         # Success; or cat printed tcp and failed on tcp6 only (IPv6 disabled in the pod): tcp is whole.
         if _looks_like_proc_net(stdout) and (status.get("status") == "Success" or "tcp6" in stderr):
             return stdout, None

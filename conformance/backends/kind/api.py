@@ -27,7 +27,14 @@ from typing import Any
 from conformance.backends.base import BackendError
 from conformance.backends.kind.describe import describe_pod, event_line, pod_line
 from conformance.backends.kind.runner import CommandError, Pending, Result, Runner
-from conformance.kubeclient import api_reason, first_line, handshake_reason, load_configuration
+from conformance.kubeclient import (
+    api_reason,
+    finish_exec,
+    first_line,
+    handshake_reason,
+    load_configuration,
+    open_exec,
+)
 
 FIELD_MANAGER = "mesh-inbound-conformance"
 WATCH_ROUND_SECONDS = 60
@@ -481,46 +488,21 @@ class KubeApi:
 
     def _exec(self, namespace: str, pod: str, container: str, command: Sequence[str], timeout: float) -> Result:
         from kubernetes import client
-        from kubernetes.stream import stream
 
         # An exec has a client of its own, closed with it: kubernetes.stream swaps a client's `request` for a
         # websocket call while the exec runs, and execs run side by side (one thread each).
         with client.ApiClient(self._configured()) as own:
-            return self._exec_with(own, stream, namespace, pod, container, command, timeout)
-
-    def _exec_with(
-        self, own: Any, stream: Any, namespace: str, pod: str, container: str, command: Sequence[str], timeout: float
-    ) -> Result:
-        from kubernetes import client
-
-        try:
-            ws = stream(
-                client.CoreV1Api(own).connect_get_namespaced_pod_exec,
-                pod,
-                namespace,
-                container=container,
-                command=list(command),
-                stdin=False,
-                stdout=True,
-                stderr=True,
-                tty=False,
-                _preload_content=False,
-                _request_timeout=timeout,
-            )
-        except Exception as err:  # the client wraps every handshake failure in ApiException(status=0)
-            code, reason = handshake_reason(err)
-            if code == 404:
-                raise ApiError(f"pod {namespace}/{pod} is gone ({reason})", 404) from None
-            raise ApiError(f"exec in {namespace}/{pod} refused: {reason}", code or 0) from None
-        try:
-            ws.run_forever(timeout=timeout)
-            finished = not ws.is_open()
-            stdout, stderr, error = ws.read_channel(1), ws.read_channel(2), ws.read_channel(3)
-        finally:
-            ws.close()
-        if not finished:
+            try:
+                ws = open_exec(client.CoreV1Api(own), namespace, pod, container, command, timeout)
+            except Exception as err:  # the client wraps every handshake failure in ApiException(status=0)
+                code, reason = handshake_reason(err)
+                if code == 404:
+                    raise ApiError(f"pod {namespace}/{pod} is gone ({reason})", 404) from None
+                raise ApiError(f"exec in {namespace}/{pod} refused: {reason}", code or 0) from None
+            out = finish_exec(ws, timeout)
+        if not out.finished:
             raise ApiError(f"exec in {namespace}/{pod} did not finish within {timeout:.0f} s")
-        return Result(tuple(command), _exit_code(error), stdout, stderr or _failure_message(error))
+        return Result(tuple(command), _exit_code(out.status), out.stdout, out.stderr or _failure_message(out.status))
 
     def exec(
         self, namespace: str, pod: str, container: str, command: Sequence[str], what: str, timeout: float | None = None
@@ -669,17 +651,8 @@ def _exec_request(namespace: str, pod: str, container: str) -> str:
     return f"GET /api/v1/namespaces/{namespace}/pods/{pod}/exec?container={container} (websocket)"
 
 
-def _status_doc(error: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(error) if error.strip() else {}
-    except ValueError:
-        return {"status": "Failure", "message": error.strip()}
-    return doc if isinstance(doc, dict) else {}
-
-
-def _exit_code(error: str) -> int:
+def _exit_code(doc: dict[str, Any]) -> int:
     """The exit status in the exec's channel-3 Status: 0 on Success, the ExitCode cause on NonZeroExitCode."""
-    doc = _status_doc(error)
     if not doc or doc.get("status") == "Success":
         return 0
     for cause in (doc.get("details") or {}).get("causes", []):
@@ -688,6 +661,5 @@ def _exit_code(error: str) -> int:
     return 126  # the command did not run at all (e.g. not found in the image)
 
 
-def _failure_message(error: str) -> str:
-    doc = _status_doc(error)
+def _failure_message(doc: dict[str, Any]) -> str:
     return "" if not doc or doc.get("status") == "Success" else str(doc.get("message", ""))
