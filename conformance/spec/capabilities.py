@@ -152,6 +152,20 @@ def parse_version(text: str) -> Version:
         raise ValueError(f"cannot read {text!r} as an Istio version: expected e.g. 1.10.6 or 1.22.0-beta.1") from None
 
 
+def claimed_version(version_text: str | None) -> Version | None:
+    """The version a mesh claims; None for none (an emulated mesh) or for one that does not read as a version.
+
+    The behaviours that differ by release (semantics.traffic_behaviour, probes.probe_behaviour) take the current
+    release's for None.
+    """
+    if version_text is None:
+        return None
+    try:
+        return parse_version(version_text)
+    except ValueError:
+        return None
+
+
 def version_row(version: Version) -> VersionRow:
     """The behaviour row of an Istio version; ValueError for versions the suite has no facts about."""
     for row in ISTIO_VERSIONS:
@@ -165,7 +179,8 @@ def _release(version: Version) -> Version:
     return Version(f"{version.major}.{version.minor}.{version.micro}")
 
 
-def _in_range(version: Version, first: str, before: str | None) -> bool:
+def in_range(version: Version, first: str, before: str | None) -> bool:
+    """Whether the release line of `version` is in `first <= v < before` (no upper bound for None)."""
     release = _release(version)
     return Version(first) <= release and (before is None or release < Version(before))
 
@@ -173,14 +188,14 @@ def _in_range(version: Version, first: str, before: str | None) -> bool:
 def precheck_scope(istioctl: Version) -> PrecheckScope:
     """Which pods an istioctl of this (patch) version examines for IST0143."""
     for first, before, scope in PRECHECK_ROWS:
-        if _in_range(istioctl, first, before):
+        if in_range(istioctl, first, before):
             return scope
     return PrecheckScope.NONE
 
 
 def has_sidecar_ipv6_forms(version: Version) -> bool:
     """Whether a release accepts `[::1]:PORT` / `[::]:PORT` (1.14.4+, 1.15.0+)."""
-    return any(_in_range(version, first, before) for first, before in SIDECAR_IPV6_FORMS_SINCE)
+    return any(in_range(version, first, before) for first, before in SIDECAR_IPV6_FORMS_SINCE)
 
 
 def endpoint_capabilities(endpoint: DefaultEndpoint, family: IpFamily) -> frozenset[Capability]:

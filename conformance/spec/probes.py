@@ -21,6 +21,7 @@ from enum import StrEnum
 
 from packaging.version import Version
 
+from conformance.spec.capabilities import claimed_version
 from conformance.spec.dimensions import (
     Bind,
     CellKey,
@@ -178,11 +179,8 @@ CURRENT = ProbeBehaviour(legacy_agent="localhost_from_passthrough", tcp_rewritte
 
 def probe_behaviour(version_text: str | None) -> ProbeBehaviour:
     """The probing behaviour of an Istio version; None (an emulated or unversioned mesh) is the current one."""
-    if version_text is None:
-        return CURRENT
-    try:
-        version = Version(version_text.removeprefix("v"))
-    except ValueError:
+    version = claimed_version(version_text)
+    if version is None:
         return CURRENT
     minor = Version(f"{version.major}.{version.minor}")
     return ProbeBehaviour(

@@ -23,8 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from packaging.version import InvalidVersion, Version
-
+from conformance.spec.capabilities import claimed_version, in_range
 from conformance.spec.dimensions import (
     Bind,
     CellKey,
@@ -299,14 +298,8 @@ FIRST_ADDRESS_BEFORE: tuple[tuple[str, str], ...] = (("1.10.0", "1.14.4"),)
 
 def traffic_behaviour(version_text: str | None) -> TrafficBehaviour:
     """The step-1 behaviour of an Istio release; None (an emulated or unversioned mesh) is the current one."""
-    if version_text is None:
-        return CURRENT_TRAFFIC
-    try:
-        version = Version(version_text.removeprefix("v"))
-    except InvalidVersion:
-        return CURRENT_TRAFFIC
-    release = Version(version.base_version)
-    if any(Version(first) <= release < Version(before) for first, before in FIRST_ADDRESS_BEFORE):
+    version = claimed_version(version_text)
+    if version is not None and any(in_range(version, first, before) for first, before in FIRST_ADDRESS_BEFORE):
         return TrafficBehaviour(InstanceWithoutIpv4.FIRST_ADDRESS)
     return CURRENT_TRAFFIC
 
