@@ -25,7 +25,7 @@ Knobs (environment):
   FAKE_PROBE_OUTPUT           set: `echo.py probe` prints this text instead of results
   FAKE_NOT_READY              container names (comma-separated): just started, not ready
   FAKE_API_URL                the fake API server's URL (kind_api.py): the kubeconfig kind writes points there
-                              (plain HTTP, a bearer token); default: a kind-like kubeconfig nothing answers at
+                              (plain HTTP, a bearer token); required by kind create cluster / get kubeconfig
 The knobs are read from the mapping `ENV` (os.environ unless an in-process user such as kind_api.py replaces it).
 Unknown commands exit 1 with a message on stderr, so a test notices a command it did not expect.
 """
@@ -622,27 +622,6 @@ def _needs_kubeconfig(args: Args) -> None:
 
 # --- kind -----------------------------------------------------------------------------------------------------------
 
-KUBECONFIG = """apiVersion: v1
-kind: Config
-clusters:
-- cluster:
-    certificate-authority-data: ZmFrZQ==
-    server: https://127.0.0.1:{port}
-  name: kind-{name}
-contexts:
-- context:
-    cluster: kind-{name}
-    user: kind-{name}
-  name: kind-{name}
-current-context: kind-{name}
-users:
-- name: kind-{name}
-  user:
-    client-certificate-data: ZmFrZQ==
-    client-key-data: ZmFrZQ==
-"""
-
-
 API_KUBECONFIG = """apiVersion: v1
 kind: Config
 clusters:
@@ -662,12 +641,12 @@ users:
 """
 
 
-def _kubeconfig(name: str, port: int) -> str:
-    """The cluster's kubeconfig: the fake API server's when $FAKE_API_URL is set, else a kind-like one."""
+def _kubeconfig(name: str) -> str:
+    """The cluster's kubeconfig, pointing at the fake API server (tests/fakes/kind_api.py, $FAKE_API_URL)."""
     url = ENV.get("FAKE_API_URL")
-    if url:
-        return API_KUBECONFIG.format(name=name, url=url)
-    return KUBECONFIG.format(name=name, port=port)
+    if not url:
+        raise Failure("fakebin: kind needs $FAKE_API_URL (start tests/fakes/kind_api.py): nothing else answers")
+    return API_KUBECONFIG.format(name=name, url=url)
 
 
 def kind(argv: list[str], state: dict[str, Any]) -> str:
@@ -690,14 +669,14 @@ def kind(argv: list[str], state: dict[str, Any]) -> str:
         kubeconfig = args.get("--kubeconfig")
         if kubeconfig is None:
             raise Failure("fakebin: the backend must pass --kubeconfig to kind create cluster")
-        write(kubeconfig, _kubeconfig(name, 40000 + len(names)))
+        write(kubeconfig, _kubeconfig(name))
         state["clusters"].append({"name": name, "image": args.get("--image"), "config": read(config)})
         sys.stderr.write(f'Creating cluster "{name}" ...\n ✓ Ensuring node image ({args.get("--image")}) 🖼\n')
         return ""
     if words == ["get", "kubeconfig"]:
         if name not in names:
             raise Failure(f'ERROR: could not locate any control plane nodes for cluster named "{name}"')
-        return _kubeconfig(name, 40000 + names.index(name))
+        return _kubeconfig(name)
     if words[:2] == ["load", "docker-image"] and len(words) > 2:
         if name not in names:
             raise Failure(f'ERROR: no nodes found for cluster "{name}"')

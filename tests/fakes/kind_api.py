@@ -47,13 +47,13 @@ import uuid
 import zlib
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from fakes import fakebin
-from fakes.kube_api import close_websocket, send_frame, status_body, upgrade_to_websocket
+from fakes.kube_api import ApiHandler, close_websocket, send_frame, status_body, upgrade_to_websocket
 
 NO_SUCH_RESOURCE = "the server could not find the requested resource"
 CREATED_AT = "2026-11-30T02:50:00Z"
@@ -835,15 +835,8 @@ def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
 # --- HTTP -----------------------------------------------------------------------------------------------------------
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(ApiHandler):
     fake: FakeKindApi
-    protocol_version = "HTTP/1.1"
-    # Headers and body leave in separate writes: with Nagle's algorithm on, each answer on a kept-alive
-    # connection waits for the client's delayed ACK (~40 ms), as a real API server's never does.
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
     def do_GET(self) -> None:
         self._handle("GET")
@@ -879,14 +872,6 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(answer, ExecReply):
             return self._exec(answer)
         return self._send(answer.code, answer.body, answer.content_type)
-
-    def _send(self, code: int, body: Any, content_type: str = "application/json") -> None:
-        data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def _stream(self, watch: WatchReply) -> None:
         """The watch: one JSON line per event, silence until its timeout, then the end of the chunked body."""

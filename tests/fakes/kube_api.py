@@ -205,8 +205,9 @@ class FakeKubeApi:
         return next((p for p in self.pods if (p.namespace, p.name) == (namespace, name)), None)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    fake: FakeKubeApi
+class ApiHandler(BaseHTTPRequestHandler):
+    """What both fake API servers (this one and kind_api.py) answer with: kept-alive HTTP/1.1, quiet, JSON."""
+
     protocol_version = "HTTP/1.1"
     # Headers and body leave in separate writes: with Nagle's algorithm on, each answer on a kept-alive
     # connection waits for the client's delayed ACK (~40 ms), as a real API server's never does.
@@ -215,9 +216,6 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def _token(self) -> str:
-        return self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-
     def _send(self, code: int, body: Any, content_type: str = "application/json") -> None:
         data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
         self.send_response(code)
@@ -225,6 +223,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+class _Handler(ApiHandler):
+    fake: FakeKubeApi
+
+    def _token(self) -> str:
+        return self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
 
     def _selected(self, labels: dict[str, str], query: dict[str, list[str]]) -> bool | None:
         selector = query.get("labelSelector", [""])[0]
