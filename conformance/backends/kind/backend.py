@@ -435,6 +435,8 @@ class KubeCluster(Cluster):
                 self._rollout(ref.namespace, ref.app)
         for namespace in self.namespaces:
             refs = [d for d in self.deployments if d.namespace == namespace]
+            # The judge records each pod it can already name, so that a setup that times out still describes
+            # real pods in its diagnostics; the pick after it records them from the answer (a plan never judges).
             pods = self.api.wait_pods(
                 namespace,
                 _judge(lambda items, refs=refs: self._pick_pods(refs, items)),  # type: ignore[misc]
