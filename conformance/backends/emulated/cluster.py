@@ -39,12 +39,12 @@ from conformance.backends.base import (
     PrerequisiteError,
     ProbeRequest,
 )
-from conformance.backends.emulated import ambient_capture, capture, controlplane, injector, kube, netns
+from conformance.backends.emulated import ambient_capture, capture, controlplane, injector, kube, listeners, netns
 from conformance.backends.emulated.dialer import Dialer
 from conformance.backends.emulated.kubelet import Kubelet
 from conformance.backends.emulated.processes import ForkServer, ForkServerError, Process
 from conformance.backends.emulated.ztunnel_config import ztunnel_config
-from conformance.precheck import PrecheckRun, check_pod, parse_proc_net_tcp, read_proc_listeners, render_run
+from conformance.precheck import PrecheckRun, check_pod, render_run
 from conformance.resources import echo_program
 
 IFA_F_NODAD = 0x02
@@ -513,22 +513,20 @@ class EmulatedCluster(Cluster):
         except (FileNotFoundError, PermissionError) as err:
             raise PrerequisiteError(f"--emulator-ztunnel: cannot run {argv[0]}: {err.strerror}") from None
 
-    def _listening(self, pod: EmulatedPod, proc: Process) -> set[int]:
-        """The ports the process listens on for this run's family.
+    def _listening(self, pod: EmulatedPod) -> set[int]:
+        """The ports listened on in the pod's namespace for this run's family.
 
-        An IPv4 socket (/proc/net/tcp) serves only IPv4; an IPv6 one (tcp6) serves IPv6, and IPv4 too when it
-        is the wildcard `::` without IPV6_V6ONLY (which /proc does not show, so a `::` wildcard counts for both).
-        A sidecar listening on one family only is therefore not ready in a run of the other.
+        An IPv4 socket serves only IPv4; an IPv6 one serves IPv6, and IPv4 too when it is the wildcard `::`
+        (counted for both, IPV6_V6ONLY or not). A sidecar listening on one family only is therefore not ready
+        in a run of the other.
         """
-        net = Path(f"/proc/{proc.pid}/net")
-        v4, v6 = [], []
-        with contextlib.suppress(OSError):
-            v4 = parse_proc_net_tcp((net / "tcp").read_text(), ipv6=False)
-        with contextlib.suppress(OSError):
-            v6 = parse_proc_net_tcp((net / "tcp6").read_text(), ipv6=True)
+        found = listeners.read_by_family(pod.fd, self._home_fd)
+        v6 = {lst.port for lst in found[socket.AF_INET6]}
         if self.family == "ipv6":
-            return {lst.port for lst in v6}
-        return {lst.port for lst in v4} | {lst.port for lst in v6 if lst.address == "*"}
+            return v6
+        return {lst.port for lst in found[socket.AF_INET]} | {
+            lst.port for lst in found[socket.AF_INET6] if lst.address == "*"
+        }
 
     def _wait_ready(self, pods: Iterable[EmulatedPod]) -> None:
         pending = list(pods)
@@ -561,14 +559,14 @@ class EmulatedCluster(Cluster):
             assert pod.sidecar is not None
             if pod.sidecar.poll() is not None:
                 return f"exited sidecar (exit {pod.sidecar.returncode})"
-            missing = {capture.INBOUND_CAPTURE_PORT, capture.OUTBOUND_CAPTURE_PORT} - self._listening(pod, pod.sidecar)
+            missing = {capture.INBOUND_CAPTURE_PORT, capture.OUTBOUND_CAPTURE_PORT} - self._listening(pod)
             if missing:
                 return f"sidecar not listening on {sorted(missing)} for {self.family}"
         if pod.template.ambient:
             if self.ztunnel is None or self.ztunnel.poll() is not None:
                 code = self.ztunnel.returncode if self.ztunnel is not None else None
                 return f"exited ztunnel (exit {code})"
-            missing = ZTUNNEL_PORTS - self._listening(pod, pod.app)
+            missing = ZTUNNEL_PORTS - self._listening(pod)
             if missing:
                 return f"ztunnel not listening in the pod on {sorted(missing)}"
         port = pod.template.readiness_port
@@ -652,7 +650,7 @@ class EmulatedCluster(Cluster):
         if any(p.port == injector.STATUS_PORT for p in probes.values()) and pod.sidecar is not None:
             # Like a pod whose istio-proxy is not yet ready: wait (briefly) for the status port before probing.
             deadline = time.monotonic() + 2
-            while injector.STATUS_PORT not in self._listening(pod, pod.sidecar) and time.monotonic() < deadline:
+            while injector.STATUS_PORT not in self._listening(pod) and time.monotonic() < deadline:
                 time.sleep(0.005)
         self.kubelet.watch(str(pod.ref), pod.ip, probes)
 
@@ -744,9 +742,9 @@ class EmulatedCluster(Cluster):
             if pod.template.namespace != namespace or not pod.template.injected:
                 continue
             assert pod.app is not None
-            listeners = read_proc_listeners(Path(f"/proc/{pod.app.pid}/net"))
+            found = listeners.read(pod.fd, self._home_fd)
             exposed = controlplane.exposed_ports(pod.sidecar_config)
-            findings += check_pod(pod.template.namespace, pod.template.name, exposed, listeners)
+            findings += check_pod(pod.template.namespace, pod.template.name, exposed, found)
             checked.append(f"{pod.template.name}.{pod.template.namespace}")
         return render_run(findings, checked)
 
@@ -760,8 +758,8 @@ class EmulatedCluster(Cluster):
             prefix = f"{ref}"
             if pod.app is not None:
                 with contextlib.suppress(OSError):
-                    listeners = read_proc_listeners(Path(f"/proc/{pod.app.pid}/net"))
-                    out[f"{prefix} listeners"] = "\n".join(f"{lst.address}:{lst.port}" for lst in listeners)
+                    found = listeners.read(pod.fd, self._home_fd)
+                    out[f"{prefix} listeners"] = "\n".join(f"{lst.address}:{lst.port}" for lst in found)
             out[f"{prefix} app log"] = self._read(self.work_dir / f"{pod.netns}.app.log")
             if pod.template.injected:
                 out[f"{prefix} sidecar config"] = json.dumps(pod.sidecar_config, indent=2)

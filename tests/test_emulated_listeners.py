@@ -1,0 +1,84 @@
+"""The emulated backend reads a namespace's listeners through sock_diag: the same answer as /proc/net/tcp{,6}."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conformance.backends.emulated import listeners, netns
+from conformance.precheck import Listener, read_proc_listeners
+
+pytestmark = pytest.mark.netns
+
+
+@pytest.fixture
+def namespace() -> Iterator[tuple[int, int]]:
+    """A fresh namespace with lo up, as (its fd, the harness's own fd); removed afterwards."""
+    name = f"{netns.PREFIX}test-listeners-{secrets.token_hex(3)}"
+    netns.create(name)
+    fd = os.open(netns.ns_path(name), os.O_RDONLY)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        netns.run(name, ["ip", "link", "set", "lo", "up"])
+        yield fd, home
+    finally:
+        os.close(fd)
+        os.close(home)
+        netns.remove(name)
+
+
+def _listen(
+    fd: int, home: int, family: socket.AddressFamily, address: str, port: int, v6only: bool = False
+) -> socket.socket:
+    netns.setns(fd)
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    finally:
+        netns.setns(home)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
+    sock.bind((address, port))
+    sock.listen()
+    return sock
+
+
+def test_listeners_by_family_match_proc(namespace: tuple[int, int]) -> None:
+    fd, home = namespace
+    open_sockets = [
+        _listen(fd, home, socket.AF_INET, "127.0.0.1", 8081),
+        _listen(fd, home, socket.AF_INET, "0.0.0.0", 8083),
+        _listen(fd, home, socket.AF_INET6, "::1", 8081),
+        _listen(fd, home, socket.AF_INET6, "::", 8084, v6only=True),
+    ]
+    # A connected socket and one that is bound but not listening are no listeners.
+    netns.setns(fd)
+    try:
+        bound = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        client = socket.create_connection(("127.0.0.1", 8083))
+    finally:
+        netns.setns(home)
+    bound.bind(("127.0.0.1", 9000))
+    open_sockets += [bound, client]
+    try:
+        by_family = listeners.read_by_family(fd, home)
+        assert by_family[socket.AF_INET] == [Listener("*", 8083), Listener("127.0.0.1", 8081)]
+        assert by_family[socket.AF_INET6] == [Listener("*", 8084), Listener("::1", 8081)]
+        netns.setns(fd)
+        try:
+            from_proc = read_proc_listeners(Path("/proc/thread-self/net"))
+        finally:
+            netns.setns(home)
+        assert listeners.read(fd, home) == from_proc
+    finally:
+        for sock in open_sockets:
+            sock.close()
+
+
+def test_no_listeners_in_an_empty_namespace(namespace: tuple[int, int]) -> None:
+    fd, home = namespace
+    assert listeners.read(fd, home) == []
