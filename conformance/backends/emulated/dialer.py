@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import socket
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from conformance.backends.base import PodRef, ProbeRequest, by_source
 from conformance.backends.emulated import netns
@@ -19,6 +20,8 @@ from conformance.echo_client import Connector, ProbeTargetLike, StreamPair, make
 
 CONCURRENCY = 256
 """Probes in flight per source pod."""
+SOURCE_PORTS = range(32768, 61000)
+"""Linux's default ephemeral range, handed out in turn per source pod (see Dialer._source_port)."""
 
 
 class Dialer:
@@ -27,6 +30,7 @@ class Dialer:
     def __init__(self, home_fd: int) -> None:
         self._home = home_fd
         self._loop = asyncio.new_event_loop()
+        self._next_port: dict[int, Iterator[int]] = {}
 
     def close(self) -> None:
         """Close the loop (the probes of a batch have all ended by then)."""
@@ -76,6 +80,24 @@ class Dialer:
             del tasks
             gc.collect()
 
+    def _source_port(self, sock: socket.socket, pod_fd: int) -> None:
+        """Bind the probe to the source pod's next port in turn, so no port serves two probes of a run.
+
+        Left to the kernel, a client picks its port per destination, and soon used one port towards two
+        ports of the same pod. Behind that pod's REDIRECT both became its.ip:15006 <- client:port, and the
+        second SYN met the first connection (a challenge ACK or a TIME_WAIT socket): a retransmission 1 s
+        later, or a timeout, where the mesh had done nothing wrong. Thousands of probes a second from one
+        client make that a matter of every run here; a real client rarely opens so many so fast. A port that
+        cannot be bound (taken in that namespace) is skipped; after 64 such, the kernel picks.
+        """
+        ports = self._next_port.setdefault(pod_fd, itertools.cycle(SOURCE_PORTS))
+        for _ in range(64):
+            try:
+                sock.bind(("", next(ports)))
+                return
+            except OSError:
+                continue
+
     def _connector(self, pod_fd: int) -> Connector:
         home = self._home
 
@@ -89,6 +111,7 @@ class Dialer:
             finally:
                 netns.setns(home)
             sock.setblocking(False)
+            self._source_port(sock, pod_fd)
             try:
                 await asyncio.get_running_loop().sock_connect(sock, (address, port))
             except BaseException:

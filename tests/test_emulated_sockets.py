@@ -1,16 +1,19 @@
-"""The emulated backend reads a namespace's listeners through sock_diag: the same answer as /proc/net/tcp{,6}."""
+"""The emulated backend's view of a pod's sockets: its listeners (sock_diag, the same answer as /proc/net/tcp{,6})
+and the source ports its probes leave from."""
 
 from __future__ import annotations
 
 import os
 import secrets
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conformance.backends.emulated import listeners, netns
+from conformance.backends.base import PodRef, ProbeRequest
+from conformance.backends.emulated import dialer, listeners, netns
 from conformance.precheck import Listener, read_proc_listeners
 
 pytestmark = pytest.mark.netns
@@ -82,3 +85,34 @@ def test_listeners_by_family_match_proc(namespace: tuple[int, int]) -> None:
 def test_no_listeners_in_an_empty_namespace(namespace: tuple[int, int]) -> None:
     fd, home = namespace
     assert listeners.read(fd, home) == []
+
+
+def test_dialer_gives_each_probe_of_a_pod_its_own_source_port(namespace: tuple[int, int]) -> None:
+    """Ports in turn per source pod, a taken one skipped: no port serves two probes (dialer.py)."""
+    fd, home = namespace
+    server = _listen(fd, home, socket.AF_INET, "127.0.0.1", 8081)
+    taken = _listen(fd, home, socket.AF_INET, "0.0.0.0", dialer.SOURCE_PORTS[3])
+    seen: list[int] = []
+
+    def accept_all() -> None:
+        while len(seen) < 40:
+            conn, peer = server.accept()
+            seen.append(peer[1])
+            conn.close()
+
+    thread = threading.Thread(target=accept_all, daemon=True)
+    thread.start()
+    probes = dialer.Dialer(home)
+    try:
+        pod = PodRef("mic-test", "client")
+        for batch in range(2):
+            requests = [ProbeRequest(pod, "tcp", "127.0.0.1", 8081, f"r{batch}-{i}") for i in range(20)]
+            results = probes.probe(requests, 2.0, lambda ref: fd)
+            assert {r["outcome"] for r in results} <= {"reset_or_eof", "ok"}
+    finally:
+        probes.close()
+    thread.join(5)
+    server.close()
+    taken.close()
+    expected = [p for p in dialer.SOURCE_PORTS[:41] if p != dialer.SOURCE_PORTS[3]]
+    assert sorted(seen) == expected
