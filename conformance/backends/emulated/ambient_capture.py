@@ -97,14 +97,17 @@ def add_host_probe_rule(node: str, pod_ip: str, ipv6: bool) -> None:
     netns.run(node, [tool, "-t", "nat", *host_probe_rule(pod_ip, ipv6).split()])
 
 
-def install(namespace: str) -> None:
-    """Load both families' rules, the fwmark rule and the local route into a pod's namespace (lo must be up)."""
+def install(namespace: str) -> netns.Started:
+    """Load both families' rules, the fwmark rule and the local route into a pod's namespace (lo must be up).
+
+    Returns once the loading has started: `wait()` on the result before the pod's containers start.
+    """
     fwmark = f"0x{CONNMARK:x}/0x{MASK:x}"
     table = str(ROUTE_TABLE)
     policy = (
         f"rule add fwmark {fwmark} pref {RULE_PRIORITY} lookup {table}\nroute add local {{}} dev lo table {table}\n"
     )
-    netns.run_all(
+    return netns.start_all(
         namespace,
         [
             (["iptables-restore"], rules(False).encode()),

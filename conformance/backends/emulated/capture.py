@@ -63,14 +63,15 @@ def nat_rules(ipv6: bool, excluded: Sequence[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def install(namespace: str, excluded: Sequence[int], ipv6: bool) -> None:
+def install(namespace: str, excluded: Sequence[int], ipv6: bool) -> netns.Started:
     """Load the capture rules into a pod's namespace (istio-init's job), for the pod's IP family only.
 
     istio-iptables installs the IPv6 rules only when the pod IP is IPv6 (1.10 tools/istio-iptables/pkg/cmd/
     root.go `EnableInboundIPv6 = podIP.To4() == nil`); on an IPv4 pod ip6tables stays empty (reference §6).
+    Returns once the loading has started: `wait()` on the result before the pod's containers start.
     """
     table = "ip6tables-restore" if ipv6 else "iptables-restore"
-    netns.run_all(namespace, [([table], nat_rules(ipv6, excluded).encode())])
+    return netns.start_all(namespace, [([table], nat_rules(ipv6, excluded).encode())])
 
 
 def dump(namespace: str) -> str:

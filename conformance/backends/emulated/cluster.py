@@ -220,8 +220,9 @@ class EmulatedCluster(Cluster):
         try:
             self.objects = kube.read([dict(m) for m in manifests])
             self._create_node()
-            for template in self.objects.pods:
-                self._create_pod(template)
+            # Every pod's capture rules load side by side (netns.start_all), and all are in place before any
+            # container starts, as istio-init and istio-cni finish before a pod's containers do.
+            self._create_pods(self.objects.pods)
             self._create_services()
             self.timings["network"] = time.perf_counter() - start
             for pod in self.pods.values():
@@ -278,7 +279,9 @@ class EmulatedCluster(Cluster):
 
     def add_pod(self, template: kube.PodTemplate) -> EmulatedPod:
         """Create one more pod on a running cluster, start its containers and wait until it is ready."""
-        pod = self._create_pod(template)
+        pod, loading = self._create_pod(template)
+        for started in loading:
+            started.wait()
         self._start_app(pod)
         if template.injected:
             self._start_sidecar(pod)
@@ -345,7 +348,24 @@ class EmulatedCluster(Cluster):
         flags = IFA_F_NODAD if ":" in address else 0
         ipr.addr("add", index=index, address=address, prefixlen=prefix, flags=flags)
 
-    def _create_pod(self, template: kube.PodTemplate) -> EmulatedPod:
+    def _create_pods(self, templates: Sequence[kube.PodTemplate]) -> None:
+        loading: list[netns.Started] = []
+        problems: list[netns.NamespaceError] = []
+        try:
+            for template in templates:
+                loading += self._create_pod(template)[1]
+        finally:
+            # Waited for even when a later pod failed: no loader is left running into the teardown.
+            for started in loading:
+                try:
+                    started.wait()
+                except netns.NamespaceError as err:
+                    problems.append(err)
+        if problems:
+            raise problems[0]
+
+    def _create_pod(self, template: kube.PodTemplate) -> tuple[EmulatedPod, list[netns.Started]]:
+        """The pod's namespace and network; its capture rules started loading (wait for them, see up())."""
         index = self._next_index
         self._next_index += 1
         short_ns = template.namespace.removeprefix("mic-")
@@ -371,12 +391,13 @@ class EmulatedCluster(Cluster):
             if template.injected and self.family == "ipv6":
                 # istio-init on an IPv6 pod: ::6 on lo for the IPv6 inbound passthrough bind (reference §6).
                 self._add_address(ipr, lo, "::6", 128)
+        loading = []
         if template.injected:
             excluded = capture.excluded_inbound_ports(template.annotations.get(kube.EXCLUDE_INBOUND_ANNOTATION))
-            capture.install(name, excluded, ipv6=self.family == "ipv6")
+            loading.append(capture.install(name, excluded, ipv6=self.family == "ipv6"))
         if template.ambient:
-            ambient_capture.install(name)
-        return pod
+            loading.append(ambient_capture.install(name))
+        return pod, loading
 
     def _create_services(self) -> None:
         v6 = self.family == "ipv6"

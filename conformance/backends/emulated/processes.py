@@ -85,7 +85,6 @@ class ForkServer:
         self._exits: dict[int, int] = {}
         self._pending: collections.deque[ForkedProcess] = collections.deque()
         """Started processes whose answer (pid or error) has not been read yet, in the order asked."""
-        self._ready = False
         self._gone = False
 
     @property
@@ -108,7 +107,7 @@ class ForkServer:
         log_fd = os.open(log, flags, 0o644) if log else os.open(os.devnull, os.O_WRONLY)
         with self._lock:
             try:
-                self._wait_ready()
+                # Not waiting for the server's "ready": the socket holds the requests until it reads them.
                 request = json.dumps({"argv": list(argv), "env": dict(env)}).encode()
                 socket.send_fds(self._conn, [request], [ns_fd, log_fd])
             except OSError as err:
@@ -164,12 +163,6 @@ class ForkServer:
             self._proc.kill()
             self._proc.wait()
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + 30
-        while not self._ready:
-            if not self._receive(max(0.0, deadline - time.monotonic())) and time.monotonic() > deadline:
-                raise ForkServerError("fork server: not ready after 30 s")
-
     def _exited(self) -> str:
         """Why the server is gone, in one line: its log's last line (the log goes with the run's work folder)."""
         try:
@@ -197,7 +190,7 @@ class ForkServer:
         if "exit" in message:
             self._exits[int(message["exit"])] = int(message["code"])
         elif "ready" in message:
-            self._ready = True
+            pass  # the server's first word: it has preloaded the programs (requests wait in the socket till then)
         elif "pid" in message:
             # A pid is reused only after its earlier owner was reaped, whose exit came before on this socket.
             self._exits.pop(int(message["pid"]), None)
