@@ -1,20 +1,22 @@
 """The emulated backend as an `impact` source: its pods are real network namespaces with real sockets.
 
 Pods and Services come from the manifests the cluster runs (as the API server would list them, with what the
-injector adds to a meshed pod: an `istio-proxy` container); listeners come from /proc/<pid>/net/tcp{,6} of the
-pod's app process, the same files a container of a real pod prints, read through that pod's network namespace.
+injector adds to a meshed pod: an `istio-proxy` container); listeners are the listening sockets of the pod's
+network namespace, asked of the kernel (sock_diag, as `ss -ltn` in the pod would): the same sockets a real
+pod's /proc/net/tcp{,6} lists, without walking every TIME_WAIT socket of the host as reading that file does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
+from conformance.backends.base import BackendError
 from conformance.backends.emulated.cluster import EmulatedCluster
 from conformance.impact.analysis import PodInfo, SelectorError, ServiceInfo, ServicePort, parse_selector
 from conformance.impact.sources import BadInput, ImpactSource, Inventory, ListenerRead, Unchecked
-from conformance.precheck import read_proc_listeners
+
+LISTENERS_VIA = "container echo: the pod's listening sockets (sock_diag, as ss -ltn)"
 
 
 def _labels(obj: Mapping[str, Any], *path: str) -> dict[str, str]:
@@ -98,7 +100,7 @@ class EmulatedSource(ImpactSource):
         return Inventory(tuple(pods), tuple(services), tuple(sorted(wanted)))
 
     def read_listeners(self, pod: PodInfo) -> ListenerRead:
-        """/proc/<app pid>/net/tcp{,6}: the pod's network namespace, seen by its app container."""
+        """The listening sockets of the pod's network namespace, which its app container shares."""
         emulated = next(
             (
                 p
@@ -111,15 +113,8 @@ class EmulatedSource(ImpactSource):
             raise Unchecked("pod not found: it was deleted after it was listed")
         if emulated.app.poll() is not None:
             raise Unchecked(f"container echo is not running (exit code {emulated.app.returncode})")
-        proc_net = Path(f"/proc/{emulated.app.pid}/net")
         try:
-            # tcp must be there (read_proc_listeners skips a missing file, and a pid that just exited has none).
-            proc_net.joinpath("tcp").stat()
-            listeners = read_proc_listeners(proc_net)
-        except OSError as err:
-            raise Unchecked(f"container echo: cannot read /proc/net/tcp: {err.strerror}") from None
-        if emulated.app.poll() is not None:
-            raise Unchecked(
-                f"container echo exited while its listeners were read (exit code {emulated.app.returncode})"
-            )
-        return ListenerRead(tuple(listeners), "container echo: /proc/net/tcp, /proc/net/tcp6")
+            listeners = self.cluster.listeners(emulated.ref)
+        except (OSError, BackendError) as err:
+            raise Unchecked(f"container echo: cannot read the pod's listeners: {err}") from None
+        return ListenerRead(tuple(listeners), LISTENERS_VIA)

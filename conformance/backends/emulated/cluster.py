@@ -44,7 +44,7 @@ from conformance.backends.emulated.dialer import Dialer
 from conformance.backends.emulated.kubelet import Kubelet
 from conformance.backends.emulated.processes import ForkServer, ForkServerError, Process
 from conformance.backends.emulated.ztunnel_config import ztunnel_config
-from conformance.precheck import PrecheckRun, check_pod, render_run
+from conformance.precheck import Listener, PrecheckRun, check_pod, render_run
 from conformance.resources import echo_program
 
 IFA_F_NODAD = 0x02
@@ -721,6 +721,10 @@ class EmulatedCluster(Cluster):
     def pod_ip(self, pod: PodRef) -> str:
         """The pod's address."""
         return self._pod(pod).ip
+
+    def listeners(self, pod: PodRef) -> list[Listener]:
+        """The pod's listening sockets, both families (what `ss -ltn` in any of its containers shows)."""
+        return listeners.read(self._pod(pod).fd, self._home_fd)
 
     def service_ip(self, namespace: str, name: str) -> str:
         """The Service's ClusterIP."""
