@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import signal
 from types import FrameType
+from typing import Any
 
 import pytest
 
@@ -34,11 +35,22 @@ class Interrupts:
         self.received: list[int] = []
         self.report = report
         """Where the report goes, said in the one line pytest prints for the interruption."""
+        self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
         """Take over SIGINT and SIGTERM for the rest of the run."""
-        signal.signal(signal.SIGINT, self.handle)
-        signal.signal(signal.SIGTERM, self.handle)
+        self._previous = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def finish(self) -> None:
+        """At the run's very end: after a signal, ignore further ones; else give the signals back.
+
+        Python's finalization resets a Python-level handler to the default, which kills the process: a second
+        Ctrl-C (tox sends one) that came while the interpreter was exiting, after a quick cleanup, ended the
+        run by SIGINT (exit -2) instead of the interrupted status 2 its report says. An ignored signal stays
+        ignored through the finalization.
+        """
+        for sig, previous in self._previous.items():
+            signal.signal(sig, signal.SIG_IGN if self.received else previous)
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         """The first signal interrupts the run; later ones wait for the cleanup the first one started."""

@@ -722,6 +722,14 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         raise Interrupted(lost)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The signals go back as they were; after one came, later ones stay ignored until the process is gone."""
+    interrupts = config.stash.get(INTERRUPTS, None)
+    if interrupts is not None:
+        interrupts.finish()
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Final report; under CI the emulated run must not skip anything."""
     lost = _lost_interruption(session.config)

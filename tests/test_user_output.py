@@ -221,6 +221,27 @@ def test_the_first_signal_interrupts_and_later_ones_let_the_cleanup_finish() -> 
     assert interrupts.received == [signal.SIGINT, signal.SIGINT, signal.SIGTERM]
 
 
+def test_after_a_signal_the_run_ends_ignoring_later_ones_else_gives_them_back() -> None:
+    """Python's finalization resets a Python handler to the default: a late second Ctrl-C then killed the run."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        quiet = Interrupts()
+        quiet.install()
+        assert signal.getsignal(signal.SIGINT) == quiet.handle
+        quiet.finish()
+        assert {sig: signal.getsignal(sig) for sig in before} == before
+        stopped = Interrupts()
+        stopped.install()
+        with pytest.raises(Interrupted):
+            stopped.handle(signal.SIGTERM, None)
+        stopped.finish()
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
 def test_an_interruption_landing_where_python_has_no_line_number_is_still_one_line() -> None:
     """CI saw exit 1, not 2: SIGTERM landed in a frame whose `tb_lineno` is None and pytest's rendering crashed."""
     with pytest.raises(Interrupted) as raised:
