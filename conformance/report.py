@@ -43,7 +43,7 @@ from conformance.spec.render import describe_expectation, describe_source
 from conformance.spec.semantics import Expectation
 
 REPORT_FORMAT = "mesh-inbound-conformance/report"
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 JSON_NAME = "conformance-report.json"
 NOT_SELECTED = "not selected"
 INTERRUPTED = "interrupted"

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from packaging.version import Version
 
+from conformance.probe import Observation, ProbeOutcome, judge
 from conformance.resources import resource
 from conformance.spec import (
     RULES,
@@ -317,7 +318,7 @@ def test_every_rule_is_used_and_every_citation_exists() -> None:
 def test_json_document_has_stable_keys() -> None:
     doc = spec_document(all_cells([Profile.LEGACY], [IpFamily.IPV6]))
     assert doc["format"] == SPEC_FORMAT
-    assert doc["version"] == 2
+    assert doc["version"] == 3
     cells = doc["cells"]
     assert isinstance(cells, list)
     first = cells[0]
@@ -333,7 +334,7 @@ def test_json_document_has_stable_keys() -> None:
         "ip_family",
         "expected",
     ]
-    assert list(first["expected"]) == ["reachable", "source", "failure", "because"]
+    assert list(first["expected"]) == ["reachable", "source", "source_judged", "failure", "because"]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -609,9 +610,10 @@ def test_a_minor_without_a_known_kubernetes_range_says_so_naming_the_known_range
 @pytest.mark.parametrize("family", list(IpFamily))
 def test_ambient_from_other_pods_written_out(family: IpFamily) -> None:
     """Every endpoint situation, port kind, protocol, path and client alike: loopback never reached and never
-    'refused'; pod IP and wildcard reached, seeing the client pod's IP (ztunnel inbound.rs, baseline_test.go)."""
+    'refused'; pod IP and wildcard reached, seeing the client pod's IP (ztunnel inbound.rs, baseline_test.go),
+    except from a sidecar client, whose source Istio's OriginalSourceCheck does not assert."""
     cells = [c for c in all_cells([Profile.AMBIENT], [family]) if c.path.from_other_pod]
-    assert {c.client for c in cells} == {Client.PLAIN, Client.AMBIENT}
+    assert {c.client for c in cells} == {Client.PLAIN, Client.MESHED, Client.AMBIENT}
     assert {c.default_endpoint for c in cells} == {
         DefaultEndpoint.NONE,
         *SIDECAR_FORMS_BY_FAMILY[family],
@@ -622,8 +624,32 @@ def test_ambient_from_other_pods_written_out(family: IpFamily) -> None:
         if cell.bind is Bind.LOOPBACK:
             assert (got.reachable, set(got.failure)) == (False, {Failure.HTTP_503, Failure.RESET_OR_EOF}), cell.id
             assert "ambient-no-override" in got.because
+        elif cell.client is Client.MESHED:
+            assert (got.reachable, got.source, got.source_judged) == (True, None, False), cell.id
+            assert got.because[-1] == "ambient-sidecar-client-source"
         else:
-            assert (got.reachable, got.source) == (True, Source.CLIENT), cell.id
+            assert (got.reachable, got.source, got.source_judged) == (True, Source.CLIENT, True), cell.id
+
+
+def test_an_unasserted_source_holds_once_reached_and_a_failure_still_fails() -> None:
+    """A sidecar client of an ambient server: any peer passes the source part; not being reached does not."""
+    cell = next(
+        c
+        for c in all_cells([Profile.AMBIENT], [IpFamily.IPV4])
+        if c.client is Client.MESHED and c.bind is Bind.POD_IP and c.path is Path.POD_IP
+    )
+    expected = expect(cell)
+
+    def seen(label: str, peer: str | None, source: str | None) -> Observation:
+        outcome = ProbeOutcome(label, 200 if label == "ok" else None, peer, "echo", 1.0, "", "r")
+        return Observation(cell, outcome, True, [outcome], source)
+
+    for peer, source in (("10.244.0.11", "client"), ("127.0.0.6", "inbound_passthrough"), ("10.1.2.3", "other")):
+        assert judge(expected, seen("ok", peer, source)).passed
+    verdict = judge(expected, seen("reset_or_eof", None, None))
+    assert not verdict.holds("reachability")
+    assert not verdict.holds("source")
+    assert "any source" in verdict.reason
 
 
 def test_ambient_in_pod_is_as_the_bind_allows() -> None:

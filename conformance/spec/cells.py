@@ -37,12 +37,13 @@ def default_endpoints(profile: Profile, port: PortKind, family: IpFamily) -> tup
 def clients(profile: Profile | None = None) -> tuple[Client, ...]:
     """The clients asked of a profile's servers.
 
-    Ambient servers are asked from plain and ambient clients. A sidecar client is left out there: Istio's own
-    ambient source check makes an exception for sidecar clients (probes-ambient.md §2), so the suite has no
-    cited fact for what such an app sees. Ambient clients are asked of ambient servers only.
+    Ambient servers are asked from plain, sidecar and ambient clients ("from another pod (ambient or not)",
+    probes-ambient.md §2). What the app sees from a sidecar client is not asserted: Istio's own ambient source
+    check makes an exception for sidecar clients (rule `ambient-sidecar-client-source`). Ambient clients are
+    asked of ambient servers only.
     """
     if profile is Profile.AMBIENT:
-        return (Client.PLAIN, Client.AMBIENT)
+        return (Client.PLAIN, Client.MESHED, Client.AMBIENT)
     return (Client.PLAIN, Client.MESHED)
 
 

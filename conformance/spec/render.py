@@ -34,7 +34,7 @@ from conformance.spec.probes import probe_spec_entries, probe_spec_markdown
 from conformance.spec.semantics import RULES, Expectation, expect
 
 SPEC_FORMAT = "mesh-inbound-conformance/spec"
-SPEC_FORMAT_VERSION = 2
+SPEC_FORMAT_VERSION = 3
 
 
 def spec_document(cells: Sequence[CellKey]) -> dict[str, object]:
@@ -85,6 +85,8 @@ def describe_expectation(expected: Expectation, family: IpFamily) -> str:
     """One table cell: `✓ 127.0.0.6` or `✗ 503`."""
     if expected.reachable and expected.source is not None:
         return f"✓ {describe_source(expected.source, family)}"
+    if expected.reachable:
+        return "✓ (source not asserted)"
     return "✗ " + " or ".join(_FAILURE_TEXT[f] for f in expected.failure)
 
 

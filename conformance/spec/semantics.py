@@ -249,6 +249,15 @@ RULES: dict[str, Rule] = {
             "probes-ambient.md §2 (Source the app sees); reference §8",
         ),
         Rule(
+            "ambient-sidecar-client-source",
+            "Ambient, from a sidecar client: the app is reached as from any other pod, but what it sees as the "
+            "source is not asserted: Istio's own check of the original source makes an exception for sidecar "
+            "clients.",
+            "tests/integration/ambient/baseline_test.go OriginalSourceCheck (exceptions: a waypoint in the path, "
+            "sidecar clients, self-calls)",
+            "probes-ambient.md §2 (Source the app sees; 'from another pod (ambient or not)')",
+        ),
+        Rule(
             "ambient-upstream-failure",
             "Ambient: ztunnel has already accepted the client when it fails to reach the app, so the client never "
             "sees 'refused': it sees the connection reset or closed, or a 503 (the HBONE CONNECT answered 503).",
@@ -312,12 +321,15 @@ class Expectation:
     source: Source | None
     failure: tuple[Failure, ...]
     because: tuple[str, ...]
+    source_judged: bool = True
+    """False where Istio asserts no source (a sidecar client of an ambient server): `source` is then None."""
 
     def to_json(self) -> dict[str, object]:
         """The `expected` object of the versioned formats."""
         return {
             "reachable": self.reachable,
             "source": self.source.value if self.source else None,
+            "source_judged": self.source_judged,
             "failure": [f.value for f in self.failure],
             "because": list(self.because),
         }
@@ -412,6 +424,8 @@ def expect_ambient(cell: CellKey) -> Expectation:
     """A cell from another pod under ambient: always the pod IP, from the client, whatever overrides exist."""
     because: tuple[str, ...] = ("ambient-local-workload", "ambient-no-override", "bind-admits")
     if bind_admits(cell.bind, InboundTarget.POD_IP):
+        if cell.client is Client.MESHED:
+            return Expectation(True, None, (), (*because, "ambient-sidecar-client-source"), source_judged=False)
         return Expectation(True, Source.CLIENT, (), (*because, "ambient-original-source"))
     return Expectation(False, None, (Failure.HTTP_503, Failure.RESET_OR_EOF), (*because, "ambient-upstream-failure"))
 
