@@ -1,19 +1,21 @@
 """The emulated backend's view of a pod's sockets: its listeners (sock_diag, the same answer as /proc/net/tcp{,6})
-and the source ports its probes leave from."""
+and the source ports its probes (and the reference sidecar's outbound connections) leave from."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from conformance.backends.base import PodRef, ProbeRequest
-from conformance.backends.emulated import dialer, listeners, netns
+from conformance.backends.emulated import dialer, listeners, netns, sidecar
 from conformance.precheck import Listener, read_proc_listeners
 
 pytestmark = pytest.mark.netns
@@ -116,3 +118,31 @@ def test_dialer_gives_each_probe_of_a_pod_its_own_source_port(namespace: tuple[i
     taken.close()
     expected = [p for p in dialer.SOURCE_PORTS[:41] if p != dialer.SOURCE_PORTS[3]]
     assert sorted(seen) == expected
+
+
+def test_the_reference_sidecar_dials_outbound_from_ports_in_turn(namespace: tuple[int, int]) -> None:
+    """Outbound upstream connections leave from the next port in turn, a taken one skipped (sidecar.py)."""
+    fd, home = namespace
+    server = _listen(fd, home, socket.AF_INET, "127.0.0.1", 8081)
+    taken = _listen(fd, home, socket.AF_INET, "0.0.0.0", sidecar.OUTBOUND_SOURCE_PORTS[1])
+    proxy = sidecar.Sidecar(cast(sidecar.Config, None))
+
+    async def dial(count: int, in_turn: bool) -> list[int]:
+        ports = []
+        for _ in range(count):
+            _, writer = await proxy._connect("127.0.0.1", 8081, None, ports_in_turn=in_turn)
+            ports.append(writer.get_extra_info("sockname")[1])
+            writer.transport.abort()
+        return ports
+
+    netns.setns(fd)
+    try:
+        in_turn = asyncio.run(dial(4, True))
+        asyncio.run(dial(1, False))  # the kernel picks: the turn is not taken
+        in_turn += asyncio.run(dial(1, True))
+    finally:
+        netns.setns(home)
+        server.close()
+        taken.close()
+    first = sidecar.OUTBOUND_SOURCE_PORTS[0]
+    assert in_turn == [first, first + 2, first + 3, first + 4, first + 5]
