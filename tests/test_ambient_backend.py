@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from conformance.backends.base import PodRef, ProbeRequest
-from conformance.backends.emulated import ambient_capture, kube, netns, ztunnel
-from conformance.backends.emulated.cluster import EmulatedCluster
+from conformance.backends.emulated import ambient_capture, dialer, kube, netns, sidecar, ztunnel
+from conformance.backends.emulated.cluster import ENROLLED_PORT_RANGE, EmulatedCluster
 from conformance.backends.emulated.ztunnel_config import ztunnel_config
 from conformance.precheck import read_proc_listeners
 from conformance.spec.dimensions import Bind, IpFamily, PortKind, Protocol
@@ -210,6 +210,29 @@ def test_other_pods_reach_the_pod_ip_and_the_app_sees_the_client(
     assert [probe(cluster, source, bind, protocol) for bind in Bind] == ["reset_or_eof", client, client]
     vip = cluster.service_ip(SERVER.namespace, SERVER.app)
     assert [probe(cluster, source, bind, protocol, vip) for bind in Bind] == ["reset_or_eof", client, client]
+
+
+@pytest.mark.netns
+def test_ztunnel_dials_from_ports_no_client_probe_leaves_from(cluster: EmulatedCluster) -> None:
+    """Enrolled namespaces draw ephemeral ports below the range the probes leave from (cluster.py)."""
+    low, high = (int(p) for p in ENROLLED_PORT_RANGE.split())
+    assert high < dialer.SOURCE_PORTS[0]
+    assert high < sidecar.OUTBOUND_SOURCE_PORTS[0]
+    for ref, expected in ((SERVER, f"{low}\t{high}"), (PLAIN, "32768\t60999")):
+        with netns.entered(cluster.pods[ref].netns):
+            assert Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().strip() == expected
+    # What the app saw of a probe through ztunnel came from the enrolled range (the request record has no port:
+    # the ztunnel log names its transparent dials only by address, so the sockets are checked instead).
+    probe(cluster, PLAIN, Bind.WILDCARD, Protocol.TCP)
+    out = netns.run(cluster.pods[SERVER].netns, ["ss", "-Htn", "state", "time-wait"])
+    client = cluster.pod_ip(PLAIN)
+    spoofed = [
+        int(local.rpartition(":")[2])
+        for local, _ in (line.split()[-2:] for line in out.splitlines())
+        if local.rpartition(":")[0].strip("[]") == client
+    ]
+    assert spoofed
+    assert all(low <= port <= high for port in spoofed)
 
 
 @pytest.mark.netns

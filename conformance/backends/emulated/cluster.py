@@ -48,6 +48,14 @@ from conformance.precheck import Listener, PrecheckRun, check_pod, render_run
 from conformance.resources import echo_program
 
 IFA_F_NODAD = 0x02
+ENROLLED_PORT_RANGE = "20000 32767"
+"""The ephemeral ports of an enrolled pod's namespace (both families): below the clients' (32768-60999).
+
+ztunnel dials an app from the client's address, on a port of the app's namespace. Drawn from the range the
+clients' probes leave from, that port was now and then one a client went on to use towards the same app port:
+conntrack took the client's SYN for ztunnel's finished connection (so it was not redirected to ztunnel), and
+the app's TIME_WAIT socket of that connection dropped it (PAWS), a probe that took 1-2 s or timed out. Disjoint
+ranges rule that out; no cell depends on a port number."""
 REFERENCE_SIDECAR = Path(__file__).with_name("sidecar.py")
 REFERENCE_ZTUNNEL = Path(__file__).with_name("ztunnel.py")
 ZTUNNEL_PORTS = {ambient_capture.INBOUND_PORT, ambient_capture.OUTBOUND_PORT, ambient_capture.TUNNEL_PORT}
@@ -397,6 +405,7 @@ class EmulatedCluster(Cluster):
             loading.append(capture.install(name, excluded, ipv6=self.family == "ipv6"))
         if template.ambient:
             loading.append(ambient_capture.install(name))
+            netns.write_sysctl(name, "net.ipv4.ip_local_port_range", ENROLLED_PORT_RANGE)
         return pod, loading
 
     def _create_services(self) -> None:
