@@ -161,7 +161,10 @@ class Kubelet:
     async def _probe_once(self, address: str, probe: Probe) -> str | None:
         """None on a pass, else a short reason (like kubelet's probe event text)."""
         try:
-            return await asyncio.wait_for(self._attempt(address, probe), probe.timeout)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the result of an attempt that ended
+            # as the task was cancelled, losing the cancellation; stop() then waited a whole probe period.
+            async with asyncio.timeout(probe.timeout):
+                return await self._attempt(address, probe)
         except TimeoutError:
             return f"timeout after {probe.timeout:g}s"
         except OSError as err:
