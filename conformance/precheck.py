@@ -13,7 +13,6 @@ import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 IST0143_TEMPLATE = (
     "Error [IST0143] (Pod {origin}) Port {port} is exposed in a Service but listens on localhost. "
@@ -157,16 +156,6 @@ def parse_proc_net_tcp(text: str, ipv6: bool) -> list[Listener]:
         host = _decode_v6(address) if ipv6 else _decode_v4(address)
         listeners.append(Listener("*" if host in ("0.0.0.0", "::") else host, int(port, 16)))
     return listeners
-
-
-def read_proc_listeners(proc_net: Path) -> list[Listener]:
-    """The listeners of the network namespace behind a /proc/<pid>/net (or /proc/thread-self/net) directory."""
-    found: list[Listener] = []
-    for name, ipv6 in (("tcp", False), ("tcp6", True)):
-        path = proc_net / name
-        if path.exists():
-            found += parse_proc_net_tcp(path.read_text(), ipv6)
-    return sorted(set(found))
 
 
 def check_pod(namespace: str, pod: str, exposed_ports: Iterable[int], listeners: Iterable[Listener]) -> list[Finding]:

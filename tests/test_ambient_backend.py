@@ -20,7 +20,6 @@ from conformance.backends.base import PodRef, ProbeRequest
 from conformance.backends.emulated import ambient_capture, dialer, kube, netns, sidecar, ztunnel
 from conformance.backends.emulated.cluster import ENROLLED_PORT_RANGE, EmulatedCluster
 from conformance.backends.emulated.ztunnel_config import ztunnel_config
-from conformance.precheck import read_proc_listeners
 from conformance.spec.dimensions import Bind, IpFamily, PortKind, Protocol
 from conformance.world import (
     NS_AMBIENT,
@@ -258,12 +257,10 @@ def test_one_ztunnel_in_the_node_listening_inside_each_enrolled_pod(cluster: Emu
     for ref in (SERVER, AMBIENT_CLIENT):
         app = cluster.pods[ref].app
         assert app is not None
-        ports = {lst.port for lst in read_proc_listeners(Path(f"/proc/{app.pid}/net"))}
+        ports = {lst.port for lst in cluster.listeners(ref)}
         assert {15001, 15006, 15008} <= ports
         assert netns.pids_in(cluster.pods[ref].netns) == [app.pid]  # no proxy process in the pod
-    plain = cluster.pods[PLAIN].app
-    assert plain is not None
-    assert not {15001, 15006, 15008} & {lst.port for lst in read_proc_listeners(Path(f"/proc/{plain.pid}/net"))}
+    assert not {15001, 15006, 15008} & {lst.port for lst in cluster.listeners(PLAIN)}
     rules = netns.run(cluster.pods[SERVER].netns, ["ip", "rule"])
     assert "fwmark 0x111/0xfff lookup 100" in rules
 

@@ -16,7 +16,7 @@ import pytest
 
 from conformance.backends.base import PodRef, ProbeRequest
 from conformance.backends.emulated import dialer, listeners, netns, sidecar
-from conformance.precheck import Listener, read_proc_listeners
+from conformance.precheck import Listener, parse_proc_net_tcp
 
 pytestmark = pytest.mark.netns
 
@@ -75,10 +75,12 @@ def test_listeners_by_family_match_proc(namespace: tuple[int, int]) -> None:
         assert by_family[socket.AF_INET6] == [Listener("*", 8084), Listener("::1", 8081)]
         netns.setns(fd)
         try:
-            from_proc = read_proc_listeners(Path("/proc/thread-self/net"))
+            proc = Path("/proc/thread-self/net")
+            tables = [(proc / "tcp").read_text(), (proc / "tcp6").read_text()]
         finally:
             netns.setns(home)
-        assert listeners.read(fd, home) == from_proc
+        from_proc = parse_proc_net_tcp(tables[0], ipv6=False) + parse_proc_net_tcp(tables[1], ipv6=True)
+        assert listeners.read(fd, home) == sorted(set(from_proc))
     finally:
         for sock in open_sockets:
             sock.close()

@@ -19,7 +19,6 @@ from conformance.precheck import (
     parse_istioctl,
     parse_proc_net_tcp,
     parse_ss,
-    read_proc_listeners,
     render_run,
 )
 
@@ -175,30 +174,6 @@ def test_parse_proc_net_tcp_first_line_is_always_the_header() -> None:
     row = "   0: 0100007F:1F91 00000000:0000 0A 00000000:00000000 00:00000000 00000000 10001 0 1 1 0 100 0 0 10 0\n"
     assert parse_proc_net_tcp(row, ipv6=False) == []
     assert parse_proc_net_tcp("header\n" + row, ipv6=False) == [Listener("127.0.0.1", 8081)]
-
-
-def test_read_proc_listeners_merges_sorts_and_dedupes(tmp_path: Path) -> None:
-    (tmp_path / "tcp").write_text((DATA / "proc_net_tcp.txt").read_text())
-    (tmp_path / "tcp6").write_text((DATA / "proc_net_tcp6.txt").read_text())
-    assert read_proc_listeners(tmp_path) == [
-        Listener("*", 15006),
-        Listener("*", 19000),
-        Listener("10.244.0.12", 8082),
-        Listener("127.0.0.1", 8081),
-        Listener("127.0.0.1", 15000),
-        Listener("::1", 8081),
-        Listener("fd00:10:244::c", 8082),
-    ]
-
-
-def test_read_proc_listeners_without_tcp6(tmp_path: Path) -> None:
-    (tmp_path / "tcp").write_text((DATA / "proc_net_tcp.txt").read_text())
-    assert read_proc_listeners(tmp_path) == [
-        Listener("*", 19000),
-        Listener("10.244.0.12", 8082),
-        Listener("127.0.0.1", 8081),
-        Listener("127.0.0.1", 15000),
-    ]
 
 
 # --- the loopback test and check_pod ------------------------------------------------------------------------

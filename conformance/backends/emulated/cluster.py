@@ -775,8 +775,7 @@ class EmulatedCluster(Cluster):
         for pod in self.pods.values():
             if pod.template.namespace != namespace or not pod.template.injected:
                 continue
-            assert pod.app is not None
-            found = listeners.read(pod.fd, self._home_fd)
+            found = self.listeners(pod.ref)
             exposed = controlplane.exposed_ports(pod.sidecar_config)
             findings += check_pod(pod.template.namespace, pod.template.name, exposed, found)
             checked.append(f"{pod.template.name}.{pod.template.namespace}")
@@ -792,7 +791,7 @@ class EmulatedCluster(Cluster):
             prefix = f"{ref}"
             if pod.app is not None:
                 with contextlib.suppress(OSError):
-                    found = listeners.read(pod.fd, self._home_fd)
+                    found = self.listeners(ref)
                     out[f"{prefix} listeners"] = "\n".join(f"{lst.address}:{lst.port}" for lst in found)
             out[f"{prefix} app log"] = self._read(self.work_dir / f"{pod.netns}.app.log")
             if pod.template.injected:

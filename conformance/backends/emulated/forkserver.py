@@ -162,7 +162,6 @@ def main() -> int:
         with open(path, "rb") as fh:
             programs[path] = compile(fh.read(), path, "exec", dont_inherit=True)
     conn = socket.socket(fileno=int(sys.argv[1]))
-    conn.send(b'{"ready": true}')
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         serve(conn, programs)
     return 0

@@ -46,6 +46,8 @@ def _dump(sock: socket.socket, family: int) -> list[Listener]:
         offset = 0
         while offset + _HEADER.size <= len(data):
             length, kind, _, _, _ = _HEADER.unpack_from(data, offset)
+            if length < _HEADER.size:
+                raise OSError(0, "sock_diag: a malformed answer")
             if kind == NLMSG_DONE:
                 return found
             if kind == NLMSG_ERROR:
@@ -57,8 +59,6 @@ def _dump(sock: socket.socket, family: int) -> list[Listener]:
                 raw = src[:4] if msg_family == socket.AF_INET else src
                 host = str(ipaddress.ip_address(raw))
                 found.append(Listener("*" if host in ("0.0.0.0", "::") else host, int.from_bytes(sport, "big")))
-            if length < _HEADER.size:
-                raise OSError(0, "sock_diag: a malformed answer")
             offset += (length + 3) & ~3
 
 

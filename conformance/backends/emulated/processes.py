@@ -107,7 +107,7 @@ class ForkServer:
         log_fd = os.open(log, flags, 0o644) if log else os.open(os.devnull, os.O_WRONLY)
         with self._lock:
             try:
-                # Not waiting for the server's "ready": the socket holds the requests until it reads them.
+                # The socket holds the requests until the server, its programs loaded, reads them.
                 request = json.dumps({"argv": list(argv), "env": dict(env)}).encode()
                 socket.send_fds(self._conn, [request], [ns_fd, log_fd])
             except OSError as err:
@@ -189,8 +189,6 @@ class ForkServer:
         message = json.loads(data)
         if "exit" in message:
             self._exits[int(message["exit"])] = int(message["code"])
-        elif "ready" in message:
-            pass  # the server's first word: it has preloaded the programs (requests wait in the socket till then)
         elif "pid" in message:
             # A pid is reused only after its earlier owner was reaped, whose exit came before on this socket.
             self._exits.pop(int(message["pid"]), None)
