@@ -36,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     spec.add_argument("--ip-family", action="append", choices=[f.value for f in IpFamily], help="repeatable")
     caps = sub.add_parser("capabilities", help="print what an Istio version can do, as the suite sees it")
     caps.add_argument("--istio-version", required=True)
+    caps.add_argument(
+        "--ip-family",
+        choices=[f.value for f in IpFamily],
+        default=IpFamily.IPV4.value,
+        help="the family of the run (default ipv4); ambient runs on IPv6 from 1.23.0",
+    )
     caps.add_argument("--istioctl-version", help="when precheck runs with another istioctl (upgrade check)")
     caps.add_argument(
         "--proxy-image",
@@ -66,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # An unreleased build (1.32-dev) is judged by the newest known release of its minor.
         judged = args.istio_version if is_release(args.istio_version) else None
         judged = judged or load_support().newest_known_release(args.istio_version)
-        mesh = istio_capabilities(judged, args.istioctl_version, args.proxy_image)
+        mesh = istio_capabilities(judged, args.istioctl_version, args.proxy_image, IpFamily(args.ip_family))
     except ValueError as err:
         print(f"python -m conformance capabilities: {err}", file=sys.stderr)
         return 2
@@ -77,14 +83,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         # The capabilities still hold; only the kind backend cannot pick a cluster for this version.
         cluster = {"kubernetes": None, "kind": None, "node_image": None, "problem": str(err)}
+    behaviour = traffic_behaviour(args.istio_version)
     doc = mesh.to_json() | {
         "version": args.istio_version,
         "capabilities_of": judged,
+        "ip_family": args.ip_family,
         "profiles": [p.value for p in mesh.profiles()],
         "missing": {c.value: why for c, why in mesh.reasons.items()},
         # Where releases differ in the spec: how this release's cells are judged (semantics.traffic_behaviour).
         "traffic_behaviour": {
-            "instance_without_ipv4": traffic_behaviour(args.istio_version).instance_without_ipv4.value,
+            "instance_without_ipv4": behaviour.instance_without_ipv4.value,
+            "empty_endpoint": behaviour.empty_endpoint.value,
         },
         "kind_cluster": cluster,
     }

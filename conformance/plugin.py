@@ -154,7 +154,7 @@ def _settings(config: pytest.Config) -> Settings:
         backend_options = kind_options.validate(opt, backend)
     except ValueError as err:
         _fail(str(err))
-    mesh = _mesh(opt, backend, backend_options)
+    mesh = _mesh(opt, backend, backend_options, family)
     report_dir = output_dir(opt.report_dir, "reports", family.value)
     artifacts_dir = output_dir(opt.artifacts_dir, "artifacts", family.value)
     for option, path in (("--report-dir", report_dir), ("--artifacts-dir", artifacts_dir)):
@@ -199,7 +199,7 @@ def _emulator_command(option: str, value: str | None, backend: str) -> list[str]
     return command
 
 
-def _mesh(opt: Any, backend: str, backend_options: dict[str, Any]) -> MeshCapabilities:
+def _mesh(opt: Any, backend: str, backend_options: dict[str, Any], family: IpFamily) -> MeshCapabilities:
     try:
         if backend == "emulated":
             if opt.mesh_version:
@@ -222,7 +222,7 @@ def _mesh(opt: Any, backend: str, backend_options: dict[str, Any]) -> MeshCapabi
             deployed = proxy_image(
                 backend_options.get("istio_hub"), backend_options.get("istio_tag"), backend_options["istio_version"]
             )
-            mesh = istio_capabilities(version, istioctl, proxy_image_ref=deployed)
+            mesh = istio_capabilities(version, istioctl, proxy_image_ref=deployed, family=family)
             if version != claimed:
                 mesh = replace(mesh, version=claimed)
     except ValueError as err:

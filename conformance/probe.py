@@ -147,11 +147,9 @@ def judge(expected: Expectation, observation: Observation) -> Verdict:
     if expected.reachable:
         reach_ok = label == "ok"
         want = expected.source.value if expected.source else None
-        # A source Istio does not assert holds whatever the app saw, once it was reached.
-        source_ok = reach_ok and (observation.source == want or not expected.source_judged)
+        source_ok = reach_ok and observation.source == want
         if not reach_ok:
-            seen = f"app sees {want}" if expected.source_judged else "any source"
-            reason = f"expected reachable ({seen}), got {observation.describe()}"
+            reason = f"expected reachable (app sees {want}), got {observation.describe()}"
         elif not source_ok:
             reason = f"expected the app to see {want}, it saw {observation.last.peer} ({observation.source})"
         else:

@@ -976,8 +976,12 @@ def test_world_service_port_names_unique(family: IpFamily) -> None:
         # Resolved by the proxy's IP family (reference section 4, "How the host is resolved").
         ("127.0.0.1:8081", "fd00::5", "ipv6", "::1", None),
         ("[::1]:8081", "10.244.0.5", "ipv4", "127.0.0.1", None),
-        ("[::]:8081", "10.244.0.5", "ipv4", "10.244.0.5", "127.0.0.6"),
+        # [::]:P on a pod with no IPv6 address: [::1], no bind (cluster.go 1.14.4, 1.15.0, master), the mirror of
+        # 0.0.0.0:P on a pod with no IPv4 address.
+        ("[::]:8081", "10.244.0.5", "ipv4", "::1", None),
+        ("[::]:8081", "fd00::5", "ipv6", "fd00::5", "::6"),
         ("0.0.0.0:8081", "fd00::5", "ipv6", "127.0.0.1", None),
+        ("0.0.0.0:8081", "10.244.0.5", "ipv4", "10.244.0.5", "127.0.0.6"),
         (":8081", "10.244.0.5", "ipv4", "original_dst", "127.0.0.6"),
         (":8081", "fd00::5", "ipv6", "original_dst", "::6"),
     ],
@@ -985,5 +989,5 @@ def test_world_service_port_names_unique(family: IpFamily) -> None:
 def test_default_endpoint_resolution_by_family(
     value: str, pod_ip: str, family: str, upstream: str, bind: str | None
 ) -> None:
-    got = controlplane._endpoint(value, pod_ip, controlplane.ADDRESSES[family], 8081)
+    got = controlplane._endpoint(value, (pod_ip,), controlplane.ADDRESSES[family], 8081)
     assert got == {"upstream": {"address": upstream, "port": 8081}, "bind": bind}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import subprocess
@@ -40,7 +41,14 @@ from conformance.spec.capabilities import (
 )
 from conformance.spec.dimensions import SIDECAR_FORMS_BY_FAMILY
 from conformance.spec.render import SPEC_FORMAT, spec_document
-from conformance.spec.semantics import InstanceWithoutIpv4, precheck_finding, traffic_behaviour
+from conformance.spec.semantics import (
+    CURRENT_TRAFFIC,
+    EmptyEndpoint,
+    InstanceWithoutIpv4,
+    TrafficBehaviour,
+    precheck_finding,
+    traffic_behaviour,
+)
 
 
 def cell(
@@ -59,7 +67,12 @@ def cell(
 
 def outcome(key: CellKey) -> str:
     """A compact reading of an expectation: the source when reachable, else the failure forms."""
-    e = expect(key)
+    return outcome_of(key, CURRENT_TRAFFIC)
+
+
+def outcome_of(key: CellKey, behaviour: TrafficBehaviour) -> str:
+    """`outcome` as the release with `behaviour` gives it."""
+    e = expect(key, behaviour)
     return e.source.value if e.reachable and e.source else "+".join(f.value for f in e.failure)
 
 
@@ -161,6 +174,42 @@ def test_empty_host_is_original_dst_from_the_passthrough_bind(family: IpFamily) 
         )
 
 
+@pytest.mark.parametrize("family", list(IpFamily))
+def test_empty_host_on_1_9_is_localhost_with_no_bind(family: IpFamily) -> None:
+    """Reference §4: 1.9 accepts `:P` (validation checks a host only when there is one) and its cluster's default
+    endpoint is actualLocalHost, no bind: `:P` behaves as `127.0.0.1:P` there, for every path and client."""
+    old = traffic_behaviour("1.9.9")
+    assert old.empty_endpoint is EmptyEndpoint.LOCALHOST
+    cells = [
+        c
+        for c in all_cells([Profile.LEGACY], [family])
+        if c.default_endpoint is DefaultEndpoint.EMPTY and c.path.from_other_pod
+    ]
+    assert cells
+    for c in cells:
+        got = expect(c, old)
+        twin = expect(dataclasses.replace(c, default_endpoint=DefaultEndpoint.LOCALHOST_V4), old)
+        assert (got.reachable, got.source, got.failure) == (twin.reachable, twin.source, twin.failure), c.id
+        assert "sidecar-empty-endpoint-1.9-localhost" in got.because
+    empty = [cell(Profile.LEGACY, b, endpoint=DefaultEndpoint.EMPTY, family=family) for b in Bind]
+    got_by_bind = tuple(outcome_of(c, old) for c in empty)
+    assert got_by_bind == ("localhost", "http_503", "localhost")
+    for version in ("1.10.0", "1.15.0", None):
+        assert traffic_behaviour(version).empty_endpoint is EmptyEndpoint.ORIGINAL_DST
+
+
+def test_1_9_runs_the_empty_host_cells() -> None:
+    """1.9 accepts `:P`: the row runs those cells (judged as 1.9 resolves them) instead of skipping them."""
+    from conformance.world import World
+
+    mesh = istio_capabilities("1.9.9")
+    assert Capability.SIDECAR_ENDPOINT_EMPTY in mesh.capabilities
+    assert DefaultEndpoint.EMPTY in World.for_mesh(IpFamily.IPV4, mesh).mesh_endpoints
+    doc = json.loads(run_cli("capabilities", "--istio-version", "1.9.9").stdout)
+    assert doc["traffic_behaviour"]["empty_endpoint"] == "localhost"
+    assert "sidecar-endpoint-empty" not in doc["missing"]
+
+
 def test_cross_family_literals_resolve_by_the_pod_family() -> None:
     """Reference section 4, "How the host is resolved by the proxy's IP family"."""
     for bind in Bind:
@@ -170,13 +219,35 @@ def test_cross_family_literals_resolve_by_the_pod_family() -> None:
         assert outcome(v4_on_v6) == outcome(
             cell(Profile.PASSTHROUGH, bind, endpoint=DefaultEndpoint.LOCALHOST_V6, family=IpFamily.IPV6)
         )
-        v6_instance = outcome(cell(Profile.PASSTHROUGH, bind, endpoint=DefaultEndpoint.INSTANCE_V6))
-        assert v6_instance == outcome(cell(Profile.PASSTHROUGH, bind, endpoint=DefaultEndpoint.INSTANCE_V4))
         # 0.0.0.0:P on a pod with no IPv4 address: 127.0.0.1, no bind (1.15+): no app of that pod listens there.
         no_v4 = expect(cell(Profile.PASSTHROUGH, bind, endpoint=DefaultEndpoint.INSTANCE_V4, family=IpFamily.IPV6))
         assert not no_v4.reachable
         assert no_v4.failure == (Failure.HTTP_503,)
         assert no_v4.because[0] == "sidecar-instance-without-ipv4"
+        # [::]:P on a pod with no IPv6 address, the mirror image: [::1], no bind (cluster.go 1.14.4, 1.15.0, master).
+        for protocol, failure in ((Protocol.HTTP, Failure.HTTP_503), (Protocol.TCP, Failure.RESET_OR_EOF)):
+            no_v6 = expect(cell(Profile.LEGACY, bind, endpoint=DefaultEndpoint.INSTANCE_V6, protocol=protocol))
+            assert not no_v6.reachable
+            assert no_v6.failure == (failure,)
+            assert no_v6.because[0] == "sidecar-instance-without-ipv6"
+
+
+@pytest.mark.parametrize("profile", [Profile.LEGACY, Profile.PASSTHROUGH])
+def test_no_instance_v6_cell_of_an_ipv4_pod_is_reachable_from_other_pods(profile: Profile) -> None:
+    """`[::]:P` on an IPv4-only pod dials [::1] with no bind: whatever the bind, port, path or client, the app is
+    not reached (503 on HTTP, reset/EOF on TCP), as the spec's JSON document says."""
+    proc = run_cli("spec", "--format", "json", "--ip-family", "ipv4", "--profile", profile.value)
+    assert proc.returncode == 0, proc.stderr
+    cells = [
+        c
+        for c in json.loads(proc.stdout)["cells"]
+        if c["default_endpoint"] == "[::]" and c["path"] in ("pod_ip", "service")
+    ]
+    assert len(cells) == 3 * 2 * 2 * 2 * 2  # binds x protocols x declared/remapped x paths x clients
+    assert [c["id"] for c in cells if c["expected"]["reachable"]] == []
+    for c in cells:
+        assert c["expected"]["failure"] == (["http_503"] if c["protocol"] == "http" else ["reset_or_eof"]), c["id"]
+        assert "sidecar-instance-without-ipv6" in c["expected"]["because"]
 
 
 def test_service_port_other_than_target_port_is_keyed_by_target_port() -> None:
@@ -307,7 +378,7 @@ def test_cell_counts_and_uniqueness() -> None:
 
 
 def test_every_rule_is_used_and_every_citation_exists() -> None:
-    behaviours = (traffic_behaviour(None), traffic_behaviour("1.10.6"))
+    behaviours = (traffic_behaviour(None), traffic_behaviour("1.10.6"), traffic_behaviour("1.9.9"))
     used = {r for c in all_cells() for b in behaviours for r in expect(c, b).because} | {"precheck-localhost-listener"}
     assert used == set(RULES)
     for rule in RULES.values():
@@ -318,7 +389,7 @@ def test_every_rule_is_used_and_every_citation_exists() -> None:
 def test_json_document_has_stable_keys() -> None:
     doc = spec_document(all_cells([Profile.LEGACY], [IpFamily.IPV6]))
     assert doc["format"] == SPEC_FORMAT
-    assert doc["version"] == 3
+    assert doc["version"] == 4
     cells = doc["cells"]
     assert isinstance(cells, list)
     first = cells[0]
@@ -334,7 +405,46 @@ def test_json_document_has_stable_keys() -> None:
         "ip_family",
         "expected",
     ]
-    assert list(first["expected"]) == ["reachable", "source", "source_judged", "failure", "because"]
+    assert list(first["expected"]) == ["reachable", "source", "failure", "because"]
+
+
+def test_the_readme_states_the_rule_count_and_the_format_versions() -> None:
+    """The README's spec section says how many rules there are and which versions the documents have."""
+    from conformance.report import REPORT_VERSION
+    from conformance.spec.render import SPEC_FORMAT_VERSION
+
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    words = {25: "twenty-five", 26: "twenty-six", 27: "twenty-seven", 28: "twenty-eight", 29: "twenty-nine"}
+    assert f"`semantics.py` holds {words[len(RULES)]} rules" in readme
+    assert f"(`format: mesh-inbound-conformance/spec`, `version: {SPEC_FORMAT_VERSION}`)" in readme
+    assert f"What changed from version {SPEC_FORMAT_VERSION - 1} to {SPEC_FORMAT_VERSION}:" in readme
+    assert f"(`format: mesh-inbound-conformance/report`, `version: {REPORT_VERSION}`;" in readme
+    assert "source_judged: false` where" not in readme
+
+
+def test_every_reachable_cell_says_what_the_app_sees() -> None:
+    """Spec version 4: no reachable traffic cell leaves its source open (version 3 had `source_judged: false`
+    for a sidecar client of an ambient server)."""
+    cells = all_cells()
+    assert [c.id for c in cells if expect(c).reachable and expect(c).source is None] == []
+    assert all("source_judged" not in expect(c).to_json() for c in cells)
+
+
+def test_the_report_carries_the_spec_expectation_as_is(tmp_path: pathlib.Path) -> None:
+    """Report version 3: a cell's `expected` is the spec's, plus `source_address` (version 2 had `source_judged`)."""
+    from conformance.report import REPORT_VERSION, Report
+
+    report = Report(tmp_path, emulated_capabilities(), {}, "emulated", IpFamily.IPV4, tuple(Profile))
+    key = cell(Profile.AMBIENT, Bind.POD_IP, client=Client.MESHED)
+    outcome = ProbeOutcome("ok", 200, "10.244.0.11", "echo", 1.0, "", "r")
+    observation = Observation(key, outcome, True, [outcome], "client")
+    verdict = judge(expect(key), observation)
+    report.record_cell("PodIPFromMeshedClient[ambient]", key, expect(key), observation, verdict, "full")
+    doc = report.document()
+    assert (doc["format"], doc["version"], REPORT_VERSION) == ("mesh-inbound-conformance/report", 3, 3)
+    expected = doc["cells"][0]["expected"]  # type: ignore[index]
+    assert list(expected) == ["reachable", "source", "failure", "because", "source_address"]
+    assert expected["source"] == "client"
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -364,6 +474,7 @@ def test_cli_markdown_has_a_table_per_profile_and_family() -> None:
         ("spec", "--profile", "sidecarless"),
         ("nope",),
         ("capabilities", "--istio-version", "x.y"),
+        ("capabilities", "--istio-version", "1.22.8", "--ip-family", "ipv5"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(args: tuple[str, ...]) -> None:
@@ -515,12 +626,54 @@ def test_cross_family_cells_run_from_1_10_and_1_9_says_why_not() -> None:
 
 
 @pytest.mark.parametrize(
+    ("tag", "version"),
+    [
+        # operator/pkg/version.TagToVersionString: go-version NewSemver, numeric segments only (padded to three).
+        ("1.10.0", "1.10.0"),
+        ("1.10.0-rc.1", "1.10.0"),
+        ("1.10.0-dev", "1.10.0"),
+        ("1.20.0-distroless", "1.20.0"),
+        ("1.20.0-debug", "1.20.0"),
+        ("1.9.9-distroless", "1.9.9"),
+        ("release-1.9.9", "1.9.9"),
+        ("release-1.18.2-distroless", "1.18.2"),
+        ("v1.9.0", "1.9.0"),
+        ("1.10", "1.10.0"),
+        ("1.9.9+build.7", "1.9.9"),
+        ("1.9.9.1", "1.9.9.1"),
+        ("1.23-dev", "1.23.0"),
+        ("1.09.3", "1.9.3"),
+        # What go-version's semver does not read: the pod is checked.
+        ("latest", None),
+        ("1.9.9_fix", None),
+        ("1.9.9-", None),
+        ("1.9.9dev", None),
+        ("release-", None),
+        ("Release-1.9.9", None),
+        ("1.9.9 ", None),
+    ],
+)
+def test_an_image_tag_reads_as_istioctl_reads_it(tag: str, version: str | None) -> None:
+    """Not PEP 440: `1.10.0-rc.1` is 1.10.0 to istioctl (PEP 440: 1.10.0rc1, older than 1.10.0), `1.20.0-distroless`
+    parses, a `release-` prefix is stripped."""
+    got = image_tag_version(f"docker.io/istio/proxyv2:{tag}")
+    assert (str(got) if got is not None else None) == version
+
+
+@pytest.mark.parametrize(
     ("image", "checked"),
     [
         ("docker.io/istio/proxyv2:1.18.2", False),
         ("docker.io/istio/proxyv2:1.9.9", True),
         ("docker.io/istio/proxyv2:1.9.9-distroless", True),
         ("docker.io/istio/proxyv2:1.10.0", False),
+        # The pre-release is dropped: these are 1.10.0 and 1.20.0 to istioctl, not older than 1.10.
+        ("docker.io/istio/proxyv2:1.10.0-rc.1", False),
+        ("docker.io/istio/proxyv2:1.10.0-dev", False),
+        ("docker.io/istio/proxyv2:1.20.0-distroless", False),
+        ("docker.io/istio/proxyv2:1.20.0-debug", False),
+        ("docker.io/istio/proxyv2:release-1.9.9", True),
+        ("docker.io/istio/proxyv2:release-1.18.2", False),
         # Tags istioctl cannot read (it cuts at the first ':'): the pod is checked.
         ("docker.io/istio/proxyv2:latest", True),
         ("localhost:5000/istio/proxyv2:1.18.2", True),
@@ -611,7 +764,8 @@ def test_a_minor_without_a_known_kubernetes_range_says_so_naming_the_known_range
 def test_ambient_from_other_pods_written_out(family: IpFamily) -> None:
     """Every endpoint situation, port kind, protocol, path and client alike: loopback never reached and never
     'refused'; pod IP and wildcard reached, seeing the client pod's IP (ztunnel inbound.rs, baseline_test.go),
-    except from a sidecar client, whose source Istio's OriginalSourceCheck does not assert."""
+    from a sidecar client too (inbound.rs serve_connect, inbound_passthrough.rs; TestServices 1.22-1.28 checks
+    the original source unless the *destination* has a sidecar)."""
     cells = [c for c in all_cells([Profile.AMBIENT], [family]) if c.path.from_other_pod]
     assert {c.client for c in cells} == {Client.PLAIN, Client.MESHED, Client.AMBIENT}
     assert {c.default_endpoint for c in cells} == {
@@ -624,15 +778,17 @@ def test_ambient_from_other_pods_written_out(family: IpFamily) -> None:
         if cell.bind is Bind.LOOPBACK:
             assert (got.reachable, set(got.failure)) == (False, {Failure.HTTP_503, Failure.RESET_OR_EOF}), cell.id
             assert "ambient-no-override" in got.because
-        elif cell.client is Client.MESHED:
-            assert (got.reachable, got.source, got.source_judged) == (True, None, False), cell.id
-            assert got.because[-1] == "ambient-sidecar-client-source"
         else:
-            assert (got.reachable, got.source, got.source_judged) == (True, Source.CLIENT, True), cell.id
+            assert (got.reachable, got.source) == (True, Source.CLIENT), cell.id
+            sidecar_client = cell.client is Client.MESHED
+            last = "ambient-sidecar-client-original-source" if sidecar_client else "ambient-original-source"
+            assert got.because[-1] == last, cell.id
+    assert "ambient-sidecar-client-source" not in RULES
 
 
-def test_an_unasserted_source_holds_once_reached_and_a_failure_still_fails() -> None:
-    """A sidecar client of an ambient server: any peer passes the source part; not being reached does not."""
+def test_a_sidecar_client_of_an_ambient_server_must_be_seen_as_itself() -> None:
+    """The app must see the sidecar client's pod IP: 127.0.0.6, the pod's own IP or any other peer fails the source
+    part; not being reached fails both parts."""
     cell = next(
         c
         for c in all_cells([Profile.AMBIENT], [IpFamily.IPV4])
@@ -644,12 +800,16 @@ def test_an_unasserted_source_holds_once_reached_and_a_failure_still_fails() -> 
         outcome = ProbeOutcome(label, 200 if label == "ok" else None, peer, "echo", 1.0, "", "r")
         return Observation(cell, outcome, True, [outcome], source)
 
-    for peer, source in (("10.244.0.11", "client"), ("127.0.0.6", "inbound_passthrough"), ("10.1.2.3", "other")):
-        assert judge(expected, seen("ok", peer, source)).passed
+    assert judge(expected, seen("ok", "10.244.0.11", "client")).passed
+    for peer, source in (("127.0.0.6", "inbound_passthrough"), ("10.244.0.12", "self"), ("10.1.2.3", "other")):
+        verdict = judge(expected, seen("ok", peer, source))
+        assert verdict.holds("reachability")
+        assert not verdict.holds("source"), peer
+        assert "expected the app to see client" in verdict.reason
     verdict = judge(expected, seen("reset_or_eof", None, None))
     assert not verdict.holds("reachability")
     assert not verdict.holds("source")
-    assert "any source" in verdict.reason
+    assert "expected reachable (app sees client)" in verdict.reason
 
 
 def test_ambient_in_pod_is_as_the_bind_allows() -> None:
@@ -672,8 +832,67 @@ def test_ambient_in_pod_is_as_the_bind_allows() -> None:
 
 
 def test_ambient_capability_from_1_22() -> None:
-    assert Profile.AMBIENT not in istio_capabilities("1.21.6").profiles()
-    assert "no ambient mode" in (istio_capabilities("1.21.6").missing(frozenset({Capability.PROFILE_AMBIENT})) or "")
-    for version in ("1.22.0", "1.23.5", "1.24.0", "1.31.1"):
+    for version in ("1.22.0", "1.22.8", "1.23.5", "1.24.0", "1.31.1"):
         assert Profile.AMBIENT in istio_capabilities(version).profiles()
+        assert Profile.AMBIENT in istio_capabilities(version, family=IpFamily.IPV4).profiles()
     assert Profile.AMBIENT in emulated_capabilities().profiles()
+
+
+def _ambient_reason(version: str, family: IpFamily = IpFamily.IPV4) -> str | None:
+    return istio_capabilities(version, family=family).missing(frozenset({Capability.PROFILE_AMBIENT}))
+
+
+@pytest.mark.parametrize("version", ["1.18.0", "1.20.8", "1.21.0", "1.21.6"])
+def test_ambient_before_1_22_is_alpha_not_covered(version: str) -> None:
+    """1.18-1.21 have ambient as alpha (profile, ztunnel chart; 1.21 already redirects in the pod): the skip says
+    so, not that there is no ambient mode (probes-ambient.md §2)."""
+    assert Profile.AMBIENT not in istio_capabilities(version).profiles()
+    assert _ambient_reason(version) == (
+        f"Istio {version} has ambient mode as alpha (1.18-1.21): alpha, not covered (the suite covers ambient from "
+        "the 1.22 beta)"
+    )
+
+
+@pytest.mark.parametrize("version", ["1.9.9", "1.17.8"])
+def test_ambient_before_1_18_does_not_exist(version: str) -> None:
+    assert _ambient_reason(version) == (
+        f"Istio {version} has no ambient mode (alpha from 1.18, beta from 1.22, GA from 1.24)"
+    )
+
+
+@pytest.mark.parametrize("version", ["1.22.0", "1.22.8", "1.22.9-beta.0"])
+def test_ambient_on_ipv6_needs_1_23(version: str) -> None:
+    """The 1.22 istio-cni node agent never gets its IPv6 setting; #50747 fixed it in 1.23.0, not backported
+    (user report #51622). Only the IPv6 run loses ambient; nothing else depends on the family."""
+    v6, v4 = istio_capabilities(version, family=IpFamily.IPV6), istio_capabilities(version, family=IpFamily.IPV4)
+    assert Profile.AMBIENT not in v6.profiles()
+    assert v6.capabilities == v4.capabilities - {Capability.PROFILE_AMBIENT}
+    reason = _ambient_reason(version, IpFamily.IPV6)
+    assert reason == (
+        f"Istio {version} cannot run ambient on IPv6: its istio-cni node agent never receives the IPv6 setting (no "
+        "ip6tables in-pod rules, an IPv4-only probe ipset; user report #51622); fixed by #50747 in 1.23.0, not "
+        "backported"
+    )
+    for later in ("1.23.0", "1.23.6", "1.24.0", "1.31.1"):
+        assert Profile.AMBIENT in istio_capabilities(later, family=IpFamily.IPV6).profiles()
+
+
+def test_an_ipv6_world_on_1_22_has_no_enrolled_namespace() -> None:
+    from conformance.world import World
+
+    assert not World.for_mesh(IpFamily.IPV6, istio_capabilities("1.22.8", family=IpFamily.IPV6)).ambient
+    assert World.for_mesh(IpFamily.IPV6, istio_capabilities("1.23.0", family=IpFamily.IPV6)).ambient
+    assert World.for_mesh(IpFamily.IPV4, istio_capabilities("1.22.8", family=IpFamily.IPV4)).ambient
+
+
+def test_cli_capabilities_of_1_22_in_an_ipv6_run_skip_ambient_with_the_reason() -> None:
+    doc = json.loads(run_cli("capabilities", "--istio-version", "1.22.8", "--ip-family", "ipv6").stdout)
+    assert doc["ip_family"] == "ipv6"
+    assert "ambient" not in doc["profiles"]
+    assert "profile-ambient" not in doc["capabilities"]
+    assert "#50747 in 1.23.0" in doc["missing"]["profile-ambient"]
+    for version, family in (("1.23.0", "ipv6"), ("1.23.6", "ipv6"), ("1.22.8", "ipv4")):
+        doc = json.loads(run_cli("capabilities", "--istio-version", version, "--ip-family", family).stdout)
+        assert "ambient" in doc["profiles"], (version, family)
+    doc = json.loads(run_cli("capabilities", "--istio-version", "1.22.8").stdout)
+    assert (doc["ip_family"], "ambient" in doc["profiles"]) == ("ipv4", True)

@@ -21,7 +21,7 @@ from conftest import REPO, left_behind, mic_namespaces, suite_command
 import conformance
 from conformance.backends.emulated import netns
 from conformance.backends.emulated.cluster import EmulatedCluster
-from conformance.spec import Bind, CellKey, DefaultEndpoint, Failure, Profile, all_cells, expect
+from conformance.spec import CellKey, DefaultEndpoint, Failure, Profile, all_cells, expect
 from conformance.spec.dimensions import OVERRIDES_BY_FAMILY, IpFamily
 from conformance.world import World
 
@@ -92,9 +92,9 @@ def test_a_proxy_forwarding_to_localhost_fails_exactly_the_cells_it_breaks(tmp_p
     failed = {c["id"] for c in doc["cells"] if c["verdict"] == "fail"}  # type: ignore[index,union-attr]
     expected = cells_a_localhost_sidecar_breaks(family)
     # Measured from the spec: every Sidecar form is a cell in both families, for declared and remapped ports
-    # alike; `0.0.0.0:P` on an IPv6 pod dials 127.0.0.1, where no app listens, so a localhost sidecar changes
-    # two binds there instead of three.
-    assert len(expected) == {IpFamily.IPV4: 336, IpFamily.IPV6: 304}[family]
+    # alike; `0.0.0.0:P` on an IPv6 pod dials 127.0.0.1 and `[::]:P` on an IPv4 pod ::1, where no app listens, so
+    # a localhost sidecar changes two binds there instead of three.
+    assert len(expected) == {IpFamily.IPV4: 304, IpFamily.IPV6: 304}[family]
     assert failed == expected
     results = {p["name"]: p["result"] for p in doc["profiles"]}  # type: ignore[index,union-attr]
     assert results == {"baseline": "success", "legacy": "failure", "passthrough": "failure", "ambient": "success"}
@@ -526,21 +526,15 @@ def test_a_signal_whose_exception_python_swallowed_still_stops_the_run(tmp_path:
 def _ambient_from_other_pods(family: IpFamily, reachable_only: bool) -> set[str]:
     """The ambient cells from another pod a wrong ztunnel must fail.
 
-    Dialling from its own address (`reachable_only`): those reached whose source the spec judges. Forwarding to
-    localhost: all, except those whose source is not judged (a sidecar client) and whose app listens on the
-    wildcard, which a localhost dial reaches too. Those two kinds go unnoticed, as Istio's own check lets them.
+    Dialling from its own address (`reachable_only`): every cell where the app is reached, from plain, sidecar
+    and ambient clients alike, since the app must see the client's pod IP from each. Forwarding to localhost:
+    every cell, a wildcard app included (it is reached, but sees 127.0.0.1 / ::1). None goes unnoticed.
     """
-    out = set()
-    for cell in all_cells([Profile.AMBIENT], [family]):
-        if not cell.path.from_other_pod:
-            continue
-        expected = expect(cell)
-        if reachable_only and not (expected.reachable and expected.source_judged):
-            continue
-        if not reachable_only and not expected.source_judged and cell.bind is Bind.WILDCARD:
-            continue
-        out.add(cell.id)
-    return out
+    return {
+        c.id
+        for c in all_cells([Profile.AMBIENT], [family])
+        if c.path.from_other_pod and (expect(c).reachable or not reachable_only)
+    }
 
 
 @pytest.mark.netns
@@ -554,14 +548,14 @@ def test_a_wrong_ztunnel_fails_the_ambient_profile(
     tmp_path: Path, ztunnel: str, family: IpFamily, reachable_only: bool
 ) -> None:
     """A ztunnel that dials from its own address (the app sees the pod IP, not the client) fails every cell
-    where another pod reaches the app and the source is judged; one that forwards to localhost fails every cell
+    where another pod reaches the app, from a sidecar client too; one that forwards to localhost fails every cell
     from another pod."""
     proc = run_suite(tmp_path, "--ip-family", family.value, "--profile", "ambient", "--emulator-ztunnel", ztunnel)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
     doc = report(tmp_path)
     failed = {c["id"] for c in doc["cells"] if c["verdict"] == "fail"}  # type: ignore[index,union-attr]
     expected = _ambient_from_other_pods(family, reachable_only)
-    assert expected
+    assert {c.split("/")[6] for c in expected} == {"plain", "meshed", "ambient"}
     assert failed == expected
     # `--profile ambient`: the other profiles are listed as `not selected`, never as passed or skipped.
     assert {p["name"]: p["result"] for p in doc["profiles"]} == {  # type: ignore[index,union-attr]

@@ -49,10 +49,12 @@ def test_ipv6_before_1144_deploys_no_literal_sidecar_resources() -> None:
         DefaultEndpoint.INSTANCE_V4,
         DefaultEndpoint.EMPTY,
     )
+    # 1.9 accepts the empty host too (localhost with no bind there, semantics.traffic_behaviour).
     assert World.for_mesh(IpFamily.IPV4, istio_capabilities("1.9.9")).mesh_endpoints == (
         DefaultEndpoint.NONE,
         DefaultEndpoint.LOCALHOST_V4,
         DefaultEndpoint.INSTANCE_V4,
+        DefaultEndpoint.EMPTY,
         DefaultEndpoint.UNLISTED,
     )
 

@@ -7,6 +7,7 @@ row) or claims capabilities outright.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -29,11 +30,13 @@ class Capability(StrEnum):
     SIDECAR_ENDPOINT_IPV6 = "sidecar-endpoint-ipv6"
     """Sidecar ingress defaultEndpoint `[::1]:P` and `[::]:P` (1.14.4+, 1.15.0+)."""
     SIDECAR_ENDPOINT_EMPTY = "sidecar-endpoint-empty"
-    """Sidecar ingress defaultEndpoint with an empty host, `:P` (ORIGINAL_DST, 1.10+)."""
+    """Sidecar ingress defaultEndpoint with an empty host, `:P` (ORIGINAL_DST from 1.10; localhost with no bind
+    on 1.9, `semantics.traffic_behaviour`)."""
     SIDECAR_ENDPOINT_CROSS_FAMILY = "sidecar-endpoint-cross-family"
     """A literal of the other family resolved by the pod's family as 1.15+ does: `127.0.0.1:P` on an IPv6 pod
-    dials ::1, `[::1]:P` on an IPv4 pod 127.0.0.1, `[::]:P` the IPv4 pod IP, and `0.0.0.0:P` on a pod with no
-    IPv4 address 127.0.0.1 with no bind (1.10-1.14 dial IPAddresses[0] there; not encoded, so not claimed)."""
+    dials ::1, `[::1]:P` on an IPv4 pod 127.0.0.1, `[::]:P` on a pod with no IPv6 address ::1 with no bind, and
+    `0.0.0.0:P` on a pod with no IPv4 address 127.0.0.1 with no bind (1.10-1.14.3 dial IPAddresses[0] there:
+    `semantics.traffic_behaviour`)."""
     PRECHECK_LOCALHOST = "precheck-localhost"
     """`istioctl x precheck` reports IST0143 for loopback-only listeners on exposed ports."""
     PROFILE_AMBIENT = "profile-ambient"
@@ -119,7 +122,7 @@ SIDECAR_CROSS_FAMILY_SINCE = "1.10.0"
 `0.0.0.0:P` on a pod without IPv4 dials IPAddresses[0] before 1.14.4 and 127.0.0.1 from 1.14.4 and 1.15.0 (reference
 section 4; cluster.go at tag 1.14.4 already holds the 1.15 code, 1.14.3 does not): `semantics.traffic_behaviour`
 tells them apart. 1.9 binds 127.0.0.6 for every family (reference section 4): not encoded. An IPv4 pod's `[::1]`
-and `[::]` literals also need the IPv6 forms (1.14.4+)."""
+and `[::]` literals also need the IPv6 forms (1.14.4+), which resolve alike in every release that accepts them."""
 
 PRECHECK_ROWS: tuple[tuple[str, str | None, PrecheckScope], ...] = (
     ("1.10.0", "1.15.1", PrecheckScope.ALL_INJECTED),
@@ -139,6 +142,14 @@ RELEASE_HUB = "docker.io/istio"
 AMBIENT_SINCE = "1.22"
 """The `ambient` install profile: beta in 1.22 and 1.23, GA from 1.24 (probes-ambient.md §2); 1.22-1.23 capture
 with TPROXY, 1.24+ with REDIRECT (#52622): the same inbound semantics."""
+
+AMBIENT_ALPHA_SINCE = "1.18"
+"""Ambient as alpha (profile and ztunnel chart; 1.21 already redirects in the pod): the suite starts at the beta."""
+
+AMBIENT_IPV6_SINCE = "1.23.0"
+"""Ambient on IPv6 pods: the 1.22 istio-cni node agent never receives its IPv6 setting (no ip6tables in-pod rules,
+an IPv4-only probe ipset); #50747 fixed it in 1.23.0 (not backported; user report #51622), adding the IPv6 probe
+SNAT address fd16:9254:7127:1337:ffff:ffff:ffff:ffff (probes-ambient.md §2, IPv6)."""
 
 LEGACY_NETWORKING_BEFORE = "1.10.0"
 """istioctl 1.15.1 - 1.20 checks only proxies older than this (precheck.go fromLegacyNetworkingVersion)."""
@@ -221,20 +232,46 @@ def proxy_image(hub: str | None, tag: str | None, version: str) -> str:
     return f"{(hub or RELEASE_HUB).rstrip('/')}/proxyv2:{tag or version}"
 
 
+_GO_SEMVER = re.compile(
+    r"v?(?P<segments>[0-9]+(?:\.[0-9]+)*?)"
+    r"(?:-(?:[0-9]+[0-9A-Za-z\-~]*(?:\.[0-9A-Za-z\-~]+)*|[A-Za-z\-~]+[0-9A-Za-z\-~]*(?:\.[0-9A-Za-z\-~]+)*))?"
+    r"(?:\+[0-9A-Za-z\-~]+(?:\.[0-9A-Za-z\-~]+)*)?"
+)
+"""hashicorp/go-version's SemverRegexpRaw (what istioctl's TagToVersionString parses with), matched whole (`^...$`)."""
+
+_GO_INT64_MAX = 2**63 - 1
+
+
+def istioctl_tag_version(tag: str) -> Version | None:
+    """A proxy image tag as istioctl 1.15.1-1.20 reads it, or None where it reads none.
+
+    operator/pkg/version.TagToVersionString: a `release-` prefix is stripped, the rest parsed by go-version's
+    NewSemver, and only its numeric segments kept (padded to three): the pre-release and build parts are
+    dropped, so `1.10.0-rc.1` and `1.10.0-dev` are 1.10.0 and `1.20.0-distroless` is 1.20.0. Not PEP 440:
+    `1.9.9_1` or `latest` do not parse.
+    """
+    match = _GO_SEMVER.fullmatch(tag.removeprefix("release-"))
+    if match is None:
+        return None
+    segments = [int(part) for part in match.group("segments").split(".")]
+    if any(part > _GO_INT64_MAX for part in segments):
+        return None  # strconv.ParseInt fails: not a version
+    segments += [0] * (3 - len(segments))
+    return Version(".".join(str(part) for part in segments))
+
+
 def image_tag_version(image: str) -> Version | None:
     """The version istioctl 1.15.1-1.20 reads from a proxy image, or None where it reads none.
 
-    istioctl cuts the reference at its FIRST `:` (strings.Cut) and parses the rest as a version, so a registry
-    with a port (`localhost:5000/istio/proxyv2:1.9.0`), `latest` and a digest (`...@sha256:...`) give no
-    version; such a pod is checked (tools-versions-ci.md, the precheck table).
+    istioctl cuts the reference at its FIRST `:` (strings.Cut) and reads the rest as `istioctl_tag_version`
+    does, so a registry with a port (`localhost:5000/istio/proxyv2:1.9.0`), `latest` and a digest
+    (`...@sha256:...`) give no version; such a pod is checked (tools-versions-ci.md, the precheck table;
+    precheck.go fromLegacyNetworkingVersion).
     """
     _, sep, tag = image.partition(":")
     if not sep:
         return None
-    try:
-        return Version(tag.removeprefix("v"))
-    except InvalidVersion:
-        return None
+    return istioctl_tag_version(tag)
 
 
 def precheck_checks_proxy(scope: PrecheckScope, image: str) -> bool:
@@ -303,13 +340,36 @@ class MeshCapabilities:
         }
 
 
+def ambient_missing(version: Version, label: str, family: IpFamily) -> str | None:
+    """Why a release cannot run the ambient profile in `family`, or None when it can."""
+    release = _release(version)
+    if release < Version(AMBIENT_ALPHA_SINCE):
+        return f"{label} has no ambient mode (alpha from 1.18, beta from 1.22, GA from 1.24)"
+    if release < Version(AMBIENT_SINCE):
+        return (
+            f"{label} has ambient mode as alpha (1.18-1.21): alpha, not covered (the suite covers ambient from "
+            "the 1.22 beta)"
+        )
+    if family is IpFamily.IPV6 and release < Version(AMBIENT_IPV6_SINCE):
+        return (
+            f"{label} cannot run ambient on IPv6: its istio-cni node agent never receives the IPv6 setting (no "
+            "ip6tables in-pod rules, an IPv4-only probe ipset; user report #51622); fixed by #50747 in 1.23.0, "
+            "not backported"
+        )
+    return None
+
+
 def istio_capabilities(
-    version_text: str, istioctl_version: str | None = None, proxy_image_ref: str | None = None
+    version_text: str,
+    istioctl_version: str | None = None,
+    proxy_image_ref: str | None = None,
+    family: IpFamily = IpFamily.IPV4,
 ) -> MeshCapabilities:
-    """The capabilities of an Istio release (or of a custom build claiming to be that version).
+    """The capabilities of an Istio release (or of a custom build claiming to be that version) in `family`.
 
     `proxy_image_ref` is the istio-proxy image the run deploys (`proxy_image(hub, tag, version)`); istioctl
     1.15.1-1.20 decides from its tag, not from the claimed version. None: the release image of `version_text`.
+    The family matters for ambient only (IPv6 from 1.23.0).
     """
     version = parse_version(version_text)
     row = version_row(version)
@@ -334,20 +394,19 @@ def istio_capabilities(
         reasons[Capability.SIDECAR_ENDPOINT_IPV6] = (
             f"{label} predates the [::1]:PORT / [::]:PORT defaultEndpoint forms (added in 1.14.4 and 1.15.0)"
         )
-    if version >= Version("1.10"):
-        caps.add(Capability.SIDECAR_ENDPOINT_EMPTY)
-    else:
-        reasons[Capability.SIDECAR_ENDPOINT_EMPTY] = f"{label} predates the empty defaultEndpoint `:PORT` (1.10)"
+    # `:PORT` is accepted from 1.9 on (1.9: localhost, no bind; 1.10+: ORIGINAL_DST; semantics.traffic_behaviour).
+    caps.add(Capability.SIDECAR_ENDPOINT_EMPTY)
     if _release(version) >= Version(SIDECAR_CROSS_FAMILY_SINCE):
         caps.add(Capability.SIDECAR_ENDPOINT_CROSS_FAMILY)
     else:
         reasons[Capability.SIDECAR_ENDPOINT_CROSS_FAMILY] = (
             f"{label} binds 127.0.0.6 for every family: its cross-family defaultEndpoint resolution is not encoded"
         )
-    if _release(version) >= Version(AMBIENT_SINCE):
+    no_ambient = ambient_missing(version, label, family)
+    if no_ambient is None:
         caps.add(Capability.PROFILE_AMBIENT)
     else:
-        reasons[Capability.PROFILE_AMBIENT] = f"{label} has no ambient mode (beta from 1.22, GA from 1.24)"
+        reasons[Capability.PROFILE_AMBIENT] = no_ambient
     ctl = parse_version(istioctl_version) if istioctl_version else version
     image = proxy_image_ref or proxy_image(None, None, version_text)
     scope = precheck_scope(ctl)

@@ -38,9 +38,8 @@ def clients(profile: Profile | None = None) -> tuple[Client, ...]:
     """The clients asked of a profile's servers.
 
     Ambient servers are asked from plain, sidecar and ambient clients ("from another pod (ambient or not)",
-    probes-ambient.md §2). What the app sees from a sidecar client is not asserted: Istio's own ambient source
-    check makes an exception for sidecar clients (rule `ambient-sidecar-client-source`). Ambient clients are
-    asked of ambient servers only.
+    probes-ambient.md §2); each sees the client pod's IP (rules `ambient-original-source`,
+    `ambient-sidecar-client-original-source`). Ambient clients are asked of ambient servers only.
     """
     if profile is Profile.AMBIENT:
         return (Client.PLAIN, Client.MESHED, Client.AMBIENT)

@@ -143,11 +143,12 @@ PROBE_RULES: dict[str, Rule] = {
         Rule(
             "probe-ambient-bypass",
             "Ambient: istio-cni SNATs the kubelet's probes to an enrolled pod to 169.254.7.127 (fd16:9254:7127:1337:"
-            "ffff:ffff:ffff:ffff on IPv6) on the node, and the pod's capture rules let that source past ztunnel: "
-            "plain Kubernetes probe behaviour, never rewritten (no sidecar). Ready when the bind admits the pod "
-            "IP; the app sees the SNAT address (the kubelet's probe, by meaning).",
+            "ffff:ffff:ffff:ffff on IPv6, from 1.23.0) on the node, and the pod's capture rules let that source past "
+            "ztunnel: plain Kubernetes probe behaviour, never rewritten (no sidecar). Ready when the bind admits the "
+            "pod IP; the app sees the SNAT address (the kubelet's probe, by meaning).",
             "cni/pkg/iptables/testdata/hostprobe.golden (ISTIO_POSTRT SNAT --to-source 169.254.7.127); "
-            "default.golden ISTIO_PRERT '-s 169.254.7.127/32 -p tcp -j ACCEPT' (1.24.0)",
+            "default.golden ISTIO_PRERT '-s 169.254.7.127/32 -p tcp -j ACCEPT' (1.24.0); the IPv6 address came with "
+            "#50747 (1.23.0), with which ambient first runs on IPv6",
             "probes reference §2 (Inside the pod: 'Kubelet probes are SNAT'd to 169.254.7.127 and bypass ztunnel')",
         ),
         Rule(

@@ -1,13 +1,11 @@
 """The spec as a versioned JSON document and as Markdown tables a person reads.
 
-JSON format `mesh-inbound-conformance/spec`, version 2 (documented in the README, "Reading the spec"): the
-top-level keys `format`, `version`, `dimensions`, `rules` and `cells` are stable; each cell has `id`, the
-eight key fields, and `expected {reachable, source, failure, because}`. New fields may be added within a
-version; renaming or removing one, or changing what it means, bumps the version. Version 2 (from 1):
-`failure` is exactly the one form Istio gives (it was the set of accepted forms, two on sniffed ports);
-`default_endpoint` is the literal written in the Sidecar, resolved by the pod's family, so every literal
-appears in both families (it was the family's own literals only), plus `empty` (`:P`); `port` gains
-`remapped` (Service port != targetPort).
+JSON format `mesh-inbound-conformance/spec`, version 4 (documented in the README, "Reading the spec", with
+what each version changed): the top-level keys `format`, `version`, `dimensions`, `rules` and `cells` are
+stable; each cell has `id`, the eight key fields, and `expected {reachable, source, failure, because}`. New
+fields may be added within a version; renaming or removing one, or changing what it means, bumps the version.
+Version 4 (from 3): a reachable cell always has a `source` (a sidecar client of an ambient server sees the
+client too), so `expected.source_judged` is gone; `[::]:P` on an IPv4 pod is unreachable (it dials ::1).
 """
 
 from __future__ import annotations
@@ -34,7 +32,7 @@ from conformance.spec.probes import probe_spec_entries, probe_spec_markdown
 from conformance.spec.semantics import RULES, Expectation, expect
 
 SPEC_FORMAT = "mesh-inbound-conformance/spec"
-SPEC_FORMAT_VERSION = 3
+SPEC_FORMAT_VERSION = 4
 
 
 def spec_document(cells: Sequence[CellKey]) -> dict[str, object]:
@@ -85,8 +83,6 @@ def describe_expectation(expected: Expectation, family: IpFamily) -> str:
     """One table cell: `✓ 127.0.0.6` or `✗ 503`."""
     if expected.reachable and expected.source is not None:
         return f"✓ {describe_source(expected.source, family)}"
-    if expected.reachable:
-        return "✓ (source not asserted)"
     return "✗ " + " or ".join(_FAILURE_TEXT[f] for f in expected.failure)
 
 

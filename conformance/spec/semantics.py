@@ -20,7 +20,7 @@ the default is the current release's, which the emulated reference mesh models.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from conformance.spec.capabilities import claimed_version, in_range
@@ -121,8 +121,8 @@ RULES: dict[str, Rule] = {
         ),
         Rule(
             "sidecar-instance-endpoint",
-            "Sidecar ingress defaultEndpoint 0.0.0.0:P / [::]:P: STATIC <pod IP>:P with bind 127.0.0.6 / ::6, "
-            "the pod IP of the proxy's family ([::]:P on an IPv4 pod dials the IPv4 pod IP).",
+            "Sidecar ingress defaultEndpoint 0.0.0.0:P on a pod with an IPv4 address, [::]:P on a pod with an IPv6 "
+            "address: STATIC <pod IP of that family>:P with bind 127.0.0.6 / ::6.",
             "istio/api sidecar.proto ('0.0.0.0:PORT (which will forward to the instance IP)', since 1.9, "
             "PR #28178; [::] since 1.14.4 and 1.15.0); cluster.go; routing.go instanceIPTests",
             "reference §4",
@@ -136,6 +136,17 @@ RULES: dict[str, Rule] = {
             "pilot/pkg/networking/core/v1alpha3/cluster.go buildInboundClustersFromSidecar (1.15.0; the same code "
             "at tag 1.14.4, not at 1.14.3)",
             "reference §4 (How the host is resolved)",
+        ),
+        Rule(
+            "sidecar-instance-without-ipv6",
+            "Sidecar ingress defaultEndpoint [::]:P on a pod with no IPv6 address dials [::1]:P with no bind (the "
+            "mirror of 0.0.0.0:P without IPv4; the [::] form exists from 1.14.4 and 1.15.0, with this fallback "
+            "from the start). No app of an IPv4-only pod listens on ::1 (its wildcard is 0.0.0.0), so every bind "
+            "is unreachable: 503 on HTTP, reset/EOF on TCP.",
+            "pilot/pkg/networking/core/v1alpha3/cluster.go buildInboundClustersFromSidecar (1.14.4, 1.15.0, "
+            "master: no IPv6 proxy address -> model.LocalhostIPv6AddressPrefix); cluster_builder.go "
+            "buildInboundClusterForPortOrUDS (no upstream bind for a localhost endpoint)",
+            "reference §4 (How the host is resolved: '[::]:P is the mirror image')",
         ),
         Rule(
             "sidecar-instance-first-address",
@@ -155,6 +166,16 @@ RULES: dict[str, Rule] = {
             "istio/api sidecar.proto (empty allowed from 1.10); cluster_builder.go buildInboundClusterForPortOrUDS; "
             "tests/integration/pilot/common/routing.go instanceIPTests ('empty sidecar')",
             "reference §4",
+        ),
+        Rule(
+            "sidecar-empty-endpoint-1.9-localhost",
+            "1.9: Sidecar ingress defaultEndpoint with an empty host (`:P`) is accepted and means the cluster's "
+            "default endpoint, the family's localhost: STATIC 127.0.0.1:P / [::1]:P with no bind, like "
+            "127.0.0.1:P (ORIGINAL_DST for `:P` came with 1.10).",
+            "pilot/pkg/config/validation/validation.go (1.9.0: the host is checked only when non-empty); "
+            "pilot/pkg/networking/core/v1alpha3/cluster.go buildInboundClustersFromSidecar (1.9.0: endpoint "
+            "address defaults to actualLocalHost)",
+            "reference §4 (How the host is resolved: '1.9 accepts the empty host')",
         ),
         Rule(
             "sidecar-unlisted-port",
@@ -249,13 +270,16 @@ RULES: dict[str, Rule] = {
             "probes-ambient.md §2 (Source the app sees); reference §8",
         ),
         Rule(
-            "ambient-sidecar-client-source",
-            "Ambient, from a sidecar client: the app is reached as from any other pod, but what it sees as the "
-            "source is not asserted: Istio's own check of the original source makes an exception for sidecar "
-            "clients.",
-            "tests/integration/ambient/baseline_test.go OriginalSourceCheck (exceptions: a waypoint in the path, "
-            "sidecar clients, self-calls)",
-            "probes-ambient.md §2 (Source the app sees; 'from another pod (ambient or not)')",
+            "ambient-sidecar-client-original-source",
+            "Ambient, from a sidecar client: the app sees the client pod's IP too. The client's Envoy dials the "
+            "server's pod IP; ztunnel takes plaintext on 15006 and dials from the client's address, and an HBONE "
+            "CONNECT from the sidecar is dialled from the tunnel's peer, the sidecar pod's IP. Istio's original "
+            "source check exempts sidecar servers (their Envoy dials from 127.0.0.6), not sidecar clients.",
+            "ztunnel src/proxy/inbound.rs serve_connect (the HBONE peer's address; 1.22.0, 1.24.0, master), "
+            "src/proxy/inbound_passthrough.rs (the client's address); tests/integration/ambient/baseline_test.go "
+            "TestServices (1.22-1.28: OriginalSourceCheck unless the destination has a sidecar, a waypoint is in "
+            "the path, or the call is to itself)",
+            "probes-ambient.md §2 (Source the app sees: 'sidecar clients included')",
         ),
         Rule(
             "ambient-upstream-failure",
@@ -278,6 +302,8 @@ class InboundTarget(StrEnum):
     """The pod IP (ORIGINAL_DST or the instance IP), dialled from 127.0.0.6 / ::6."""
     IPV4_LOCALHOST = "ipv4_localhost"
     """127.0.0.1 on a pod with no IPv4 address (`0.0.0.0:P` there, 1.14.4+ and 1.15+), no upstream bind."""
+    IPV6_LOCALHOST = "ipv6_localhost"
+    """::1 on a pod with no IPv6 address (`[::]:P` there, 1.14.4+ and 1.15+), no upstream bind."""
 
 
 class InstanceWithoutIpv4(StrEnum):
@@ -289,14 +315,24 @@ class InstanceWithoutIpv4(StrEnum):
     """The proxy's IPAddresses[0] from ::6 (1.10-1.14.3): rule sidecar-instance-first-address."""
 
 
+class EmptyEndpoint(StrEnum):
+    """What the empty host `:P` dials: where Istio releases differ."""
+
+    ORIGINAL_DST = "original-dst"
+    """ORIGINAL_DST from 127.0.0.6 / ::6 (1.10+): rule sidecar-empty-endpoint."""
+    LOCALHOST = "localhost"
+    """The family's localhost, no bind (1.9): rule sidecar-empty-endpoint-1.9-localhost."""
+
+
 @dataclass(frozen=True)
 class TrafficBehaviour:
     """The parts of step 1 that depend on the Istio release."""
 
     instance_without_ipv4: InstanceWithoutIpv4
+    empty_endpoint: EmptyEndpoint = EmptyEndpoint.ORIGINAL_DST
 
 
-CURRENT_TRAFFIC = TrafficBehaviour(InstanceWithoutIpv4.IPV4_LOCALHOST)
+CURRENT_TRAFFIC = TrafficBehaviour(InstanceWithoutIpv4.IPV4_LOCALHOST, EmptyEndpoint.ORIGINAL_DST)
 """The current release's (and the emulated reference mesh's) behaviour."""
 
 FIRST_ADDRESS_BEFORE: tuple[tuple[str, str], ...] = (("1.10.0", "1.14.4"),)
@@ -304,11 +340,20 @@ FIRST_ADDRESS_BEFORE: tuple[tuple[str, str], ...] = (("1.10.0", "1.14.4"),)
 1.14.4 has the 1.15 code, PR #40265 cherry-picked as #40520). Earlier releases are not encoded (1.9 binds
 127.0.0.6 for every family: its cross-family cells are skipped)."""
 
+EMPTY_ENDPOINT_ORIGINAL_DST_SINCE = "1.10.0"
+"""Before this, `:P` is the cluster's default endpoint, localhost with no bind (1.9.0 cluster.go, reference §4)."""
+
 
 def traffic_behaviour(version_text: str | None) -> TrafficBehaviour:
     """The step-1 behaviour of an Istio release; None (an emulated or unversioned mesh) is the current one."""
     version = claimed_version(version_text)
-    if version is not None and any(in_range(version, first, before) for first, before in FIRST_ADDRESS_BEFORE):
+    if version is None:
+        return CURRENT_TRAFFIC
+    if not in_range(version, EMPTY_ENDPOINT_ORIGINAL_DST_SINCE, None):
+        # 1.9 (nothing older is supported). Its cross-family resolution is not encoded (those cells are skipped,
+        # capabilities.SIDECAR_CROSS_FAMILY_SINCE), so instance_without_ipv4 stays the current one, unused.
+        return replace(CURRENT_TRAFFIC, empty_endpoint=EmptyEndpoint.LOCALHOST)
+    if any(in_range(version, first, before) for first, before in FIRST_ADDRESS_BEFORE):
         return TrafficBehaviour(InstanceWithoutIpv4.FIRST_ADDRESS)
     return CURRENT_TRAFFIC
 
@@ -321,15 +366,12 @@ class Expectation:
     source: Source | None
     failure: tuple[Failure, ...]
     because: tuple[str, ...]
-    source_judged: bool = True
-    """False where Istio asserts no source (a sidecar client of an ambient server): `source` is then None."""
 
     def to_json(self) -> dict[str, object]:
         """The `expected` object of the versioned formats."""
         return {
             "reachable": self.reachable,
             "source": self.source.value if self.source else None,
-            "source_judged": self.source_judged,
             "failure": [f.value for f in self.failure],
             "because": list(self.because),
         }
@@ -346,9 +388,13 @@ def inbound_target(cell: CellKey, behaviour: TrafficBehaviour = CURRENT_TRAFFIC)
         if behaviour.instance_without_ipv4 is InstanceWithoutIpv4.FIRST_ADDRESS:
             return InboundTarget.POD_IP, "sidecar-instance-first-address"
         return InboundTarget.IPV4_LOCALHOST, "sidecar-instance-without-ipv4"
+    if endpoint is DefaultEndpoint.INSTANCE_V6 and cell.ip_family is IpFamily.IPV4:
+        return InboundTarget.IPV6_LOCALHOST, "sidecar-instance-without-ipv6"
     if endpoint.targets_instance_ip:
         return InboundTarget.POD_IP, "sidecar-instance-endpoint"
     if endpoint is DefaultEndpoint.EMPTY:
+        if behaviour.empty_endpoint is EmptyEndpoint.LOCALHOST:
+            return InboundTarget.LOCALHOST, "sidecar-empty-endpoint-1.9-localhost"
         return InboundTarget.POD_IP, "sidecar-empty-endpoint"
     if endpoint is DefaultEndpoint.UNLISTED:
         return InboundTarget.POD_IP, "sidecar-unlisted-port"
@@ -359,8 +405,9 @@ def inbound_target(cell: CellKey, behaviour: TrafficBehaviour = CURRENT_TRAFFIC)
 
 def bind_admits(bind: Bind, target: InboundTarget) -> bool:
     """Step 2: does an app bound to `bind` accept a connection to `target`'s address?"""
-    if target is InboundTarget.IPV4_LOCALHOST:
-        # Only reached on an IPv6-only pod, whose loopback is ::1 and whose wildcard is [::] (IPv6-only).
+    if target in (InboundTarget.IPV4_LOCALHOST, InboundTarget.IPV6_LOCALHOST):
+        # The other family's localhost, only reached on a single-stack pod of this family: its loopback is the
+        # family's own and its wildcard (0.0.0.0, or [::] IPv6-only, as the echo program binds it) too.
         return False
     if bind is Bind.WILDCARD:
         return True
@@ -424,9 +471,8 @@ def expect_ambient(cell: CellKey) -> Expectation:
     """A cell from another pod under ambient: always the pod IP, from the client, whatever overrides exist."""
     because: tuple[str, ...] = ("ambient-local-workload", "ambient-no-override", "bind-admits")
     if bind_admits(cell.bind, InboundTarget.POD_IP):
-        if cell.client is Client.MESHED:
-            return Expectation(True, None, (), (*because, "ambient-sidecar-client-source"), source_judged=False)
-        return Expectation(True, Source.CLIENT, (), (*because, "ambient-original-source"))
+        source = "ambient-sidecar-client-original-source" if cell.client is Client.MESHED else "ambient-original-source"
+        return Expectation(True, Source.CLIENT, (), (*because, source))
     return Expectation(False, None, (Failure.HTTP_503, Failure.RESET_OR_EOF), (*because, "ambient-upstream-failure"))
 
 

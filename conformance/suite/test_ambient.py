@@ -17,7 +17,7 @@ CASES = (
         description="A Sidecar selecting an enrolled pod (defaultEndpoint 127.0.0.1:P / [::1]:P, 0.0.0.0:P / "
         "[::]:P, or listing other ports), with the mesh in LOCALHOST mode: a loopback-only app stays unreachable "
         "(reset/EOF or 503, never refused), pod-IP and wildcard apps are reached and see the client pod's IP "
-        "(asserted from plain and ambient clients).",
+        "(from plain, sidecar and ambient clients).",
         select=lambda c: (
             c.profile is Profile.AMBIENT and c.path.from_other_pod and c.default_endpoint is not DefaultEndpoint.NONE
         ),

@@ -1,7 +1,8 @@
 """Sidecar `spec.ingress[].defaultEndpoint` overrides (istio/api sidecar.proto, reference section 4).
 
-127.0.0.1:P brings a loopback-only app back, 0.0.0.0:P sends to the pod IP from 127.0.0.6, and a port the
-Sidecar does not list falls to the catch-all passthrough.
+127.0.0.1:P brings a loopback-only app back, 0.0.0.0:P sends to the pod IP from 127.0.0.6 (to the other family's
+localhost on a pod without an address of its family), and a port the Sidecar does not list falls to the catch-all
+passthrough.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ def _instance_without_ipv4(cell: CellKey) -> bool:
     return cell.default_endpoint is DefaultEndpoint.INSTANCE_V4 and cell.ip_family is IpFamily.IPV6
 
 
+def _instance_without_ipv6(cell: CellKey) -> bool:
+    return cell.default_endpoint is DefaultEndpoint.INSTANCE_V6 and cell.ip_family is IpFamily.IPV4
+
+
 CASES = (
     ConformanceCase(
         name="SidecarLocalhostEndpoint",
@@ -29,9 +34,13 @@ CASES = (
     ),
     ConformanceCase(
         name="SidecarInstanceEndpoint",
-        description="defaultEndpoint 0.0.0.0:P / [::]:P: the sidecar dials the pod IP from 127.0.0.6 / ::6, so "
-        "pod-IP and wildcard apps are reached; a loopback app is not.",
-        select=lambda c: _sidecar_pod(c) and c.default_endpoint.targets_instance_ip and not _instance_without_ipv4(c),
+        description="defaultEndpoint 0.0.0.0:P / [::]:P on a pod of that family: the sidecar dials the pod IP "
+        "from 127.0.0.6 / ::6, so pod-IP and wildcard apps are reached; a loopback app is not.",
+        select=lambda c: (
+            _sidecar_pod(c)
+            and c.default_endpoint.targets_instance_ip
+            and not (_instance_without_ipv4(c) or _instance_without_ipv6(c))
+        ),
     ),
     ConformanceCase(
         name="SidecarInstanceEndpointWithoutIpv4",
@@ -40,9 +49,15 @@ CASES = (
         select=lambda c: _sidecar_pod(c) and _instance_without_ipv4(c),
     ),
     ConformanceCase(
+        name="SidecarInstanceEndpointWithoutIpv6",
+        description="defaultEndpoint [::]:P on a pod with no IPv6 address: the sidecar dials [::1] with no bind "
+        "(1.14.4+, 1.15+), which no app of an IPv4-only pod listens on.",
+        select=lambda c: _sidecar_pod(c) and _instance_without_ipv6(c),
+    ),
+    ConformanceCase(
         name="SidecarEmptyEndpoint",
         description="defaultEndpoint with an empty host, :P: ORIGINAL_DST from 127.0.0.6 / ::6, like "
-        "passthrough, whatever the mesh setting.",
+        "passthrough, whatever the mesh setting (1.10+; on 1.9, localhost with no bind, like 127.0.0.1:P).",
         select=lambda c: _sidecar_pod(c) and c.default_endpoint is DefaultEndpoint.EMPTY,
     ),
     ConformanceCase(

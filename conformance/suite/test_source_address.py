@@ -1,28 +1,21 @@
 """The source address the app sees on connections from other pods.
 
 The client IP without a sidecar, 127.0.0.6 / ::6 through 1.10 passthrough, 127.0.0.1 / ::1 through legacy, the
-client IP under ambient (from plain and ambient clients; Istio asserts none from a sidecar client).
+client IP under ambient (from plain, sidecar and ambient clients alike).
 """
 
 from __future__ import annotations
 
 from conformance.plugin import ConformanceRun
-from conformance.spec.dimensions import CellKey, DefaultEndpoint
-from conformance.spec.semantics import expect
+from conformance.spec.dimensions import DefaultEndpoint
 from conformance.suite.cases import ConformanceCase
-
-
-def source_judged(cell: CellKey) -> bool:
-    """Whether the spec asserts a source for the cell (not for a sidecar client of an ambient server)."""
-    return expect(cell).source_judged
-
 
 CASES = (
     ConformanceCase(
         name="SourceAddressFromOtherPods",
         description="For every cell where another pod reaches the app, the peer the app sees has the "
         "expected meaning (client, inbound_passthrough, localhost).",
-        select=lambda c: c.path.from_other_pod and c.default_endpoint is DefaultEndpoint.NONE and source_judged(c),
+        select=lambda c: c.path.from_other_pod and c.default_endpoint is DefaultEndpoint.NONE,
         reached=True,
         part="source",
     ),

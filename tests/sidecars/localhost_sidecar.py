@@ -25,9 +25,9 @@ def main() -> int:
 
     def load_config(path: str):  # type: ignore[no-untyped-def]
         config = original(path)
-        ipv6 = any(":" in (r.address or "") or ":" in (r.bind or "") for r in config.listeners.values()) or (
-            ":" in (config.passthrough.bind or "")
-        )
+        # The pod's family, from the catch-all's bind (127.0.0.6 / ::6): a listener's address is no guide, since
+        # `[::]:P` on an IPv4 pod is configured to dial ::1.
+        ipv6 = ":" in (config.passthrough.bind or "")
         localhost = "::1" if ipv6 else "127.0.0.1"
         listeners = {
             port: dataclasses.replace(route, address=localhost, port=port, bind=None)

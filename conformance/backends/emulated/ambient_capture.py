@@ -29,7 +29,8 @@ MASK = 0xFFF
 ROUTE_TABLE = 100
 RULE_PRIORITY = 32764
 KUBELET_PROBE_SOURCE = {False: "169.254.7.127/32", True: "fd16:9254:7127:1337:ffff:ffff:ffff:ffff/128"}
-"""The address istio-cni SNATs kubelet probes to on the node (hostprobe.golden); those bypass ztunnel."""
+"""The address istio-cni SNATs kubelet probes to on the node (hostprobe.golden); those bypass ztunnel. The IPv6 one
+came with #50747 in 1.23.0, the first release whose ambient mode runs on IPv6 (this node models the current one)."""
 
 
 def rules(ipv6: bool) -> str:

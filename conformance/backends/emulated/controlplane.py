@@ -53,13 +53,15 @@ def port_protocol(name: str, app_protocol: str | None) -> str:
     return "sniff"
 
 
-def _endpoint(value: str, pod_ip: str, family: FamilyAddresses, port: int) -> dict[str, object]:
+def _endpoint(value: str, pod_ips: tuple[str, ...], family: FamilyAddresses, port: int) -> dict[str, object]:
     # istio/api sidecar.proto: 127.0.0.1:PORT / [::1]:PORT -> localhost, no bind; 0.0.0.0:PORT / [::]:PORT ->
     # the instance IP from 127.0.0.6 / ::6; empty host (`:PORT`) -> ORIGINAL_DST from 127.0.0.6 / ::6. The host
     # is resolved by the proxy's IP family (cluster.go getActualWildcardAndLocalHost, 1.10;
-    # getWildcardsAndLocalHost(ipMode), 1.20+): either localhost literal is the family's localhost, and
-    # 0.0.0.0:PORT on a pod with no IPv4 address dials 127.0.0.1 with no bind (buildInboundClustersFromSidecar,
-    # 1.15+). Anything else (arbitrary IPs, unix sockets) is not emulated.
+    # getWildcardsAndLocalHost(ipMode), 1.20+): either localhost literal is the family's localhost; 0.0.0.0:PORT
+    # dials the pod's first IPv4 address, or 127.0.0.1 with no bind on a pod without one, and [::]:PORT the
+    # first IPv6 address, or [::1] with no bind on a pod without one (buildInboundClustersFromSidecar, 1.14.4 and
+    # 1.15+: LocalhostAddressPrefix / LocalhostIPv6AddressPrefix; cluster_builder.go sets no upstream bind for a
+    # localhost endpoint). Anything else (arbitrary IPs, unix sockets) is not emulated.
     if not value:
         return {"upstream": {"address": "original_dst", "port": port}, "bind": family.passthrough_bind}
     host, _, port_text = value.rpartition(":")
@@ -72,10 +74,12 @@ def _endpoint(value: str, pod_ip: str, family: FamilyAddresses, port: int) -> di
         return {"upstream": {"address": "original_dst", "port": target}, "bind": family.passthrough_bind}
     if host in ("127.0.0.1", "[::1]"):
         return {"upstream": {"address": family.localhost, "port": target}, "bind": None}
-    if host == "0.0.0.0" and ":" in pod_ip:
-        return {"upstream": {"address": "127.0.0.1", "port": target}, "bind": None}
     if host in ("0.0.0.0", "[::]"):
-        return {"upstream": {"address": pod_ip, "port": target}, "bind": family.passthrough_bind}
+        wanted = "ipv4" if host == "0.0.0.0" else "ipv6"
+        own = [ip for ip in pod_ips if ("ipv6" if ":" in ip else "ipv4") == wanted]
+        if not own:
+            return {"upstream": {"address": ADDRESSES[wanted].localhost, "port": target}, "bind": None}
+        return {"upstream": {"address": own[0], "port": target}, "bind": family.passthrough_bind}
     raise ManifestError(f"defaultEndpoint {value!r}: arbitrary IPs and unix sockets are not emulated")
 
 
@@ -116,7 +120,7 @@ def sidecar_config(
                     "protocol": port_protocol(item.name, item.protocol),
                     "cluster": f"inbound|{item.port}||",
                     "source": f"Sidecar {sidecar.namespace}/{sidecar.name}",
-                    **_endpoint(item.default_endpoint, pod_ip, addresses, item.port),
+                    **_endpoint(item.default_endpoint, (pod_ip,), addresses, item.port),
                 }
             )
     else:

@@ -37,6 +37,7 @@ from conformance.backends.kind.runner import CommandError, Pending, PlanRunner, 
 from conformance.precheck import PrecheckRun, check_pod, parse_istioctl, parse_ss
 from conformance.resources import echo_program, fixture
 from conformance.spec.capabilities import Capability, LegacySwitch, istio_capabilities, parse_version, version_row
+from conformance.spec.dimensions import IpFamily
 from conformance.timeouts import TimeoutConfig
 from conformance.world import CONTROL_PORT, DATAPLANE_MODE_LABEL, PROBE_POD_LABEL
 
@@ -93,7 +94,8 @@ class KubeCluster(Cluster):
         self.tag = str(options.get("istio_tag") or self.istio_version)
         self.custom_build = bool(options.get("istio_hub"))
         self.switch = version_row(parse_version(self.istio_version)).legacy_switch
-        self.ambient = Capability.PROFILE_AMBIENT in istio_capabilities(self.istio_version).capabilities
+        mesh = istio_capabilities(self.istio_version, family=IpFamily(family))
+        self.ambient = Capability.PROFILE_AMBIENT in mesh.capabilities  # IPv6: from 1.23.0
         default = version_row(parse_version(self.istio_version)).default_profile.value
         self._mode = default
         self._default_mode = default
