@@ -11,14 +11,13 @@ removed from a pod (a maintainer found them "too expensive" for many pods, istio
 from __future__ import annotations
 
 import secrets
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from conformance.impact.analysis import PodInfo, SelectorError, ServiceInfo, ServicePort, parse_selector
 from conformance.impact.sources import BadInput, ImpactSource, Inventory, ListenerRead, Unchecked
-from conformance.kubeclient import api_reason, finish_exec, first_line, handshake_reason, load_configuration, open_exec
+from conformance.kubeclient import ExecDropped, ExecRefused, api_reason, first_line, load_configuration, run_exec
 from conformance.precheck import Listener, parse_proc_net_tcp
 
 CAT_COMMAND = ["cat", "/proc/net/tcp", "/proc/net/tcp6"]
@@ -67,10 +66,6 @@ class KubeSource(ImpactSource):
         configuration.retries = 1
         self.api = client.CoreV1Api(client.ApiClient(configuration))
         self._configuration = configuration
-        # kubernetes.stream.stream() swaps its ApiClient's `request` for a websocket call while it runs: another
-        # thread's list or patch on the same client would go out as a websocket GET. Each thread execs through
-        # a client of its own.
-        self._exec_clients = threading.local()
         self.allow_debug = allow_debug_containers
         self.debug_image = debug_image
         self.timeout = timeout
@@ -175,24 +170,16 @@ class KubeSource(ImpactSource):
 
     # --- listeners ------------------------------------------------------------------------------------
 
-    def _exec_api(self) -> Any:
-        from kubernetes import client
-
-        api = getattr(self._exec_clients, "api", None)
-        if api is None:
-            api = self._exec_clients.api = client.CoreV1Api(client.ApiClient(self._configuration))
-        return api
-
     def _exec(self, pod: PodInfo, container: str) -> tuple[str, str | None]:
         """The stdout of `cat` in the container, and None, or what went wrong (one line)."""
-        try:
-            ws = open_exec(self._exec_api(), pod.namespace, pod.name, container, CAT_COMMAND, self.timeout)
-        except Exception as err:  # the client wraps every handshake failure in ApiException(status=0)
-            code, reason = handshake_reason(err)
-            if code == 403:
-                return "", f"exec refused ({reason})"
-            return "", f"exec failed: {reason}"
-        out = finish_exec(ws, self.timeout)
+        try:  # an exec of its own client, bounded by the timeout however its connection behaves
+            out = run_exec(self._configuration, pod.namespace, pod.name, container, CAT_COMMAND, self.timeout)
+        except ExecRefused as err:
+            if err.code == 403:
+                return "", f"exec refused ({err.reason})"
+            return "", f"exec failed: {err.reason}"
+        except ExecDropped as err:
+            return "", f"exec failed: the connection dropped before cat ended ({err.reason})"
         if not out.finished:
             # What arrived may be a part of the file: reading it as the pod's listeners would hide some.
             return "", f"cat did not finish within {self.timeout:.0f}s"

@@ -14,7 +14,8 @@ messages the real API server uses. Paths are matched decoded (`NAME%3APORT` is `
   GET    /api/v1/namespaces/NS/pods                         (?labelSelector, ?fieldSelector, ?watch)
   GET    /api/v1/namespaces/NS/pods/NAME
   GET    /api/v1/namespaces/NS/pods/NAME/log                (?container=C: `C: started`)
-  GET    /api/v1/namespaces/NS/pods/NAME/exec               (websocket, v4.channel.k8s.io: fakebin's exec; POST too)
+  GET    /api/v1/namespaces/NS/pods/NAME/exec               (websocket, v5.channel.k8s.io from Kubernetes 1.30,
+                                                             else v4.channel.k8s.io: fakebin's exec; POST too)
   GET    /api/v1/namespaces/NS/pods/NAME:PORT/proxy/PATH    (the echo control port: requests, connections)
   GET    /api/v1/namespaces/NS/services[/NAME]
   PATCH  /api/v1/namespaces/NS/services/NAME                (server-side apply)
@@ -30,17 +31,28 @@ Anything else is 404 NotFound. Every request is kept in `requests`, in order. Ob
 and generation, and every rollout is complete. A list's resourceVersion names its items: a watch (`watch=true`)
 from it sends what changed since (ADDED, MODIFIED, DELETED), one from no (or an unknown) resourceVersion an ADDED
 event per current object; then the watch stays open, silent, until its timeoutSeconds (at most
-`watch_stall_seconds`) and ends cleanly. No event is sent while a watch is open.
+`watch_stall_seconds`) and ends cleanly. No event is sent while a watch is open. A watch the API server cannot
+serve from the resourceVersion asked is, as the real watch cache answers it (cacher newErrWatcher), HTTP 200 with
+one ERROR event whose object is a Status, then the end of the stream: `expired` (410, the resourceVersion is too
+old) and `too_large` (504, the cache has not reached it yet) build those Statuses.
+
+An exec negotiates its subprotocol as the API server does: the first the client offers that the server supports,
+v5.channel.k8s.io (with the CLOSE signal on channel 255) from Kubernetes 1.30 on, v4.channel.k8s.io before
+(by the first node's kubelet version; `exec_protocols` overrides it). The frames of an exec without stdin are
+the same in both: channel 1 stdout, 2 stderr, 3 the Status, then the websocket's close.
 
 Knobs, attributes a test sets: `fail` (METHOD, path prefix) -> (code, reason, message) answers that Status;
-`stall_watches` N: the next N watches send no event; `gone_pods`: an exec in one of these pods is 404;
-`exec_fail` (command substring) -> (exit code, stderr): the exec runs and exits so.
+`stall_watches` N: the next N watches send no event; `watch_errors`: Statuses, each the ERROR event of the next
+watch; `gone_pods`: an exec in one of these pods is 404; `exec_fail` (command substring) -> (exit code, stderr):
+the exec runs and exits so; `exec_hangs` (command substring) -> how the exec never ends (EXEC_HANGS); stop()
+releases every hanging exec.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import threading
 import time
 import uuid
@@ -53,12 +65,46 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from fakes import fakebin
-from fakes.kube_api import ApiHandler, close_websocket, send_frame, status_body, upgrade_to_websocket
+from fakes.kube_api import (
+    EXEC_PROTOCOLS_BEFORE_1_30,
+    EXEC_PROTOCOLS_FROM_1_30,
+    ApiHandler,
+    close_websocket,
+    negotiate,
+    send_frame,
+    status_body,
+    unsupported_protocols,
+    upgrade_to_websocket,
+)
 
 NO_SUCH_RESOURCE = "the server could not find the requested resource"
 CREATED_AT = "2026-11-30T02:50:00Z"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 SIDECAR_VERSIONS = ("v1alpha3", "v1beta1", "v1")
+EXEC_HANGS = {
+    "before-upgrade": "the API server takes the exec request and never answers it (no 101, no error)",
+    "after-upgrade": "the websocket opens, then nothing comes (the command never ends)",
+    "mid-frame": "a frame's header arrives and only part of its payload (the connection stalls mid-frame)",
+    "drop": "some stdout, then the TCP connection ends without a websocket close (an API server restart)",
+}
+HANG_SECONDS = 60.0
+"""The longest a hanging exec holds its connection (stop() releases it sooner)."""
+
+
+def expired(resource_version: str, oldest: int = 1) -> dict[str, Any]:
+    """The Status of a watch from a resourceVersion the watch cache no longer has (410 Expired)."""
+    return status_body(410, "Expired", f"too old resource version: {resource_version} ({oldest - 1})")
+
+
+def too_large(resource_version: int, current: int) -> dict[str, Any]:
+    """The Status of a watch from a resourceVersion newer than the watch cache's (504, storage's
+    NewTooLargeResourceVersionError: a Timeout with the ResourceVersionTooLarge cause, retry after 1 s)."""
+    body = status_body(504, "Timeout", f"Timeout: Too large resource version: {resource_version}, current: {current}")
+    body["details"] = {
+        "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+        "retryAfterSeconds": 1,
+    }
+    return body
 
 
 class ApiError(Exception):
@@ -125,6 +171,10 @@ class ExecReply:
     stdout: str
     stderr: str
     status: dict[str, Any]
+    protocols: tuple[str, ...] = EXEC_PROTOCOLS_BEFORE_1_30
+    """The subprotocols the API server accepts."""
+    hang: str | None = None
+    """How the exec never ends (a key of EXEC_HANGS), or None."""
 
 
 Answer = Reply | WatchReply | ExecReply
@@ -141,12 +191,20 @@ class FakeKindApi:
     """(METHOD, path prefix) -> (code, reason, message): a matching request answers that Status."""
     stall_watches: int = 0
     """The next N watches send no event at all (and end at their timeout, as always)."""
+    watch_errors: list[dict[str, Any]] = field(default_factory=list)
+    """Statuses (`expired`, `too_large`, ...): each of the next watches sends one as an ERROR event, then ends."""
     watch_stall_seconds: float = 1.0
     """The longest a watch stays open (its timeoutSeconds, capped by this)."""
     gone_pods: set[str] = field(default_factory=set)
     """Pod names whose exec answers 404 NotFound before the websocket upgrade."""
     exec_fail: dict[str, tuple[int, str]] = field(default_factory=dict)
     """A substring of an exec's command line -> (exit code, stderr): the command runs and exits so."""
+    exec_hangs: dict[str, str] = field(default_factory=dict)
+    """A substring of an exec's command line -> how the exec never ends (a key of EXEC_HANGS)."""
+    exec_protocols: tuple[str, ...] | None = None
+    """The exec subprotocols the server accepts; None: those of the first node's Kubernetes version."""
+    negotiated: list[str] = field(default_factory=list)
+    """The subprotocol each exec was upgraded to, in order."""
     requests: list[dict[str, Any]] = field(default_factory=list)
     """Every request, in order: method, path (decoded), query, content_type, body (parsed JSON or None)."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -155,6 +213,8 @@ class FakeKindApi:
     _previous_env: MutableMapping[str, str] | None = None
     _snapshots: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """The items of each list (and watch) by the resourceVersion it showed, for watches from it."""
+    _released: threading.Event = field(default_factory=threading.Event)
+    """Set by stop(): hanging execs end."""
 
     # --- lifecycle ---
 
@@ -174,6 +234,7 @@ class FakeKindApi:
         return self
 
     def stop(self) -> None:
+        self._released.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -223,12 +284,21 @@ class FakeKindApi:
                 scratch.replace(self.state_path)
         return answer
 
-    def stalls(self, request: Request) -> WatchReply | None:
-        """A silent watch if this request is a watch and one of the `stall_watches` (call under the lock)."""
-        if not request.watch or self.stall_watches <= 0:
+    def scripted_watch(self, request: Request) -> WatchReply | None:
+        """If this request is a watch: the next of `watch_errors` (an ERROR event, then the end), else a silent
+        watch if it is one of the `stall_watches`; None for the ordinary answer (call under the lock)."""
+        if not request.watch:
+            return None
+        if self.watch_errors:
+            return WatchReply([{"type": "ERROR", "object": self.watch_errors.pop(0)}], 0.0)
+        if self.stall_watches <= 0:
             return None
         self.stall_watches -= 1
         return WatchReply([], self._watch_seconds(request))
+
+    def hold(self) -> None:
+        """Keep a hanging exec's connection until stop() (or HANG_SECONDS)."""
+        self._released.wait(HANG_SECONDS)
 
     def listing(self, api_version: str, kind: str, items: list[dict[str, Any]], request: Request) -> Answer:
         """The selected items as a list whose resourceVersion names them (kept), or as a watch.
@@ -294,9 +364,9 @@ class FakeKindApi:
         return Reply(200, gone)
 
     def list_pods(self, state: dict[str, Any], request: Request, ns: str) -> Answer:
-        stalled = self.stalls(request)
-        if stalled is not None:
-            return stalled
+        scripted = self.scripted_watch(request)
+        if scripted is not None:
+            return scripted
         return self.listing("v1", "PodList", [_pod(p) for p in _pods(state, ns, listing=True)], request)
 
     def get_pod(self, state: dict[str, Any], request: Request, ns: str, name: str) -> Answer:
@@ -320,6 +390,12 @@ class FakeKindApi:
         if container not in [c["name"] for c in pod["spec"]["containers"]]:
             raise bad_request(f"container {container} is not valid for pod {name}")
         command = request.query.get("command", [])
+        protocols = self.exec_protocols or _exec_protocols(state)
+        for needle, hang in self.exec_hangs.items():
+            if needle in " ".join(command):
+                if hang not in EXEC_HANGS:
+                    raise ValueError(f"exec_hangs: {hang!r} is not one of {', '.join(EXEC_HANGS)}")
+                return ExecReply("", "", {}, protocols, hang)
         try:
             for needle, (code, stderr) in self.exec_fail.items():
                 if needle in " ".join(command):
@@ -337,8 +413,8 @@ class FakeKindApi:
                 "reason": "NonZeroExitCode",
                 "details": {"causes": [{"reason": "ExitCode", "message": str(failure.code)}]},
             }
-            return ExecReply("", failure.stderr + "\n", status)
-        return ExecReply(out, "", {"metadata": {}, "status": "Success"})
+            return ExecReply("", failure.stderr + "\n", status, protocols)
+        return ExecReply(out, "", {"metadata": {}, "status": "Success"}, protocols)
 
     def pod_proxy(self, state: dict[str, Any], request: Request, ns: str, target: str, path: str) -> Answer:
         name = next((p for p in target.split(":") if p not in ("http", "https")), "")
@@ -365,9 +441,9 @@ class FakeKindApi:
     # --- apps/v1 ---
 
     def list_workloads(self, state: dict[str, Any], request: Request, ns: str, resource: str) -> Answer:
-        stalled = self.stalls(request)
-        if stalled is not None:
-            return stalled
+        scripted = self.scripted_watch(request)
+        if scripted is not None:
+            return scripted
         if resource == "deployments":
             return self.listing("apps/v1", "DeploymentList", _deployments(state, ns), request)
         return self.listing("apps/v1", "DaemonSetList", _daemonsets(state, ns), request)
@@ -447,6 +523,14 @@ _ROUTES: list[tuple[str, str, str]] = [
     ("GET", "apis/networking.istio.io/{version}/namespaces/{ns}/sidecars/{name}", "get_sidecar"),
     ("PATCH", "apis/networking.istio.io/{version}/namespaces/{ns}/sidecars/{name}", "apply_sidecar"),
 ]
+
+
+def _exec_protocols(state: dict[str, Any]) -> tuple[str, ...]:
+    """The exec subprotocols of the cluster's API server, by the first node's Kubernetes version."""
+    nodes = fakebin._nodes(state)
+    version = nodes[0]["status"]["nodeInfo"]["kubeletVersion"] if nodes else "v1.20.15"
+    minor = int(version.lstrip("v").split(".")[1])
+    return EXEC_PROTOCOLS_FROM_1_30 if minor >= 30 else EXEC_PROTOCOLS_BEFORE_1_30
 
 
 def _route(method: str, parts: list[str]) -> tuple[Handler, dict[str, str]]:
@@ -889,11 +973,36 @@ class _Handler(ApiHandler):
             self.wfile.flush()
 
     def _exec(self, answer: ExecReply) -> None:
-        if not upgrade_to_websocket(self):
+        fake = self.fake
+        if answer.hang == "before-upgrade":
+            fake.hold()
+            self.close_connection = True
+            return None
+        protocol = negotiate(self.headers.get("Sec-WebSocket-Protocol", ""), answer.protocols)
+        if protocol is None:
+            return self._send(400, status_body(400, "BadRequest", unsupported_protocols(self, answer.protocols)))
+        if not upgrade_to_websocket(self, protocol):
             return self._send(400, status_body(400, "BadRequest", "Upgrade request required"))
+        with fake._log_lock:
+            fake.negotiated.append(protocol)
         with contextlib.suppress(OSError):
-            if answer.stdout:
-                send_frame(self, b"\x01" + answer.stdout.encode())
+            if answer.hang == "after-upgrade":
+                fake.hold()
+                self.close_connection = True
+                return None
+            if answer.hang == "mid-frame":
+                # A binary frame of 1000 bytes announced; its channel byte and 9 more sent.
+                self.wfile.write(bytes([0x82, 126]) + (1000).to_bytes(2, "big") + b"\x01LISTEN 0")
+                self.wfile.flush()
+                fake.hold()
+                self.close_connection = True
+                return None
+            if answer.stdout or answer.hang == "drop":
+                send_frame(self, b"\x01" + (answer.stdout or "LISTEN 0      4096   127.0.0.1:15000\n").encode())
+            if answer.hang == "drop":
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+                return None
             if answer.stderr:
                 send_frame(self, b"\x02" + answer.stderr.encode())
             send_frame(self, b"\x03" + json.dumps(answer.status).encode())

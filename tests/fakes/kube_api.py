@@ -7,9 +7,10 @@ bodies the real API server returns:
   GET   /api/v1/pods, /api/v1/namespaces/NS/pods  (?labelSelector=k=v,... ; 400 BadRequest for other syntax)
   GET   /api/v1/services, /api/v1/namespaces/NS/services
   GET   /api/v1/namespaces/NS/pods/NAME
-  GET   /api/v1/namespaces/NS/pods/NAME/exec      (websocket, subprotocol v4.channel.k8s.io: channel 1 stdout,
-                                                   2 stderr, 3 the Status; 403 Forbidden before the upgrade when
-                                                   the bearer token may not create pods/exec)
+  GET   /api/v1/namespaces/NS/pods/NAME/exec      (websocket, subprotocol v5.channel.k8s.io or v4.channel.k8s.io
+                                                   as `exec_protocols` allow, the client's order winning: channel
+                                                   1 stdout, 2 stderr, 3 the Status; 403 Forbidden before the
+                                                   upgrade when the bearer token may not create pods/exec)
   PATCH /api/v1/namespaces/NS/pods/NAME/ephemeralcontainers
   GET   /api/v1/namespaces/NS/pods/NAME/log?container=C
 
@@ -98,8 +99,32 @@ class FakePod:
         return self.proc_net_tcp + (self.proc_net_tcp6 or "")
 
 
-def upgrade_to_websocket(handler: BaseHTTPRequestHandler) -> bool:
-    """Answer the client's websocket handshake (subprotocol v4.channel.k8s.io); False if it did not ask for one."""
+# The exec subprotocols; kubernetes 37 offers `v5.channel.k8s.io,v4.channel.k8s.io`, in that order.
+V4_CHANNEL = "v4.channel.k8s.io"
+V5_CHANNEL = "v5.channel.k8s.io"
+EXEC_PROTOCOLS_BEFORE_1_30 = (V4_CHANNEL, "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io")
+EXEC_PROTOCOLS_FROM_1_30 = (V5_CHANNEL, *EXEC_PROTOCOLS_BEFORE_1_30)
+"""What an API server accepts for exec: v5 (the CLOSE signal on channel 255) from Kubernetes 1.30, where the
+TranslateStreamCloseWebsocketRequests feature gate is on by default (beta; alpha and off in 1.29)."""
+
+
+def negotiate(offered: str, supported: tuple[str, ...]) -> str | None:
+    """The subprotocol the API server picks: the first the client offers that it supports (the client's order
+    wins, as in apimachinery's wsstream handshake); None when it supports none of them."""
+    for protocol in (p.strip() for p in offered.split(",")):
+        if protocol in supported:
+            return protocol
+    return None
+
+
+def unsupported_protocols(handler: BaseHTTPRequestHandler, supported: tuple[str, ...]) -> str:
+    """What the API server says when the client offers no subprotocol it supports."""
+    offered = [p.strip() for p in handler.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+    return f"requested protocol(s) are not supported: {offered}; supports {list(supported)}"
+
+
+def upgrade_to_websocket(handler: BaseHTTPRequestHandler, protocol: str = V4_CHANNEL) -> bool:
+    """Answer the client's websocket handshake with `protocol` (see negotiate); False if it did not ask for one."""
     key = handler.headers.get("Sec-WebSocket-Key", "")
     if handler.headers.get("Upgrade", "").lower() != "websocket" or not key:
         return False
@@ -108,7 +133,7 @@ def upgrade_to_websocket(handler: BaseHTTPRequestHandler) -> bool:
     handler.send_header("Upgrade", "websocket")
     handler.send_header("Connection", "Upgrade")
     handler.send_header("Sec-WebSocket-Accept", accept)
-    handler.send_header("Sec-WebSocket-Protocol", "v4.channel.k8s.io")
+    handler.send_header("Sec-WebSocket-Protocol", protocol)
     handler.end_headers()
     return True
 
@@ -159,6 +184,10 @@ class FakeKubeApi:
     images_with_cat: set[str] = field(default_factory=set)
     exec_seconds: float = 0.0
     """How long each exec takes on the node (to watch how many run at once)."""
+    exec_protocols: tuple[str, ...] = EXEC_PROTOCOLS_FROM_1_30
+    """The exec subprotocols this API server accepts (EXEC_PROTOCOLS_BEFORE_1_30: a Kubernetes 1.29 or older)."""
+    negotiated: list[str] = field(default_factory=list)
+    """The subprotocol of each exec, in order."""
     log: list[tuple[str, str, str]] = field(default_factory=list)
     max_concurrent_execs: int = 0
     _running_execs: int = 0
@@ -329,8 +358,13 @@ class _Handler(ApiHandler):
                 f'in the namespace "{pod.namespace}"'
             )
             return self._send(403, status_body(403, "Forbidden", message))
-        if not upgrade_to_websocket(self):
+        supported = self.fake.exec_protocols
+        protocol = negotiate(self.headers.get("Sec-WebSocket-Protocol", ""), supported)
+        if protocol is None:
+            return self._send(400, status_body(400, "BadRequest", unsupported_protocols(self, supported)))
+        if not upgrade_to_websocket(self, protocol):
             return self._send(400, status_body(400, "BadRequest", "exec needs a websocket upgrade"))
+        self.fake.negotiated.append(protocol)
         container = query.get("container", [""])[0]
         command = query.get("command", [])
         fake = self.fake

@@ -10,9 +10,19 @@ HTTP status and the API server's own message (`HTTP 403: pods "x" is forbidden: 
   not something the suite takes over silently on a cluster that is not only its own.
 - Waiting is list-then-watch, the pattern of client-go's informers: list (a complete, consistent state), judge,
   watch from the list's resourceVersion and judge again after every event; when a watch ends (the server closes
-  it at timeoutSeconds) or has expired (410 Gone), list again. Nothing sleeps.
-- Exec goes over the API's websocket (v4.channel.k8s.io); the probe batch is an argument, so no stdin half-close
-  is needed (old API servers do not forward it). The exit status comes from the Status on channel 3.
+  it at timeoutSeconds) or cannot be served from that resourceVersion, list again. The watch cache says the
+  latter with HTTP 200 and one ERROR event holding a Status (cacher newErrWatcher): 410 Expired ("too old
+  resource version"), or 504 with the ResourceVersionTooLarge cause (its cache is behind the list's). An ERROR
+  with another code ends the wait in one line. Nothing sleeps, except as long as a Status's retryAfterSeconds asks.
+- Exec goes over the API's websocket (v5.channel.k8s.io from Kubernetes 1.30, v4.channel.k8s.io before); the
+  probe batch is an argument, so no stdin half-close is needed (old API servers do not forward it). The exit
+  status comes from the Status on channel 3. Every exec has a wall-clock bound (kubeclient.run_exec): the
+  timeout config's `command` unless the caller gives one.
+- The client's calls are those of kubernetes 37 (pyproject.toml declares the range; `tox -e kubefloor` runs the
+  tests on its lower bound): ApiClient.param_serialize and call_api(method, url, headers, body, post_params,
+  _request_timeout), and kubernetes.stream for exec. Watches are read here, line by line, rather than through
+  kubernetes.watch: its ERROR handling looks up `raw_object`, which it sets only when it deserializes every
+  object into the client's models.
 """
 
 from __future__ import annotations
@@ -21,24 +31,28 @@ import datetime
 import json
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from conformance.backends.base import BackendError
 from conformance.backends.kind.describe import describe_pod, event_line, pod_line
 from conformance.backends.kind.runner import CommandError, Pending, Result, Runner
 from conformance.kubeclient import (
+    ExecDropped,
+    ExecRefused,
     api_reason,
-    finish_exec,
     first_line,
-    handshake_reason,
     load_configuration,
-    open_exec,
+    run_exec,
+    status_message,
 )
 
 FIELD_MANAGER = "mesh-inbound-conformance"
 WATCH_ROUND_SECONDS = 60
 """How long one watch request may stay open before it is listed and watched again."""
+RELIST_CODES = (410, 504)
+"""The codes of a watch's ERROR event after which the wait lists again: 410 Expired (the resourceVersion is older
+than the watch cache's window) and 504 (the cache has not reached it yet: "Too large resource version")."""
 
 # Where each kind the world deploys lives in the API: (path prefix, plural, namespaced).
 _RESOURCES: dict[str, tuple[str, str, bool]] = {
@@ -381,19 +395,18 @@ class KubeApi:
 
     # --- waiting ---------------------------------------------------------------------------------------
 
-    def _watch_until(
-        self, path: str, list_fn: str, namespace: str, judge: Judge, timeout: float, quiet: bool = False, **select: str
-    ) -> Any:
+    def _watch_until(self, path: str, judge: Judge, timeout: float, quiet: bool = False, **select: str) -> Any:
         """The objects, once `judge` is content with them; ApiError when `timeout` runs out (`quiet`: the objects).
 
         List and judge; watch from the list's resourceVersion and judge after each event; list again when the
-        watch ends (timeoutSeconds) or has expired (410 Gone).
+        watch ends (timeoutSeconds) or cannot go on from that resourceVersion (RELIST_CODES, as an ERROR event or
+        as the HTTP status of the watch request).
         """
-        from kubernetes import client, watch
         from kubernetes.client.exceptions import ApiException
 
         deadline = time.monotonic() + timeout
         query = [(k, v) for k, v in (("fieldSelector", select.get("field_selector", "")),) if v]
+        ended = ""  # how the last watch ended, when the API server ended it with an error
         while True:
             listing = self._get_json(path, query)
             objects = {o["metadata"]["name"]: o for o in listing.get("items", [])}
@@ -404,46 +417,88 @@ class KubeApi:
             if remaining <= 0:
                 if quiet:  # the caller only wanted to wait this long: the objects as they are now
                     return list(objects.values())
-                raise ApiError(f"not done after {timeout:g} s: {reason}")
+                raise ApiError(f"not done after {timeout:g} s: {reason}" + (f" ({ended})" if ended else ""))
             seconds = max(1, min(int(remaining + 0.999), WATCH_ROUND_SECONDS))
-            api = client.CoreV1Api(self._client()) if list_fn.endswith("_pod") else client.AppsV1Api(self._client())
-            watcher = watch.Watch()  # type: ignore[no-untyped-call]
+            version = str(listing.get("metadata", {}).get("resourceVersion") or "")
+            watch = [*query, ("watch", "true"), *([("resourceVersion", version)] if version else [])]
+            watch.append(("timeoutSeconds", str(seconds)))
             try:
-                for event in watcher.stream(  # type: ignore[no-untyped-call]
-                    getattr(api, list_fn),
-                    namespace,
-                    resource_version=listing.get("metadata", {}).get("resourceVersion"),
-                    timeout_seconds=seconds,
-                    deserialize=False,
-                    _request_timeout=seconds + 15,
-                    **select,
-                ):
-                    obj = event.get("object") or {}
-                    name = obj.get("metadata", {}).get("name")
-                    if name is None:
-                        continue
-                    if event.get("type") == "DELETED":
-                        objects.pop(name, None)
-                    else:
-                        objects[name] = obj
-                    if judge(list(objects.values())) is None:
-                        watcher.stop()  # type: ignore[no-untyped-call]
-                        return list(objects.values())
+                error = self._watch(path, watch, seconds + 15, objects, judge)
             except ApiException as err:
-                if err.status != 410:  # Gone: the resourceVersion expired, list again
+                if err.status not in RELIST_CODES:
                     raise
+                error = {"code": err.status, "message": status_message(err.body) or str(err.reason)}
+            if error is None:
+                if judge(list(objects.values())) is None:
+                    return list(objects.values())
+                ended = ""
+                continue
+            code = int(error.get("code") or 0)
+            message = first_line(str(error.get("message") or error.get("reason") or "no message"))
+            if code not in RELIST_CODES:
+                raise ApiError(f"the watch of {path} ended with HTTP {code}: {message}", code)
+            ended = f"the API server ended the last watch with HTTP {code}: {message}"
+            retry = float((error.get("details") or {}).get("retryAfterSeconds") or 0)
+            if retry > 0:
+                time.sleep(min(retry, max(deadline - time.monotonic(), 0)))
+
+    def _watch(
+        self,
+        path: str,
+        query: Sequence[tuple[str, str]],
+        timeout: float,
+        objects: dict[str, dict[str, Any]],
+        judge: Judge,
+    ) -> dict[str, Any] | None:
+        """One watch request: apply its events to `objects` until `judge` is content or the stream ends.
+
+        None when it ended (or the judge is content); the Status of an ERROR event, which ends a watch.
+        """
+        from kubernetes.client.exceptions import ApiException
+
+        client = self._client()
+        serialized = client.param_serialize(
+            "GET",
+            path,
+            query_params=list(query),
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        response = client.call_api(*serialized, _request_timeout=timeout)
+        raw = response.response  # the urllib3 response, not read yet: the events arrive as it streams
+        try:
+            if not 200 <= response.status <= 299:
+                data = response.read() or b""
+                raise ApiException.from_response(http_resp=response, body=data.decode(errors="replace"), data=None)
+            for line in _lines(raw.stream(None, decode_content=True)):
+                event = json.loads(line)
+                obj = event.get("object") or {}
+                if event.get("type") == "ERROR":
+                    return dict(obj)
+                name = obj.get("metadata", {}).get("name")
+                if name is None or event.get("type") == "BOOKMARK":
+                    continue
+                if event.get("type") == "DELETED":
+                    objects.pop(name, None)
+                else:
+                    objects[name] = obj
+                if judge(list(objects.values())) is None:
+                    return None
+        finally:  # as kubernetes.watch does: an unread rest must not go back to the pool with its connection
+            raw.close()
+            raw.release_conn()
+        return None
 
     def rollout(self, namespace: str, kind: str, name: str, timeout: float, what: str) -> None:
         """Wait until a Deployment or DaemonSet has rolled out (`kubectl rollout status`), by watching it."""
         path = f"/apis/apps/v1/namespaces/{namespace}/{kind}s"
-        list_fn = "list_namespaced_deployment" if kind == "deployment" else "list_namespaced_daemon_set"
 
         def judge(items: list[dict[str, Any]]) -> str | None:
             return rollout_reason(kind, next((i for i in items if i["metadata"]["name"] == name), None))
 
         short = "deploy" if kind == "deployment" else "ds"
         self._call(
-            lambda: self._watch_until(path, list_fn, namespace, judge, timeout, field_selector=f"metadata.name={name}"),
+            lambda: self._watch_until(path, judge, timeout, field_selector=f"metadata.name={name}"),
             what=what,
             kubectl=["-n", namespace, "rollout", "status", f"{short}/{name}", f"--timeout={int(timeout)}s"],
             request=f"GET {path}?fieldSelector=metadata.name={name}, then watch",
@@ -456,8 +511,6 @@ class KubeApi:
         def watch() -> Any:
             items = self._watch_until(
                 path,
-                "list_namespaced_pod",
-                namespace,
                 judge,
                 seconds,
                 quiet=True,
@@ -477,7 +530,7 @@ class KubeApi:
         """Watch the namespace's pods until `judge` is content; the pods it judged."""
         path = f"/api/v1/namespaces/{namespace}/pods"
         items = self._call(
-            lambda: self._watch_until(path, "list_namespaced_pod", namespace, judge, timeout),
+            lambda: self._watch_until(path, judge, timeout),
             what=what,
             kubectl=["-n", namespace, "get", "pods", "-o", "json", "--watch"],
             request=f"GET {path}, then watch",
@@ -487,21 +540,20 @@ class KubeApi:
     # --- exec ------------------------------------------------------------------------------------------
 
     def _exec(self, namespace: str, pod: str, container: str, command: Sequence[str], timeout: float) -> Result:
-        from kubernetes import client
-
-        # An exec has a client of its own, closed with it: kubernetes.stream swaps a client's `request` for a
-        # websocket call while the exec runs, and execs run side by side (one thread each).
-        with client.ApiClient(self._configured()) as own:
-            try:
-                ws = open_exec(client.CoreV1Api(own), namespace, pod, container, command, timeout)
-            except Exception as err:  # the client wraps every handshake failure in ApiException(status=0)
-                code, reason = handshake_reason(err)
-                if code == 404:
-                    raise ApiError(f"pod {namespace}/{pod} is gone ({reason})", 404) from None
-                raise ApiError(f"exec in {namespace}/{pod} refused: {reason}", code or 0) from None
-            out = finish_exec(ws, timeout)
+        """The exec, bounded by `timeout` however the connection behaves (kubeclient.run_exec); one line if not."""
+        try:
+            out = run_exec(self._configured(), namespace, pod, container, command, timeout)
+        except ExecRefused as err:
+            if err.code == 404:
+                raise ApiError(f"pod {namespace}/{pod} is gone ({err.reason})", 404) from None
+            raise ApiError(f"exec in {namespace}/{pod} refused: {err.reason}", err.code or 0) from None
+        except ExecDropped as err:
+            raise ApiError(
+                f"exec in {namespace}/{pod}: the connection to the API server dropped before the command ended "
+                f"({err.reason})"
+            ) from None
         if not out.finished:
-            raise ApiError(f"exec in {namespace}/{pod} did not finish within {timeout:.0f} s")
+            raise ApiError(f"exec in {namespace}/{pod} did not finish within {timeout:g} s")
         return Result(tuple(command), _exit_code(out.status), out.stdout, out.stderr or _failure_message(out.status))
 
     def exec(
@@ -645,6 +697,19 @@ class KubeApi:
             request=f"GET /api/v1/namespaces/{namespace}/pods/{pod} and its events",
         )
         return str(text or "")
+
+
+def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    """The lines of a watch's body as its chunks arrive (an event may span chunks, a chunk hold several)."""
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            if line.strip():
+                yield line.decode("utf-8", errors="replace")
+    if pending.strip():
+        yield pending.decode("utf-8", errors="replace")
 
 
 def _exec_request(namespace: str, pod: str, container: str) -> str:
