@@ -548,8 +548,9 @@ class ConformanceRun:
     def check_switch(self, case: ConformanceCase) -> None:
         """Passthrough -> legacy -> passthrough on one install; after each switch the profile's cells hold.
 
-        Scheduled after the other sidecar tests (ambient's come last): when the legacy tests have already switched the mesh (current mode legacy), the first
-        leg is done and only the way back costs a switch; run alone, the test makes both switches itself.
+        Scheduled after the other sidecar tests (ambient's come last): when the legacy tests have already switched
+        the mesh (current mode legacy), the first leg is done and only the way back costs a switch; run alone, the
+        test makes both switches itself.
         Observations are fresh, made after the switch.
         """
         legs: tuple[Profile, ...] = (Profile.LEGACY, Profile.PASSTHROUGH)
