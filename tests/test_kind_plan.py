@@ -209,6 +209,7 @@ CASES: dict[str, tuple[str, ...]] = {
         "default",
     ),
     "variant-unknown": ("--backend", "kind", "--istio-version", "1.24.0", "--istio-variant", "slim"),
+    "variant-distroless-precheck": ("--backend", "kind", "--istio-version", "1.10.6", "--istio-variant", "distroless"),
     "ambient-only": ("--backend", "kind", "--istio-version", "1.31.1", "--profile", "baseline,ambient"),
 }
 # Every matrix row's plan: the rows whose release is not a case above get one of their own.
@@ -231,6 +232,7 @@ PRINTED = [
         "emulated-plan",
         "no-istio-version",
         "variant-unknown",
+        "variant-distroless-precheck",
     )
 ]
 
@@ -715,6 +717,11 @@ def test_plan_creates_nothing(plans: dict[str, Plan], name: str) -> None:
         (
             "variant-unknown",
             "ERROR: --istio-variant 'slim': expected default or distroless (HUB/NAME:TAG, or HUB/NAME:TAG-distroless)",
+        ),
+        (
+            "variant-distroless-precheck",
+            "ERROR: --istio-variant distroless: the localhost precheck of Istio 1.10.6 runs `ss` in istio-proxy, "
+            "which a distroless proxy lacks (istioctl then skips the pod): use the default variant",
         ),
         (
             "versions-disagree",
