@@ -70,7 +70,8 @@ INTERRUPTS = pytest.StashKey[Interrupts]()
 CASE_OF = pytest.StashKey[tuple[ConformanceCase, Profile]]()
 AMBIENT_MESH_SETTING = Profile.LEGACY
 """The mesh-wide inbound setting while ambient cells run: LOCALHOST (legacy), present and changing nothing
-(probes-ambient.md §2 "No override"); the run order puts ambient right after legacy, so it costs no switch."""
+(probes-ambient.md §2 "No override"). Ambient runs last, after the legacy round trip: on kind it has an install of
+its own (the ambient profile), made once and never left."""
 
 
 # --- options ---------------------------------------------------------------------------------------------
@@ -321,9 +322,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if not suite:
         return
 
-    def key(item: pytest.Item) -> tuple[int, int]:
+    def key(item: pytest.Item) -> tuple[bool, int, int]:
         case_, prof = item.stash[CASE_OF]
-        return (1 if case_.part == "switch" else 0, order.index(prof))
+        return (prof is Profile.AMBIENT, 1 if case_.part == "switch" else 0, order.index(prof))
 
     suite_ids = {id(i) for i in suite}
     others = [i for i in items if id(i) not in suite_ids]
@@ -384,12 +385,11 @@ class ConformanceSession:
         self.shown_pods: set[str] = set()
 
     def switch(self, profile: Profile) -> None:
-        """Put the mesh in the profile's mode (baseline servers are unaffected by the mode)."""
+        """Put the mesh in the profile's install and mode (baseline servers are unaffected by either)."""
         # Ambient runs with the mesh in LOCALHOST mode, which must change nothing there (AMBIENT_MESH_SETTING).
         target = AMBIENT_MESH_SETTING if profile is Profile.AMBIENT else profile
-        if target in MESH_PROFILES and self.cluster.inbound_mode != target.value:
-            start = time.perf_counter()
-            self.cluster.set_inbound_mode(target.value)
+        start = time.perf_counter()
+        if target in MESH_PROFILES and self.cluster.use_profile(profile.value, target.value):
             self.report.timings["profile_switches"] = self.report.timings.get("profile_switches", 0.0) + (
                 time.perf_counter() - start
             )
@@ -548,8 +548,9 @@ class ConformanceRun:
     def check_switch(self, case: ConformanceCase) -> None:
         """Passthrough -> legacy -> passthrough on one install; after each switch the profile's cells hold.
 
-        Scheduled last: when the legacy tests have already switched the mesh (current mode legacy), the first
-        leg is done and only the way back costs a switch; run alone, the test makes both switches itself.
+        Scheduled after the other sidecar tests (ambient's come last): when the legacy tests have already switched
+        the mesh (current mode legacy), the first leg is done and only the way back costs a switch; run alone, the
+        test makes both switches itself.
         Observations are fresh, made after the switch.
         """
         legs: tuple[Profile, ...] = (Profile.LEGACY, Profile.PASSTHROUGH)

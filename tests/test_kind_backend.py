@@ -134,26 +134,29 @@ WAIT_WORKLOADS_AMBIENT = [
 # the injected namespace's workloads restart to get proxies with the new settings; mic-baseline is left alone.
 RESTART_MESH = [WAIT_ISTIOD, "kubectl -n mic-mesh rollout restart deploy", *WAIT_WORKLOADS]
 CONFIG_DUMP = "pilot-agent request GET config_dump?resource=dynamic_active_clusters&mask=cluster.name"
+# The pod's listeners, read in the echo container (any container of the pod sees its network namespace): a distroless
+# proxy has no `ss`.
+LISTENERS = "cat /proc/net/tcp /proc/net/tcp6"
 # Before a precheck: no pod of the run's namespaces may still be Terminating (istioctl 1.10 would check it too).
 NO_TERMINATING = ["kubectl -n mic-baseline get pods -o json --watch", "kubectl -n mic-mesh get pods -o json --watch"]
 CROSS_CHECK = [
-    "kubectl -n mic-mesh exec echo-none-5d9c8b7f6-7ml2z -c istio-proxy -- ss -ltnH",
+    f"kubectl -n mic-mesh exec echo-none-5d9c8b7f6-7ml2z -c echo -- {LISTENERS}",
     f"kubectl -n mic-mesh exec echo-none-5d9c8b7f6-7ml2z -c istio-proxy -- {CONFIG_DUMP}",
-    "kubectl -n mic-mesh exec echo-localhost-5d9c8b7f6-9wsgv -c istio-proxy -- ss -ltnH",
+    f"kubectl -n mic-mesh exec echo-localhost-5d9c8b7f6-9wsgv -c echo -- {LISTENERS}",
     f"kubectl -n mic-mesh exec echo-localhost-5d9c8b7f6-9wsgv -c istio-proxy -- {CONFIG_DUMP}",
-    "kubectl -n mic-mesh exec echo-instance-5d9c8b7f6-mc4z2 -c istio-proxy -- ss -ltnH",
+    f"kubectl -n mic-mesh exec echo-instance-5d9c8b7f6-mc4z2 -c echo -- {LISTENERS}",
     f"kubectl -n mic-mesh exec echo-instance-5d9c8b7f6-mc4z2 -c istio-proxy -- {CONFIG_DUMP}",
-    "kubectl -n mic-mesh exec echo-localhost-cross-5d9c8b7f6-594gz -c istio-proxy -- ss -ltnH",
+    f"kubectl -n mic-mesh exec echo-localhost-cross-5d9c8b7f6-594gz -c echo -- {LISTENERS}",
     f"kubectl -n mic-mesh exec echo-localhost-cross-5d9c8b7f6-594gz -c istio-proxy -- {CONFIG_DUMP}",
-    "kubectl -n mic-mesh exec echo-instance-cross-5d9c8b7f6-r5946 -c istio-proxy -- ss -ltnH",
+    f"kubectl -n mic-mesh exec echo-instance-cross-5d9c8b7f6-r5946 -c echo -- {LISTENERS}",
     f"kubectl -n mic-mesh exec echo-instance-cross-5d9c8b7f6-r5946 -c istio-proxy -- {CONFIG_DUMP}",
-    "kubectl -n mic-mesh exec echo-empty-5d9c8b7f6-c5nbc -c istio-proxy -- ss -ltnH",
+    f"kubectl -n mic-mesh exec echo-empty-5d9c8b7f6-c5nbc -c echo -- {LISTENERS}",
     f"kubectl -n mic-mesh exec echo-empty-5d9c8b7f6-c5nbc -c istio-proxy -- {CONFIG_DUMP}",
-    "kubectl -n mic-mesh exec echo-unlisted-5d9c8b7f6-45czv -c istio-proxy -- ss -ltnH",
+    f"kubectl -n mic-mesh exec echo-unlisted-5d9c8b7f6-45czv -c echo -- {LISTENERS}",
     f"kubectl -n mic-mesh exec echo-unlisted-5d9c8b7f6-45czv -c istio-proxy -- {CONFIG_DUMP}",
-    "kubectl -n mic-mesh exec probe-rewrite-5d9c8b7f6-7l5nn -c istio-proxy -- ss -ltnH",
+    f"kubectl -n mic-mesh exec probe-rewrite-5d9c8b7f6-7l5nn -c echo -- {LISTENERS}",
     f"kubectl -n mic-mesh exec probe-rewrite-5d9c8b7f6-7l5nn -c istio-proxy -- {CONFIG_DUMP}",
-    "kubectl -n mic-mesh exec probe-norewrite-5d9c8b7f6-xggc4 -c istio-proxy -- ss -ltnH",
+    f"kubectl -n mic-mesh exec probe-norewrite-5d9c8b7f6-xggc4 -c echo -- {LISTENERS}",
     f"kubectl -n mic-mesh exec probe-norewrite-5d9c8b7f6-xggc4 -c istio-proxy -- {CONFIG_DUMP}",
 ]
 # What the suite's checker finds in the fake's world: the loopback listeners on ports with an inbound cluster. Every
@@ -409,16 +412,16 @@ def test_istio_1_31_ipv6_switches_with_the_mesh_config_overlay(fakes: Fakes) -> 
     world = World.for_mesh(IpFamily.IPV6, istio_capabilities("1.31.1"))
     assert world.ambient
     cluster.up(world.manifests())
-    up = kind_up("1.31.1", NODE_1_36, release_install("1.31.1", "ambient.yaml"), create=CREATE_V6)
-    up[6:6] = WAIT_AMBIENT  # after istiod: the ambient profile's DaemonSets
+    # The sidecar profiles run first, on the install a sidecar user has: the minimal profile, no ambient overlay.
+    up = kind_up("1.31.1", NODE_1_36, release_install("1.31.1"), create=CREATE_V6)
     up[-len(WAIT_WORKLOADS) :] = WAIT_WORKLOADS_AMBIENT
     assert fakes.commands() == up
     assert cluster.pod_ip(PodRef("mic-ambient", "client")) == "fd00:10:244::1f"
     enrolled = cluster.pod_names[PodRef("mic-ambient", "echo-none")]
     cluster.set_inbound_mode("legacy")
-    legacy = release_install("1.31.1", "ambient.yaml", "legacy-mesh-config.yaml")
-    # Only the injected namespace restarts: ambient pods have no proxy to pick up the new settings.
-    restart = [WAIT_ISTIOD, *WAIT_AMBIENT, "kubectl -n mic-mesh rollout restart deploy", *WAIT_WORKLOADS_AMBIENT]
+    legacy = release_install("1.31.1", "legacy-mesh-config.yaml")
+    # Only the injected namespace restarts: the enrolled pods have no proxy to pick up the new settings.
+    restart = [WAIT_ISTIOD, "kubectl -n mic-mesh rollout restart deploy", *WAIT_WORKLOADS_AMBIENT]
     assert fakes.commands() == [*up, legacy, *restart]
     assert cluster.pod_ip(PodRef("mic-mesh", "echo-none")) == "fd00:10:244::20"  # restarted: new pod, new IP
     assert cluster.pod_names[PodRef("mic-ambient", "echo-none")] == enrolled
@@ -446,17 +449,13 @@ def test_custom_build_sets_hub_tag_values_pull_policy_and_loads_its_images(fakes
         "kind load image-archive <work>/image-0.tar --name mic",
         f"docker save --platform linux/amd64 --output <work>/image-1.tar {hub}/proxyv2:{tag}",
         "kind load image-archive <work>/image-1.tar --name mic",
-        f"istioctl install -y -f <repo>/fixtures/mesh/base.yaml -f <repo>/fixtures/mesh/ambient.yaml "
-        f"-f {values} {custom}",
+        f"istioctl install -y -f <repo>/fixtures/mesh/base.yaml -f {values} {custom}",
         WAIT_ISTIOD,
-        *WAIT_AMBIENT,
         APPLY,
         *WAIT_WORKLOADS,
-        f"istioctl install -y -f <repo>/fixtures/mesh/base.yaml -f <repo>/fixtures/mesh/ambient.yaml "
-        f"-f <repo>/fixtures/mesh/legacy-mesh-config.yaml -f {values} {custom}",
-        *RESTART_MESH[:1],
-        *WAIT_AMBIENT,
-        *RESTART_MESH[1:],
+        f"istioctl install -y -f <repo>/fixtures/mesh/base.yaml -f <repo>/fixtures/mesh/legacy-mesh-config.yaml "
+        f"-f {values} {custom}",
+        *RESTART_MESH,
     ]
     assert cluster.mesh_info() == {
         "name": "istio",
@@ -653,6 +652,7 @@ def test_kubeconfig_backend_needs_ztunnel_for_the_ambient_profile(fakes: Fakes, 
 def test_diagnostics_of_enrolled_pods_include_ztunnel_and_istio_cni_logs(fakes: Fakes) -> None:
     cluster = fakes.cluster("1.31.1")
     cluster.up(World.for_mesh(IpFamily.IPV4, istio_capabilities("1.31.1")).manifests())
+    cluster.use_profile("ambient", "legacy")  # the ambient tests run on the ambient profile's install
     fakes.clear()
     out = cluster.diagnostics([PodRef("mic-ambient", "echo-none")])
     # Every pod of the DaemonSet, each container (the fake node runs one of each).
@@ -1139,10 +1139,10 @@ def test_precheck_that_checked_nothing_says_so(live: tuple[Fakes, KubeCluster]) 
     assert len(run.warnings) == 11
 
 
-def test_precheck_cross_check_skipped_when_ss_fails(live: tuple[Fakes, KubeCluster]) -> None:
+def test_precheck_cross_check_skipped_when_the_listeners_cannot_be_read(live: tuple[Fakes, KubeCluster]) -> None:
     fakes, cluster = live
     fakes.env["FAKE_PRECHECK_DIR"] = str(PRECHECK_DATA / "1.10-findings")
-    fakes.api.exec_fail["ss -ltnH"] = (127, 'OCI runtime exec failed: exec: "ss": executable file not found in $PATH')
+    fakes.api.exec_fail[LISTENERS] = (1, "cat: can't open '/proc/net/tcp': Permission denied")
     run = cluster.precheck("mic-mesh")
     skipped = [
         f"cross-check skipped for {app}.mic-mesh: could not read its listeners or clusters"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import subprocess
 import sys
 import textwrap
@@ -48,6 +49,16 @@ BY_HAND = "#   by hand: "
 ARCHIVE = "<tmp>/mic-kind-mic"  # where --load-image archives are saved
 TOOLS = "<cache>/mesh-inbound-conformance/tools"
 CUSTOM_HUB, CUSTOM_TAG = "ghcr.io/example/istio", "1.31.1-dev.7"
+PERMISSIVE_MIC_AMBIENT = {
+    "apiVersion": "security.istio.io/v1beta1",
+    "kind": "PeerAuthentication",
+    "metadata": {
+        "name": "mic-permissive",
+        "namespace": "mic-ambient",
+        "labels": {"app.kubernetes.io/part-of": "mesh-inbound-conformance"},
+    },
+    "spec": {"mtls": {"mode": "PERMISSIVE"}},
+}
 
 # Every manifest the backend applies, in order (the same for both families), as (kind, namespace/name).
 APPLIED = [
@@ -174,6 +185,32 @@ CASES: dict[str, tuple[str, ...]] = {
     "emulated-plan": ("--backend", "emulated", "--plan"),
     "no-istio-version": ("--backend", "kind"),
     "1.31.1-ipv6": ("--backend", "kind", "--istio-version", "1.31.1", "--ip-family", "ipv6"),  # ambient, IPv6
+    # Issue 20, item 9: a custom build of an ambient release needs the distroless images the ambient profile pulls.
+    "custom-1.24": (
+        "--backend",
+        "kind",
+        "--istio-version",
+        "1.24.0",
+        "--istio-hub",
+        "ghcr.io/you/istio",
+        "--istio-tag",
+        "1.24.0-fix.1",
+    ),
+    "custom-1.24-default-variant": (
+        "--backend",
+        "kind",
+        "--istio-version",
+        "1.24.0",
+        "--istio-hub",
+        "ghcr.io/you/istio",
+        "--istio-tag",
+        "1.24.0-fix.1",
+        "--istio-variant",
+        "default",
+    ),
+    "variant-unknown": ("--backend", "kind", "--istio-version", "1.24.0", "--istio-variant", "slim"),
+    "variant-distroless-precheck": ("--backend", "kind", "--istio-version", "1.10.6", "--istio-variant", "distroless"),
+    "ambient-only": ("--backend", "kind", "--istio-version", "1.31.1", "--profile", "baseline,ambient"),
 }
 # Every matrix row's plan: the rows whose release is not a case above get one of their own.
 ROW_CASES = {
@@ -187,7 +224,16 @@ CASES.update(ROW_CASES)
 PRINTED = [
     name
     for name in CASES
-    if name not in ("unreleased-no-istioctl", "out-of-range", "versions-disagree", "emulated-plan", "no-istio-version")
+    if name
+    not in (
+        "unreleased-no-istioctl",
+        "out-of-range",
+        "versions-disagree",
+        "emulated-plan",
+        "no-istio-version",
+        "variant-unknown",
+        "variant-distroless-precheck",
+    )
 ]
 
 
@@ -368,7 +414,8 @@ def test_plan_1_9_is_legacy_only_and_prechecks_with_istioctl_1_10(plans: dict[st
             f"{kubectl} -n istio-system rollout status deploy/istiod --timeout=120s",
             *workloads(kubectl),
             f"{TOOLS}/istioctl/1.10.6/istioctl x precheck {KC}",
-            f"{kubectl} -n mic-mesh exec echo-none-plan -c istio-proxy -- ss -ltnH",
+            # The cross-check's listeners, from /proc in the echo container: no `ss` in a distroless proxy.
+            f"{kubectl} -n mic-mesh exec echo-none-plan -c echo -- cat /proc/net/tcp /proc/net/tcp6",
             f"{kind} delete cluster --name mic",
         ],
     )
@@ -419,7 +466,25 @@ def test_plan_1_21_has_no_switch_and_no_precheck(plans: dict[str, Plan]) -> None
     assert len([c for c in plan.commands if " install " in c]) == 1
 
 
+def to_ambient(kubectl: str) -> list[str]:
+    """After the ambient install: its DaemonSets, then every meshed and enrolled workload restarted and waited for."""
+    return [
+        f"{kubectl} -n istio-system rollout status deploy/istiod --timeout=120s",
+        f"{kubectl} -n istio-system rollout status ds/istio-cni-node --timeout=120s",
+        f"{kubectl} -n istio-system rollout status ds/ztunnel --timeout=120s",
+        f"{kubectl} -n mic-mesh rollout restart deploy",
+        f"{kubectl} -n mic-ambient rollout restart deploy",
+        f"{kubectl} -n mic-ambient rollout status deploy/client --timeout=120s",
+        f"{kubectl} -n mic-ambient get pods -o json --watch",
+    ]
+
+
 def test_plan_1_31_switches_with_the_mesh_config(plans: dict[str, Plan]) -> None:
+    """The sidecar profiles on the minimal profile (what sidecar users run), then ambient on the ambient profile.
+
+    Ambient comes last, after the legacy round trip, in LOCALHOST mode (the run's AMBIENT_MESH_SETTING), so its
+    install is made once and never left (issue 20, item 16).
+    """
     plan = plans["1.31.1"]
     assert plan.returncode == 0
     kind, kubectl, istioctl = tools("v0.32.0", "1.31.1")
@@ -427,27 +492,37 @@ def test_plan_1_31_switches_with_the_mesh_config(plans: dict[str, Plan]) -> None
         plan.commands,
         [
             *create(kind, NODE_1_36),
-            install(istioctl, "1.31.1", "ambient.yaml"),
-            f"{kubectl} -n istio-system rollout status ds/istio-cni-node --timeout=120s",
-            f"{kubectl} -n istio-system rollout status ds/ztunnel --timeout=120s",
+            install(istioctl, "1.31.1"),
             *workloads(kubectl),
+            install(istioctl, "1.31.1", "legacy-mesh-config.yaml"),
+            *switch(kubectl),
+            install(istioctl, "1.31.1"),
+            *switch(kubectl),
             install(istioctl, "1.31.1", "ambient.yaml", "legacy-mesh-config.yaml"),
-            *switch(kubectl),
-            install(istioctl, "1.31.1", "ambient.yaml"),
-            *switch(kubectl),
+            *to_ambient(kubectl),
+            # The enrolled client probes on the ambient install: its requests are the ones that go through ztunnel.
+            f"{kubectl} -n mic-ambient exec client-plan -c echo -- python3 /app/echo.py probe --batch ",
+            f"{kubectl} get --raw "
+            "'/api/v1/namespaces/mic-ambient/pods/echo-none-plan:19000/proxy/requests?id=plan-client-mic-ambient'",
             f"{kind} delete cluster --name mic",
         ],
     )
+    installs = [c for c in plan.commands if " install -y " in c]
+    assert len(installs) == 4
+    assert [("ambient.yaml" in c) for c in installs] == [False, False, False, True]
+    # istio-cni and ztunnel are waited for on the ambient install only; nothing enrolled restarts before it.
+    first_ambient = plan.commands.index(installs[-1])
+    assert all(
+        i > first_ambient for i, c in enumerate(plan.commands) if " ds/" in c or "mic-ambient rollout restart" in c
+    )
     assert precheck_commands(plan) == []
     assert not [c for c in plan.commands if "legacy-pilot-env" in c]
-    # The enrolled client probes too: its requests are the ones that go through ztunnel.
-    in_order(
-        plan.commands,
-        [
-            f"{kubectl} -n mic-mesh exec client-plan -c echo -- python3 /app/echo.py probe --batch ",
-            f"{kubectl} -n mic-ambient exec client-plan -c echo -- python3 /app/echo.py probe --batch ",
-        ],
-    )
+    assert (
+        "installs: the sidecar profiles on istioctl's minimal profile (-f base.yaml: what sidecar users run, "
+        "istio-init and default images), then ambient on its own install, the ambient profile "
+        "(-f base.yaml -f ambient.yaml: istio-cni, ztunnel), after every sidecar test"
+    ) in plan.notes
+    assert "install switch: sidecar -> ambient install, inbound legacy" in plan.notes
     assert not [c for c in plans["1.21.6"].commands if "mic-ambient" in c]  # no ambient before 1.22
 
 
@@ -516,18 +591,25 @@ def test_plan_custom_build(plans: dict[str, Plan]) -> None:
             f"{kind} load image-archive <tmp>/mic-kind-mic/image-0.tar --name mic",
             f"docker save --platform linux/amd64 --output {ARCHIVE}/image-1.tar {CUSTOM_HUB}/proxyv2:{CUSTOM_TAG}",
             f"{kind} load image-archive <tmp>/mic-kind-mic/image-1.tar --name mic",
-            f"{istioctl} install -y -f <repo>/fixtures/mesh/base.yaml -f <repo>/fixtures/mesh/ambient.yaml "
-            f"-f <root>/values.yaml {custom}",
+            f"{istioctl} install -y -f <repo>/fixtures/mesh/base.yaml -f <root>/values.yaml {custom}",
             *workloads(kubectl),
-            f"{istioctl} install -y -f <repo>/fixtures/mesh/base.yaml -f <repo>/fixtures/mesh/ambient.yaml "
+            f"{istioctl} install -y -f <repo>/fixtures/mesh/base.yaml "
             f"-f <repo>/fixtures/mesh/legacy-mesh-config.yaml -f <root>/values.yaml {custom}",
             *switch(kubectl),
+            f"{istioctl} install -y -f <repo>/fixtures/mesh/base.yaml -f <repo>/fixtures/mesh/ambient.yaml "
+            f"-f <repo>/fixtures/mesh/legacy-mesh-config.yaml -f <root>/values.yaml {custom}",
+            *to_ambient(kubectl),
             f"{kind} delete cluster --name mic",
         ],
     )
     assert plan.notes[0] == (
         f"kind backend: Istio 1.31.1 (custom build {CUSTOM_HUB}:{CUSTOM_TAG}), ipv4, matrix row istio-current"
     )
+    # The loaded images are the default variant: the ambient install's distroless ones come from the hub.
+    distroless = [
+        f"{CUSTOM_HUB}/{name}:{CUSTOM_TAG}-distroless" for name in ("pilot", "proxyv2", "install-cni", "ztunnel")
+    ]
+    assert f"not among --load-image, so the node pulls them from {CUSTOM_HUB}: {', '.join(distroless)}" in plan.notes
 
 
 def test_plan_kubeconfig_backend_runs_no_kind_and_no_docker(plans: dict[str, Plan]) -> None:
@@ -575,13 +657,23 @@ def test_plan_prints_every_manifest_as_yaml_fed_to_server_side_apply(plans: dict
     ambient = Version(version) >= Version("1.22")
     applied = APPLIED
     if ambient:
-        applied = [*APPLIED[:2], ("Namespace", "mic-ambient"), *APPLIED[2:], *AMBIENT_PROBE_APPLIED, *AMBIENT_APPLIED]
+        applied = [
+            *APPLIED[:2],
+            ("Namespace", "mic-ambient"),
+            ("PeerAuthentication", "mic-ambient/mic-permissive"),
+            *APPLIED[2:],
+            *AMBIENT_PROBE_APPLIED,
+            *AMBIENT_APPLIED,
+        ]
     if Version(version) >= Version("1.15"):
         assert [
             (d["kind"], "/".join(filter(None, [d["metadata"].get("namespace"), d["metadata"]["name"]]))) for d in docs
         ] == applied
     world = dataclasses.replace(World.for_mesh(family, istio_capabilities(version)), image=image)
-    assert docs == [dict(m) for m in world.manifests()]
+    expected = [dict(m) for m in world.manifests()]
+    if ambient:  # the enrolled namespace is kept PERMISSIVE, by a policy applied before any of its pods
+        expected[3:3] = [PERMISSIVE_MIC_AMBIENT]
+    assert docs == expected
     # One server-side apply of every object, fed the manifest, shown with the kubectl command that repeats it.
     lines = plan.normalized().splitlines()
     at = lines.index("# stdin:")
@@ -621,6 +713,15 @@ def test_plan_creates_nothing(plans: dict[str, Plan], name: str) -> None:
             "out-of-range",
             "ERROR: --mesh-version/--istio-version: Istio 1.8.5 is older than 1.9: the suite has no facts for it "
             "(supported: >= 1.9)",
+        ),
+        (
+            "variant-unknown",
+            "ERROR: --istio-variant 'slim': expected default or distroless (HUB/NAME:TAG, or HUB/NAME:TAG-distroless)",
+        ),
+        (
+            "variant-distroless-precheck",
+            "ERROR: --istio-variant distroless: the localhost precheck of Istio 1.10.6 runs `ss` in istio-proxy, "
+            "which a distroless proxy lacks (istioctl then skips the pod): use the default variant",
         ),
         (
             "versions-disagree",
@@ -668,7 +769,7 @@ def test_plan_tools_come_from_pinned_downloads_when_path_has_none(plans: dict[st
             "1.22.3",  # same minor as the row istio-1.22-localhost-mode
             "v0.27.0",
             NODE_1_29,
-            ("ambient.yaml",),  # ambient mode from 1.22: the ambient profile overlay
+            ("ambient.yaml", "legacy-mesh-config.yaml"),  # ambient mode from 1.22: last, on the ambient profile
         ),
     ],
 )
@@ -679,7 +780,8 @@ def test_plan_any_release_runs_on_the_newest_supported_kubernetes(
     plan = plans[name]
     assert plan.returncode == 0, plan.stderr
     kind_bin, _, istioctl = tools(kind, name)
-    in_order(plan.commands, [*create(kind_bin, node), install(istioctl, name, *overlays)])
+    later = [install(istioctl, name, *overlays)] if overlays else []
+    in_order(plan.commands, [*create(kind_bin, node), install(istioctl, name), *later])
     assert ("ambient.yaml" in overlays) is any("ambient.yaml" in c for c in plan.commands)
     assert plan.created == []
 
@@ -705,6 +807,124 @@ def test_plan_unreleased_custom_build_uses_its_own_istioctl(plans: dict[str, Pla
             f"(sha256 {'ab' * 32})"
         ) in plan.notes
     assert plan.created == []
+
+
+# --- images, installs per profile group, the run's order (issue 20, items 9, 11 and 16) ------------------------
+
+
+def images_of(plan: Plan) -> dict[str, str]:
+    """The plan's image notes, by the install they describe (`sidecar profiles` or `ambient`)."""
+    out = {}
+    for note in plan.notes:
+        if note.startswith("images of the install for "):
+            users = note.removeprefix("images of the install for ").split(" (", 1)[0]
+            out[users] = note
+    return out
+
+
+def test_plan_of_a_custom_ambient_build_lists_the_distroless_images_it_needs(plans: dict[str, Plan]) -> None:
+    """The ambient profile sets global.variant distroless (1.22-1.30): its install pulls HUB/NAME:TAG-distroless,
+    which Istio's builder makes only when asked. The plan names every image of both installs."""
+    plan = plans["custom-1.24"]
+    assert plan.returncode == 0, plan.stderr
+    hub, tag = "ghcr.io/you/istio", "1.24.0-fix.1"
+    assert images_of(plan) == {
+        "the sidecar profiles": "images of the install for the sidecar profiles (istioctl's minimal profile, variant "
+        f"default from the install profile): {hub}/pilot:{tag}, {hub}/proxyv2:{tag}",
+        "ambient": "images of the install for ambient (the ambient profile, variant distroless from the install "
+        f"profile): {hub}/pilot:{tag}-distroless, {hub}/proxyv2:{tag}-distroless, "
+        f"{hub}/install-cni:{tag}-distroless, {hub}/ztunnel:{tag}-distroless",
+    }
+    installs = [c for c in plan.commands if " install -y " in c]
+    assert "ambient.yaml" in installs[-1]
+    assert not [c for c in installs if "values.global.variant" in c]  # the profile's own choice: nothing set
+
+
+def test_plan_of_a_build_that_chooses_the_default_variant(plans: dict[str, Plan]) -> None:
+    """--istio-variant default: every install sets the variant empty, so the ambient profile pulls HUB/NAME:TAG."""
+    plan = plans["custom-1.24-default-variant"]
+    assert plan.returncode == 0, plan.stderr
+    hub, tag = "ghcr.io/you/istio", "1.24.0-fix.1"
+    ambient = images_of(plan)["ambient"]
+    assert ambient == (
+        "images of the install for ambient (the ambient profile, variant default from --istio-variant): "
+        f"{hub}/pilot:{tag}, {hub}/proxyv2:{tag}, {hub}/install-cni:{tag}, {hub}/ztunnel:{tag}"
+    )
+    installs = [c for c in plan.commands if " install -y " in c]
+    assert installs
+    assert all(
+        f"--set tag={tag} --set values.global.variant= --set values.global.imagePullPolicy" in c for c in installs
+    )
+
+
+def test_plan_of_releases_lists_their_images_too(plans: dict[str, Plan]) -> None:
+    assert images_of(plans["1.10.6"]) == {
+        "the sidecar profiles": "images of the install for the sidecar profiles (istioctl's minimal profile, variant "
+        "default from the install profile): docker.io/istio/pilot:1.10.6, docker.io/istio/proxyv2:1.10.6"
+    }
+    assert images_of(plans["1.31.1"])["ambient"].endswith(
+        "docker.io/istio/pilot:1.31.1-distroless, docker.io/istio/proxyv2:1.31.1-distroless, "
+        "docker.io/istio/install-cni:1.31.1-distroless, docker.io/istio/ztunnel:1.31.1-distroless"
+    )
+
+
+def test_plan_of_ambient_alone_makes_only_the_ambient_install(plans: dict[str, Plan]) -> None:
+    plan = plans["ambient-only"]
+    assert plan.returncode == 0, plan.stderr
+    istioctl = tools("v0.32.0", "1.31.1")[2]
+    installs = [c for c in plan.commands if " install -y " in c]
+    # Up in the default mode, then LOCALHOST for the ambient tests (as the run does): the same install, no other.
+    assert installs == [
+        install(istioctl, "1.31.1", "ambient.yaml"),
+        install(istioctl, "1.31.1", "ambient.yaml", "legacy-mesh-config.yaml"),
+    ]
+    assert list(images_of(plan)) == ["ambient"]
+    assert (
+        "installs: the ambient profile only (-f base.yaml -f ambient.yaml): no sidecar profile selected" in plan.notes
+    )
+
+
+def test_plan_reads_an_enrolled_pod_s_record_through_ztunnel_under_permissive(plans: dict[str, Plan]) -> None:
+    """Ambient capture ignores the control port's exclusion: the record crosses ztunnel's plaintext inbound, which
+    PERMISSIVE lets through; the run keeps the enrolled namespace PERMISSIVE (issue 20, item 11)."""
+    notes = plans["1.31.1"].notes
+    assert (
+        "request record of an enrolled pod: through the API server's pod proxy and ztunnel's plaintext inbound "
+        "(ambient capture ignores the port exclusion; PERMISSIVE lets it through)"
+    ) in notes
+    assert (
+        "ambient: mic-ambient kept PERMISSIVE by a namespace-wide PeerAuthentication: plain clients and the API "
+        "server's pod proxy (the request record) reach enrolled pods in plaintext through ztunnel"
+    ) in notes
+    (manifest,) = plans["1.31.1"].manifests
+    policies = [d for d in yaml.safe_load_all(manifest) if d["kind"] == "PeerAuthentication"]
+    assert policies == [PERMISSIVE_MIC_AMBIENT]
+    (manifest,) = plans["1.21.6"].manifests
+    assert not [d for d in yaml.safe_load_all(manifest) if d["kind"] == "PeerAuthentication"]
+
+
+def test_the_run_puts_ambient_last_after_the_legacy_round_trip(tmp_path: Path) -> None:
+    """The order the plan shows is the run's: every ambient test after every sidecar test and the round trip."""
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "PYTHONPATH": str(REPO), "LANG": "C.UTF-8"}
+    args = ["--backend", "kind", "--istio-version", "1.31.1", "--collect-only", "-q"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--pyargs", "conformance.suite", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    ids = [line for line in proc.stdout.splitlines() if "::" in line]
+    assert ids, proc.stdout + proc.stderr
+    ambient = [i for i, name in enumerate(ids) if name.endswith("[ambient]]")]
+    sidecar = [i for i, name in enumerate(ids) if name.endswith(("[legacy]]", "[passthrough]]"))]
+    switch = [i for i, name in enumerate(ids) if "test_legacy_switch" in name]
+    assert ambient
+    assert sidecar
+    assert switch
+    assert max(sidecar + switch) < min(ambient)
 
 
 def test_plan_versions_that_agree_are_one_version(plans: dict[str, Plan]) -> None:

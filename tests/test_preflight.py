@@ -20,9 +20,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def problems(
-    tmp_path: Path, kubernetes: str = "1.20", istio: str = "1.10.6", family: str = "ipv4", **kw: object
+    tmp_path: Path,
+    kubernetes: str = "1.20",
+    istio: str = "1.10.6",
+    family: str = "ipv4",
+    ambient: bool = False,
+    **kw: object,
 ) -> list[str]:
-    return check(fake_host(tmp_path, **kw), kubernetes=kubernetes, istio_version=istio, family=family)  # type: ignore[arg-type]
+    host = fake_host(tmp_path, **kw)  # type: ignore[arg-type]
+    return check(host, kubernetes=kubernetes, istio_version=istio, family=family, ambient=ambient)
 
 
 def test_a_ready_machine_has_no_problem(tmp_path: Path) -> None:
@@ -58,6 +64,46 @@ def test_nat_modules_only_for_istio_init_with_legacy_iptables(tmp_path: Path) ->
     assert line.startswith("kernel modules ip6table_nat not loaded")
     assert "`sudo modprobe -a iptable_nat ip6table_nat`" in line
     assert problems(tmp_path / "b", istio="1.21.6", kubernetes="1.29", modules=()) == []
+
+
+def test_nat_modules_built_into_the_kernel_or_only_in_proc_modules_are_there(tmp_path: Path) -> None:
+    """/sys/module lists a built-in module only when it has parameters: modules.builtin and /proc/modules count."""
+    assert problems(tmp_path / "a", istio="1.9.9", modules=(), builtin=("iptable_nat", "ip6table_nat")) == []
+    assert problems(tmp_path / "b", istio="1.9.9", modules=(), proc_modules=("iptable_nat", "ip6table_nat")) == []
+
+
+AMBIENT_22 = dict(istio="1.22.8", kubernetes="1.29", ambient=True)
+
+
+def test_ambient_on_1_22_and_1_23_needs_the_tproxy_modules_and_ip_set(tmp_path: Path) -> None:
+    """1.22-1.23 capture with TPROXY (xt_TPROXY, xt_socket, connmark); every ambient release needs ip_set."""
+    assert problems(tmp_path / "a", modules=("iptable_nat",), **AMBIENT_22) == [  # type: ignore[arg-type]
+        "kernel modules xt_TPROXY, xt_socket, xt_connmark, ip_set not loaded: Istio 1.22's ambient capture "
+        "(istio-cni) uses TPROXY, the socket match and connmark, and keeps its probe addresses in an ipset: run "
+        "`sudo modprobe -a xt_TPROXY xt_socket xt_connmark ip_set`"
+    ]
+    (line,) = problems(tmp_path / "b", istio="1.23.5", kubernetes="1.29", ambient=True, modules=("xt_TPROXY",))
+    assert line.startswith("kernel modules xt_socket, xt_connmark, ip_set not loaded: Istio 1.23's ")
+    assert line.endswith("run `sudo modprobe -a xt_socket xt_connmark ip_set`")
+
+
+def test_ambient_from_1_24_needs_ip_set_only(tmp_path: Path) -> None:
+    assert problems(tmp_path / "a", istio="1.24.0", kubernetes="1.31", ambient=True, modules=()) == [
+        "kernel modules ip_set not loaded: Istio's ambient capture (istio-cni) keeps its probe addresses in an "
+        "ipset: run `sudo modprobe -a ip_set`"
+    ]
+    assert problems(tmp_path / "b", istio="1.31.1", kubernetes="1.36", ambient=True, modules=("ip_set",)) == []
+
+
+def test_ambient_modules_are_read_from_every_place_a_kernel_lists_them(tmp_path: Path) -> None:
+    loaded = ("xt_TPROXY", "xt_socket")
+    assert (
+        problems(tmp_path / "a", modules=(), proc_modules=loaded, builtin=("xt_connmark", "ip_set"), **AMBIENT_22) == []
+    )  # type: ignore[arg-type]
+
+
+def test_no_ambient_modules_without_the_ambient_profile(tmp_path: Path) -> None:
+    assert problems(tmp_path, istio="1.22.8", kubernetes="1.29", ambient=False, modules=()) == []
 
 
 def test_ipv6_forwarding_for_an_ipv6_run(tmp_path: Path) -> None:
@@ -104,7 +150,39 @@ def test_preflight_option_on_this_machine_names_docker_and_exits_1(tmp_path: Pat
         pytest.skip("a Docker daemon answers here")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
-    assert len(lines) == 1, proc.stdout
-    assert lines[0].startswith("preflight: Docker: ")
+    assert len(lines) == 2, proc.stdout
+    assert lines[0] == (
+        "preflight: images of the install for the sidecar profiles (istioctl's minimal profile, variant default from "
+        "the install profile): docker.io/istio/pilot:1.10.6, docker.io/istio/proxyv2:1.10.6"
+    )
+    assert lines[1].startswith("preflight: Docker: ")
     assert proc.stderr.strip() == "Exit: --preflight: 1 problem(s)"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_preflight_lists_every_image_a_custom_ambient_build_must_have(tmp_path: Path) -> None:
+    """Issue 20, item 9: the ambient install pulls HUB/{pilot,proxyv2,install-cni,ztunnel}:TAG-distroless."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}
+    build = ("--istio-version", "1.24.0", "--istio-hub", "ghcr.io/you/istio", "--istio-tag", "1.24.0-fix.1")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            *("-m", "pytest", "-p", "no:cacheprovider", "--pyargs", "conformance.suite"),
+            *("--backend", "kind", *build, "--preflight"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    images = [line for line in proc.stdout.splitlines() if line.startswith("preflight: images of the install")]
+    tag = "ghcr.io/you/istio/{}:1.24.0-fix.1"
+    assert images == [
+        "preflight: images of the install for the sidecar profiles (istioctl's minimal profile, variant default from "
+        f"the install profile): {tag.format('pilot')}, {tag.format('proxyv2')}",
+        "preflight: images of the install for ambient (the ambient profile, variant distroless from the install "
+        f"profile): {tag.format('pilot')}-distroless, {tag.format('proxyv2')}-distroless, "
+        f"{tag.format('install-cni')}-distroless, {tag.format('ztunnel')}-distroless",
+    ]

@@ -195,10 +195,15 @@ class Runner:
         self._script(self.workdir / "setup.sh", "#!/bin/sh\nexit 0\n")
         self._script(self.workdir / ".venv" / "bin" / "tox", STUB_RECORD.format(python=python, name="tox") + TOX_STUB)
         # The suite's python in the tox env: asked for the row's tools, names the kind stand-in (the only tool the
-        # job fetches: no kubectl, the suite talks to the API server with the Python client).
+        # job fetches: no kubectl, the suite talks to the API server with the Python client); asked for the images a
+        # custom build's run pulls, runs the script for real against this repository's suite.
         self._script(
             self.workdir / ".tox" / "conformance" / "bin" / "python",
-            STUB_RECORD.format(python=python, name="tox-python") + f"print('kind={self.fake_kind}')\n",
+            STUB_RECORD.format(python=python, name="tox-python")
+            + 'if "images" in sys.argv[1:3]:\n'
+            + f"    os.environ['PYTHONPATH'] = {str(REPO)!r}\n"
+            + f"    os.execv({python!r}, [{python!r}, *sys.argv[1:]])\n"
+            + f"print('kind={self.fake_kind}')\n",
         )
         kind = STUB_RECORD.format(python=python, name="kind") + "print(os.environ['STUB_CLUSTER'])\n"
         self._script(self.fake_kind, kind)
@@ -210,9 +215,12 @@ class Runner:
             STUB_RECORD.format(python=python, name="curl")
             + "out = sys.argv[sys.argv.index('--output') + 1]\nopen(out, 'wb').write(b'tar')\n",
         )
+        # docker: `load` prints the archive's images; `manifest inspect` finds those listed in $STUB_REGISTRY.
         self._script(
             self.bin / "docker",
             STUB_RECORD.format(python=python, name="docker")
+            + 'if sys.argv[1:3] == ["manifest", "inspect"]:\n'
+            + '    sys.exit(0 if sys.argv[3] in os.environ.get("STUB_REGISTRY", "").split() else 1)\n'
             + "".join(f"print('Loaded image: {image}')\n" for image in LOADED_IMAGES),
         )
 
@@ -228,7 +236,13 @@ class Runner:
         return [json.loads(line) for line in self.log.read_text().splitlines()]
 
     def run_job(
-        self, file: str, job_id: str, matrix: dict[str, Any], inputs: dict[str, str], suite_fails: bool = False
+        self,
+        file: str,
+        job_id: str,
+        matrix: dict[str, Any],
+        inputs: dict[str, str],
+        suite_fails: bool = False,
+        registry: tuple[str, ...] = (),
     ) -> JobRun:
         """Run the job's `run:` steps as GitHub would (bash -eo pipefail, env rendered), skipping `uses:` steps."""
         wf = workflow(file)
@@ -262,6 +276,7 @@ class Runner:
                 "STUB_LOG": str(self.log),
                 "STUB_CLUSTER": f"mic-{matrix.get('name', '')}",
                 **({"STUB_SUITE_FAILS": "1"} if suite_fails else {}),
+                "STUB_REGISTRY": " ".join(registry),
                 **job_env,
                 **{key: context.render(str(value)) for key, value in (step.get("env") or {}).items()},
             }
@@ -495,6 +510,11 @@ def test_the_script_picks_the_row_the_kind_backend_picks(version: str) -> None:
             "used twice",
         ),
         ("format: mesh-inbound-conformance/versions\nversion: 1\nrows:\n  - {name: a, istio: 1.21.6}\n", "lacks"),
+        (
+            "format: mesh-inbound-conformance/versions\nversion: 1\nrows:\n"
+            "  - {name: a, istio: 1.21.6, kubernetes: '1.29', kind: v0.27.0, node_image: x, profiles: [baseline]}\n",
+            "row a: no reader uses profiles",
+        ),
     ],
 )
 def test_a_broken_versions_file_stops_the_matrix(tmp_path: Path, text: str, problem: str) -> None:
@@ -555,7 +575,7 @@ def test_each_nightly_row_hands_the_suite_a_command_it_accepts(tmp_path: Path, r
     runner = Runner(tmp_path / "job")
     job = runner.run_job("nightly.yml", "kind", entry, inputs={})
     assert set(job.ran.values()) == {0}, job
-    assert "Load the custom build's images" in job.skipped
+    assert "Check and load the custom build's images" in job.skipped
     assert "Write the install values" in job.skipped
     assert ["tox-python", ".github/scripts/matrix.py", "tools", f"--istio-version={entry['istio']}"] in job.calls
     assert job.outputs["tools"] == {"kind": str(runner.fake_kind)}  # the fetched tools: kind only
@@ -605,6 +625,56 @@ def test_a_dispatched_build_is_loaded_installed_with_its_values_and_verified(tmp
         # docker save --platform + kind load image-archive: survives Docker 29's containerd image store (kind#3795)
         assert re.search(rf"docker save --platform linux/\w+ --output (\S+) {re.escape(image)}\n", plan.stdout)
     assert plan.stdout.count(" load image-archive ") == len(LOADED_IMAGES)
+
+
+AMBIENT_BUILD = {"hub": "ghcr.io/you/istio", "tag": "1.24.0-fix.1", "istio_version": "1.24.0"}
+DISTROLESS = [f"ghcr.io/you/istio/{n}:1.24.0-fix.1-distroless" for n in ("pilot", "proxyv2", "install-cni", "ztunnel")]
+
+
+def test_a_dispatched_ambient_build_must_have_the_distroless_images_its_ambient_install_pulls(tmp_path: Path) -> None:
+    """Issue 20, item 9: from 1.22 the run also installs the ambient profile, which pulls -distroless images. A build
+    without them fails in seconds, naming each, rather than after the install's readiness timeout."""
+    (entry,) = nightly_entries(tmp_path, AMBIENT_BUILD)
+    default = [f"ghcr.io/you/istio/{n}:1.24.0-fix.1" for n in ("pilot", "proxyv2")]
+    job = Runner(tmp_path / "no").run_job("nightly.yml", "kind", entry, inputs=AMBIENT_BUILD, registry=tuple(default))
+    assert job.ran["Check and load the custom build's images"] == 1
+    assert "tox -e conformance (kind backend)" not in job.ran
+    for image in DISTROLESS:
+        assert f"::error::{image} is in neither the image archive nor its registry" in job.logs
+    assert "DOCKER_BUILD_VARIANTS" in job.logs
+    assert [c for c in job.calls if c[:2] == ["docker", "manifest"]] == [
+        ["docker", "manifest", "inspect", image] for image in [*default, *DISTROLESS]
+    ]
+
+    job = Runner(tmp_path / "yes").run_job(
+        "nightly.yml", "kind", entry, inputs=AMBIENT_BUILD, registry=(*default, *DISTROLESS)
+    )
+    assert set(job.ran.values()) == {0}, job.logs
+    assert "in its registry: ghcr.io/you/istio/ztunnel:1.24.0-fix.1-distroless" in job.logs
+
+
+def test_a_dispatched_build_may_choose_the_default_variant(tmp_path: Path) -> None:
+    inputs = {**AMBIENT_BUILD, "variant": "default"}
+    (entry,) = nightly_entries(tmp_path, inputs)
+    default = [f"ghcr.io/you/istio/{n}:1.24.0-fix.1" for n in ("pilot", "proxyv2", "install-cni", "ztunnel")]
+    job = Runner(tmp_path / "job").run_job("nightly.yml", "kind", entry, inputs=inputs, registry=tuple(default))
+    assert set(job.ran.values()) == {0}, job.logs
+    args = job.tox_posargs()
+    assert args[args.index("--istio-variant") + 1] == "default"
+    plan = suite_command([*args, "--plan"], job.workdir)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert "--set values.global.variant= " in plan.stdout
+    assert "-distroless" not in plan.stdout
+
+
+def test_the_variant_input_is_for_a_custom_build(capsys: pytest.CaptureFixture[str]) -> None:
+    module = matrix_module()
+    assert module.main(["rows", "--variant=default"]) == 1
+    assert "variant given without hub" in capsys.readouterr().err
+    assert module.main(["rows", "--variant=profile"]) == 0  # the schedule's value: nothing custom
+    capsys.readouterr()
+    assert module.main(["rows", "--hub=ghcr.io/you/istio", "--tag=t", "--istio-version=1.24.0", "--variant=slim"]) == 1
+    assert "variant 'slim': expected profile, default or distroless" in capsys.readouterr().err
 
 
 def test_a_failed_nightly_row_still_reports_and_keeps_its_diagnostics(tmp_path: Path) -> None:
@@ -754,8 +824,13 @@ def test_nightly_triggers_and_inputs() -> None:
         "istioctl_url",
         "istioctl_sha256",
         "ip_family",
+        "variant",
     }
     assert inputs["ip_family"]["options"] == ["ipv4", "ipv6"]
+    assert (inputs["variant"]["options"], inputs["variant"]["default"]) == (
+        ["profile", "default", "distroless"],
+        "profile",
+    )
     assert all(not spec.get("required", False) for spec in inputs.values())
     matrix_step = next(s for s in steps_of("nightly.yml", "matrix") if s.get("id") == "rows")
     assert {value for value in matrix_step["env"].values()} == {f"${{{{ inputs.{name} }}}}" for name in inputs}
@@ -826,7 +901,16 @@ def test_nightly_loads_the_nat_modules_and_enables_forwarding_for_ipv6_before_th
     entry = {**nightly_entries(tmp_path, {"ip_family": family})[0]}
     job = Runner(tmp_path / "job").run_job("nightly.yml", "kind", entry, inputs={"ip_family": family})
     names = [c[0] for c in job.calls]
-    assert ["modprobe", "-a", "iptable_nat", "ip6table_nat"] in job.calls
+    assert [
+        "modprobe",
+        "-a",
+        "iptable_nat",
+        "ip6table_nat",
+        "xt_TPROXY",
+        "xt_socket",
+        "xt_connmark",
+        "ip_set",
+    ] in job.calls
     assert names.index("modprobe") < max(i for i, c in enumerate(job.calls) if c[0] == "tox")
     sysctl = [c for c in job.calls if c[0] == "sysctl"]
     if family == "ipv6":
@@ -848,7 +932,10 @@ def test_an_unreleased_custom_build_needs_its_istioctl_url(tmp_path: Path) -> No
     with_url = {**inputs, "istioctl_url": url, "istioctl_sha256": "ab" * 32}
     (entry,) = nightly_entries(tmp_path / "url", with_url)
     assert (entry["istio"], entry["custom"]) == ("1.32-dev", True)
-    job = Runner(tmp_path / "job").run_job("nightly.yml", "kind", entry, inputs=with_url)
+    # An unreleased build claims the newest release's capabilities (1.31.1): both installs, ambient's distroless.
+    needed = [f"ghcr.io/you/istio/{n}:1.32-dev.3" for n in ("pilot", "proxyv2")]
+    needed += [f"ghcr.io/you/istio/{n}:1.32-dev.3-distroless" for n in ("pilot", "proxyv2", "install-cni", "ztunnel")]
+    job = Runner(tmp_path / "job").run_job("nightly.yml", "kind", entry, inputs=with_url, registry=tuple(needed))
     args = job.tox_posargs()
     assert args[args.index("--istioctl-url") + 1] == url
     assert args[args.index("--istioctl-sha256") + 1] == "ab" * 32

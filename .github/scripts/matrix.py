@@ -1,7 +1,7 @@
 """The nightly workflow's matrix, read from fixtures/versions.yaml (the single source of the version rows).
 
     python .github/scripts/matrix.py rows [--ip-family F] [--hub H --tag T --istio-version V
-                                          [--install-values YAML] [--image-archive URL]
+                                          [--install-values YAML] [--image-archive URL] [--variant V]
                                           [--istioctl-url URL [--istioctl-sha256 SHA]]] [--github-output FILE]
 
 prints `{"include": [row, ...]}` for `strategy.matrix`, one entry per row of fixtures/versions.yaml with the keys
@@ -17,6 +17,13 @@ Runs on the standard library and PyYAML only (the workflow's matrix job has noth
 (in the tox `conformance` env) prints `kind=PATH`: the kind release the row pins, downloaded and sha256-verified
 by the suite itself (fixtures/tools.yaml), never the one preinstalled on the runner, whose version drifts. (No
 kubectl: the suite talks to the API server with the official Python client.)
+
+    python .github/scripts/matrix.py images --istio-version V --hub H --tag T [--variant V] [--install-values FILE]
+
+(in the tox `conformance` env) prints every image the run's installs pull, one a line, as the suite computes them
+(conformance/backends/kind/images.py): a release from 1.22 also installs the ambient profile, whose images are
+`-distroless` unless the variant says otherwise. The custom-build job checks each is in the image archive or in
+its registry before a cluster is made, rather than let the install time out.
 """
 
 from __future__ import annotations
@@ -36,6 +43,10 @@ VERSIONS = REPO / "fixtures" / "versions.yaml"
 SUPPORT = REPO / "fixtures" / "kubernetes.yaml"
 VERSIONS_FORMAT = "mesh-inbound-conformance/versions"
 ROW_KEYS = ("name", "istio", "kubernetes", "kind", "node_image")
+OTHER_KEYS = ("istioctl_precheck",)
+"""Read by the kind backend only (conformance/backends/kind/matrix.py); any other key is a mistake."""
+VARIANTS = ("", "profile", "default", "distroless")
+"""The dispatch's `variant` input: empty or `profile` (each install profile's own), or --istio-variant's value."""
 IP_FAMILIES = ("ipv4", "ipv6")
 CUSTOM = "custom"
 
@@ -72,6 +83,12 @@ def load_rows(path: Path = VERSIONS) -> list[dict[str, str]]:
         missing = [key for key in ROW_KEYS if not item.get(key)]
         if missing:
             raise MatrixError(f"{path}: row {item.get('name', '?')} lacks {', '.join(missing)}")
+        unknown = sorted(set(item) - set(ROW_KEYS) - set(OTHER_KEYS))
+        if unknown:
+            raise MatrixError(
+                f"{path}: row {item.get('name', '?')}: no reader uses {', '.join(unknown)} (a row's profiles are "
+                "its Istio version's capabilities)"
+            )
         row = {key: str(item[key]) for key in ROW_KEYS}
         if not NAME.fullmatch(row["name"]) or row["name"] == CUSTOM:
             raise MatrixError(
@@ -135,11 +152,14 @@ def matrix(
     image_archive: str = "",
     istioctl_url: str = "",
     istioctl_sha256: str = "",
+    variant: str = "",
 ) -> dict[str, list[dict[str, Any]]]:
     """The `strategy.matrix` value: every row, or the single custom row of a dispatched build."""
     family = ip_family.strip() or "ipv4"
     if family not in IP_FAMILIES:
         raise MatrixError(f"ip_family {ip_family!r}: expected ipv4 or ipv6")
+    if variant.strip() not in VARIANTS:
+        raise MatrixError(f"variant {variant.strip()!r}: expected profile, default or distroless")
     if not hub.strip():
         custom_inputs = {
             "tag": tag,
@@ -148,6 +168,7 @@ def matrix(
             "image_archive": image_archive,
             "istioctl_url": istioctl_url,
             "istioctl_sha256": istioctl_sha256,
+            "variant": "" if variant.strip() == "profile" else variant,
         }
         given = [name for name, value in custom_inputs.items() if value.strip()]
         if given:
@@ -191,6 +212,21 @@ def matrix(
     return {"include": [custom]}
 
 
+def run_images(istio_version: str, hub: str, tag: str, variant: str = "", install_values: str = "") -> list[str]:
+    """Every image a custom build's run pulls, as the kind backend computes it (both installs of an ambient release)."""
+    from conformance.backends.kind import images
+    from conformance.backends.kind.backend import run_installs
+
+    options = {
+        "istio_version": istio_version,
+        "istio_hub": hub,
+        "istio_tag": tag,
+        "istio_variant": None if variant in ("", "profile") else variant,
+        "install_values": install_values or None,
+    }
+    return images.pulled(run_installs(options))
+
+
 def resolve_tools(istio_version: str) -> dict[str, str]:
     """The row's pinned kind, downloaded and verified by the suite (never PATH)."""
     from conformance.backends.kind import matrix as suite_matrix
@@ -207,13 +243,24 @@ def main(argv: list[str] | None = None) -> int:
     rows = commands.add_parser("rows", help="the strategy.matrix JSON")
     rows.add_argument("--versions", type=Path, default=VERSIONS, help="the version matrix file")
     options = ("ip-family", "hub", "tag", "istio-version", "install-values", "image-archive", "istioctl-url")
-    for option in (*options, "istioctl-sha256"):
+    for option in (*options, "istioctl-sha256", "variant"):
         rows.add_argument(f"--{option}", default="")
     rows.add_argument("--github-output", type=Path, default=None, help="append rows=<json> to this file")
     tools = commands.add_parser("tools", help="kind=PATH for a row (needs the suite installed)")
     tools.add_argument("--istio-version", required=True)
+    pulled = commands.add_parser("images", help="the images the run pulls, one a line (needs the suite installed)")
+    for option in ("istio-version", "hub", "tag"):
+        pulled.add_argument(f"--{option}", required=True)
+    pulled.add_argument("--variant", default="")
+    pulled.add_argument("--install-values", default="", help="the install values file, if any")
     args = parser.parse_args(argv)
     try:
+        if args.command == "images":
+            if args.variant not in VARIANTS:
+                raise MatrixError(f"variant {args.variant!r}: expected profile, default or distroless")
+            for image in run_images(args.istio_version, args.hub, args.tag, args.variant, args.install_values):
+                print(image)
+            return 0
         if args.command == "tools":
             from conformance.backends.base import BackendError
 
@@ -234,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             image_archive=args.image_archive,
             istioctl_url=args.istioctl_url,
             istioctl_sha256=args.istioctl_sha256,
+            variant=args.variant,
         )
     except (MatrixError, ValueError) as err:
         # One line, whatever the inputs held: a newline in them must not start a workflow command of its own.

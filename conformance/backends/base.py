@@ -89,6 +89,17 @@ class Cluster(abc.ABC):
     def set_inbound_mode(self, mode: str) -> None:
         """Switch the mesh to `passthrough` or `legacy` in place, and wait until the proxies have it."""
 
+    def use_profile(self, profile: str, mode: str) -> bool:
+        """Ready the mesh for the cells of `profile`, with `mode` as the mesh-wide inbound setting; whether it changed.
+
+        Here one install serves every profile. The kind backend overrides it: it installs the sidecar profiles'
+        mesh and ambient's apart (each as its users run it) and switches between them.
+        """
+        if self.inbound_mode == mode:
+            return False
+        self.set_inbound_mode(mode)
+        return True
+
     @abc.abstractmethod
     def mesh_info(self) -> dict[str, str]:
         """What mesh is under test: name, version, build, hub, tag (for the report)."""

@@ -10,7 +10,10 @@ go to tests/fakes/kind_api.py, an HTTP server in front of this same model (the f
 
 Pods are derived from the applied Deployments: Running and ready, named `<app>-<template hash>-<suffix>`, with
 IPs in the family $FAKE_FAMILY (ipv4, ipv6 or dual), and an `istio-proxy` container when the namespace is
-labelled istio-injection=enabled (unless $FAKE_NO_INJECTION is set: the webhook "did not run").
+labelled istio-injection=enabled (unless $FAKE_NO_INJECTION is set: the webhook "did not run"). As Istio injects:
+the init container is istio-init, or istio-validation once the ambient profile (istio-cni) is installed; the proxy
+image is HUB/proxyv2:TAG with the install's variant (`--set values.global.variant=V`, else distroless under the
+ambient profile, as its values set), and a distroless proxy has no `ss` (exec fails as runc reports it).
 
 Knobs (environment):
   FAKE_LOG, FAKE_STATE        the log and the state file (required)
@@ -425,9 +428,16 @@ def pods(state: dict[str, Any], namespace: str) -> list[dict[str, Any]]:
         labels = {**template["metadata"].get("labels", {}), "pod-template-hash": template_hash}
         if injected(state, namespace):
             istio = state["istio"] or {}
-            proxy_image = f"{istio.get('hub', 'docker.io/istio')}/proxyv2:{istio.get('tag', '')}"
+            variant = istio.get("variant", "")
+            tag = istio.get("tag", "") + (f"-{variant}" if variant and variant != "default" else "")
+            proxy_image = f"{istio.get('hub', 'docker.io/istio')}/proxyv2:{tag}"
             containers.append({"name": "istio-proxy", "image": proxy_image, "args": ["proxy", "sidecar"]})
-            init.append({"name": "istio-init", "image": proxy_image, "args": ["istio-iptables"]})
+            if ambient(state):  # istio-cni writes the rules; the init container only checks them
+                init.append(
+                    {"name": "istio-validation", "image": proxy_image, "args": ["istio-iptables", "--run-validation"]}
+                )
+            else:
+                init.append({"name": "istio-init", "image": proxy_image, "args": ["istio-iptables"]})
             labels["security.istio.io/tlsMode"] = "istio"
         out.append(
             {
@@ -514,11 +524,12 @@ def _ss_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def ss_listeners(state: dict[str, Any], pod: dict[str, Any]) -> str:
-    """`ss -ltnH` in the pod: the proxy's listeners, then the echo program's (PORT:BIND:PROTO arguments)."""
+def listeners(state: dict[str, Any], pod: dict[str, Any]) -> list[tuple[str, int]]:
+    """The pod's listening sockets: the proxy's (a meshed pod), then the echo program's (PORT:BIND:PROTO arguments)."""
     ipv6 = ":" in pod_ip(pod)
     loopback = "::1" if ipv6 else "127.0.0.1"
-    wanted: list[tuple[str, int]] = list(PROXY_LISTENERS)
+    meshed = "istio-proxy" in [c["name"] for c in pod["spec"]["containers"]]
+    wanted: list[tuple[str, int]] = list(PROXY_LISTENERS) if meshed else []
     deployment = _deployment_of(state, pod)
     # Every container of the pod shares its network namespace: ss sees all their listeners.
     args = [a for c in deployment["spec"]["template"]["spec"]["containers"] for a in c.get("args", [])]
@@ -529,12 +540,53 @@ def ss_listeners(state: dict[str, Any], pod: dict[str, Any]) -> str:
         if port.isdigit() and bind in ("loopback", "pod_ip", "wildcard") and protocol in ("http", "tcp"):
             host = {"loopback": loopback, "pod_ip": pod_ip(pod), "wildcard": "*"}[bind]
             wanted.append((host, int(port)))
+    return wanted
+
+
+def ss_listeners(state: dict[str, Any], pod: dict[str, Any]) -> str:
+    """`ss -ltnH` in the pod."""
     lines = []
-    for host, port in wanted:
+    for host, port in listeners(state, pod):
         local = _ss_address(host, port)
         peer = "*:*" if host == "*" else ("[::]:*" if ":" in host else "0.0.0.0:*")
         lines.append(f"LISTEN 0      4096   {local:>22} {peer:>12}")
     return "\n".join(lines) + "\n"
+
+
+PROC_NET_HEADER = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+
+
+def _proc_address(host: str, ipv6: bool) -> str:
+    """An address as /proc/net/tcp{,6} prints it: the bytes of each 32-bit word in host (little-endian) order."""
+    import ipaddress  # only here: the common path imports as little as it can
+
+    if host == "*":
+        host = "::" if ipv6 else "0.0.0.0"
+    raw = ipaddress.ip_address(host).packed
+    return "".join(raw[i : i + 4][::-1].hex().upper() for i in range(0, len(raw), 4))
+
+
+def proc_net_tcp(state: dict[str, Any], pod: dict[str, Any]) -> str:
+    """`cat /proc/net/tcp /proc/net/tcp6` in any container of the pod (they share its network namespace)."""
+    ipv6 = ":" in pod_ip(pod)
+    files = {False: PROC_NET_HEADER, True: PROC_NET_HEADER}
+    counts = {False: 0, True: 0}
+    for host, port in listeners(state, pod):
+        six = ipv6 if host == "*" else ":" in host
+        local = f"{_proc_address(host, six)}:{port:04X}"
+        remote = f"{_proc_address('*', six)}:0000"
+        files[six] += (
+            f"{counts[six]:4d}: {local} {remote} 0A 00000000:00000000 00:00000000 00000000 10001        0 "
+            f"{4711 + port} 1 0000000000000000 100 0 0 10 0\n"
+        )
+        counts[six] += 1
+    return files[False] + files[True]
+
+
+RUNC_NO_SS = (
+    'failed to exec in container: failed to start exec "0123abcd": OCI runtime exec failed: exec failed: unable '
+    'to start container process: exec: "ss": executable file not found in $PATH: unknown'
+)
 
 
 def _deployment_of(state: dict[str, Any], pod: dict[str, Any]) -> dict[str, Any]:
@@ -754,10 +806,13 @@ def istioctl(argv: list[str], state: dict[str, Any], version: str) -> str:
             if not os.path.isfile(overlay):
                 raise Failure(f"Error: could not read {overlay}: open {overlay}: no such file or directory")
         settings = dict(s.partition("=")[::2] for s in args.flags.get("--set", []))
+        overlays = [os.path.basename(f) for f in args.flags.get("-f", [])]
+        profile_variant = "distroless" if "ambient.yaml" in overlays else ""
         state["istio"] = {
             "hub": settings.get("hub", ""),
             "tag": settings.get("tag", ""),
-            "overlays": [os.path.basename(f) for f in args.flags.get("-f", [])],
+            "overlays": overlays,
+            "variant": settings.get("values.global.variant", profile_variant),
         }
         return "✔ Istio core installed\n✔ Istiod installed\n✔ Installation complete\n"
     if words == ["x", "precheck"]:
@@ -873,7 +928,11 @@ def _exec(
         ]
         return to_json({"results": results}) + "\n"
     if container == "istio-proxy" and command == ["ss", "-ltnH"]:
+        if "distroless" in next(c["image"] for c in pod["spec"]["containers"] if c["name"] == "istio-proxy"):
+            raise Failure(RUNC_NO_SS, 126)
         return ss_listeners(state, pod)
+    if command == ["cat", "/proc/net/tcp", "/proc/net/tcp6"] and container != "istio-proxy":
+        return proc_net_tcp(state, pod)
     if container == "istio-proxy" and command[:3] == ["pilot-agent", "request", "GET"] and len(command) == 4:
         if not command[3].startswith("config_dump"):
             raise Failure(f"fakebin: unexpected admin path {command[3]}")

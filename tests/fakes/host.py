@@ -1,7 +1,8 @@
-"""A fake host for the kind backend's preflight: /proc, /sys/fs/cgroup and /sys/module trees and a `docker`.
+"""A fake host for the kind backend's preflight: /proc, /sys/fs/cgroup, /sys/module, /lib/modules and a `docker`.
 
-Defaults describe a machine that is ready (Docker answers, cgroup v1, nat modules loaded, forwarding on, inotify at
-kind's documented minimum, plenty of memory); each keyword makes one thing wrong.
+Defaults describe a machine that is ready (Docker answers, cgroup v1, the nat and ambient modules loaded, forwarding
+on, inotify at kind's documented minimum, plenty of memory); each keyword makes one thing wrong. A module can also
+be listed in /proc/modules only (`proc_modules`) or be built into the kernel (`builtin`, modules.builtin).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from conformance.backends.kind.preflight import Host
 
+KERNEL_RELEASE = "6.8.0-1017-azure"  # as on a GitHub ubuntu-24.04 runner (its form; the number is an example)
 DOCKER_UP = '#!/bin/sh\n[ "$1" = info ] && echo 28.0.4\n'
 DOCKER_DOWN = (
     "#!/bin/sh\necho 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
@@ -22,7 +24,9 @@ def fake_host(
     *,
     docker: str | None = DOCKER_UP,
     cgroup_v2: bool = False,
-    modules: tuple[str, ...] = ("iptable_nat", "ip6table_nat"),
+    modules: tuple[str, ...] = ("iptable_nat", "ip6table_nat", "xt_TPROXY", "xt_socket", "xt_connmark", "ip_set"),
+    proc_modules: tuple[str, ...] = (),
+    builtin: tuple[str, ...] = (),
     forwarding: str = "1",
     watches: int = 524288,
     instances: int = 512,
@@ -44,8 +48,23 @@ def fake_host(
         (cgroup / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
     for module in modules:
         (sys_module / module).mkdir(exist_ok=True)
+    # /proc/modules: name size refcount users state address
+    (proc / "modules").write_text("".join(f"{m} 16384 0 - Live 0x0000000000000000\n" for m in proc_modules))
+    lib_modules = root / "lib-modules"
+    (lib_modules / KERNEL_RELEASE).mkdir(parents=True, exist_ok=True)
+    (lib_modules / KERNEL_RELEASE / "modules.builtin").write_text(
+        "".join(f"kernel/net/netfilter/{m}.ko\n" for m in builtin)
+    )
     docker_bin = bin_dir / "docker"
     if docker is not None:
         docker_bin.write_text(docker)
         docker_bin.chmod(0o755)
-    return Host(proc=proc, cgroup=cgroup, sys_module=sys_module, docker=str(docker_bin), disk=root)
+    return Host(
+        proc=proc,
+        cgroup=cgroup,
+        sys_module=sys_module,
+        lib_modules=lib_modules,
+        kernel_release=KERNEL_RELEASE,
+        docker=str(docker_bin),
+        disk=root,
+    )

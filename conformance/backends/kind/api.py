@@ -83,7 +83,7 @@ def resource_path(doc: Mapping[str, Any]) -> str:
     api_version, kind = str(doc.get("apiVersion", "")), str(doc.get("kind", ""))
     meta = doc.get("metadata") or {}
     name, namespace = str(meta.get("name", "")), str(meta.get("namespace", ""))
-    if api_version.startswith(f"{_ISTIO_NETWORKING}/"):
+    if api_version.startswith((f"{_ISTIO_NETWORKING}/", "security.istio.io/")):
         prefix, plural, namespaced = f"/apis/{api_version}", f"{kind.lower()}s", True
     elif f"{api_version}/{kind}" in _RESOURCES:
         prefix, plural, namespaced = _RESOURCES[f"{api_version}/{kind}"]

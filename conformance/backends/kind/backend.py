@@ -2,10 +2,13 @@
 
 Thin by design: every action is a kind, istioctl or docker command, or a Kubernetes API call made with the
 official client (api.py), run through a Runner in an order `--plan` prints without running anything. No kubectl
-binary is needed. The backend installs Istio with `istioctl install` (minimal profile, requests lowered for small
-runners), switches it between passthrough and legacy in place as each version allows, deploys the same manifests
-the emulated backend runs (server-side apply), waits with watches, and probes from inside the client pods with
-the echo program's batch mode (one exec per client per round, the batch as an argument).
+binary is needed. The backend installs Istio with `istioctl install` (requests lowered for small runners), once per
+profile group: the sidecar profiles on istioctl's minimal profile (what a sidecar user runs: istio-init, default
+images), ambient on Istio's ambient profile (istio-cni, ztunnel, distroless images, HBONE on every sidecar), the
+ambient install last. It switches each install between passthrough and legacy in place as each version allows,
+deploys the same manifests the emulated backend runs (server-side apply), waits with watches, and probes from
+inside the client pods with the echo program's batch mode (one exec per client per round, the batch as an
+argument).
 """
 
 from __future__ import annotations
@@ -31,21 +34,30 @@ from conformance.backends.base import (
     ProbeRequest,
     by_source,
 )
-from conformance.backends.kind import matrix
+from conformance.backends.kind import images, matrix
 from conformance.backends.kind.api import KubeApi
+from conformance.backends.kind.images import AMBIENT, SIDECAR
 from conformance.backends.kind.runner import CommandError, Pending, PlanRunner, Result, Runner
-from conformance.precheck import PrecheckRun, check_pod, parse_istioctl, parse_ss
+from conformance.impact.kube_source import CAT_COMMAND, split_proc_net
+from conformance.precheck import PrecheckRun, check_pod, parse_istioctl
 from conformance.resources import echo_program, fixture
 from conformance.spec.capabilities import Capability, LegacySwitch, istio_capabilities, parse_version, version_row
 from conformance.spec.dimensions import IpFamily
 from conformance.timeouts import TimeoutConfig
-from conformance.world import CONTROL_PORT, DATAPLANE_MODE_LABEL, PROBE_POD_LABEL
+from conformance.world import CONTROL_PORT, DATAPLANE_MODE_LABEL, PART_OF, PROBE_POD_LABEL
 
 ISTIO_NAMESPACE = "istio-system"
 RELEASE_HUB = "docker.io/istio"
 ECHO_REPOSITORY = "localhost/mesh-inbound-conformance/echo"
 PROXY_CONTAINER = "istio-proxy"
 APP_CONTAINER = "echo"
+INIT_CONTAINERS = {SIDECAR: "istio-init", AMBIENT: "istio-validation"}
+"""The init container injected pods get: istio-init sets up their capture, unless istio-cni does (the ambient
+profile), whose injected pods get istio-validation, which only checks the rules (reference, last section)."""
+SIDECAR_PROFILES = ("legacy", "passthrough")
+PERMISSIVE_POLICY = "mic-permissive"
+"""The PeerAuthentication that keeps an enrolled namespace PERMISSIVE whatever the mesh-wide policy: plaintext from
+plain clients and the API server's pod proxy (the request record) reaches its pods through ztunnel only then."""
 _INBOUND_CLUSTER = re.compile(r'"name":\s*"inbound\|(\d+)\|')
 
 
@@ -99,6 +111,10 @@ class KubeCluster(Cluster):
         default = version_row(parse_version(self.istio_version)).default_profile.value
         self._mode = default
         self._default_mode = default
+        self.installs = {i.group: i for i in run_installs(options)}
+        self.groups = list(self.installs)
+        """The installs the run makes, in order: the sidecar profiles' first, ambient's last (it is never left)."""
+        self._group = self.groups[0]
         self.created_cluster = False
         self.installed_mesh = False
         self.preexisting_mesh = False
@@ -184,6 +200,9 @@ class KubeCluster(Cluster):
         self.runner.note(
             f"{self.backend} backend: Istio {self.istio_version} ({build}), {self.family}, matrix row {self.row.name}"
         )
+        if self.ambient:
+            self.runner.note(self.groups_note())
+        self._note_images()
         if self.backend == "kind" and not self.planning:
             self._preflight()
         _ = self.tools
@@ -192,8 +211,30 @@ class KubeCluster(Cluster):
         else:
             self._check_cluster()
         self._images()
-        self._install_mesh(self._mode)
+        self._install_mesh(self._mode, self._group)
         self._deploy(manifests)
+
+    def groups_note(self) -> str:
+        """What the plan and the commands log say about the run's installs."""
+        if self.groups == [SIDECAR, AMBIENT]:
+            return (
+                "installs: the sidecar profiles on istioctl's minimal profile (-f base.yaml: what sidecar users run, "
+                "istio-init and default images), then ambient on its own install, the ambient profile "
+                "(-f base.yaml -f ambient.yaml: istio-cni, ztunnel), after every sidecar test"
+            )
+        if self.groups == [AMBIENT]:
+            return "installs: the ambient profile only (-f base.yaml -f ambient.yaml): no sidecar profile selected"
+        return "installs: istioctl's minimal profile only (-f base.yaml): the ambient profile is not selected"
+
+    def _note_images(self) -> None:
+        """Every image the installs pull (a custom build must have each); and those no --load-image provides."""
+        for group in self.groups:
+            self.runner.note(self.installs[group].describe())
+        loaded = {str(i) for i in self.options.get("load_image") or []}
+        if self.custom_build and loaded:
+            pulled = [i for i in images.pulled([self.installs[g] for g in self.groups]) if i not in loaded]
+            if pulled:
+                self.runner.note(f"not among --load-image, so the node pulls them from {self.hub}: {', '.join(pulled)}")
 
     def _preflight(self) -> None:
         """Stop before creating anything when the machine lacks something the row needs (--preflight lists it)."""
@@ -201,7 +242,11 @@ class KubeCluster(Cluster):
 
         host = self._host if self._host is not None else preflight.Host()
         problems = preflight.check(
-            host, kubernetes=self.row.kubernetes, istio_version=self.row.istio, family=self.family
+            host,
+            kubernetes=self.row.kubernetes,
+            istio_version=self.row.istio,
+            family=self.family,
+            ambient=AMBIENT in self.groups,
         )
         if problems:
             raise BackendError(f"preflight ({len(problems)} problem(s), see --preflight): {' | '.join(problems)}")
@@ -281,6 +326,7 @@ class KubeCluster(Cluster):
                     f"the Istio in {ISTIO_NAMESPACE} has no ztunnel DaemonSet, so the ambient profile cannot run: "
                     "install Istio with the ambient profile, or leave it out (--profile baseline,legacy,passthrough)"
                 )
+            self._group = AMBIENT  # every profile runs on it: the suite installs nothing
 
     def _images(self) -> None:
         if not self.echo_image:
@@ -333,9 +379,9 @@ class KubeCluster(Cluster):
 
     # --- the mesh ------------------------------------------------------------------------------------
 
-    def _install_args(self, mode: str) -> list[str]:
+    def _install_args(self, mode: str, group: str) -> list[str]:
         args = ["install", "-y", "-f", str(fixture("mesh", "base.yaml"))]
-        if self.ambient:
+        if group == AMBIENT:
             args += ["-f", str(fixture("mesh", "ambient.yaml"))]
         if mode == "legacy" and self._default_mode != "legacy":
             overlay = {
@@ -348,27 +394,35 @@ class KubeCluster(Cluster):
         if self.options.get("install_values"):
             args += ["-f", str(self.options["install_values"])]
         args += ["--set", f"hub={self.hub}", "--set", f"tag={self.tag}"]
+        variant = images.option_value(self.options.get("istio_variant"))
+        if variant is not None:
+            # Empty: the default images even under the ambient profile, as Istio's own integration tests install it.
+            args += ["--set", f"values.global.variant={variant}"]
         if self.custom_build or self.options.get("load_image"):
             # Loaded images must not be pulled again (a tag like `latest` would pull Always).
             args += ["--set", "values.global.imagePullPolicy=IfNotPresent"]
         args += ["--readiness-timeout", f"{int(self.timeouts.mesh_install)}s"]
         return args
 
-    def _install_mesh(self, mode: str) -> None:
-        if self.backend == "kubeconfig" and not self.options.get("allow_mesh_install"):
+    def _installs_mesh(self) -> bool:
+        return self.backend == "kind" or bool(self.options.get("allow_mesh_install"))
+
+    def _install_mesh(self, mode: str, group: str) -> None:
+        if not self._installs_mesh():
             self.runner.note(
                 "using the Istio already installed (pass --allow-mesh-install to let the suite install it)"
             )
             return
-        self.runner.note(f"mesh: istioctl install, inbound {mode}")
+        profile = " with the ambient profile" if group == AMBIENT else ""
+        self.runner.note(f"mesh: istioctl install{profile}, inbound {mode}")
         self._run(
-            self._istioctl(*self._install_args(mode)),
-            f"install Istio {self.istio_version} ({mode})",
+            self._istioctl(*self._install_args(mode, group)),
+            f"install Istio {self.istio_version} ({mode}{', ambient profile' if group == AMBIENT else ''})",
             timeout=self.timeouts.mesh_install + 60,
         )
         self.installed_mesh = True
         self._rollout(ISTIO_NAMESPACE, "istiod")
-        if self.ambient:
+        if group == AMBIENT:
             self.runner.note("ambient: istio-cni and ztunnel DaemonSets (profile ambient)")
             for daemonset in ("istio-cni-node", "ztunnel"):
                 self._rollout(ISTIO_NAMESPACE, daemonset, kind="daemonset")
@@ -380,6 +434,47 @@ class KubeCluster(Cluster):
     def inbound_mode(self) -> str:
         """The mode the mesh was last installed in."""
         return self._mode
+
+    @property
+    def install_group(self) -> str:
+        """The install in place: `sidecar` (minimal profile) or `ambient` (the ambient profile)."""
+        return self._group
+
+    def use_profile(self, profile: str, mode: str) -> bool:
+        """The profile's install (the sidecar profiles' or ambient's) in `mode`; whether anything changed.
+
+        Baseline cells run on either install (their pods are not meshed); the suite runs the ambient tests last, so
+        the ambient install is made once and never left.
+        """
+        group = self._group
+        if self._installs_mesh():
+            if profile == "ambient" and AMBIENT in self.groups:
+                group = AMBIENT
+            elif profile in SIDECAR_PROFILES and SIDECAR in self.groups:
+                group = SIDECAR
+        if group != self._group:
+            self._switch_install(group, mode)
+            return True
+        if mode != self._mode:
+            self.set_inbound_mode(mode)
+            return True
+        return False
+
+    def _switch_install(self, group: str, mode: str) -> None:
+        """Re-install as the other profile group wants, then restart every meshed and enrolled workload.
+
+        istioctl prunes what the new install lacks (the ambient profile's DaemonSets on the way back). Injected pods
+        are re-injected for the new install (istio-validation and HBONE under istio-cni, istio-init without it), and
+        enrolled pods start afresh once istio-cni is (or is no longer) there.
+        """
+        if mode == "legacy" and self._default_mode != "legacy" and self.switch is LegacySwitch.NONE:
+            raise BackendError(f"Istio {self.istio_version} cannot switch to legacy: it has no legacy switch")
+        self.runner.note(f"install switch: {self._group} -> {group} install, inbound {mode}")
+        self._install_mesh(mode, group)
+        for namespace in [*self.injected_namespaces, *self.enrolled_namespaces]:
+            self.api.restart_deployments(namespace, f"restart the workloads of {namespace}")
+        self._wait_workloads()
+        self._group, self._mode = group, mode
 
     def set_inbound_mode(self, mode: str) -> None:
         """Re-install with (or without) the version's legacy switch (istioctl rolls istiod), restart the workloads."""
@@ -394,7 +489,7 @@ class KubeCluster(Cluster):
         self.runner.note(f"profile switch: {self._mode} -> {mode}")
         # istioctl install restarts istiod itself when the switch is its env (the pod template changes) and waits
         # for it; a meshConfig change reaches istiod without a restart. Either way the rollout has finished here.
-        self._install_mesh(mode)
+        self._install_mesh(mode, self._group)
         # New proxies pick up the injector's settings (REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION follows the switch).
         for namespace in self.injected_namespaces:
             self.api.restart_deployments(namespace, f"restart the workloads of {namespace}")
@@ -426,6 +521,15 @@ class KubeCluster(Cluster):
                     self.enrolled_namespaces.append(str(meta["name"]))
                     self.runner.note(f"ambient: namespace {meta['name']} enrolled by {DATAPLANE_MODE_LABEL}=ambient")
         self.runner.note("workloads: the world's manifests (the same the emulated backend reads)")
+        if self.enrolled_namespaces:
+            # Right after the namespaces, before any pod: a namespace-wide policy wins over a mesh-wide one.
+            at = max(i for i, m in enumerate(rendered) if m.get("kind") == "Namespace") + 1
+            rendered[at:at] = [_permissive(namespace) for namespace in self.enrolled_namespaces]
+            self.runner.note(
+                f"ambient: {', '.join(self.enrolled_namespaces)} kept PERMISSIVE by a namespace-wide "
+                "PeerAuthentication: plain clients and the API server's pod proxy (the request record) reach "
+                "enrolled pods in plaintext through ztunnel"
+            )
         text = yaml.safe_dump_all(rendered, sort_keys=False)
         self.api.apply(rendered, text, "apply the workloads")
         self._wait_workloads()
@@ -544,7 +648,12 @@ class KubeCluster(Cluster):
                 results[i] = result
 
     def request_record(self, pod: PodRef, request_ids: Sequence[str]) -> list[dict[str, object]]:
-        """The echo control port through the API server's pod proxy (the port is excluded from capture)."""
+        """The echo control port through the API server's pod proxy.
+
+        A sidecar pod excludes the port from capture (its annotation); an enrolled pod has no such exclusion
+        (ambient capture ignores it), so the request crosses ztunnel's plaintext inbound, which lets it through
+        under PERMISSIVE, the mode the run keeps its enrolled namespace in.
+        """
         records: list[dict[str, object]] = []
         ids = list(request_ids)
         for start in range(0, len(ids), 100):
@@ -621,7 +730,11 @@ class KubeCluster(Cluster):
         for ref in [d for d in self.deployments if d.namespace == namespace and d.app != "client"]:
             pod = self.pod_names.get(ref, ref.app)
             try:
-                ss = self.api.exec(namespace, pod, PROXY_CONTAINER, ["ss", "-ltnH"], f"list the listeners of {ref}")
+                # The pod's listeners from /proc/net/tcp{,6} of its network namespace, read in the echo container:
+                # istioctl's `ss` in istio-proxy is not there in a distroless proxy, and pilot-agent is its own binary.
+                listing = self.api.exec(
+                    namespace, pod, APP_CONTAINER, list(CAT_COMMAND), f"list the listeners of {ref}"
+                )
                 dump = self.api.exec(
                     namespace,
                     pod,
@@ -632,11 +745,11 @@ class KubeCluster(Cluster):
             except BackendError as err:
                 run.warnings.append(f"cross-check skipped for {ref}: {err}")
                 continue
-            if ss.returncode != 0 or dump.returncode != 0:
+            if not _whole_proc_net(listing) or dump.returncode != 0:
                 run.warnings.append(f"cross-check skipped for {ref}: could not read its listeners or clusters")
                 continue
             exposed = {int(p) for p in _INBOUND_CLUSTER.findall(dump.stdout)}
-            findings += check_pod(namespace, pod, exposed, parse_ss(ss.stdout))
+            findings += check_pod(namespace, pod, exposed, split_proc_net(listing.stdout))
         ours = {(f.namespace, f.pod, f.port) for f in findings}
         theirs = {(f.namespace, f.pod, f.port) for f in run.findings if f.namespace == namespace}
         if not self.planning and ours != theirs:
@@ -679,7 +792,7 @@ class KubeCluster(Cluster):
     # --- diagnostics and teardown ---------------------------------------------------------------------
 
     def diagnostics(self, pods: Sequence[PodRef]) -> dict[str, str]:
-        """Pod logs (app, istio-init, istio-proxy), proxy config, describe and events; kind export logs."""
+        """Pod logs (app, istio-init or istio-validation, istio-proxy), proxy config, describe and events; kind logs."""
         out: dict[str, str] = {}
 
         def capture(title: str, argv: list[str]) -> None:
@@ -703,8 +816,9 @@ class KubeCluster(Cluster):
             pod = self.pod_names.get(ref, ref.app)
             meshed = ref.namespace in self.injected_namespaces
             read(f"{ref} describe", lambda t, r=ref, p=pod: api.describe(r.namespace, p, t))  # type: ignore[misc]
-            # Uninjected pods have no istio-init or istio-proxy: asking would only add an error to the report.
-            for container in (APP_CONTAINER, "istio-init", PROXY_CONTAINER) if meshed else (APP_CONTAINER,):
+            # Uninjected pods have no init container or istio-proxy: asking would only add an error to the report.
+            init = INIT_CONTAINERS[self._group]
+            for container in (APP_CONTAINER, init, PROXY_CONTAINER) if meshed else (APP_CONTAINER,):
                 read(
                     f"{ref} log {container}",
                     lambda t, r=ref, p=pod, c=container: api.logs(r.namespace, p, c, 200, t),  # type: ignore[misc]
@@ -714,7 +828,7 @@ class KubeCluster(Cluster):
                     capture(
                         f"{ref} proxy-config {kind}", self._istioctl("proxy-config", kind, f"{pod}.{ref.namespace}")
                     )
-        if self.ambient and any(p.namespace in self.enrolled_namespaces for p in pods):
+        if self._group == AMBIENT and any(p.namespace in self.enrolled_namespaces for p in pods):
             # Enrolled pods' traffic goes through the node's ztunnel, set up by istio-cni: their logs say why.
             for daemonset in ("ztunnel", "istio-cni-node"):
                 read(
@@ -747,9 +861,9 @@ class KubeCluster(Cluster):
             # The suite installed this Istio (--allow-mesh-install): it removes it again.
             self._run(self._istioctl("uninstall", "--purge", "-y"), "remove the Istio the suite installed", check=False)
             self.installed_mesh = False
-        elif self.installed_mesh and self._mode != self._default_mode:
-            self._install_mesh(self._default_mode)
-            self._mode = self._default_mode
+        elif self.installed_mesh and (self._group, self._mode) != (self.groups[0], self._default_mode):
+            self._install_mesh(self._default_mode, self.groups[0])
+            self._group, self._mode = self.groups[0], self._default_mode
 
 
 def _row(options: dict[str, Any], istio_version: str) -> matrix.Row:
@@ -759,10 +873,45 @@ def _row(options: dict[str, Any], istio_version: str) -> matrix.Row:
         if options.get("node_image"):
             rows = matrix.load_matrix()
             newest = max(rows, key=lambda r: r.minor)
-            return matrix.Row(
-                "custom", istio_version, newest.kubernetes, newest.kind, str(options["node_image"]), newest.profiles
-            )
+            return matrix.Row("custom", istio_version, newest.kubernetes, newest.kind, str(options["node_image"]))
         raise
+
+
+def run_installs(options: dict[str, Any]) -> list[images.Install]:
+    """The installs a run with these backend options makes, in order, with the images each pulls.
+
+    Ambient (where the version has it and the run selects it) gets an install of its own, the ambient profile;
+    the sidecar profiles run first, on istioctl's minimal profile; a run of ambient alone makes only its install.
+    """
+    version = str(options["istio_version"])
+    wanted = set(options.get("profiles") or ("baseline", *SIDECAR_PROFILES, "ambient"))
+    ambient = Capability.PROFILE_AMBIENT in istio_capabilities(version).capabilities and "ambient" in wanted
+    groups = [SIDECAR]
+    if ambient:
+        groups = [SIDECAR, AMBIENT] if wanted & set(SIDECAR_PROFILES) else [AMBIENT]
+    hub = str(options.get("istio_hub") or RELEASE_HUB)
+    tag = str(options.get("istio_tag") or version)
+    return images.installs(groups, hub, tag, options.get("istio_variant"), options.get("install_values"))
+
+
+def _permissive(namespace: str) -> dict[str, Any]:
+    """A namespace-wide PeerAuthentication in PERMISSIVE mode (security.istio.io/v1beta1, served from 1.5 on)."""
+    return {
+        "apiVersion": "security.istio.io/v1beta1",
+        "kind": "PeerAuthentication",
+        "metadata": {
+            "name": PERMISSIVE_POLICY,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/part-of": PART_OF},
+        },
+        "spec": {"mtls": {"mode": "PERMISSIVE"}},
+    }
+
+
+def _whole_proc_net(result: Result) -> bool:
+    """`cat /proc/net/tcp /proc/net/tcp6` printed both; or tcp whole and only tcp6 missing (IPv6 off in the pod)."""
+    printed = "local_address" in result.stdout
+    return printed and (result.returncode == 0 or "tcp6" in result.stderr)
 
 
 def _judge(check: Callable[[list[dict[str, Any]]], None]) -> Callable[[list[dict[str, Any]]], str | None]:

@@ -1,6 +1,8 @@
 """The version matrix (fixtures/versions.yaml): which kind release and node image each Istio version runs on.
 
-The same file feeds the nightly workflow's matrix, and a test keeps the two in step.
+The same file feeds the nightly workflow's matrix, and a test keeps the two in step. A row says nothing about
+profiles: those are the capabilities of its Istio version (conformance/spec/capabilities.py), which decide what a
+run installs and tests; a key no reader uses is refused rather than left to drift.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import yaml
 from packaging.version import Version
 
 from conformance.resources import fixture
-from conformance.spec.capabilities import istio_capabilities, parse_version
+from conformance.spec.capabilities import parse_version
 
 MATRIX_FORMAT = "mesh-inbound-conformance/versions"
+REQUIRED = ("name", "istio", "kubernetes", "kind", "node_image")
+OPTIONAL = ("istioctl_precheck",)
 
 
 @dataclass(frozen=True)
@@ -27,7 +31,6 @@ class Row:
     kubernetes: str
     kind: str
     node_image: str
-    profiles: tuple[str, ...]
     istioctl_precheck: str | None = None
 
     @property
@@ -45,9 +48,15 @@ def load_matrix(path: Path | None = None) -> list[Row]:
         raise ValueError(f"{source}: expected format {MATRIX_FORMAT} version 1")
     rows = []
     for item in data.get("rows", []):
-        missing = {"name", "istio", "kubernetes", "kind", "node_image", "profiles"} - set(item)
+        missing = set(REQUIRED) - set(item)
         if missing:
             raise ValueError(f"{source}: row {item.get('name', '?')} lacks {', '.join(sorted(missing))}")
+        unknown = set(item) - set(REQUIRED) - set(OPTIONAL)
+        if unknown:
+            raise ValueError(
+                f"{source}: row {item['name']}: no reader uses {', '.join(sorted(unknown))} (a row has "
+                f"{', '.join(REQUIRED + OPTIONAL)}; its profiles are its Istio version's capabilities)"
+            )
         if "@sha256:" not in item["node_image"]:
             raise ValueError(f"{source}: row {item['name']}: node_image must be pinned by digest")
         rows.append(
@@ -57,7 +66,6 @@ def load_matrix(path: Path | None = None) -> list[Row]:
                 kubernetes=str(item["kubernetes"]),
                 kind=str(item["kind"]),
                 node_image=str(item["node_image"]),
-                profiles=tuple(str(p) for p in item["profiles"]),
                 istioctl_precheck=str(item["istioctl_precheck"]) if item.get("istioctl_precheck") else None,
             )
         )
@@ -87,12 +95,10 @@ def row_for(istio_version: str, rows: list[Row] | None = None) -> Row:
             # A build of a minor the project does not know yet (1.32-dev) runs on the newest row's cluster.
             return newest
         raise
-    profiles = tuple(p.value for p in istio_capabilities(istio_version).profiles())
     return Row(
         name=f"istio-{minor}-k8s-{image.kubernetes}",
         istio=istio_version,
         kubernetes=image.kubernetes,
         kind=image.kind,
         node_image=image.image,
-        profiles=profiles,
     )

@@ -23,6 +23,7 @@ KIND_OPTIONS = {
     "istio_hub": "--istio-hub",
     "istio_tag": "--istio-tag",
     "install_values": "--install-values",
+    "istio_variant": "--istio-variant",
     "load_image": "--load-image",
     "echo_image": "--echo-image",
     "node_image": "--node-image",
@@ -60,6 +61,12 @@ def add_options(group: Any) -> None:
     group.addoption("--istio-hub", default=None, help="custom build: image hub (e.g. ghcr.io/me/istio)")
     group.addoption("--istio-tag", default=None, help="custom build: image tag")
     group.addoption("--install-values", default=None, help="custom build: extra istioctl install overlay (YAML file)")
+    group.addoption(
+        "--istio-variant",
+        default=None,
+        help="kind/kubeconfig: the image variant every install uses, `default` (HUB/NAME:TAG) or `distroless` "
+        "(HUB/NAME:TAG-distroless); default: each install profile's own (the ambient profile's is distroless)",
+    )
     group.addoption(
         "--load-image", action="append", default=[], help="kind: image to `kind load docker-image` (repeatable)"
     )
@@ -126,6 +133,24 @@ def validate(opt: Any, backend: str) -> dict[str, Any]:
             raise ValueError(f"{KIND_OPTIONS[name]} {values[name]}: no such file")
     if bool(values["istio_hub"]) != bool(values["istio_tag"]):
         raise ValueError("--istio-hub and --istio-tag go together (a custom build is HUB/pilot:TAG, HUB/proxyv2:TAG)")
+    from conformance.backends.kind import images
+
+    if values["istio_variant"] is not None and values["istio_variant"] not in images.VARIANTS:
+        raise ValueError(
+            f"--istio-variant {values['istio_variant']!r}: expected {' or '.join(images.VARIANTS)} "
+            "(HUB/NAME:TAG, or HUB/NAME:TAG-distroless)"
+        )
+    images.values_variant(values["install_values"])  # a variant the overlay sets must be readable
+    if values["istio_variant"] == "distroless":
+        from conformance.spec.capabilities import Capability, istio_capabilities
+
+        if Capability.PRECHECK_LOCALHOST in istio_capabilities(str(values["capability_version"])).capabilities:
+            # istioctl 1.10-1.20 runs `ss` in istio-proxy and skips a pod without it, silently (istio#37235): the
+            # precheck would find nothing it should, on a build that does nothing wrong.
+            raise ValueError(
+                f"--istio-variant distroless: the localhost precheck of Istio {values['istio_version']} runs `ss` in "
+                "istio-proxy, which a distroless proxy lacks (istioctl then skips the pod): use the default variant"
+            )
     return values
 
 
@@ -156,8 +181,13 @@ def _check_istioctl_source(values: dict[str, Any]) -> None:
 
 
 def maybe_preflight(config: pytest.Config, settings: Any) -> None:
-    """--preflight: print what this machine lacks for the row, one line each with its fix; exit 0 or 1."""
+    """--preflight: print what this machine lacks for the row, one line each with its fix; exit 0 or 1.
+
+    It first lists the images the run's installs pull (a custom build must have every one).
+    """
     from conformance.backends.kind import preflight
+    from conformance.backends.kind.backend import run_installs
+    from conformance.backends.kind.images import AMBIENT
     from conformance.backends.kind.matrix import row_for
 
     options = settings.backend_options
@@ -165,14 +195,21 @@ def maybe_preflight(config: pytest.Config, settings: Any) -> None:
         raise pytest.UsageError("--preflight checks the machine for --backend kind")
     try:
         row = row_for(str(options["istio_version"]))
+        installs = run_installs(options)
     except ValueError as err:
         raise pytest.UsageError(f"--preflight: {err}") from None
     problems = preflight.check(
-        preflight.Host(), kubernetes=row.kubernetes, istio_version=row.istio, family=settings.family.value
+        preflight.Host(),
+        kubernetes=row.kubernetes,
+        istio_version=row.istio,
+        family=settings.family.value,
+        ambient=any(i.group == AMBIENT for i in installs),
     )
     capture = config.pluginmanager.getplugin("capturemanager")
     if capture is not None:
         capture.suspend_global_capture(in_=True)
+    for install in installs:
+        sys.stdout.write(f"preflight: {install.describe()}\n")
     for line in problems:
         sys.stdout.write(f"preflight: {line}\n")
     sys.stdout.flush()

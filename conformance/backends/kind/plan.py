@@ -63,7 +63,13 @@ class _StandIns:
 
 
 def plan_text(settings: Any) -> str:
-    """The plan for a run with these settings (a `conformance.plugin.Settings`)."""
+    """The plan for a run with these settings (a `conformance.plugin.Settings`), in the run's order.
+
+    The run's order (plugin.py): baseline, the sidecar profiles (the default mode first) with their prechecks, the
+    legacy round trip, then ambient, on the install of its own that the kind backend makes for it.
+    """
+    from conformance.plugin import AMBIENT_MESH_SETTING
+
     world = World.for_mesh(settings.family, settings.mesh)
     runner = PlanRunner(responder=_StandIns(world, settings.family.value == "ipv6"))
     cluster = KubeCluster(
@@ -71,10 +77,9 @@ def plan_text(settings: Any) -> str:
     )
     cluster.up(world.manifests())
     order = [Profile.BASELINE, settings.mesh.default_profile] + [p for p in Profile]
+    ambient = Client.AMBIENT in world.clients and Profile.AMBIENT in settings.profiles
     runner.note("probes: per convergence round, one exec per client pod (and per server for in-pod paths)")
     sources = [world.clients[Client.PLAIN], world.clients[Client.MESHED]]
-    if Client.AMBIENT in world.clients and Profile.AMBIENT in settings.profiles:
-        sources.append(world.clients[Client.AMBIENT])  # the enrolled client: its probes go through ztunnel
     server = world.mesh_server(world.mesh_endpoints[0])
     cluster.probe(
         [ProbeRequest(s, "http", cluster.pod_ip(server), 8083, f"plan-{s.app}-{s.namespace}") for s in sources],
@@ -88,14 +93,31 @@ def plan_text(settings: Any) -> str:
             continue
         done.add(profile)
         if profile in settings.mesh.profiles():
-            cluster.set_inbound_mode(profile.value)
+            cluster.use_profile(profile.value, profile.value)
             if Capability.PRECHECK_LOCALHOST in settings.mesh.capabilities:
                 cluster.precheck(NS_MESH)
     if Capability.LEGACY_SWITCH in settings.mesh.capabilities and Profile.LEGACY in settings.profiles:
-        # As the test does: it runs last, so the legacy group's switch is its first leg; it switches back.
+        # As the test does: it runs after the other sidecar tests, so the legacy group's switch is its first leg.
         runner.note("LegacySwitchRoundTrip: (passthrough ->) legacy -> passthrough")
         for mode in (Profile.LEGACY, Profile.PASSTHROUGH):
-            cluster.set_inbound_mode(mode.value)
+            cluster.use_profile(mode.value, mode.value)
+    if ambient:
+        runner.note(
+            f"ambient, last: its own install (the ambient profile), inbound {AMBIENT_MESH_SETTING.value} "
+            "(LOCALHOST must change nothing there)"
+        )
+        cluster.use_profile(Profile.AMBIENT.value, AMBIENT_MESH_SETTING.value)
+        enrolled = world.ambient_server(world.mesh_endpoints[0])
+        client = world.clients[Client.AMBIENT]  # the enrolled client: its probes go through ztunnel
+        cluster.probe(
+            [ProbeRequest(client, "http", cluster.pod_ip(enrolled), 8083, "plan-client-mic-ambient")],
+            settings.timeouts.probe,
+        )
+        runner.note(
+            "request record of an enrolled pod: through the API server's pod proxy and ztunnel's plaintext inbound "
+            "(ambient capture ignores the port exclusion; PERMISSIVE lets it through)"
+        )
+        cluster.request_record(enrolled, ["plan-client-mic-ambient"])
     runner.note(
         "teardown (diagnostics on failure, through the API: pod details, logs and events; istioctl proxy-config, "
         "ztunnel and istio-cni logs for enrolled pods, kind export logs)"

@@ -2,12 +2,19 @@
 
 Each problem is one line naming what is missing and the command that fixes it. `--preflight` runs only this and
 exits 0 or 1; `--backend kind` runs it before creating a cluster. The host is read through roots that tests point
-at fake trees (`proc`: /proc, `cgroup`: /sys/fs/cgroup, `sys_module`: /sys/module) and a `docker` command that
-tests replace with a fake. Facts: shared/reference/tools-versions-ci.md ("Versions", "Hazards on real runners").
+at fake trees (`proc`: /proc, `cgroup`: /sys/fs/cgroup, `sys_module`: /sys/module, `lib_modules`: /lib/modules) and
+a `docker` command that tests replace with a fake. Facts: shared/reference/tools-versions-ci.md ("Versions",
+"Hazards on real runners", and its last section for ambient's kernel modules).
+
+A kind node shares the host's kernel: the iptables rules istio-init and istio-cni write in a pod need the host's
+netfilter modules. A module counts as there when it is loaded (/proc/modules, /sys/module/NAME) or built into the
+kernel (/lib/modules/$(uname -r)/modules.builtin).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -24,6 +31,11 @@ INOTIFY_MINIMUM = {"max_user_watches": 524288, "max_user_instances": 512}
 # tables (istio#23009, #42262, #57380).
 NAT_MODULES = ("iptable_nat", "ip6table_nat")
 LEGACY_IPTABLES_BEFORE = Version("1.11")
+# Ambient: istio-cni's in-pod rules capture with TPROXY on 1.22-1.23 (the TPROXY target, the socket match, connmark;
+# REDIRECT from 1.24, #52622), and every ambient release keeps its kubelet-probe addresses in an ipset.
+TPROXY_MODULES = ("xt_TPROXY", "xt_socket", "xt_connmark")
+TPROXY_MINORS = (Version("1.22"), Version("1.23"))
+AMBIENT_MODULES = ("ip_set",)
 # Kubernetes < 1.19 does not run on cgroup v2 hosts (kind#2925).
 CGROUP_V2_SINCE = Version("1.19")
 # Estimates for one row (one kind node, istiod with lowered requests, eight echo pods with sidecars, the node image
@@ -40,14 +52,16 @@ class Host:
     proc: Path = Path("/proc")
     cgroup: Path = Path("/sys/fs/cgroup")
     sys_module: Path = Path("/sys/module")
+    lib_modules: Path = Path("/lib/modules")
+    kernel_release: str = field(default_factory=lambda: os.uname().release)
     docker: str = "docker"
     disk: Path = field(
         default_factory=lambda: Path("/var/lib/docker") if Path("/var/lib/docker").is_dir() else Path("/")
     )
 
 
-def check(host: Host, *, kubernetes: str, istio_version: str, family: str) -> list[str]:
-    """One line per problem, each with its fix.
+def check(host: Host, *, kubernetes: str, istio_version: str, family: str, ambient: bool = False) -> list[str]:
+    """One line per problem, each with its fix (`ambient`: the run installs the ambient profile).
 
     An unreachable Docker is the only line: the other checks are about the host Docker runs on.
     """
@@ -61,13 +75,28 @@ def check(host: Host, *, kubernetes: str, istio_version: str, family: str) -> li
             "with Kubernetes >= 1.19, or boot with systemd.unified_cgroup_hierarchy=0"
         )
     istio = parse_version(istio_version)
-    if Version(f"{istio.major}.{istio.minor}") < LEGACY_IPTABLES_BEFORE:
-        missing = [m for m in NAT_MODULES if not (host.sys_module / m).exists()]
+    minor = Version(f"{istio.major}.{istio.minor}")
+    present = kernel_modules(host)
+    if minor < LEGACY_IPTABLES_BEFORE:
+        missing = [m for m in NAT_MODULES if m not in present]
         if missing:
             problems.append(
                 f"kernel modules {', '.join(missing)} not loaded: Istio {istio_version}'s istio-init (legacy "
                 "iptables) fails with `unable to initialize table 'nat'`: run `sudo modprobe -a iptable_nat "
                 "ip6table_nat`"
+            )
+    if ambient:
+        needed = (*TPROXY_MODULES, *AMBIENT_MODULES) if minor in TPROXY_MINORS else AMBIENT_MODULES
+        missing = [m for m in needed if m not in present]
+        if missing:
+            why = (
+                f"Istio {istio.major}.{istio.minor}'s ambient capture (istio-cni) uses TPROXY, the socket match and "
+                "connmark, and keeps its probe addresses in an ipset"
+                if minor in TPROXY_MINORS
+                else "Istio's ambient capture (istio-cni) keeps its probe addresses in an ipset"
+            )
+            problems.append(
+                f"kernel modules {', '.join(missing)} not loaded: {why}: run `sudo modprobe -a {' '.join(missing)}`"
             )
     if family == "ipv6":
         for key, name in (
@@ -125,6 +154,23 @@ def _docker(host: Host) -> str | None:
             "at one"
         )
     return None
+
+
+def kernel_modules(host: Host) -> set[str]:
+    """The modules the host's kernel has: loaded (/proc/modules, /sys/module) or built in (modules.builtin)."""
+    names: set[str] = set()
+    for line in (_read(host.proc / "modules") or "").splitlines():
+        if line.split():
+            names.add(line.split()[0])
+    with contextlib.suppress(OSError):
+        names |= {entry.name for entry in host.sys_module.iterdir()}
+    builtin = _read(host.lib_modules / host.kernel_release / "modules.builtin") or ""
+    for line in builtin.splitlines():
+        # kernel/net/netfilter/xt_TPROXY.ko: the kernel names a module after its file, with '-' read as '_'.
+        name = line.strip().rsplit("/", 1)[-1]
+        if name.endswith(".ko"):
+            names.add(name[: -len(".ko")].replace("-", "_"))
+    return names
 
 
 def _read(path: Path) -> str | None:
