@@ -180,6 +180,11 @@ def _settings(config: pytest.Config) -> Settings:
         problem = check_writable_dir(option, path) if path is not None else None
         if problem is not None:
             _fail(problem)
+    # Absolute from here on: pytest changes to its invocation folder before pytest_sessionfinish, and the suite
+    # shows ids relative to the rootdir by making that folder the rootdir (pytest_configure): the last report
+    # write (`total`, `finished`, `interrupted`) landed under site-packages, relative to it.
+    report_dir = report_dir.absolute() if report_dir is not None else None
+    artifacts_dir = artifacts_dir.absolute() if artifacts_dir is not None else None
     profiles = tuple(dict.fromkeys(requested)) if requested else mesh.profiles()
     return Settings(
         backend=backend,
