@@ -278,10 +278,12 @@ def pytest_configure(config: pytest.Config) -> None:
     if junit_here and settings.report_dir is not None and _collects_suite(config):
         config.option.xmlpath = str(settings.report_dir / "junit.xml")
     if _collects_suite(config) and (config.rootpath / "conformance" / "suite").is_dir():
-        # tox passes --rootdir the installed package: node ids are `conformance/suite/test_x.py::...`. pytest
-        # prints them relative to the invocation folder (`.tox/conformance/lib/python3.11/site-packages/...`);
-        # shown relative to the rootdir instead, the terminal's ids are the same as junit.xml's and the report's.
-        # Done before the terminal reporter is created; command-line paths were already resolved.
+        # The rootdir is the installed package's folder (tox's --rootdir, _pin_rootdir): node ids are
+        # `conformance/suite/test_x.py::...`. pytest prints them relative to the invocation folder
+        # (`.tox/conformance/lib/python3.11/site-packages/...`); shown relative to the rootdir instead, the
+        # terminal's ids are the same as junit.xml's and the report's. Done before the terminal reporter is
+        # created; command-line paths were already resolved, and the output folders are absolute (pytest changes
+        # to this folder before pytest_sessionfinish).
         config.invocation_params = dataclasses.replace(config.invocation_params, dir=config.rootpath)
     config.pluginmanager.register(_TestRecorder(config), "mesh-inbound-conformance-recorder")
     from conformance.backends.kind import options as kind_options
