@@ -8,7 +8,7 @@ tests printed the same logs twenty times). Every failed test still gets its own 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from conformance.backends.base import Cluster, PodRef
@@ -23,11 +23,18 @@ def collect(cluster: Cluster, pods: Sequence[PodRef]) -> dict[str, str]:
         return {"diagnostics": f"could not collect diagnostics: {err}"}
 
 
-def save(sections: dict[str, str], target: Path) -> None:
-    """One text file per section under `target`."""
+Claim = Callable[[Iterable[Path]], None]
+"""Records files in the artifacts folder's record before they are written (outputs.OutputFolder.claim)."""
+
+
+def save(sections: dict[str, str], target: Path, claim: Claim | None = None) -> None:
+    """One text file per section under `target`, each recorded as the suite's (`claim`) before it is written."""
+    files = {title: target / f"{safe_name(title)}.txt" for title in sections}
+    if claim is not None:
+        claim(files.values())
     target.mkdir(parents=True, exist_ok=True)
     for title, text in sections.items():
-        (target / f"{safe_name(title)}.txt").write_text(text + "\n")
+        files[title].write_text(text + "\n")
 
 
 def to_show(sections: dict[str, str], pods: Sequence[PodRef], shown: set[str], target: Path | None) -> dict[str, str]:
@@ -48,7 +55,7 @@ def _pod(title: str, pods: Sequence[str]) -> bool:
     return any(title.startswith(p + " ") for p in pods)
 
 
-def save_setup(cluster: Cluster, pods: Sequence[PodRef], artifacts: Path | None) -> str:
+def save_setup(cluster: Cluster, pods: Sequence[PodRef], artifacts: Path | None, claim: Claim | None = None) -> str:
     """When the cluster could not be set up: the pods' diagnostics under `<artifacts>/setup/`; where they are.
 
     Taken before teardown removes the pods' logs; the returned line goes into the report.
@@ -59,5 +66,5 @@ def save_setup(cluster: Cluster, pods: Sequence[PodRef], artifacts: Path | None)
     if not sections:
         return f"the backend had no logs to save ({artifacts} holds anything it wrote itself)"
     target = artifacts / SETUP_FOLDER
-    save(sections, target)
+    save(sections, target, claim)
     return f"logs: {target}/"

@@ -24,9 +24,19 @@ import pytest
 from conformance import diagnostics
 from conformance.backends.base import BackendError, Cluster, PodRef, PrerequisiteError
 from conformance.interrupt import Interrupted, Interrupts, trim_traceback
-from conformance.outputs import case_dir, check_writable_dir, clear_previous, output_dir
+from conformance.outputs import (
+    SETUP_FOLDER,
+    OutputFolder,
+    artifacts_folder,
+    case_dir,
+    check_writable_dir,
+    earlier_report_file,
+    make_output_dirs,
+    output_dir,
+    report_folder,
+)
 from conformance.probe import Observation, Prober, judge
-from conformance.report import Report, TestRecord
+from conformance.report import JSON_NAME, MD_NAME, Report, TestRecord
 from conformance.spec.capabilities import (
     Capability,
     MeshCapabilities,
@@ -63,7 +73,16 @@ class Settings:
     emulator_ztunnel: list[str] | None = None
 
 
+@dataclass(frozen=True)
+class Outputs:
+    """The run's output folders, checked and made before anything runs (None: not written)."""
+
+    report: OutputFolder | None
+    artifacts: OutputFolder | None
+
+
 SETTINGS = pytest.StashKey[Settings]()
+OUTPUTS = pytest.StashKey[Outputs]()
 RUN = pytest.StashKey["ConformanceSession"]()
 INVOLVED = pytest.StashKey[list[PodRef]]()
 INTERRUPTS = pytest.StashKey[Interrupts]()
@@ -162,6 +181,11 @@ def _settings(config: pytest.Config) -> Settings:
         problem = check_writable_dir(option, path) if path is not None else None
         if problem is not None:
             _fail(problem)
+    # Absolute from here on: pytest changes to its invocation folder before pytest_sessionfinish, and the suite
+    # shows ids relative to the rootdir by making that folder the rootdir (pytest_configure): the last report
+    # write (`total`, `finished`, `interrupted`) landed under site-packages, relative to it.
+    report_dir = report_dir.absolute() if report_dir is not None else None
+    artifacts_dir = artifacts_dir.absolute() if artifacts_dir is not None else None
     profiles = tuple(dict.fromkeys(requested)) if requested else mesh.profiles()
     return Settings(
         backend=backend,
@@ -249,23 +273,74 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("filterwarnings", f"ignore:{swallowed}:pytest.PytestUnraisableExceptionWarning")
     warnings.filterwarnings("ignore", swallowed, pytest.PytestUnraisableExceptionWarning)
     config.stash[SETTINGS] = settings = _settings(config)
+    _pin_rootdir(config)
     # Before the junitxml plugin's own configure reads it: an IPv6 run never overwrites the IPv4 junit.xml.
-    if settings.report_dir is not None and not getattr(config.option, "xmlpath", None) and _collects_suite(config):
+    junit_here = settings.report_dir is not None and not getattr(config.option, "xmlpath", None)
+    if junit_here and settings.report_dir is not None and _collects_suite(config):
         config.option.xmlpath = str(settings.report_dir / "junit.xml")
     if _collects_suite(config) and (config.rootpath / "conformance" / "suite").is_dir():
-        # tox passes --rootdir the installed package: node ids are `conformance/suite/test_x.py::...`. pytest
-        # prints them relative to the invocation folder (`.tox/conformance/lib/python3.11/site-packages/...`);
-        # shown relative to the rootdir instead, the terminal's ids are the same as junit.xml's and the report's.
-        # Done before the terminal reporter is created; command-line paths were already resolved.
+        # The rootdir is the installed package's folder (tox's --rootdir, _pin_rootdir): node ids are
+        # `conformance/suite/test_x.py::...`. pytest prints them relative to the invocation folder
+        # (`.tox/conformance/lib/python3.11/site-packages/...`); shown relative to the rootdir instead, the
+        # terminal's ids are the same as junit.xml's and the report's. Done before the terminal reporter is
+        # created; command-line paths were already resolved, and the output folders are absolute (pytest changes
+        # to this folder before pytest_sessionfinish).
         config.invocation_params = dataclasses.replace(config.invocation_params, dir=config.rootpath)
     config.pluginmanager.register(_TestRecorder(config), "mesh-inbound-conformance-recorder")
     from conformance.backends.kind import options as kind_options
 
     kind_options.maybe_plan(config, config.stash[SETTINGS])
+    if _collects_suite(config):
+        config.stash[OUTPUTS] = _outputs(settings, junit_here)
 
 
 def _collects_suite(config: pytest.Config) -> bool:
     return bool(config.option.pyargs) and any(str(a).startswith("conformance") for a in config.args)
+
+
+def _pin_rootdir(config: pytest.Config) -> None:
+    """The suite's test ids are relative to the folder its package is in, whatever pytest guessed.
+
+    pytest picks the rootdir (and its ini file) from the command line before it loads entry-point plugins, so
+    the values of this plugin's options look like test paths to it: `--report-dir /tmp/x/r --artifacts-dir
+    /tmp/x/a`, once those folders exist, made /tmp/x the rootdir (pytest#8846, closed as a known limitation),
+    and each id came out relative to it: `../../tmp/x/test_reachability.py::...` in the summary, a bare
+    `test_reachability.py` in junit.xml. tox passes `--rootdir` (the installed package's site-packages); for
+    `pytest` or `python -m pytest` without it, the rootdir is set here to where the collected package lives,
+    before the session computes any id (a `--rootdir` elsewhere gave the same broken ids, and is overridden too).
+    `_rootpath` is pytest's own attribute (no public setter): without it, pytest's rootdir stays.
+    """
+    if not _collects_suite(config) or not hasattr(config, "_rootpath"):
+        return
+    home = Path(__file__).resolve().parents[1]
+    if config.rootpath != home:
+        config._rootpath = home
+
+
+def _outputs(settings: Settings, junit_here: bool) -> Outputs:
+    """Check the output folders, then make them: a refusal or a folder that cannot be made is one line, exit 4.
+
+    Done in pytest_configure, before the junitxml plugin exists: a folder found unusable later (a report folder
+    under /sys) failed every test and then junit.xml's own write, with an INTERNALERROR traceback.
+    """
+    report = artifacts = None
+    if settings.report_dir is not None:
+        # junit.xml when the suite puts it there; one the user names with --junitxml is theirs to place.
+        names = [JSON_NAME, MD_NAME, *(["junit.xml"] if junit_here else [])]
+        report = report_folder(settings.report_dir, names, earlier_report_file)
+    if settings.artifacts_dir is not None:
+        artifacts = artifacts_folder(settings.artifacts_dir, [p.value for p in Profile], settings.backend)
+    for folder in (report, artifacts):
+        problem = folder.refusal() if folder is not None else None
+        if problem is not None:
+            _fail(problem)
+    problem = make_output_dirs([(f.option, f.root) for f in (report, artifacts) if f is not None])
+    if problem is not None:
+        _fail(problem)
+    if report is not None:
+        # Written by this run from here on (the report at the session's start, junit.xml at its end).
+        report.claim(report.root / name for name in report.places)
+    return Outputs(report, artifacts)
 
 
 # --- collection --------------------------------------------------------------------------------------------
@@ -404,8 +479,11 @@ def conformance_session(request: pytest.FixtureRequest) -> Iterator[ConformanceS
     request.config.stash[RUN] = session
     planned = [i.stash[CASE_OF][1].value for i in request.session.items if CASE_OF in i.stash]
     session.report.planned = {p.value: planned.count(p.value) for p in Profile}
-    if settings.artifacts_dir is not None:
-        clear_previous(settings.artifacts_dir, [p.value for p in Profile])
+    outputs = request.config.stash.get(OUTPUTS, None)
+    if outputs is not None and outputs.artifacts is not None:
+        # Only what an earlier run recorded writing (checked before anything ran): a folder present means
+        # this run failed there. The kind/kubeconfig commands log stays, appended to.
+        outputs.artifacts.clear(outputs.artifacts.places)
     session.report.write()
     # What pytest and the suite have loaded lives as long as the run: frozen, it is out of the garbage
     # collector's full passes, which the probes' allocations trigger, and pytest's last one at exit (~0.2 s of
@@ -420,8 +498,12 @@ def conformance_session(request: pytest.FixtureRequest) -> Iterator[ConformanceS
             problem = f"{cluster.backend} backend: {err}"
         if problem is not None:
             logs = diagnostics.save_setup(
-                cluster, session.world.servers + tuple(session.world.clients.values()), settings.artifacts_dir
+                cluster,
+                session.world.servers + tuple(session.world.clients.values()),
+                settings.artifacts_dir,
+                _claim(request.config),
             )
+            _claim_backend_files(request.config)
             session.report.record_setup_error(problem, logs)
             session.report.write()
             pytest.fail(problem, pytrace=False)
@@ -662,13 +744,28 @@ def pytest_runtest_makereport(
         return report
     case_, prof = item.stash[CASE_OF]
     sections = diagnostics.collect(session.cluster, pods)
+    _claim_backend_files(item.config)
     artifacts = session.settings.artifacts_dir
     target = case_dir(artifacts, prof.value, case_.name) if artifacts else None
     if target is not None:
-        diagnostics.save(sections, target)
+        diagnostics.save(sections, target, _claim(item.config))
     for title, text in diagnostics.to_show(sections, pods, session.shown_pods, target).items():
         report.sections.append((f"conformance: {title}", text))
     return report
+
+
+def _claim(config: pytest.Config) -> diagnostics.Claim | None:
+    """Records files in the artifacts folder's record (none when the folder was not prepared)."""
+    outputs = config.stash.get(OUTPUTS, None)
+    return outputs.artifacts.claim if outputs is not None and outputs.artifacts is not None else None
+
+
+def _claim_backend_files(config: pytest.Config) -> None:
+    """What the backend wrote itself where the suite writes (`kind export logs`), recorded once it is there."""
+    outputs = config.stash.get(OUTPUTS, None)
+    if outputs is not None and outputs.artifacts is not None:
+        artifacts = outputs.artifacts
+        artifacts.claim_present([p for p in artifacts.places if p not in (*(v.value for v in Profile), SETUP_FOLDER)])
 
 
 class _TestRecorder:

@@ -14,6 +14,7 @@ import os
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -1002,3 +1003,39 @@ def test_control_connections_record_silent_probe_connections(spawn: Spawner) -> 
     assert [c["seq"] for c in json.loads(body)["connections"]] == [conns[1]["seq"]]
     status, body = process.control("GET", "/connections?after=x")
     assert status == 400
+
+
+@pytest.mark.parametrize("reset_before_accept", [False, True], ids=["reset-after-accept", "reset-before-accept"])
+def test_a_probe_that_resets_right_after_connecting_is_recorded_with_its_peer(
+    spawn: Spawner, reset_before_accept: bool
+) -> None:
+    """Many health checkers end a TCP check with a reset (SO_LINGER 0): a connection the app still accepted.
+
+    The record must name the peer accept() returned, not one read from the socket afterwards (getpeername
+    fails once the connection is reset). Stopping the server first makes every reset land before accept().
+    """
+    tcp_port, http_port = free_ports(2)
+    hosts = ["127.0.0.1", *(["::1"] if HAVE_IPV6 else [])]
+    process = spawn(f"{tcp_port}:loopback:tcp", f"{http_port}:loopback:http", env={"INSTANCE_IPS": ",".join(hosts)})
+    if reset_before_accept:
+        process.proc.send_signal(signal.SIGSTOP)
+    sent = []
+    try:
+        for host in hosts:
+            for port in (tcp_port, http_port):
+                with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as client:
+                    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    client.connect((host, port))
+                    sent.append((port, host, client.getsockname()[1]))
+                # Closed with linger 0: a reset, no FIN.
+    finally:
+        if reset_before_accept:
+            process.proc.send_signal(signal.SIGCONT)
+    deadline = time.monotonic() + 5
+    conns: list[dict[str, Any]] = []
+    while len(conns) < len(sent) and time.monotonic() < deadline:
+        status, body = process.control("GET", "/connections")
+        assert status == 200
+        conns = json.loads(body)["connections"]
+    assert sorted((c["port"], c["peer"], c["peer_port"]) for c in conns) == sorted(sent)
+    assert {c["local"] for c in conns} == set(hosts)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,7 +23,8 @@ from conftest import REPO, left_behind, mic_namespaces, suite_command
 import conformance
 from conformance.backends.emulated import netns
 from conformance.backends.emulated.cluster import EmulatedCluster
-from conformance.spec import CellKey, DefaultEndpoint, Failure, Profile, all_cells, expect
+from conformance.outputs import RECORD_NAME, artifacts_folder
+from conformance.spec import Bind, CellKey, DefaultEndpoint, Failure, Profile, all_cells, expect
 from conformance.spec.dimensions import OVERRIDES_BY_FAMILY, IpFamily
 from conformance.world import World
 
@@ -72,8 +75,12 @@ def cells_a_localhost_sidecar_breaks(family: IpFamily) -> set[str]:
 @pytest.mark.usefixtures("no_leftovers")
 @pytest.mark.parametrize("family", list(IpFamily), ids=lambda f: f.value)
 def test_a_proxy_forwarding_to_localhost_fails_exactly_the_cells_it_breaks(tmp_path: Path, family: IpFamily) -> None:
+    # What an earlier run wrote (recorded as the suite records it), and a file of the user's beside it.
     stale = tmp_path / "artifacts" / "legacy" / "FromAnEarlierRun"
     stale.mkdir(parents=True)
+    artifacts_folder(tmp_path / "artifacts", [p.value for p in Profile], "emulated").claim([stale / "log.txt"])
+    (stale / "log.txt").write_text("an earlier run's\n")
+    (tmp_path / "artifacts" / "notes.txt").write_text("the user's\n")
     proc = run_suite(
         tmp_path,
         "--ip-family",
@@ -127,8 +134,11 @@ def test_a_proxy_forwarding_to_localhost_fails_exactly_the_cells_it_breaks(tmp_p
     # the previous run's folders are gone.
     artifacts = tmp_path / "artifacts"
     assert not stale.exists()
-    assert all(not p.name.startswith(".") for p in artifacts.rglob("*"))
-    assert {p.relative_to(artifacts).parts[0] for p in artifacts.iterdir()} <= {"legacy", "passthrough"}
+    assert (artifacts / "notes.txt").read_text() == "the user's\n"
+    # Only the record of what the suite wrote is hidden (uploads skip it, as they should).
+    assert [p.name for p in artifacts.rglob(".*")] == [RECORD_NAME]
+    written = {p.relative_to(artifacts).parts[0] for p in artifacts.iterdir()} - {"notes.txt", RECORD_NAME}
+    assert written <= {"legacy", "passthrough"}
     assert (artifacts / "passthrough" / "PodIPFromPlainClient").is_dir()
     logs = list(artifacts.glob("*/*/*sidecar_log.txt"))
     assert logs
@@ -407,6 +417,138 @@ def test_an_output_folder_that_cannot_be_made_stops_the_run_before_anything_runs
     # come and go meanwhile, so namespaces are not compared).
     assert "collected" not in proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+@pytest.mark.parametrize(
+    ("option", "path", "message"),
+    [
+        ("--report-dir", "/sys/x", "--report-dir /sys/x: cannot be created, /sys "),
+        ("--report-dir", "/proc/x", "--report-dir /proc/x: cannot be created, /proc "),
+        ("--artifacts-dir", "/sys/x", "--artifacts-dir /sys/x: cannot be created, /sys "),
+        ("--report-dir", "/proc", "--report-dir /proc: folder not writable"),
+    ],
+)
+def test_a_folder_on_a_pseudo_file_system_stops_the_run_before_anything_runs(
+    tmp_path: Path, option: str, path: str, message: str
+) -> None:
+    """Root passes every permission check there: the run became 16 errors and an INTERNALERROR traceback."""
+    cmd = suite_command(option, path)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False)
+    assert proc.returncode == 4, proc.stdout[-2000:] + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1, proc.stderr
+    assert errors[0].startswith("ERROR: " + message), errors
+    assert "INTERNALERROR" not in proc.stdout + proc.stderr
+    assert "collected" not in proc.stdout
+    assert list(tmp_path.iterdir()) == []  # nor the other, default folder
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("no_leftovers")
+def test_a_run_never_deletes_what_it_did_not_write(tmp_path: Path) -> None:
+    """The issue's folder: a one-test passing run into it deleted all three of the user's files."""
+    folder = tmp_path / "mine"
+    users = {"setup/important.txt": "1\n", "baseline/MyCase/notes.txt": "2\n", "passthrough/data.db": "3\n"}
+    for name, text in users.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    one_test = ("-k", "LocalhostInPod and baseline")
+    cmd = suite_command("--artifacts-dir", str(folder), *one_test)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False)
+    assert proc.returncode == 4, proc.stdout[-3000:] + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert errors == [
+        f"ERROR: --artifacts-dir {folder}: baseline/MyCase/notes.txt, passthrough/data.db and setup/important.txt "
+        "are not from an earlier run of this suite, which writes <profile>/<Case>/ and setup/ there, removing what "
+        "an earlier run of it wrote; move them or choose another folder"
+    ]
+    assert {n: (folder / n).read_text() for n in users} == users
+    assert "collected" not in proc.stdout
+    # Beside the suite's folders, a user's file is none of its business: a failing run writes its diagnostics,
+    # the next (passing) one removes them, and only them.
+    for name in users:
+        (folder / name).unlink()
+    (folder / "notes.txt").write_text("kept\n")
+    fail = ("-k", "PodIPFromPlainClient and passthrough", "--emulator-sidecar", WRONG_SIDECAR)
+    proc = run_suite(tmp_path, "--artifacts-dir", str(folder), *fail)
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    assert (folder / "passthrough" / "PodIPFromPlainClient").is_dir()
+    proc = run_suite(tmp_path, "--artifacts-dir", str(folder), "-k", "PodIPFromPlainClient and passthrough")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert sorted(p.name for p in folder.iterdir()) == [RECORD_NAME, "baseline", "notes.txt", "setup"]
+    assert (folder / "notes.txt").read_text() == "kept\n"
+    assert [p for p in folder.rglob("*") if p.is_file()] == [folder / RECORD_NAME, folder / "notes.txt"]
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("no_leftovers")
+@pytest.mark.parametrize("family", list(IpFamily), ids=lambda f: f.value)
+def test_test_ids_do_not_depend_on_where_the_output_folders_are(
+    request: pytest.FixtureRequest, tmp_path: Path, family: IpFamily
+) -> None:
+    """Sidecar, report and artifacts folders under one folder, which exists: the summary said
+    `FAILED ../../<that folder>/test_reachability.py::...` (pytest took the options' values for test paths and
+    that folder for the rootdir, before the suite's options were known)."""
+    # Under /tmp itself, as a user's `mktemp -d` is: uid 1337 runs the sidecar, and pytest's tmp_path is root's.
+    shared, work = Path(tempfile.mkdtemp(prefix="conformance-ids-")), tmp_path / "work"
+    request.addfinalizer(lambda: shutil.rmtree(shared, ignore_errors=True))
+    shared.chmod(0o755)
+    for folder in (shared / "reports", shared / "artifacts", work):
+        folder.mkdir(parents=True)
+    sidecar = shared / "sidecar"
+    sidecar.write_text(f'#!/bin/sh\nexec {WRONG_SIDECAR} "$@"\n')
+    sidecar.chmod(0o755)
+    cmd = suite_command(
+        "--ip-family",
+        family.value,
+        "--emulator-sidecar",
+        str(sidecar),
+        "--report-dir",
+        str(shared / "reports"),
+        "--artifacts-dir",
+        str(shared / "artifacts"),
+        "-k",
+        "PodIPFromPlainClient and passthrough",
+    )
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=work, check=False)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
+    summary = proc.stdout.split("short test summary info")[1]
+    assert "FAILED conformance/suite/test_reachability.py::test_reachability[PodIPFromPlainClient[passthrough]]" in (
+        summary
+    )
+    assert "../" not in summary
+    junit = (shared / "reports" / "junit.xml").read_text()
+    assert 'classname="conformance.suite.test_reachability"' in junit
+
+
+def tox_conformance_command(**values: str) -> list[str]:
+    """`tox -e conformance`'s command, as tox.ini writes it, run by this interpreter's pytest."""
+    import configparser
+    import shlex
+
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read(REPO / "tox.ini")
+    line = ini["testenv:conformance"]["commands"].replace("\\\n", " ").strip()
+    for key, value in values.items():
+        line = line.replace("{" + key + "}", value)
+    words = shlex.split(line)
+    assert words[0] == "pytest"
+    return [sys.executable, "-m", "pytest", *words[1:]]
+
+
+@pytest.mark.netns
+def test_tox_s_command_reads_this_project_s_configuration_wherever_the_output_folders_are(tmp_path: Path) -> None:
+    """pytest looks for its configuration from the command line's paths before it knows the suite's options:
+    a pytest.ini beside existing output folders configured the run (here, with an option it does not know)."""
+    shared = tmp_path / "x"
+    (shared / "reports").mkdir(parents=True)
+    (shared / "pytest.ini").write_text("[pytest]\naddopts = --no-such-option\n")
+    cmd = tox_conformance_command(toxinidir=str(REPO), envsitepackagesdir=str(SITE), posargs="")
+    outputs = ["--report-dir", str(shared / "reports"), "--artifacts-dir", str(shared / "artifacts")]
+    cmd += [*outputs, "--collect-only", "-q", "-k", "LocalhostInPod"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
+    assert "conformance/suite/test_in_pod.py::test_in_pod[LocalhostInPod[baseline]]" in proc.stdout.splitlines()
 
 
 @pytest.mark.netns

@@ -18,7 +18,16 @@ from conformance import diagnostics
 from conformance.backends.base import PodRef
 from conformance.backends.emulated.cluster import EmulatedCluster, sidecar_command_problem
 from conformance.interrupt import Interrupted, Interrupts, trim_traceback
-from conformance.outputs import case_dir, check_writable_dir, clear_previous, output_dir
+from conformance.outputs import (
+    RECORD_NAME,
+    artifacts_folder,
+    case_dir,
+    check_writable_dir,
+    earlier_report_file,
+    make_output_dirs,
+    output_dir,
+    report_folder,
+)
 from conformance.precheck import PrecheckRun
 from conformance.probe import Observation, ProbeOutcome, judge
 from conformance.report import JSON_NAME, MD_NAME, Report
@@ -50,12 +59,113 @@ def test_case_folders_are_named_from_profile_and_case_never_hidden(tmp_path: Pat
     assert not case_dir(tmp_path, "legacy", ".tox/x y").name.startswith(".")
 
 
-def test_the_previous_runs_case_folders_are_cleared_and_nothing_else(tmp_path: Path) -> None:
-    (tmp_path / "legacy" / "Stale").mkdir(parents=True)
-    (tmp_path / "setup").mkdir()
-    (tmp_path / "kind-commands.log").write_text("kept\n")
-    clear_previous(tmp_path, [p.value for p in Profile])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["kind-commands.log"]
+def _artifacts(root: Path, backend: str = "emulated") -> object:
+    return artifacts_folder(root, [p.value for p in Profile], backend)
+
+
+def _write(path: Path, text: str = "x\n") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_only_what_an_earlier_run_recorded_is_removed(tmp_path: Path) -> None:
+    folder = _artifacts(tmp_path)
+    ours = [tmp_path / "legacy" / "Stale" / "pod_sidecar_log.txt", tmp_path / "setup" / "pod_app_log.txt"]
+    folder.claim(ours)  # type: ignore[attr-defined]
+    for path in ours:
+        _write(path)
+    _write(tmp_path / "kind-commands.log", "kept\n")
+    _write(tmp_path / "notes.txt", "the user's, beside the suite's folders\n")
+    assert folder.refusal() is None  # type: ignore[attr-defined]
+    folder.clear(folder.places)  # type: ignore[attr-defined]
+    # The suite's files are gone, with the folders that left empty; the rest stays.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [RECORD_NAME, "kind-commands.log", "notes.txt"]
+    assert json.loads((tmp_path / RECORD_NAME).read_text())["files"] == []
+
+
+def test_what_the_suite_did_not_write_where_it_writes_is_refused_and_kept(tmp_path: Path) -> None:
+    """The issue's folder: a one-test passing run deleted all three."""
+    mine = [
+        _write(tmp_path / "setup" / "important.txt"),
+        _write(tmp_path / "baseline" / "MyCase" / "notes.txt"),
+        _write(tmp_path / "passthrough" / "data.db"),
+    ]
+    folder = _artifacts(tmp_path)
+    assert folder.refusal() == (  # type: ignore[attr-defined]
+        f"--artifacts-dir {tmp_path}: baseline/MyCase/notes.txt, passthrough/data.db and setup/important.txt are "
+        "not from an earlier run of this suite, which writes <profile>/<Case>/ and setup/ there, removing what an "
+        "earlier run of it wrote; move them or choose another folder"
+    )
+    folder.clear(folder.places)  # type: ignore[attr-defined]
+    assert all(p.read_text() == "x\n" for p in mine)
+    # A user's file inside a folder the suite wrote is theirs too.
+    folder.claim([tmp_path / "legacy" / "Case" / "log.txt"])  # type: ignore[attr-defined]
+    _write(tmp_path / "legacy" / "Case" / "log.txt")
+    _write(tmp_path / "legacy" / "Case" / "my-notes.txt")
+    assert "legacy/Case/my-notes.txt" in str(folder.refusal())  # type: ignore[attr-defined]
+    assert "legacy/Case/log.txt" not in str(folder.refusal())  # type: ignore[attr-defined]
+
+
+def test_a_record_never_reaches_outside_the_suite_s_folders(tmp_path: Path) -> None:
+    root, elsewhere = tmp_path / "artifacts", tmp_path / "elsewhere"
+    victim = _write(elsewhere / "victim.txt")
+    _write(root / "outside.txt")
+    # The setup folder replaced by a link to another folder: what is behind it is not the suite's.
+    (root / "setup").symlink_to(elsewhere)
+    record = {"format": "mesh-inbound-conformance/outputs", "version": 1}
+    files = ["../elsewhere/victim.txt", "outside.txt", "/etc/hostname", "setup/victim.txt", "legacy/../outside.txt"]
+    (root / RECORD_NAME).write_text(json.dumps({**record, "files": files}))
+    folder = _artifacts(root)
+    folder.clear(folder.places)  # type: ignore[attr-defined]
+    assert victim.exists()
+    assert (root / "outside.txt").exists()
+    assert folder.refusal() == (  # type: ignore[attr-defined]
+        f"--artifacts-dir {root}: setup is not from an earlier run of this suite, which writes <profile>/<Case>/ "
+        "and setup/ there, removing what an earlier run of it wrote; move it or choose another folder"
+    )
+
+
+def test_on_kind_the_exported_logs_are_where_the_suite_writes_too(tmp_path: Path) -> None:
+    _write(tmp_path / "kind-logs" / "docker-info.txt")
+    assert _artifacts(tmp_path).refusal() is None  # type: ignore[attr-defined]
+    assert "kind-logs/docker-info.txt is not" in str(_artifacts(tmp_path, "kind").refusal())  # type: ignore[attr-defined]
+
+
+def test_report_files_are_overwritten_only_when_the_suite_wrote_them(tmp_path: Path) -> None:
+    names = [JSON_NAME, MD_NAME, "junit.xml"]
+    folder = report_folder(tmp_path, names, earlier_report_file)
+    _write(tmp_path / "junit.xml", '<testsuites name="another tool"/>')
+    _write(tmp_path / "coverage.xml")  # not a name the suite writes: none of its business
+    assert folder.refusal() == (
+        f"--report-dir {tmp_path}: junit.xml is not from an earlier run of this suite, which writes "
+        f"{JSON_NAME}, {MD_NAME} and junit.xml there, over what an earlier run of it wrote; move it or choose "
+        "another folder"
+    )
+    # Reports an earlier run wrote before the record existed: their content says whose they are.
+    report = _report(tmp_path)
+    report.write()
+    _write(tmp_path / "junit.xml", '<testcase classname="conformance.suite.test_in_pod" name="x"/>')
+    assert folder.refusal() is None
+    _write(tmp_path / JSON_NAME, '{"format": "something else"}')
+    assert f"{JSON_NAME} is not" in str(folder.refusal())
+    folder.claim([tmp_path / JSON_NAME])  # once recorded, whatever it holds
+    assert folder.refusal() is None
+
+
+def test_output_folders_are_made_before_anything_runs_or_not_at_all(tmp_path: Path) -> None:
+    """/sys and /proc pass a permission check as root, but take no folder: found at the first report, the run
+    became 16 errors and an INTERNALERROR."""
+    assert make_output_dirs([("--report-dir", tmp_path / "r" / "ipv4"), ("--artifacts-dir", tmp_path / "a")]) is None
+    assert (tmp_path / "r" / "ipv4").is_dir()
+    assert (tmp_path / "a").is_dir()
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == []  # the write test leaves nothing
+    problem = make_output_dirs([("--report-dir", tmp_path / "new" / "r"), ("--artifacts-dir", Path("/sys/x"))])
+    assert str(problem).startswith("--artifacts-dir /sys/x: cannot be created, /sys takes no new folder (")
+    assert str(problem).endswith("); expected a folder the run can write into")
+    assert not (tmp_path / "new").exists()  # the first one, made, is removed again
+    problem = make_output_dirs([("--report-dir", Path("/proc"))])
+    assert str(problem).startswith("--report-dir /proc: folder not writable (")
 
 
 @pytest.mark.parametrize(
