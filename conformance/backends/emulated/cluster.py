@@ -56,6 +56,21 @@ clients' probes leave from, that port was now and then one a client went on to u
 conntrack took the client's SYN for ztunnel's finished connection (so it was not redirected to ztunnel), and
 the app's TIME_WAIT socket of that connection dropped it (PAWS), a probe that took 1-2 s or timed out. Disjoint
 ranges rule that out; no cell depends on a port number."""
+ENROLLED_TCP_SETTINGS = {"net.ipv4.tcp_early_demux": "0"}
+"""TCP settings of an enrolled pod's namespace (the IPv4 key governs IPv6 TCP too): no early demux.
+
+A client may dial two ports of one enrolled pod from the same source port at once (the kernel picks a
+connection's port per destination, so Envoy and most proxies do now and then). istio-cni's REDIRECT sends both
+to ztunnel's 15006, where they would be one connection; conntrack sees the clash and gives the second a new
+source port at LOCAL_IN. But early demux has matched the SYN to the first connection's socket before that
+rewrite, and the kernel's check that drops such a stale match (nf_nat_ipv4_local_in / nf_nat_ipv6_local_in,
+"undo erroneous tcp edemux lookup after port clash") skips transparent sockets, which ztunnel's are (its
+listeners carry IP_TRANSPARENT). The SYN then met the established connection (a challenge ACK, no SYN-ACK), and
+the client retransmitted until the first connection ended: a 1 s stall, a timeout or a reset cell now and
+then (issue 20: a sidecar client's cells towards an enrolled pod, in one run of three on some boots). Without
+early demux the socket is looked up after the rewrite, so the second connection reaches the listener at once,
+as it does in a sidecar pod (whose proxy listener is not transparent). Only when the socket lookup happens
+changes: nothing a cell observes."""
 REFERENCE_SIDECAR = Path(__file__).with_name("sidecar.py")
 REFERENCE_ZTUNNEL = Path(__file__).with_name("ztunnel.py")
 ZTUNNEL_PORTS = {ambient_capture.INBOUND_PORT, ambient_capture.OUTBOUND_PORT, ambient_capture.TUNNEL_PORT}
@@ -406,6 +421,8 @@ class EmulatedCluster(Cluster):
         if template.ambient:
             loading.append(ambient_capture.install(name))
             netns.write_sysctl(name, "net.ipv4.ip_local_port_range", ENROLLED_PORT_RANGE)
+            for key, value in ENROLLED_TCP_SETTINGS.items():
+                netns.write_sysctl(name, key, value)
         return pod, loading
 
     def _create_services(self) -> None:
