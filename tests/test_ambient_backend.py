@@ -325,10 +325,15 @@ def test_one_ztunnel_in_the_node_listening_inside_each_enrolled_pod(cluster: Emu
 def test_ztunnel_down_refuses_everything(cluster: EmulatedCluster) -> None:
     """Capture rules without ztunnel: the redirected connection is refused (last: it stops ztunnel)."""
     assert cluster.ztunnel is not None
-    cluster.ztunnel.terminate()
+    cluster.ztunnel.kill()
     cluster.ztunnel.wait(5)
     assert [probe(cluster, PLAIN, b, Protocol.TCP) for b in Bind] == ["refused"] * 3
     assert os.path.exists(netns.ns_path(cluster.pods[SERVER].netns))
+    # It died on its own, as far as the harness knows: named, with every enrolled pod it served (item 18).
+    [death] = cluster.deaths()
+    assert death.summary == "ztunnel (node) died (signal 9 (SIGKILL))"
+    assert set(death.pods) == {SERVER, AMBIENT_CLIENT}
+    assert any("ready node=" in line for line in death.log_tail), death.log_tail
 
 
 def test_world_deploys_ambient_only_where_the_mesh_has_it() -> None:

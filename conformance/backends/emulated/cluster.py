@@ -12,6 +12,7 @@ live in namespaces this run created and named `mic-<tag>-...`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import json
 import os
@@ -38,11 +39,12 @@ from conformance.backends.base import (
     PodRef,
     PrerequisiteError,
     ProbeRequest,
+    ProcessDeath,
 )
 from conformance.backends.emulated import ambient_capture, capture, controlplane, injector, kube, listeners, netns
 from conformance.backends.emulated.dialer import Dialer
 from conformance.backends.emulated.kubelet import Kubelet
-from conformance.backends.emulated.processes import ForkServer, ForkServerError, Process
+from conformance.backends.emulated.processes import ForkServer, ForkServerError, Process, describe_exit
 from conformance.backends.emulated.ztunnel_config import ztunnel_config
 from conformance.precheck import Listener, PrecheckRun, check_pod, render_run
 from conformance.resources import echo_program
@@ -71,6 +73,8 @@ then (issue 20: a sidecar client's cells towards an enrolled pod, in one run of 
 early demux the socket is looked up after the rewrite, so the second connection reaches the listener at once,
 as it does in a sidecar pod (whose proxy listener is not transparent). Only when the socket lookup happens
 changes: nothing a cell observes."""
+DEATH_LOG_LINES = 5
+"""Lines of a dead process's log kept with the news of its death."""
 REFERENCE_SIDECAR = Path(__file__).with_name("sidecar.py")
 REFERENCE_ZTUNNEL = Path(__file__).with_name("ztunnel.py")
 ZTUNNEL_PORTS = {ambient_capture.INBOUND_PORT, ambient_capture.OUTBOUND_PORT, ambient_capture.TUNNEL_PORT}
@@ -221,6 +225,8 @@ class EmulatedCluster(Cluster):
         self.rewrite_probes = rewrite_probes
         """The mesh-wide probe rewrite (Istio's values.sidecarInjectorWebhook.rewriteAppHTTPProbe)."""
         self.kubelet: Kubelet | None = None
+        self._deaths: list[tuple[Process, ProcessDeath]] = []
+        """The build's processes seen dead, with the news of each (see deaths())."""
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -266,6 +272,7 @@ class EmulatedCluster(Cluster):
         """Stop every process, remove every namespace and the work directory; idempotent."""
         if not self._started:
             return
+        self._note_deaths()
         self._started = False
         if self.kubelet is not None:
             self.kubelet.stop()
@@ -317,6 +324,7 @@ class EmulatedCluster(Cluster):
 
     def remove_pod(self, ref: PodRef) -> None:
         """Kill a pod's containers (grace period 0) and delete its network namespace."""
+        self._note_deaths()
         pod = self.pods.pop(ref)
         if self.kubelet is not None:
             self.kubelet.forget(str(ref))
@@ -545,6 +553,7 @@ class EmulatedCluster(Cluster):
         )
         path = self.work_dir / "ztunnel.json"
         path.write_text(json.dumps(config, indent=2) + "\n")
+        self._note_deaths()  # a dead ztunnel is started again below: its death is news first
         if self.ztunnel is not None and self.ztunnel.poll() is None:
             self.ztunnel.send_signal(signal.SIGHUP)
             return
@@ -659,6 +668,50 @@ class EmulatedCluster(Cluster):
         except OSError:
             return "(no log)"
 
+    # --- the build's processes ----------------------------------------------------------------------
+
+    def _watched(self) -> list[tuple[str, Process, tuple[PodRef, ...], Path]]:
+        """The processes of the build under test now in place: name, process, pods it serves, its log."""
+        watched: list[tuple[str, Process, tuple[PodRef, ...], Path]] = [
+            (f"sidecar of {pod.ref}", pod.sidecar, (pod.ref,), self.work_dir / f"{pod.netns}.sidecar.log")
+            for pod in self.pods.values()
+            if pod.sidecar is not None
+        ]
+        if self.ztunnel is not None:
+            enrolled = tuple(p.ref for p in self.pods.values() if p.template.ambient)
+            watched.append(("ztunnel (node)", self.ztunnel, enrolled, self.work_dir / "ztunnel.log"))
+        return watched
+
+    def _note_deaths(self) -> None:
+        """Record each watched process that has exited, once, with its log's last lines.
+
+        The lines are read now: the work folder goes at teardown. Called before the harness itself stops or
+        replaces one, so that only deaths the harness did not cause are news.
+        """
+        if not self._started:
+            return
+        for name, proc, pods, log in self._watched():
+            if any(seen is proc for seen, _ in self._deaths):
+                continue
+            code = proc.poll()
+            if code is None:
+                continue
+            try:
+                tail = tuple(log.read_text(errors="replace").strip().splitlines()[-DEATH_LOG_LINES:])
+            except OSError:
+                tail = ()
+            death = ProcessDeath(name, describe_exit(code), pods, tail, f"{name}/{proc.pid}/{len(self._deaths)}")
+            self._deaths.append((proc, death))
+
+    def deaths(self) -> list[ProcessDeath]:
+        """The sidecars and ztunnel that died on their own (not stopped by a switch or teardown), each once.
+
+        `ongoing` while the dead process is still the one in place (a profile switch restarts the sidecars).
+        """
+        self._note_deaths()
+        in_place = [proc for _, proc, _, _ in self._watched()] if self._started else []
+        return [dataclasses.replace(death, ongoing=any(proc is p for p in in_place)) for proc, death in self._deaths]
+
     # --- mesh ----------------------------------------------------------------------------------------
 
     @property
@@ -673,6 +726,7 @@ class EmulatedCluster(Cluster):
         if mode == self._inbound_mode:
             return
         self._inbound_mode = mode
+        self._note_deaths()  # before the restart replaces a sidecar that died on its own
         meshed = [p for p in self.pods.values() if p.template.injected]
         _stop([p.sidecar for p in meshed if p.sidecar is not None])
         for pod in meshed:
