@@ -486,6 +486,18 @@ class ConformanceRun:
         cells = self.case.cells(profile, self.session.settings.family, self.session.traffic)
         return tuple(c for c in cells if world.deployed(c))
 
+    def void(self, reason: str, pods: Sequence[PodRef]) -> str:
+        """A failure's `reason`, led by the deaths of the build's processes that carry these pods' traffic.
+
+        For checks that do not go through the prober's observations (probe cells): a dead process, not the
+        rules, is then the cause.
+        """
+        if not reason:
+            return reason
+        self.session.note_deaths()
+        dead = [d.summary for d in self.session.cluster.deaths() if d.ongoing and set(pods) & set(d.pods)]
+        return f"void, {' and '.join(dead)}: {reason}" if dead else reason
+
     def _involve(self, cells: Sequence[Any]) -> None:
         pods = self.item.stash.setdefault(INVOLVED, [])
         world = self.session.world

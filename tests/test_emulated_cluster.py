@@ -229,7 +229,9 @@ def test_proxy_down_refuses_everything(cluster: EmulatedCluster) -> None:
     assert death.summary == f"sidecar of {MIXED} died (signal 9 (SIGKILL))"
     assert death.pods == (MIXED,)
     assert death.ongoing
-    assert any("ready pod=echo-mixed" in line for line in death.log_tail), death.log_tail
+    log = (cluster.work_dir / f"{pod.netns}.sidecar.log").read_text().strip().splitlines()
+    assert death.log_tail == tuple(log[-len(death.log_tail) :])
+    assert death.log_tail
     assert cluster.deaths() == [death]  # the same death, once
     cluster.set_inbound_mode("legacy")  # the switch starts a new sidecar: the death is history
     assert [(d.key, d.ongoing) for d in cluster.deaths()] == [(death.key, False)]

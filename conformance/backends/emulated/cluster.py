@@ -75,6 +75,8 @@ as it does in a sidecar pod (whose proxy listener is not transparent). Only when
 changes: nothing a cell observes."""
 DEATH_LOG_LINES = 5
 """Lines of a dead process's log kept with the news of its death."""
+DEATH_GRACE = 2.0
+"""Seconds a watched process that stopped listening has to exit before it is reported as stopped anyway."""
 REFERENCE_SIDECAR = Path(__file__).with_name("sidecar.py")
 REFERENCE_ZTUNNEL = Path(__file__).with_name("ztunnel.py")
 ZTUNNEL_PORTS = {ambient_capture.INBOUND_PORT, ambient_capture.OUTBOUND_PORT, ambient_capture.TUNNEL_PORT}
@@ -226,6 +228,9 @@ class EmulatedCluster(Cluster):
         """The mesh-wide probe rewrite (Istio's values.sidecarInjectorWebhook.rewriteAppHTTPProbe)."""
         self.kubelet: Kubelet | None = None
         self._deaths: list[tuple[Process, ProcessDeath]] = []
+        self._up = False
+        """Every pod was ready once: from then on a process of the build that stops is news (before, a setup
+        failure, which says so itself)."""
         """The build's processes seen dead, with the news of each (see deaths())."""
 
     # --- lifecycle -----------------------------------------------------------------------------------
@@ -261,6 +266,7 @@ class EmulatedCluster(Cluster):
                     self._start_sidecar(pod)
             self._sync_ztunnel()
             self._wait_ready(self.pods.values())
+            self._up = True
             self._start_kubelet()
         except kube.ManifestError as err:
             raise BackendError(str(err)) from None
@@ -273,7 +279,7 @@ class EmulatedCluster(Cluster):
         if not self._started:
             return
         self._note_deaths()
-        self._started = False
+        self._started = self._up = False
         if self.kubelet is not None:
             self.kubelet.stop()
             self.kubelet = None
@@ -682,25 +688,44 @@ class EmulatedCluster(Cluster):
             watched.append(("ztunnel (node)", self.ztunnel, enrolled, self.work_dir / "ztunnel.log"))
         return watched
 
+    def _serving(self, pods: tuple[PodRef, ...], sidecar: bool) -> bool:
+        """Whether a watched process still listens where its pods' capture rules send traffic.
+
+        A sidecar on 15001 and 15006 in its pod; ztunnel on its ports in at least one enrolled pod (a pod
+        enrolled a moment ago may not have them yet).
+        """
+        wanted = {capture.INBOUND_CAPTURE_PORT, capture.OUTBOUND_CAPTURE_PORT} if sidecar else ZTUNNEL_PORTS
+        present = [self.pods[ref] for ref in pods if ref in self.pods]
+        return not present or any(wanted <= self._listening(pod) for pod in present)
+
     def _note_deaths(self) -> None:
         """Record each watched process that has exited, once, with its log's last lines.
 
-        The lines are read now: the work folder goes at teardown. Called before the harness itself stops or
-        replaces one, so that only deaths the harness did not cause are news.
+        One that has stopped listening is given DEATH_GRACE seconds to exit: a proxy that handles SIGTERM (the
+        `timeout 2` of issue 20) closes its listeners first, and under load its exit can lag by seconds, while
+        the cells already fail. The lines are read now: the work folder goes at teardown. Called before the
+        harness itself stops or replaces one, so that only deaths the harness did not cause are news.
         """
-        if not self._started:
+        if not self._started or not self._up:
             return
+        ended: list[tuple[str, Process, tuple[PodRef, ...], Path]] = []
         for name, proc, pods, log in self._watched():
             if any(seen is proc for seen, _ in self._deaths):
                 continue
-            code = proc.poll()
-            if code is None:
-                continue
+            if proc.poll() is not None or not self._serving(pods, name.startswith("sidecar")):
+                ended.append((name, proc, pods, log))
+        deadline = time.monotonic() + DEATH_GRACE  # one grace for all: a broken build costs it once
+        for name, proc, pods, log in ended:
+            try:
+                code: int | None = proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                code = None
+            status = describe_exit(code) if code is not None else "stopped listening, still running"
             try:
                 tail = tuple(log.read_text(errors="replace").strip().splitlines()[-DEATH_LOG_LINES:])
             except OSError:
                 tail = ()
-            death = ProcessDeath(name, describe_exit(code), pods, tail, f"{name}/{proc.pid}/{len(self._deaths)}")
+            death = ProcessDeath(name, status, pods, tail, f"{name}/{proc.pid}/{len(self._deaths)}")
             self._deaths.append((proc, death))
 
     def deaths(self) -> list[ProcessDeath]:
