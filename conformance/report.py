@@ -7,7 +7,7 @@ why a profile has no verdict: `interrupted` (the run stopped before its tests fi
 test of it was selected: `--profile`, `-k`). A setup failure (the cluster never came up) is the first thing both
 files say, with where the logs are.
 
-JSON format `mesh-inbound-conformance/report`, version 1 (documented in the README, "The report").
+JSON format `mesh-inbound-conformance/report`, version 3 (documented in the README, "The report").
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from conformance.spec.render import describe_expectation, describe_source
 from conformance.spec.semantics import Expectation
 
 REPORT_FORMAT = "mesh-inbound-conformance/report"
-REPORT_VERSION = 2
+REPORT_VERSION = 3
 JSON_NAME = "conformance-report.json"
 NOT_SELECTED = "not selected"
 INTERRUPTED = "interrupted"
