@@ -36,7 +36,7 @@ from conformance.outputs import (
     report_folder,
 )
 from conformance.probe import Observation, Prober, judge
-from conformance.report import JSON_NAME, MD_NAME, Report, TestRecord
+from conformance.report import JSON_NAME, MD_NAME, Report, TestRecord, death_lines
 from conformance.spec.capabilities import (
     Capability,
     MeshCapabilities,
@@ -469,6 +469,11 @@ class ConformanceSession:
                 time.perf_counter() - start
             )
 
+    def note_deaths(self) -> None:
+        """Record the build's processes that died (each once; the report and the summary name them first)."""
+        for death in self.cluster.deaths():
+            self.report.record_death(death)
+
 
 @pytest.fixture(scope="session")
 def conformance_session(request: pytest.FixtureRequest) -> Iterator[ConformanceSession]:
@@ -513,6 +518,7 @@ def conformance_session(request: pytest.FixtureRequest) -> Iterator[ConformanceS
         start = time.perf_counter()
         teardown_problem = None
         try:
+            session.note_deaths()
             cluster.down()
         except BackendError as err:
             teardown_problem = f"{cluster.backend} backend, tearing down: {err}"
@@ -562,6 +568,18 @@ class ConformanceRun:
         cells = self.case.cells(profile, self.session.settings.family, self.session.traffic)
         return tuple(c for c in cells if world.deployed(c))
 
+    def void(self, reason: str, pods: Sequence[PodRef]) -> str:
+        """A failure's `reason`, led by the deaths of the build's processes that carry these pods' traffic.
+
+        For checks that do not go through the prober's observations (probe cells): a dead process, not the
+        rules, is then the cause.
+        """
+        if not reason:
+            return reason
+        self.session.note_deaths()
+        dead = [d.summary for d in self.session.cluster.deaths() if d.ongoing and set(pods) & set(d.pods)]
+        return f"void, {' and '.join(dead)}: {reason}" if dead else reason
+
     def _involve(self, cells: Sequence[Any]) -> None:
         pods = self.item.stash.setdefault(INVOLVED, [])
         world = self.session.world
@@ -573,6 +591,7 @@ class ConformanceRun:
     def _observe(self, cells: Sequence[Any], fresh: bool = False) -> dict[Any, Observation]:
         start = time.perf_counter()
         observations = self.session.prober.observe(cells, fresh=fresh)
+        self.session.note_deaths()
         timings = self.session.report.timings
         timings["probes"] = timings.get("probes", 0.0) + time.perf_counter() - start
         return observations
@@ -621,6 +640,8 @@ class ConformanceRun:
                 seen.setdefault(str(record.get("request_id")), []).append(record)
             for cell in server_cells:
                 reason = _arrival_problem(expect(cell, self.session.traffic).reachable, observations[cell], seen)
+                if reason is not None and observations[cell].voided_by:
+                    reason = f"void, {' and '.join(observations[cell].voided_by)}: {reason}"
                 self.session.report.record_arrival(self.test_name, cell, reason is None, reason or "")
                 if reason is not None:
                     failures.append((cell, reason))
@@ -871,6 +892,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if run.report.interrupted:
         return  # pytest's one line for the interruption names the report (conformance.interrupt)
     terminalreporter.write_sep("-", title)
+    for line in death_lines(run.report.deaths)[1:]:
+        terminalreporter.write_line(line, red=True)
     if run.report.setup_error is not None:
         terminalreporter.write_line(f"setup failed: {run.report.setup_error['message']}", red=True)
         terminalreporter.write_line(run.report.setup_error["logs"])

@@ -73,6 +73,9 @@ class Observation:
     attempts: list[ProbeOutcome] = field(default_factory=list)
     source: str | None = None
     """The peer classified: client, inbound_passthrough, localhost, self, or other:<ip>."""
+    voided_by: tuple[str, ...] = ()
+    """Deaths of the build's processes (`sidecar of X died (exit status 3)`) that carried this cell's traffic
+    and were still dead when it was observed: the observation says nothing about the mesh's rules then."""
 
     @property
     def request_ids(self) -> list[str]:
@@ -101,6 +104,7 @@ class Observation:
             "converged": self.converged,
             "attempts": len(self.attempts),
             "latency_ms": round(self.last.latency_ms, 3),
+            "voided_by": list(self.voided_by),
         }
 
 
@@ -161,6 +165,9 @@ def judge(expected: Expectation, observation: Observation) -> Verdict:
         reason = "" if reach_ok else f"expected {' or '.join(allowed)}, got {observation.describe()}"
     if not observation.converged and not reason:
         reason = f"did not converge: {observation.describe()}"
+    if reason and observation.voided_by:
+        # The dead process first: the cell's failure is its, not the rules'.
+        reason = f"void, {' and '.join(observation.voided_by)}: {reason}"
     return Verdict(reach_ok, source_ok, observation.converged, reason)
 
 
@@ -249,10 +256,13 @@ class Prober:
             retry=retry_if_result(lambda left: left > 0),
             retry_error_callback=lambda state: state.outcome.result() if state.outcome else 0,
         )(one_round)
+        dead = [d for d in self.cluster.deaths() if d.ongoing]
         observations = {}
         for cell in cells:
             last = history[cell][-1]
+            pods = {self.world.server_for(cell), self.world.source_pod(cell)}
+            voided = tuple(d.summary for d in dead if pods.intersection(d.pods))
             observations[cell] = Observation(
-                cell, last, streak[cell] >= needed, history[cell], self._classify(cell, last)
+                cell, last, streak[cell] >= needed, history[cell], self._classify(cell, last), voided
             )
         return observations

@@ -7,7 +7,7 @@ why a profile has no verdict: `interrupted` (the run stopped before its tests fi
 test of it was selected: `--profile`, `-k`). A setup failure (the cluster never came up) is the first thing both
 files say, with where the logs are.
 
-JSON format `mesh-inbound-conformance/report`, version 3 (documented in the README, "The report").
+JSON format `mesh-inbound-conformance/report`, version 4 (documented in the README, "The report").
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from conformance.ambient_note import moving_to_ambient
+from conformance.backends.base import ProcessDeath
 from conformance.precheck import PrecheckRun
 from conformance.probe import Observation, Verdict
 from conformance.report_probes import probe_document, probe_tables
@@ -43,7 +44,7 @@ from conformance.spec.render import describe_expectation, describe_source
 from conformance.spec.semantics import Expectation
 
 REPORT_FORMAT = "mesh-inbound-conformance/report"
-REPORT_VERSION = 3
+REPORT_VERSION = 4
 JSON_NAME = "conformance-report.json"
 NOT_SELECTED = "not selected"
 INTERRUPTED = "interrupted"
@@ -122,6 +123,8 @@ class Report:
         """Where a timed-out cell's sidecar log is (the backend's logs), said beside each timeout."""
         self.probe_cells: dict[str, dict[str, object]] = {}
         """Probe cells by id (see report_probes.py)."""
+        self.deaths: list[ProcessDeath] = []
+        """Processes of the build under test that died during the run, in the order they were noticed."""
         self._written_at: float | None = None
         """When the files were last written (time.monotonic()); progress writes are spaced by PROGRESS_INTERVAL."""
 
@@ -152,6 +155,13 @@ class Report:
     def record_setup_error(self, message: str, logs: str) -> None:
         """The cluster could not be set up: the backend's one line and where its logs are."""
         self.setup_error = {"message": message, "logs": logs}
+
+    def record_death(self, death: ProcessDeath) -> bool:
+        """A process of the build died; False when this death was already recorded."""
+        if any(d.key == death.key for d in self.deaths):
+            return False
+        self.deaths.append(death)
+        return True
 
     def record_test(self, record: TestRecord) -> None:
         """A test finished (or was skipped)."""
@@ -231,6 +241,15 @@ class Report:
             "format": REPORT_FORMAT,
             "version": REPORT_VERSION,
             "setup_error": self.setup_error,
+            "process_deaths": [
+                {
+                    "process": d.process,
+                    "status": d.status,
+                    "pods": [str(p) for p in d.pods],
+                    "log_tail": list(d.log_tail),
+                }
+                for d in self.deaths
+            ],
             "started": self.started.isoformat(timespec="seconds"),
             "finished": self.finished.isoformat(timespec="seconds") if self.finished else None,
             "interrupted": self.interrupted,
@@ -295,6 +314,7 @@ class Report:
                 "",
                 f"Where the logs are: {self.setup_error['logs']}",
             ]
+        lines += death_lines(self.deaths, "**", "**")
         lines += [
             "",
             f"Backend `{self.backend}`, {self.family.value}, build under test `{mesh.get('build', '') or '-'}`"
@@ -431,6 +451,36 @@ class Report:
         text = json.dumps(self.document(), indent=2) if final else json.dumps(self.document())
         _atomic_write(self.directory / JSON_NAME, text + "\n")
         _atomic_write(self.directory / MD_NAME, self.markdown())
+
+
+DEATHS_WITH_LOG = 5
+"""Deaths shown with their log's last lines (the JSON has every one's)."""
+
+
+def death_lines(deaths: Sequence[ProcessDeath], strong: str = "", end: str = "") -> list[str]:
+    """The deaths of the build's processes, for the terminal and the Markdown report, before anything else.
+
+    Each once: what died and how, the pods it served, its log's last lines (for the first few).
+    """
+    if not deaths:
+        return []
+    if len(deaths) == 1:
+        count, carried = "a process", "the cells it carried are void while it is dead"
+    else:
+        count, carried = f"{len(deaths)} processes", "the cells each carried are void while it is dead"
+    lines = [
+        "",
+        f"{strong}{count} of the build under test died during the run{end}: {carried} (their failure says "
+        "so). Look at the log, not at the cells.",
+        "",
+    ]
+    for number, death in enumerate(deaths):
+        lines.append(f"- {death.summary}; pods: {', '.join(str(p) for p in death.pods) or '-'}")
+        if number < DEATHS_WITH_LOG:
+            lines += [f"      {line}" for line in death.log_tail] or ["      (its log is empty)"]
+    if len(deaths) > DEATHS_WITH_LOG:
+        lines.append(f"  (log lines of the first {DEATHS_WITH_LOG} only; every one's are in {JSON_NAME})")
+    return lines
 
 
 def _row_order(cell: CellKey) -> tuple[int, ...]:

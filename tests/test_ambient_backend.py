@@ -10,6 +10,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 import pytest
 
 from conformance.backends.base import PodRef, ProbeRequest
-from conformance.backends.emulated import ambient_capture, dialer, kube, netns, sidecar, ztunnel
+from conformance.backends.emulated import ambient_capture, dialer, kube, netns, ztunnel
 from conformance.backends.emulated.cluster import ENROLLED_PORT_RANGE, EmulatedCluster
 from conformance.backends.emulated.ztunnel_config import ztunnel_config
 from conformance.spec.dimensions import Bind, IpFamily, PortKind, Protocol
@@ -216,7 +218,7 @@ def test_ztunnel_dials_from_ports_no_client_probe_leaves_from(cluster: EmulatedC
     """Enrolled namespaces draw ephemeral ports below the range the probes leave from (cluster.py)."""
     low, high = (int(p) for p in ENROLLED_PORT_RANGE.split())
     assert high < dialer.SOURCE_PORTS[0]
-    assert high < sidecar.OUTBOUND_SOURCE_PORTS[0]
+    assert high < 32768  # Linux's default ephemeral range, where a sidecar client's kernel picks its ports
     for ref, expected in ((SERVER, f"{low}\t{high}"), (PLAIN, "32768\t60999")):
         with netns.entered(cluster.pods[ref].netns):
             assert Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().strip() == expected
@@ -232,6 +234,60 @@ def test_ztunnel_dials_from_ports_no_client_probe_leaves_from(cluster: EmulatedC
     ]
     assert spoofed
     assert all(low <= port <= high for port in spoofed)
+
+
+def _dial_from(c: EmulatedCluster, source: PodRef, port: int, server_port: int) -> socket.socket:
+    """A connection from `source` to the server's pod IP, from the given source port (SO_REUSEADDR: a port
+    already used towards another destination, as the kernel itself may choose)."""
+    address = c.pod_ip(SERVER)
+    with netns.entered(c.pods[source].netns):
+        sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.settimeout(2.0)
+    sock.bind(("", port))
+    sock.connect((address, server_port))
+    return sock
+
+
+def _exchange(sock: socket.socket) -> bytes:
+    """Send one line; what came back up to its newline (b"" when ztunnel closed or reset the connection)."""
+    chunks = b""
+    try:
+        sock.sendall(b"same-port\n")
+        while not chunks.endswith(b"\n") and (chunk := sock.recv(4096)):
+            chunks += chunk
+    except ConnectionResetError:
+        pass
+    return chunks
+
+
+@pytest.mark.netns
+def test_two_connections_from_one_source_port_to_one_enrolled_pod(cluster: EmulatedCluster) -> None:
+    """Two ports of one enrolled pod dialled at once from the same source port both answer at once.
+
+    The kernel picks a client's port per destination, so a proxy that lets it choose (Envoy) now and then
+    holds such a pair. REDIRECT makes both <pod>:15006 <- client:port; conntrack gives the second a new source
+    port, which the pod's socket lookup must see (cluster.ENROLLED_TCP_SETTINGS): with early demux the SYN met
+    the first connection's transparent socket and waited until that connection ended (issue 20 item 15).
+    """
+    source_port = 45000 + os.getpid() % 1000 * 2
+    tcp = {bind: port_for(bind, Protocol.TCP, PortKind.DECLARED).number for bind in Bind}
+    first = _dial_from(cluster, PLAIN, source_port, tcp[Bind.POD_IP])
+    try:
+        for bind, expected in ((Bind.WILDCARD, b'"port": '), (Bind.LOOPBACK, b"")):
+            start = time.monotonic()
+            second = _dial_from(cluster, PLAIN, source_port, tcp[bind])
+            with second:
+                answer = _exchange(second)
+            elapsed = time.monotonic() - start
+            # A SYN retransmission takes 1 s; an answer or EOF comes in milliseconds.
+            assert elapsed < 0.5, f"{bind.value}: {elapsed:.2f} s"
+            assert (expected in answer) if expected else answer == b"", answer
+        assert b'"port": ' in _exchange(first)  # the first connection is unharmed
+    finally:
+        first.close()
+    with netns.entered(cluster.pods[SERVER].netns):
+        assert Path("/proc/sys/net/ipv4/tcp_early_demux").read_text().strip() == "0"
 
 
 @pytest.mark.netns
@@ -269,10 +325,17 @@ def test_one_ztunnel_in_the_node_listening_inside_each_enrolled_pod(cluster: Emu
 def test_ztunnel_down_refuses_everything(cluster: EmulatedCluster) -> None:
     """Capture rules without ztunnel: the redirected connection is refused (last: it stops ztunnel)."""
     assert cluster.ztunnel is not None
-    cluster.ztunnel.terminate()
+    cluster.ztunnel.kill()
     cluster.ztunnel.wait(5)
     assert [probe(cluster, PLAIN, b, Protocol.TCP) for b in Bind] == ["refused"] * 3
     assert os.path.exists(netns.ns_path(cluster.pods[SERVER].netns))
+    # It died on its own, as far as the harness knows: named, with every enrolled pod it served (item 18).
+    [death] = cluster.deaths()
+    assert death.summary == "ztunnel (node) died (signal 9 (SIGKILL))"
+    assert set(death.pods) == {SERVER, AMBIENT_CLIENT}
+    log = (cluster.work_dir / "ztunnel.log").read_text().strip().splitlines()
+    assert death.log_tail == tuple(log[-len(death.log_tail) :])
+    assert len(death.log_tail) == 5
 
 
 def test_world_deploys_ambient_only_where_the_mesh_has_it() -> None:

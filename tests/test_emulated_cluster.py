@@ -206,11 +206,33 @@ def test_request_record_proves_arrival(cluster: EmulatedCluster) -> None:
     assert [(r["request_id"], r["peer"]) for r in records] == [("arrives", reached)]
 
 
+def test_sidecars_the_harness_restarts_are_not_deaths(cluster: EmulatedCluster) -> None:
+    """Profile switches stop and restart every sidecar (the tests above switched): none of that is a death."""
+    cluster.set_inbound_mode("legacy")
+    cluster.set_inbound_mode("passthrough")
+    assert cluster.deaths() == []
+
+
 def test_proxy_down_refuses_everything(cluster: EmulatedCluster) -> None:
-    """Capture rules without a listening proxy: every redirected connection is refused (emulation.md row 2)."""
+    """Capture rules without a listening proxy: every redirected connection is refused (emulation.md row 2).
+
+    The sidecar died on its own (the harness did not stop it): the cluster names it, its pod, how it ended and
+    its log's last lines, once, until a profile switch replaces it (issue 20 item 18).
+    """
     pod = cluster.pods[MIXED]
     assert pod.sidecar is not None
-    pod.sidecar.terminate()
+    pod.sidecar.kill()
     pod.sidecar.wait(5)
     for protocol in Protocol:
         assert row(cluster, MIXED, protocol) == ["refused", "refused", "refused"]
+    [death] = cluster.deaths()
+    assert death.summary == f"sidecar of {MIXED} died (signal 9 (SIGKILL))"
+    assert death.pods == (MIXED,)
+    assert death.ongoing
+    log = (cluster.work_dir / f"{pod.netns}.sidecar.log").read_text().strip().splitlines()
+    assert death.log_tail == tuple(log[-len(death.log_tail) :])
+    assert death.log_tail
+    assert cluster.deaths() == [death]  # the same death, once
+    cluster.set_inbound_mode("legacy")  # the switch starts a new sidecar: the death is history
+    assert [(d.key, d.ongoing) for d in cluster.deaths()] == [(death.key, False)]
+    assert row(cluster, MIXED, Protocol.TCP)[0] != "refused"

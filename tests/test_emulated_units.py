@@ -991,3 +991,39 @@ def test_default_endpoint_resolution_by_family(
 ) -> None:
     got = controlplane._endpoint(value, (pod_ip,), controlplane.ADDRESSES[family], 8081)
     assert got == {"upstream": {"address": upstream, "port": 8081}, "bind": bind}
+
+
+# --- the build's processes that die (issue 20 item 18) ------------------------------------------------------
+
+
+def test_a_process_end_is_said_in_words() -> None:
+    from conformance.backends.emulated.processes import describe_exit
+
+    assert describe_exit(124) == "exit status 124"  # `timeout` ended the program it ran
+    assert describe_exit(0) == "exit status 0"
+    assert describe_exit(-9) == "signal 9 (SIGKILL)"
+    assert describe_exit(-200) == "signal 200"
+
+
+def test_a_death_voids_the_cells_it_carried_and_says_so_first() -> None:
+    from conformance.backends.base import PodRef, ProcessDeath
+    from conformance.probe import Observation, ProbeOutcome, judge
+    from conformance.report import death_lines
+    from conformance.spec import all_cells, expect
+
+    death = ProcessDeath("sidecar of client.mic-mesh", "exit status 3", (PodRef("mic-mesh", "client"),), ("bye",), "k")
+    reachable = next(c for c in all_cells() if expect(c).reachable)
+    refused = ProbeOutcome("refused", None, None, None, 1.0, "", "r1")
+    plain = judge(expect(reachable), Observation(reachable, refused, True, [refused]))
+    void = judge(expect(reachable), Observation(reachable, refused, True, [refused], voided_by=(death.summary,)))
+    assert void.reason == f"void, sidecar of client.mic-mesh died (exit status 3): {plain.reason}"
+    # A cell that holds is not void: the verdict stands whatever else died.
+    refusing = next(c for c in all_cells() if not expect(c).reachable and "refused" in expect(c).failure)
+    holds = judge(expect(refusing), Observation(refusing, refused, True, [refused], voided_by=(death.summary,)))
+    assert holds.passed
+    assert holds.reason == ""
+    assert death_lines([]) == []
+    lines = death_lines([death])
+    assert lines[1].startswith("a process of the build under test died during the run: the cells it carried")
+    assert "- sidecar of client.mic-mesh died (exit status 3); pods: client.mic-mesh" in lines
+    assert "      bye" in lines

@@ -441,7 +441,7 @@ def test_the_report_carries_the_spec_expectation_as_is(tmp_path: pathlib.Path) -
     verdict = judge(expect(key), observation)
     report.record_cell("PodIPFromMeshedClient[ambient]", key, expect(key), observation, verdict, "full")
     doc = report.document()
-    assert (doc["format"], doc["version"], REPORT_VERSION) == ("mesh-inbound-conformance/report", 3, 3)
+    assert (doc["format"], doc["version"], REPORT_VERSION) == ("mesh-inbound-conformance/report", 4, 4)
     expected = doc["cells"][0]["expected"]  # type: ignore[index]
     assert list(expected) == ["reachable", "source", "failure", "because", "source_address"]
     assert expected["source"] == "client"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from conformance.precheck import PrecheckRun
 
@@ -68,6 +68,29 @@ class ContainerReadiness:
     since: float | None = None
     """Wall-clock time (epoch seconds) the container's probing last (re)started, when the backend knows it:
     connections the app recorded before it belong to an earlier mesh mode."""
+
+
+@dataclass(frozen=True)
+class ProcessDeath:
+    """A process of the build under test (a sidecar, a ztunnel) that exited while the run still needed it."""
+
+    process: str
+    """Which, and whose: `sidecar of client.mic-mesh`, `ztunnel (node)`."""
+    status: str
+    """How it ended: `exit status 124`, `signal 9 (SIGKILL)`."""
+    pods: tuple[PodRef, ...]
+    """The pods whose traffic it carried: cells involving them are void while it is dead."""
+    log_tail: tuple[str, ...]
+    """Its log's last lines, read when the death was noticed."""
+    key: str
+    """Tells two deaths apart (a restarted sidecar can die again): the same death keeps its key."""
+    ongoing: bool = field(default=True, compare=False)
+    """The dead process is still the one in place (not replaced by a restart)."""
+
+    @property
+    def summary(self) -> str:
+        """One line: `sidecar of client.mic-mesh died (exit status 124)`."""
+        return f"{self.process} died ({self.status})"
 
 
 class Cluster(abc.ABC):
@@ -131,6 +154,13 @@ class Cluster(abc.ABC):
     @abc.abstractmethod
     def down(self) -> None:
         """Remove everything the backend created (unless told to keep it); safe to call twice."""
+
+    def deaths(self) -> list[ProcessDeath]:
+        """Every process of the build under test that has died so far in the run, oldest first, each once.
+
+        Not abstract: a backend that cannot tell (or whose platform restarts them) reports none.
+        """
+        return []
 
     # Probe support (issue 11). Not abstract, so a backend without it still loads; it says so in one line.
 

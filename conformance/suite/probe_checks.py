@@ -126,6 +126,7 @@ def check_readiness(run: ConformanceRun, case: ProbeCase) -> None:
             reason = f"readiness did not settle (last probe: {got.detail or 'none'})"
         elif not ok:
             reason = f"expected {_ready_text(want.ready)}, saw {_ready_text(got.ready)} (last probe: {got.detail})"
+        reason = run.void(reason, (probe_pod(cell),))
         record_probe(run.session.report, run.test_name, cell, want, {"ready": got.ready, "detail": got.detail},
                      case.part, ok, reason)  # fmt: skip
         if not ok:
@@ -181,6 +182,7 @@ def check_source(run: ConformanceRun, case: ProbeCase) -> None:
         else:
             ok = not fresh[cell]
             reason = "" if ok else f"expected no probe to reach the app, saw {', '.join(peers)}"
+        reason = run.void(reason, (probe_pod(cell),))
         record_probe(run.session.report, run.test_name, cell, want, {"sources": sources, "peers": peers},
                      case.part, ok, reason)  # fmt: skip
         if not ok:
@@ -229,6 +231,7 @@ def check_ready_means_reachable(run: ConformanceRun, case: ProbeCase) -> None:
             reason = "" if ok else f"Ready but unreachable from another pod ({outcomes.get(cell)})"
             if ok:
                 warning = "false Ready: Ready, yet no other pod can reach the probed port"
+        reason = run.void(reason, (probe_pod(cell), client))
         observed: dict[str, object] = {
             "ready": ready,
             "reachable": reachable,

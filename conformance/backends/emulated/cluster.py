@@ -12,6 +12,7 @@ live in namespaces this run created and named `mic-<tag>-...`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import json
 import os
@@ -38,11 +39,12 @@ from conformance.backends.base import (
     PodRef,
     PrerequisiteError,
     ProbeRequest,
+    ProcessDeath,
 )
 from conformance.backends.emulated import ambient_capture, capture, controlplane, injector, kube, listeners, netns
 from conformance.backends.emulated.dialer import Dialer
 from conformance.backends.emulated.kubelet import Kubelet
-from conformance.backends.emulated.processes import ForkServer, ForkServerError, Process
+from conformance.backends.emulated.processes import ForkServer, ForkServerError, Process, describe_exit
 from conformance.backends.emulated.ztunnel_config import ztunnel_config
 from conformance.precheck import Listener, PrecheckRun, check_pod, render_run
 from conformance.resources import echo_program
@@ -56,6 +58,25 @@ clients' probes leave from, that port was now and then one a client went on to u
 conntrack took the client's SYN for ztunnel's finished connection (so it was not redirected to ztunnel), and
 the app's TIME_WAIT socket of that connection dropped it (PAWS), a probe that took 1-2 s or timed out. Disjoint
 ranges rule that out; no cell depends on a port number."""
+ENROLLED_TCP_SETTINGS = {"net.ipv4.tcp_early_demux": "0"}
+"""TCP settings of an enrolled pod's namespace (the IPv4 key governs IPv6 TCP too): no early demux.
+
+A client may dial two ports of one enrolled pod from the same source port at once (the kernel picks a
+connection's port per destination, so Envoy and most proxies do now and then). istio-cni's REDIRECT sends both
+to ztunnel's 15006, where they would be one connection; conntrack sees the clash and gives the second a new
+source port at LOCAL_IN. But early demux has matched the SYN to the first connection's socket before that
+rewrite, and the kernel's check that drops such a stale match (nf_nat_ipv4_local_in / nf_nat_ipv6_local_in,
+"undo erroneous tcp edemux lookup after port clash") skips transparent sockets, which ztunnel's are (its
+listeners carry IP_TRANSPARENT). The SYN then met the established connection (a challenge ACK, no SYN-ACK), and
+the client retransmitted until the first connection ended: a 1 s stall, a timeout or a reset cell now and
+then (issue 20: a sidecar client's cells towards an enrolled pod, in one run of three on some boots). Without
+early demux the socket is looked up after the rewrite, so the second connection reaches the listener at once,
+as it does in a sidecar pod (whose proxy listener is not transparent). Only when the socket lookup happens
+changes: nothing a cell observes."""
+DEATH_LOG_LINES = 5
+"""Lines of a dead process's log kept with the news of its death."""
+DEATH_GRACE = 2.0
+"""Seconds a watched process that stopped listening has to exit before it is reported as stopped anyway."""
 REFERENCE_SIDECAR = Path(__file__).with_name("sidecar.py")
 REFERENCE_ZTUNNEL = Path(__file__).with_name("ztunnel.py")
 ZTUNNEL_PORTS = {ambient_capture.INBOUND_PORT, ambient_capture.OUTBOUND_PORT, ambient_capture.TUNNEL_PORT}
@@ -206,6 +227,11 @@ class EmulatedCluster(Cluster):
         self.rewrite_probes = rewrite_probes
         """The mesh-wide probe rewrite (Istio's values.sidecarInjectorWebhook.rewriteAppHTTPProbe)."""
         self.kubelet: Kubelet | None = None
+        self._deaths: list[tuple[Process, ProcessDeath]] = []
+        self._up = False
+        """Every pod was ready once: from then on a process of the build that stops is news (before, a setup
+        failure, which says so itself)."""
+        """The build's processes seen dead, with the news of each (see deaths())."""
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -240,6 +266,7 @@ class EmulatedCluster(Cluster):
                     self._start_sidecar(pod)
             self._sync_ztunnel()
             self._wait_ready(self.pods.values())
+            self._up = True
             self._start_kubelet()
         except kube.ManifestError as err:
             raise BackendError(str(err)) from None
@@ -251,7 +278,8 @@ class EmulatedCluster(Cluster):
         """Stop every process, remove every namespace and the work directory; idempotent."""
         if not self._started:
             return
-        self._started = False
+        self._note_deaths()
+        self._started = self._up = False
         if self.kubelet is not None:
             self.kubelet.stop()
             self.kubelet = None
@@ -302,6 +330,7 @@ class EmulatedCluster(Cluster):
 
     def remove_pod(self, ref: PodRef) -> None:
         """Kill a pod's containers (grace period 0) and delete its network namespace."""
+        self._note_deaths()
         pod = self.pods.pop(ref)
         if self.kubelet is not None:
             self.kubelet.forget(str(ref))
@@ -406,6 +435,8 @@ class EmulatedCluster(Cluster):
         if template.ambient:
             loading.append(ambient_capture.install(name))
             netns.write_sysctl(name, "net.ipv4.ip_local_port_range", ENROLLED_PORT_RANGE)
+            for key, value in ENROLLED_TCP_SETTINGS.items():
+                netns.write_sysctl(name, key, value)
         return pod, loading
 
     def _create_services(self) -> None:
@@ -528,6 +559,7 @@ class EmulatedCluster(Cluster):
         )
         path = self.work_dir / "ztunnel.json"
         path.write_text(json.dumps(config, indent=2) + "\n")
+        self._note_deaths()  # a dead ztunnel is started again below: its death is news first
         if self.ztunnel is not None and self.ztunnel.poll() is None:
             self.ztunnel.send_signal(signal.SIGHUP)
             return
@@ -642,6 +674,69 @@ class EmulatedCluster(Cluster):
         except OSError:
             return "(no log)"
 
+    # --- the build's processes ----------------------------------------------------------------------
+
+    def _watched(self) -> list[tuple[str, Process, tuple[PodRef, ...], Path]]:
+        """The processes of the build under test now in place: name, process, pods it serves, its log."""
+        watched: list[tuple[str, Process, tuple[PodRef, ...], Path]] = [
+            (f"sidecar of {pod.ref}", pod.sidecar, (pod.ref,), self.work_dir / f"{pod.netns}.sidecar.log")
+            for pod in self.pods.values()
+            if pod.sidecar is not None
+        ]
+        if self.ztunnel is not None:
+            enrolled = tuple(p.ref for p in self.pods.values() if p.template.ambient)
+            watched.append(("ztunnel (node)", self.ztunnel, enrolled, self.work_dir / "ztunnel.log"))
+        return watched
+
+    def _serving(self, pods: tuple[PodRef, ...], sidecar: bool) -> bool:
+        """Whether a watched process still listens where its pods' capture rules send traffic.
+
+        A sidecar on 15001 and 15006 in its pod; ztunnel on its ports in at least one enrolled pod (a pod
+        enrolled a moment ago may not have them yet).
+        """
+        wanted = {capture.INBOUND_CAPTURE_PORT, capture.OUTBOUND_CAPTURE_PORT} if sidecar else ZTUNNEL_PORTS
+        present = [self.pods[ref] for ref in pods if ref in self.pods]
+        return not present or any(wanted <= self._listening(pod) for pod in present)
+
+    def _note_deaths(self) -> None:
+        """Record each watched process that has exited, once, with its log's last lines.
+
+        One that has stopped listening is given DEATH_GRACE seconds to exit: a proxy that handles SIGTERM (the
+        `timeout 2` of issue 20) closes its listeners first, and under load its exit can lag by seconds, while
+        the cells already fail. The lines are read now: the work folder goes at teardown. Called before the
+        harness itself stops or replaces one, so that only deaths the harness did not cause are news.
+        """
+        if not self._started or not self._up:
+            return
+        ended: list[tuple[str, Process, tuple[PodRef, ...], Path]] = []
+        for name, proc, pods, log in self._watched():
+            if any(seen is proc for seen, _ in self._deaths):
+                continue
+            if proc.poll() is not None or not self._serving(pods, name.startswith("sidecar")):
+                ended.append((name, proc, pods, log))
+        deadline = time.monotonic() + DEATH_GRACE  # one grace for all: a broken build costs it once
+        for name, proc, pods, log in ended:
+            try:
+                code: int | None = proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                code = None
+            status = describe_exit(code) if code is not None else "stopped listening, still running"
+            try:
+                tail = tuple(log.read_text(errors="replace").strip().splitlines()[-DEATH_LOG_LINES:])
+            except OSError:
+                tail = ()
+            death = ProcessDeath(name, status, pods, tail, f"{name}/{proc.pid}/{len(self._deaths)}")
+            self._deaths.append((proc, death))
+
+    def deaths(self) -> list[ProcessDeath]:
+        """The sidecars and ztunnel that died on their own (not stopped by a switch or teardown), each once.
+
+        `ongoing` while the dead process is still the one in place (a profile switch restarts the sidecars).
+        """
+        self._note_deaths()
+        in_place = [proc for _, proc, _, _ in self._watched()] if self._started else []
+        return [dataclasses.replace(death, ongoing=any(proc is p for p in in_place)) for proc, death in self._deaths]
+
     # --- mesh ----------------------------------------------------------------------------------------
 
     @property
@@ -656,6 +751,7 @@ class EmulatedCluster(Cluster):
         if mode == self._inbound_mode:
             return
         self._inbound_mode = mode
+        self._note_deaths()  # before the restart replaces a sidecar that died on its own
         meshed = [p for p in self.pods.values() if p.template.injected]
         _stop([p.sidecar for p in meshed if p.sidecar is not None])
         for pod in meshed:

@@ -53,6 +53,17 @@ class Process(Protocol):
         """SIGKILL."""
 
 
+def describe_exit(returncode: int) -> str:
+    """A process's end in words: `exit status 124`, `signal 9 (SIGKILL)`."""
+    if returncode >= 0:
+        return f"exit status {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
+    return f"signal {-returncode} ({name})"
+
+
 class ForkServerError(RuntimeError):
     """The fork server could not start a process, or is gone; the message says why."""
 

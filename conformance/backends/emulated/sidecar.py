@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import ctypes
 import ipaddress
-import itertools
 import json
 import os
 import re
@@ -50,8 +49,6 @@ SO_ORIGINAL_DST = 80
 IP6T_SO_ORIGINAL_DST = 80
 CONNECT_TIMEOUT = 2.0
 HEAD_LIMIT = 65536
-OUTBOUND_SOURCE_PORTS = range(32768, 61000)
-"""Linux's default ephemeral range: the ports an outbound connection leaves from, in turn (see _connect)."""
 HTTP_REQUEST_LINE = re.compile(rb"^[A-Z]{3,10} \S+ HTTP/1\.[01]\r?\n")
 _MAYBE_REQUEST_LINE = re.compile(rb"^[A-Z]{0,10}( \S*( [A-Z0-9/.]*\r?)?)?$")
 """A first line that may still become an HTTP request line: keep reading before deciding."""
@@ -189,7 +186,6 @@ class Sidecar:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.connections = 0
-        self._outbound_ports = itertools.cycle(OUTBOUND_SOURCE_PORTS)
 
     def log(self, message: str) -> None:
         """One line per decision, like an access log: the harness attaches it to failing tests."""
@@ -268,7 +264,7 @@ class Sidecar:
             return
         where = f"{direction} {_peer(writer)} orig={orig_addr} cluster={cluster} proto={protocol}"
         try:
-            up_reader, up_writer = await self._connect(address, port, bind, ports_in_turn=direction == "outbound")
+            up_reader, up_writer = await self._connect(address, port, bind)
         except OSError as err:
             self.log(f"{where} upstream={address}:{port} bind={bind or '-'} connect_failed={err.strerror or err}")
             await self._fail(writer, protocol)
@@ -308,14 +304,13 @@ class Sidecar:
         return first, "tcp"
 
     async def _connect(
-        self, address: str, port: int, bind: str | None, ports_in_turn: bool = False
+        self, address: str, port: int, bind: str | None
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Dial the upstream (from `bind` when given).
 
-        `ports_in_turn` (outbound): leave from the next port of OUTBOUND_SOURCE_PORTS instead of the kernel's
-        pick. The kernel picks per destination, and soon used one port towards two ports of the same pod, whose
-        REDIRECT made both the same connection to its proxy (a retransmission 1 s later, or a timeout); the
-        harness's own probes leave the same way (dialer.py). A port taken in this namespace is skipped.
+        The kernel picks the source port, per destination, as it does for Envoy: so this proxy, like Envoy,
+        now and then dials two ports of one pod from one port at once, and the harness's own runs show that it
+        copes (cluster.ENROLLED_TCP_SETTINGS; issue 20 item 15).
         """
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -323,13 +318,6 @@ class Sidecar:
             sock.setblocking(False)
             if bind:
                 sock.bind((bind, 0))
-            elif ports_in_turn:
-                for _ in range(64):
-                    try:
-                        sock.bind(("", next(self._outbound_ports)))
-                        break
-                    except OSError:
-                        continue
             loop = asyncio.get_running_loop()
             await asyncio.wait_for(loop.sock_connect(sock, (address, port)), CONNECT_TIMEOUT)
         except TimeoutError:
