@@ -27,7 +27,7 @@ import conformance
 from conformance.backends.emulated import netns
 from conformance.backends.emulated.cluster import EmulatedCluster
 from conformance.outputs import RECORD_NAME, artifacts_folder
-from conformance.spec import Bind, CellKey, DefaultEndpoint, Failure, Profile, all_cells, expect
+from conformance.spec import CellKey, DefaultEndpoint, Failure, Profile, all_cells, expect
 from conformance.spec.dimensions import OVERRIDES_BY_FAMILY, IpFamily
 from conformance.world import World
 
