@@ -17,12 +17,13 @@ import subprocess
 import sys
 import time
 
-from conformance.backends.base import PodRef, ProbeRequest
+from conformance.backends.base import ProbeRequest
 from conformance.backends.emulated import kube
 from conformance.backends.emulated.cluster import EmulatedCluster
-from conformance.resources import echo_program
 from conformance.spec.dimensions import Bind, IpFamily, PortKind, Protocol
-from conformance.world import NS_BASELINE, NS_MESH, SERVER_PORTS, World, port_for
+from conformance.world.layout import NS_BASELINE, NS_MESH, SERVER_PORTS, World, port_for
+from conformance.world.pods import PodRef
+from conformance.world.resources import echo_program
 
 
 def pod_lifecycle(cluster: EmulatedCluster, world: World, rounds: int) -> list[float]:

@@ -21,10 +21,13 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import pytest
 
-from conformance import diagnostics
-from conformance.backends.base import BackendError, Cluster, PodRef, PrerequisiteError
-from conformance.interrupt import Interrupted, Interrupts, trim_traceback
-from conformance.outputs import (
+from conformance.backends.base import BackendError, Cluster, PrerequisiteError
+from conformance.backends.timeouts import TimeoutConfig, describe, parse_timeout_config
+from conformance.engine.probe import Observation, Prober, judge
+from conformance.report.document import JSON_NAME, MD_NAME, Report, TestRecord, death_lines
+from conformance.run import diagnostics
+from conformance.run.interrupt import Interrupted, Interrupts, trim_traceback
+from conformance.run.outputs import (
     SETUP_FOLDER,
     OutputFolder,
     artifacts_folder,
@@ -35,8 +38,6 @@ from conformance.outputs import (
     output_dir,
     report_folder,
 )
-from conformance.probe import Observation, Prober, judge
-from conformance.report import JSON_NAME, MD_NAME, Report, TestRecord, death_lines
 from conformance.spec.capabilities import (
     Capability,
     MeshCapabilities,
@@ -48,8 +49,8 @@ from conformance.spec.capabilities import (
 from conformance.spec.dimensions import MESH_PROFILES, CellKey, DefaultEndpoint, IpFamily, PortKind, Profile
 from conformance.spec.semantics import expect, precheck_finding, traffic_behaviour
 from conformance.suite.cases import ConformanceCase
-from conformance.timeouts import TimeoutConfig, describe, parse_timeout_config
-from conformance.world import NS_MESH, PROBED_CONTAINERS, SERVER_PORTS, World, probe_pods_of
+from conformance.world.layout import NS_MESH, PROBED_CONTAINERS, SERVER_PORTS, World, probe_pods_of
+from conformance.world.pods import PodRef
 
 BACKENDS = ("emulated", "kind", "kubeconfig")
 SUITE_MARKER = "conformance"
@@ -890,7 +891,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     where = f"report: {run.report.directory / 'conformance-report.md'}"
     title = f"mesh inbound conformance: {run.cluster.backend} backend, {run.settings.family.value}"
     if run.report.interrupted:
-        return  # pytest's one line for the interruption names the report (conformance.interrupt)
+        return  # pytest's one line for the interruption names the report (conformance.run.interrupt)
     terminalreporter.write_sep("-", title)
     for line in death_lines(run.report.deaths)[1:]:
         terminalreporter.write_line(line, red=True)

@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
-from conformance.backends.base import PodRef, ProbeRequest
+from conformance.backends.base import ProbeRequest
 from conformance.backends.emulated import ambient_capture, dialer, kube, netns, ztunnel
 from conformance.backends.emulated.cluster import ENROLLED_PORT_RANGE, EmulatedCluster
 from conformance.backends.emulated.ztunnel_config import ztunnel_config
 from conformance.spec.dimensions import Bind, IpFamily, PortKind, Protocol
-from conformance.world import (
+from conformance.world.layout import (
     NS_AMBIENT,
     NS_BASELINE,
     SERVER_PORTS,
@@ -33,6 +33,7 @@ from conformance.world import (
     port_for,
     service_manifest,
 )
+from conformance.world.pods import PodRef
 
 AMBIENT_RULES_V4 = """\
 *mangle
@@ -349,7 +350,7 @@ def test_world_deploys_ambient_only_where_the_mesh_has_it() -> None:
 def test_moving_to_ambient_note_names_loopback_apps_lost_in_ambient() -> None:
     from types import SimpleNamespace
 
-    from conformance.ambient_note import moving_to_ambient
+    from conformance.report.ambient import moving_to_ambient
     from conformance.spec.dimensions import CellKey, Client, DefaultEndpoint, Path, Profile
 
     def record(profile: Profile, client: Client, label: str, bind: Bind = Bind.LOOPBACK) -> SimpleNamespace:

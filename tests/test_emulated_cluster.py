@@ -12,11 +12,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from conformance.backends.base import PodRef, ProbeRequest
+from conformance.backends.base import ProbeRequest
 from conformance.backends.emulated import capture, netns
 from conformance.backends.emulated.cluster import EmulatedCluster
 from conformance.spec.dimensions import Bind, IpFamily, PortKind, Protocol
-from conformance.world import NS_BASELINE, NS_MESH, SERVER_PORTS, World, port_for, service_manifest
+from conformance.world.layout import NS_BASELINE, NS_MESH, SERVER_PORTS, World, port_for, service_manifest
+from conformance.world.pods import PodRef
 
 pytestmark = pytest.mark.netns
 

@@ -14,9 +14,10 @@ from typing import cast
 
 import pytest
 
-from conformance.backends.base import PodRef, ProbeRequest
+from conformance.backends.base import ProbeRequest
 from conformance.backends.emulated import dialer, listeners, netns, sidecar
-from conformance.precheck import Listener, parse_proc_net_tcp
+from conformance.backends.precheck import Listener, parse_proc_net_tcp
+from conformance.world.pods import PodRef
 
 pytestmark = pytest.mark.netns
 

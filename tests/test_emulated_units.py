@@ -14,7 +14,7 @@ import pytest
 from conformance.backends.emulated import capture, controlplane, kube
 from conformance.backends.emulated.kube import ManifestError, Objects, PodTemplate
 from conformance.spec.dimensions import IpFamily
-from conformance.world import PROBE_POD_LABEL, SERVER_PORTS, World
+from conformance.world.layout import PROBE_POD_LABEL, SERVER_PORTS, World
 
 POD_IP = {"ipv4": "10.244.0.12", "ipv6": "fd00:10:244::c"}
 
@@ -1006,10 +1006,11 @@ def test_a_process_end_is_said_in_words() -> None:
 
 
 def test_a_death_voids_the_cells_it_carried_and_says_so_first() -> None:
-    from conformance.backends.base import PodRef, ProcessDeath
-    from conformance.probe import Observation, ProbeOutcome, judge
-    from conformance.report import death_lines
+    from conformance.backends.base import ProcessDeath
+    from conformance.engine.probe import Observation, ProbeOutcome, judge
+    from conformance.report.document import death_lines
     from conformance.spec import all_cells, expect
+    from conformance.world.pods import PodRef
 
     death = ProcessDeath("sidecar of client.mic-mesh", "exit status 3", (PodRef("mic-mesh", "client"),), ("bye",), "k")
     reachable = next(c for c in all_cells() if expect(c).reachable)

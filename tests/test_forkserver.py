@@ -20,7 +20,7 @@ import pytest
 
 from conformance.backends.emulated import netns
 from conformance.backends.emulated.processes import ForkServer, ForkServerError
-from conformance.resources import echo_program
+from conformance.world.resources import echo_program
 
 PROGRAM = """
 import json, os, sys, time

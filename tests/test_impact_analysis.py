@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conformance.backends.precheck import Listener, split_proc_net
 from conformance.impact.analysis import (
     AMBIENT,
     LOOPBACK_ONLY,
@@ -29,10 +30,8 @@ from conformance.impact.analysis import (
     parse_selector,
     targeted_ports,
 )
-from conformance.impact.kube_source import split_proc_net
 from conformance.impact.output import istioctl_lines, table, to_json
 from conformance.impact.sources import ImpactReport, PodResult
-from conformance.precheck import Listener
 
 DATA = Path(__file__).parent / "data"
 

@@ -17,14 +17,14 @@ from typing import Any
 
 import pytest
 
-from conformance.backends.base import PodRef
 from conformance.backends.emulated.cluster import EmulatedCluster
 from conformance.impact.analysis import AMBIENT, LOOPBACK_ONLY, POD_IP_ONLY, SIDECAR
 from conformance.impact.emulated_source import EmulatedSource
 from conformance.impact.sources import check
 from conformance.spec.capabilities import emulated_capabilities
 from conformance.spec.dimensions import Bind, IpFamily
-from conformance.world import NS_BASELINE, NS_MESH, PROBED_CONTAINERS, TEST_PORTS, World, probe_pods_of
+from conformance.world.layout import NS_BASELINE, NS_MESH, PROBED_CONTAINERS, TEST_PORTS, World, probe_pods_of
+from conformance.world.pods import PodRef
 
 pytestmark = pytest.mark.netns
 

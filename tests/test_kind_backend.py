@@ -35,16 +35,17 @@ import yaml
 from fakes.host import DOCKER_DOWN, fake_host
 from fakes.kind_api import FakeKindApi
 
-from conformance.backends.base import BackendError, PodRef, ProbeRequest
+from conformance.backends.base import BackendError, ProbeRequest
 from conformance.backends.kind import tools as toolbox
 from conformance.backends.kind.backend import KubeCluster, NotReady, Tools
 from conformance.backends.kind.runner import CommandError, Runner, Step
-from conformance.precheck import Finding, parse_istioctl
-from conformance.resources import resource
+from conformance.backends.precheck import Finding, parse_istioctl
+from conformance.backends.timeouts import TimeoutConfig
 from conformance.spec.capabilities import istio_capabilities
 from conformance.spec.dimensions import IpFamily
-from conformance.timeouts import TimeoutConfig
-from conformance.world import World
+from conformance.world.layout import World
+from conformance.world.pods import PodRef
+from conformance.world.resources import resource
 
 REPO = Path(__file__).resolve().parents[1]
 # Where the installed package finds fixtures/ and workloads/: the repository itself, or the wheel's bundled copy

@@ -27,12 +27,13 @@ from test_kind_backend import (
     release_install,
 )
 
-from conformance.backends.base import BackendError, PodRef
+from conformance.backends.base import BackendError
 from conformance.backends.kind.backend import KubeCluster
 from conformance.backends.kind.matrix import load_matrix
 from conformance.spec.capabilities import istio_capabilities
 from conformance.spec.dimensions import IpFamily
-from conformance.world import World
+from conformance.world.layout import World
+from conformance.world.pods import PodRef
 
 TO_AMBIENT = [
     WAIT_ISTIOD,

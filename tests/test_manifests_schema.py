@@ -29,7 +29,7 @@ import yaml
 from kubernetes_validate import utils as kubernetes_validate
 
 from conformance.spec.dimensions import IpFamily
-from conformance.world import World
+from conformance.world.layout import World
 
 REPO = Path(__file__).resolve().parents[1]
 ECHO_IMAGE = (

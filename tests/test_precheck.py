@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance.precheck import (
+from conformance.backends.precheck import (
     Finding,
     Listener,
     ParseError,
@@ -423,8 +423,8 @@ def test_parse_istioctl_namespace_slash_name_origin() -> None:
 
 def test_the_report_s_precheck_section_says_which_findings_were_ignored() -> None:
     """A finding about a pod that is not the run's current pod is left out on purpose: the report says so."""
-    from conformance.precheck import Finding, PrecheckRun
-    from conformance.report import Report
+    from conformance.backends.precheck import Finding, PrecheckRun
+    from conformance.report.document import Report
     from conformance.spec.capabilities import istio_capabilities
     from conformance.spec.dimensions import IpFamily, Profile
 

@@ -20,7 +20,7 @@ from conformance.spec.probes import (
     probe_cells,
 )
 from conformance.spec.semantics import RULES
-from conformance.world import PROBE_REWRITE_ANNOTATION, PROBED_CONTAINERS, World, probe_pods_of
+from conformance.world.layout import PROBE_REWRITE_ANNOTATION, PROBED_CONTAINERS, World, probe_pods_of
 
 V4 = IpFamily.IPV4
 

@@ -12,8 +12,7 @@ import pytest
 import yaml
 from packaging.version import Version
 
-from conformance.probe import Observation, ProbeOutcome, judge
-from conformance.resources import resource
+from conformance.engine.probe import Observation, ProbeOutcome, judge
 from conformance.spec import (
     RULES,
     Bind,
@@ -49,6 +48,7 @@ from conformance.spec.semantics import (
     precheck_finding,
     traffic_behaviour,
 )
+from conformance.world.resources import resource
 
 
 def cell(
@@ -200,7 +200,7 @@ def test_empty_host_on_1_9_is_localhost_with_no_bind(family: IpFamily) -> None:
 
 def test_1_9_runs_the_empty_host_cells() -> None:
     """1.9 accepts `:P`: the row runs those cells (judged as 1.9 resolves them) instead of skipping them."""
-    from conformance.world import World
+    from conformance.world.layout import World
 
     mesh = istio_capabilities("1.9.9")
     assert Capability.SIDECAR_ENDPOINT_EMPTY in mesh.capabilities
@@ -410,7 +410,7 @@ def test_json_document_has_stable_keys() -> None:
 
 def test_the_readme_states_the_rule_count_and_the_format_versions() -> None:
     """The README's spec section says how many rules there are and which versions the documents have."""
-    from conformance.report import REPORT_VERSION
+    from conformance.report.document import REPORT_VERSION
     from conformance.spec.render import SPEC_FORMAT_VERSION
 
     readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
@@ -432,7 +432,7 @@ def test_every_reachable_cell_says_what_the_app_sees() -> None:
 
 def test_the_report_carries_the_spec_expectation_as_is(tmp_path: pathlib.Path) -> None:
     """Report version 3: a cell's `expected` is the spec's, plus `source_address` (version 2 had `source_judged`)."""
-    from conformance.report import REPORT_VERSION, Report
+    from conformance.report.document import REPORT_VERSION, Report
 
     report = Report(tmp_path, emulated_capabilities(), {}, "emulated", IpFamily.IPV4, tuple(Profile))
     key = cell(Profile.AMBIENT, Bind.POD_IP, client=Client.MESHED)
@@ -878,7 +878,7 @@ def test_ambient_on_ipv6_needs_1_23(version: str) -> None:
 
 
 def test_an_ipv6_world_on_1_22_has_no_enrolled_namespace() -> None:
-    from conformance.world import World
+    from conformance.world.layout import World
 
     assert not World.for_mesh(IpFamily.IPV6, istio_capabilities("1.22.8", family=IpFamily.IPV6)).ambient
     assert World.for_mesh(IpFamily.IPV6, istio_capabilities("1.23.0", family=IpFamily.IPV6)).ambient

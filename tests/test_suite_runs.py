@@ -26,10 +26,10 @@ from conftest import REPO, left_behind, mic_namespaces, suite_command
 import conformance
 from conformance.backends.emulated import netns
 from conformance.backends.emulated.cluster import EmulatedCluster
-from conformance.outputs import RECORD_NAME, artifacts_folder
+from conformance.run.outputs import RECORD_NAME, artifacts_folder
 from conformance.spec import CellKey, DefaultEndpoint, Failure, Profile, all_cells, expect
 from conformance.spec.dimensions import OVERRIDES_BY_FAMILY, IpFamily
-from conformance.world import World
+from conformance.world.layout import World
 
 WRONG_SIDECAR = f"/usr/bin/python3 {REPO / 'tests' / 'sidecars' / 'localhost_sidecar.py'}"
 IPV4_ONLY_SIDECAR = f"/usr/bin/python3 {REPO / 'tests' / 'sidecars' / 'ipv4_only_sidecar.py'}"
@@ -713,7 +713,7 @@ def test_ctrl_c_twice_to_the_process_group_is_a_few_lines_and_an_interrupted_rep
     assert len(after.splitlines()) < 20, after
     assert "Traceback" not in after
     assert "Event loop is closed" not in after
-    assert "conformance.interrupt.Interrupted: SIGINT: run stopped, cleaning up, report: " in after
+    assert "conformance.run.interrupt.Interrupted: SIGINT: run stopped, cleaning up, report: " in after
     doc = report(tmp_path)
     assert doc["interrupted"] is True
     results = {p["name"]: p["result"] for p in doc["profiles"]}  # type: ignore[index,union-attr]

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from conformance import diagnostics
-from conformance.backends.base import PodRef
 from conformance.backends.emulated.cluster import EmulatedCluster, sidecar_command_problem
-from conformance.interrupt import Interrupted, Interrupts, trim_traceback
-from conformance.outputs import (
+from conformance.backends.precheck import PrecheckRun
+from conformance.engine.probe import Observation, ProbeOutcome, judge
+from conformance.report.document import JSON_NAME, MD_NAME, Report
+from conformance.run import diagnostics
+from conformance.run.interrupt import Interrupted, Interrupts, trim_traceback
+from conformance.run.outputs import (
     RECORD_NAME,
     artifacts_folder,
     case_dir,
@@ -28,12 +30,10 @@ from conformance.outputs import (
     output_dir,
     report_folder,
 )
-from conformance.precheck import PrecheckRun
-from conformance.probe import Observation, ProbeOutcome, judge
-from conformance.report import JSON_NAME, MD_NAME, Report
 from conformance.spec import all_cells, expect
 from conformance.spec.capabilities import emulated_capabilities
 from conformance.spec.dimensions import Failure, IpFamily, Profile, Source
+from conformance.world.pods import PodRef
 
 
 def _report(tmp_path: Path, family: IpFamily = IpFamily.IPV4) -> Report:
@@ -232,7 +232,7 @@ def test_a_setup_failure_is_the_first_thing_both_reports_say(tmp_path: Path) -> 
 
 
 def test_unfinished_profiles_of_an_interrupted_run_are_interrupted_not_skipped(tmp_path: Path) -> None:
-    from conformance.report import TestRecord
+    from conformance.report.document import TestRecord
 
     report = _report(tmp_path)
     # The plugin plans every profile (a count of 0 is `not selected`).
@@ -376,7 +376,7 @@ def test_progress_writes_of_the_report_are_spaced_and_the_final_one_always_lands
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Rendering every cell after each test cost seconds per run; a killed run still has a recent report."""
-    import conformance.report as report_module
+    import conformance.report.document as report_module
 
     clock = [100.0]
     monkeypatch.setattr(report_module.time, "monotonic", lambda: clock[0])

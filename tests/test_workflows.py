@@ -979,7 +979,7 @@ def test_the_diagnostics_upload_holds_the_folders_the_suite_writes(
     actions/upload-artifact@v4 skips hidden files and folders unless `include-hidden-files: true`; the suite's
     case folders (`<profile>/<Case>/`) never start with a dot, so the default upload takes them all.
     """
-    from conformance.outputs import case_dir
+    from conformance.run.outputs import case_dir
     from conformance.spec.dimensions import Profile
 
     upload = next(s for s in steps_of(file, job_id) if s.get("name") == step)

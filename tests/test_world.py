@@ -5,7 +5,7 @@ from __future__ import annotations
 from conformance.spec.capabilities import Capability, istio_capabilities
 from conformance.spec.dimensions import DefaultEndpoint, IpFamily, Path, Profile
 from conformance.suite import test_in_pod, test_overrides
-from conformance.world import World
+from conformance.world.layout import World
 
 
 def test_ipv6_before_1144_deploys_no_literal_sidecar_resources() -> None:

@@ -10,20 +10,10 @@ import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from conformance.precheck import PrecheckRun
+from conformance.backends.precheck import PrecheckRun
+from conformance.world.pods import PodRef
 
 Manifest = Mapping[str, object]
-
-
-@dataclass(frozen=True)
-class PodRef:
-    """A workload by namespace and `app` label (kind pod names carry random suffixes)."""
-
-    namespace: str
-    app: str
-
-    def __str__(self) -> str:
-        return f"{self.app}.{self.namespace}"
 
 
 class BackendError(RuntimeError):

@@ -158,6 +158,25 @@ def parse_proc_net_tcp(text: str, ipv6: bool) -> list[Listener]:
     return listeners
 
 
+CAT_COMMAND = ["cat", "/proc/net/tcp", "/proc/net/tcp6"]
+"""What reads a pod's listeners where no `ss` is (a distroless proxy, the kind echo container, `impact`)."""
+
+
+def split_proc_net(text: str) -> list[Listener]:
+    """Listeners from `cat /proc/net/tcp /proc/net/tcp6` output: each file has a header; the address width tells.
+
+    tcp6 is absent when IPv6 is disabled in the pod: cat then fails on it after printing tcp, which is enough.
+    """
+    v4, v6 = ["header"], ["header"]
+    for line in text.splitlines():
+        columns = line.split()
+        if len(columns) < 4 or columns[0] == "sl" or ":" not in columns[1]:
+            continue
+        address = columns[1].split(":")[0]
+        (v6 if len(address) == 32 else v4).append(line)
+    return sorted(set(parse_proc_net_tcp("\n".join(v4), False) + parse_proc_net_tcp("\n".join(v6), True)))
+
+
 def check_pod(namespace: str, pod: str, exposed_ports: Iterable[int], listeners: Iterable[Listener]) -> list[Finding]:
     """IST0143 for each exposed port with a loopback listener (even beside a wildcard one, as istioctl does)."""
     exposed = set(exposed_ports)

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from conformance.backends.base import Cluster, ProbeRequest
+from conformance.backends.timeouts import TimeoutConfig
 from conformance.spec.cells import all_cells
 from conformance.spec.dimensions import ADDRESSES, CellKey, IpFamily, Path, Source
 from conformance.spec.semantics import Expectation
-from conformance.timeouts import TimeoutConfig
-from conformance.world import World, dialled_address, dialled_port
+from conformance.world.layout import World, dialled_address, dialled_port
 
 
 @dataclass(frozen=True)

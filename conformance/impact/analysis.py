@@ -11,7 +11,7 @@ suite's spec encodes (shared/reference/inbound-semantics.md section 1, probes-am
   while an app listening on the pod IP only is refused;
 - under ambient, ztunnel always dials the pod IP and no override exists: loopback-only is unreachable.
 
-The loopback test is the IST0143 one (`conformance.precheck.Listener.loopback`); a port is a finding only when
+The loopback test is the IST0143 one (`conformance.backends.precheck.Listener.loopback`); a port is a finding only when
 *every* listener on it is loopback (or every one is a pod address): a wildcard listener serves either way.
 """
 
@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from conformance.precheck import Listener
+from conformance.backends.precheck import Listener
 
 SIDECAR = "sidecar"
 AMBIENT = "ambient"

@@ -78,7 +78,7 @@ def _run_emulated(args: argparse.Namespace) -> ImpactReport:
     from conformance.impact.emulated_source import EmulatedSource
     from conformance.spec.capabilities import emulated_capabilities
     from conformance.spec.dimensions import IpFamily
-    from conformance.world import World
+    from conformance.world.layout import World
 
     # The suite's whole world for the emulated mesh, the enrolled (ambient) namespace included.
     world = World.for_mesh(IpFamily(args.ip_family), emulated_capabilities())

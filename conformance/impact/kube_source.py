@@ -15,28 +15,19 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from conformance.backends.kubeclient import (
+    ExecDropped,
+    ExecRefused,
+    api_reason,
+    first_line,
+    load_configuration,
+    run_exec,
+)
+from conformance.backends.precheck import CAT_COMMAND, split_proc_net
 from conformance.impact.analysis import PodInfo, SelectorError, ServiceInfo, ServicePort, parse_selector
 from conformance.impact.sources import BadInput, ImpactSource, Inventory, ListenerRead, Unchecked
-from conformance.kubeclient import ExecDropped, ExecRefused, api_reason, first_line, load_configuration, run_exec
-from conformance.precheck import Listener, parse_proc_net_tcp
 
-CAT_COMMAND = ["cat", "/proc/net/tcp", "/proc/net/tcp6"]
 DEBUG_PREFIX = "mic-impact-"
-
-
-def split_proc_net(text: str) -> list[Listener]:
-    """Listeners from `cat /proc/net/tcp /proc/net/tcp6` output: each file has a header; the address width tells.
-
-    tcp6 is absent when IPv6 is disabled in the pod: cat then fails on it after printing tcp, which is enough.
-    """
-    v4, v6 = ["header"], ["header"]
-    for line in text.splitlines():
-        columns = line.split()
-        if len(columns) < 4 or columns[0] == "sl" or ":" not in columns[1]:
-            continue
-        address = columns[1].split(":")[0]
-        (v6 if len(address) == 32 else v4).append(line)
-    return sorted(set(parse_proc_net_tcp("\n".join(v4), False) + parse_proc_net_tcp("\n".join(v6), True)))
 
 
 def _looks_like_proc_net(text: str) -> bool:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from conformance.backends.precheck import Finding
 from conformance.impact.analysis import BEHAVIOURS, LOOPBACK_ONLY, SHORT
 from conformance.impact.sources import ImpactReport
-from conformance.precheck import Finding
 
 FORMAT = "mesh-inbound-conformance/impact"
 VERSION = 1

@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from conformance.backends.precheck import Listener
 from conformance.impact.analysis import PodInfo, PortFinding, ServiceInfo, analyse, mesh_mode, targeted_ports
-from conformance.precheck import Listener
 
 
 class BadInput(ValueError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol as TypingProtocol
 
-from conformance.probe import Observation
+from conformance.engine.probe import Observation
 from conformance.spec.dimensions import Bind, CellKey, Profile
 
 

@@ -21,11 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from conformance.ambient_note import moving_to_ambient
 from conformance.backends.base import ProcessDeath
-from conformance.precheck import PrecheckRun
-from conformance.probe import Observation, Verdict
-from conformance.report_probes import probe_document, probe_tables
+from conformance.backends.precheck import PrecheckRun
+from conformance.engine.probe import Observation, Verdict
+from conformance.report.ambient import moving_to_ambient
+from conformance.report.probes import probe_document, probe_tables
 from conformance.spec.capabilities import MeshCapabilities
 from conformance.spec.dimensions import (
     ADDRESSES,

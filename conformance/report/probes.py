@@ -12,7 +12,7 @@ from conformance.spec.dimensions import Bind, Profile
 from conformance.spec.probes import ProbeCellKey, ProbeExpectation, ProbeKind, rewrite_settings
 
 if TYPE_CHECKING:
-    from conformance.report import Report
+    from conformance.report.document import Report
 
 
 KNOWN_1_21_INCONSISTENCY = (

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from conformance.backends.base import Cluster, PodRef
-from conformance.outputs import SETUP_FOLDER, safe_name
+from conformance.backends.base import Cluster
+from conformance.run.outputs import SETUP_FOLDER, safe_name
+from conformance.world.pods import PodRef
 
 
 def collect(cluster: Cluster, pods: Sequence[PodRef]) -> dict[str, str]:

@@ -16,7 +16,7 @@ import pytest
 
 from conformance.backends.base import BackendError, ContainerReadiness, ProbeRequest
 from conformance.plugin import INVOLVED, ConformanceRun
-from conformance.report_probes import record_probe
+from conformance.report.probes import record_probe
 from conformance.spec.capabilities import Capability
 from conformance.spec.dimensions import ADDRESSES, Client, IpFamily, Profile, Source
 from conformance.spec.probes import (
@@ -29,7 +29,7 @@ from conformance.spec.probes import (
     probe_cells,
 )
 from conformance.suite.cases import ConformanceCase
-from conformance.world import probe_pod, probed_container
+from conformance.world.layout import probe_pod, probed_container
 
 ProbeFilter = Callable[[ProbeCellKey], bool]
 

@@ -15,7 +15,7 @@ from functools import cache
 from types import ModuleType
 from typing import Protocol, cast
 
-from conformance.resources import echo_program
+from conformance.world.resources import echo_program
 
 StreamPair = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from conformance.backends.base import PodRef
 from conformance.spec.capabilities import Capability, MeshCapabilities, endpoint_capabilities
 from conformance.spec.dimensions import (
     OVERRIDES_BY_FAMILY,
@@ -39,6 +38,7 @@ from conformance.spec.dimensions import (
     Protocol,
 )
 from conformance.spec.probes import ProbeCellKey, ProbeKind
+from conformance.world.pods import PodRef
 
 Manifest = dict[str, object]
 

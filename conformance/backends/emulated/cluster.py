@@ -36,7 +36,6 @@ from conformance.backends.base import (
     Cluster,
     ContainerReadiness,
     Manifest,
-    PodRef,
     PrerequisiteError,
     ProbeRequest,
     ProcessDeath,
@@ -46,8 +45,9 @@ from conformance.backends.emulated.dialer import Dialer
 from conformance.backends.emulated.kubelet import Kubelet
 from conformance.backends.emulated.processes import ForkServer, ForkServerError, Process, describe_exit
 from conformance.backends.emulated.ztunnel_config import ztunnel_config
-from conformance.precheck import Listener, PrecheckRun, check_pod, render_run
-from conformance.resources import echo_program
+from conformance.backends.precheck import Listener, PrecheckRun, check_pod, render_run
+from conformance.world.pods import PodRef
+from conformance.world.resources import echo_program
 
 IFA_F_NODAD = 0x02
 ENROLLED_PORT_RANGE = "20000 32767"

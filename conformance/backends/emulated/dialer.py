@@ -14,9 +14,10 @@ import socket
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 
-from conformance.backends.base import PodRef, ProbeRequest, by_source
+from conformance.backends.base import ProbeRequest, by_source
 from conformance.backends.emulated import netns
-from conformance.echo_client import Connector, ProbeTargetLike, StreamPair, make_target, probe_batch
+from conformance.world.echo_client import Connector, ProbeTargetLike, StreamPair, make_target, probe_batch
+from conformance.world.pods import PodRef
 
 CONCURRENCY = 256
 """Probes in flight per source pod."""

@@ -17,7 +17,7 @@ import socket
 import struct
 
 from conformance.backends.emulated import netns
-from conformance.precheck import Listener
+from conformance.backends.precheck import Listener
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20

@@ -37,7 +37,7 @@ from typing import Any
 from conformance.backends.base import BackendError
 from conformance.backends.kind.describe import describe_pod, event_line, pod_line
 from conformance.backends.kind.runner import CommandError, Pending, Result, Runner
-from conformance.kubeclient import (
+from conformance.backends.kubeclient import (
     ExecDropped,
     ExecRefused,
     api_reason,

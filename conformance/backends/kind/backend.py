@@ -25,26 +25,18 @@ from typing import Any
 
 import yaml
 
-from conformance.backends.base import (
-    BackendError,
-    Cluster,
-    ContainerReadiness,
-    Manifest,
-    PodRef,
-    ProbeRequest,
-    by_source,
-)
+from conformance.backends.base import BackendError, Cluster, ContainerReadiness, Manifest, ProbeRequest, by_source
 from conformance.backends.kind import images, matrix
 from conformance.backends.kind.api import KubeApi
 from conformance.backends.kind.images import AMBIENT, SIDECAR
 from conformance.backends.kind.runner import CommandError, Pending, PlanRunner, Result, Runner
-from conformance.impact.kube_source import CAT_COMMAND, split_proc_net
-from conformance.precheck import PrecheckRun, check_pod, parse_istioctl
-from conformance.resources import echo_program, fixture
+from conformance.backends.precheck import CAT_COMMAND, PrecheckRun, check_pod, parse_istioctl, split_proc_net
+from conformance.backends.timeouts import TimeoutConfig
 from conformance.spec.capabilities import Capability, LegacySwitch, istio_capabilities, parse_version, version_row
 from conformance.spec.dimensions import IpFamily
-from conformance.timeouts import TimeoutConfig
-from conformance.world import CONTROL_PORT, DATAPLANE_MODE_LABEL, PART_OF, PROBE_POD_LABEL
+from conformance.world.layout import CONTROL_PORT, DATAPLANE_MODE_LABEL, PART_OF, PROBE_POD_LABEL
+from conformance.world.pods import PodRef
+from conformance.world.resources import echo_program, fixture
 
 ISTIO_NAMESPACE = "istio-system"
 RELEASE_HUB = "docker.io/istio"

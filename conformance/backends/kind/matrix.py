@@ -14,8 +14,8 @@ from typing import Any
 import yaml
 from packaging.version import Version
 
-from conformance.resources import fixture
 from conformance.spec.capabilities import parse_version
+from conformance.world.resources import fixture
 
 MATRIX_FORMAT = "mesh-inbound-conformance/versions"
 REQUIRED = ("name", "istio", "kubernetes", "kind", "node_image")

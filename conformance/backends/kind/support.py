@@ -15,8 +15,8 @@ from typing import Any
 import yaml
 from packaging.version import Version
 
-from conformance.resources import fixture
 from conformance.spec.capabilities import parse_version
+from conformance.world.resources import fixture
 
 SUPPORT_FORMAT = "mesh-inbound-conformance/kubernetes"
 

@@ -39,8 +39,8 @@ import platformdirs
 import yaml
 from packaging.version import InvalidVersion, Version
 
-from conformance import resources
 from conformance.backends.base import BackendError
+from conformance.world import resources
 
 log = logging.getLogger(__name__)
 
