@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import gc
 import os
+import re
 import shlex
 import time
 import warnings
@@ -270,7 +271,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{SUITE_MARKER}: a mesh inbound conformance test (the suite's own items)")
     # Our own interruption, swallowed where Python ignores exceptions, is said in one line (see interrupt.py):
     # not again as an "Exception ignored" warning, in a test or when pytest reports the rest at exit.
-    swallowed = r"(?s)Exception ignored in.*conformance\.interrupt\.Interrupted"
+    swallowed = "(?s)Exception ignored in.*" + re.escape(f"{Interrupted.__module__}.{Interrupted.__qualname__}")
     config.addinivalue_line("filterwarnings", f"ignore:{swallowed}:pytest.PytestUnraisableExceptionWarning")
     warnings.filterwarnings("ignore", swallowed, pytest.PytestUnraisableExceptionWarning)
     config.stash[SETTINGS] = settings = _settings(config)
