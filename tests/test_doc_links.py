@@ -94,3 +94,34 @@ def test_every_docs_page_is_linked_from_the_readme() -> None:
 def test_the_docs_pages_link_back_to_the_readme() -> None:
     for page in PAGES[1:]:
         assert any(target.partition("#")[0] == "../README.md" for target in links(page)), page.name
+
+
+# Paths the pages name that other branches of the same change create: accepted while missing, and to be dropped
+# from here once they exist (the test below says so), so the set stays empty between changes.
+PENDING = {"conformance/suite/checks.py"}
+REPO_PATH = re.compile(
+    r"(?:\.github|conformance|tests|workloads|fixtures|benchmarks|docs"
+    r"|backends|spec|world|engine|report|run|suite|impact)/[\w./*-]*"
+)
+
+
+def named_paths(page: Path) -> set[str]:
+    """The repository paths a page names in code spans (placeholders such as `<name>` or `test_x` left out)."""
+    spans = re.findall(r"`([^`\n]+)`", page.read_text())
+    return {span for span in spans if REPO_PATH.fullmatch(span) and "test_x" not in span}
+
+
+def _exists(path: str) -> bool:
+    # `backends/emulated/kubelet.py` is named from inside the package; `conformance/suite/test_*.py` is a glob.
+    return any(any(root.glob(path.rstrip("/"))) for root in (REPO, REPO / "conformance"))
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_path_a_page_names_exists(page: Path) -> None:
+    missing = sorted(path for path in named_paths(page) if not _exists(path) and path not in PENDING)
+    assert missing == []
+
+
+def test_pending_paths_are_still_pending() -> None:
+    arrived = sorted(path for path in PENDING if _exists(path))
+    assert arrived == [], "these paths exist now: drop them from PENDING"
