@@ -56,7 +56,7 @@ BUNDLE = resource("fixtures").parent
 FAKEBIN = REPO / "tests" / "fakes" / "fakebin.py"
 PRECHECK_DATA = REPO / "tests" / "data" / "istioctl"
 
-# The echo image is tagged by the content of echo.py (README: "tagged by the content of echo.py").
+# The echo image is tagged by the content of echo.py (docs/kind.md: "tagged by the content of echo.py").
 ECHO_IMAGE = (
     "localhost/mesh-inbound-conformance/echo:"
     + hashlib.sha256((REPO / "workloads" / "echo" / "echo.py").read_bytes()).hexdigest()[:12]
