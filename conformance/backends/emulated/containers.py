@@ -4,14 +4,13 @@ Split from the pods' network (network.py), which makes the namespaces these proc
 sockets; this module starts and stops the processes: each pod's echo containers and sidecar (forked by the
 node's fork server when they are the suite's own programs), the node's ztunnel, and the kubelet that probes
 them. It waits until every pod is ready as the harness means it (every process up, every capture port
-listened on, the readiness probe passing), and it notices when a process of the build under test (a sidecar,
-a ztunnel) dies on its own, as opposed to being stopped by a profile switch or the teardown.
+listened on, the readiness probe passing). It names the processes of the build under test (the sidecars, the
+ztunnel) to deaths.py before it stops any, so that only one that dies on its own is news.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import shlex
@@ -24,18 +23,14 @@ from pathlib import Path
 
 from conformance.backends.base import BackendError, ContainerReadiness, PrerequisiteError, ProcessDeath
 from conformance.backends.emulated import ambient_capture, capture, controlplane, injector, kube, netns
+from conformance.backends.emulated.deaths import DeathWatch, Watched
 from conformance.backends.emulated.kubelet import Kubelet
 from conformance.backends.emulated.network import Network
 from conformance.backends.emulated.pod import EmulatedPod
-from conformance.backends.emulated.processes import ForkServer, ForkServerError, Process, describe_exit
+from conformance.backends.emulated.processes import ForkServer, ForkServerError, Process
 from conformance.backends.emulated.ztunnel_config import ztunnel_config
-from conformance.world.pods import PodRef
 from conformance.world.resources import echo_program
 
-DEATH_LOG_LINES = 5
-"""Lines of a dead process's log kept with the news of its death."""
-DEATH_GRACE = 2.0
-"""Seconds a watched process that stopped listening has to exit before it is reported as stopped anyway."""
 REFERENCE_SIDECAR = Path(__file__).with_name("sidecar.py")
 REFERENCE_ZTUNNEL = Path(__file__).with_name("ztunnel.py")
 ZTUNNEL_PORTS = {ambient_capture.INBOUND_PORT, ambient_capture.OUTBOUND_PORT, ambient_capture.TUNNEL_PORT}
@@ -86,11 +81,7 @@ class Containers:
         self.ztunnel: Process | None = None
         self.kubelet: Kubelet | None = None
         self._forkserver: ForkServer | None = None
-        self._deaths: list[tuple[Process, ProcessDeath]] = []
-        """The build's processes seen dead, with the news of each (see deaths())."""
-        self._up = False
-        """Every pod was ready once: from then on a process of the build that stops is news (before, a setup
-        failure, which says so itself)."""
+        self.watch = DeathWatch(network)
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -112,7 +103,7 @@ class Containers:
                 self._start_sidecar(pod)
         self.sync_ztunnel()
         self._wait_ready(pods)
-        self._up = True
+        self.watch.armed = True
         self.kubelet = Kubelet(self.network.node_fd)
         self.kubelet.start()
         for pod in pods:
@@ -138,7 +129,7 @@ class Containers:
     def close(self) -> None:
         """Stop the kubelet, every container, ztunnel and the fork server; idempotent."""
         self.note_deaths()
-        self._up = False
+        self.watch.armed = False
         if self.kubelet is not None:
             self.kubelet.stop()
             self.kubelet = None
@@ -359,64 +350,34 @@ class Containers:
 
     # --- the build's processes ----------------------------------------------------------------------
 
-    def _watched(self) -> list[tuple[str, Process, tuple[PodRef, ...], Path]]:
-        """The processes of the build under test now in place: name, process, pods it serves, its log."""
+    def _watched(self) -> list[Watched]:
+        """The processes of the build under test now in place: the sidecars, and the node's ztunnel."""
         pods = self.network.pods.values()
-        watched: list[tuple[str, Process, tuple[PodRef, ...], Path]] = [
-            (f"sidecar of {pod.ref}", pod.sidecar, (pod.ref,), self.work_dir / f"{pod.netns}.sidecar.log")
+        sidecar_ports = frozenset({capture.INBOUND_CAPTURE_PORT, capture.OUTBOUND_CAPTURE_PORT})
+        watched = [
+            Watched(
+                f"sidecar of {pod.ref}",
+                pod.sidecar,
+                (pod.ref,),
+                self.work_dir / f"{pod.netns}.sidecar.log",
+                sidecar_ports,
+            )
             for pod in pods
             if pod.sidecar is not None
         ]
         if self.ztunnel is not None:
             enrolled = tuple(p.ref for p in pods if p.template.ambient)
-            watched.append(("ztunnel (node)", self.ztunnel, enrolled, self.work_dir / "ztunnel.log"))
+            log = self.work_dir / "ztunnel.log"
+            watched.append(Watched("ztunnel (node)", self.ztunnel, enrolled, log, frozenset(ZTUNNEL_PORTS)))
         return watched
 
-    def _serving(self, pods: tuple[PodRef, ...], sidecar: bool) -> bool:
-        """Whether a watched process still listens where its pods' capture rules send traffic.
-
-        A sidecar on 15001 and 15006 in its pod; ztunnel on its ports in at least one enrolled pod (a pod
-        enrolled a moment ago may not have them yet).
-        """
-        wanted = {capture.INBOUND_CAPTURE_PORT, capture.OUTBOUND_CAPTURE_PORT} if sidecar else ZTUNNEL_PORTS
-        present = [self.network.pods[ref] for ref in pods if ref in self.network.pods]
-        return not present or any(wanted <= self.network.listening(pod) for pod in present)
-
     def note_deaths(self) -> None:
-        """Record each watched process that has exited, once, with its log's last lines.
-
-        One that has stopped listening is given DEATH_GRACE seconds to exit: a proxy that handles SIGTERM (the
-        `timeout 2` of issue 20) closes its listeners first, and under load its exit can lag by seconds, while
-        the cells already fail. The lines are read now: the work folder goes at teardown. Called before the
-        harness itself stops or replaces one, so that only deaths the harness did not cause are news.
-        """
-        if not self._up:
-            return
-        ended: list[tuple[str, Process, tuple[PodRef, ...], Path]] = []
-        for name, proc, pods, log in self._watched():
-            if any(seen is proc for seen, _ in self._deaths):
-                continue
-            if proc.poll() is not None or not self._serving(pods, name.startswith("sidecar")):
-                ended.append((name, proc, pods, log))
-        deadline = time.monotonic() + DEATH_GRACE  # one grace for all: a broken build costs it once
-        for name, proc, pods, log in ended:
-            try:
-                code: int | None = proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                code = None
-            status = describe_exit(code) if code is not None else "stopped listening, still running"
-            try:
-                tail = tuple(log.read_text(errors="replace").strip().splitlines()[-DEATH_LOG_LINES:])
-            except OSError:
-                tail = ()
-            death = ProcessDeath(name, status, pods, tail, f"{name}/{proc.pid}/{len(self._deaths)}")
-            self._deaths.append((proc, death))
+        """Record the build's processes that died on their own (deaths.py); before the harness stops any."""
+        self.watch.note(self._watched())
 
     def deaths(self) -> list[ProcessDeath]:
         """The sidecars and ztunnel that died on their own (not stopped by a switch or teardown), each once.
 
         `ongoing` while the dead process is still the one in place (a profile switch restarts the sidecars).
         """
-        self.note_deaths()
-        in_place = [proc for _, proc, _, _ in self._watched()]
-        return [dataclasses.replace(death, ongoing=any(proc is p for p in in_place)) for proc, death in self._deaths]
+        return self.watch.deaths(self._watched())
