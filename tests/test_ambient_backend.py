@@ -20,7 +20,8 @@ import pytest
 
 from conformance.backends.base import ProbeRequest
 from conformance.backends.emulated import ambient_capture, dialer, kube, netns, ztunnel
-from conformance.backends.emulated.cluster import ENROLLED_PORT_RANGE, EmulatedCluster
+from conformance.backends.emulated.cluster import EmulatedCluster
+from conformance.backends.emulated.network import ENROLLED_PORT_RANGE
 from conformance.backends.emulated.ztunnel_config import ztunnel_config
 from conformance.spec.dimensions import Bind, IpFamily, PortKind, Protocol
 from conformance.world.layout import (
@@ -216,7 +217,7 @@ def test_other_pods_reach_the_pod_ip_and_the_app_sees_the_client(
 
 @pytest.mark.netns
 def test_ztunnel_dials_from_ports_no_client_probe_leaves_from(cluster: EmulatedCluster) -> None:
-    """Enrolled namespaces draw ephemeral ports below the range the probes leave from (cluster.py)."""
+    """Enrolled namespaces draw ephemeral ports below the range the probes leave from (network.py)."""
     low, high = (int(p) for p in ENROLLED_PORT_RANGE.split())
     assert high < dialer.SOURCE_PORTS[0]
     assert high < 32768  # Linux's default ephemeral range, where a sidecar client's kernel picks its ports
@@ -268,7 +269,7 @@ def test_two_connections_from_one_source_port_to_one_enrolled_pod(cluster: Emula
 
     The kernel picks a client's port per destination, so a proxy that lets it choose (Envoy) now and then
     holds such a pair. REDIRECT makes both <pod>:15006 <- client:port; conntrack gives the second a new source
-    port, which the pod's socket lookup must see (cluster.ENROLLED_TCP_SETTINGS): with early demux the SYN met
+    port, which the pod's socket lookup must see (network.ENROLLED_TCP_SETTINGS): with early demux the SYN met
     the first connection's transparent socket and waited until that connection ended (issue 20 item 15).
     """
     source_port = 45000 + os.getpid() % 1000 * 2
@@ -309,8 +310,9 @@ def test_inside_the_pod_nothing_is_captured(cluster: EmulatedCluster) -> None:
 
 @pytest.mark.netns
 def test_one_ztunnel_in_the_node_listening_inside_each_enrolled_pod(cluster: EmulatedCluster) -> None:
-    assert cluster.ztunnel is not None
-    assert cluster.ztunnel.pid in netns.pids_in(cluster.node)
+    ztunnel = cluster.containers.ztunnel
+    assert ztunnel is not None
+    assert ztunnel.pid in netns.pids_in(cluster.network.node)
     for ref in (SERVER, AMBIENT_CLIENT):
         app = cluster.pods[ref].app
         assert app is not None
@@ -325,9 +327,10 @@ def test_one_ztunnel_in_the_node_listening_inside_each_enrolled_pod(cluster: Emu
 @pytest.mark.netns
 def test_ztunnel_down_refuses_everything(cluster: EmulatedCluster) -> None:
     """Capture rules without ztunnel: the redirected connection is refused (last: it stops ztunnel)."""
-    assert cluster.ztunnel is not None
-    cluster.ztunnel.kill()
-    cluster.ztunnel.wait(5)
+    ztunnel = cluster.containers.ztunnel
+    assert ztunnel is not None
+    ztunnel.kill()
+    ztunnel.wait(5)
     assert [probe(cluster, PLAIN, b, Protocol.TCP) for b in Bind] == ["refused"] * 3
     assert os.path.exists(netns.ns_path(cluster.pods[SERVER].netns))
     # It died on its own, as far as the harness knows: named, with every enrolled pod it served (item 18).

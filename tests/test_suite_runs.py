@@ -231,7 +231,7 @@ def test_a_proxy_letting_the_kernel_pick_its_ports_passes_every_run(tmp_path: Pa
     """A correct sidecar whose outbound ports the kernel picks (as Envoy's) gets the same verdicts every run.
 
     The kernel picks per destination, so such a proxy now and then dials two ports of one enrolled pod from
-    one port at once, which REDIRECT folds into one connection to ztunnel (cluster.ENROLLED_TCP_SETTINGS says
+    one port at once, which REDIRECT folds into one connection to ztunnel (network.ENROLLED_TCP_SETTINGS says
     how the harness keeps that from stalling). With the full range that happens on some boots in one run of
     three; `--port-range` narrows the kernel's pick to four ports, so it happens in every run. Before the fix
     every such run had connections that waited for a SYN retransmission (>= 1 s), and one in three failed

@@ -90,6 +90,10 @@ class Dialer:
         later, or a timeout, where the mesh had done nothing wrong. Thousands of probes a second from one
         client make that a matter of every run here; a real client rarely opens so many so fast. A port that
         cannot be bound (taken in that namespace) is skipped; after 64 such, the kernel picks.
+
+        The one copy: the reference sidecar let its kernel pick again (4fe8b68), as Envoy does, so the harness
+        copes with that instead (network.ENROLLED_TCP_SETTINGS). Were it to choose in turn again, it would hold a
+        copy of this, not import it: sidecar.py runs on its own (`python3 -I -S`, no package on its path).
         """
         ports = self._next_port.setdefault(pod_fd, itertools.cycle(SOURCE_PORTS))
         for _ in range(64):

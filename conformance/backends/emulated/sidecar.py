@@ -37,6 +37,7 @@ import socket
 import struct
 import sys
 import time
+from asyncio import StreamReader, StreamWriter
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +63,6 @@ RESPONSE_503 = (
     b"upstream connect error or disconnect/reset before headers. reset reason: connection failure\n"
 )
 
-
 PROBE_SOURCE = {socket.AF_INET: "127.0.0.6", socket.AF_INET6: "::6"}
 PROBE_LOCALHOST = {socket.AF_INET: "127.0.0.1", socket.AF_INET6: "::1"}
 
@@ -82,6 +82,10 @@ class Route:
     bind: str | None
     detection_timeout: float | None = None
     """How long a sniffing route waits for the first bytes; None: no timeout (Istio's mesh default)."""
+
+
+PASSTHROUGH_CLUSTER = Route("PassthroughCluster", "tcp", None, None, None)
+"""Where an outbound connection to a port no Service declares as HTTP goes: its original destination, as TCP."""
 
 
 @dataclass(frozen=True)
@@ -175,7 +179,7 @@ def original_dst(sock: socket.socket) -> tuple[str, int]:
     return socket.inet_ntoa(raw[4:8]), port
 
 
-def _peer(writer: asyncio.StreamWriter) -> str:
+def _peer(writer: StreamWriter) -> str:
     info = writer.get_extra_info("peername")
     return f"{info[0]}:{info[1]}" if info else "?"
 
@@ -193,7 +197,7 @@ class Sidecar:
         sys.stderr.flush()
 
     @staticmethod
-    def _destination(writer: asyncio.StreamWriter) -> tuple[str, int] | None:
+    def _destination(writer: StreamWriter) -> tuple[str, int] | None:
         """The connection's original destination, or None (and the connection closed) for a proxy port.
 
         Someone dialled 15001/15006 itself: forwarding it would loop back here.
@@ -204,65 +208,39 @@ class Sidecar:
             return None
         return orig_addr, orig_port
 
-    async def inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def inbound(self, reader: StreamReader, writer: StreamWriter) -> None:
         """Handle one redirected inbound connection."""
         destination = self._destination(writer)
-        if destination is None:
-            return
-        orig_addr, orig_port = destination
-        route = self.config.listeners.get(orig_port, self.config.passthrough)
-        address = route.address or orig_addr
-        port = route.port or orig_port
-        await self.forward(
-            "inbound",
-            reader,
-            writer,
-            route.name,
-            route.protocol,
-            address,
-            port,
-            route.bind,
-            orig_addr,
-            route.detection_timeout,
-        )
+        if destination is not None:
+            route = self.config.listeners.get(destination[1], self.config.passthrough)
+            await self.forward("inbound", reader, writer, route, *destination)
 
-    async def outbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def outbound(self, reader: StreamReader, writer: StreamWriter) -> None:
         """Handle one connection a meshed pod's app made to another pod or a Service."""
         destination = self._destination(writer)
-        if destination is None:
-            return
-        orig_addr, orig_port = destination
         # Like Envoy's 0.0.0.0_<port> HTTP listeners: a port some Service declares as HTTP is proxied as HTTP;
-        # anything else goes through the PassthroughCluster as plain TCP.
-        protocol = "http" if orig_port in self.config.outbound_http_ports else "tcp"
-        name = f"outbound|{orig_port}" if protocol == "http" else "PassthroughCluster"
-        await self.forward("outbound", reader, writer, name, protocol, orig_addr, orig_port, None, orig_addr)
+        # anything else goes through the PassthroughCluster as plain TCP. Either way to the original destination.
+        if destination is not None:
+            http = destination[1] in self.config.outbound_http_ports
+            route = Route(f"outbound|{destination[1]}", "http", None, None, None) if http else PASSTHROUGH_CLUSTER
+            await self.forward("outbound", reader, writer, route, *destination)
 
     async def forward(
-        self,
-        direction: str,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        cluster: str,
-        protocol: str,
-        address: str,
-        port: int,
-        bind: str | None,
-        orig_addr: str,
-        timeout: float | None = None,
+        self, direction: str, reader: StreamReader, writer: StreamWriter, route: Route, orig_addr: str, orig_port: int
     ) -> None:
-        """Dial the upstream, then relay; on failure answer as Envoy does for the protocol."""
+        """Dial the route's upstream, then relay; on failure answer as Envoy does for the protocol."""
         self.connections += 1
+        address, port, bind, protocol = route.address or orig_addr, route.port or orig_port, route.bind, route.protocol
         head = b""
         try:
             if protocol == "http":
                 head = await self._read_head(reader)
             elif protocol == "sniff":
-                head, protocol = await self._sniff(reader, timeout)
+                head, protocol = await self._sniff(reader, route.detection_timeout)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             writer.close()
             return
-        where = f"{direction} {_peer(writer)} orig={orig_addr} cluster={cluster} proto={protocol}"
+        where = f"{direction} {_peer(writer)} orig={orig_addr} cluster={route.name} proto={protocol}"
         try:
             up_reader, up_writer = await self._connect(address, port, bind)
         except OSError as err:
@@ -279,11 +257,11 @@ class Sidecar:
         else:
             await _close(writer)
 
-    async def _read_head(self, reader: asyncio.StreamReader) -> bytes:
+    async def _read_head(self, reader: StreamReader) -> bytes:
         # Envoy's HTTP connection manager reads the request headers before it picks an upstream.
         return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CONNECT_TIMEOUT * 5)
 
-    async def _sniff(self, reader: asyncio.StreamReader, timeout: float | None) -> tuple[bytes, str]:
+    async def _sniff(self, reader: StreamReader, timeout: float | None) -> tuple[bytes, str]:
         # The catch-all passthrough inspects the first bytes (Envoy's http_inspector): an HTTP/1 request line
         # makes it an HTTP connection, anything else plain TCP. It waits as long as the configuration says
         # (None: for ever, Istio's default), and until the first line can no longer become a request line.
@@ -303,14 +281,14 @@ class Sidecar:
             return first, "http"
         return first, "tcp"
 
-    async def _connect(
-        self, address: str, port: int, bind: str | None
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _connect(self, address: str, port: int, bind: str | None) -> tuple[StreamReader, StreamWriter]:
         """Dial the upstream (from `bind` when given).
 
         The kernel picks the source port, per destination, as it does for Envoy: so this proxy, like Envoy,
         now and then dials two ports of one pod from one port at once, and the harness's own runs show that it
-        copes (cluster.ENROLLED_TCP_SETTINGS; issue 20 item 15).
+        copes (network.ENROLLED_TCP_SETTINGS; issue 20 item 15). So the harness's "ports in turn" (dialer.py)
+        has no copy here (181e454 had one, 4fe8b68 removed it); should one return, it is a copy, not an import:
+        this program runs on its own as `python3 -I -S sidecar.py`, with no package on its path.
         """
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -328,7 +306,7 @@ class Sidecar:
             raise
         return await asyncio.open_connection(sock=sock)
 
-    async def _fail(self, writer: asyncio.StreamWriter, protocol: str) -> None:
+    async def _fail(self, writer: StreamWriter, protocol: str) -> None:
         if protocol == "http":
             with contextlib.suppress(OSError):
                 writer.write(RESPONSE_503)
@@ -336,16 +314,12 @@ class Sidecar:
         await _close(writer)
 
     async def _relay(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        up_reader: asyncio.StreamReader,
-        up_writer: asyncio.StreamWriter,
+        self, reader: StreamReader, writer: StreamWriter, up_reader: StreamReader, up_writer: StreamWriter
     ) -> int:
         """Copy both ways until both sides are done; return the bytes relayed from the upstream."""
         relayed = 0
 
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, count: bool) -> None:
+        async def pump(src: StreamReader, dst: StreamWriter, count: bool) -> None:
             nonlocal relayed
             # A reset on either side ends this direction; the caller decides what the client sees.
             with contextlib.suppress(OSError):
@@ -383,7 +357,7 @@ class StatusServer:
         """The local address of a probe connection (pilot-agent's upstreamLocalAddress)."""
         return PROBE_SOURCE[socket.AF_INET6 if ":" in destination else socket.AF_INET]
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle(self, reader: StreamReader, writer: StreamWriter) -> None:
         """Answer one request: 200 when the app's probe passes, 500 (or 404 for an unknown path) otherwise."""
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CONNECT_TIMEOUT)
@@ -438,7 +412,7 @@ class StatusServer:
             await _close(writer)
 
 
-async def _close(writer: asyncio.StreamWriter) -> None:
+async def _close(writer: StreamWriter) -> None:
     writer.close()
     with contextlib.suppress(OSError):
         await writer.wait_closed()
