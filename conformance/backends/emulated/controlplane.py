@@ -104,7 +104,7 @@ def selecting_sidecar(pod: PodTemplate, sidecars: Sequence[Sidecar]) -> Sidecar 
 def sidecar_config(
     pod: PodTemplate, pod_ip: str, family: str, objects: Objects, inbound_mode: str
 ) -> dict[str, object]:
-    """The JSON configuration handed to the pod's sidecar (format documented in the README)."""
+    """The JSON configuration handed to the pod's sidecar (format documented in docs/emulated.md)."""
     if inbound_mode not in INBOUND_MODES:
         raise ValueError(f"inbound mode {inbound_mode!r}: expected one of {', '.join(INBOUND_MODES)}")
     addresses = ADDRESSES[family]

@@ -1,8 +1,9 @@
 """What istiod and istio-cni tell ztunnel, as one JSON file: the enrolled pods and the Services.
 
 Real ztunnel learns workloads and services over xDS (WDS) and receives each enrolled pod's network namespace
-from istio-cni over a UNIX socket (in-pod mode). The emulation writes both into one file, documented in the
-README ("Replacing the ztunnel"), and signals ztunnel (SIGHUP) when pods come or go. Never reads the spec.
+from istio-cni over a UNIX socket (in-pod mode). The emulation writes both into one file, documented in
+docs/emulated.md ("Putting another ztunnel under the harness"), and signals ztunnel (SIGHUP) when pods come or
+go. Never reads the spec.
 """
 
 from __future__ import annotations
