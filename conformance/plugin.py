@@ -24,7 +24,10 @@ import pytest
 from conformance.backends.base import BackendError, Cluster, PrerequisiteError
 from conformance.backends.timeouts import TimeoutConfig, describe, parse_timeout_config
 from conformance.engine.probe import Observation, Prober, judge
-from conformance.report.document import JSON_NAME, MD_NAME, Report, TestRecord, death_lines
+from conformance.report.files import Report
+from conformance.report.json_document import JSON_NAME
+from conformance.report.markdown import MD_NAME, death_lines
+from conformance.report.record import TestRecord
 from conformance.run import diagnostics
 from conformance.run.interrupt import Interrupted, Interrupts, trim_traceback
 from conformance.run.outputs import (

@@ -1008,7 +1008,7 @@ def test_a_process_end_is_said_in_words() -> None:
 def test_a_death_voids_the_cells_it_carried_and_says_so_first() -> None:
     from conformance.backends.base import ProcessDeath
     from conformance.engine.probe import Observation, ProbeOutcome, judge
-    from conformance.report.document import death_lines
+    from conformance.report.markdown import death_lines
     from conformance.spec import all_cells, expect
     from conformance.world.pods import PodRef
 
