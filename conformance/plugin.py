@@ -52,8 +52,11 @@ from conformance.spec.capabilities import (
 from conformance.spec.dimensions import MESH_PROFILES, CellKey, DefaultEndpoint, IpFamily, PortKind, Profile
 from conformance.spec.semantics import expect, precheck_finding, traffic_behaviour
 from conformance.suite.cases import ConformanceCase
-from conformance.world.layout import NS_MESH, PROBED_CONTAINERS, SERVER_PORTS, World, probe_pods_of
+from conformance.world.layout import World
+from conformance.world.namespaces import NS_MESH
 from conformance.world.pods import PodRef
+from conformance.world.ports import SERVER_PORTS
+from conformance.world.probe_pods import PROBED_CONTAINERS, probe_pods_of
 
 BACKENDS = ("emulated", "kind", "kubeconfig")
 SUITE_MARKER = "conformance"

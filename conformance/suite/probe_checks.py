@@ -29,7 +29,7 @@ from conformance.spec.probes import (
     probe_cells,
 )
 from conformance.suite.cases import ConformanceCase
-from conformance.world.layout import probe_pod, probed_container
+from conformance.world.probe_pods import probe_pod, probed_container
 
 ProbeFilter = Callable[[ProbeCellKey], bool]
 

@@ -34,8 +34,10 @@ from conformance.backends.precheck import CAT_COMMAND, PrecheckRun, check_pod, p
 from conformance.backends.timeouts import TimeoutConfig
 from conformance.spec.capabilities import Capability, LegacySwitch, istio_capabilities, parse_version, version_row
 from conformance.spec.dimensions import IpFamily
-from conformance.world.layout import CONTROL_PORT, DATAPLANE_MODE_LABEL, PART_OF, PROBE_POD_LABEL
+from conformance.world.namespaces import DATAPLANE_MODE_LABEL, PART_OF
 from conformance.world.pods import PodRef
+from conformance.world.ports import CONTROL_PORT
+from conformance.world.probe_pods import PROBE_POD_LABEL
 from conformance.world.resources import echo_program, fixture
 
 ISTIO_NAMESPACE = "istio-system"
