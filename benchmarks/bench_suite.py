@@ -4,21 +4,34 @@
 pytest process; the wall time is measured around the process, and the report's own timings say where the
 time went (cluster setup, probing, profile switches, teardown; the rest is pytest start-up, collection and
 report writing). Target: <= 5 s per family on 2 cores, health probes included.
+
+`--against REV` measures the suite of an older commit side by side: both this checkout's suite and REV's
+(extracted with `git archive`) run from their source trees with this interpreter's dependencies, taking
+turns, `--rounds` times each, so that both see the same machine. The machine's speed varies up to 3x from
+day to day; only a ratio measured this way means anything (issue 22's target: within 1.25x of e7cdf02).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
 
-def run_family(family: str, workdir: Path) -> dict[str, float]:
-    """Run the suite for one family; wall time plus the report's timings, in seconds."""
+
+def run_family(family: str, workdir: Path, source: Path | None = None) -> dict[str, float]:
+    """Run the suite for one family; wall time plus the report's timings, in seconds.
+
+    With `source`, the package is imported from that source tree (PYTHONPATH) instead of the installed one.
+    """
     reports = workdir / family
     cmd = [
         sys.executable,
@@ -36,27 +49,41 @@ def run_family(family: str, workdir: Path) -> dict[str, float]:
         "--artifacts-dir",
         str(workdir / "artifacts"),
     ]
+    env = dict(os.environ)
+    if source is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), env.get("PYTHONPATH")]))
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=workdir)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=workdir, env=env)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-2000:])
-        raise SystemExit(f"the {family} run failed (exit {proc.returncode})")
-    report = json.loads((reports / "conformance-report.json").read_text())
-    timings = {k: float(v) for k, v in report["timings_s"].items()}
+        raise SystemExit(f"the {family} run{f' of {source}' if source else ''} failed (exit {proc.returncode})")
+    # An older suite may write its report elsewhere under the folder: take the one it wrote.
+    found = sorted(reports.rglob("conformance-report.json"))
+    if not found:
+        raise SystemExit(f"the {family} run{f' of {source}' if source else ''} wrote no conformance-report.json")
+    report = json.loads(found[0].read_text())
+    timings = {k: float(v) for k, v in report.get("timings_s", {}).items()}
     cells = len(report["cells"]) + len(report.get("probe_cells", []))
     return {"wall": wall, "cells": cells, **timings}
 
 
-def main() -> int:
-    """Run both families and print a Markdown table."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--families", default="ipv4,ipv6")
-    args = parser.parse_args()
-    rows = {}
-    with tempfile.TemporaryDirectory(prefix="mic-bench-") as tmp:
-        for family in args.families.split(","):
-            rows[family] = run_family(family, Path(tmp))
+def extract(rev: str, into: Path) -> Path:
+    """REV's tree as `git archive` gives it (no checkout, no worktree left behind); one line if REV is unknown."""
+    proc = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", rev], capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"--against {rev}: not a commit of {REPO} ({proc.stderr.decode().strip()})")
+    tree = into / f"rev-{rev}"
+    tree.mkdir()
+    archive = into / "rev.tar"
+    archive.write_bytes(proc.stdout)
+    with tarfile.open(archive) as tar:
+        tar.extractall(tree, filter="data")
+    return tree
+
+
+def print_breakdown(rows: dict[str, dict[str, float]]) -> None:
+    """One run per family, with the report's own timings."""
     print("## Full emulated run, every profile (one run per family)\n")
     print(
         "| family | wall (pytest start to report) | cells (traffic + probe) | cluster setup | probes | "
@@ -69,6 +96,55 @@ def main() -> int:
         parts = [t.get(k, 0.0) for k in keys]
         cells = " | ".join(f"{v:.2f} s" for v in parts)
         print(f"| {family} | {t['wall']:.2f} s | {t['cells']:.0f} | {cells} | {t['wall'] - accounted:.2f} s | <= 5 s |")
+
+
+def side_by_side(rev: str, families: list[str], rounds: int, tmp: Path) -> None:
+    """Run this checkout's suite and REV's, taking turns; print the median ratio of wall times per family."""
+    old = extract(rev, tmp)
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    walls: dict[tuple[str, str], list[float]] = {}
+    cells: dict[tuple[str, str], float] = {}
+    for round_ in range(rounds):
+        # Alternate which side goes first, so a machine that slows down during the hour favours neither.
+        order = [("this", REPO), (rev, old)] if round_ % 2 == 0 else [(rev, old), ("this", REPO)]
+        for family in families:
+            for side, source in order:
+                work = tmp / f"{side}-{family}-{round_}"
+                work.mkdir()
+                result = run_family(family, work, source)
+                walls.setdefault((side, family), []).append(result["wall"])
+                cells[(side, family)] = result["cells"]
+    print(f"## Side by side: this checkout ({head}, working tree) against {rev}, {rounds} alternating runs each\n")
+    print(f"| family | this: median wall (min-max) | cells | {rev}: median wall (min-max) | cells | ratio (medians) |")
+    print("|---|---|---|---|---|---|")
+    for family in families:
+        this, them = walls[("this", family)], walls[(rev, family)]
+        ratio = statistics.median(this) / statistics.median(them)
+        print(
+            f"| {family} | {statistics.median(this):.2f} s ({min(this):.2f}-{max(this):.2f}) | "
+            f"{cells[('this', family)]:.0f} | {statistics.median(them):.2f} s ({min(them):.2f}-{max(them):.2f}) | "
+            f"{cells[(rev, family)]:.0f} | {ratio:.2f}x |"
+        )
+
+
+def main() -> int:
+    """Run both families and print a Markdown table (or the side-by-side comparison with `--against`)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--families", default="ipv4,ipv6")
+    parser.add_argument("--against", metavar="REV", help="an older commit whose suite runs side by side")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each side per family with --against")
+    args = parser.parse_args()
+    families = [f for f in args.families.split(",") if f]
+    if args.rounds < 1:
+        parser.error("--rounds: expected a count of 1 or more")
+    with tempfile.TemporaryDirectory(prefix="mic-bench-") as tmp:
+        if args.against:
+            side_by_side(args.against, families, args.rounds, Path(tmp))
+            return 0
+        rows = {family: run_family(family, Path(tmp)) for family in families}
+    print_breakdown(rows)
     return 0
 
 

@@ -1,1 +1,1 @@
-"""A run of the suite: its settings, its session, its output folders, diagnostics and interruptions."""
+"""A run of the suite: its settings, session, recorded outcomes, output folders, diagnostics and interruptions."""

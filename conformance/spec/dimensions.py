@@ -27,6 +27,11 @@ class Profile(StrEnum):
 MESH_PROFILES: tuple[Profile, ...] = (Profile.LEGACY, Profile.PASSTHROUGH)
 """The profiles in which the server pod carries a sidecar."""
 
+AMBIENT_MESH_SETTING = Profile.LEGACY
+"""The mesh-wide inbound setting while ambient cells run: LOCALHOST (legacy), present and changing nothing
+(probes-ambient.md §2 "No override"). Ambient runs last, after the legacy round trip: on kind it has an install of
+its own (the ambient profile), made once and never left."""
+
 
 class IpFamily(StrEnum):
     """The IP family of one run: a cluster is single-stack for the whole run."""

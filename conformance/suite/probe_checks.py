@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import pytest
 
 from conformance.backends.base import BackendError, ContainerReadiness, ProbeRequest
-from conformance.plugin import INVOLVED, ConformanceRun
 from conformance.report.probes import record_probe
 from conformance.spec.capabilities import Capability
 from conformance.spec.dimensions import ADDRESSES, Client, IpFamily, Profile, Source
@@ -29,6 +28,7 @@ from conformance.spec.probes import (
     probe_cells,
 )
 from conformance.suite.cases import ConformanceCase
+from conformance.suite.checks import INVOLVED, ConformanceRun
 from conformance.world.probe_pods import probe_pod, probed_container
 
 ProbeFilter = Callable[[ProbeCellKey], bool]

@@ -7,9 +7,9 @@ that relied on LOCALHOST mode when it moves to ambient.
 
 from __future__ import annotations
 
-from conformance.plugin import ConformanceRun
 from conformance.spec.dimensions import DefaultEndpoint, Profile
 from conformance.suite.cases import ConformanceCase
+from conformance.suite.checks import ConformanceRun
 
 CASES = (
     ConformanceCase(

@@ -14,10 +14,10 @@ from conformance.backends.precheck import Finding, render_run
 from conformance.impact.analysis import LOOPBACK_ONLY
 from conformance.impact.for_cluster import source_for
 from conformance.impact.sources import BadInput, check
-from conformance.plugin import ConformanceRun
 from conformance.spec.capabilities import Capability
 from conformance.spec.dimensions import MESH_PROFILES, Bind, Path
 from conformance.suite.cases import ConformanceCase
+from conformance.suite.checks import ConformanceRun
 from conformance.world.namespaces import NS_MESH
 from conformance.world.ports import TEST_PORTS
 from conformance.world.probe_pods import PROBED_CONTAINERS, probe_pods_of

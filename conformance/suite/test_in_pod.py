@@ -5,9 +5,9 @@ So they behave exactly as the bind allows, in every profile and whatever the Sid
 
 from __future__ import annotations
 
-from conformance.plugin import ConformanceRun
 from conformance.spec.dimensions import Path
 from conformance.suite.cases import ConformanceCase
+from conformance.suite.checks import ConformanceRun
 
 CASES = (
     ConformanceCase(

@@ -5,10 +5,10 @@ Each switch flips exactly the cells the seed describes (loopback apps exposed, p
 
 from __future__ import annotations
 
-from conformance.plugin import ConformanceRun
 from conformance.spec.capabilities import Capability
 from conformance.spec.dimensions import DefaultEndpoint, Path, PortKind
 from conformance.suite.cases import ConformanceCase
+from conformance.suite.checks import ConformanceRun
 
 CASES = (
     ConformanceCase(

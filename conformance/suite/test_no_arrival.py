@@ -6,8 +6,8 @@ peer it echoed.
 
 from __future__ import annotations
 
-from conformance.plugin import ConformanceRun
 from conformance.suite.cases import ConformanceCase, every_cell
+from conformance.suite.checks import ConformanceRun
 
 CASES = (
     ConformanceCase(

@@ -7,9 +7,9 @@ passthrough.
 
 from __future__ import annotations
 
-from conformance.plugin import ConformanceRun
 from conformance.spec.dimensions import CellKey, DefaultEndpoint, IpFamily, Profile
 from conformance.suite.cases import ConformanceCase
+from conformance.suite.checks import ConformanceRun
 
 
 def _sidecar_pod(cell: CellKey) -> bool:

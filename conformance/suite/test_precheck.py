@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from conformance.plugin import ConformanceRun
 from conformance.spec.capabilities import Capability
 from conformance.spec.dimensions import Path
 from conformance.suite.cases import ConformanceCase
+from conformance.suite.checks import ConformanceRun
 
 CASES = (
     ConformanceCase(

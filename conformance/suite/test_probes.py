@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 
-from conformance.plugin import ConformanceRun
 from conformance.suite.cases import ConformanceCase
+from conformance.suite.checks import ConformanceRun
 from conformance.suite.probe_checks import (
     ProbeCase,
     check_readiness,

@@ -6,9 +6,9 @@ proxy on the path; 503 or a close behind one). The source address is judged in t
 
 from __future__ import annotations
 
-from conformance.plugin import ConformanceRun
 from conformance.spec.dimensions import Client, DefaultEndpoint, Path
 from conformance.suite.cases import ConformanceCase
+from conformance.suite.checks import ConformanceRun
 
 
 def _from(path: Path, client: Client) -> ConformanceCase:

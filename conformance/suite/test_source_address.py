@@ -6,9 +6,9 @@ client IP under ambient (from plain, sidecar and ambient clients alike).
 
 from __future__ import annotations
 
-from conformance.plugin import ConformanceRun
 from conformance.spec.dimensions import DefaultEndpoint
 from conformance.suite.cases import ConformanceCase
+from conformance.suite.checks import ConformanceRun
 
 CASES = (
     ConformanceCase(
