@@ -1,4 +1,5 @@
-"""The kind and kubeconfig backends' API layer (conformance/backends/kind/api.py) against the fake API server.
+"""The kind and kubeconfig backends' API layer (conformance/backends/kind/api.py, watches.py, pod_exec.py) against
+the fake API server.
 
 The official `kubernetes` client talks real HTTP and the exec websocket to tests/fakes/kind_api.py, which answers
 as the API server does where it matters here: a watch the watch cache cannot serve is HTTP 200 with one ERROR
@@ -30,6 +31,7 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 from conformance.backends.base import BackendError
+from conformance.backends.kind import pod_exec, watches
 from conformance.backends.kind.api import KubeApi
 from conformance.backends.kind.runner import Runner
 
@@ -140,7 +142,7 @@ def test_watch_error_events_for_an_expired_or_too_large_resource_version_list_ag
     """The watch cache answers both as HTTP 200 and one ERROR event: the wait lists again and watches from there."""
     cluster.fake.env["FAKE_TERMINATING"] = "3"  # the first 3 listings show a pod still Terminating
     cluster.fake.watch_errors = [expired("2"), too_large(9_000_000, 1_234)]
-    value, error, _ = within(30, lambda: cluster.api.wait_pods(NAMESPACE, no_terminating, 20, "wait for demo"))
+    value, error, _ = within(30, lambda: watches.wait_pods(cluster.api, NAMESPACE, no_terminating, 20, "wait for demo"))
     assert error is None, error
     asked = pod_requests(cluster.fake)
     assert [p["metadata"]["name"] for p in value] == [cluster.pod()]
@@ -163,7 +165,7 @@ def test_a_watch_error_event_of_another_kind_is_one_line(cluster: Cluster) -> No
             "code": 500,
         }
     ]
-    _, error, _ = within(30, lambda: cluster.api.wait_pods(NAMESPACE, no_terminating, 20, "wait for demo"))
+    _, error, _ = within(30, lambda: watches.wait_pods(cluster.api, NAMESPACE, no_terminating, 20, "wait for demo"))
     assert isinstance(error, BackendError)
     assert str(error) == (
         "wait for demo: the watch of /api/v1/namespaces/demo/pods ended with HTTP 500: "
@@ -174,7 +176,7 @@ def test_a_watch_error_event_of_another_kind_is_one_line(cluster: Cluster) -> No
 def test_a_wait_that_runs_out_says_how_its_last_watch_ended(cluster: Cluster) -> None:
     cluster.fake.env["FAKE_TERMINATING"] = "1000"
     cluster.fake.watch_errors = [too_large(9_000_000, 1_234) for _ in range(1000)]
-    _, error, _ = within(30, lambda: cluster.api.wait_pods(NAMESPACE, no_terminating, 2.5, "wait for demo"))
+    _, error, _ = within(30, lambda: watches.wait_pods(cluster.api, NAMESPACE, no_terminating, 2.5, "wait for demo"))
     assert isinstance(error, BackendError)
     assert str(error).startswith("wait for demo: not done after 2.5 s: still Terminating: echo-")
     assert str(error).endswith(
@@ -190,7 +192,9 @@ def test_a_wait_that_runs_out_says_how_its_last_watch_ended(cluster: Cluster) ->
 
 def ss(cluster: Cluster, timeout: float | None = EXEC_SECONDS) -> Any:
     pod = cluster.pod()
-    return cluster.api.exec(NAMESPACE, pod, "istio-proxy", ["ss", "-ltnH"], "list the listeners of echo", timeout)
+    return pod_exec.exec_in(
+        cluster.api, NAMESPACE, pod, "istio-proxy", ["ss", "-ltnH"], "list the listeners of echo", timeout
+    )
 
 
 @pytest.mark.parametrize("hang", sorted(set(EXEC_HANGS) - {"drop"}))
@@ -229,7 +233,9 @@ def test_a_dropped_probe_exec_is_one_line_naming_the_pod(cluster: Cluster) -> No
     """The execs that run side by side (probes) report it the same way."""
     pod = cluster.pod()
     cluster.fake.exec_hangs["ss -ltnH"] = "drop"
-    pending = cluster.api.start_exec(NAMESPACE, pod, "istio-proxy", ["ss", "-ltnH"], "probe from echo", EXEC_SECONDS)
+    pending = pod_exec.start_exec(
+        cluster.api, NAMESPACE, pod, "istio-proxy", ["ss", "-ltnH"], "probe from echo", EXEC_SECONDS
+    )
     with pytest.raises(BackendError) as raised:
         pending.wait(BOUND)
     assert str(raised.value) == (
@@ -245,8 +251,8 @@ def test_exec_over_the_subprotocol_the_api_server_picks(tmp_path: Path, kubernet
     for cluster in seeded(tmp_path, kubernetes):
         out = ss(cluster, timeout=10)
         assert (out.returncode, out.stdout, out.stderr) == (0, cluster.listeners(), "")
-        failed = cluster.api.exec(
-            NAMESPACE, cluster.pod(), "istio-proxy", ["pilot-agent", "request", "GET", "x"], "read", 10
+        failed = pod_exec.exec_in(
+            cluster.api, NAMESPACE, cluster.pod(), "istio-proxy", ["pilot-agent", "request", "GET", "x"], "read", 10
         )
         assert failed.returncode == 1
         assert failed.stderr == "fakebin: unexpected admin path x\n"
@@ -296,7 +302,7 @@ def test_the_installed_client_is_in_the_declared_range() -> None:
 
 
 def test_the_installed_client_has_the_calls_the_api_layer_makes() -> None:
-    """What api.py and kubeclient.py call, with the parameters they pass (kubernetes 37's generator)."""
+    """What api.py, watches.py and kubeclient.py call, with the parameters they pass (kubernetes 37's generator)."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
     from kubernetes.client.rest import RESTResponse

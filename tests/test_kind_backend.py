@@ -37,8 +37,10 @@ from fakes.kind_api import FakeKindApi
 
 from conformance.backends.base import BackendError, ProbeRequest
 from conformance.backends.kind import tools as toolbox
-from conformance.backends.kind.backend import KubeCluster, NotReady, Tools
+from conformance.backends.kind.backend import KubeCluster
+from conformance.backends.kind.cluster import Tools
 from conformance.backends.kind.runner import CommandError, Runner, Step
+from conformance.backends.kind.watches import NotReady
 from conformance.backends.precheck import Finding, parse_istioctl
 from conformance.backends.timeouts import TimeoutConfig
 from conformance.spec.capabilities import istio_capabilities
@@ -54,7 +56,7 @@ BUNDLE = resource("fixtures").parent
 FAKEBIN = REPO / "tests" / "fakes" / "fakebin.py"
 PRECHECK_DATA = REPO / "tests" / "data" / "istioctl"
 
-# The echo image is tagged by the content of echo.py (README: "tagged by the content of echo.py").
+# The echo image is tagged by the content of echo.py (docs/kind.md: "tagged by the content of echo.py").
 ECHO_IMAGE = (
     "localhost/mesh-inbound-conformance/echo:"
     + hashlib.sha256((REPO / "workloads" / "echo" / "echo.py").read_bytes()).hexdigest()[:12]
@@ -351,7 +353,7 @@ def test_istio_1_10_release_up_switch_to_legacy_and_back_then_down(fakes: Fakes)
     # kubectl apply was fed the world's manifests, with the echo image the backend built.
     (applied,) = fakes.applied()
     assert list(yaml.safe_load_all(applied)) == manifests_with_echo_image(IpFamily.IPV4)
-    assert cluster.pod_names[PodRef("mic-mesh", "echo-none")] == POD["echo-none.mic-mesh"]
+    assert cluster.workloads.pod_names[PodRef("mic-mesh", "echo-none")] == POD["echo-none.mic-mesh"]
     assert cluster.pod_ip(PodRef("mic-mesh", "echo-none")) == "10.244.0.12"
     assert cluster.service_ip("mic-mesh", "echo-none") == "10.96.0.11"
 
@@ -361,8 +363,8 @@ def test_istio_1_10_release_up_switch_to_legacy_and_back_then_down(fakes: Fakes)
     assert cluster.inbound_mode == "legacy"
     assert fakes.state()["istio"]["overlays"] == ["base.yaml", "legacy-pilot-env.yaml"]
     # Only the injected namespace was restarted, and the backend reads the new pods back.
-    assert cluster.pod_names[PodRef("mic-mesh", "echo-none")] == RESTARTED_MESH_POD["echo-none.mic-mesh"]
-    assert cluster.pod_names[PodRef("mic-baseline", "echo")] == POD["echo.mic-baseline"]
+    assert cluster.workloads.pod_names[PodRef("mic-mesh", "echo-none")] == RESTARTED_MESH_POD["echo-none.mic-mesh"]
+    assert cluster.workloads.pod_names[PodRef("mic-baseline", "echo")] == POD["echo.mic-baseline"]
 
     cluster.set_inbound_mode("legacy")  # already there: nothing runs
     cluster.set_inbound_mode("passthrough")
@@ -418,14 +420,14 @@ def test_istio_1_31_ipv6_switches_with_the_mesh_config_overlay(fakes: Fakes) -> 
     up[-len(WAIT_WORKLOADS) :] = WAIT_WORKLOADS_AMBIENT
     assert fakes.commands() == up
     assert cluster.pod_ip(PodRef("mic-ambient", "client")) == "fd00:10:244::1f"
-    enrolled = cluster.pod_names[PodRef("mic-ambient", "echo-none")]
+    enrolled = cluster.workloads.pod_names[PodRef("mic-ambient", "echo-none")]
     cluster.set_inbound_mode("legacy")
     legacy = release_install("1.31.1", "legacy-mesh-config.yaml")
     # Only the injected namespace restarts: the enrolled pods have no proxy to pick up the new settings.
     restart = [WAIT_ISTIOD, "kubectl -n mic-mesh rollout restart deploy", *WAIT_WORKLOADS_AMBIENT]
     assert fakes.commands() == [*up, legacy, *restart]
     assert cluster.pod_ip(PodRef("mic-mesh", "echo-none")) == "fd00:10:244::20"  # restarted: new pod, new IP
-    assert cluster.pod_names[PodRef("mic-ambient", "echo-none")] == enrolled
+    assert cluster.workloads.pod_names[PodRef("mic-ambient", "echo-none")] == enrolled
 
 
 def test_custom_build_sets_hub_tag_values_pull_policy_and_loads_its_images(fakes: Fakes) -> None:
@@ -1353,7 +1355,7 @@ def test_recorded_istioctl_outputs_carry_their_release_s_docs_url(capture: str) 
 
 def test_a_kind_run_stops_before_creating_anything_when_preflight_finds_a_problem(fakes: Fakes) -> None:
     cluster = fakes.cluster("1.10.6")
-    cluster._host = fake_host(fakes.root / "host-down", docker=DOCKER_DOWN)
+    cluster.site.host = fake_host(fakes.root / "host-down", docker=DOCKER_DOWN)
     with pytest.raises(BackendError, match=r"^preflight \(1 problem\(s\), see --preflight\): Docker: the daemon"):
         cluster.up(World(IpFamily.IPV4).manifests())
     assert fakes.commands() == []

@@ -82,7 +82,7 @@ def test_sidecar_profiles_run_on_the_minimal_profile_and_ambient_on_its_own_inst
         "echo": containers(injected(fakes))["echo"],
         "istio-proxy": "docker.io/istio/proxyv2:1.31.1",
     }
-    assert cluster.install_group == "sidecar"
+    assert cluster.mesh.group == "sidecar"
     assert not cluster.use_profile("passthrough", "passthrough")  # already there: nothing runs
     assert cluster.use_profile("legacy", "legacy")
     assert fakes.commands()[len(start)] == release_install("1.31.1", "legacy-mesh-config.yaml")
@@ -90,7 +90,7 @@ def test_sidecar_profiles_run_on_the_minimal_profile_and_ambient_on_its_own_inst
     fakes.clear()
     assert cluster.use_profile("ambient", "legacy")
     assert fakes.commands() == [release_install("1.31.1", "ambient.yaml", "legacy-mesh-config.yaml"), *TO_AMBIENT]
-    assert cluster.install_group == "ambient"
+    assert cluster.mesh.group == "ambient"
     assert (cluster.inbound_mode, fakes.state()["istio"]["overlays"]) == (
         "legacy",
         ["base.yaml", "ambient.yaml", "legacy-mesh-config.yaml"],
@@ -116,7 +116,7 @@ def test_a_run_of_ambient_alone_installs_the_ambient_profile_only(fakes: Fakes) 
 
 def test_a_release_without_ambient_is_one_install_as_before(fakes: Fakes) -> None:
     cluster = up(fakes, "1.21.6")
-    assert cluster.groups == ["sidecar"]
+    assert cluster.mesh.groups == ["sidecar"]
     assert not cluster.use_profile("passthrough", "passthrough")
     assert fakes.state()["istio"]["overlays"] == ["base.yaml"]
     assert APPLY in fakes.commands()
@@ -170,13 +170,13 @@ def test_a_variant_in_the_install_values_names_the_images(fakes: Fakes) -> None:
     values = fakes.root / "values.yaml"
     values.write_text('spec:\n  values:\n    global:\n      variant: ""\n')
     cluster = fakes.cluster("1.31.1", istio_hub="ghcr.io/you/istio", istio_tag="t1", install_values=str(values))
-    assert cluster.installs["ambient"].images == [
+    assert cluster.mesh.installs["ambient"].images == [
         "ghcr.io/you/istio/pilot:t1",
         "ghcr.io/you/istio/proxyv2:t1",
         "ghcr.io/you/istio/install-cni:t1",
         "ghcr.io/you/istio/ztunnel:t1",
     ]
-    assert cluster.installs["ambient"].chosen_by == "--install-values"
+    assert cluster.mesh.installs["ambient"].chosen_by == "--install-values"
 
 
 # --- item 11: the request record of enrolled pods goes through ztunnel, under PERMISSIVE -----------------------------
@@ -219,7 +219,7 @@ def test_a_matrix_row_lists_no_profiles_and_one_that_does_is_refused(tmp_path: P
 
 def test_a_kind_run_of_ambient_1_22_stops_before_creating_anything_without_the_tproxy_modules(fakes: Fakes) -> None:
     cluster = fakes.cluster("1.22.8")
-    cluster._host = fake_host(fakes.root / "bare-host", modules=("iptable_nat", "ip6table_nat"))
+    cluster.site.host = fake_host(fakes.root / "bare-host", modules=("iptable_nat", "ip6table_nat"))
     with pytest.raises(BackendError) as raised:
         cluster.up(World.for_mesh(IpFamily.IPV4, istio_capabilities("1.22.8")).manifests())
     assert str(raised.value) == (
@@ -230,6 +230,6 @@ def test_a_kind_run_of_ambient_1_22_stops_before_creating_anything_without_the_t
     assert fakes.commands() == []
     # Without the ambient profile the modules are not needed.
     cluster = fakes.cluster("1.22.8", profiles=["baseline", "legacy", "passthrough"])
-    cluster._host = fake_host(fakes.root / "bare-host-2", modules=("iptable_nat", "ip6table_nat"))
+    cluster.site.host = fake_host(fakes.root / "bare-host-2", modules=("iptable_nat", "ip6table_nat"))
     cluster.up(World.for_mesh(IpFamily.IPV4, istio_capabilities("1.22.8")).manifests())
     assert fakes.commands()[0] == "kind get clusters"

@@ -22,8 +22,9 @@ import pytest
 import yaml
 
 from conformance.backends.base import BackendError
-from conformance.backends.kind import tools
-from conformance.backends.kind.tools import ChecksumMismatch, ToolError, ToolPin
+from conformance.backends.kind import download, pins, tools
+from conformance.backends.kind.download import ChecksumMismatch
+from conformance.backends.kind.pins import ToolError, ToolPin
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_KIND = b"#!/bin/sh\necho 'kind v0.17.0 go1.19.2 linux/amd64'\n"
@@ -115,8 +116,8 @@ def client() -> Iterator[httpx.Client]:
 
 @pytest.fixture(autouse=True)
 def _no_mirror_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(tools.MIRROR_ENV, raising=False)
-    monkeypatch.delenv(tools.TIMEOUT_ENV, raising=False)
+    monkeypatch.delenv(pins.MIRROR_ENV, raising=False)
+    monkeypatch.delenv(download.TIMEOUT_ENV, raising=False)
 
 
 def files_under(path: Path) -> list[Path]:
@@ -146,56 +147,56 @@ def istioctl_archive(members: dict[str, bytes], symlink: str | None = None) -> b
 def unpinned_kind(monkeypatch: pytest.MonkeyPatch) -> None:
     """kind v0.21.0 and v0.25.0 without a pinned sha256 (the shipped pins have them): the publisher's checksum file
     is then what a download is verified against, which is the path these tests exercise."""
-    shipped = tools.load_pins
+    shipped = pins.load_pins
 
     def load_pins(path: Path | None = None) -> dict[str, Any]:
-        pins = shipped(path)
+        table = shipped(path)
         for version in ("v0.21.0", "v0.25.0"):
-            pins["sha256"]["kind"][version] = dict.fromkeys(pins["sha256"]["kind"][version])
-        return pins
+            table["sha256"]["kind"][version] = dict.fromkeys(table["sha256"]["kind"][version])
+        return table
 
-    monkeypatch.setattr(tools, "load_pins", load_pins)
+    monkeypatch.setattr(pins, "load_pins", load_pins)
 
 
 def test_pins_cover_every_row_of_the_version_matrix() -> None:
-    pins = tools.load_pins()
+    table = pins.load_pins()
     matrix = yaml.safe_load((REPO / "fixtures" / "versions.yaml").read_text())
-    istioctl_versions = set(pins["tools"]["istioctl"]["versions"])
+    istioctl_versions = set(table["tools"]["istioctl"]["versions"])
     for row in matrix["rows"]:
-        assert row["kind"] in pins["tools"]["kind"]["versions"], row["name"]
-        assert all(pins["sha256"]["kind"][row["kind"]].values()), f"{row['name']}: kind {row['kind']} is not pinned"
+        assert row["kind"] in table["tools"]["kind"]["versions"], row["name"]
+        assert all(table["sha256"]["kind"][row["kind"]].values()), f"{row['name']}: kind {row['kind']} is not pinned"
         assert row["istio"] in istioctl_versions, row["name"]
         if "istioctl_precheck" in row:
             assert row["istioctl_precheck"] in istioctl_versions, row["name"]
 
 
 def test_every_pinned_sha256_belongs_to_a_listed_release() -> None:
-    pins = tools.load_pins()
+    table = pins.load_pins()
     listed = {
-        "kind": set(pins["tools"]["kind"]["versions"]),
-        "istioctl": set(pins["tools"]["istioctl"]["versions"]),
+        "kind": set(table["tools"]["kind"]["versions"]),
+        "istioctl": set(table["tools"]["istioctl"]["versions"]),
     }
-    assert set(pins["sha256"]) == set(listed)
-    for tool, versions in pins["sha256"].items():
+    assert set(table["sha256"]) == set(listed)
+    for tool, versions in table["sha256"].items():
         assert set(versions) == listed[tool], tool
         for platforms in versions.values():
-            assert set(platforms) == set(tools.PLATFORMS)
+            assert set(platforms) == set(pins.PLATFORMS)
 
 
 def test_the_tools_are_kind_and_istioctl_and_no_kubectl_is_pinned() -> None:
     """The API work goes through the official Python client: kubectl is neither downloaded, pinned nor resolved."""
-    assert tools.TOOLS == ("kind", "istioctl")
-    assert set(tools.FLAGS) == set(tools.TOOLS)
-    pins = tools.load_pins()
-    assert set(pins["tools"]) == {"kind", "istioctl"}
-    assert set(pins["sha256"]) == {"kind", "istioctl"}
+    assert pins.TOOLS == ("kind", "istioctl")
+    assert set(tools.FLAGS) == set(pins.TOOLS)
+    table = pins.load_pins()
+    assert set(table["tools"]) == {"kind", "istioctl"}
+    assert set(table["sha256"]) == {"kind", "istioctl"}
     text = (REPO / "fixtures" / "tools.yaml").read_text()
     assert "dl.k8s.io" not in text
     # Only the header's comment may say the word ("No kubectl: ..."); no key or value does.
     assert [line for line in text.splitlines() if "kubectl" in line.split("#", 1)[0]] == []
     assert not hasattr(tools, "kubectl_version_for")
     with pytest.raises(ToolError, match=r"^unknown tool 'kubectl': one of kind, istioctl$"):
-        tools.pin_for("kubectl", "v1.20.15", "linux-amd64")
+        pins.pin_for("kubectl", "v1.20.15", "linux-amd64")
     with pytest.raises(ToolError, match=r"^unknown tool 'kubectl': one of kind, istioctl$"):
         tools.resolve_tool("kubectl", None, "v1.20.15")
 
@@ -205,45 +206,45 @@ def test_load_pins_rejects_a_malformed_sha256(tmp_path: Path) -> None:
     broken = tmp_path / "tools.yaml"
     broken.write_text(source.replace("a8c045856db33f839908b6acb90dc8ec397253ffdaef7baf058f5a542e009b9c", "a8c0"))
     with pytest.raises(ToolError, match=r"sha256\.kind\.v0\.17\.0\.linux-amd64"):
-        tools.load_pins(broken)
+        pins.load_pins(broken)
 
 
 def test_pin_urls_follow_each_publishers_naming() -> None:
-    kind = tools.pin_for("kind", "0.17.0", "darwin-arm64")
+    kind = pins.pin_for("kind", "0.17.0", "darwin-arm64")
     assert kind.version == "v0.17.0"
     assert kind.url == "https://github.com/kubernetes-sigs/kind/releases/download/v0.17.0/kind-darwin-arm64"
     assert kind.checksum_url == kind.url + ".sha256sum"
     assert kind.sha256 == "b9afee2707e711fb5d39049a361972f8c44ee7ce6145cafd0f7e4b47ceec1409"
     assert kind.member is None
-    istioctl = tools.pin_for("istioctl", "v1.10.6", "darwin-amd64")
+    istioctl = pins.pin_for("istioctl", "v1.10.6", "darwin-amd64")
     assert istioctl.version == "1.10.6"
     assert istioctl.url == "https://github.com/istio/istio/releases/download/1.10.6/istioctl-1.10.6-osx.tar.gz"
     assert istioctl.member == "istioctl"
     assert istioctl.checksum_url == istioctl.url + ".sha256"
     assert istioctl.sha256 is None
-    assert tools.pin_for("istioctl", "1.10.6", "darwin-arm64").asset == "istioctl-1.10.6-osx-arm64.tar.gz"
+    assert pins.pin_for("istioctl", "1.10.6", "darwin-arm64").asset == "istioctl-1.10.6-osx-arm64.tar.gz"
 
 
 def test_pin_for_refuses_what_cannot_be_downloaded() -> None:
     with pytest.raises(ToolError, match="no darwin-arm64 build"):
-        tools.pin_for("istioctl", "1.9.9", "darwin-arm64")
+        pins.pin_for("istioctl", "1.9.9", "darwin-arm64")
     with pytest.raises(ToolError, match="not a release version"):
-        tools.pin_for("kind", "latest", "linux-amd64")
+        pins.pin_for("kind", "latest", "linux-amd64")
     with pytest.raises(ToolError, match="unknown tool"):
-        tools.pin_for("helm", "v3.0.0", "linux-amd64")
+        pins.pin_for("helm", "v3.0.0", "linux-amd64")
     with pytest.raises(ToolError, match="unknown platform"):
-        tools.pin_for("kind", "v0.17.0", "windows-amd64")
+        pins.pin_for("kind", "v0.17.0", "windows-amd64")
     with pytest.raises(ToolError, match="not an http"):
-        tools.pin_for("kind", "v0.17.0", "linux-amd64", mirror="file:///srv/mirror")
+        pins.pin_for("kind", "v0.17.0", "linux-amd64", mirror="file:///srv/mirror")
 
 
 def test_mirror_replaces_scheme_and_host_and_keeps_the_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    pin = tools.pin_for("kind", "v0.20.0", "linux-amd64", mirror="http://10.0.0.5:8080/tools/")
+    pin = pins.pin_for("kind", "v0.20.0", "linux-amd64", mirror="http://10.0.0.5:8080/tools/")
     assert pin.url == "http://10.0.0.5:8080/tools/kubernetes-sigs/kind/releases/download/v0.20.0/kind-linux-amd64"
     assert pin.checksum_url == pin.url + ".sha256sum"
     assert pin.sha256 == "513a7213d6d3332dd9ef27c24dab35e5ef10a04fa27274fe1c14d8a246493ded"  # the mirror changes no pin
-    monkeypatch.setenv(tools.MIRROR_ENV, "https://mirror.example")
-    istioctl = tools.pin_for("istioctl", "1.10.6", "linux-amd64")
+    monkeypatch.setenv(pins.MIRROR_ENV, "https://mirror.example")
+    istioctl = pins.pin_for("istioctl", "1.10.6", "linux-amd64")
     assert (
         istioctl.url == "https://mirror.example/istio/istio/releases/download/1.10.6/istioctl-1.10.6-linux-amd64.tar.gz"
     )
@@ -252,23 +253,23 @@ def test_mirror_replaces_scheme_and_host_and_keeps_the_path(monkeypatch: pytest.
 
 def test_parse_checksum_file_formats() -> None:
     digest = sha256(b"x")
-    assert tools.parse_checksum_file(f"{digest}  kind-linux-amd64\n", "kind-linux-amd64") == digest
-    assert tools.parse_checksum_file(f"{digest} *kind-linux-amd64", "kind-linux-amd64") == digest
-    assert tools.parse_checksum_file(f"{digest.upper()}\n", "kind-linux-amd64") == digest  # a bare hash
+    assert download.parse_checksum_file(f"{digest}  kind-linux-amd64\n", "kind-linux-amd64") == digest
+    assert download.parse_checksum_file(f"{digest} *kind-linux-amd64", "kind-linux-amd64") == digest
+    assert download.parse_checksum_file(f"{digest.upper()}\n", "kind-linux-amd64") == digest  # a bare hash
     assert (
-        tools.parse_checksum_file(
+        download.parse_checksum_file(
             f"{digest} istioctl-1.10.6-linux-amd64.tar.gz\n", "istioctl-1.10.6-linux-amd64.tar.gz"
         )
         == digest
     )
     two = f"{sha256(b'y')}  other\n{digest}  dist/istioctl.tar.gz\n"
-    assert tools.parse_checksum_file(two, "istioctl.tar.gz") == digest
+    assert download.parse_checksum_file(two, "istioctl.tar.gz") == digest
     with pytest.raises(ValueError, match="it is for other, not kind-linux-amd64"):
-        tools.parse_checksum_file(f"{digest}  other\n", "kind-linux-amd64")
+        download.parse_checksum_file(f"{digest}  other\n", "kind-linux-amd64")
     with pytest.raises(ValueError, match="not 'SHA256  NAME'"):
-        tools.parse_checksum_file("<html>Not Found</html>", "kind-linux-amd64")
+        download.parse_checksum_file("<html>Not Found</html>", "kind-linux-amd64")
     with pytest.raises(ValueError, match="no checksum"):
-        tools.parse_checksum_file("\n", "kind-linux-amd64")
+        download.parse_checksum_file("\n", "kind-linux-amd64")
 
 
 # --- downloads ----------------------------------------------------------------------------------------------------
@@ -278,12 +279,12 @@ def test_download_verifies_the_pinned_sha256_and_reuses_the_cache(
     mirror: Mirror, client: httpx.Client, tmp_path: Path
 ) -> None:
     pin = dataclasses.replace(
-        tools.pin_for("kind", "v0.17.0", "linux-amd64", mirror=mirror.url), sha256=sha256(FAKE_KIND)
+        pins.pin_for("kind", "v0.17.0", "linux-amd64", mirror=mirror.url), sha256=sha256(FAKE_KIND)
     )
     mirror.serve_pin(pin, FAKE_KIND)
     cache = tmp_path / "cache"
 
-    first = tools.download(pin, cache_dir=cache, client=client, progress=False)
+    first = download.download(pin, cache_dir=cache, client=client, progress=False)
 
     assert first == cache / "kind" / "v0.17.0" / "kind"
     assert first.read_bytes() == FAKE_KIND
@@ -294,7 +295,7 @@ def test_download_verifies_the_pinned_sha256_and_reuses_the_cache(
     assert mirror.requests == [urlsplit(pin.url).path]
     assert [p.name for p in files_under(cache) if p.is_file()] == ["kind", "kind.sha256"]
 
-    second = tools.download(pin, cache_dir=cache, client=client, progress=False)
+    second = download.download(pin, cache_dir=cache, client=client, progress=False)
 
     assert second == first
     assert len(mirror.requests) == 1, "a verified copy in the cache is used without asking the server"
@@ -302,13 +303,13 @@ def test_download_verifies_the_pinned_sha256_and_reuses_the_cache(
 
 def test_a_changed_cached_copy_is_downloaded_again(mirror: Mirror, client: httpx.Client, tmp_path: Path) -> None:
     pin = dataclasses.replace(
-        tools.pin_for("kind", "v0.17.0", "linux-amd64", mirror=mirror.url), sha256=sha256(FAKE_KIND)
+        pins.pin_for("kind", "v0.17.0", "linux-amd64", mirror=mirror.url), sha256=sha256(FAKE_KIND)
     )
     mirror.serve_pin(pin, FAKE_KIND)
-    path = tools.download(pin, cache_dir=tmp_path, client=client, progress=False)
+    path = download.download(pin, cache_dir=tmp_path, client=client, progress=False)
     path.write_bytes(b"#!/bin/sh\necho tampered\n")
 
-    again = tools.download(pin, cache_dir=tmp_path, client=client, progress=False)
+    again = download.download(pin, cache_dir=tmp_path, client=client, progress=False)
 
     assert again.read_bytes() == FAKE_KIND
     assert len(mirror.requests) == 2
@@ -317,13 +318,13 @@ def test_a_changed_cached_copy_is_downloaded_again(mirror: Mirror, client: httpx
 def test_pinned_sha256_mismatch_names_the_file_and_both_sums_and_leaves_nothing(
     mirror: Mirror, client: httpx.Client, tmp_path: Path
 ) -> None:
-    pin = tools.pin_for("kind", "v0.17.0", "linux-amd64", mirror=mirror.url)
+    pin = pins.pin_for("kind", "v0.17.0", "linux-amd64", mirror=mirror.url)
     assert pin.sha256 == "a8c045856db33f839908b6acb90dc8ec397253ffdaef7baf058f5a542e009b9c"
     mirror.serve_pin(pin, FAKE_KIND)
     cache = tmp_path / "cache"
 
     with pytest.raises(ChecksumMismatch) as caught:
-        tools.download(pin, cache_dir=cache, client=client, progress=False)
+        download.download(pin, cache_dir=cache, client=client, progress=False)
 
     message = str(caught.value)
     assert message == f"checksum mismatch for {pin.url}: expected sha256 {pin.sha256}, got {sha256(FAKE_KIND)}"
@@ -336,11 +337,11 @@ def test_pinned_sha256_mismatch_names_the_file_and_both_sums_and_leaves_nothing(
 def test_unpinned_download_is_checked_against_the_publishers_checksum_file(
     mirror: Mirror, client: httpx.Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pin = tools.pin_for("kind", "v0.17.0", "linux-amd64", mirror=mirror.url)
+    pin = pins.pin_for("kind", "v0.17.0", "linux-amd64", mirror=mirror.url)
     pin = dataclasses.replace(pin, sha256=None)
     mirror.serve_pin(pin, FAKE_KIND, checksum=f"{sha256(FAKE_KIND)}  kind-linux-amd64\n")
 
-    path = tools.download(pin, cache_dir=tmp_path, client=client)
+    path = download.download(pin, cache_dir=tmp_path, client=client)
 
     assert path.read_bytes() == FAKE_KIND
     err = capsys.readouterr().err
@@ -354,22 +355,22 @@ def test_a_checksum_file_that_holds_a_bare_hash_is_used(
     unpinned_kind: None, mirror: Mirror, client: httpx.Client, tmp_path: Path
 ) -> None:
     """A checksum file (e.g. on a mirror) may hold only "HASH", with no file name: it is taken for the asset."""
-    pin = tools.pin_for("kind", "v0.25.0", "linux-amd64", mirror=mirror.url)
+    pin = pins.pin_for("kind", "v0.25.0", "linux-amd64", mirror=mirror.url)
     assert pin.sha256 is None, "unpinned here: the publisher's file is used"
     mirror.serve_pin(pin, FAKE_KIND, checksum=sha256(FAKE_KIND))
 
-    path = tools.download(pin, cache_dir=tmp_path, client=client, progress=False)
+    path = download.download(pin, cache_dir=tmp_path, client=client, progress=False)
 
     assert path == tmp_path / "kind" / "v0.25.0" / "kind"
     assert path.read_bytes() == FAKE_KIND
 
 
 def test_unpinned_and_no_checksum_file_is_an_error(mirror: Mirror, client: httpx.Client, tmp_path: Path) -> None:
-    pin = tools.pin_for("istioctl", "1.10.6", "linux-amd64", mirror=mirror.url)
+    pin = pins.pin_for("istioctl", "1.10.6", "linux-amd64", mirror=mirror.url)
     mirror.serve_pin(pin, istioctl_archive({"istioctl": FAKE_ISTIOCTL}))  # no .sha256 beside it
 
     with pytest.raises(ToolError) as caught:
-        tools.download(pin, cache_dir=tmp_path / "cache", client=client, progress=False)
+        download.download(pin, cache_dir=tmp_path / "cache", client=client, progress=False)
 
     assert str(caught.value) == (
         "cannot verify istioctl 1.10.6: no sha256 pinned and the publisher's checksum file "
@@ -379,24 +380,24 @@ def test_unpinned_and_no_checksum_file_is_an_error(mirror: Mirror, client: httpx
     assert urlsplit(pin.url).path not in mirror.requests, "nothing unverifiable is downloaded"
 
     with pytest.raises(ToolError, match="no publisher checksum file"):
-        tools.download(dataclasses.replace(pin, checksum_url=None), cache_dir=tmp_path, client=client)
+        download.download(dataclasses.replace(pin, checksum_url=None), cache_dir=tmp_path, client=client)
 
 
 def test_checksum_file_for_another_file_is_refused(mirror: Mirror, client: httpx.Client, tmp_path: Path) -> None:
-    pin = dataclasses.replace(tools.pin_for("kind", "v0.20.0", "linux-amd64", mirror=mirror.url), sha256=None)
+    pin = dataclasses.replace(pins.pin_for("kind", "v0.20.0", "linux-amd64", mirror=mirror.url), sha256=None)
     mirror.serve_pin(pin, FAKE_KIND, checksum=f"{sha256(FAKE_KIND)}  kind-darwin-arm64\n")
 
     with pytest.raises(ToolError, match="is for kind-darwin-arm64, not kind-linux-amd64"):
-        tools.download(pin, cache_dir=tmp_path, client=client, progress=False)
+        download.download(pin, cache_dir=tmp_path, client=client, progress=False)
 
 
 def test_http_404_is_a_one_line_error(mirror: Mirror, client: httpx.Client, tmp_path: Path) -> None:
-    pin = tools.pin_for("istioctl", "1.10.6", "linux-amd64", mirror=mirror.url)
+    pin = pins.pin_for("istioctl", "1.10.6", "linux-amd64", mirror=mirror.url)
     assert pin.checksum_url is not None
     mirror.serve(pin.checksum_url, f"{'0' * 64} {pin.asset}\n".encode())  # the archive itself is missing
 
     with pytest.raises(ToolError) as caught:
-        tools.download(pin, cache_dir=tmp_path / "cache", client=client, progress=False)
+        download.download(pin, cache_dir=tmp_path / "cache", client=client, progress=False)
 
     assert str(caught.value) == f"cannot download istioctl 1.10.6 from {pin.url}: HTTP 404"
     assert files_under(tmp_path / "cache") == []
@@ -407,12 +408,12 @@ def test_network_errors_are_one_line(client: httpx.Client, tmp_path: Path) -> No
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
     pin = dataclasses.replace(
-        tools.pin_for("kind", "v0.17.0", "linux-amd64", mirror=f"http://127.0.0.1:{closed_port}"),
+        pins.pin_for("kind", "v0.17.0", "linux-amd64", mirror=f"http://127.0.0.1:{closed_port}"),
         sha256=sha256(FAKE_KIND),
     )
 
     with pytest.raises(ToolError) as caught:
-        tools.download(pin, cache_dir=tmp_path / "cache", client=client, progress=False)
+        download.download(pin, cache_dir=tmp_path / "cache", client=client, progress=False)
 
     message = str(caught.value)
     assert message.startswith(f"cannot download kind v0.17.0 from {pin.url}: ConnectError")
@@ -422,27 +423,27 @@ def test_network_errors_are_one_line(client: httpx.Client, tmp_path: Path) -> No
 
 def test_timeouts_are_one_line_errors(mirror: Mirror, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pin = dataclasses.replace(
-        tools.pin_for("kind", "v0.17.0", "linux-amd64", mirror=mirror.url), sha256=sha256(FAKE_KIND)
+        pins.pin_for("kind", "v0.17.0", "linux-amd64", mirror=mirror.url), sha256=sha256(FAKE_KIND)
     )
     mirror.serve_pin(pin, FAKE_KIND)
     mirror.delays[urlsplit(pin.url).path] = 0.5
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv(tools.TIMEOUT_ENV, "0.1")  # the client download() makes itself reads this
+    monkeypatch.setenv(download.TIMEOUT_ENV, "0.1")  # the client download() makes itself reads this
 
     with pytest.raises(ToolError, match=r"^cannot download kind v0\.17\.0 from .*: ReadTimeout"):
-        tools.download(pin, cache_dir=tmp_path, progress=False)
+        download.download(pin, cache_dir=tmp_path, progress=False)
 
 
 # --- istioctl archives --------------------------------------------------------------------------------------------
 
 
 def test_istioctl_is_extracted_from_the_verified_archive(mirror: Mirror, client: httpx.Client, tmp_path: Path) -> None:
-    pin = tools.pin_for("istioctl", "1.21.6", "linux-amd64", mirror=mirror.url)
+    pin = pins.pin_for("istioctl", "1.21.6", "linux-amd64", mirror=mirror.url)
     archive = istioctl_archive({"istioctl": FAKE_ISTIOCTL, "README": b"not wanted"})
     mirror.serve_pin(pin, archive, checksum=f"{sha256(archive)} {pin.asset}\n")
 
-    path = tools.download(pin, cache_dir=tmp_path, client=client, progress=False)
+    path = download.download(pin, cache_dir=tmp_path, client=client, progress=False)
 
     assert path == tmp_path / "istioctl" / "1.21.6" / "istioctl"
     assert path.read_bytes() == FAKE_ISTIOCTL
@@ -458,14 +459,14 @@ def test_a_traversing_member_name_is_rejected_before_any_download(
 ) -> None:
     archive = istioctl_archive({"../istioctl": FAKE_ISTIOCTL})
     pin = dataclasses.replace(
-        tools.pin_for("istioctl", "1.21.6", "linux-amd64", mirror=mirror.url),
+        pins.pin_for("istioctl", "1.21.6", "linux-amd64", mirror=mirror.url),
         sha256=sha256(archive),
         member="../istioctl",
     )
     mirror.serve_pin(pin, archive)
 
     with pytest.raises(ToolError, match="not a plain relative path"):
-        tools.download(pin, cache_dir=tmp_path / "cache", client=client, progress=False)
+        download.download(pin, cache_dir=tmp_path / "cache", client=client, progress=False)
 
     assert mirror.requests == []
     assert not (tmp_path / "istioctl").exists()
@@ -474,12 +475,12 @@ def test_a_traversing_member_name_is_rejected_before_any_download(
 def test_only_the_named_member_is_written(mirror: Mirror, client: httpx.Client, tmp_path: Path) -> None:
     archive = istioctl_archive({"../../escaped": b"x", "/tmp/absolute": b"y", "istioctl": FAKE_ISTIOCTL})
     pin = dataclasses.replace(
-        tools.pin_for("istioctl", "1.21.6", "linux-amd64", mirror=mirror.url), sha256=sha256(archive)
+        pins.pin_for("istioctl", "1.21.6", "linux-amd64", mirror=mirror.url), sha256=sha256(archive)
     )
     mirror.serve_pin(pin, archive)
     cache = tmp_path / "a" / "b" / "cache"
 
-    path = tools.download(pin, cache_dir=cache, client=client, progress=False)
+    path = download.download(pin, cache_dir=cache, client=client, progress=False)
 
     assert path.read_bytes() == FAKE_ISTIOCTL
     written = {p.name for p in files_under(tmp_path) if p.is_file()}
@@ -489,12 +490,12 @@ def test_only_the_named_member_is_written(mirror: Mirror, client: httpx.Client, 
 def test_a_symlink_member_is_refused(mirror: Mirror, client: httpx.Client, tmp_path: Path) -> None:
     archive = istioctl_archive({}, symlink="istioctl")
     pin = dataclasses.replace(
-        tools.pin_for("istioctl", "1.21.6", "linux-amd64", mirror=mirror.url), sha256=sha256(archive)
+        pins.pin_for("istioctl", "1.21.6", "linux-amd64", mirror=mirror.url), sha256=sha256(archive)
     )
     mirror.serve_pin(pin, archive)
 
     with pytest.raises(ToolError, match="not a regular file"):
-        tools.download(pin, cache_dir=tmp_path / "cache", client=client, progress=False)
+        download.download(pin, cache_dir=tmp_path / "cache", client=client, progress=False)
 
     assert files_under(tmp_path / "cache") == []
 
@@ -502,12 +503,12 @@ def test_a_symlink_member_is_refused(mirror: Mirror, client: httpx.Client, tmp_p
 def test_an_archive_without_the_member_is_refused(mirror: Mirror, client: httpx.Client, tmp_path: Path) -> None:
     archive = istioctl_archive({"bin/istioctl": FAKE_ISTIOCTL})
     pin = dataclasses.replace(
-        tools.pin_for("istioctl", "1.21.6", "linux-amd64", mirror=mirror.url), sha256=sha256(archive)
+        pins.pin_for("istioctl", "1.21.6", "linux-amd64", mirror=mirror.url), sha256=sha256(archive)
     )
     mirror.serve_pin(pin, archive)
 
     with pytest.raises(ToolError, match=f"{pin.asset} has no member istioctl"):
-        tools.download(pin, cache_dir=tmp_path / "cache", client=client, progress=False)
+        download.download(pin, cache_dir=tmp_path / "cache", client=client, progress=False)
 
     assert files_under(tmp_path / "cache") == []
 
@@ -524,13 +525,13 @@ def test_progress_on_a_terminal_is_one_updating_line(
     mirror: Mirror, client: httpx.Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pin = dataclasses.replace(
-        tools.pin_for("kind", "v0.17.0", "linux-amd64", mirror=mirror.url), sha256=sha256(FAKE_KIND)
+        pins.pin_for("kind", "v0.17.0", "linux-amd64", mirror=mirror.url), sha256=sha256(FAKE_KIND)
     )
     mirror.serve_pin(pin, FAKE_KIND)
     terminal = Terminal()
     monkeypatch.setattr("sys.stderr", terminal)
 
-    tools.download(pin, cache_dir=tmp_path, client=client)
+    download.download(pin, cache_dir=tmp_path, client=client)
 
     progress_line, verdict = terminal.getvalue().split("\n")[:2]
     assert progress_line.startswith("\rkind v0.17.0: downloading")
@@ -543,11 +544,11 @@ def test_progress_in_a_log_is_a_line_at_start_and_end(
     mirror: Mirror, client: httpx.Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pin = dataclasses.replace(
-        tools.pin_for("kind", "v0.17.0", "linux-amd64", mirror=mirror.url), sha256=sha256(FAKE_KIND)
+        pins.pin_for("kind", "v0.17.0", "linux-amd64", mirror=mirror.url), sha256=sha256(FAKE_KIND)
     )
     mirror.serve_pin(pin, FAKE_KIND)
 
-    tools.download(pin, cache_dir=tmp_path, client=client)
+    download.download(pin, cache_dir=tmp_path, client=client)
 
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2
@@ -601,7 +602,7 @@ def test_path_is_skipped_when_told(
     bin_dir.mkdir()
     executable(bin_dir / "kind", FAKE_KIND.decode())
     monkeypatch.setenv("PATH", str(bin_dir))
-    pin = tools.pin_for("kind", "v0.21.0", mirror=mirror.url)  # not pinned: the checksum file is used
+    pin = pins.pin_for("kind", "v0.21.0", mirror=mirror.url)  # not pinned: the checksum file is used
     mirror.serve_pin(pin, FAKE_KIND, checksum=f"{sha256(FAKE_KIND)}  {pin.asset}\n")
 
     found = tools.resolve_tool(
@@ -618,7 +619,7 @@ def test_istioctl_on_path_of_another_release_is_ignored(
     bin_dir.mkdir()
     executable(bin_dir / "istioctl", "#!/bin/sh\necho 'client version: 1.20.0'\n")
     monkeypatch.setenv("PATH", str(bin_dir))
-    pin = tools.pin_for("istioctl", "1.21.6", mirror=mirror.url)
+    pin = pins.pin_for("istioctl", "1.21.6", mirror=mirror.url)
     archive = istioctl_archive({"istioctl": FAKE_ISTIOCTL})
     mirror.serve_pin(pin, archive, checksum=f"{sha256(archive)} {pin.asset}\n")
 
@@ -652,9 +653,9 @@ def test_istioctl_on_path_of_the_requested_release_is_used(
 def test_cache_dir_defaults_to_the_user_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     if os.uname().sysname == "Linux":
-        assert tools.default_cache_dir() == tmp_path / "mesh-inbound-conformance" / "tools"
+        assert download.default_cache_dir() == tmp_path / "mesh-inbound-conformance" / "tools"
     else:
-        assert tools.default_cache_dir().parts[-2:] == ("mesh-inbound-conformance", "tools")
+        assert download.default_cache_dir().parts[-2:] == ("mesh-inbound-conformance", "tools")
 
 
 def test_kind_on_path_of_another_version_is_not_used(
@@ -666,7 +667,7 @@ def test_kind_on_path_of_another_version_is_not_used(
     runner_kind = b"#!/bin/sh\necho 'kind v0.32.0 go1.25.1 linux/amd64'\n"
     executable(bin_dir / "kind", runner_kind.decode())
     monkeypatch.setenv("PATH", str(bin_dir))
-    pin = tools.pin_for("kind", "v0.21.0", mirror=mirror.url)
+    pin = pins.pin_for("kind", "v0.21.0", mirror=mirror.url)
     mirror.serve_pin(pin, FAKE_KIND, checksum=f"{sha256(FAKE_KIND)}  {pin.asset}\n")
 
     found = tools.resolve_tool("kind", None, "v0.21.0", cache_dir=tmp_path / "cache", client=client, mirror=mirror.url)
@@ -688,13 +689,13 @@ def test_a_custom_build_istioctl_url_is_verified_by_its_sha256(
     mirror: Mirror, client: httpx.Client, tmp_path: Path
 ) -> None:
     archive = istioctl_archive({"istioctl": FAKE_ISTIOCTL})
-    pin = tools.url_pin("https://builds.example/istioctl-1.32-dev.tar.gz", sha256(archive), "1.32-dev", mirror.url)
+    pin = pins.url_pin("https://builds.example/istioctl-1.32-dev.tar.gz", sha256(archive), "1.32-dev", mirror.url)
     mirror.serve_pin(pin, archive)
 
-    found = tools.download(pin, cache_dir=tmp_path / "cache", client=client, progress=False)
+    found = download.download(pin, cache_dir=tmp_path / "cache", client=client, progress=False)
 
     assert found == tmp_path / "cache" / "istioctl" / "custom-1.32-dev" / "istioctl"
     assert found.read_bytes() == FAKE_ISTIOCTL
-    bad = tools.url_pin("https://builds.example/istioctl-1.32-dev.tar.gz", "0" * 64, "1.32-dev", mirror.url)
+    bad = pins.url_pin("https://builds.example/istioctl-1.32-dev.tar.gz", "0" * 64, "1.32-dev", mirror.url)
     with pytest.raises(ChecksumMismatch):
-        tools.download(bad, cache_dir=tmp_path / "other", client=client, progress=False)
+        download.download(bad, cache_dir=tmp_path / "other", client=client, progress=False)

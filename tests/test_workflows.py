@@ -838,16 +838,18 @@ def test_nightly_triggers_and_inputs() -> None:
     assert {value for value in matrix_step["env"].values()} == {f"${{{{ inputs.{name} }}}}" for name in inputs}
 
 
-def test_the_readme_section_matches_the_workflows(tmp_path: Path) -> None:
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("## Nightly verification of your build", 1)[1]
+def test_the_nightly_page_matches_the_workflows(tmp_path: Path) -> None:
+    # The README links to docs/nightly.md, which holds the whole reference of the workflow.
+    assert "(docs/nightly.md)" in (REPO / "README.md").read_text()
+    page = (REPO / "docs" / "nightly.md").read_text()
+    section = page.split("# Nightly verification of your build", 1)[1]
     on = workflow("nightly.yml")["on"]
     for name in on["workflow_dispatch"]["inputs"]:
         assert f"| `{name}` |" in section, name
     assert '`cron: "17 3 * * *"`' in section
     for name in ("`diagnostics-<row>`", "`conformance-report-<row>`", "`kind-export-logs/`", "`kind-logs/`"):
         assert name in section, name
-    # The command the README shows is the one the custom job runs, option for option.
+    # The command the page shows is the one the custom job runs, option for option.
     (entry,) = nightly_entries(tmp_path, CUSTOM_INPUTS)
     job = Runner(tmp_path / "job").run_job("nightly.yml", "kind", entry, inputs=CUSTOM_INPUTS)
     shown = re.search(r"\.venv/bin/tox -e conformance -- (.*?)\n```", section, flags=re.DOTALL)

@@ -215,7 +215,6 @@ def matrix(
 def run_images(istio_version: str, hub: str, tag: str, variant: str = "", install_values: str = "") -> list[str]:
     """Every image a custom build's run pulls, as the kind backend computes it (both installs of an ambient release)."""
     from conformance.backends.kind import images
-    from conformance.backends.kind.backend import run_installs
 
     options = {
         "istio_version": istio_version,
@@ -224,7 +223,7 @@ def run_images(istio_version: str, hub: str, tag: str, variant: str = "", instal
         "istio_variant": None if variant in ("", "profile") else variant,
         "install_values": install_values or None,
     }
-    return images.pulled(run_installs(options))
+    return images.pulled(images.run_installs(options))
 
 
 def resolve_tools(istio_version: str) -> dict[str, str]:

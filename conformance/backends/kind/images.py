@@ -1,6 +1,6 @@
 """The images each `istioctl install` of a run pulls, and the image variant it installs.
 
-A run installs Istio once per profile group (backend.py): the sidecar profiles on istioctl's minimal profile, the
+A run installs Istio once per profile group (mesh.py): the sidecar profiles on istioctl's minimal profile, the
 ambient profile on Istio's ambient profile. The ambient profile sets `global.variant: distroless` (Istio's
 manifests/helm-profiles/ambient.yaml, read at 1.22.8 through 1.30.3 and on later master), so that install pulls
 `HUB/{pilot,proxyv2,install-cni,ztunnel}:TAG-distroless`, sidecars included; Istio's image builder makes only the
@@ -27,10 +27,16 @@ from typing import Any
 
 import yaml
 
+from conformance.spec.capabilities import Capability, istio_capabilities
+
+RELEASE_HUB = "docker.io/istio"
+"""Where Istio's releases are published (a custom build names its own hub)."""
 SIDECAR = "sidecar"
 """The install the sidecar profiles (legacy, passthrough) run on: istioctl's minimal profile, as sidecar users run."""
 AMBIENT = "ambient"
 """The install the ambient profile runs on: Istio's ambient profile (istio-cni, ztunnel)."""
+SIDECAR_PROFILES = ("legacy", "passthrough")
+"""The profiles that run on the sidecar install."""
 
 AMBIENT_PROFILE_VARIANT = "distroless"
 """`global.variant` of Istio's ambient profile."""
@@ -143,3 +149,20 @@ def installs(
 def pulled(run_installs: Sequence[Install]) -> list[str]:
     """Every image the run's installs pull, once each, in order."""
     return list(dict.fromkeys(image for install in run_installs for image in install.images))
+
+
+def run_installs(options: Mapping[str, Any]) -> list[Install]:
+    """The installs a run with these backend options makes, in order, with the images each pulls.
+
+    Ambient (where the version has it and the run selects it) gets an install of its own, the ambient profile;
+    the sidecar profiles run first, on istioctl's minimal profile; a run of ambient alone makes only its install.
+    """
+    version = str(options["istio_version"])
+    wanted = set(options.get("profiles") or ("baseline", *SIDECAR_PROFILES, "ambient"))
+    ambient = Capability.PROFILE_AMBIENT in istio_capabilities(version).capabilities and "ambient" in wanted
+    groups = [SIDECAR]
+    if ambient:
+        groups = [SIDECAR, AMBIENT] if wanted & set(SIDECAR_PROFILES) else [AMBIENT]
+    hub = str(options.get("istio_hub") or RELEASE_HUB)
+    tag = str(options.get("istio_tag") or version)
+    return installs(groups, hub, tag, options.get("istio_variant"), options.get("install_values"))

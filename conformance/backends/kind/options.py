@@ -186,8 +186,7 @@ def maybe_preflight(config: pytest.Config, settings: Any) -> None:
     It first lists the images the run's installs pull (a custom build must have every one).
     """
     from conformance.backends.kind import preflight
-    from conformance.backends.kind.backend import run_installs
-    from conformance.backends.kind.images import AMBIENT
+    from conformance.backends.kind.images import AMBIENT, run_installs
     from conformance.backends.kind.matrix import row_for
 
     options = settings.backend_options

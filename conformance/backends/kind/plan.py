@@ -67,8 +67,9 @@ class _StandIns:
 def plan_text(settings: Any) -> str:
     """The plan for a run with these settings (a `conformance.run.settings.Settings`), in the run's order.
 
-    The run's order (the plugin's collection hook and `conformance.run.session`): baseline, the sidecar profiles (the default mode first) with their prechecks, the
-    legacy round trip, then ambient, on the install of its own that the kind backend makes for it.
+    The run's order (the plugin's collection hook and `conformance.run.session`): baseline, the sidecar profiles
+    (the default mode first) with their prechecks, the legacy round trip, then ambient, on the install of its own
+    that the kind backend makes for it.
     """
     from conformance.spec.dimensions import AMBIENT_MESH_SETTING
 

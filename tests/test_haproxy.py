@@ -1,0 +1,127 @@
+"""HAProxy (Debian's package) under the harness as the sidecar: the `--emulator-sidecar` contract is real.
+
+tests/sidecars/haproxy_sidecar.py turns the sidecar configuration into an haproxy.cfg and execs HAProxy. A
+reader can predict its verdicts from what HAProxy is, and these tests hold it to that prediction, so the
+suite goes on proving that a proxy nobody here wrote can stand in for Envoy, and goes on catching the places
+where it differs:
+
+- IPv4: every traffic cell of the sidecar profiles passes. It differs from Envoy in two places only:
+  an upstream that accepts and closes before any response byte is HAProxy's `502 Bad Gateway`, where Envoy
+  answers 503 ("reset before headers"): the ambient cells where a meshed (HAProxy) client dials, on an HTTP
+  Service port, a loopback-only app behind ztunnel; and its layer-4 health check answers the SYN-ACK with a
+  reset, so the app never accepts the kubelet-visible TCP probe and the suite sees no probe source.
+- IPv6: HAProxy reads original destinations with SO_ORIGINAL_DST, IPv4 only; on IPv6 it sees REDIRECT's own
+  port and the adapter refuses the connection. Every cell whose traffic crosses an HAProxy fails with a
+  reset, every other cell passes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import IN_CI, REPO, suite_command
+
+from conformance.spec import all_cells, expect
+from conformance.spec.dimensions import Client, IpFamily, PortKind, Profile, Protocol
+from conformance.spec.dimensions import Path as CellPath
+
+HAPROXY_SIDECAR = f"/usr/bin/python3 {REPO / 'tests' / 'sidecars' / 'haproxy_sidecar.py'}"
+SIDECAR_PROFILES = (Profile.LEGACY, Profile.PASSTHROUGH)
+
+pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("no_leftovers")]
+
+
+@pytest.fixture(autouse=True)
+def _haproxy() -> None:
+    if shutil.which("haproxy") is None and not Path("/usr/sbin/haproxy").exists():
+        if IN_CI:
+            pytest.fail("CI=true: HAProxy is missing (setup.sh installs it)")
+        pytest.skip("HAProxy is not installed (./setup.sh installs it)")
+
+
+def run_with_haproxy(tmp_path: Path, family: IpFamily) -> tuple[int, dict[str, object], str]:
+    cmd = suite_command(
+        "--report-dir",
+        str(tmp_path / "reports"),
+        "--artifacts-dir",
+        str(tmp_path / "artifacts"),
+        "--ip-family",
+        family.value,
+        "--emulator-sidecar",
+        HAPROXY_SIDECAR,
+    )
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, check=False)
+    doc = json.loads((tmp_path / "reports" / "conformance-report.json").read_text())
+    return proc.returncode, doc, proc.stdout[-3000:] + proc.stderr[-2000:]
+
+
+def _cells(doc: dict[str, object], key: str = "cells") -> list[dict[str, object]]:
+    cells = doc[key]
+    assert isinstance(cells, list)
+    return cells
+
+
+def test_haproxy_passes_every_ipv4_sidecar_cell_and_differs_from_envoy_where_predicted(tmp_path: Path) -> None:
+    code, doc, output = run_with_haproxy(tmp_path, IpFamily.IPV4)
+    assert code == 1, output
+    cells = _cells(doc)
+    failed = {str(c["id"]) for c in cells if c["verdict"] == "fail"}
+    # HAProxy's 502 for a reset before headers: the client-side HAProxy speaks HTTP to the ports a Service
+    # declares as HTTP (outbound.http_ports); ztunnel accepts, cannot reach the loopback-only app, and closes.
+    predicted = {
+        cell.id
+        for cell in all_cells([Profile.AMBIENT], [IpFamily.IPV4])
+        if cell.client is Client.MESHED
+        and cell.path.from_other_pod
+        and cell.protocol is Protocol.HTTP
+        and (cell.port is PortKind.DECLARED or cell.path is CellPath.SERVICE)
+        and not expect(cell).reachable
+    }
+    assert len(predicted) == 21
+    assert failed == predicted
+    assert {c["observed"]["outcome"] for c in cells if c["id"] in failed} == {"http_502"}  # type: ignore[index]
+    # Every cell of the sidecar profiles (HAProxy as the server's and the client's sidecar) passes.
+    assert all(c["verdict"] == "pass" for c in cells if c["profile"] in {p.value for p in SIDECAR_PROFILES})
+    # Probes: readiness right everywhere; only the TCP probes' source is unseen (a half-open check).
+    probe_failed = {str(c["id"]) for c in _cells(doc, "probe_cells") if c["verdict"] == "fail"}
+    tcp_sources = {
+        str(c["id"])
+        for c in _cells(doc, "probe_cells")
+        if c["probe"] == "tcp" and c["rewrite"] and c["expected"]["source"]  # type: ignore[index]
+    }
+    assert tcp_sources
+    assert probe_failed == tcp_sources
+    for cell in _cells(doc, "probe_cells"):
+        if cell["id"] in probe_failed:
+            assert cell["observed"]["sources"] == []  # type: ignore[index]
+            assert all(ok for name, ok in cell["checks"].items() if "probe_source" not in name)  # type: ignore[union-attr]
+    results = {p["name"]: p["result"] for p in doc["profiles"]}  # type: ignore[index,union-attr]
+    assert results == {"baseline": "success", "legacy": "failure", "passthrough": "failure", "ambient": "failure"}
+    assert HAPROXY_SIDECAR in doc["mesh"]["build"]  # type: ignore[index]
+
+
+def _crosses_haproxy(cell: dict[str, object]) -> bool:
+    """The cell's connection passes a sidecar: the client's (outbound), or a meshed server's (inbound)."""
+    if cell["client"] == Client.MESHED.value:
+        return True
+    other_pod = cell["path"] in (CellPath.POD_IP.value, CellPath.SERVICE.value)
+    return bool(other_pod and cell["profile"] in {p.value for p in SIDECAR_PROFILES})
+
+
+def test_haproxy_on_ipv6_fails_exactly_the_cells_it_carries(tmp_path: Path) -> None:
+    code, doc, output = run_with_haproxy(tmp_path, IpFamily.IPV6)
+    assert code == 1, output
+    cells = _cells(doc)
+    for cell in cells:
+        expected = cell["expected"]
+        assert isinstance(expected, dict)
+        # A cell whose expectation already admits a reset passes whatever HAProxy does; any other it carries fails.
+        should_fail = _crosses_haproxy(cell) and (expected["reachable"] or "reset_or_eof" not in expected["failure"])
+        assert (cell["verdict"] == "fail") == should_fail, (cell["id"], cell["observed"])
+        if should_fail:
+            assert cell["observed"]["outcome"] == "reset_or_eof", cell["id"]  # type: ignore[index]
+    assert sum(c["verdict"] == "fail" for c in cells) > 600
