@@ -21,8 +21,10 @@ from conformance.backends.base import ProbeRequest
 from conformance.backends.emulated import kube
 from conformance.backends.emulated.cluster import EmulatedCluster
 from conformance.spec.dimensions import Bind, IpFamily, PortKind, Protocol
-from conformance.world.layout import NS_BASELINE, NS_MESH, SERVER_PORTS, World, port_for
+from conformance.world.layout import World
+from conformance.world.namespaces import NS_BASELINE, NS_MESH
 from conformance.world.pods import PodRef
+from conformance.world.ports import SERVER_PORTS, port_for
 from conformance.world.resources import echo_program
 
 

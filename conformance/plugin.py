@@ -20,7 +20,7 @@ import pytest
 
 from conformance.backends.base import PrerequisiteError
 from conformance.backends.timeouts import describe
-from conformance.report.document import death_lines
+from conformance.report.markdown import death_lines
 from conformance.run import diagnostics
 from conformance.run.interrupt import Interrupted, Interrupts, trim_traceback
 from conformance.run.outputs import case_dir

@@ -24,17 +24,10 @@ from conformance.backends.emulated.cluster import EmulatedCluster
 from conformance.backends.emulated.network import ENROLLED_PORT_RANGE
 from conformance.backends.emulated.ztunnel_config import ztunnel_config
 from conformance.spec.dimensions import Bind, IpFamily, PortKind, Protocol
-from conformance.world.layout import (
-    NS_AMBIENT,
-    NS_BASELINE,
-    SERVER_PORTS,
-    World,
-    _enrolled_namespace,
-    _namespace,
-    port_for,
-    service_manifest,
-)
+from conformance.world.layout import World, service_manifest
+from conformance.world.namespaces import NS_AMBIENT, NS_BASELINE, enrolled_namespace_manifest, namespace_manifest
 from conformance.world.pods import PodRef
+from conformance.world.ports import SERVER_PORTS, port_for
 
 AMBIENT_RULES_V4 = """\
 *mangle
@@ -169,8 +162,8 @@ _ids = itertools.count()
 def _small_world(family: IpFamily) -> list[dict[str, object]]:
     world = World(family, ambient=True)
     return [
-        _namespace(NS_BASELINE, injected=False),
-        _enrolled_namespace(NS_AMBIENT),
+        namespace_manifest(NS_BASELINE, injected=False),
+        enrolled_namespace_manifest(NS_AMBIENT),
         world.deployment(SERVER, SERVER_PORTS),
         service_manifest(SERVER),
         world.deployment(AMBIENT_CLIENT, ()),

@@ -14,7 +14,9 @@ import pytest
 from conformance.backends.emulated import capture, controlplane, kube
 from conformance.backends.emulated.kube import ManifestError, Objects, PodTemplate
 from conformance.spec.dimensions import IpFamily
-from conformance.world.layout import PROBE_POD_LABEL, SERVER_PORTS, World
+from conformance.world.layout import World
+from conformance.world.ports import SERVER_PORTS
+from conformance.world.probe_pods import PROBE_POD_LABEL
 
 POD_IP = {"ipv4": "10.244.0.12", "ipv6": "fd00:10:244::c"}
 
@@ -704,7 +706,7 @@ def test_read_sidecar_fields() -> None:
     )
 
 
-# --- conformance/world.py -----------------------------------------------------------------------------------
+# --- conformance/world/ -------------------------------------------------------------------------------------
 
 FAMILIES = [IpFamily.IPV4, IpFamily.IPV6]
 
@@ -1008,7 +1010,7 @@ def test_a_process_end_is_said_in_words() -> None:
 def test_a_death_voids_the_cells_it_carried_and_says_so_first() -> None:
     from conformance.backends.base import ProcessDeath
     from conformance.engine.probe import Observation, ProbeOutcome, judge
-    from conformance.report.document import death_lines
+    from conformance.report.markdown import death_lines
     from conformance.spec import all_cells, expect
     from conformance.world.pods import PodRef
 

@@ -23,8 +23,11 @@ from conformance.impact.emulated_source import EmulatedSource
 from conformance.impact.sources import check
 from conformance.spec.capabilities import emulated_capabilities
 from conformance.spec.dimensions import Bind, IpFamily
-from conformance.world.layout import NS_BASELINE, NS_MESH, PROBED_CONTAINERS, TEST_PORTS, World, probe_pods_of
+from conformance.world.layout import World
+from conformance.world.namespaces import NS_BASELINE, NS_MESH
 from conformance.world.pods import PodRef
+from conformance.world.ports import TEST_PORTS
+from conformance.world.probe_pods import PROBED_CONTAINERS, probe_pods_of
 
 pytestmark = pytest.mark.netns
 

@@ -32,7 +32,8 @@ from packaging.version import Version
 from conformance.backends.kind.matrix import load_matrix
 from conformance.spec.capabilities import istio_capabilities
 from conformance.spec.dimensions import IpFamily
-from conformance.world.layout import PROBE_REWRITE_ANNOTATION, PROBED_CONTAINERS, World
+from conformance.world.layout import World
+from conformance.world.probe_pods import PROBE_REWRITE_ANNOTATION, PROBED_CONTAINERS
 
 REPO = Path(__file__).resolve().parents[1]
 ECHO_IMAGE = (

@@ -424,12 +424,13 @@ def test_parse_istioctl_namespace_slash_name_origin() -> None:
 def test_the_report_s_precheck_section_says_which_findings_were_ignored() -> None:
     """A finding about a pod that is not the run's current pod is left out on purpose: the report says so."""
     from conformance.backends.precheck import Finding, PrecheckRun
-    from conformance.report.document import Report
+    from conformance.report.markdown import markdown
+    from conformance.report.record import RunRecord
     from conformance.spec.capabilities import istio_capabilities
     from conformance.spec.dimensions import IpFamily, Profile
 
     note = "ignored 1 istioctl finding(s) for pods that are not this run's current pods: mic-mesh/echo-none-old"
     run = PrecheckRun("istioctl", 0, "", "", [], [], [], [Finding("mic-mesh", "echo-none-old", 8081)], [note])
-    report = Report(None, istio_capabilities("1.10.6"), {}, "kind", IpFamily.IPV4, [Profile.PASSTHROUGH])
+    report = RunRecord(istio_capabilities("1.10.6"), {}, "kind", IpFamily.IPV4, [Profile.PASSTHROUGH])
     report.record_precheck("test_precheck", "passthrough", run, [], [])
-    assert f"- ℹ️ {note}" in report.markdown()
+    assert f"- ℹ️ {note}" in markdown(report)

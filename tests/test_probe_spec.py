@@ -20,7 +20,8 @@ from conformance.spec.probes import (
     probe_cells,
 )
 from conformance.spec.semantics import RULES
-from conformance.world.layout import PROBE_REWRITE_ANNOTATION, PROBED_CONTAINERS, World, probe_pods_of
+from conformance.world.layout import World
+from conformance.world.probe_pods import PROBE_REWRITE_ANNOTATION, PROBED_CONTAINERS, probe_pods_of
 
 V4 = IpFamily.IPV4
 

@@ -411,7 +411,7 @@ def test_json_document_has_stable_keys() -> None:
 def test_the_docs_state_the_rule_count_and_the_format_versions() -> None:
     """docs/spec.md says how many rules there are and which version the spec document has; docs/running.md
     says which version the report has (the README links to both)."""
-    from conformance.report.document import REPORT_VERSION
+    from conformance.report.json_document import REPORT_VERSION
     from conformance.spec.render import SPEC_FORMAT_VERSION
 
     repo = pathlib.Path(__file__).resolve().parents[1]
@@ -434,17 +434,18 @@ def test_every_reachable_cell_says_what_the_app_sees() -> None:
     assert all("source_judged" not in expect(c).to_json() for c in cells)
 
 
-def test_the_report_carries_the_spec_expectation_as_is(tmp_path: pathlib.Path) -> None:
+def test_the_report_carries_the_spec_expectation_as_is() -> None:
     """Report version 3: a cell's `expected` is the spec's, plus `source_address` (version 2 had `source_judged`)."""
-    from conformance.report.document import REPORT_VERSION, Report
+    from conformance.report.json_document import REPORT_VERSION, json_document
+    from conformance.report.record import RunRecord
 
-    report = Report(tmp_path, emulated_capabilities(), {}, "emulated", IpFamily.IPV4, tuple(Profile))
+    report = RunRecord(emulated_capabilities(), {}, "emulated", IpFamily.IPV4, tuple(Profile))
     key = cell(Profile.AMBIENT, Bind.POD_IP, client=Client.MESHED)
     outcome = ProbeOutcome("ok", 200, "10.244.0.11", "echo", 1.0, "", "r")
     observation = Observation(key, outcome, True, [outcome], "client")
     verdict = judge(expect(key), observation)
     report.record_cell("PodIPFromMeshedClient[ambient]", key, expect(key), observation, verdict, "full")
-    doc = report.document()
+    doc = json_document(report)
     assert (doc["format"], doc["version"], REPORT_VERSION) == ("mesh-inbound-conformance/report", 4, 4)
     expected = doc["cells"][0]["expected"]  # type: ignore[index]
     assert list(expected) == ["reachable", "source", "failure", "because", "source_address"]

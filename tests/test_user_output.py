@@ -17,7 +17,9 @@ import pytest
 from conformance.backends.emulated.cluster import EmulatedCluster, sidecar_command_problem
 from conformance.backends.precheck import PrecheckRun
 from conformance.engine.probe import Observation, ProbeOutcome, judge
-from conformance.report.document import JSON_NAME, MD_NAME, Report
+from conformance.report.files import Report
+from conformance.report.json_document import JSON_NAME, json_document
+from conformance.report.markdown import MD_NAME, markdown
 from conformance.run import diagnostics
 from conformance.run.interrupt import Interrupted, Interrupts, trim_traceback
 from conformance.run.outputs import (
@@ -232,7 +234,7 @@ def test_a_setup_failure_is_the_first_thing_both_reports_say(tmp_path: Path) -> 
 
 
 def test_unfinished_profiles_of_an_interrupted_run_are_interrupted_not_skipped(tmp_path: Path) -> None:
-    from conformance.report.document import TestRecord
+    from conformance.report.record import TestRecord
 
     report = _report(tmp_path)
     # The plugin plans every profile (a count of 0 is `not selected`).
@@ -247,9 +249,9 @@ def test_unfinished_profiles_of_an_interrupted_run_are_interrupted_not_skipped(t
         "passthrough": "not selected",
         "ambient": "not selected",
     }
-    markdown = report.markdown()
-    assert "| legacy | ⏹️ interrupted |" in markdown
-    assert "The run was interrupted: legacy did not finish." in markdown
+    text = markdown(report)
+    assert "| legacy | ⏹️ interrupted |" in text
+    assert "The run was interrupted: legacy did not finish." in text
     report.interrupted = False
     assert report.profile_result("legacy")[0] == "success"  # planned counts only matter when interrupted
 
@@ -266,17 +268,17 @@ def test_both_reports_use_one_vocabulary_and_a_failed_cell_says_how_to_rerun_it(
     report.record_cell(
         "PodIPFromPlainClient[passthrough]", cell, expected, observation, judge(expected, observation), "reachability"
     )  # type: ignore[arg-type]
-    markdown = report.markdown()
-    line = next(line for line in markdown.splitlines() if line.startswith("- ❌"))
+    text = markdown(report)
+    line = next(line for line in text.splitlines() if line.startswith("- ❌"))
     assert "expected reset/EOF, got ok from ::6 (inbound_passthrough)" in line
     assert "case PodIPFromPlainClient[passthrough]" in line
     assert '`.venv/bin/tox -e conformance -- -k "PodIPFromPlainClient and passthrough" --ip-family ipv6`' in line
-    assert "reset_or_eof" not in markdown
-    assert "saw ✓ ::6 (inbound_passthrough)" in markdown
-    observed = report.document()["cells"][0]["observed"]  # type: ignore[index]
+    assert "reset_or_eof" not in text
+    assert "saw ✓ ::6 (inbound_passthrough)" in text
+    observed = json_document(report)["cells"][0]["observed"]  # type: ignore[index]
     assert observed["source"] == "inbound_passthrough"
     assert observed["source_address"] == "::6"
-    assert report.document()["cells"][0]["expected"]["failure"] == ["reset_or_eof"]  # type: ignore[index]
+    assert json_document(report)["cells"][0]["expected"]["failure"] == ["reset_or_eof"]  # type: ignore[index]
 
 
 def test_a_timeout_points_to_the_sidecar_log(tmp_path: Path) -> None:
@@ -286,7 +288,7 @@ def test_a_timeout_points_to_the_sidecar_log(tmp_path: Path) -> None:
     observation = Observation(cell, _outcome("timeout"), True, [_outcome("timeout")], None)  # type: ignore[arg-type]
     expected = expect(cell)  # type: ignore[arg-type]
     report.record_cell("T[passthrough]", cell, expected, observation, judge(expected, observation), "reachability")  # type: ignore[arg-type]
-    assert "(a timeout: see the sidecar log, under artifacts/ipv4/<profile>/<Case>/)" in report.markdown()
+    assert "(a timeout: see the sidecar log, under artifacts/ipv4/<profile>/<Case>/)" in markdown(report)
 
 
 def test_the_precheck_section_says_when_the_findings_are_the_expected_ones(tmp_path: Path) -> None:
@@ -294,14 +296,14 @@ def test_the_precheck_section_says_when_the_findings_are_the_expected_ones(tmp_p
     line = "Error [IST0143] (Pod echo-none-0.mic-mesh) Port 8081 is exposed in a Service but listens on localhost."
     run = PrecheckRun("suite-checker", 1, line + "\n", "")
     report.record_precheck("LocalhostPrecheck[passthrough]", "passthrough", run, ["echo-none:8081"], [])
-    assert "These 1 findings are the expected ones: the spec gives IST0143 for echo-none:8081." in report.markdown()
+    assert "These 1 findings are the expected ones: the spec gives IST0143 for echo-none:8081." in markdown(report)
     clean = _report(tmp_path)
     clean.record_precheck("LocalhostPrecheck[legacy]", "legacy", PrecheckRun("suite-checker", 0, "", ""), [], [])
-    assert "No findings, as the spec expects for this profile." in clean.markdown()
+    assert "No findings, as the spec expects for this profile." in markdown(clean)
 
 
 def test_the_build_under_test_is_named_as_such(tmp_path: Path) -> None:
-    assert "build under test `/opt/proxy --x`" in _report(tmp_path).markdown()
+    assert "build under test `/opt/proxy --x`" in markdown(_report(tmp_path))
 
 
 # --- failure context and interrupts --------------------------------------------------------------------
@@ -376,7 +378,7 @@ def test_progress_writes_of_the_report_are_spaced_and_the_final_one_always_lands
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Rendering every cell after each test cost seconds per run; a killed run still has a recent report."""
-    import conformance.report.document as report_module
+    import conformance.report.files as report_module
 
     clock = [100.0]
     monkeypatch.setattr(report_module.time, "monotonic", lambda: clock[0])

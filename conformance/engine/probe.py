@@ -20,7 +20,8 @@ from conformance.backends.timeouts import TimeoutConfig
 from conformance.spec.cells import all_cells
 from conformance.spec.dimensions import ADDRESSES, CellKey, IpFamily, Path, Source
 from conformance.spec.semantics import Expectation
-from conformance.world.layout import World, dialled_address, dialled_port
+from conformance.world.layout import World
+from conformance.world.ports import dialled_address, dialled_port
 
 
 @dataclass(frozen=True)

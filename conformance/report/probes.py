@@ -1,19 +1,15 @@
 """The probe section of the conformance report: per profile, a bind x probe x rewrite table beside the traffic one.
 
-Kept apart from `report.py` so the probe cells add to the report without reshaping it: `record_probe` stores
-what a probe check saw in `Report.probe_cells`, `probe_document` is the JSON list, `probe_tables` the Markdown.
+Kept apart from the traffic cells so the probe cells add to the report without reshaping it: `record_probe` stores
+what a probe check saw in `RunRecord.probe_cells`, `probe_document` is the JSON list, `probe_tables` the Markdown.
+Reads the record only: json_document.py and markdown.py call it, never the other way round.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from conformance.report.record import RunRecord
 from conformance.spec.dimensions import Bind, Profile
 from conformance.spec.probes import ProbeCellKey, ProbeExpectation, ProbeKind, rewrite_settings
-
-if TYPE_CHECKING:
-    from conformance.report.document import Report
-
 
 KNOWN_1_21_INCONSISTENCY = (
     "⚠️ **Istio 1.21 and health probes.** 1.21 removed `PILOT_ENABLE_INBOUND_PASSTHROUGH` from istiod (#48718), "
@@ -25,7 +21,7 @@ KNOWN_1_21_INCONSISTENCY = (
 
 
 def record_probe(
-    report: Report,
+    record: RunRecord,
     test: str,
     cell: ProbeCellKey,
     expected: ProbeExpectation,
@@ -35,28 +31,28 @@ def record_probe(
     reason: str,
 ) -> None:
     """A probe check judged one part of a cell (`probe_ready`, `probe_source`, `ready_reachable`)."""
-    record = report.probe_cells.setdefault(
+    cell_record = record.probe_cells.setdefault(
         cell.id, {"id": cell.id, **cell.to_json(), "expected": expected.to_json(), "observed": {}, "checks": {}}
     )
-    observed_all = record["observed"]
-    checks = record["checks"]
+    observed_all = cell_record["observed"]
+    checks = cell_record["checks"]
     assert isinstance(observed_all, dict)
     assert isinstance(checks, dict)
     observed_all.update(observed)
     checks[f"{test}:{part}"] = ok
     if reason:
-        record.setdefault("reasons", {})[f"{test}:{part}"] = reason  # type: ignore[index]
-    record["verdict"] = "pass" if all(checks.values()) else "fail"
+        cell_record.setdefault("reasons", {})[f"{test}:{part}"] = reason  # type: ignore[index]
+    cell_record["verdict"] = "pass" if all(checks.values()) else "fail"
 
 
-def probe_document(report: Report) -> list[dict[str, object]]:
+def probe_document(record: RunRecord) -> list[dict[str, object]]:
     """The probe cells of the JSON report, sorted by id."""
-    return [report.probe_cells[k] for k in sorted(report.probe_cells)]
+    return [record.probe_cells[k] for k in sorted(record.probe_cells)]
 
 
-def _text(record: dict[str, object]) -> str:
-    expected = record["expected"]
-    observed = record["observed"]
+def _text(cell: dict[str, object]) -> str:
+    expected = cell["expected"]
+    observed = cell["observed"]
     assert isinstance(expected, dict)
     assert isinstance(observed, dict)
     text = ("✓ Ready" if expected["ready"] else "✗ not Ready") + (
@@ -64,20 +60,20 @@ def _text(record: dict[str, object]) -> str:
     )
     if expected.get("false_ready"):
         text += " ⚠️ false Ready: unreachable from other pods"
-    if record.get("verdict") == "fail":
-        reasons = record.get("reasons", {})
+    if cell.get("verdict") == "fail":
+        reasons = cell.get("reasons", {})
         assert isinstance(reasons, dict)
         text = f"❌ {text}; " + "; ".join(sorted(set(map(str, reasons.values()))))
     return text
 
 
-def probe_tables(report: Report) -> list[str]:
+def probe_tables(record: RunRecord) -> list[str]:
     """Per profile, rows (probe, rewrite) and columns binds: Ready or not, and who the app saw probing it."""
     lines: list[str] = []
-    if report.probe_cells and report.mesh.version.startswith("1.21"):
+    if record.probe_cells and record.mesh.version.startswith("1.21"):
         lines += ["", KNOWN_1_21_INCONSISTENCY]
-    for profile in report.profiles:
-        records = {k: v for k, v in report.probe_cells.items() if v.get("profile") == profile.value}
+    for profile in record.profiles:
+        records = {k: v for k, v in record.probe_cells.items() if v.get("profile") == profile.value}
         if not records:
             continue
         lines += [
@@ -94,7 +90,7 @@ def probe_tables(report: Report) -> list[str]:
                 label = {None: "no sidecar", True: "on", False: "off"}[rewrite]
                 row = f"| {probe.value} | {label} |"
                 for bind in Bind:
-                    key = ProbeCellKey(Profile(profile.value), bind, probe, rewrite, report.family).id
+                    key = ProbeCellKey(Profile(profile.value), bind, probe, rewrite, record.family).id
                     row += f" {_text(records[key])} |" if key in records else " – |"
                 lines.append(row)
         false_ready = [

@@ -297,7 +297,8 @@ def earlier_report_file(relative: str, path: Path) -> bool:
     The JSON report names its format, the Markdown report opens with its title, the suite's junit.xml holds
     its test classes.
     """
-    from conformance.report.document import JSON_NAME, MD_NAME, REPORT_FORMAT
+    from conformance.report.json_document import JSON_NAME, REPORT_FORMAT
+    from conformance.report.markdown import MD_NAME
 
     try:
         head = path.read_text(encoding="utf-8", errors="replace")

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from conformance.report.document import TestRecord
+from conformance.report.record import TestRecord
 from conformance.run.session import RUN
 
 SuiteTest = Callable[[pytest.Item], tuple[str, str] | None]

@@ -16,7 +16,7 @@ import pytest
 
 from conformance.backends.base import BackendError, Cluster
 from conformance.engine.probe import Prober
-from conformance.report.document import Report
+from conformance.report.files import Report
 from conformance.run import diagnostics
 from conformance.run.settings import Outputs, Settings
 from conformance.spec.dimensions import AMBIENT_MESH_SETTING, MESH_PROFILES, Profile

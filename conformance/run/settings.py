@@ -16,7 +16,8 @@ from typing import Any, NoReturn
 import pytest
 
 from conformance.backends.timeouts import TimeoutConfig, parse_timeout_config
-from conformance.report.document import JSON_NAME, MD_NAME
+from conformance.report.json_document import JSON_NAME
+from conformance.report.markdown import MD_NAME
 from conformance.run import diagnostics
 from conformance.run.outputs import (
     SETUP_FOLDER,

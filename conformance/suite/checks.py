@@ -23,8 +23,10 @@ from conformance.run.session import ConformanceSession
 from conformance.spec.dimensions import CellKey, DefaultEndpoint, PortKind, Profile
 from conformance.spec.semantics import expect, precheck_finding
 from conformance.suite.cases import ConformanceCase
-from conformance.world.layout import NS_MESH, PROBED_CONTAINERS, SERVER_PORTS, probe_pods_of
+from conformance.world.namespaces import NS_MESH
 from conformance.world.pods import PodRef
+from conformance.world.ports import SERVER_PORTS
+from conformance.world.probe_pods import PROBED_CONTAINERS, probe_pods_of
 
 INVOLVED = pytest.StashKey[list[PodRef]]()
 """On a test's item: the pods its failed check involved, whose diagnostics the plugin attaches to the failure."""

@@ -29,7 +29,7 @@ from conformance.spec.probes import (
 )
 from conformance.suite.cases import ConformanceCase
 from conformance.suite.checks import INVOLVED, ConformanceRun
-from conformance.world.layout import probe_pod, probed_container
+from conformance.world.probe_pods import probe_pod, probed_container
 
 ProbeFilter = Callable[[ProbeCellKey], bool]
 

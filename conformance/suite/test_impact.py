@@ -18,7 +18,9 @@ from conformance.spec.capabilities import Capability
 from conformance.spec.dimensions import MESH_PROFILES, Bind, Path
 from conformance.suite.cases import ConformanceCase
 from conformance.suite.checks import ConformanceRun
-from conformance.world.layout import NS_MESH, PROBED_CONTAINERS, TEST_PORTS, probe_pods_of
+from conformance.world.namespaces import NS_MESH
+from conformance.world.ports import TEST_PORTS
+from conformance.world.probe_pods import PROBED_CONTAINERS, probe_pods_of
 
 CASES = (
     ConformanceCase(

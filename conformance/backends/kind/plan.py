@@ -16,7 +16,9 @@ from conformance.backends.kind.backend import KubeCluster
 from conformance.backends.kind.runner import PlanRunner, render_plan
 from conformance.spec.capabilities import Capability
 from conformance.spec.dimensions import MESH_PROFILES, Client, Profile
-from conformance.world.layout import CONTROL_PORT, NS_MESH, World
+from conformance.world.layout import World
+from conformance.world.namespaces import NS_MESH
+from conformance.world.ports import CONTROL_PORT
 
 
 class _StandIns:

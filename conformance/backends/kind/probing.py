@@ -23,8 +23,8 @@ from conformance.backends.kind.runner import Pending, Result
 from conformance.backends.kind.workloads import APP_CONTAINER, PROXY_CONTAINER, Workloads
 from conformance.backends.precheck import CAT_COMMAND, PrecheckRun, check_pod, parse_istioctl, split_proc_net
 from conformance.backends.timeouts import TimeoutConfig
-from conformance.world.layout import CONTROL_PORT
 from conformance.world.pods import PodRef
+from conformance.world.ports import CONTROL_PORT
 
 _INBOUND_CLUSTER = re.compile(r'"name":\s*"inbound\|(\d+)\|')
 

@@ -19,8 +19,9 @@ from conformance.backends.kind import apply, watches
 from conformance.backends.kind.cluster import ClusterSite
 from conformance.backends.kind.watches import NotReady, judge_from
 from conformance.backends.timeouts import TimeoutConfig
-from conformance.world.layout import DATAPLANE_MODE_LABEL, PART_OF, PROBE_POD_LABEL
+from conformance.world.namespaces import DATAPLANE_MODE_LABEL, PART_OF
 from conformance.world.pods import PodRef
+from conformance.world.probe_pods import PROBE_POD_LABEL
 
 PROXY_CONTAINER = "istio-proxy"
 APP_CONTAINER = "echo"

@@ -1,0 +1,234 @@
+"""The Markdown report, `conformance-report.md`, for people: a run's record as tables (fits $GITHUB_STEP_SUMMARY).
+
+In order: a setup failure and the deaths of the build's processes (what to look at first), each profile's result,
+the failed cells with the command that reruns each, skipped tests, prechecks, the "Moving to ambient" note, then
+per profile the expected / observed table of the traffic cells and the health-probe table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from conformance.backends.base import ProcessDeath
+from conformance.report.ambient import moving_to_ambient
+from conformance.report.json_document import JSON_NAME
+from conformance.report.probes import probe_tables
+from conformance.report.record import INTERRUPTED, OUTCOME_TEXT, CellRecord, RunRecord, outcome_text
+from conformance.spec.dimensions import (
+    Bind,
+    CellKey,
+    Client,
+    DefaultEndpoint,
+    IpFamily,
+    PortKind,
+    Protocol,
+    Source,
+)
+from conformance.spec.dimensions import Path as CellPath
+from conformance.spec.render import describe_expectation, describe_source
+
+MD_NAME = "conformance-report.md"
+
+FAILED_CELLS_SHOWN = 200
+"""Failed cells listed by name (the JSON has every one)."""
+DEATHS_WITH_LOG = 5
+"""Deaths shown with their log's last lines (the JSON has every one's)."""
+
+_ICONS = {"success": "✅", "partial": "🟡", "failure": "❌", "skipped": "⏭️", INTERRUPTED: "⏹️"}
+
+
+def markdown(record: RunRecord) -> str:
+    """The same report as the JSON, as tables a person reads."""
+    mesh = record.mesh_info
+    lines = [f"# Inbound conformance: {mesh.get('name', record.mesh.name)} {mesh.get('version', record.mesh.version)}"]
+    if record.setup_error is not None:
+        lines += [
+            "",
+            f"**Setup failed, no test ran:** {record.setup_error['message']}",
+            "",
+            f"Where the logs are: {record.setup_error['logs']}",
+        ]
+    lines += death_lines(record.deaths, "**", "**")
+    lines += [
+        "",
+        f"Backend `{record.backend}`, {record.family.value}, build under test `{mesh.get('build', '') or '-'}`"
+        + (f", hub `{mesh['hub']}` tag `{mesh['tag']}`" if mesh.get("hub") else "")
+        + (" — **interrupted**" if record.interrupted else ""),
+        "",
+        "| profile | result | tests passed | failed | skipped | cells passed | cells failed |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for profile in record.profiles:
+        result, s = record.profile_result(profile.value)
+        lines.append(
+            f"| {profile.value} | {_ICONS.get(result, '–')} {result} | {s['tests_passed']} | {s['tests_failed']} | "
+            f"{s['tests_skipped']} | {s['cells_passed']} | {s['cells_failed']} |"
+        )
+    lines += _failed_cells(record)
+    if record.interrupted:
+        stopped = [p.value for p in record.profiles if record.profile_result(p.value)[0] == INTERRUPTED]
+        lines += ["", "The run was interrupted" + (f": {', '.join(stopped)} did not finish." if stopped else ".")]
+    skipped = [t for t in record.tests.values() if t.outcome == "skipped"]
+    if skipped:
+        lines += ["", "## Skipped", ""]
+        lines += [f"- `{t.case}` [{t.profile}]: {t.reason}" for t in sorted(skipped, key=lambda t: t.nodeid)]
+    lines += _prechecks(record)
+    lines += moving_to_ambient(record.cells.values())
+    lines += _tables(record)
+    lines += probe_tables(record)
+    return "\n".join(lines) + "\n"
+
+
+def death_lines(deaths: Sequence[ProcessDeath], strong: str = "", end: str = "") -> list[str]:
+    """The deaths of the build's processes, for the terminal and the Markdown report, before anything else.
+
+    Each once: what died and how, the pods it served, its log's last lines (for the first few).
+    """
+    if not deaths:
+        return []
+    if len(deaths) == 1:
+        count, carried = "a process", "the cells it carried are void while it is dead"
+    else:
+        count, carried = f"{len(deaths)} processes", "the cells each carried are void while it is dead"
+    lines = [
+        "",
+        f"{strong}{count} of the build under test died during the run{end}: {carried} (their failure says "
+        "so). Look at the log, not at the cells.",
+        "",
+    ]
+    for number, death in enumerate(deaths):
+        lines.append(f"- {death.summary}; pods: {', '.join(str(p) for p in death.pods) or '-'}")
+        if number < DEATHS_WITH_LOG:
+            lines += [f"      {line}" for line in death.log_tail] or ["      (its log is empty)"]
+    if len(deaths) > DEATHS_WITH_LOG:
+        lines.append(f"  (log lines of the first {DEATHS_WITH_LOG} only; every one's are in {JSON_NAME})")
+    return lines
+
+
+def rerun_command(test: str, family: IpFamily) -> str:
+    """The command that reruns one test through tox: its case and profile as a `-k` expression."""
+    case, _, profile = test.partition("[")
+    expression = f"{case} and {profile.rstrip(']')}" if profile else case
+    option = f" --ip-family {family.value}" if family is not IpFamily.IPV4 else ""
+    return f'.venv/bin/tox -e conformance -- -k "{expression}"{option}'
+
+
+def _failed_cells(record: RunRecord) -> list[str]:
+    """Each failed cell: why, which tests judged it, and the command that reruns each."""
+    failed = [r for r in record.cells.values() if not r.passed]
+    if not failed:
+        return []
+    lines = ["", f"## Failed cells ({len(failed)})", ""]
+    for r in sorted(failed, key=lambda r: r.cell.id)[:FAILED_CELLS_SHOWN]:
+        reason = "; ".join(sorted({_words(record, text) for text in r.reasons.values()}))
+        tests = sorted({key.rsplit(":", 1)[0] for key, ok in r.checks.items() if not ok})
+        rerun = " ".join(f"`{rerun_command(t, record.family)}`" for t in tests)
+        lines.append(f"- ❌ `{r.cell.id}`: {reason} — case {', '.join(tests)}; rerun: {rerun}")
+    if len(failed) > FAILED_CELLS_SHOWN:
+        lines.append(f"- ... and {len(failed) - FAILED_CELLS_SHOWN} more (see {JSON_NAME})")
+    return lines
+
+
+def _words(record: RunRecord, reason: str) -> str:
+    """A verdict's reason in the report's vocabulary, a timeout pointing to the sidecar log."""
+    for label, text in OUTCOME_TEXT.items():
+        reason = reason.replace(label, text)
+    if "timeout" in reason and record.timeout_hint:
+        reason += f" (a timeout: see the sidecar log, {record.timeout_hint})"
+    return reason
+
+
+def _prechecks(record: RunRecord) -> list[str]:
+    """Each precheck run: its findings, whether they are the ones the spec expects, its problems and notes."""
+    lines: list[str] = []
+    for run in record.prechecks:
+        mark = "✅" if run["verdict"] == "pass" else "❌"
+        lines += ["", f"## Precheck [{run['profile']}] {mark} ({run['tool']}, exit {run['exit_code']})", ""]
+        findings, expected = run["findings"], run["expected"]
+        assert isinstance(findings, list)
+        assert isinstance(expected, list)
+        if run["verdict"] == "pass":
+            lines += (
+                [
+                    f"These {len(findings)} findings are the expected ones: the spec gives IST0143 for "
+                    + ", ".join(expected)
+                    + ".",
+                    "",
+                ]
+                if findings
+                else ["No findings, as the spec expects for this profile.", ""]
+            )
+        lines += [f"    {line}" for line in findings] or ["    (no findings)"]
+        problems = run["problems"]
+        assert isinstance(problems, list)
+        lines += [f"- ❌ {p}" for p in problems]
+        notes = run.get("notes") or []
+        assert isinstance(notes, list)
+        lines += [f"- ℹ️ {n}" for n in notes]
+    return lines
+
+
+def _tables(record: RunRecord) -> list[str]:
+    """Per profile, the traffic cells: rows (endpoint, port, protocol, path, client) and columns binds."""
+    lines: list[str] = []
+    family = record.family
+    for profile in record.profiles:
+        records = [r for r in record.cells.values() if r.cell.profile is profile]
+        if not records:
+            continue
+        lines += [
+            "",
+            f"## {profile.value}: expected / observed",
+            "",
+            "Each cell: expected, then ❌ and what was observed where they differ.",
+            "",
+            "| defaultEndpoint | port | protocol | path | client | " + " | ".join(b.value for b in Bind) + " |",
+            "|---|---|---|---|---|" + "---|" * len(Bind),
+        ]
+        by_key = {r.cell: r for r in records}
+        rows: dict[tuple[DefaultEndpoint, PortKind, Protocol, CellPath, Client | None], None] = {}
+        for r in sorted(records, key=lambda r: _row_order(r.cell)):
+            c = r.cell
+            rows[(c.default_endpoint, c.port, c.protocol, c.path, c.client)] = None
+        for endpoint, port, protocol, path, client in rows:
+            who = f"{client.value} client" if client else "in the pod"
+            row = f"| {endpoint.value} | {port.value} | {protocol.value} | {path.value} | {who} |"
+            for bind in Bind:
+                key = CellKey(profile, endpoint, bind, port, protocol, path, client, family)
+                cell = by_key.get(key)
+                if cell is None:
+                    row += " – |"
+                elif cell.passed:
+                    row += f" {describe_expectation(cell.expected, family)} |"
+                else:
+                    expected = describe_expectation(cell.expected, family)
+                    row += f" ❌ {expected}, saw {_observed_text(cell, family)} |"
+            lines.append(row)
+    return lines
+
+
+def _observed_text(record: CellRecord, family: IpFamily) -> str:
+    obs = record.observed
+    if obs.last.label == "ok" and obs.source:
+        try:
+            shown = describe_source(Source(obs.source), family)
+            if shown != obs.source:
+                shown += f" ({obs.source})"
+        except ValueError:
+            shown = obs.last.peer or "?"
+        text = f"✓ {shown}"
+    else:
+        text = "✗ " + outcome_text(obs.last.label)
+    if not obs.converged:
+        text += " (unstable)"
+    return text
+
+
+def _row_order(cell: CellKey) -> tuple[int, ...]:
+    return (
+        list(DefaultEndpoint).index(cell.default_endpoint),
+        list(PortKind).index(cell.port),
+        list(Protocol).index(cell.protocol),
+        list(CellPath).index(cell.path),
+        list(Client).index(cell.client) if cell.client else 9,
+    )
