@@ -1,6 +1,6 @@
 """The JSON report, `conformance-report.json`, for machines: a run's record as one versioned document.
 
-JSON format `mesh-inbound-conformance/report`, version 4 (documented in the README, "The report"). A change to
+JSON format `mesh-inbound-conformance/report`, version 4 (documented in docs/running.md, "The report"). A change to
 its shape is a new version: tools that read the file check `format` and `version` first.
 """
 
