@@ -15,9 +15,10 @@ such a proxy differs from Envoy:
   closes before any response byte gets HAProxy's 502, where Envoy's "reset before headers" is a 503;
 - the passthrough sniffs as Envoy's http_inspector does (`req.proto_http` under `tcp-request
   inspect-delay`, `detection_timeout_s` or, for null, a day) and sends HTTP to an HTTP backend;
-- the status port (15020) answers `/app-health/<container>/readyz` from HAProxy's own health checks of the
-  app (one backend per prober, `check inter <period> rise 1 fall 1`, from 127.0.0.6 / ::6): the verdict is
-  at most one period old, where pilot-agent probes the app on each request.
+- the status port (15020) answers `/app-health/<container>/readyz` as pilot-agent does, by probing the app
+  on each request from 127.0.0.6 / ::6 (see `_status`; HAProxy's own health checks answer from the last
+  check, which the kubelet's first probe after a restart outruns, and their layer-4 check answers the
+  SYN-ACK with a reset, so the app never accepts it);
 """
 
 import json
@@ -63,7 +64,6 @@ def render(config: dict) -> str:
         "    timeout connect 2s",
         "    timeout client 60s",
         "    timeout server 60s",
-        "    timeout check 1s",
         "",
         "frontend inbound",
         "    mode tcp",
@@ -109,11 +109,19 @@ def render(config: dict) -> str:
 
 
 def _status(config: dict, status: dict) -> list[str]:
-    """pilot-agent's part: the status port answers from one health-checked backend per app prober."""
+    """pilot-agent's part: each `/app-health/...` request runs its app prober there and then, through HAProxy.
+
+    An httpGet prober is the request itself, proxied to the app with the prober's path from 127.0.0.6 / ::6: the
+    app's status comes back (2xx/3xx pass), a refused dial is HAProxy's 503. A tcpSocket prober is a connection
+    to the app's port: HAProxy sends it the request, and anything it answers (not HTTP: 502) or a silence until
+    the prober's timeout (504) means it accepted, so both become 200; a refused dial stays 503. Health checks
+    would answer from the last check, up to a period late, where the kubelet's probe after a restart asks now.
+    """
     pod_ip = config["pod"]["ips"][0]
     ipv6 = ":" in pod_ip
     destination = ("::1" if ipv6 else "127.0.0.1") if status.get("legacy_localhost_destination") else pod_ip
     source = "::6" if ipv6 else "127.0.0.6"
+    probers = sorted(status.get("app_probers", {}).items())
     lines = [
         "frontend status",
         "    mode http",
@@ -121,36 +129,28 @@ def _status(config: dict, status: dict) -> list[str]:
         f"    bind [::]:{status['port']} v6only",
     ]
     backends = []
-    for index, (path, prober) in enumerate(sorted(status.get("app_probers", {}).items())):
+    for index, (path, prober) in enumerate(probers):
         name = f"probe_{index}"
-        period_ms = max(100, int(float(prober.get("periodSeconds", 1) or 1) * 1000))
-        check_ms = max(100, int(float(prober.get("timeoutSeconds", 1) or 1) * 1000))
+        timeout_ms = max(100, int(float(prober.get("timeoutSeconds", 1) or 1) * 1000))
+        lines.append(f"    use_backend {name} if {{ path {path} }}")
+        backends += [f"backend {name}", "    mode http", f"    timeout server {timeout_ms}ms"]
         if "tcpSocket" in prober:
-            port, check = int(prober["tcpSocket"]["port"]), []
-            mode = "tcp"
+            port = int(prober["tcpSocket"]["port"])
+            backends.append("    http-after-response set-status 200 if { status 502 } || { status 504 }")
         else:
             port = int(prober["httpGet"]["port"])
-            mode = "http"
-            check = [
-                f"    http-check send meth GET uri {prober['httpGet'].get('path', '/')}",
-                "    http-check expect status 200-399",
+            backends += [
+                f"    http-request set-path {prober['httpGet'].get('path', '/')}",
+                f"    http-request set-header Host {_addr(destination, port)}",
             ]
-        lines += [
-            f"    http-request return status 200 content-type text/plain string ok if {{ path {path} }} "
-            f"{{ nbsrv({name}) ge 1 }}",
-            f"    http-request return status 500 content-type text/plain string failing if {{ path {path} }}",
-        ]
-        backends += [
-            f"backend {name}",
-            f"    mode {mode}",
-            f"    timeout check {check_ms}ms",
-            *(["    option httpchk"] if mode == "http" else []),
-            *check,
-            f"    server app {_addr(destination, port)} check inter {period_ms}ms rise 1 fall 1"
-            f" source {_addr(source, None)}",
-            "",
-        ]
-    lines += ["    http-request return status 404 content-type text/plain string unknown", ""]
+        backends += [f"    server app {_addr(destination, port)} source {_addr(source, None)}", ""]
+    lines += ["    default_backend unknown", ""]
+    backends += [
+        "backend unknown",
+        "    mode http",
+        "    http-request return status 404 content-type text/plain string unknown",
+        "",
+    ]
     return lines + backends
 
 
@@ -176,8 +176,10 @@ def main() -> int:
     # The configuration lives in a memfd: nothing is left on disk when HAProxy exits, and the path names it.
     fd = os.memfd_create("haproxy.cfg", 0)
     os.write(fd, text.encode())
-    os.lseek(fd, 0, os.SEEK_SET)
     sys.stdout.flush()
+    # HAProxy returns to its starting folder after reading the configuration; the harness may start it in one
+    # that uid 1337 cannot enter (a test's private temporary folder).
+    os.chdir("/")
     os.execv(haproxy, [haproxy, "-db", "-f", f"/proc/self/fd/{fd}"])
     return 0  # not reached
 
