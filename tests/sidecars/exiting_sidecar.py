@@ -10,12 +10,11 @@ were ready. Run it the way `--emulator-sidecar` runs any program:
 `python3 exiting_sidecar.py [--after-connections N] CONFIG` as uid 1337.
 """
 
-import importlib.util
 import os
 import sys
-from pathlib import Path
 
-REFERENCE = Path(__file__).resolve().parents[2] / "conformance" / "backends" / "emulated" / "sidecar.py"
+from reference import load
+
 EXIT_STATUS = 3
 
 
@@ -26,12 +25,7 @@ def main() -> int:
         at = argv.index("--after-connections")
         limit = int(argv[at + 1])
         del argv[at : at + 2]
-    spec = importlib.util.spec_from_file_location("reference_sidecar", REFERENCE)
-    assert spec is not None
-    assert spec.loader is not None
-    sidecar = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = sidecar
-    spec.loader.exec_module(sidecar)
+    sidecar = load("sidecar")
     original = sidecar.Sidecar.forward
 
     async def forward(self, *args, **kwargs):  # type: ignore[no-untyped-def]

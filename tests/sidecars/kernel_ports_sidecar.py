@@ -15,13 +15,12 @@ needs a port of its own. Run it the way `--emulator-sidecar` runs any program:
 
 import asyncio
 import contextvars
-import importlib.util
 import socket
 import struct
 import sys
-from pathlib import Path
 
-REFERENCE = Path(__file__).resolve().parents[2] / "conformance" / "backends" / "emulated" / "sidecar.py"
+from reference import load
+
 IP_LOCAL_PORT_RANGE = 51
 OUTBOUND = contextvars.ContextVar("outbound", default=False)
 
@@ -39,12 +38,7 @@ def port_range(argv: list[str]) -> tuple[int, int] | None:
 def main() -> int:
     argv = sys.argv[1:]
     narrow = port_range(argv)
-    spec = importlib.util.spec_from_file_location("reference_sidecar", REFERENCE)
-    assert spec is not None
-    assert spec.loader is not None
-    sidecar = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = sidecar
-    spec.loader.exec_module(sidecar)
+    sidecar = load("sidecar")
     original_forward = sidecar.Sidecar.forward
 
     async def forward(self, direction, *args, **kwargs):  # type: ignore[no-untyped-def]

@@ -7,20 +7,13 @@ passthrough profile the suite must fail exactly the cells where that makes a dif
 """
 
 import dataclasses
-import importlib.util
 import sys
-from pathlib import Path
 
-REFERENCE = Path(__file__).resolve().parents[2] / "conformance" / "backends" / "emulated" / "sidecar.py"
+from reference import load
 
 
 def main() -> int:
-    spec = importlib.util.spec_from_file_location("reference_sidecar", REFERENCE)
-    assert spec is not None
-    assert spec.loader is not None
-    sidecar = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = sidecar
-    spec.loader.exec_module(sidecar)
+    sidecar = load("sidecar")
     original = sidecar.load_config
 
     def load_config(path: str):  # type: ignore[no-untyped-def]

@@ -7,20 +7,13 @@ fail every cell where another pod dials the app. Run it as `--emulator-ztunnel` 
 `python3 localhost_ztunnel.py CONFIG` as root.
 """
 
-import importlib.util
 import sys
-from pathlib import Path
 
-REFERENCE = Path(__file__).resolve().parents[2] / "conformance" / "backends" / "emulated" / "ztunnel.py"
+from reference import load
 
 
 def main() -> int:
-    spec = importlib.util.spec_from_file_location("reference_ztunnel", REFERENCE)
-    assert spec is not None
-    assert spec.loader is not None
-    ztunnel = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = ztunnel
-    spec.loader.exec_module(ztunnel)
+    ztunnel = load("ztunnel")
     original = ztunnel.Ztunnel.dial
 
     def local(self, workload, port):  # type: ignore[no-untyped-def]

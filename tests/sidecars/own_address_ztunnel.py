@@ -6,20 +6,13 @@ probes-ambient.md §2). Under the ambient profile the suite must fail every cell
 app. Run it the way `--emulator-ztunnel` runs any program: `python3 own_address_ztunnel.py CONFIG` as root.
 """
 
-import importlib.util
 import sys
-from pathlib import Path
 
-REFERENCE = Path(__file__).resolve().parents[2] / "conformance" / "backends" / "emulated" / "ztunnel.py"
+from reference import load
 
 
 def main() -> int:
-    spec = importlib.util.spec_from_file_location("reference_ztunnel", REFERENCE)
-    assert spec is not None
-    assert spec.loader is not None
-    ztunnel = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = ztunnel
-    spec.loader.exec_module(ztunnel)
+    ztunnel = load("ztunnel")
     original = ztunnel.Ztunnel.dial
 
     async def dial(self, workload, address, port, source):  # type: ignore[no-untyped-def]

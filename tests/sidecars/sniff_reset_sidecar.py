@@ -8,20 +8,13 @@ unreachable HTTP cells of sniffed ports. Run it the way `--emulator-sidecar` run
 `python3 sniff_reset_sidecar.py CONFIG` as uid 1337.
 """
 
-import importlib.util
 import sys
-from pathlib import Path
 
-REFERENCE = Path(__file__).resolve().parents[2] / "conformance" / "backends" / "emulated" / "sidecar.py"
+from reference import load
 
 
 def main() -> int:
-    spec = importlib.util.spec_from_file_location("reference_sidecar", REFERENCE)
-    assert spec is not None
-    assert spec.loader is not None
-    sidecar = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = sidecar
-    spec.loader.exec_module(sidecar)
+    sidecar = load("sidecar")
     original = sidecar.Sidecar._sniff
 
     async def sniff_never_http(self, reader, timeout):  # type: ignore[no-untyped-def]

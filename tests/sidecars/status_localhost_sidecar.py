@@ -8,20 +8,13 @@ the probe cases can catch it. Run it the way `--emulator-sidecar` runs any progr
 `python3 status_localhost_sidecar.py CONFIG` as uid 1337.
 """
 
-import importlib.util
 import sys
-from pathlib import Path
 
-REFERENCE = Path(__file__).resolve().parents[2] / "conformance" / "backends" / "emulated" / "sidecar.py"
+from reference import load
 
 
 def main() -> int:
-    spec = importlib.util.spec_from_file_location("reference_sidecar", REFERENCE)
-    assert spec is not None
-    assert spec.loader is not None
-    sidecar = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = sidecar
-    spec.loader.exec_module(sidecar)
+    sidecar = load("sidecar")
 
     def destination(self):  # type: ignore[no-untyped-def]
         return "::1" if ":" in self.status.pod_ip else "127.0.0.1"
