@@ -47,7 +47,6 @@ class KubeCluster(Cluster):
     ) -> None:
         self.backend = backend
         self.family = family
-        self.options = options
         self.timeouts = timeouts
         self.istio_version = str(options["istio_version"])
         row = _row(options, self.istio_version)
