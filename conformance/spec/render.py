@@ -1,6 +1,6 @@
 """The spec as a versioned JSON document and as Markdown tables a person reads.
 
-JSON format `mesh-inbound-conformance/spec`, version 4 (documented in docs/spec.md, "Reading the spec", with
+JSON format `mesh-inbound-conformance/spec`, version 5 (documented in docs/spec.md, "Reading the spec", with
 what each version changed): the top-level keys `format`, `version`, `dimensions`, `rules` and `cells` are
 stable; each cell has `id`, the eight key fields, and `expected {reachable, source, failure, because}`. New
 fields may be added within a version; renaming or removing one, or changing what it means, bumps the version.
@@ -32,7 +32,7 @@ from conformance.spec.probes import probe_spec_entries, probe_spec_markdown
 from conformance.spec.semantics import RULES, Expectation, expect
 
 SPEC_FORMAT = "mesh-inbound-conformance/spec"
-SPEC_FORMAT_VERSION = 4
+SPEC_FORMAT_VERSION = 5
 
 
 def spec_document(cells: Sequence[CellKey]) -> dict[str, object]:
