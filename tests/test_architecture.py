@@ -53,7 +53,7 @@ def test_programs_run_with_the_standard_library_only(path: Path) -> None:
 
 PACKAGE = REPO / "conformance"
 MODULE_FILES = sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
-LAYERS = ("spec", "world", "backends", "engine", "report", "run", "impact", "suite", "entry")
+LAYERS = ("spec", "world", "backends", "engine", "report", "run", "impact", "results", "suite", "entry")
 """Lowest first: a module imports only from its own layer or a lower one.
 
 `impact` sits below `suite`: the command reads a cluster through the backends alone, and the suite's
