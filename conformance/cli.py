@@ -1,4 +1,4 @@
-"""Command line: `python -m conformance spec|capabilities|impact ...`.
+"""Command line: `python -m conformance spec|capabilities|impact|compare ...`.
 
 The suite itself runs under pytest (`tox -e conformance`); this entry point prints what the suite expects,
 so a reader can see the oracle without running anything.
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from conformance.impact import command as impact_command
+from conformance.results import compare as compare_command
 from conformance.spec.capabilities import istio_capabilities
 from conformance.spec.cells import all_cells
 from conformance.spec.dimensions import IpFamily, Profile
@@ -49,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     impact = sub.add_parser("impact", help="find apps the inbound change or the move to ambient breaks, in a cluster")
     impact_command.add_arguments(impact)
+    compare = sub.add_parser("compare", help="what changed between two runs' reports (exit 1 on a regression)")
+    compare_command.add_arguments(compare)
     return parser
 
 
@@ -65,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "impact":
         return impact_command.main(args)
+    if args.command == "compare":
+        return compare_command.main(args)
     from conformance.backends.kind.matrix import row_for
     from conformance.backends.kind.support import is_release, load_support
 
