@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from conformance.impact import command as impact_command
-from conformance.results import compare as compare_command
+from conformance.results import compare_command
 from conformance.spec.capabilities import istio_capabilities
 from conformance.spec.cells import all_cells
 from conformance.spec.dimensions import IpFamily, Profile

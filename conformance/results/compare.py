@@ -15,22 +15,18 @@ alike), grouped by what a reader acts on:
   read as "no regression").
 
 The JSON document is format `mesh-inbound-conformance/compare`, version 1 (docs/running.md, "Comparing two runs").
-Exit status: 0 no regression, 1 regressions, 2 bad input (one line, ReportError).
+The command line is conformance.results.compare_command; the text and Markdown, compare_render.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from conformance.results.documents import ReportError, SavedReport, load_report
+from conformance.results.documents import SavedReport
 
 COMPARE_FORMAT = "mesh-inbound-conformance/compare"
 COMPARE_VERSION = 1
-FORMATS = ("text", "markdown", "json")
 
 OBSERVED_FACTS = ("outcome", "source", "converged", "voided_by")
 """A traffic cell's observed facts that matter: the outcome (503 became reset), the source by meaning (client,
@@ -141,7 +137,9 @@ class Comparison:
             _count(len(self.changed), "changed observation"),
             _count(len(self.profile_regressions), "profile regression"),
             _count(len(self.profiles), "profile result changed", "profile results changed"),
-            _count(len(self.only_in_base) + len(self.only_in_candidate), "cell in one run only", "cells in one run only"),
+            _count(
+                len(self.only_in_base) + len(self.only_in_candidate), "cell in one run only", "cells in one run only"
+            ),
         ]
         return ", ".join(parts) + f" ({self.matched} cells compared)"
 
@@ -311,23 +309,3 @@ def compare(base: SavedReport, candidate: SavedReport) -> Comparison:
     _compare_profiles(result)
     _notes(result, expected_differs)
     return result
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `compare` subcommand's arguments."""
-    parser.add_argument("base", type=Path, metavar="BASE.json", help="the report compared against (upstream)")
-    parser.add_argument("candidate", type=Path, metavar="CANDIDATE.json", help="the report of the run to judge")
-    parser.add_argument("--format", choices=FORMATS, default="text", help="default text")
-
-
-def main(args: argparse.Namespace) -> int:
-    """Run `compare`: the comparison on stdout; exit 0 no regression, 1 regressions, 2 a file that is no report."""
-    from conformance.results.compare_render import render
-
-    try:
-        result = compare(load_report(args.base), load_report(args.candidate))
-    except ReportError as err:
-        print(f"mesh-inbound-conformance compare: {err}", file=sys.stderr)
-        return 2
-    sys.stdout.write(render(result, args.format))
-    return result.exit_status

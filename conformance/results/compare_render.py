@@ -12,6 +12,7 @@ from typing import Any
 
 from conformance.results.compare import CellChange, Comparison, ProfileChange, run_identity
 
+FORMATS = ("text", "markdown", "json")
 FOLD = 10
 LIMIT = 200
 RESULT_MARK = {"success": "✅", "partial": "☑️", "failure": "❌", "interrupted": "⏹️", "skipped": "⏭️"}
@@ -33,7 +34,7 @@ def seen(cell: CellChange, side: dict[str, Any] | None) -> str:
     observed = side.get("observed") or {}
     verdict = side.get("verdict") or "no verdict"
     if cell.kind == "probe":
-        ready = {True: "Ready", False: "not Ready"}.get(observed.get("ready"), "readiness unknown")
+        ready = {True: "Ready", False: "not Ready"}.get(bool(observed["ready"]), "?") if "ready" in observed else "?"
         sources = ", ".join(str(s) for s in observed.get("sources") or [])
         probed = f"probed from {sources}" if sources else "no probe reached the app"
         reached = observed.get("outcome")
@@ -156,7 +157,13 @@ def markdown(result: Comparison) -> str:
     if result.notes:
         lines += ["", *(f"> **Note:** {_cell(note)}" + "  " for note in result.notes)]
     if result.profiles:
-        lines += ["", "#### Profile results that changed", "", "| profile | BASE | CANDIDATE | tests |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "#### Profile results that changed",
+            "",
+            "| profile | BASE | CANDIDATE | tests |",
+            "|---|---|---|---|",
+        ]
         for profile in result.profiles:
             tests = []
             if profile.newly_failed:
@@ -181,10 +188,9 @@ def markdown(result: Comparison) -> str:
         lines += _folded(f"{title} ({len(cells)}): {meaning}", _limited(rows, len(cells)), len(cells))
     if result.changed:
         rows = ["| cell | verdict | what changed |", "|---|---|---|"]
-        rows += [
-            f"| `{c.id}` | {(c.candidate or {}).get('verdict')} | {_cell('; '.join(change_text(x) for x in c.changes))} |"
-            for c in result.changed[:LIMIT]
-        ]
+        for c in result.changed[:LIMIT]:
+            what = _cell("; ".join(change_text(x) for x in c.changes))
+            rows.append(f"| `{c.id}` | {(c.candidate or {}).get('verdict')} | {what} |")
         count = len(result.changed)
         lines += _folded(f"Changed observations ({count}): the same verdict", _limited(rows, count), count)
     for side, cells in (("BASE", result.only_in_base), ("CANDIDATE", result.only_in_candidate)):
