@@ -37,8 +37,11 @@ MATRIX_SCRIPT = REPO / ".github" / "scripts" / "matrix.py"
 BAD_WORKFLOWS = REPO / "tests" / "data" / "workflows"
 
 EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
-REFERENCE = re.compile(r"(inputs|matrix|steps\.[A-Za-z0-9_-]+\.outputs)\.([A-Za-z0-9_-]+)")
-STATUS = {"always()", "success()", "failure()"}
+REFERENCE = re.compile(
+    r"(inputs|matrix|github|steps\.[A-Za-z0-9_-]+\.outputs|needs\.[A-Za-z0-9_-]+\.outputs|needs\.[A-Za-z0-9_-]+)"
+    r"\.([A-Za-z0-9_.-]+)"
+)
+STATUS = {"always()", "success()", "failure()", "!cancelled()"}
 
 CUSTOM_INPUTS = {
     "hub": "ghcr.io/you/istio",
@@ -49,6 +52,14 @@ CUSTOM_INPUTS = {
     "ip_family": "ipv6",
 }
 LOADED_IMAGES = ["ghcr.io/you/istio/pilot:1.21.6-fix.1", "ghcr.io/you/istio/proxyv2:1.21.6-fix.1"]
+GITHUB = {
+    "event_name": "workflow_dispatch",
+    "ref_name": "main",
+    "event.repository.default_branch": "main",
+    "token": "stub-token",
+    "repository": "you/mesh-inbound-conformance",
+}
+"""The `github` context of a simulated job (a test overrides what it is about: event_name, ref_name)."""
 
 
 # --- reading the workflows ---------------------------------------------------------------------------------------
@@ -87,11 +98,16 @@ def as_github_string(value: Any) -> str:
 
 @dataclass
 class Context:
-    """The contexts a job's expressions read: inputs, matrix, steps.<id>.outputs."""
+    """The contexts a job's expressions read: inputs, matrix, steps.<id>.outputs, github.<key>, needs.<job>.
 
-    inputs: dict[str, str] = field(default_factory=dict)
+    `github` is flat, by dotted key (`event.repository.default_branch`); `needs` is {job: {result, outputs}}.
+    """
+
+    inputs: dict[str, Any] = field(default_factory=dict)
     matrix: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, dict[str, str]] = field(default_factory=dict)
+    github: dict[str, Any] = field(default_factory=dict)
+    needs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def lookup(self, expression: str) -> Any:
         """A plain reference; anything more elaborate fails the test (keep the workflows' expressions simple)."""
@@ -103,13 +119,26 @@ class Context:
         if scope == "matrix":
             assert key in self.matrix, f"matrix.{key} is not a key of the matrix entry {sorted(self.matrix)}"
             return self.matrix[key]
+        if scope == "github":
+            assert key in self.github, f"github.{key}: give it to the simulated job"
+            return self.github[key]
+        if scope.startswith("needs."):
+            job = self.needs.get(scope.split(".")[1], {})
+            return job.get("outputs", {}).get(key) if scope.endswith(".outputs") else job.get(key)
         return self.outputs.get(scope.split(".")[1], {}).get(key)
+
+    def operand(self, text: str) -> str:
+        """A side of `==`/`!=`: a quoted literal or a reference."""
+        text = text.strip()
+        if len(text) >= 2 and text[0] == text[-1] == "'":
+            return text[1:-1]
+        return as_github_string(self.lookup(text))
 
     def render(self, text: str) -> str:
         return EXPRESSION.sub(lambda m: as_github_string(self.lookup(m[1])), text)
 
     def condition(self, text: str | None, failed: bool) -> bool:
-        """`if:` of the forms the workflows use: a status function, references, `ref != ''`, joined by &&."""
+        """`if:` of the forms the workflows use: a status function, references, `a == b`, `a != b`, joined by &&."""
         if text is None:
             return not failed
         inner = EXPRESSION.fullmatch(text.strip())
@@ -118,11 +147,12 @@ class Context:
         for term in (t.strip() for t in text.split("&&")):
             if term in STATUS:
                 status = term
-            elif (compare := re.fullmatch(r"(\S+)\s*!=\s*''", term)) is not None:
-                value = value and as_github_string(self.lookup(compare[1])) != ""
+            elif (compare := re.fullmatch(r"(\S+)\s*(==|!=)\s*(\S+)", term)) is not None:
+                same = self.operand(compare[1]) == self.operand(compare[3])
+                value = value and same == (compare[2] == "==")
             else:
                 value = value and bool(self.lookup(term))
-        return {"success()": not failed, "failure()": failed, "always()": True}[status] and value
+        return {"success()": not failed, "failure()": failed, "always()": True, "!cancelled()": True}[status] and value
 
 
 # --- running a job's steps ------------------------------------------------------------------------------------------
@@ -153,6 +183,20 @@ if "--" in args:
     os.makedirs(report, exist_ok=True)
     with open(os.path.join(report, "conformance-report.md"), "w") as out:
         out.write("REPORT of " + report + "\\n")
+"""
+
+
+GH_STUB = """import shutil
+args = sys.argv[1:]
+if args[:2] == ["run", "list"]:
+    print("\\n".join(os.environ.get("STUB_GH_RUNS", "").split()))
+elif args[:2] == ["run", "download"]:
+    source = os.path.join(os.environ.get("STUB_GH_ARTIFACTS", "/nonexistent"), args[2], args[args.index("--name") + 1])
+    if not os.path.isdir(source):
+        sys.exit("no valid artifacts found to download")
+    shutil.copytree(source, args[args.index("--dir") + 1], dirs_exist_ok=True)
+else:
+    sys.exit("gh stand-in: unexpected " + " ".join(args))
 """
 
 
@@ -205,6 +249,23 @@ class Runner:
             + f"    os.execv({python!r}, [{python!r}, *sys.argv[1:]])\n"
             + f"print('kind={self.fake_kind}')\n",
         )
+        # gh: `run list` prints $STUB_GH_RUNS (run ids, newest first); `run download RUN --name N --dir D` copies
+        # $STUB_GH_ARTIFACTS/RUN/N/ into D, or fails as gh does when the run has no such artifact.
+        self._script(self.bin / "gh", STUB_RECORD.format(python=python, name="gh") + GH_STUB)
+        # The installed command (tox -e cli --notest): the real one, from this checkout; `site` is a stand-in that
+        # writes DIR/index.html naming its reports (the site's own tests are the site's; the arguments the job
+        # hands it are checked against the real parser in tests/test_workflow_site.py).
+        self._script(
+            self.workdir / ".tox" / "cli" / "bin" / "mesh-inbound-conformance",
+            STUB_RECORD.format(python=python, name="mesh-inbound-conformance")
+            + 'if sys.argv[1] == "site":\n'
+            + '    out = sys.argv[sys.argv.index("--out") + 1]\n'
+            + "    os.makedirs(out, exist_ok=True)\n"
+            + '    open(os.path.join(out, "index.html"), "w").write("\\n".join(sys.argv[2:]))\n'
+            + "    sys.exit(0)\n"
+            + f"os.environ['PYTHONPATH'] = {str(REPO)!r}\n"
+            + f"os.execv({python!r}, [{python!r}, '-m', 'conformance', *sys.argv[1:]])\n",
+        )
         kind = STUB_RECORD.format(python=python, name="kind") + "print(os.environ['STUB_CLUSTER'])\n"
         self._script(self.fake_kind, kind)
         self._script(self.bin / "sudo", '#!/bin/sh\n[ "$1" = "-E" ] && shift\nexec "$@"\n')
@@ -240,15 +301,21 @@ class Runner:
         file: str,
         job_id: str,
         matrix: dict[str, Any],
-        inputs: dict[str, str],
+        inputs: dict[str, Any],
         suite_fails: bool = False,
         registry: tuple[str, ...] = (),
+        github: dict[str, Any] | None = None,
+        needs: dict[str, dict[str, Any]] | None = None,
+        stub_env: dict[str, str] | None = None,
     ) -> JobRun:
-        """Run the job's `run:` steps as GitHub would (bash -eo pipefail, env rendered), skipping `uses:` steps."""
+        """Run the job's `run:` steps as GitHub would (bash -eo pipefail, env rendered), skipping `uses:` steps.
+
+        A job whose own `if:` is false runs no step (all are in `skipped`).
+        """
         wf = workflow(file)
         assert wf["defaults"]["run"]["shell"] == "bash", f"{file}: every script should run as `shell: bash`"
         job = wf["jobs"][job_id]
-        context = Context(inputs=inputs, matrix=matrix)
+        context = Context(inputs=inputs, matrix=matrix, github={**GITHUB, **(github or {})}, needs=needs or {})
         summary = self.root / "step-summary.md"
         summary.write_text("")
         job_env = {key: context.render(str(value)) for key, value in (job.get("env") or {}).items()}
@@ -256,7 +323,9 @@ class Runner:
         ran: dict[str, int] = {}
         skipped: list[str] = []
         logs: list[str] = []
-        for index, step in enumerate(job["steps"]):
+        steps = job["steps"] if context.condition(job.get("if"), failed) else []
+        skipped += [s.get("name") or s.get("uses") for s in job["steps"] if not steps]
+        for index, step in enumerate(steps):
             label = step.get("name") or step.get("uses") or f"step {index}"
             if not context.condition(step.get("if"), failed):
                 skipped.append(label)
@@ -277,6 +346,9 @@ class Runner:
                 "STUB_CLUSTER": f"mic-{matrix.get('name', '')}",
                 **({"STUB_SUITE_FAILS": "1"} if suite_fails else {}),
                 "STUB_REGISTRY": " ".join(registry),
+                "GITHUB_RUN_ID": "1000",
+                "GITHUB_SERVER_URL": "https://github.com",
+                **(stub_env or {}),
                 **job_env,
                 **{key: context.render(str(value)) for key, value in (step.get("env") or {}).items()},
             }
@@ -784,8 +856,16 @@ def test_job_and_artifact_names_are_unique_per_matrix_entry(tmp_path: Path) -> N
         assert len(set(job_names)) == len(job_names), job_names
         assert len(set(artifacts)) == len(artifacts), artifacts
         assert len(artifacts) == 2 * len(entries[file])
-        for other in set(workflow(file)["jobs"]) - {matrix_job}:
-            assert all(not str(s.get("uses", "")).startswith("actions/upload-artifact@") for s in steps_of(file, other))
+        # The other jobs upload artifacts of their own, named so that no row's artifact (nor the `site` job's
+        # download pattern, conformance-report-*) can mean them: the site and the history (nightly.yml).
+        others = [
+            step["with"]["name"]
+            for other in set(workflow(file)["jobs"]) - {matrix_job}
+            for step in steps_of(file, other)
+            if str(step.get("uses", "")).startswith("actions/upload-artifact@")
+        ]
+        assert sorted(others) == (["conformance-site", "nightly-history"] if file == "nightly.yml" else [])
+        assert not any(o.startswith(("conformance-report-", "diagnostics-")) for o in others)
 
 
 @pytest.mark.parametrize(("file", "job_id", "step"), [(f, j, s) for f, j, s in every_step() if "uses" in s])
@@ -799,11 +879,19 @@ def test_no_script_interpolates_an_expression(file: str, job_id: str, step: dict
     assert "${{" not in step["run"], f"{file} {job_id}: {step.get('name')}: pass it through env:"
 
 
+JOB_PERMISSIONS = {
+    ("nightly.yml", "site"): {"contents": "read", "actions": "read"},
+    ("nightly.yml", "deploy"): {"pages": "write", "id-token": "write"},
+}
+"""The only jobs with permissions of their own: `site` reads other runs' artifacts (the previous nights, the
+upstream report); `deploy` has what actions/deploy-pages needs, and it alone."""
+
+
 def test_both_workflows_read_the_repository_only() -> None:
     for file in ("ci.yml", "nightly.yml"):
         assert workflow(file)["permissions"] == {"contents": "read"}
-        for job in workflow(file)["jobs"].values():
-            assert "permissions" not in job
+        for job_id, job in workflow(file)["jobs"].items():
+            assert job.get("permissions") == JOB_PERMISSIONS.get((file, job_id)), (file, job_id)
             assert job["runs-on"] == "ubuntu-24.04"
             assert job["timeout-minutes"] > 0
     for _, _, step in every_step():
@@ -827,7 +915,9 @@ def test_nightly_triggers_and_inputs() -> None:
         "istioctl_sha256",
         "ip_family",
         "variant",
+        "compare_upstream",
     }
+    assert (inputs["compare_upstream"]["type"], inputs["compare_upstream"]["default"]) == ("boolean", False)
     assert inputs["ip_family"]["options"] == ["ipv4", "ipv6"]
     assert (inputs["variant"]["options"], inputs["variant"]["default"]) == (
         ["profile", "default", "distroless"],

@@ -2,14 +2,18 @@
 
     python .github/scripts/matrix.py rows [--ip-family F] [--hub H --tag T --istio-version V
                                           [--install-values YAML] [--image-archive URL] [--variant V]
-                                          [--istioctl-url URL [--istioctl-sha256 SHA]]] [--github-output FILE]
+                                          [--istioctl-url URL [--istioctl-sha256 SHA]]
+                                          [--compare-upstream true|false]] [--github-output FILE]
 
 prints `{"include": [row, ...]}` for `strategy.matrix`, one entry per row of fixtures/versions.yaml with the keys
 `name`, `istio`, `kubernetes`, `kind`, `node_image`, `ip_family` and `custom`. With `--hub`, the matrix is a single
 `custom` row: the build's claimed version, on the kind release and node image of that version's row (the same
 row the kind backend picks: same minor, or the newest row for a newer minor). A version that is not a release
 (1.32-dev) needs --istioctl-url: no istioctl can be downloaded for it. Every input is checked here, so a
-mistyped dispatch fails in seconds, before a runner builds a cluster. `--github-output` appends `rows=<json>`.
+mistyped dispatch fails in seconds, before a runner builds a cluster. `--github-output` appends `rows=<json>`, and
+`upstream=ROW` and `upstream_istio=VERSION`: with `--compare-upstream true`, the row of fixtures/versions.yaml
+whose last scheduled report the custom build is compared with (empty when not asked, or when no row runs the
+claimed minor: then there is no upstream report, and the `site` job's summary says so).
 Runs on the standard library and PyYAML only (the workflow's matrix job has nothing else).
 
     python .github/scripts/matrix.py tools --istio-version V
@@ -48,6 +52,8 @@ OTHER_KEYS = ("istioctl_precheck",)
 VARIANTS = ("", "profile", "default", "distroless")
 """The dispatch's `variant` input: empty or `profile` (each install profile's own), or --istio-variant's value."""
 IP_FAMILIES = ("ipv4", "ipv6")
+BOOLEANS = ("", "true", "false")
+"""A boolean dispatch input as the workflow hands it to a script: empty on a scheduled run."""
 CUSTOM = "custom"
 
 # A row name becomes a job name, an artifact name, a report directory and part of a kind cluster name.
@@ -153,6 +159,7 @@ def matrix(
     istioctl_url: str = "",
     istioctl_sha256: str = "",
     variant: str = "",
+    compare_upstream: str = "",
 ) -> dict[str, list[dict[str, Any]]]:
     """The `strategy.matrix` value: every row, or the single custom row of a dispatched build."""
     family = ip_family.strip() or "ipv4"
@@ -160,6 +167,8 @@ def matrix(
         raise MatrixError(f"ip_family {ip_family!r}: expected ipv4 or ipv6")
     if variant.strip() not in VARIANTS:
         raise MatrixError(f"variant {variant.strip()!r}: expected profile, default or distroless")
+    if compare_upstream.strip() not in BOOLEANS:
+        raise MatrixError(f"compare_upstream {compare_upstream.strip()!r}: expected true or false")
     if not hub.strip():
         custom_inputs = {
             "tag": tag,
@@ -169,6 +178,7 @@ def matrix(
             "istioctl_url": istioctl_url,
             "istioctl_sha256": istioctl_sha256,
             "variant": "" if variant.strip() == "profile" else variant,
+            "compare_upstream": "" if compare_upstream.strip() == "false" else compare_upstream,
         }
         given = [name for name, value in custom_inputs.items() if value.strip()]
         if given:
@@ -212,6 +222,19 @@ def matrix(
     return {"include": [custom]}
 
 
+def upstream(rows: list[dict[str, str]], istio_version: str, compare_upstream: str) -> dict[str, str]:
+    """The nightly row a custom build is compared with: the row of its claimed minor, if the matrix has one.
+
+    Only a row of fixtures/versions.yaml has scheduled reports; a minor without one (run on a cluster that
+    row_for makes up) has no upstream to compare with, and a minor newer than every row is not the newest row's.
+    """
+    if compare_upstream.strip() != "true":
+        return {"upstream": "", "upstream_istio": ""}
+    wanted = minor_of(istio_version)
+    row = next((r for r in rows if minor_of(r["istio"]) == wanted), None)
+    return {"upstream": row["name"] if row else "", "upstream_istio": row["istio"] if row else ""}
+
+
 def run_images(istio_version: str, hub: str, tag: str, variant: str = "", install_values: str = "") -> list[str]:
     """Every image a custom build's run pulls, as the kind backend computes it (both installs of an ambient release)."""
     from conformance.backends.kind import images
@@ -242,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = commands.add_parser("rows", help="the strategy.matrix JSON")
     rows.add_argument("--versions", type=Path, default=VERSIONS, help="the version matrix file")
     options = ("ip-family", "hub", "tag", "istio-version", "install-values", "image-archive", "istioctl-url")
-    for option in (*options, "istioctl-sha256", "variant"):
+    for option in (*options, "istioctl-sha256", "variant", "compare-upstream"):
         rows.add_argument(f"--{option}", default="")
     rows.add_argument("--github-output", type=Path, default=None, help="append rows=<json> to this file")
     tools = commands.add_parser("tools", help="kind=PATH for a row (needs the suite installed)")
@@ -270,8 +293,9 @@ def main(argv: list[str] | None = None) -> int:
             for tool, path in resolved.items():
                 print(f"{tool}={path}")
             return 0
+        rows_read = load_rows(args.versions)
         value = matrix(
-            load_rows(args.versions),
+            rows_read,
             ip_family=args.ip_family,
             hub=args.hub,
             tag=args.tag,
@@ -281,7 +305,9 @@ def main(argv: list[str] | None = None) -> int:
             istioctl_url=args.istioctl_url,
             istioctl_sha256=args.istioctl_sha256,
             variant=args.variant,
+            compare_upstream=args.compare_upstream,
         )
+        compared = upstream(rows_read, args.istio_version, args.compare_upstream)
     except (MatrixError, ValueError) as err:
         # One line, whatever the inputs held: a newline in them must not start a workflow command of its own.
         message = " ".join(str(err).split())
@@ -294,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.github_output is not None:
         with args.github_output.open("a") as out:
             out.write(f"rows={text}\n")
+            out.writelines(f"{key}={value}\n" for key, value in compared.items())
     return 0
 
 
