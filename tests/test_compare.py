@@ -127,7 +127,7 @@ def test_a_report_against_itself_is_no_change(capsys: pytest.CaptureFixture[str]
     status, out, _ = run_cli(capsys, str(BASE), str(BASE))
     assert status == 0
     assert out.splitlines()[0] == (
-        "0 regressions, 0 fixes, 0 changed observations, 0 profile regressions, 0 profile results changed, "
+        "0 regressions, 0 fixes, 0 changed observations, 0 profile regressions, 0 profiles changed, "
         "0 cells in one run only (10 cells compared)"
     )
 
@@ -178,6 +178,11 @@ def test_another_mesh_version_is_said(tmp_path: Path, capsys: pytest.CaptureFixt
         ('{"format": "mesh-inbound-conformance/spec", "version": 5}', "not a conformance report"),
         ('{"format": "mesh-inbound-conformance/report", "version": 99, "cells": [], "profiles": []}', "version 99"),
         ('{"format": "mesh-inbound-conformance/report", "version": 4}', "truncated"),
+        (
+            '{"format": "mesh-inbound-conformance/report", "version": 4, "cells": [{}], "profiles": []}',
+            "cells[0] has no",
+        ),
+        ('{"format": "mesh-inbound-conformance/report", "version": 4, "cells": [], "profiles": [1]}', "profiles[0]"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from conformance.results.documents import SavedReport
+from conformance.results.documents import ReportError, SavedReport
 
 COMPARE_FORMAT = "mesh-inbound-conformance/compare"
 COMPARE_VERSION = 1
@@ -136,7 +136,7 @@ class Comparison:
             _count(len(self.fixes), "fix", "fixes"),
             _count(len(self.changed), "changed observation"),
             _count(len(self.profile_regressions), "profile regression"),
-            _count(len(self.profiles), "profile result changed", "profile results changed"),
+            _count(len(self.profiles), "profile changed", "profiles changed"),
             _count(
                 len(self.only_in_base) + len(self.only_in_candidate), "cell in one run only", "cells in one run only"
             ),
@@ -188,8 +188,31 @@ def run_identity(report: SavedReport) -> dict[str, Any]:
         "report_version": doc.get("version"),
         "started": doc.get("started"),
         "interrupted": bool(doc.get("interrupted")),
-        "setup_error": (doc.get("setup_error") or {}).get("message") if doc.get("setup_error") else None,
+        "setup_error": _setup_error(doc.get("setup_error")),
     }
+
+
+def _setup_error(value: Any) -> str | None:
+    """The one line of a setup error (`{message, logs}` in version 4), or None."""
+    if not value:
+        return None
+    return str(value.get("message", value)) if isinstance(value, dict) else str(value)
+
+
+def check_entries(report: SavedReport) -> SavedReport:
+    """The report's cells and profiles are what compare reads (objects with an id, a name), or ReportError.
+
+    load_report checks the document's format and version; a hand-edited or truncated file can still hold a cell
+    without an id, which must be one line, not a traceback.
+    """
+    for key, name in (("cells", "id"), ("probe_cells", "id"), ("profiles", "name")):
+        entries = report.document.get(key) or []
+        if not isinstance(entries, list):
+            raise ReportError(f"{report.path}: {key!r} is not a list")
+        for index, entry in enumerate(entries):
+            if not isinstance(entry, dict) or not isinstance(entry.get(name), str):
+                raise ReportError(f"{report.path}: {key}[{index}] has no {name!r}; is the report hand-edited?")
+    return report
 
 
 def _keys(cell: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from conformance.results.compare import compare
+from conformance.results.compare import check_entries, compare
 from conformance.results.compare_render import FORMATS, render
 from conformance.results.documents import ReportError, load_report
 
@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Run `compare`: the comparison on stdout; exit 0 no regression, 1 regressions, 2 a file that is no report."""
     try:
-        result = compare(load_report(args.base), load_report(args.candidate))
+        result = compare(check_entries(load_report(args.base)), check_entries(load_report(args.candidate)))
     except ReportError as err:
         print(f"mesh-inbound-conformance compare: {err}", file=sys.stderr)
         return 2
