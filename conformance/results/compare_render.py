@@ -180,7 +180,7 @@ def markdown(result: Comparison) -> str:
     for title, meaning, cells in groups:
         if not cells:
             continue
-        rows = ["| cell | BASE | CANDIDATE | reason |", "|---|---|---|---|"]
+        rows = ["| cell | BASE | CANDIDATE | why it failed |", "|---|---|---|---|"]
         rows += [
             f"| `{c.id}` | {_cell(seen(c, c.base))} | {_cell(seen(c, c.candidate))} | {_cell(c.reason)} |"
             for c in cells[:LIMIT]
