@@ -1,4 +1,4 @@
-"""Command line: `python -m conformance spec|capabilities|impact ...`.
+"""Command line: `python -m conformance spec|capabilities|impact|site ...`.
 
 The suite itself runs under pytest (`tox -e conformance`); this entry point prints what the suite expects,
 so a reader can see the oracle without running anything.
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from conformance.impact import command as impact_command
+from conformance.results.site import command as site_command
 from conformance.spec.capabilities import istio_capabilities
 from conformance.spec.cells import all_cells
 from conformance.spec.dimensions import IpFamily, Profile
@@ -49,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     impact = sub.add_parser("impact", help="find apps the inbound change or the move to ambient breaks, in a cluster")
     impact_command.add_arguments(impact)
+    site_command.add_arguments(sub.add_parser("site", help="publish reports as a static site (matrix, runs, spec)"))
     return parser
 
 
@@ -65,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "impact":
         return impact_command.main(args)
+    if args.command == "site":
+        return site_command.main(args)
     from conformance.backends.kind.matrix import row_for
     from conformance.backends.kind.support import is_release, load_support
 
