@@ -15,6 +15,7 @@ from typing import Any
 import jinja2
 
 from conformance.results.site.model import (
+    FAILURE_TEXT,
     PASSING,
     RESULT_SYMBOL,
     Run,
@@ -67,13 +68,20 @@ def _failed_cells(run: Run, rules: set[str]) -> list[dict[str, Any]]:
             "id": str(c["id"]),
             "expected": expected_text(c.get("expected") or {}, family),
             "observed": observed_text(c, family),
-            "reasons": sorted({str(r) for r in (c.get("reasons") or {}).values()}),
+            "reasons": sorted({_words(str(r)) for r in (c.get("reasons") or {}).values()}),
             "reruns": [(test, rerun_command(test, family)) for test in failed_tests(c)],
             "because": [(b, b in rules) for b in cell_view(c, family).because],
             "voided_by": (c.get("observed") or {}).get("voided_by") or [],
         }
         for c in sorted(failed, key=lambda c: str(c["id"]))
     ]
+
+
+def _words(reason: str) -> str:
+    """A verdict's reason in the report's vocabulary: `503`, `reset/EOF`, not the labels `http_503`, `reset_or_eof`."""
+    for label, text in FAILURE_TEXT.items():
+        reason = reason.replace(label, text)
+    return reason
 
 
 def _timings(run: Run) -> list[tuple[str, float, int]]:
