@@ -85,7 +85,8 @@ def test_rows_are_builds_newest_release_first_and_history_marks_the_regression(s
     ]
     assert site.columns == [(f, p) for f in ("ipv4", "ipv6") for p in ("baseline", "legacy", "passthrough", "ambient")]
     release, custom, old = site.rows
-    assert sorted(release.runs) == ["ipv4", "ipv6"] and sorted(custom.runs) == ["ipv4"]
+    assert sorted(release.runs) == ["ipv4", "ipv6"]
+    assert sorted(custom.runs) == ["ipv4"]
     # The custom build's two nights: oldest first; the latest fails legacy and passthrough, which passed before.
     before, latest = custom.runs["ipv4"]
     assert before.started < latest.started
@@ -98,7 +99,9 @@ def test_rows_are_builds_newest_release_first_and_history_marks_the_regression(s
     }
     assert {p for p, o in latest.outcomes.items() if o.regressed_since} == {"legacy", "passthrough"}
     assert latest.outcomes["legacy"].regressed_since == before.when == "2026-12-04 18:18 UTC"
-    assert custom.regressed and not release.regressed and not old.regressed
+    assert custom.regressed
+    assert not release.regressed
+    assert not old.regressed
     # Counts come from the profile statistics: cells and probe cells.
     stats = latest.report.profiles["passthrough"]["statistics"]
     outcome = latest.outcomes["passthrough"]
@@ -170,7 +173,8 @@ def test_tables_take_the_keys_the_cells_have_not_todays_enums() -> None:
     first = table.rows[0][1]
     assert [c.expected if c else None for c in first] == ["✓ 127.0.0.6"] * 3
     assert [c.failed if c else None for c in first] == [False, False, True]
-    assert first[2] is not None and first[2].observed == "✗ refused (unstable)"
+    assert first[2] is not None
+    assert first[2].observed == "✗ refused (unstable)"
 
 
 def test_spec_cells_render_in_the_same_tables() -> None:
@@ -185,7 +189,8 @@ def test_spec_cells_render_in_the_same_tables() -> None:
     assert table.row_keys == ("default_endpoint", "port", "protocol", "path", "client")
     assert sum(1 for _, row in table.rows for c in row if c is not None) == len(cells)
     texts = {c.expected for _, row in table.rows for c in row if c}
-    assert "✓ ::6" in texts and "✗ 503" in texts
+    assert "✓ ::6" in texts
+    assert "✗ 503" in texts
 
 
 def test_rerun_command_is_the_markdown_reports() -> None:
@@ -205,12 +210,15 @@ def test_every_page_is_self_contained_accessible_and_links_inside_the_site(site_
         page = Page(text)
         assert "script" not in page.tags, path.name
         assert page.sources == ["data:,"], path.name  # the empty favicon: nothing is fetched
-        assert "@import" not in text and "url(" not in text, path.name
+        assert "@import" not in text, path.name
+        assert "url(" not in text, path.name
         assert {"name": "viewport", "content": "width=device-width, initial-scale=1"} in page.meta
-        assert page.tables and page.tables == page.captions, path.name
+        assert page.tables, path.name
+        assert page.tables == page.captions, path.name
         assert page.th_without_scope == 0, path.name
         for link in page.links:
-            assert "://" not in link and not link.startswith(("/", "//")), (path.name, link)
+            assert "://" not in link, (path.name, link)
+            assert not link.startswith("/"), (path.name, link)
             target, _, fragment = link.partition("#")
             name = target or path.name
             assert (site_dir / name).exists(), (path.name, link)
@@ -228,7 +236,7 @@ def test_the_run_page_shows_a_failed_cells_reason_rules_and_rerun(site_dir: Path
     entry = text.split(f'id="{anchor(cell)}"', 1)[1].split("</li>", 1)[0]
     assert "expected the app to see inbound_passthrough, it saw 127.0.0.1 (localhost)" in entry
     assert 'href="spec.html#rule-passthrough-original-dst"' in entry
-    assert '.venv/bin/tox -e conformance -- -k &#34;SourceAddressFromOtherPods and passthrough&#34;' in entry
+    assert ".venv/bin/tox -e conformance -- -k &#34;SourceAddressFromOtherPods and passthrough&#34;" in entry
     assert "Failed cells (311)" in text  # 304 traffic cells and 7 probe cells
     assert "expected 503, got ok from 127.0.0.1" in text  # labels in the report's words, not http_503
     for section in ('id="prechecks"', 'id="timings"', 'id="table-passthrough"', 'id="probes-passthrough"'):
@@ -261,13 +269,18 @@ def test_bad_input_is_one_line_and_exit_2(samples: dict[str, Path], tmp_path: Pa
     (tmp_path / "notes.txt").write_text("not a report\n")
     proc = _cli(str(tmp_path / "notes.txt"), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and "not JSON" in proc.stderr
+    assert proc.stderr.count("\n") == 1
+    assert "not JSON" in proc.stderr
     assert not (tmp_path / "out").exists()  # nothing written before every input is read
     (tmp_path / "afile").write_text("")
     proc = _cli(str(samples["release-ipv4"]), "--out", str(tmp_path / "afile"))
-    assert (proc.returncode, proc.stderr) == (2, f"mesh-inbound-conformance site: --out {tmp_path}/afile: exists and is not a folder\n")
+    assert (proc.returncode, proc.stderr) == (
+        2,
+        f"mesh-inbound-conformance site: --out {tmp_path}/afile: exists and is not a folder\n",
+    )
     proc = _cli("--out", str(tmp_path / "out"))
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1
 
 
 def test_the_templates_are_package_data() -> None:
@@ -276,6 +289,10 @@ def test_the_templates_are_package_data() -> None:
     names = {p.name for p in templates.iterdir()}
     assert {"base.html", "index.html", "run.html", "history.html", "spec.html", "macros.html"} <= names
     ignored = subprocess.run(
-        ["git", "check-ignore", *[str(templates / n) for n in names]], capture_output=True, text=True, cwd=REPO
+        ["git", "check-ignore", *[str(templates / n) for n in names]],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
     )
     assert ignored.stdout == ""

@@ -8,6 +8,7 @@ has beside its bind, family and profile, so keys a newer report adds show up wit
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -421,7 +422,7 @@ def build(reports: Sequence[SavedReport]) -> Site:
     for row in rows.values():
         for family, runs in row.runs.items():
             runs.sort(key=lambda r: r.started)
-            for before, after in zip(runs, runs[1:], strict=False):
+            for before, after in itertools.pairwise(runs):
                 for name, outcome in after.outcomes.items():
                     earlier = before.outcomes.get(name)
                     if earlier and earlier.result in PASSING and outcome.result == "failure":
