@@ -296,3 +296,23 @@ def test_the_templates_are_package_data() -> None:
         check=False,
     )
     assert ignored.stdout == ""
+
+
+def test_a_run_that_could_not_start_or_lost_a_proxy_says_so_first(samples: dict[str, Path], tmp_path: Path) -> None:
+    doc = _doc(samples, "interrupted-ipv4")
+    doc.update(cells=[], probe_cells=[], prechecks=[], timings_s={}, interrupted=False)
+    doc["setup_error"] = {"message": "kind create cluster failed", "logs": "artifacts/setup/"}
+    doc["process_deaths"] = [
+        {"process": "sidecar of echo-0", "status": "exit 1", "pods": ["mic-mesh/echo-0"], "log_tail": ["boom <b>"]}
+    ]
+    for profile in doc["profiles"]:
+        profile["result"] = "not selected"
+    (tmp_path / "setup.json").write_text(json.dumps(doc))
+    run = build([load_report(tmp_path / "setup.json")]).runs[0]
+    assert run.failing
+    write_site(build([load_report(tmp_path / "setup.json")]), tmp_path / "out")
+    text = (tmp_path / "out" / run.page).read_text()
+    assert text.index("Setup failed, no test ran:") < text.index("sidecar of echo-0: exit 1") < text.index("Profiles")
+    assert "boom &lt;b&gt;" in text
+    assert 'id="failed"' not in text
+    assert "– not selected" in (tmp_path / "out" / "index.html").read_text()
