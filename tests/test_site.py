@@ -18,8 +18,9 @@ from site_reports import unpack
 
 from conformance.cli import main
 from conformance.results.documents import SavedReport, load_report
-from conformance.results.site.model import Row, build, rerun_command, sorted_rows, tables
+from conformance.results.site.model import Row, build, sorted_rows
 from conformance.results.site.pages import anchor, write_site
+from conformance.results.site.tables import rerun_command, tables
 from conformance.spec.render import spec_document
 
 REPO = Path(__file__).resolve().parents[1]

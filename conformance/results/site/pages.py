@@ -14,12 +14,9 @@ from typing import Any
 
 import jinja2
 
-from conformance.results.site.model import (
+from conformance.results.site.model import PASSING, RESULT_SYMBOL, Run, Site
+from conformance.results.site.tables import (
     FAILURE_TEXT,
-    PASSING,
-    RESULT_SYMBOL,
-    Run,
-    Site,
     cell_view,
     expected_text,
     failed_tests,
