@@ -52,9 +52,11 @@ def browser() -> Iterator[Any]:
         pytest.skip(reason)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.selenium_manager import SeleniumManager
 
-    offline = os.environ.get("SE_OFFLINE")
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager, were it ever asked, must not download anything
+    def no_manager(*_: object) -> dict[str, str]:
+        raise AssertionError("Selenium Manager must not run: it downloads drivers and browsers")
+
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in (
@@ -73,15 +75,14 @@ def browser() -> Iterator[Any]:
     ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SE_OFFLINE", "true")  # were Selenium Manager ever asked, it must not download anything
+        patch.setattr(SeleniumManager, "binary_paths", no_manager)
+        driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
     try:
         yield driver
     finally:
         driver.quit()
-        if offline is None:
-            del os.environ["SE_OFFLINE"]
-        else:
-            os.environ["SE_OFFLINE"] = offline
 
 
 @pytest.fixture(scope="module")
