@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian 12 machine lacks for this project, then a virtualenv with tox in .venv.
 # The emulated backend needs iptables and iproute2 (network namespaces, veth, capture rules) and a system
-# python3 that uid 1337 may execute (a replaced sidecar runs as the proxy user). Idempotent: a second run
+# python3 that uid 1337 may execute (a replaced sidecar runs as the proxy user); the browser test of the `site`
+# pages needs Debian's chromium and chromium-driver. Idempotent: a second run
 # installs nothing.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -13,6 +14,9 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v ss >/dev/null 2>&1 || need+=(iproute2)
 # HAProxy: a real third-party proxy the suite's own tests put under the harness (tests/test_haproxy.py).
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+# Headless Chromium and its driver: tests/test_site_browser.py opens the `site` pages in a real browser.
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 [ -x /usr/bin/python3 ] || need+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 

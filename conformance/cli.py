@@ -1,4 +1,4 @@
-"""Command line: `python -m conformance spec|capabilities|impact|compare ...`.
+"""Command line: `python -m conformance spec|capabilities|impact|compare|site ...`.
 
 The suite itself runs under pytest (`tox -e conformance`); this entry point prints what the suite expects,
 so a reader can see the oracle without running anything.
@@ -14,6 +14,7 @@ from typing import NoReturn
 
 from conformance.impact import command as impact_command
 from conformance.results import compare_command
+from conformance.results.site import command as site_command
 from conformance.spec.capabilities import istio_capabilities
 from conformance.spec.cells import all_cells
 from conformance.spec.dimensions import IpFamily, Profile
@@ -52,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     impact_command.add_arguments(impact)
     compare = sub.add_parser("compare", help="what changed between two runs' reports (exit 1 on a regression)")
     compare_command.add_arguments(compare)
+    site_command.add_arguments(sub.add_parser("site", help="publish reports as a static site (matrix, runs, spec)"))
     return parser
 
 
@@ -70,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return impact_command.main(args)
     if args.command == "compare":
         return compare_command.main(args)
+    if args.command == "site":
+        return site_command.main(args)
     from conformance.backends.kind.matrix import row_for
     from conformance.backends.kind.support import is_release, load_support
 
