@@ -30,6 +30,7 @@ from conformance.spec.dimensions import (
     Client,
     DefaultEndpoint,
     Failure,
+    InboundCapture,
     IpFamily,
     Path,
     PortKind,
@@ -436,6 +437,10 @@ def failure_forms(cell: CellKey) -> tuple[tuple[Failure, ...], str]:
 
 def expect(cell: CellKey, behaviour: TrafficBehaviour = CURRENT_TRAFFIC) -> Expectation:
     """Apply the model to one cell, as the release with this behaviour does (the current one by default)."""
+    if cell.capture is not InboundCapture.ALL:
+        from conformance.spec.capture import expect_uncaptured  # builds on this module: imported when needed
+
+        return expect_uncaptured(cell, behaviour)
     if not cell.path.from_other_pod:
         # In-pod paths are identical in every profile: no rule about the mesh applies.
         dialled = InboundTarget.LOCALHOST if cell.path is Path.LOCALHOST else InboundTarget.POD_IP
