@@ -3,7 +3,8 @@
 A sidecar pod can keep ports away from its proxy: `traffic.sidecar.istio.io/excludeInboundPorts` (RETURN before
 the REDIRECT, with include `*`) or `traffic.sidecar.istio.io/includeInboundPorts: ""` (no inbound capture at all).
 Traffic to such a port never meets the server's proxy, so each cell is the same cell of profile baseline: this
-module derives it by delegating to `semantics.expect()` of that baseline cell, and prefixes the capture rules.
+module names that baseline cell and the rules, and `semantics.expect()` delegates to the baseline cell's
+expectation with these rules first in `because`.
 Facts: shared/reference/settings-dualstack.md §3, inbound-semantics.md §6.
 
 Out of the spec: ambient's `ambient.istio.io/bypass-inbound-capture: "true"` (probes-ambient.md §2: it "only drops
@@ -18,7 +19,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from conformance.spec.dimensions import UNCAPTURED, CellKey, InboundCapture, Path, Profile
-from conformance.spec.semantics import CURRENT_TRAFFIC, Expectation, Rule, TrafficBehaviour, expect
+from conformance.spec.rules import Rule
 
 CAPTURE_RULES: dict[str, Rule] = {
     rule.id: rule
@@ -85,9 +86,8 @@ def baseline_cell(cell: CellKey) -> CellKey:
     return replace(cell, profile=Profile.BASELINE, capture=InboundCapture.ALL)
 
 
-def expect_uncaptured(cell: CellKey, behaviour: TrafficBehaviour = CURRENT_TRAFFIC) -> Expectation:
-    """An uncaptured cell: the baseline cell's expectation, with the capture rules first in `because`."""
+def uncaptured_because(cell: CellKey) -> tuple[str, str]:
+    """The rules that lead an uncaptured cell's `because`, before those of its baseline cell."""
     if cell.capture is InboundCapture.ALL:
         raise ValueError(f"{cell.id}: every port is captured")
-    base = expect(baseline_cell(cell), behaviour)
-    return replace(base, because=(_SETTING_RULE[cell.capture], "uncaptured-as-baseline", *base.because))
+    return _SETTING_RULE[cell.capture], "uncaptured-as-baseline"
