@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from conformance.spec.dimensions import UNCAPTURED, CellKey, InboundCapture, Path, Profile
+from conformance.spec.dimensions import MESH_PROFILES, UNCAPTURED, CellKey, InboundCapture, Path, Profile
 from conformance.spec.rules import Rule
 
 CAPTURE_RULES: dict[str, Rule] = {
@@ -76,7 +76,7 @@ def captures(profile: Profile, path: Path) -> tuple[InboundCapture, ...]:
     meet inbound capture: in-pod paths are never captured (rule `in-pod-not-captured`), so on these servers
     they would repeat the cells of `echo-none` and are not asked.
     """
-    if profile in (Profile.LEGACY, Profile.PASSTHROUGH) and path.from_other_pod:
+    if profile in MESH_PROFILES and path.from_other_pod:
         return (InboundCapture.ALL, *UNCAPTURED)
     return (InboundCapture.ALL,)
 
