@@ -165,6 +165,22 @@ def test_capture_rules_are_istio_iptables_output(cluster: EmulatedCluster) -> No
     assert "ISTIO" not in capture.dump(baseline.netns)
 
 
+@pytest.mark.parametrize("app", ["echo-excluded", "echo-not-included"])
+def test_ports_left_out_of_capture_reach_the_app_directly(cluster: EmulatedCluster, app: str) -> None:
+    """Issue 22: excludeInboundPorts / includeInboundPorts "" as istio-iptables writes them; the app sees the client."""
+    server = PodRef(NS_MESH, app)
+    own = capture.dump(cluster.pods[server].netns)
+    assert "-A ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006" in own
+    if app == "echo-excluded":
+        assert "-A ISTIO_INBOUND -p tcp -m tcp --dport 8081 -j RETURN" in own
+        assert "-A PREROUTING -p tcp -j ISTIO_INBOUND" in own
+    else:
+        assert "-A PREROUTING" not in own
+    client = cluster.pod_ip(PLAIN)
+    assert row(cluster, server, Protocol.HTTP) == ["refused", client, client]
+    assert row(cluster, server, Protocol.TCP) == ["refused", client, client]
+
+
 def test_host_namespace_untouched(cluster: EmulatedCluster) -> None:
     host_rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
     assert "ISTIO" not in host_rules
@@ -178,12 +194,14 @@ def test_precheck_reports_exposed_loopback_ports(cluster: EmulatedCluster) -> No
     assert run.exit_code == 1
     pods = (
         "echo-empty-0",
+        "echo-excluded-0",  # excluded from capture, the ports keep their inbound clusters (issue 22)
         "echo-instance-0",
         "echo-instance-cross-0",
         "echo-localhost-0",
         "echo-localhost-cross-0",
         "echo-mixed-0",
         "echo-none-0",
+        "echo-not-included-0",
     )
     assert run.stdout.splitlines() == [
         f"Error [IST0143] (Pod {pod}.mic-mesh) Port {port} is exposed in a Service but listens on localhost. "

@@ -111,6 +111,64 @@ def test_excluded_inbound_ports(annotation: str | None, expected: tuple[int, ...
     assert capture.excluded_inbound_ports(annotation) == expected
 
 
+def test_nat_rules_with_an_include_list_redirect_only_those_ports_and_ignore_exclusions() -> None:
+    """run.go (1.10.0) handleInboundPortsInclude: a list other than `*` gets one REDIRECT per port, no RETURNs."""
+    lines = capture.nat_rules(ipv6=False, excluded=(15090, 15021, 15020, 8081), included="8082, 9083").splitlines()
+    inbound = [line for line in lines if "ISTIO_INBOUND" in line and not line.startswith("-N")]
+    assert inbound == [
+        "-A ISTIO_INBOUND -p tcp --dport 15008 -j RETURN",
+        "-A PREROUTING -p tcp -j ISTIO_INBOUND",
+        "-A ISTIO_INBOUND -p tcp --dport 8082 -j ISTIO_IN_REDIRECT",
+        "-A ISTIO_INBOUND -p tcp --dport 9083 -j ISTIO_IN_REDIRECT",
+    ]
+
+
+@pytest.mark.parametrize("ipv6", [False, True])
+def test_nat_rules_with_an_empty_include_list_capture_no_inbound_port(ipv6: bool) -> None:
+    """`if InboundPortsInclude != ""` guards the PREROUTING jump (settings-dualstack.md §3); the outbound side stays."""
+    got = capture.nat_rules(ipv6=ipv6, excluded=(15090, 15021, 15020, 19000), included="")
+    full = (NAT_RULES_V6 if ipv6 else NAT_RULES_V4).splitlines()
+    dropped = [line for line in full if line.startswith("-A PREROUTING") or "--dport 22 " in line]
+    dropped += [line for line in full if line.startswith("-A ISTIO_INBOUND") and "15008" not in line]
+    assert got.splitlines() == [line for line in full if line not in dropped]
+    assert "-A ISTIO_INBOUND -p tcp --dport 15008 -j RETURN" in got  # written before handleInboundPortsInclude
+    assert capture.nat_rules(ipv6=ipv6, excluded=(15090, 15021, 15020, 19000), included="*") == "\n".join(full) + "\n"
+
+
+@pytest.mark.parametrize(("annotation", "expected"), [(None, "*"), ("*", "*"), ("", ""), (" 8081,8082 ", "8081,8082")])
+def test_included_inbound_ports(annotation: str | None, expected: str) -> None:
+    """template.go getAnnotation: the default `*` only for a missing annotation; an empty one stays empty."""
+    assert capture.included_inbound_ports(annotation) == expected
+
+
+def test_the_world_s_capture_servers_get_their_capture_settings() -> None:
+    pods = {p.app: p for p in _objects(IpFamily.IPV4).pods if p.namespace == "mic-mesh"}
+    excluded = pods["echo-excluded"].annotations
+    assert capture.included_inbound_ports(excluded.get(kube.INCLUDE_INBOUND_ANNOTATION)) == "*"
+    ports = set(capture.excluded_inbound_ports(excluded.get(kube.EXCLUDE_INBOUND_ANNOTATION)))
+    assert {p.number for p in SERVER_PORTS if p.role != "anchor"} | {15090, 15021, 15020, 19000} == ports
+    not_included = pods["echo-not-included"].annotations
+    assert capture.included_inbound_ports(not_included.get(kube.INCLUDE_INBOUND_ANNOTATION)) == ""
+    assert capture.included_inbound_ports(pods["echo-none"].annotations.get(kube.INCLUDE_INBOUND_ANNOTATION)) == "*"
+
+
+def test_destination_rules_only_turning_tls_off_are_read_and_others_refused() -> None:
+    rule = {
+        "apiVersion": "networking.istio.io/v1beta1",
+        "kind": "DestinationRule",
+        "metadata": {"name": "x", "namespace": "mic-mesh"},
+        "spec": {"host": "x.mic-mesh.svc.cluster.local", "trafficPolicy": {"tls": {"mode": "DISABLE"}}},
+    }
+    assert kube.read([rule]).pods == []
+    for spec in (
+        {"host": "x", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}},
+        {"host": "x", "trafficPolicy": {"tls": {"mode": "DISABLE"}, "loadBalancer": {"simple": "RANDOM"}}},
+        {"host": "x", "subsets": [], "trafficPolicy": {"tls": {"mode": "DISABLE"}}},
+    ):
+        with pytest.raises(kube.ManifestError, match=r"only runs DestinationRules with trafficPolicy\.tls"):
+            kube.read([{**rule, "spec": spec}])
+
+
 def test_capture_constants() -> None:
     assert (capture.PROXY_UID, capture.PROXY_GID) == (1337, 1337)
     assert (capture.INBOUND_CAPTURE_PORT, capture.OUTBOUND_CAPTURE_PORT) == (15006, 15001)
@@ -748,6 +806,12 @@ def test_world_objects(family: IpFamily) -> None:
             ("Deployment", "mic-mesh", "echo-unlisted"),
             ("Service", "mic-mesh", "echo-unlisted"),
             ("Sidecar", "mic-mesh", "echo-unlisted"),
+            ("Deployment", "mic-mesh", "echo-excluded"),
+            ("Service", "mic-mesh", "echo-excluded"),
+            ("DestinationRule", "mic-mesh", "echo-excluded"),
+            ("Deployment", "mic-mesh", "echo-not-included"),
+            ("Service", "mic-mesh", "echo-not-included"),
+            ("DestinationRule", "mic-mesh", "echo-not-included"),
             ("Deployment", "mic-mesh", "client"),
         ],
         key=str,
@@ -863,10 +927,13 @@ def test_world_sidecar_literal_forms(
 @pytest.mark.parametrize("family", FAMILIES)
 def test_world_control_port_is_excluded_from_capture(family: IpFamily) -> None:
     deployments = [m for m in _manifests(family) if m["kind"] == "Deployment"]
-    assert len(deployments) == 10
+    assert len(deployments) == 12
     for d in deployments:
         annotations = d["spec"]["template"]["metadata"]["annotations"]
-        assert annotations["traffic.sidecar.istio.io/excludeInboundPorts"] == "19000", d["metadata"]
+        excluded = annotations["traffic.sidecar.istio.io/excludeInboundPorts"].split(",")
+        # echo-excluded lists every test port too (issue 22), and keeps the control port.
+        assert excluded[-1] == "19000", d["metadata"]
+        assert len(excluded) == (1 + 18 if d["metadata"]["name"] == "echo-excluded" else 1), d["metadata"]
         container = d["spec"]["template"]["spec"]["containers"][0]
         assert container["args"][:3] == ["serve", "--control-port", "19000"]
         assert container["readinessProbe"]["httpGet"]["port"] == 19000
@@ -888,6 +955,8 @@ def test_world_injection(family: IpFamily) -> None:
         ("mic-mesh", "echo-instance-cross"): True,
         ("mic-mesh", "echo-empty"): True,
         ("mic-mesh", "echo-unlisted"): True,
+        ("mic-mesh", "echo-excluded"): True,
+        ("mic-mesh", "echo-not-included"): True,
         ("mic-mesh", "client"): True,
     }
 

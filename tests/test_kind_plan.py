@@ -88,6 +88,13 @@ APPLIED = [
     ("Deployment", "mic-mesh/echo-unlisted"),
     ("Service", "mic-mesh/echo-unlisted"),
     ("Sidecar", "mic-mesh/echo-unlisted"),
+    # Test ports left out of capture (issue 22), each with a DestinationRule turning auto-mTLS off for its host.
+    ("Deployment", "mic-mesh/echo-excluded"),
+    ("Service", "mic-mesh/echo-excluded"),
+    ("DestinationRule", "mic-mesh/echo-excluded"),
+    ("Deployment", "mic-mesh/echo-not-included"),
+    ("Service", "mic-mesh/echo-not-included"),
+    ("DestinationRule", "mic-mesh/echo-not-included"),
     ("Deployment", "mic-mesh/client"),
     # The probe pods (issue 11): one without a sidecar, and in the mesh one per probe rewrite setting.
     ("Deployment", "mic-baseline/probe"),
@@ -104,7 +111,8 @@ AMBIENT_APPLIED = [
     *[
         (k, n.replace("mic-mesh", "mic-ambient"))
         for k, n in APPLIED
-        if n.startswith("mic-mesh/") and not n.startswith("mic-mesh/probe-")
+        if n.startswith("mic-mesh/")
+        and not n.startswith(("mic-mesh/probe-", "mic-mesh/echo-excluded", "mic-mesh/echo-not-"))
     ],
 ]
 
@@ -549,6 +557,8 @@ def test_plan_ipv6_uses_the_ipv6_kind_config_and_ipv6_manifests(plans: dict[str,
         "echo-localhost-cross",
         "echo-instance-cross",
         "echo-empty",
+        "echo-excluded",
+        "echo-not-included",
         "client",
         "probe",
         "probe-rewrite",

@@ -3,7 +3,8 @@
 1. Kubernetes objects against the OpenAPI-derived JSON schemas kubernetes-validate ships (strict: unknown fields
    fail), for the Kubernetes minor of every row of fixtures/versions.yaml.
 2. The Sidecar (a CRD, absent from those schemas) against tests/data/istio-sidecar.schema.json, transcribed from
-   istio/api's CRD plus istiod's validating webhook (the file's $comment says from where exactly).
+   istio/api's CRD plus istiod's validating webhook (the file's $comment says from where exactly); the
+   DestinationRules against tests/data/istio-destinationrule.schema.json, likewise from Istio's CRD.
 3. What the API server (or istiod's webhook) enforces that no schema can: unique Service port names and numbers,
    selectors matching pod template labels, DNS-1123 names, label syntax, requests within limits, downward-API paths,
    namespaces created before the objects in them.
@@ -37,6 +38,7 @@ ECHO_IMAGE = (
     + hashlib.sha256((REPO / "workloads" / "echo" / "echo.py").read_bytes()).hexdigest()[:12]
 )
 SIDECAR_SCHEMA = json.loads((REPO / "tests" / "data" / "istio-sidecar.schema.json").read_text())
+DESTINATION_RULE_SCHEMA = json.loads((REPO / "tests" / "data" / "istio-destinationrule.schema.json").read_text())
 
 # The Kubernetes minor of each row of fixtures/versions.yaml -> the schema version used. kubernetes-validate 1.37.0
 # ships schemas for 1.25 to 1.37 only: 1.20 (the Istio 1.9 and 1.10 rows) is checked against 1.25, the oldest it
@@ -118,9 +120,9 @@ def test_every_row_s_kubernetes_version_has_a_schema() -> None:
 @pytest.mark.parametrize("kubernetes", sorted(SCHEMA_FOR_KUBERNETES))
 def test_kubernetes_objects_validate_strictly(family: IpFamily, kubernetes: str) -> None:
     objects = kubernetes_objects(family)
-    # baseline server and client, meshed client, one meshed server per Sidecar situation (seven), and the
-    # probe pods (baseline, rewrite on and off).
-    assert [m["kind"] for m in objects].count("Deployment") == 10 + 3
+    # baseline server and client, meshed client, one meshed server per Sidecar situation (seven), one per capture
+    # setting (excluded, not included), and the probe pods (baseline, rewrite on and off).
+    assert [m["kind"] for m in objects].count("Deployment") == 10 + 2 + 3
     for manifest in objects:
         try:
             used = kubernetes_validate.validate(manifest, SCHEMA_FOR_KUBERNETES[kubernetes], strict=True)
@@ -194,6 +196,39 @@ def test_the_sidecar_schema_rejects_what_istio_rejects(path: tuple[Any, ...], va
         target = target[key]
     target[path[-1]] = value
     assert not jsonschema.Draft202012Validator(SIDECAR_SCHEMA).is_valid(sidecar)
+
+
+def test_the_destination_rule_schema_is_a_valid_json_schema() -> None:
+    jsonschema.Draft202012Validator.check_schema(DESTINATION_RULE_SCHEMA)
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=str)
+def test_destination_rules_validate_and_name_their_server_s_service(family: IpFamily) -> None:
+    """The capture servers' DestinationRules (auto-mTLS off, istio/istio#30311): valid, one per such Service."""
+    objects = applied(family)
+    rules = [m for m in objects if m["kind"] == "DestinationRule"]
+    assert [r["metadata"]["name"] for r in rules] == ["echo-excluded", "echo-not-included"]
+    services = {(m["metadata"]["namespace"], m["metadata"]["name"]) for m in objects if m["kind"] == "Service"}
+    validator = jsonschema.Draft202012Validator(DESTINATION_RULE_SCHEMA)
+    for rule in rules:
+        assert [e.message for e in validator.iter_errors(rule)] == [], ident(rule)
+        name, namespace = rule["metadata"]["name"], rule["metadata"]["namespace"]
+        assert (namespace, name) in services
+        assert rule["spec"]["host"] == f"{name}.{namespace}.svc.cluster.local"
+        assert rule["spec"]["trafficPolicy"] == {"tls": {"mode": "DISABLE"}}
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [(("trafficPolicy", "tls", "mode"), "OFF"), (("hostt",), "x"), (("trafficPolicy", "tls", "sni"), 1)],
+)
+def test_the_destination_rule_schema_rejects_what_istio_rejects(path: tuple[str, ...], value: object) -> None:
+    rule = copy.deepcopy(next(m for m in applied(IpFamily.IPV4) if m["kind"] == "DestinationRule"))
+    target: Any = rule["spec"]
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    assert not jsonschema.Draft202012Validator(DESTINATION_RULE_SCHEMA).is_valid(rule)
 
 
 # --- 3. what the API server enforces beyond the schemas ---------------------------------------------------------

@@ -7,6 +7,7 @@ import json
 import pathlib
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 import yaml
@@ -38,7 +39,8 @@ from conformance.spec.capabilities import (
     istio_capabilities,
     proxy_image,
 )
-from conformance.spec.dimensions import SIDECAR_FORMS_BY_FAMILY
+from conformance.spec.capture import CAPTURE_RULES
+from conformance.spec.dimensions import MESH_PROFILES, SIDECAR_FORMS_BY_FAMILY, UNCAPTURED, InboundCapture
 from conformance.spec.render import SPEC_FORMAT, spec_document
 from conformance.spec.semantics import (
     CURRENT_TRAFFIC,
@@ -255,13 +257,11 @@ def test_service_port_other_than_target_port_is_keyed_by_target_port() -> None:
     for c in all_cells():
         if c.port is not PortKind.REMAPPED:
             continue
-        twin = expect(
-            CellKey(c.profile, c.default_endpoint, c.bind, PortKind.DECLARED, c.protocol, c.path, c.client, c.ip_family)
-        )
+        twin = expect(dataclasses.replace(c, port=PortKind.DECLARED))
         got = expect(c)
         assert (got.reachable, got.source) == (twin.reachable, twin.source), c.id
         # Sidecars key inbound clusters by targetPort; ztunnel has no clusters and dials the DNAT'd port.
-        if c.path.from_other_pod and c.profile not in (Profile.BASELINE, Profile.AMBIENT):
+        if c.path.from_other_pod and c.profile not in (Profile.BASELINE, Profile.AMBIENT) and c.capture.value == "all":
             assert got.because[0] == "inbound-cluster-by-target-port"
     assert {c.path for c in all_cells() if c.port is PortKind.REMAPPED} == set(Path)
     # The one difference is outbound: a meshed client dialling the pod IP on the container port meets no HTTP
@@ -293,9 +293,7 @@ def test_undeclared_ports_are_identical_before_and_after_110() -> None:
     legacy = [c for c in all_cells([Profile.LEGACY]) if c.port is PortKind.UNDECLARED]
     assert legacy
     for c in legacy:
-        twin = CellKey(
-            Profile.PASSTHROUGH, c.default_endpoint, c.bind, c.port, c.protocol, c.path, c.client, c.ip_family
-        )
+        twin = dataclasses.replace(c, profile=Profile.PASSTHROUGH)
         assert expect(c).reachable == expect(twin).reachable
         assert expect(c).source == expect(twin).source
         assert expect(c).failure == expect(twin).failure
@@ -365,12 +363,21 @@ def test_a_meshed_client_turns_refused_into_a_proxy_failure() -> None:
 def test_cell_counts_and_uniqueness() -> None:
     cells = all_cells()
     assert len({c.id for c in cells}) == len(cells)
-    per = {(p, f): sum(1 for c in cells if c.profile is p and c.ip_family is f) for p in Profile for f in IpFamily}
+    captured = [c for c in cells if c.capture is InboundCapture.ALL]
+    per = {(p, f): sum(1 for c in captured if c.profile is p and c.ip_family is f) for p in Profile for f in IpFamily}
     # baseline: 3 binds x 2 protocols x (declared and remapped: 6 paths each + undeclared: 4 paths)
     assert per[(Profile.BASELINE, IpFamily.IPV4)] == 3 * 2 * (2 * 6 + 4)
     # mesh: declared and remapped x 7 Sidecar situations (none, four literals, empty, unlisted) + undeclared
     assert per[(Profile.PASSTHROUGH, IpFamily.IPV6)] == 3 * 2 * (2 * 7 * 6 + 4)
     assert not [c for c in cells if c.path is Path.SERVICE and c.port is PortKind.UNDECLARED]
+    # Ports left out of capture (capture.py): per sidecar profile and setting, no Sidecar resource, from other pods
+    # only: 3 binds x 2 protocols x (declared and remapped: 4 paths each + undeclared: 2 paths).
+    for family in IpFamily:
+        for profile in Profile:
+            for setting in UNCAPTURED:
+                count = sum(1 for c in cells if (c.ip_family, c.profile, c.capture) == (family, profile, setting))
+                assert count == (3 * 2 * (2 * 4 + 2) if profile in MESH_PROFILES else 0)
+    assert len([c for c in cells if c.ip_family is IpFamily.IPV4]) == 1854 + 240
     # Every defaultEndpoint form is a cell in both families (reference section 4).
     for family in IpFamily:
         forms = {c.default_endpoint for c in cells if c.ip_family is family}
@@ -380,10 +387,11 @@ def test_cell_counts_and_uniqueness() -> None:
 def test_every_rule_is_used_and_every_citation_exists() -> None:
     behaviours = (traffic_behaviour(None), traffic_behaviour("1.10.6"), traffic_behaviour("1.9.9"))
     used = {r for c in all_cells() for b in behaviours for r in expect(c, b).because} | {"precheck-localhost-listener"}
-    assert used == set(RULES)
-    for rule in RULES.values():
+    assert used == set(RULES) | set(CAPTURE_RULES)
+    assert not set(RULES) & set(CAPTURE_RULES)
+    for rule in (*RULES.values(), *CAPTURE_RULES.values()):
         assert rule.istio_source
-        assert rule.reference.startswith(("reference", "emulation", "probes-ambient"))
+        assert rule.reference.startswith(("reference", "emulation", "probes-ambient", "settings-dualstack"))
 
 
 def test_json_document_has_stable_keys() -> None:
@@ -403,6 +411,7 @@ def test_json_document_has_stable_keys() -> None:
         "path",
         "client",
         "ip_family",
+        "capture",
         "expected",
     ]
     assert list(first["expected"]) == ["reachable", "source", "failure", "because"]
@@ -901,3 +910,77 @@ def test_cli_capabilities_of_1_22_in_an_ipv6_run_skip_ambient_with_the_reason() 
         assert "ambient" in doc["profiles"], (version, family)
     doc = json.loads(run_cli("capabilities", "--istio-version", "1.22.8").stdout)
     assert (doc["ip_family"], "ambient" in doc["profiles"]) == ("ipv4", True)
+
+
+# --- Ports left out of capture (capture.py, settings-dualstack.md §3) ----------------------------------------------
+
+
+def test_an_uncaptured_cell_is_its_baseline_cell_with_the_capture_rules_first() -> None:
+    uncaptured = [c for c in all_cells() if c.capture is not InboundCapture.ALL]
+    assert uncaptured
+    for c in uncaptured:
+        base = expect(dataclasses.replace(c, profile=Profile.BASELINE, capture=InboundCapture.ALL))
+        got = expect(c)
+        assert (got.reachable, got.source, got.failure) == (base.reachable, base.source, base.failure), c.id
+        setting = {
+            InboundCapture.EXCLUDED: "excluded-inbound-port",
+            InboundCapture.NOT_INCLUDED: "not-included-no-inbound-capture",
+        }
+        assert got.because == (setting[c.capture], "uncaptured-as-baseline", *base.because), c.id
+        # The same server behaves alike whatever the mesh's inbound setting: the proxy is never met.
+        assert expect(dataclasses.replace(c, profile=Profile.PASSTHROUGH)) == expect(
+            dataclasses.replace(c, profile=Profile.LEGACY)
+        )
+
+
+@pytest.mark.parametrize("capture", UNCAPTURED, ids=str)
+def test_uncaptured_ports_show_the_client_and_refuse_loopback_like_kubernetes(capture: InboundCapture) -> None:
+    def of(bind: Bind, client: Client, protocol: Protocol = Protocol.HTTP, port: PortKind = PortKind.DECLARED) -> Any:
+        return expect(
+            CellKey(
+                Profile.PASSTHROUGH,
+                DefaultEndpoint.NONE,
+                bind,
+                port,
+                protocol,
+                Path.POD_IP,
+                client,
+                IpFamily.IPV4,
+                capture,
+            )
+        )
+
+    assert (of(Bind.POD_IP, Client.PLAIN).reachable, of(Bind.POD_IP, Client.PLAIN).source) == (True, Source.CLIENT)
+    assert of(Bind.WILDCARD, Client.MESHED).source is Source.CLIENT  # not 127.0.0.6: no server proxy
+    assert of(Bind.LOOPBACK, Client.PLAIN).failure == (Failure.REFUSED,)
+    # A meshed client's own sidecar stands in the way: 503 on its HTTP listener, a close on TCP and on its
+    # outbound catch-all (an undeclared port).
+    assert of(Bind.LOOPBACK, Client.MESHED).failure == (Failure.HTTP_503,)
+    assert of(Bind.LOOPBACK, Client.MESHED, Protocol.TCP).failure == (Failure.RESET_OR_EOF,)
+    assert of(Bind.LOOPBACK, Client.MESHED, port=PortKind.UNDECLARED).failure == (Failure.RESET_OR_EOF,)
+
+
+def test_uncaptured_cells_have_their_own_ids_and_json_key() -> None:
+    c = CellKey(
+        Profile.LEGACY,
+        DefaultEndpoint.NONE,
+        Bind.LOOPBACK,
+        PortKind.DECLARED,
+        Protocol.TCP,
+        Path.SERVICE,
+        Client.MESHED,
+        IpFamily.IPV6,
+        InboundCapture.NOT_INCLUDED,
+    )
+    assert c.id == "legacy+not_included/none/loopback/declared/tcp/service/meshed/ipv6"
+    assert c.to_json()["capture"] == "not_included"
+    assert (
+        dataclasses.replace(c, capture=InboundCapture.ALL).id == "legacy/none/loopback/declared/tcp/service/meshed/ipv6"
+    )
+    # No in-pod path, no Sidecar resource, no baseline or ambient server is asked with ports left out.
+    uncaptured = [c for c in all_cells() if c.capture is not InboundCapture.ALL]
+    assert all(c.path.from_other_pod and c.default_endpoint is DefaultEndpoint.NONE for c in uncaptured)
+    assert {c.profile for c in uncaptured} == set(MESH_PROFILES)
+    doc = spec_document(all_cells([Profile.PASSTHROUGH], [IpFamily.IPV4]))
+    assert {r["id"] for r in doc["rules"]} >= set(CAPTURE_RULES)  # type: ignore[index,union-attr]
+    assert doc["dimensions"]["capture"] == ["all", "excluded", "not_included"]  # type: ignore[index]

@@ -6,6 +6,7 @@ test_suite_runs.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import sys
@@ -34,7 +35,7 @@ from conformance.run.outputs import (
 )
 from conformance.spec import all_cells, expect
 from conformance.spec.capabilities import emulated_capabilities
-from conformance.spec.dimensions import Failure, IpFamily, Profile, Source
+from conformance.spec.dimensions import Failure, InboundCapture, IpFamily, Profile, Source
 from conformance.world.pods import PodRef
 
 
@@ -410,3 +411,24 @@ def test_a_signal_whose_exception_is_swallowed_is_not_lost() -> None:
 
     Collected()
     assert interrupts.lost() == "SIGTERM: run stopped, cleaning up, report: reports/ipv4/conformance-report.md"
+
+
+def test_uncaptured_cells_get_rows_of_their_own_beside_the_captured_ones(tmp_path: Path) -> None:
+    """Issue 22: a server's capture setting is a row of the profile's table, and the cell id names it."""
+    report = _report(tmp_path)
+    captured = next(
+        c
+        for c in all_cells([Profile.PASSTHROUGH], [IpFamily.IPV4])
+        if c.capture is InboundCapture.ALL and c.path.from_other_pod and expect(c).source is Source.INBOUND_PASSTHROUGH
+    )
+    excluded = dataclasses.replace(captured, capture=InboundCapture.EXCLUDED)
+    for cell, peer, source in ((captured, "127.0.0.6", "inbound_passthrough"), (excluded, "10.244.0.9", "client")):
+        observation = Observation(cell, _outcome("ok", peer), True, [_outcome("ok", peer)], source)
+        expected = expect(cell)
+        report.record_cell("T[passthrough]", cell, expected, observation, judge(expected, observation), "full")
+    rows = [line for line in markdown(report).splitlines() if line.startswith("| none")]
+    assert [row.split(" | ")[0] for row in rows] == ["| none", "| none, capture excluded"]
+    assert "✓ 127.0.0.6" in rows[0]
+    assert "✓ client IP" in rows[1]
+    assert excluded.id.startswith("passthrough+excluded/none/")
+    assert {c["capture"] for c in json_document(report)["cells"]} == {"all", "excluded"}  # type: ignore[index,union-attr]

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from conformance.spec.capabilities import Capability, istio_capabilities
-from conformance.spec.dimensions import DefaultEndpoint, IpFamily, Path, Profile
-from conformance.suite import test_in_pod, test_overrides
+from conformance.spec.cells import all_cells
+from conformance.spec.dimensions import UNCAPTURED, DefaultEndpoint, InboundCapture, IpFamily, Path, Profile
+from conformance.suite import test_capture, test_in_pod, test_overrides, test_reachability, test_source_address
+from conformance.world.capture import INCLUDE_INBOUND_ANNOTATION
 from conformance.world.layout import World
+from conformance.world.namespaces import NS_MESH
+from conformance.world.pods import PodRef
+from conformance.world.ports import CONTROL_PORT, EXCLUDE_INBOUND_ANNOTATION, TEST_PORTS
 
 
 def test_ipv6_before_1144_deploys_no_literal_sidecar_resources() -> None:
@@ -33,6 +42,8 @@ def test_ipv6_before_1144_deploys_no_literal_sidecar_resources() -> None:
         "echo-localhost-cross",
         "echo-instance-cross",
         "echo-empty",
+        "echo-excluded",
+        "echo-not-included",
         "client",
         "probe",
         "probe-rewrite",
@@ -81,3 +92,68 @@ def test_mixed_cases_keep_their_cells_without_a_sidecar_and_sidecar_cases_skip()
     assert mesh.missing(needed) == (
         "Istio 1.10.6 predates the [::1]:PORT / [::]:PORT defaultEndpoint forms (added in 1.14.4 and 1.15.0)"
     )
+
+
+# --- ports left out of capture (conformance.world.capture) ------------------------------------------------------
+
+
+def _annotations(world: World, app: str) -> dict[str, str]:
+    deployment: Any = next(m for m in world.manifests() if m["kind"] == "Deployment" and m["metadata"]["name"] == app)  # type: ignore[index]
+    return dict(deployment["spec"]["template"]["metadata"]["annotations"])
+
+
+@pytest.mark.parametrize("family", list(IpFamily), ids=str)
+def test_each_capture_setting_has_a_meshed_server_with_its_annotations(family: IpFamily) -> None:
+    world = World(family)
+    assert world.mesh_servers[-2:] == (PodRef(NS_MESH, "echo-excluded"), PodRef(NS_MESH, "echo-not-included"))
+    excluded = _annotations(world, "echo-excluded")
+    # Every test port and the control port; the include list stays the default `*` (no annotation).
+    assert excluded == {EXCLUDE_INBOUND_ANNOTATION: ",".join(str(p) for p in [*(t.number for t in TEST_PORTS), 19000])}
+    assert _annotations(world, "echo-not-included") == {
+        EXCLUDE_INBOUND_ANNOTATION: str(CONTROL_PORT),
+        INCLUDE_INBOUND_ANNOTATION: "",
+    }
+    # Every other server only keeps the control port out of capture.
+    assert _annotations(world, "echo-none") == {EXCLUDE_INBOUND_ANNOTATION: "19000"}
+
+
+@pytest.mark.parametrize("family", list(IpFamily), ids=str)
+def test_each_capture_server_gets_a_destination_rule_disabling_auto_mtls(family: IpFamily) -> None:
+    """istio/istio#30311: a sidecar client sends mTLS to an excluded port; istio.io#8917's workaround."""
+    rules = [m for m in World(family).manifests() if m["kind"] == "DestinationRule"]
+    assert rules == [
+        {
+            "apiVersion": "networking.istio.io/v1beta1",
+            "kind": "DestinationRule",
+            "metadata": {"name": app, "namespace": "mic-mesh"},
+            "spec": {"host": f"{app}.mic-mesh.svc.cluster.local", "trafficPolicy": {"tls": {"mode": "DISABLE"}}},
+        }
+        for app in ("echo-excluded", "echo-not-included")
+    ]
+    names = [(m["kind"], m["metadata"]["name"]) for m in World(family).manifests()]  # type: ignore[index]
+    for app in ("echo-excluded", "echo-not-included"):
+        assert names.index(("Deployment", app)) < names.index(("Service", app)) < names.index(("DestinationRule", app))
+
+
+def test_uncaptured_cells_land_on_their_server_and_only_in_their_case() -> None:
+    world = World(IpFamily.IPV4)
+    cells = [c for c in all_cells(families=[IpFamily.IPV4]) if c.capture is not InboundCapture.ALL]
+    assert {(c.capture, world.server_for(c).app) for c in cells} == {
+        (InboundCapture.EXCLUDED, "echo-excluded"),
+        (InboundCapture.NOT_INCLUDED, "echo-not-included"),
+    }
+    assert all(world.deployed(c) for c in cells)
+    assert not any(World(IpFamily.IPV4, captures=()).deployed(c) for c in cells)
+    assert {c.id.split("/")[0] for c in cells} == {
+        "legacy+excluded",
+        "legacy+not_included",
+        "passthrough+excluded",
+        "passthrough+not_included",
+    }
+    # The capture cases hold exactly these cells; the reachability and source cases none of them.
+    for profile in (Profile.LEGACY, Profile.PASSTHROUGH):
+        asked = [c for case in test_capture.CASES for c in case.cells(profile, IpFamily.IPV4)]
+        assert sorted(asked, key=str) == sorted((c for c in cells if c.profile is profile), key=str)
+        others = [*test_reachability.CASES, *test_source_address.CASES]
+        assert not [c for case in others for c in case.cells(profile, IpFamily.IPV4) if c.capture in UNCAPTURED]
+    assert [case.profiles(IpFamily.IPV4) for case in test_capture.CASES] == [(Profile.LEGACY, Profile.PASSTHROUGH)] * 2

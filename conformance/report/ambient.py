@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol as TypingProtocol
 
 from conformance.engine.probe import Observation
-from conformance.spec.dimensions import Bind, CellKey, Profile
+from conformance.spec.dimensions import Bind, CellKey, InboundCapture, Profile
 
 
 class _Record(TypingProtocol):
@@ -30,7 +30,7 @@ def moving_to_ambient(records: Iterable[_Record]) -> list[str]:
     ambient: dict[tuple[object, ...], bool] = {}
     for record in records:
         cell = record.cell
-        if cell.bind is not Bind.LOOPBACK or not cell.path.from_other_pod:
+        if cell.bind is not Bind.LOOPBACK or not cell.path.from_other_pod or cell.capture is not InboundCapture.ALL:
             continue
         reached = record.observed.last.label == "ok"
         if cell.profile is Profile.LEGACY and reached:

@@ -19,13 +19,14 @@ from conformance.spec.dimensions import (
     CellKey,
     Client,
     DefaultEndpoint,
+    InboundCapture,
     IpFamily,
     PortKind,
     Protocol,
     Source,
 )
 from conformance.spec.dimensions import Path as CellPath
-from conformance.spec.render import describe_expectation, describe_source
+from conformance.spec.render import describe_expectation, describe_source, endpoint_label
 
 MD_NAME = "conformance-report.md"
 
@@ -186,15 +187,16 @@ def _tables(record: RunRecord) -> list[str]:
             "|---|---|---|---|---|" + "---|" * len(Bind),
         ]
         by_key = {r.cell: r for r in records}
-        rows: dict[tuple[DefaultEndpoint, PortKind, Protocol, CellPath, Client | None], None] = {}
+        rows: dict[tuple[DefaultEndpoint, PortKind, Protocol, CellPath, Client | None, InboundCapture], None] = {}
         for r in sorted(records, key=lambda r: _row_order(r.cell)):
             c = r.cell
-            rows[(c.default_endpoint, c.port, c.protocol, c.path, c.client)] = None
-        for endpoint, port, protocol, path, client in rows:
+            rows[(c.default_endpoint, c.port, c.protocol, c.path, c.client, c.capture)] = None
+        for endpoint, port, protocol, path, client, capture in rows:
             who = f"{client.value} client" if client else "in the pod"
-            row = f"| {endpoint.value} | {port.value} | {protocol.value} | {path.value} | {who} |"
+            label = endpoint_label(endpoint, capture)
+            row = f"| {label} | {port.value} | {protocol.value} | {path.value} | {who} |"
             for bind in Bind:
-                key = CellKey(profile, endpoint, bind, port, protocol, path, client, family)
+                key = CellKey(profile, endpoint, bind, port, protocol, path, client, family, capture)
                 cell = by_key.get(key)
                 if cell is None:
                     row += " – |"
@@ -226,6 +228,7 @@ def _observed_text(record: CellRecord, family: IpFamily) -> str:
 
 def _row_order(cell: CellKey) -> tuple[int, ...]:
     return (
+        list(InboundCapture).index(cell.capture),
         list(DefaultEndpoint).index(cell.default_endpoint),
         list(PortKind).index(cell.port),
         list(Protocol).index(cell.protocol),

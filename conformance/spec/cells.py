@@ -9,8 +9,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Iterator
 
+from conformance.spec.capture import captures
 from conformance.spec.dimensions import (
     SIDECAR_FORMS_BY_FAMILY,
+    UNCAPTURED,
     Bind,
     CellKey,
     Client,
@@ -57,7 +59,11 @@ def paths(port: PortKind, profile: Profile | None = None) -> tuple[tuple[Path, C
 def iter_cells(
     profiles: Iterable[Profile] = tuple(Profile), families: Iterable[IpFamily] = tuple(IpFamily)
 ) -> Iterator[CellKey]:
-    """Every cell, in a stable order: family, profile, defaultEndpoint, port, protocol, path, client, bind."""
+    """Every cell, in a stable order: family, profile, defaultEndpoint, port, protocol, path, client, bind.
+
+    After a sidecar profile's cells come those of its servers with ports left out of capture (`capture.py`): no
+    Sidecar resource, from other pods only, per setting.
+    """
     profile_list = tuple(profiles)
     for family in families:
         for profile in profile_list:
@@ -67,6 +73,16 @@ def iter_cells(
                         for path, client in paths(port, profile):
                             for bind in Bind:
                                 yield CellKey(profile, endpoint, bind, port, protocol, path, client, family)
+            for setting in UNCAPTURED:
+                for port in PortKind:
+                    for protocol in Protocol:
+                        for path, client in paths(port, profile):
+                            if setting not in captures(profile, path):
+                                continue
+                            for bind in Bind:
+                                yield CellKey(
+                                    profile, DefaultEndpoint.NONE, bind, port, protocol, path, client, family, setting
+                                )
 
 
 def all_cells(

@@ -190,6 +190,25 @@ class Failure(StrEnum):
     """A proxy accepted, could not reach the app, and closed or reset (Envoy on TCP ports)."""
 
 
+class InboundCapture(StrEnum):
+    """Which inbound ports of the server pod its sidecar's capture rules take (a server-level setting).
+
+    The pod annotations `traffic.sidecar.istio.io/excludeInboundPorts` and `includeInboundPorts` become
+    istio-iptables' `-d` and `-b` (settings-dualstack.md §3; the rules are in `conformance.spec.capture`).
+    """
+
+    ALL = "all"
+    """Every inbound port is captured (include `*`, only the injector's own ports excluded): every other cell."""
+    EXCLUDED = "excluded"
+    """`excludeInboundPorts` lists every test port (include `*`): they are RETURNed before the REDIRECT."""
+    NOT_INCLUDED = "not_included"
+    """`includeInboundPorts: ""`: no inbound capture at all."""
+
+
+UNCAPTURED: tuple[InboundCapture, ...] = (InboundCapture.EXCLUDED, InboundCapture.NOT_INCLUDED)
+"""The settings that leave the test ports out of capture, asked of the sidecar profiles (MESH_PROFILES)."""
+
+
 ADDRESSES: dict[IpFamily, dict[Source, str]] = {
     # The fixed addresses behind the Source names (reference section 1, util.go InboundPassthroughBind*).
     IpFamily.IPV4: {Source.LOCALHOST: "127.0.0.1", Source.INBOUND_PASSTHROUGH: "127.0.0.6"},
@@ -199,7 +218,10 @@ ADDRESSES: dict[IpFamily, dict[Source, str]] = {
 
 @dataclass(frozen=True)
 class CellKey:
-    """The coordinates of one cell; `client` is None for the in-pod paths."""
+    """The coordinates of one cell; `client` is None for the in-pod paths.
+
+    `capture` comes last with a default, so the cells of fully captured servers keep their constructions and ids.
+    """
 
     profile: Profile
     default_endpoint: DefaultEndpoint
@@ -209,14 +231,22 @@ class CellKey:
     path: Path
     client: Client | None
     ip_family: IpFamily
+    capture: InboundCapture = InboundCapture.ALL
 
     @property
     def id(self) -> str:
-        """A stable, human-readable identifier (also used as pytest id and report key)."""
+        """A stable, human-readable identifier (also used as pytest id and report key).
+
+        A server with ports left out of capture marks the profile segment (`passthrough+excluded/...`); every
+        other cell's id is the eight coordinates as they always were.
+        """
         client = self.client.value if self.client else "in_pod"
+        profile = self.profile.value
+        if self.capture is not InboundCapture.ALL:
+            profile += f"+{self.capture.value}"
         return "/".join(
             (
-                self.profile.value,
+                profile,
                 self.default_endpoint.value,
                 self.bind.value,
                 self.port.value,
@@ -238,4 +268,5 @@ class CellKey:
             "path": self.path.value,
             "client": self.client.value if self.client else None,
             "ip_family": self.ip_family.value,
+            "capture": self.capture.value,
         }

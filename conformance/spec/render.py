@@ -13,14 +13,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 
+from conformance.spec.capture import CAPTURE_RULES, captures
 from conformance.spec.cells import default_endpoints, paths
 from conformance.spec.dimensions import (
     ADDRESSES,
+    UNCAPTURED,
     Bind,
     CellKey,
     Client,
     DefaultEndpoint,
     Failure,
+    InboundCapture,
     IpFamily,
     Path,
     PortKind,
@@ -49,12 +52,13 @@ def spec_document(cells: Sequence[CellKey]) -> dict[str, object]:
             "path": [p.value for p in Path],
             "client": [c.value for c in Client] + [None],
             "ip_family": [f.value for f in IpFamily],
+            "capture": [c.value for c in InboundCapture],
             "source": [s.value for s in Source],
             "failure": [f.value for f in Failure],
         },
         "rules": [
             {"id": r.id, "statement": r.statement, "istio_source": r.istio_source, "reference": r.reference}
-            for r in RULES.values()
+            for r in (*RULES.values(), *CAPTURE_RULES.values())
         ],
         "cells": [{"id": cell.id, **cell.to_json(), "expected": expect(cell).to_json()} for cell in cells],
         # Health probes (probes.py): added within version 1, beside the traffic cells.
@@ -86,9 +90,23 @@ def describe_expectation(expected: Expectation, family: IpFamily) -> str:
     return "✗ " + " or ".join(_FAILURE_TEXT[f] for f in expected.failure)
 
 
-def _row_label(endpoint: DefaultEndpoint, port: PortKind, protocol: Protocol, path: Path, client: Client | None) -> str:
+def endpoint_label(endpoint: DefaultEndpoint, capture: InboundCapture = InboundCapture.ALL) -> str:
+    """The first column of a table row: the Sidecar situation, and the capture setting where ports are left out."""
+    if capture is InboundCapture.ALL:
+        return endpoint.value
+    return f"{endpoint.value}, capture {capture.value}"
+
+
+def _row_label(
+    endpoint: DefaultEndpoint,
+    port: PortKind,
+    protocol: Protocol,
+    path: Path,
+    client: Client | None,
+    capture: InboundCapture = InboundCapture.ALL,
+) -> str:
     who = f"{client.value} client" if client else "in the pod"
-    return f"| {endpoint.value} | {port.value} | {protocol.value} | {path.value} | {who} |"
+    return f"| {endpoint_label(endpoint, capture)} | {port.value} | {protocol.value} | {path.value} | {who} |"
 
 
 def spec_markdown(profiles: Iterable[Profile], families: Iterable[IpFamily]) -> str:
@@ -115,6 +133,19 @@ def spec_markdown(profiles: Iterable[Profile], families: Iterable[IpFamily]) -> 
                             row = _row_label(endpoint, port, protocol, path, client)
                             for bind in Bind:
                                 cell = CellKey(profile, endpoint, bind, port, protocol, path, client, family)
+                                row += f" {describe_expectation(expect(cell), family)} |"
+                            lines.append(row)
+            for setting in UNCAPTURED:
+                for port in PortKind:
+                    for protocol in Protocol:
+                        for path, client in paths(port, profile):
+                            if setting not in captures(profile, path):
+                                continue
+                            row = _row_label(DefaultEndpoint.NONE, port, protocol, path, client, setting)
+                            for bind in Bind:
+                                cell = CellKey(
+                                    profile, DefaultEndpoint.NONE, bind, port, protocol, path, client, family, setting
+                                )
                                 row += f" {describe_expectation(expect(cell), family)} |"
                             lines.append(row)
     lines += probe_spec_markdown(profile_list, families)

@@ -24,12 +24,14 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from conformance.spec.capabilities import claimed_version, in_range
+from conformance.spec.capture import baseline_cell, uncaptured_because
 from conformance.spec.dimensions import (
     Bind,
     CellKey,
     Client,
     DefaultEndpoint,
     Failure,
+    InboundCapture,
     IpFamily,
     Path,
     PortKind,
@@ -37,17 +39,7 @@ from conformance.spec.dimensions import (
     Protocol,
     Source,
 )
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One fact of the model, with where it comes from."""
-
-    id: str
-    statement: str
-    istio_source: str
-    reference: str
-
+from conformance.spec.rules import Rule
 
 RULES: dict[str, Rule] = {
     rule.id: rule
@@ -436,6 +428,10 @@ def failure_forms(cell: CellKey) -> tuple[tuple[Failure, ...], str]:
 
 def expect(cell: CellKey, behaviour: TrafficBehaviour = CURRENT_TRAFFIC) -> Expectation:
     """Apply the model to one cell, as the release with this behaviour does (the current one by default)."""
+    if cell.capture is not InboundCapture.ALL:
+        # The port never meets the server's proxy: the same cell of profile baseline (capture.py's rules).
+        base = expect(baseline_cell(cell), behaviour)
+        return replace(base, because=(*uncaptured_because(cell), *base.because))
     if not cell.path.from_other_pod:
         # In-pod paths are identical in every profile: no rule about the mesh applies.
         dialled = InboundTarget.LOCALHOST if cell.path is Path.LOCALHOST else InboundTarget.POD_IP

@@ -6,7 +6,7 @@ Each switch flips exactly the cells the seed describes (loopback apps exposed, p
 from __future__ import annotations
 
 from conformance.spec.capabilities import Capability
-from conformance.spec.dimensions import DefaultEndpoint, Path, PortKind
+from conformance.spec.dimensions import DefaultEndpoint, InboundCapture, Path, PortKind
 from conformance.suite.cases import ConformanceCase
 from conformance.suite.checks import ConformanceRun
 
@@ -20,6 +20,7 @@ CASES = (
             c.path is Path.POD_IP
             and c.port is PortKind.DECLARED
             and c.default_endpoint is DefaultEndpoint.NONE
+            and c.capture is InboundCapture.ALL
             and c.profile.value not in ("baseline", "ambient")
         ),
         part="switch",

@@ -6,7 +6,7 @@ proxy on the path; 503 or a close behind one). The source address is judged in t
 
 from __future__ import annotations
 
-from conformance.spec.dimensions import Client, DefaultEndpoint, Path
+from conformance.spec.dimensions import Client, DefaultEndpoint, InboundCapture, Path
 from conformance.suite.cases import ConformanceCase
 from conformance.suite.checks import ConformanceRun
 
@@ -17,7 +17,12 @@ def _from(path: Path, client: Client) -> ConformanceCase:
         name=f"{words[path]}From{client.value.capitalize()}Client",
         description=f"A {client.value} client pod dials the server's {path.value.replace('_', ' ')}; "
         "each bind, declared and undeclared ports, HTTP and TCP.",
-        select=lambda c: c.path is path and c.client is client and c.default_endpoint is DefaultEndpoint.NONE,
+        select=lambda c: (
+            c.path is path
+            and c.client is client
+            and c.default_endpoint is DefaultEndpoint.NONE
+            and c.capture is InboundCapture.ALL  # the uncaptured servers: test_capture
+        ),
         part="reachability",
     )
 

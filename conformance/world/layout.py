@@ -10,7 +10,8 @@ probe_pods.py):
 
 - namespace `mic-baseline` (no injection): server `echo` + its Service, and the `plain` client;
 - namespace `mic-mesh` (injected): one server per Sidecar situation (`echo-none`, `echo-localhost`,
-  `echo-instance`, `echo-unlisted`), each with its own Service, and the `meshed` client;
+  `echo-instance`, `echo-unlisted`), each with its own Service, one per setting that leaves the test ports out of
+  capture (`echo-excluded`, `echo-not-included`: capture.py), and the `meshed` client;
 - namespace `mic-ambient` (enrolled, `istio.io/dataplane-mode=ambient`, where the mesh has ambient): the same
   servers, Services and Sidecar resources (which ambient must ignore), and the `ambient` client.
 
@@ -28,9 +29,11 @@ from conformance.spec.dimensions import (
     CellKey,
     Client,
     DefaultEndpoint,
+    InboundCapture,
     IpFamily,
     Profile,
 )
+from conformance.world.capture import capture_annotations, plaintext_destination_rule, server_name
 from conformance.world.namespaces import (
     NS_AMBIENT,
     NS_BASELINE,
@@ -44,7 +47,6 @@ from conformance.world.pods import PodRef
 from conformance.world.ports import (
     ANCHOR_PORT,
     CONTROL_PORT,
-    EXCLUDE_INBOUND_ANNOTATION,
     SERVER_PORTS,
     TEST_PORTS,
     EchoPort,
@@ -81,6 +83,8 @@ class World:
     resolves it in a way the suite does not encode) gets no server for it, and its cells are not asked."""
     ambient: bool = False
     """Deploy the enrolled namespace: only where the mesh has ambient mode (`for_mesh` decides)."""
+    captures: tuple[InboundCapture, ...] = (InboundCapture.EXCLUDED, InboundCapture.NOT_INCLUDED)
+    """The settings that leave the test ports out of capture, one meshed server each (every Istio since 1.9)."""
 
     BASELINE_SERVER = PodRef(NS_BASELINE, "echo")
 
@@ -119,6 +123,8 @@ class World:
         """Whether the world has the server a cell is asked of."""
         if cell.profile is Profile.AMBIENT and not self.ambient:
             return False
+        if cell.capture is not InboundCapture.ALL:
+            return cell.capture in self.captures
         return cell.profile is Profile.BASELINE or cell.default_endpoint in self.mesh_endpoints
 
     def mesh_server(self, endpoint: DefaultEndpoint) -> PodRef:
@@ -136,18 +142,24 @@ class World:
         """The servers enrolled in ambient mode (none where the mesh has no ambient)."""
         return tuple(self.ambient_server(e) for e in self.mesh_endpoints) if self.ambient else ()
 
+    def capture_server(self, capture: InboundCapture) -> PodRef:
+        """The meshed server (no Sidecar resource) whose test ports are left out of capture this way."""
+        return PodRef(NS_MESH, server_name(capture))
+
     @property
     def servers(self) -> tuple[PodRef, ...]:
         """Every server, baseline first."""
-        return (self.BASELINE_SERVER, *(self.mesh_server(e) for e in self.mesh_endpoints), *self.ambient_servers)
+        return (self.BASELINE_SERVER, *self.mesh_servers, *self.ambient_servers)
 
     @property
     def mesh_servers(self) -> tuple[PodRef, ...]:
-        """The servers that carry a sidecar."""
-        return tuple(self.mesh_server(e) for e in self.mesh_endpoints)
+        """The servers that carry a sidecar: one per Sidecar situation, then one per capture setting."""
+        return (*(self.mesh_server(e) for e in self.mesh_endpoints), *map(self.capture_server, self.captures))
 
     def server_for(self, cell: CellKey) -> PodRef:
         """The server pod a cell is asked of."""
+        if cell.capture is not InboundCapture.ALL:
+            return self.capture_server(cell.capture)
         if cell.profile is Profile.BASELINE:
             return self.BASELINE_SERVER
         if cell.profile is Profile.AMBIENT:
@@ -162,7 +174,7 @@ class World:
         return self.server_for(cell)
 
     def endpoint_of(self, server: PodRef) -> DefaultEndpoint:
-        """The Sidecar situation of a meshed server (NONE for the baseline server)."""
+        """The Sidecar situation of a meshed server (NONE for the baseline server and the capture servers)."""
         for endpoint in self.mesh_endpoints:
             if server in (self.mesh_server(endpoint), self.ambient_server(endpoint)):
                 return endpoint
@@ -185,6 +197,10 @@ class World:
             out += [self.deployment(server, SERVER_PORTS), service_manifest(server)]
             if endpoint is not DefaultEndpoint.NONE:
                 out.append(self._sidecar(server, endpoint))
+        for capture in self.captures:
+            server = self.capture_server(capture)
+            out += [self.deployment(server, SERVER_PORTS, capture), service_manifest(server)]
+            out.append(plaintext_destination_rule(server))
         out.append(self.deployment(self.clients[Client.MESHED], ()))
         out += self.probe_manifests()
         if self.ambient:
@@ -200,8 +216,10 @@ class World:
         """The probe pods and their Services (baseline, and in the mesh one pod per rewrite setting)."""
         return probe_manifests(lambda ref: self.deployment(ref, ()), self.ambient)
 
-    def deployment(self, ref: PodRef, ports: tuple[EchoPort, ...]) -> Manifest:
-        """An echo Deployment serving `ports`, with the downward-API env and the capture exclusion."""
+    def deployment(
+        self, ref: PodRef, ports: tuple[EchoPort, ...], capture: InboundCapture = InboundCapture.ALL
+    ) -> Manifest:
+        """An echo Deployment serving `ports`, with the downward-API env and the capture annotations."""
         role = "client" if ref.app == "client" else "server"
         labels = {"app": ref.app, "role": role, "app.kubernetes.io/part-of": PART_OF}
 
@@ -246,7 +264,7 @@ class World:
                         "labels": labels,
                         # The control port carries the test's own traffic (records, batch probes): never
                         # captured, so reading it cannot disturb what is measured.
-                        "annotations": {EXCLUDE_INBOUND_ANNOTATION: str(CONTROL_PORT)},
+                        "annotations": capture_annotations(capture),
                     },
                     "spec": {"terminationGracePeriodSeconds": 2, "containers": [container]},
                 },

@@ -26,6 +26,7 @@ messages the real API server uses. Paths are matched decoded (`NAME%3APORT` is `
   GET    /apis/apps/v1/namespaces/NS/daemonsets[/NAME]      (istio-cni-node and ztunnel with the ambient overlay)
   GET    /apis/networking.istio.io/V/namespaces/NS/sidecars[/NAME]   (V: v1alpha3, v1beta1, v1)
   PATCH  /apis/networking.istio.io/V/namespaces/NS/sidecars/NAME     (server-side apply)
+  PATCH  /apis/networking.istio.io/V/namespaces/NS/destinationrules/NAME   (server-side apply)
   PATCH  /apis/security.istio.io/v1beta1/namespaces/NS/peerauthentications/NAME   (server-side apply)
 
 Anything else is 404 NotFound. Every request is kept in `requests`, in order. Objects carry uid, resourceVersion
@@ -496,6 +497,14 @@ class FakeKindApi:
         doc, created = _server_side_apply(state, request, f"networking.istio.io/{version}", "Sidecar", ns, name)
         return Reply(201 if created else 200, _object(doc))
 
+    def apply_destination_rule(
+        self, state: dict[str, Any], request: Request, version: str, ns: str, name: str
+    ) -> Answer:
+        _sidecar_kind(state, version)  # served with the same versions, once Istio's CRDs are in
+        api_version = f"networking.istio.io/{version}"
+        doc, created = _server_side_apply(state, request, api_version, "DestinationRule", ns, name)
+        return Reply(201 if created else 200, _object(doc))
+
     def apply_peer_authentication(self, state: dict[str, Any], request: Request, ns: str, name: str) -> Answer:
         if not state["istio"]:
             raise not_found()  # the kind exists once Istio (its CRDs) is installed
@@ -530,6 +539,7 @@ _ROUTES: list[tuple[str, str, str]] = [
     ("GET", "apis/networking.istio.io/{version}/namespaces/{ns}/sidecars", "list_sidecars"),
     ("GET", "apis/networking.istio.io/{version}/namespaces/{ns}/sidecars/{name}", "get_sidecar"),
     ("PATCH", "apis/networking.istio.io/{version}/namespaces/{ns}/sidecars/{name}", "apply_sidecar"),
+    ("PATCH", "apis/networking.istio.io/{version}/namespaces/{ns}/destinationrules/{name}", "apply_destination_rule"),
     ("PATCH", "apis/security.istio.io/v1beta1/namespaces/{ns}/peerauthentications/{name}", "apply_peer_authentication"),
 ]
 

@@ -1,9 +1,11 @@
 """Istio's sidecar capture rules, as istio-iptables writes them, loaded into a pod's namespace.
 
-The rule text follows tools/istio-iptables/pkg/cmd/run.go at Istio 1.10.0 for the default injected
-arguments `-p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020[,excluded]`
-(reference section 6). On an IPv6 pod the same rules go in for IPv6 with `::6/128` and `::1/128`, and `::6` is
-added to lo; on an IPv4 pod only the IPv4 rules, as istio-iptables does (EnableInboundIPv6 from the pod IP).
+The rule text follows tools/istio-iptables/pkg/cmd/run.go at Istio 1.10.0 for the injected arguments
+`-p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b <include> -d 15090,15021,15020[,excluded]` (reference
+section 6): `-b` is the pod's `includeInboundPorts` annotation, `*` when absent; handleInboundPortsInclude writes
+the PREROUTING jump only for a non-empty include list, and the exclusions only when it is `*`. On an IPv6 pod
+the same rules go in for IPv6 with `::6/128` and `::1/128`, and `::6` is added to lo; on an IPv4 pod only the
+IPv4 rules, as istio-iptables does (EnableInboundIPv6 from the pod IP).
 What the rules do to a connection is then the kernel's business, not ours.
 """
 
@@ -29,8 +31,31 @@ def excluded_inbound_ports(annotation: str | None) -> tuple[int, ...]:
     return (*DEFAULT_EXCLUDED_INBOUND, *extra)
 
 
-def nat_rules(ipv6: bool, excluded: Sequence[int]) -> str:
-    """The nat table of a meshed pod, in iptables-restore format."""
+def included_inbound_ports(annotation: str | None) -> str:
+    """The injector's `-b`: the pod's `includeInboundPorts` annotation as written, `*` only when it is absent.
+
+    Istio's template.go getAnnotation falls back to the default only for a missing key, so an empty annotation
+    reaches istio-iptables empty (settings-dualstack.md §3).
+    """
+    return "*" if annotation is None else annotation.strip()
+
+
+def _inbound_rules(included: str, excluded: Sequence[int]) -> list[str]:
+    # run.go (1.10.0) handleInboundPortsInclude: nothing at all for an empty include list; for `*` port 22 and the
+    # exclusions RETURN, then everything else is redirected; for a list, only the listed ports are redirected.
+    if not included:
+        return []
+    rules = ["-A PREROUTING -p tcp -j ISTIO_INBOUND"]
+    if included == "*":
+        rules.append(f"-A ISTIO_INBOUND -p tcp --dport {SSH_PORT} -j RETURN")
+        rules += [f"-A ISTIO_INBOUND -p tcp --dport {port} -j RETURN" for port in excluded]
+        return [*rules, "-A ISTIO_INBOUND -p tcp -j ISTIO_IN_REDIRECT"]
+    ports = [p.strip() for p in included.split(",") if p.strip()]
+    return rules + [f"-A ISTIO_INBOUND -p tcp --dport {port} -j ISTIO_IN_REDIRECT" for port in ports]
+
+
+def nat_rules(ipv6: bool, excluded: Sequence[int], included: str = "*") -> str:
+    """The nat table of a meshed pod, in iptables-restore format (`included`: istio-iptables' `-b`)."""
     passthrough = "::6/128" if ipv6 else "127.0.0.6/32"
     localhost = "::1/128" if ipv6 else "127.0.0.1/32"
     uid, gid = PROXY_UID, PROXY_GID
@@ -43,10 +68,7 @@ def nat_rules(ipv6: bool, excluded: Sequence[int]) -> str:
         "-A ISTIO_INBOUND -p tcp --dport 15008 -j RETURN",
         f"-A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports {OUTBOUND_CAPTURE_PORT}",
         f"-A ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports {INBOUND_CAPTURE_PORT}",
-        "-A PREROUTING -p tcp -j ISTIO_INBOUND",
-        f"-A ISTIO_INBOUND -p tcp --dport {SSH_PORT} -j RETURN",
-        *(f"-A ISTIO_INBOUND -p tcp --dport {port} -j RETURN" for port in excluded),
-        "-A ISTIO_INBOUND -p tcp -j ISTIO_IN_REDIRECT",
+        *_inbound_rules(included, excluded),
         "-A OUTPUT -p tcp -j ISTIO_OUTPUT",
         # The proxy's own connection to the pod IP, from 127.0.0.6, must not loop back into 15006.
         f"-A ISTIO_OUTPUT -o lo -s {passthrough} -j RETURN",
@@ -63,7 +85,7 @@ def nat_rules(ipv6: bool, excluded: Sequence[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def install(namespace: str, excluded: Sequence[int], ipv6: bool) -> netns.Started:
+def install(namespace: str, excluded: Sequence[int], ipv6: bool, included: str = "*") -> netns.Started:
     """Load the capture rules into a pod's namespace (istio-init's job), for the pod's IP family only.
 
     istio-iptables installs the IPv6 rules only when the pod IP is IPv6 (1.10 tools/istio-iptables/pkg/cmd/
@@ -71,7 +93,7 @@ def install(namespace: str, excluded: Sequence[int], ipv6: bool) -> netns.Starte
     Returns once the loading has started: `wait()` on the result before the pod's containers start.
     """
     table = "ip6tables-restore" if ipv6 else "iptables-restore"
-    return netns.start_all(namespace, [([table], nat_rules(ipv6, excluded).encode())])
+    return netns.start_all(namespace, [([table], nat_rules(ipv6, excluded, included).encode())])
 
 
 def dump(namespace: str) -> str:

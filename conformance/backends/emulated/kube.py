@@ -13,6 +13,8 @@ from typing import Any
 INJECTION_LABEL = "istio-injection"
 INJECT_POD_LABEL = "sidecar.istio.io/inject"
 EXCLUDE_INBOUND_ANNOTATION = "traffic.sidecar.istio.io/excludeInboundPorts"
+INCLUDE_INBOUND_ANNOTATION = "traffic.sidecar.istio.io/includeInboundPorts"
+"""istio-iptables' `-b`: `*` when absent; a present annotation is used as-is, even empty (template.go getAnnotation)."""
 DATAPLANE_MODE_LABEL = "istio.io/dataplane-mode"
 """Namespace or pod label enrolling pods in ambient mode (value `ambient`; a pod may opt out with `none`)."""
 
@@ -190,6 +192,8 @@ def read(manifests: Sequence[Mapping[str, Any]]) -> Objects:
             objects.services.append(_service(manifest))
         elif kind == "Sidecar":
             objects.sidecars.append(_sidecar(manifest))
+        elif kind == "DestinationRule":
+            _plaintext_destination_rule(manifest)
         else:
             raise ManifestError(f"{_where(manifest)}: the emulated cluster does not run kind {kind}")
     for manifest in deployments:
@@ -318,6 +322,18 @@ def _service(manifest: Mapping[str, Any]) -> Service:
         selector=dict(_get(manifest, "spec", "selector", default={})),
         ports=tuple(ports),
     )
+
+
+def _plaintext_destination_rule(manifest: Mapping[str, Any]) -> None:
+    """A DestinationRule that only turns TLS off is honoured by doing nothing: the emulated mesh has no mTLS.
+
+    Anything else a DestinationRule asks for (TLS, load balancing, subsets) the emulation cannot do: an error.
+    """
+    spec = _get(manifest, "spec", default={})
+    if set(spec) - {"host", "trafficPolicy"} or _get(spec, "trafficPolicy", default={}) != {"tls": {"mode": "DISABLE"}}:
+        raise ManifestError(
+            f"{_where(manifest)}: the emulated cluster only runs DestinationRules with trafficPolicy.tls.mode DISABLE"
+        )
 
 
 def _sidecar(manifest: Mapping[str, Any]) -> Sidecar:
