@@ -179,6 +179,18 @@ class Source(StrEnum):
     """The server pod's own IP."""
 
 
+class Interception(StrEnum):
+    """How the server pod's inbound traffic reaches its sidecar (pod annotation `sidecar.istio.io/interceptionMode`).
+
+    Only sidecar profiles have a mode; baseline and ambient cells are REDIRECT (the default) by convention.
+    """
+
+    REDIRECT = "redirect"
+    """nat REDIRECT to 15006 (Istio's default): the sidecar's upstream binds 127.0.0.6 / ::6 where it dials."""
+    TPROXY = "tproxy"
+    """mangle TPROXY to 15006 with Envoy's original_src listener filter (interception.py)."""
+
+
 class Failure(StrEnum):
     """How an unreachable cell may fail, as the client observes it."""
 
@@ -209,14 +221,22 @@ class CellKey:
     path: Path
     client: Client | None
     ip_family: IpFamily
+    interception: Interception = Interception.REDIRECT
 
     @property
     def id(self) -> str:
-        """A stable, human-readable identifier (also used as pytest id and report key)."""
+        """A stable, human-readable identifier (also used as pytest id and report key).
+
+        A REDIRECT cell's id is the one it had before interception was a coordinate (reports are compared
+        across versions by id); a TPROXY cell's profile segment reads `passthrough+tproxy`.
+        """
         client = self.client.value if self.client else "in_pod"
+        profile = self.profile.value
+        if self.interception is not Interception.REDIRECT:
+            profile = f"{profile}+{self.interception.value}"
         return "/".join(
             (
-                self.profile.value,
+                profile,
                 self.default_endpoint.value,
                 self.bind.value,
                 self.port.value,
@@ -238,4 +258,5 @@ class CellKey:
             "path": self.path.value,
             "client": self.client.value if self.client else None,
             "ip_family": self.ip_family.value,
+            "interception": self.interception.value,
         }

@@ -34,7 +34,8 @@ from conformance.spec.dimensions import (
     Protocol,
     Source,
 )
-from conformance.spec.semantics import Rule, expect
+from conformance.spec.rule import Rule
+from conformance.spec.semantics import expect
 
 
 class ProbeKind(StrEnum):

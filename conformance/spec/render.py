@@ -2,7 +2,8 @@
 
 JSON format `mesh-inbound-conformance/spec`, version 5 (documented in docs/spec.md, "Reading the spec", with
 what each version changed): the top-level keys `format`, `version`, `dimensions`, `rules` and `cells` are
-stable; each cell has `id`, the eight key fields, and `expected {reachable, source, failure, because}`. New
+stable; each cell has `id`, the nine key fields (`interception` since version 5), and
+`expected {reachable, source, failure, because}`. New
 fields may be added within a version; renaming or removing one, or changing what it means, bumps the version.
 Version 4 (from 3): a reachable cell always has a `source` (a sidecar client of an ambient server sees the
 client too), so `expected.source_judged` is gone; `[::]:P` on an IPv4 pod is unreachable (it dials ::1).
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 
-from conformance.spec.cells import default_endpoints, paths
+from conformance.spec.cells import default_endpoints, interceptions, paths
 from conformance.spec.dimensions import (
     ADDRESSES,
     Bind,
@@ -21,6 +22,7 @@ from conformance.spec.dimensions import (
     Client,
     DefaultEndpoint,
     Failure,
+    Interception,
     IpFamily,
     Path,
     PortKind,
@@ -49,6 +51,7 @@ def spec_document(cells: Sequence[CellKey]) -> dict[str, object]:
             "path": [p.value for p in Path],
             "client": [c.value for c in Client] + [None],
             "ip_family": [f.value for f in IpFamily],
+            "interception": [m.value for m in Interception],
             "source": [s.value for s in Source],
             "failure": [f.value for f in Failure],
         },
@@ -103,19 +106,21 @@ def spec_markdown(profiles: Iterable[Profile], families: Iterable[IpFamily]) -> 
     families = tuple(families)
     for family in families:
         for profile in profile_list:
-            lines += ["", f"## {profile.value} ({family.value})", ""]
-            lines.append(
-                "| defaultEndpoint | port | protocol | path | client | " + " | ".join(b.value for b in Bind) + " |"
-            )
-            lines.append("|---|---|---|---|---|" + "---|" * len(Bind))
-            for port in PortKind:
-                for endpoint in default_endpoints(profile, port, family):
-                    for protocol in Protocol:
-                        for path, client in paths(port, profile):
-                            row = _row_label(endpoint, port, protocol, path, client)
-                            for bind in Bind:
-                                cell = CellKey(profile, endpoint, bind, port, protocol, path, client, family)
-                                row += f" {describe_expectation(expect(cell), family)} |"
-                            lines.append(row)
+            for mode in interceptions(profile):
+                title = profile.value if mode is Interception.REDIRECT else f"{profile.value}, {mode.value.upper()}"
+                lines += ["", f"## {title} ({family.value})", ""]
+                lines.append(
+                    "| defaultEndpoint | port | protocol | path | client | " + " | ".join(b.value for b in Bind) + " |"
+                )
+                lines.append("|---|---|---|---|---|" + "---|" * len(Bind))
+                for port in PortKind:
+                    for endpoint in default_endpoints(profile, port, family, mode):
+                        for protocol in Protocol:
+                            for path, client in paths(port, profile, mode, endpoint):
+                                row = _row_label(endpoint, port, protocol, path, client)
+                                for bind in Bind:
+                                    cell = CellKey(profile, endpoint, bind, port, protocol, path, client, family, mode)
+                                    row += f" {describe_expectation(expect(cell), family)} |"
+                                lines.append(row)
     lines += probe_spec_markdown(profile_list, families)
     return "\n".join(lines) + "\n"

@@ -30,6 +30,7 @@ from conformance.spec.dimensions import (
     Client,
     DefaultEndpoint,
     Failure,
+    Interception,
     IpFamily,
     Path,
     PortKind,
@@ -37,17 +38,14 @@ from conformance.spec.dimensions import (
     Protocol,
     Source,
 )
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One fact of the model, with where it comes from."""
-
-    id: str
-    statement: str
-    istio_source: str
-    reference: str
-
+from conformance.spec.interception import (
+    TPROXY_CAPTURE,
+    TPROXY_IN_POD,
+    TPROXY_LOCALHOST_UNCONFIRMED,
+    TPROXY_ORIGINAL_SRC,
+    TPROXY_RULES,
+)
+from conformance.spec.rule import Rule
 
 RULES: dict[str, Rule] = {
     rule.id: rule
@@ -289,6 +287,7 @@ RULES: dict[str, Rule] = {
             "for LocalhostIP ports (since 1.26, #55421)",
             "probes-ambient.md §2 (table); emulation.md 'Ambient in-pod redirection' (Results)",
         ),
+        *TPROXY_RULES,
     )
 }
 
@@ -440,6 +439,7 @@ def expect(cell: CellKey, behaviour: TrafficBehaviour = CURRENT_TRAFFIC) -> Expe
         # In-pod paths are identical in every profile: no rule about the mesh applies.
         dialled = InboundTarget.LOCALHOST if cell.path is Path.LOCALHOST else InboundTarget.POD_IP
         in_pod = "ambient-in-pod-not-captured" if cell.profile is Profile.AMBIENT else "in-pod-not-captured"
+        in_pod = TPROXY_IN_POD if cell.interception is Interception.TPROXY else in_pod
         if bind_admits(cell.bind, dialled):
             source = Source.LOCALHOST if cell.path is Path.LOCALHOST else Source.SELF
             return Expectation(True, source, (), (in_pod, "bind-admits"))
@@ -460,8 +460,15 @@ def expect(cell: CellKey, behaviour: TrafficBehaviour = CURRENT_TRAFFIC) -> Expe
     because = (why_target, "bind-admits")
     if cell.port is PortKind.REMAPPED:
         because = ("inbound-cluster-by-target-port", *because)
+    tproxy = cell.interception is Interception.TPROXY
+    if tproxy and target is not InboundTarget.POD_IP:
+        raise ValueError(f"{cell.id}: {TPROXY_LOCALHOST_UNCONFIRMED}")
+    if tproxy:  # The same inbound cluster, reached by TPROXY and dialled from the client (interception.py).
+        because = (TPROXY_CAPTURE, *because)
     if bind_admits(cell.bind, target):
         source = Source.LOCALHOST if target is InboundTarget.LOCALHOST else Source.INBOUND_PASSTHROUGH
+        if tproxy:
+            return Expectation(True, Source.CLIENT, (), (*because, TPROXY_ORIGINAL_SRC))
         return Expectation(True, source, (), because)
     forms, why = failure_forms(cell)
     return Expectation(False, None, forms, (*because, why))

@@ -196,7 +196,8 @@ class Network:
         loading = []
         if template.injected:
             excluded = capture.excluded_inbound_ports(template.annotations.get(kube.EXCLUDE_INBOUND_ANNOTATION))
-            loading.append(capture.install(name, excluded, ipv6=self.family == "ipv6"))
+            tproxy = template.interception == capture.TPROXY
+            loading.append(capture.install(name, excluded, ipv6=self.family == "ipv6", tproxy=tproxy))
         if template.ambient:
             loading.append(ambient_capture.install(name))
             netns.write_sysctl(name, "net.ipv4.ip_local_port_range", ENROLLED_PORT_RANGE)
