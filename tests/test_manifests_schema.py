@@ -118,9 +118,9 @@ def test_every_row_s_kubernetes_version_has_a_schema() -> None:
 @pytest.mark.parametrize("kubernetes", sorted(SCHEMA_FOR_KUBERNETES))
 def test_kubernetes_objects_validate_strictly(family: IpFamily, kubernetes: str) -> None:
     objects = kubernetes_objects(family)
-    # baseline server and client, meshed client, one meshed server per Sidecar situation (seven), and the
-    # probe pods (baseline, rewrite on and off).
-    assert [m["kind"] for m in objects].count("Deployment") == 10 + 3
+    # baseline server and client, meshed client, one meshed server per Sidecar situation (seven), the two TPROXY
+    # servers, and the probe pods (baseline, rewrite on and off).
+    assert [m["kind"] for m in objects].count("Deployment") == 10 + 2 + 3
     for manifest in objects:
         try:
             used = kubernetes_validate.validate(manifest, SCHEMA_FOR_KUBERNETES[kubernetes], strict=True)
@@ -166,6 +166,7 @@ def test_sidecars_validate_against_istio_s_crd_and_webhook_rules(family: IpFamil
         "echo-instance-cross",
         "echo-empty",
         "echo-unlisted",
+        "echo-tproxy-instance",
     ]
     validator = jsonschema.Draft202012Validator(SIDECAR_SCHEMA)
     for sidecar in found:

@@ -20,6 +20,7 @@ from conformance.spec import (
     Client,
     DefaultEndpoint,
     Failure,
+    Interception,
     IpFamily,
     Path,
     PortKind,
@@ -255,14 +256,14 @@ def test_service_port_other_than_target_port_is_keyed_by_target_port() -> None:
     for c in all_cells():
         if c.port is not PortKind.REMAPPED:
             continue
-        twin = expect(
-            CellKey(c.profile, c.default_endpoint, c.bind, PortKind.DECLARED, c.protocol, c.path, c.client, c.ip_family)
-        )
+        twin = expect(dataclasses.replace(c, port=PortKind.DECLARED))
         got = expect(c)
         assert (got.reachable, got.source) == (twin.reachable, twin.source), c.id
         # Sidecars key inbound clusters by targetPort; ztunnel has no clusters and dials the DNAT'd port.
         if c.path.from_other_pod and c.profile not in (Profile.BASELINE, Profile.AMBIENT):
-            assert got.because[0] == "inbound-cluster-by-target-port"
+            # Under TPROXY the capture rule comes first: the connection reaches the sidecar, then its cluster.
+            first = 1 if c.interception is Interception.TPROXY else 0
+            assert got.because[first] == "inbound-cluster-by-target-port"
     assert {c.path for c in all_cells() if c.port is PortKind.REMAPPED} == set(Path)
     # The one difference is outbound: a meshed client dialling the pod IP on the container port meets no HTTP
     # listener (the Service's HTTP port is another number), so without a server sidecar it sees a reset.
@@ -369,7 +370,10 @@ def test_cell_counts_and_uniqueness() -> None:
     # baseline: 3 binds x 2 protocols x (declared and remapped: 6 paths each + undeclared: 4 paths)
     assert per[(Profile.BASELINE, IpFamily.IPV4)] == 3 * 2 * (2 * 6 + 4)
     # mesh: declared and remapped x 7 Sidecar situations (none, four literals, empty, unlisted) + undeclared
-    assert per[(Profile.PASSTHROUGH, IpFamily.IPV6)] == 3 * 2 * (2 * 7 * 6 + 4)
+    assert per[(Profile.LEGACY, IpFamily.IPV6)] == 3 * 2 * (2 * 7 * 6 + 4)
+    # passthrough adds TPROXY: none (declared and remapped: 6 paths, undeclared: 4) and the family's instance form
+    # (declared and remapped, the 4 paths from other pods)
+    assert per[(Profile.PASSTHROUGH, IpFamily.IPV6)] == 3 * 2 * (2 * 7 * 6 + 4) + 3 * 2 * (2 * 6 + 4 + 2 * 4)
     assert not [c for c in cells if c.path is Path.SERVICE and c.port is PortKind.UNDECLARED]
     # Every defaultEndpoint form is a cell in both families (reference section 4).
     for family in IpFamily:
@@ -383,7 +387,7 @@ def test_every_rule_is_used_and_every_citation_exists() -> None:
     assert used == set(RULES)
     for rule in RULES.values():
         assert rule.istio_source
-        assert rule.reference.startswith(("reference", "emulation", "probes-ambient"))
+        assert rule.reference.startswith(("reference", "emulation", "probes-ambient", "settings-dualstack"))
 
 
 def test_json_document_has_stable_keys() -> None:
@@ -403,6 +407,7 @@ def test_json_document_has_stable_keys() -> None:
         "path",
         "client",
         "ip_family",
+        "interception",
         "expected",
     ]
     assert list(first["expected"]) == ["reachable", "source", "failure", "because"]
@@ -417,7 +422,14 @@ def test_the_docs_state_the_rule_count_and_the_format_versions() -> None:
     repo = pathlib.Path(__file__).resolve().parents[1]
     spec_page = (repo / "docs" / "spec.md").read_text()
     running_page = (repo / "docs" / "running.md").read_text()
-    words = {25: "twenty-five", 26: "twenty-six", 27: "twenty-seven", 28: "twenty-eight", 29: "twenty-nine"}
+    words = {
+        27: "twenty-seven",
+        28: "twenty-eight",
+        29: "twenty-nine",
+        30: "thirty",
+        31: "thirty-one",
+        32: "thirty-two",
+    }
     assert f"`semantics.py` holds {words[len(RULES)]} rules" in spec_page
     assert f"(`format: mesh-inbound-conformance/spec`, `version: {SPEC_FORMAT_VERSION}`)" in spec_page
     assert f"What changed from version {SPEC_FORMAT_VERSION - 1} to {SPEC_FORMAT_VERSION}:" in spec_page

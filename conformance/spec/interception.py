@@ -3,8 +3,8 @@
 `semantics.expect()` applies them to the cells whose `interception` is TPROXY (cells.py asks those under the
 passthrough profile only). Everything before the sidecar's upstream dial is the REDIRECT model's (which endpoint
 a port's inbound cluster dials: `semantics.inbound_target`); what TPROXY changes is how the connection reaches
-the sidecar and the address the sidecar dials from. Facts: shared/reference/settings-dualstack.md §1 (here
-"settings §1"). Left out, with the reason (docs/spec.md "TPROXY"): the legacy profile and the Sidecar localhost
+the sidecar and the address the sidecar dials from. Facts: shared/reference/settings-dualstack.md §1.
+Left out, with the reason (docs/spec.md "TPROXY"): the legacy profile and the Sidecar localhost
 forms (Envoy dials 127.0.0.1 from a non-local address: route_localnet, UNCONFIRMED), the cross-family literals,
 the empty and unlisted Sidecar forms (not traced), and IPv6 before 1.12.0 (capabilities.TPROXY_IPV6_SINCE).
 """
@@ -33,7 +33,7 @@ TPROXY_RULES: tuple[Rule, ...] = (
         "tools/istio-iptables/pkg/cmd/run.go (1.10.0) handleInboundPortsInclude L138-203 and L546-556 (connmark "
         "save/restore); capture/run.go (1.12.0) L141-165, L307-385 (IPv6, #34274, #35359); testdata/tproxy.golden; "
         "manifests/charts/istio-control/istio-discovery/files/injection-template.yaml (1.10.0) L335-356",
-        "settings §1(a)",
+        "settings-dualstack.md §1(a)",
     ),
     Rule(
         TPROXY_ORIGINAL_SRC,
@@ -47,7 +47,7 @@ TPROXY_RULES: tuple[Rule, ...] = (
         "source/extensions/filters/common/original_src/original_src_socket_option.cc setOption, "
         "socket_option_factory.cc; source/common/network/connection_impl.cc ClientConnectionImpl (PREBIND options "
         "before source_address); tests/integration/pilot/original_src_addr_test.go TestTproxy",
-        "settings §1(b), §1(c)",
+        "settings-dualstack.md §1(b), §1(c)",
     ),
     Rule(
         TPROXY_IN_POD,
@@ -57,6 +57,6 @@ TPROXY_RULES: tuple[Rule, ...] = (
         "diverted them, #31095).",
         "tools/istio-iptables/pkg/cmd/run.go (1.11.0) L569-600, #31165 (commit 3823c14599b, fixes #31095); "
         "capture/run.go L411-446 (master)",
-        "settings §1(a)",
+        "settings-dualstack.md §1(a)",
     ),
 )
