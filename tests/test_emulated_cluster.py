@@ -184,6 +184,8 @@ def test_precheck_reports_exposed_loopback_ports(cluster: EmulatedCluster) -> No
         "echo-localhost-cross-0",
         "echo-mixed-0",
         "echo-none-0",
+        "echo-tproxy-0",
+        "echo-tproxy-instance-0",
     )
     assert run.stdout.splitlines() == [
         f"Error [IST0143] (Pod {pod}.mic-mesh) Port {port} is exposed in a Service but listens on localhost. "

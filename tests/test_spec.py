@@ -49,6 +49,7 @@ from conformance.spec.semantics import (
     precheck_finding,
     traffic_behaviour,
 )
+from conformance.world.layout import World
 from conformance.world.resources import resource
 
 
@@ -913,3 +914,106 @@ def test_cli_capabilities_of_1_22_in_an_ipv6_run_skip_ambient_with_the_reason() 
         assert "ambient" in doc["profiles"], (version, family)
     doc = json.loads(run_cli("capabilities", "--istio-version", "1.22.8").stdout)
     assert (doc["ip_family"], "ambient" in doc["profiles"]) == ("ipv4", True)
+
+
+# --- TPROXY interception (spec/interception.py) ----------------------------------------------------------------
+
+
+def _redirect_twin(c: CellKey) -> CellKey:
+    return dataclasses.replace(c, interception=Interception.REDIRECT)
+
+
+def test_tproxy_cells_are_passthrough_only_with_distinct_ids_and_redirect_ids_unchanged() -> None:
+    tproxy = [c for c in all_cells() if c.interception is Interception.TPROXY]
+    assert {c.profile for c in tproxy} == {Profile.PASSTHROUGH}
+    assert all(c.id.startswith("passthrough+tproxy/") for c in tproxy)
+    # Per family: `none` (96) and the family's own instance form from other pods (48).
+    for family, instance in (
+        (IpFamily.IPV4, DefaultEndpoint.INSTANCE_V4),
+        (IpFamily.IPV6, DefaultEndpoint.INSTANCE_V6),
+    ):
+        mine = [c for c in tproxy if c.ip_family is family]
+        assert len(mine) == 144
+        assert {c.default_endpoint for c in mine} == {DefaultEndpoint.NONE, instance}
+        assert all(c.path.from_other_pod for c in mine if c.default_endpoint is instance)
+    # A REDIRECT cell's id is what it was before interception was a coordinate; the JSON always names the mode.
+    redirect = CellKey(
+        Profile.PASSTHROUGH,
+        DefaultEndpoint.NONE,
+        Bind.WILDCARD,
+        PortKind.DECLARED,
+        Protocol.HTTP,
+        Path.POD_IP,
+        Client.PLAIN,
+        IpFamily.IPV4,
+    )
+    assert redirect.id == "passthrough/none/wildcard/declared/http/pod_ip/plain/ipv4"
+    assert redirect.to_json()["interception"] == "redirect"
+    tproxied = dataclasses.replace(redirect, interception=Interception.TPROXY)
+    assert tproxied.id == "passthrough+tproxy/none/wildcard/declared/http/pod_ip/plain/ipv4"
+    assert tproxied.to_json()["interception"] == "tproxy"
+
+
+def test_tproxy_keeps_the_client_address_where_the_sidecar_dials_the_pod_ip() -> None:
+    """original_src (settings-dualstack.md §1(c)): the app sees the client; reachability is REDIRECT's."""
+    tproxy = [c for c in all_cells() if c.interception is Interception.TPROXY]
+    for c in tproxy:
+        got, twin = expect(c), expect(_redirect_twin(c))
+        assert (got.reachable, got.failure) == (twin.reachable, twin.failure), c.id
+        if not c.path.from_other_pod:
+            assert got.source is twin.source, c.id
+            assert got.because[0] == "tproxy-in-pod-not-captured", c.id
+            continue
+        assert got.because[0] == "tproxy-capture", c.id
+        if got.reachable:
+            assert twin.source is Source.INBOUND_PASSTHROUGH, c.id
+            assert got.source is Source.CLIENT, c.id
+            assert got.because[-1] == "tproxy-original-src", c.id
+    # A loopback-only app stays unreachable, with REDIRECT's failure forms (503 on HTTP, reset on TCP).
+    loopback = [c for c in tproxy if c.bind is Bind.LOOPBACK and c.path.from_other_pod]
+    assert loopback
+    assert not [c for c in loopback if expect(c).reachable]
+    assert {expect(c).failure for c in loopback} == {(Failure.HTTP_503,), (Failure.RESET_OR_EOF,)}
+
+
+def test_tproxy_localhost_dials_are_not_guessed() -> None:
+    """Legacy and `127.0.0.1:P` under TPROXY depend on route_localnet (UNCONFIRMED): expect() refuses them."""
+    base = cell(Profile.LEGACY, Bind.WILDCARD)
+    with pytest.raises(ValueError, match="route_localnet"):
+        expect(dataclasses.replace(base, interception=Interception.TPROXY))
+    sidecar = cell(Profile.PASSTHROUGH, Bind.WILDCARD, endpoint=DefaultEndpoint.LOCALHOST_V4)
+    with pytest.raises(ValueError, match="route_localnet"):
+        expect(dataclasses.replace(sidecar, interception=Interception.TPROXY))
+
+
+@pytest.mark.parametrize(
+    ("version", "family", "has", "reason"),
+    [
+        ("1.10.6", IpFamily.IPV4, False, "#31095"),
+        ("1.11.0", IpFamily.IPV4, True, None),
+        ("1.11.8", IpFamily.IPV6, False, "1.12.0"),
+        ("1.12.0", IpFamily.IPV6, True, None),
+        ("1.31.1", IpFamily.IPV6, True, None),
+    ],
+)
+def test_tproxy_capability_by_release_and_family(version: str, family: IpFamily, has: bool, reason: str | None) -> None:
+    mesh = istio_capabilities(version, family=family)
+    assert (Capability.INTERCEPTION_TPROXY in mesh.capabilities) is has
+    if reason is not None:
+        assert reason in mesh.reasons[Capability.INTERCEPTION_TPROXY]
+    assert World.for_mesh(family, mesh).tproxy is has
+    assert Capability.INTERCEPTION_TPROXY in emulated_capabilities().capabilities
+
+
+def test_tproxy_cases_need_the_capability_and_other_cases_ask_no_tproxy_cell() -> None:
+    from conformance.suite import test_interception, test_reachability, test_source_address
+
+    for case in test_interception.CASES:
+        assert Capability.INTERCEPTION_TPROXY in case.needed(Profile.PASSTHROUGH, IpFamily.IPV6)
+        assert all(c.interception is Interception.TPROXY for c in case.cells(Profile.PASSTHROUGH, IpFamily.IPV6))
+    asked = {c for case in test_interception.CASES for c in case.cells(Profile.PASSTHROUGH, IpFamily.IPV4)}
+    assert asked == {
+        c for c in all_cells([Profile.PASSTHROUGH], [IpFamily.IPV4]) if c.interception is Interception.TPROXY
+    }
+    for case in (*test_reachability.CASES, *test_source_address.CASES):
+        assert all(c.interception is Interception.REDIRECT for c in case.cells(Profile.PASSTHROUGH, IpFamily.IPV4))
