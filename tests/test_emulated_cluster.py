@@ -31,7 +31,7 @@ _ids = itertools.count()
 
 def manifests(family: IpFamily) -> list[dict[str, object]]:
     """The world, plus a server whose Sidecar sends only the loopback ports to localhost (emulation.md row 5)."""
-    world = World(family)
+    world = World(family, tproxy=True)
     localhost = "127.0.0.1" if family is IpFamily.IPV4 else "[::1]"
     ingress = [
         {

@@ -788,7 +788,7 @@ FAMILIES = [IpFamily.IPV4, IpFamily.IPV6]
 
 def _manifests(family: IpFamily) -> list[dict[str, Any]]:
     """The traffic world; the probe pods and their Services are tested in test_probe_spec.py."""
-    manifests = cast(list[dict[str, Any]], World(family).manifests())
+    manifests = cast(list[dict[str, Any]], World(family, tproxy=True).manifests())
     return [m for m in manifests if PROBE_POD_LABEL not in m["metadata"].get("labels", {})]
 
 

@@ -83,7 +83,9 @@ def _label_value(value: str) -> bool:
 
 def applied(family: IpFamily) -> list[dict[str, Any]]:
     """The stream `kubectl apply -f -` receives, parsed (shared between tests: copy before changing it)."""
-    text = yaml.safe_dump_all([dict(m) for m in World(family, image=ECHO_IMAGE).manifests()], sort_keys=False)
+    text = yaml.safe_dump_all(
+        [dict(m) for m in World(family, image=ECHO_IMAGE, tproxy=True).manifests()], sort_keys=False
+    )
     return list(yaml.safe_load_all(text))
 
 

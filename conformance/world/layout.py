@@ -87,7 +87,7 @@ class World:
     resolves it in a way the suite does not encode) gets no server for it, and its cells are not asked."""
     ambient: bool = False
     """Deploy the enrolled namespace: only where the mesh has ambient mode (`for_mesh` decides)."""
-    tproxy: bool = True
+    tproxy: bool = False
     """Deploy the TPROXY servers: only where the mesh has TPROXY in the family (`for_mesh` decides)."""
 
     BASELINE_SERVER = PodRef(NS_BASELINE, "echo")
