@@ -75,8 +75,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--emulator-sidecar",
         default=None,
-        help='emulated backend: run "CMD ARGS" as every sidecar instead of the reference one (as uid 1337, '
-        "config path appended; must listen on 15006 and 15001)",
+        help='emulated backend: run "CMD ARGS" as every sidecar instead of the reference one (as uid 1337; '
+        "uid 0 / gid 1337 in TPROXY pods; config path appended; must listen on 15006 and 15001)",
     )
     group.addoption(
         "--emulator-ztunnel",

@@ -32,6 +32,8 @@ def test_the_emulated_backend_never_loads_the_spec() -> None:
     [
         REPO / "workloads" / "echo" / "echo.py",
         REPO / "conformance" / "backends" / "emulated" / "sidecar.py",
+        REPO / "conformance" / "backends" / "emulated" / "original_src.py",
+        REPO / "conformance" / "backends" / "emulated" / "status_agent.py",
         REPO / "conformance" / "backends" / "emulated" / "ztunnel.py",
         REPO / "conformance" / "backends" / "emulated" / "forkserver.py",
     ],

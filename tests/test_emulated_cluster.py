@@ -31,7 +31,7 @@ _ids = itertools.count()
 
 def manifests(family: IpFamily) -> list[dict[str, object]]:
     """The world, plus a server whose Sidecar sends only the loopback ports to localhost (emulation.md row 5)."""
-    world = World(family)
+    world = World(family, tproxy=True)
     localhost = "127.0.0.1" if family is IpFamily.IPV4 else "[::1]"
     ingress = [
         {
@@ -202,6 +202,8 @@ def test_precheck_reports_exposed_loopback_ports(cluster: EmulatedCluster) -> No
         "echo-mixed-0",
         "echo-none-0",
         "echo-not-included-0",
+        "echo-tproxy-0",
+        "echo-tproxy-instance-0",
     )
     assert run.stdout.splitlines() == [
         f"Error [IST0143] (Pod {pod}.mic-mesh) Port {port} is exposed in a Service but listens on localhost. "

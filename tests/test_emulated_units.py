@@ -169,9 +169,64 @@ def test_destination_rules_only_turning_tls_off_are_read_and_others_refused() ->
             kube.read([{**rule, "spec": spec}])
 
 
+MANGLE_RULES_TPROXY_V4 = """\
+*mangle
+-N ISTIO_DIVERT
+-N ISTIO_TPROXY
+-N ISTIO_INBOUND
+-A ISTIO_DIVERT -j MARK --set-mark 1337
+-A ISTIO_DIVERT -j ACCEPT
+-A ISTIO_TPROXY ! -d 127.0.0.1/32 -p tcp -j TPROXY --tproxy-mark 1337/0xffffffff --on-port 15006
+-A PREROUTING -p tcp -j ISTIO_INBOUND
+-A ISTIO_INBOUND -p tcp -m mark --mark 1337 -j RETURN
+-A ISTIO_INBOUND -p tcp -s 127.0.0.6/32 -i lo -j RETURN
+-A ISTIO_INBOUND -p tcp -i lo -m mark ! --mark 1338 -j RETURN
+-A ISTIO_INBOUND -p tcp --dport 22 -j RETURN
+-A ISTIO_INBOUND -p tcp --dport 15090 -j RETURN
+-A ISTIO_INBOUND -p tcp --dport 15021 -j RETURN
+-A ISTIO_INBOUND -p tcp --dport 15020 -j RETURN
+-A ISTIO_INBOUND -p tcp --dport 19000 -j RETURN
+-A ISTIO_INBOUND -p tcp -m conntrack --ctstate RELATED,ESTABLISHED -j ISTIO_DIVERT
+-A ISTIO_INBOUND -p tcp -j ISTIO_TPROXY
+-A PREROUTING -p tcp -m mark --mark 1337 -j CONNMARK --save-mark
+-A OUTPUT -p tcp -o lo -m mark --mark 1337 -j RETURN
+-A OUTPUT ! -d 127.0.0.1/32 -p tcp -o lo -m owner --uid-owner 1337 -j MARK --set-mark 1338
+-A OUTPUT ! -d 127.0.0.1/32 -p tcp -o lo -m owner --gid-owner 1337 -j MARK --set-mark 1338
+-A OUTPUT -p tcp -m connmark --mark 1337 -j CONNMARK --restore-mark
+COMMIT
+"""
+"""istio-iptables 1.11+ `-m TPROXY` (testdata/tproxy.golden's mangle table, with 1.10's port 22 and the `-d` list)."""
+
+
+def test_tproxy_mangle_rules_match_istio_iptables() -> None:
+    got = capture.mangle_rules(ipv6=False, excluded=(15090, 15021, 15020, 19000))
+    assert got.splitlines() == MANGLE_RULES_TPROXY_V4.splitlines()
+    # IPv6 (1.12+, #34274, #35359): the same rules with the family's loopback and passthrough addresses.
+    v6 = capture.mangle_rules(ipv6=True, excluded=(15090, 15021, 15020, 19000))
+    assert v6 == MANGLE_RULES_TPROXY_V4.replace("127.0.0.1/32", "::1/128").replace("127.0.0.6/32", "::6/128")
+
+
+def test_tproxy_nat_rules_capture_outbound_only() -> None:
+    """In TPROXY mode nat PREROUTING has no inbound jump: inbound is the mangle table's; outbound stays nat."""
+    tproxy = capture.nat_rules(ipv6=False, excluded=(15090, 15021, 15020, 19000), tproxy=True).splitlines()
+    assert "-A PREROUTING -p tcp -j ISTIO_INBOUND" not in tproxy
+    assert not [line for line in tproxy if "ISTIO_IN_REDIRECT" in line and line.startswith("-A ISTIO_INBOUND")]
+    redirect = NAT_RULES_V4.splitlines()
+    assert [line for line in redirect if "ISTIO_OUTPUT" in line] == [line for line in tproxy if "ISTIO_OUTPUT" in line]
+
+
+@pytest.mark.parametrize(("ipv6", "default"), [(False, "0.0.0.0/0"), (True, "::/0")])
+def test_tproxy_policy_route(ipv6: bool, default: str) -> None:
+    assert capture.tproxy_routes(ipv6).splitlines() == [
+        "rule add fwmark 1337 lookup 133",
+        f"route add local {default} dev lo table 133",
+    ]
+
+
 def test_capture_constants() -> None:
     assert (capture.PROXY_UID, capture.PROXY_GID) == (1337, 1337)
     assert (capture.INBOUND_CAPTURE_PORT, capture.OUTBOUND_CAPTURE_PORT) == (15006, 15001)
+    assert (capture.TPROXY_MARK, capture.TPROXY_ROUTE_TABLE, capture.PROXY_LOOPBACK_MARK) == (1337, 133, 1338)
 
 
 # --- protocol selection -------------------------------------------------------------------------------------
@@ -328,6 +383,25 @@ def test_sidecar_config_listeners(family: str, app: str, mode: str) -> None:
     assert inbound["listeners"] == EXPECTED_LISTENERS[(family, app, mode)]
 
 
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+@pytest.mark.parametrize("app", ["echo-tproxy", "echo-tproxy-instance"])
+def test_sidecar_config_of_a_tproxy_pod(family: str, app: str) -> None:
+    """The annotation reaches the sidecar: original_src with mark 1337, uid 0 / gid 1337; the clusters as REDIRECT's."""
+    objects = _objects(IpFamily(family))
+    pod = _pod(objects, "mic-mesh", app)
+    config = controlplane.sidecar_config(pod, POD_IP[family], family, objects, "passthrough")
+    assert config["interception"] == {"mode": "TPROXY", "original_src_mark": 1337}
+    assert (config["proxy_uid"], config["proxy_gid"]) == (0, 1337)
+    twin = _pod(objects, "mic-mesh", "echo-none" if app == "echo-tproxy" else "echo-instance")
+    same = controlplane.sidecar_config(twin, POD_IP[family], family, objects, "passthrough")
+    inbound, twin_inbound = config["inbound"], same["inbound"]
+    assert isinstance(inbound, dict)
+    assert isinstance(twin_inbound, dict)
+    strip = [{k: v for k, v in item.items() if k != "source"} for item in inbound["listeners"]]
+    assert strip == [{k: v for k, v in item.items() if k != "source"} for item in twin_inbound["listeners"]]
+    assert inbound["passthrough"] == twin_inbound["passthrough"]
+
+
 @pytest.mark.parametrize(
     ("family", "bind", "cluster"),
     [("ipv4", "127.0.0.6", "InboundPassthroughClusterIpv4"), ("ipv6", "::6", "InboundPassthroughClusterIpv6")],
@@ -343,6 +417,7 @@ def test_sidecar_config_envelope(family: str, bind: str, cluster: str, mode: str
     assert config["pod"] == {"name": f"{app}-0", "namespace": "mic-mesh", "ips": [POD_IP[family]]}
     assert config["mesh"] == {"inbound_mode": mode}
     assert (config["proxy_uid"], config["proxy_gid"]) == (1337, 1337)
+    assert config["interception"] == {"mode": "REDIRECT", "original_src_mark": None}
     inbound = config["inbound"]
     assert isinstance(inbound, dict)
     assert inbound["port"] == 15006
@@ -771,7 +846,7 @@ FAMILIES = [IpFamily.IPV4, IpFamily.IPV6]
 
 def _manifests(family: IpFamily) -> list[dict[str, Any]]:
     """The traffic world; the probe pods and their Services are tested in test_probe_spec.py."""
-    manifests = cast(list[dict[str, Any]], World(family).manifests())
+    manifests = cast(list[dict[str, Any]], World(family, tproxy=True).manifests())
     return [m for m in manifests if PROBE_POD_LABEL not in m["metadata"].get("labels", {})]
 
 
@@ -812,6 +887,11 @@ def test_world_objects(family: IpFamily) -> None:
             ("Deployment", "mic-mesh", "echo-not-included"),
             ("Service", "mic-mesh", "echo-not-included"),
             ("DestinationRule", "mic-mesh", "echo-not-included"),
+            ("Deployment", "mic-mesh", "echo-tproxy"),
+            ("Service", "mic-mesh", "echo-tproxy"),
+            ("Deployment", "mic-mesh", "echo-tproxy-instance"),
+            ("Service", "mic-mesh", "echo-tproxy-instance"),
+            ("Sidecar", "mic-mesh", "echo-tproxy-instance"),
             ("Deployment", "mic-mesh", "client"),
         ],
         key=str,
@@ -867,6 +947,7 @@ def test_world_sidecar_literal_forms(
         "echo-instance-cross",
         "echo-empty",
         "echo-unlisted",
+        "echo-tproxy-instance",
     }
 
     def endpoints(name: str) -> list[tuple[int, str, str]]:
@@ -905,6 +986,8 @@ def test_world_sidecar_literal_forms(
         (9283, "TCP", f"{instance}:9283"),
     ]
     assert endpoints("echo-unlisted") == [(7070, "HTTP", f"{localhost}:7070")]
+    # The TPROXY server's Sidecar is the family's instance form, as echo-instance's.
+    assert endpoints("echo-tproxy-instance") == endpoints("echo-instance")
     # Every form Istio accepts, in both families (reference section 4): the other family's literals and `:P`.
     assert next(e for _, _, e in endpoints("echo-localhost-cross")) == f"{other_localhost}:8081"
     assert next(e for _, _, e in endpoints("echo-instance-cross")) == f"{other_instance}:8081"
@@ -927,7 +1010,7 @@ def test_world_sidecar_literal_forms(
 @pytest.mark.parametrize("family", FAMILIES)
 def test_world_control_port_is_excluded_from_capture(family: IpFamily) -> None:
     deployments = [m for m in _manifests(family) if m["kind"] == "Deployment"]
-    assert len(deployments) == 12
+    assert len(deployments) == 14  # ten before issue 22, two capture servers, two TPROXY servers
     for d in deployments:
         annotations = d["spec"]["template"]["metadata"]["annotations"]
         excluded = annotations["traffic.sidecar.istio.io/excludeInboundPorts"].split(",")
@@ -957,8 +1040,14 @@ def test_world_injection(family: IpFamily) -> None:
         ("mic-mesh", "echo-unlisted"): True,
         ("mic-mesh", "echo-excluded"): True,
         ("mic-mesh", "echo-not-included"): True,
+        ("mic-mesh", "echo-tproxy"): True,
+        ("mic-mesh", "echo-tproxy-instance"): True,
         ("mic-mesh", "client"): True,
     }
+    # Only the TPROXY servers ask for TPROXY interception; every other pod keeps Istio's default.
+    modes = {p.app: p.interception for p in objects.pods}
+    assert {app for app, mode in modes.items() if mode != "REDIRECT"} == {"echo-tproxy", "echo-tproxy-instance"}
+    assert {modes["echo-tproxy"], modes["echo-tproxy-instance"]} == {"TPROXY"}
 
 
 def test_world_port_numbers() -> None:

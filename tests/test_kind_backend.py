@@ -128,9 +128,15 @@ READ_BASELINE_AND_MESH = [
     "kubectl -n mic-mesh get services -o json",
 ]
 WAIT_WORKLOADS = [*ROLLOUT_BASELINE_AND_MESH, *READ_BASELINE_AND_MESH]
-# A world with ambient (issue 12) also has the enrolled namespace: the same servers and the ambient client.
+# A world with ambient (issue 12) also has the enrolled namespace: the same servers and the ambient client. Every
+# release with ambient has TPROXY too: the two TPROXY servers (mic-mesh only) come before the meshed client.
 WAIT_WORKLOADS_AMBIENT = [
-    *ROLLOUT_BASELINE_AND_MESH,
+    *ROLLOUT_BASELINE_AND_MESH[:-1],
+    *[
+        f"kubectl -n mic-mesh rollout status deploy/{app} --timeout=120s"
+        for app in ("echo-tproxy", "echo-tproxy-instance")
+    ],
+    ROLLOUT_BASELINE_AND_MESH[-1],
     *[f"kubectl -n mic-ambient rollout status deploy/{app} --timeout=120s" for app in MESH_SERVERS],
     "kubectl -n mic-ambient rollout status deploy/client --timeout=120s",
     *READ_BASELINE_AND_MESH,
@@ -429,7 +435,7 @@ def test_istio_1_31_ipv6_switches_with_the_mesh_config_overlay(fakes: Fakes) -> 
     up = kind_up("1.31.1", NODE_1_36, release_install("1.31.1"), create=CREATE_V6)
     up[-len(WAIT_WORKLOADS) :] = WAIT_WORKLOADS_AMBIENT
     assert fakes.commands() == up
-    assert cluster.pod_ip(PodRef("mic-ambient", "client")) == "fd00:10:244::21"
+    assert cluster.pod_ip(PodRef("mic-ambient", "client")) == "fd00:10:244::23"  # after the capture and TPROXY servers
     enrolled = cluster.workloads.pod_names[PodRef("mic-ambient", "echo-none")]
     cluster.set_inbound_mode("legacy")
     legacy = release_install("1.31.1", "legacy-mesh-config.yaml")

@@ -95,6 +95,12 @@ APPLIED = [
     ("Deployment", "mic-mesh/echo-not-included"),
     ("Service", "mic-mesh/echo-not-included"),
     ("DestinationRule", "mic-mesh/echo-not-included"),
+    # The TPROXY servers (issue 22), where the mesh has TPROXY interception in the family.
+    ("Deployment", "mic-mesh/echo-tproxy"),
+    ("Service", "mic-mesh/echo-tproxy"),
+    ("Deployment", "mic-mesh/echo-tproxy-instance"),
+    ("Service", "mic-mesh/echo-tproxy-instance"),
+    ("Sidecar", "mic-mesh/echo-tproxy-instance"),
     ("Deployment", "mic-mesh/client"),
     # The probe pods (issue 11): one without a sidecar, and in the mesh one per probe rewrite setting.
     ("Deployment", "mic-baseline/probe"),
@@ -105,14 +111,17 @@ APPLIED = [
     ("Service", "mic-mesh/probe-norewrite"),
 ]
 # Releases with ambient (>= 1.22) also get the enrolled namespace (applied with the other namespaces), its probe pod
-# (with the other probe pods: probes bypass ztunnel) and then the same servers, Sidecars and client as mic-mesh.
+# (with the other probe pods: probes bypass ztunnel) and then the same servers, Sidecars and client as mic-mesh
+# (the TPROXY servers excepted: ambient has no interception mode).
 AMBIENT_PROBE_APPLIED = [("Deployment", "mic-ambient/probe"), ("Service", "mic-ambient/probe")]
 AMBIENT_APPLIED = [
     *[
         (k, n.replace("mic-mesh", "mic-ambient"))
         for k, n in APPLIED
         if n.startswith("mic-mesh/")
-        and not n.startswith(("mic-mesh/probe-", "mic-mesh/echo-excluded", "mic-mesh/echo-not-"))
+        and not n.startswith(
+            ("mic-mesh/probe-", "mic-mesh/echo-excluded", "mic-mesh/echo-not-", "mic-mesh/echo-tproxy")
+        )
     ],
 ]
 

@@ -85,7 +85,9 @@ def _label_value(value: str) -> bool:
 
 def applied(family: IpFamily) -> list[dict[str, Any]]:
     """The stream `kubectl apply -f -` receives, parsed (shared between tests: copy before changing it)."""
-    text = yaml.safe_dump_all([dict(m) for m in World(family, image=ECHO_IMAGE).manifests()], sort_keys=False)
+    text = yaml.safe_dump_all(
+        [dict(m) for m in World(family, image=ECHO_IMAGE, tproxy=True).manifests()], sort_keys=False
+    )
     return list(yaml.safe_load_all(text))
 
 
@@ -121,8 +123,8 @@ def test_every_row_s_kubernetes_version_has_a_schema() -> None:
 def test_kubernetes_objects_validate_strictly(family: IpFamily, kubernetes: str) -> None:
     objects = kubernetes_objects(family)
     # baseline server and client, meshed client, one meshed server per Sidecar situation (seven), one per capture
-    # setting (excluded, not included), and the probe pods (baseline, rewrite on and off).
-    assert [m["kind"] for m in objects].count("Deployment") == 10 + 2 + 3
+    # setting (excluded, not included), the two TPROXY servers, and the probe pods (baseline, rewrite on and off).
+    assert [m["kind"] for m in objects].count("Deployment") == 10 + 2 + 2 + 3
     for manifest in objects:
         try:
             used = kubernetes_validate.validate(manifest, SCHEMA_FOR_KUBERNETES[kubernetes], strict=True)
@@ -168,6 +170,7 @@ def test_sidecars_validate_against_istio_s_crd_and_webhook_rules(family: IpFamil
         "echo-instance-cross",
         "echo-empty",
         "echo-unlisted",
+        "echo-tproxy-instance",
     ]
     validator = jsonschema.Draft202012Validator(SIDECAR_SCHEMA)
     for sidecar in found:

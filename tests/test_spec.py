@@ -21,6 +21,7 @@ from conformance.spec import (
     Client,
     DefaultEndpoint,
     Failure,
+    Interception,
     IpFamily,
     Path,
     PortKind,
@@ -50,6 +51,7 @@ from conformance.spec.semantics import (
     precheck_finding,
     traffic_behaviour,
 )
+from conformance.world.layout import World
 from conformance.world.resources import resource
 
 
@@ -262,7 +264,9 @@ def test_service_port_other_than_target_port_is_keyed_by_target_port() -> None:
         assert (got.reachable, got.source) == (twin.reachable, twin.source), c.id
         # Sidecars key inbound clusters by targetPort; ztunnel has no clusters and dials the DNAT'd port.
         if c.path.from_other_pod and c.profile not in (Profile.BASELINE, Profile.AMBIENT) and c.capture.value == "all":
-            assert got.because[0] == "inbound-cluster-by-target-port"
+            # Under TPROXY the capture rule comes first: the connection reaches the sidecar, then its cluster.
+            first = 1 if c.interception is Interception.TPROXY else 0
+            assert got.because[first] == "inbound-cluster-by-target-port"
     assert {c.path for c in all_cells() if c.port is PortKind.REMAPPED} == set(Path)
     # The one difference is outbound: a meshed client dialling the pod IP on the container port meets no HTTP
     # listener (the Service's HTTP port is another number), so without a server sidecar it sees a reset.
@@ -368,7 +372,10 @@ def test_cell_counts_and_uniqueness() -> None:
     # baseline: 3 binds x 2 protocols x (declared and remapped: 6 paths each + undeclared: 4 paths)
     assert per[(Profile.BASELINE, IpFamily.IPV4)] == 3 * 2 * (2 * 6 + 4)
     # mesh: declared and remapped x 7 Sidecar situations (none, four literals, empty, unlisted) + undeclared
-    assert per[(Profile.PASSTHROUGH, IpFamily.IPV6)] == 3 * 2 * (2 * 7 * 6 + 4)
+    assert per[(Profile.LEGACY, IpFamily.IPV6)] == 3 * 2 * (2 * 7 * 6 + 4)
+    # passthrough adds TPROXY: none (declared and remapped: 6 paths, undeclared: 4) and the family's instance form
+    # (declared and remapped, the 4 paths from other pods)
+    assert per[(Profile.PASSTHROUGH, IpFamily.IPV6)] == 3 * 2 * (2 * 7 * 6 + 4) + 3 * 2 * (2 * 6 + 4 + 2 * 4)
     assert not [c for c in cells if c.path is Path.SERVICE and c.port is PortKind.UNDECLARED]
     # Ports left out of capture (capture.py): per sidecar profile and setting, no Sidecar resource, from other pods
     # only: 3 binds x 2 protocols x (declared and remapped: 4 paths each + undeclared: 2 paths).
@@ -377,7 +384,7 @@ def test_cell_counts_and_uniqueness() -> None:
             for setting in UNCAPTURED:
                 count = sum(1 for c in cells if (c.ip_family, c.profile, c.capture) == (family, profile, setting))
                 assert count == (3 * 2 * (2 * 4 + 2) if profile in MESH_PROFILES else 0)
-    assert len([c for c in cells if c.ip_family is IpFamily.IPV4]) == 1854 + 240
+    assert len([c for c in cells if c.ip_family is IpFamily.IPV4]) == 1854 + 144 + 240
     # Every defaultEndpoint form is a cell in both families (reference section 4).
     for family in IpFamily:
         forms = {c.default_endpoint for c in cells if c.ip_family is family}
@@ -411,6 +418,7 @@ def test_json_document_has_stable_keys() -> None:
         "path",
         "client",
         "ip_family",
+        "interception",
         "capture",
         "expected",
     ]
@@ -426,7 +434,14 @@ def test_the_docs_state_the_rule_count_and_the_format_versions() -> None:
     repo = pathlib.Path(__file__).resolve().parents[1]
     spec_page = (repo / "docs" / "spec.md").read_text()
     running_page = (repo / "docs" / "running.md").read_text()
-    words = {25: "twenty-five", 26: "twenty-six", 27: "twenty-seven", 28: "twenty-eight", 29: "twenty-nine"}
+    words = {
+        27: "twenty-seven",
+        28: "twenty-eight",
+        29: "twenty-nine",
+        30: "thirty",
+        31: "thirty-one",
+        32: "thirty-two",
+    }
     assert f"`semantics.py` holds {words[len(RULES)]} rules" in spec_page
     assert f"(`format: mesh-inbound-conformance/spec`, `version: {SPEC_FORMAT_VERSION}`)" in spec_page
     assert f"What changed from version {SPEC_FORMAT_VERSION - 1} to {SPEC_FORMAT_VERSION}:" in spec_page
@@ -946,7 +961,7 @@ def test_uncaptured_ports_show_the_client_and_refuse_loopback_like_kubernetes(ca
                 Path.POD_IP,
                 client,
                 IpFamily.IPV4,
-                capture,
+                capture=capture,
             )
         )
 
@@ -970,7 +985,7 @@ def test_uncaptured_cells_have_their_own_ids_and_json_key() -> None:
         Path.SERVICE,
         Client.MESHED,
         IpFamily.IPV6,
-        InboundCapture.NOT_INCLUDED,
+        capture=InboundCapture.NOT_INCLUDED,
     )
     assert c.id == "legacy+not_included/none/loopback/declared/tcp/service/meshed/ipv6"
     assert c.to_json()["capture"] == "not_included"
@@ -984,3 +999,106 @@ def test_uncaptured_cells_have_their_own_ids_and_json_key() -> None:
     doc = spec_document(all_cells([Profile.PASSTHROUGH], [IpFamily.IPV4]))
     assert {r["id"] for r in doc["rules"]} >= set(CAPTURE_RULES)  # type: ignore[index,union-attr]
     assert doc["dimensions"]["capture"] == ["all", "excluded", "not_included"]  # type: ignore[index]
+
+
+# --- TPROXY interception (spec/interception.py) ----------------------------------------------------------------
+
+
+def _redirect_twin(c: CellKey) -> CellKey:
+    return dataclasses.replace(c, interception=Interception.REDIRECT)
+
+
+def test_tproxy_cells_are_passthrough_only_with_distinct_ids_and_redirect_ids_unchanged() -> None:
+    tproxy = [c for c in all_cells() if c.interception is Interception.TPROXY]
+    assert {c.profile for c in tproxy} == {Profile.PASSTHROUGH}
+    assert all(c.id.startswith("passthrough+tproxy/") for c in tproxy)
+    # Per family: `none` (96) and the family's own instance form from other pods (48).
+    for family, instance in (
+        (IpFamily.IPV4, DefaultEndpoint.INSTANCE_V4),
+        (IpFamily.IPV6, DefaultEndpoint.INSTANCE_V6),
+    ):
+        mine = [c for c in tproxy if c.ip_family is family]
+        assert len(mine) == 144
+        assert {c.default_endpoint for c in mine} == {DefaultEndpoint.NONE, instance}
+        assert all(c.path.from_other_pod for c in mine if c.default_endpoint is instance)
+    # A REDIRECT cell's id is what it was before interception was a coordinate; the JSON always names the mode.
+    redirect = CellKey(
+        Profile.PASSTHROUGH,
+        DefaultEndpoint.NONE,
+        Bind.WILDCARD,
+        PortKind.DECLARED,
+        Protocol.HTTP,
+        Path.POD_IP,
+        Client.PLAIN,
+        IpFamily.IPV4,
+    )
+    assert redirect.id == "passthrough/none/wildcard/declared/http/pod_ip/plain/ipv4"
+    assert redirect.to_json()["interception"] == "redirect"
+    tproxied = dataclasses.replace(redirect, interception=Interception.TPROXY)
+    assert tproxied.id == "passthrough+tproxy/none/wildcard/declared/http/pod_ip/plain/ipv4"
+    assert tproxied.to_json()["interception"] == "tproxy"
+
+
+def test_tproxy_keeps_the_client_address_where_the_sidecar_dials_the_pod_ip() -> None:
+    """original_src (settings-dualstack.md §1(c)): the app sees the client; reachability is REDIRECT's."""
+    tproxy = [c for c in all_cells() if c.interception is Interception.TPROXY]
+    for c in tproxy:
+        got, twin = expect(c), expect(_redirect_twin(c))
+        assert (got.reachable, got.failure) == (twin.reachable, twin.failure), c.id
+        if not c.path.from_other_pod:
+            assert got.source is twin.source, c.id
+            assert got.because[0] == "tproxy-in-pod-not-captured", c.id
+            continue
+        assert got.because[0] == "tproxy-capture", c.id
+        if got.reachable:
+            assert twin.source is Source.INBOUND_PASSTHROUGH, c.id
+            assert got.source is Source.CLIENT, c.id
+            assert got.because[-1] == "tproxy-original-src", c.id
+    # A loopback-only app stays unreachable, with REDIRECT's failure forms (503 on HTTP, reset on TCP).
+    loopback = [c for c in tproxy if c.bind is Bind.LOOPBACK and c.path.from_other_pod]
+    assert loopback
+    assert not [c for c in loopback if expect(c).reachable]
+    assert {expect(c).failure for c in loopback} == {(Failure.HTTP_503,), (Failure.RESET_OR_EOF,)}
+
+
+def test_tproxy_localhost_dials_are_not_guessed() -> None:
+    """Legacy and `127.0.0.1:P` under TPROXY depend on route_localnet (UNCONFIRMED): expect() refuses them."""
+    base = cell(Profile.LEGACY, Bind.WILDCARD)
+    with pytest.raises(ValueError, match="route_localnet"):
+        expect(dataclasses.replace(base, interception=Interception.TPROXY))
+    sidecar = cell(Profile.PASSTHROUGH, Bind.WILDCARD, endpoint=DefaultEndpoint.LOCALHOST_V4)
+    with pytest.raises(ValueError, match="route_localnet"):
+        expect(dataclasses.replace(sidecar, interception=Interception.TPROXY))
+
+
+@pytest.mark.parametrize(
+    ("version", "family", "has", "reason"),
+    [
+        ("1.10.6", IpFamily.IPV4, False, "#31095"),
+        ("1.11.0", IpFamily.IPV4, True, None),
+        ("1.11.8", IpFamily.IPV6, False, "1.12.0"),
+        ("1.12.0", IpFamily.IPV6, True, None),
+        ("1.31.1", IpFamily.IPV6, True, None),
+    ],
+)
+def test_tproxy_capability_by_release_and_family(version: str, family: IpFamily, has: bool, reason: str | None) -> None:
+    mesh = istio_capabilities(version, family=family)
+    assert (Capability.INTERCEPTION_TPROXY in mesh.capabilities) is has
+    if reason is not None:
+        assert reason in mesh.reasons[Capability.INTERCEPTION_TPROXY]
+    assert World.for_mesh(family, mesh).tproxy is has
+    assert Capability.INTERCEPTION_TPROXY in emulated_capabilities().capabilities
+
+
+def test_tproxy_cases_need_the_capability_and_other_cases_ask_no_tproxy_cell() -> None:
+    from conformance.suite import test_interception, test_reachability, test_source_address
+
+    for case in test_interception.CASES:
+        assert Capability.INTERCEPTION_TPROXY in case.needed(Profile.PASSTHROUGH, IpFamily.IPV6)
+        assert all(c.interception is Interception.TPROXY for c in case.cells(Profile.PASSTHROUGH, IpFamily.IPV6))
+    asked = {c for case in test_interception.CASES for c in case.cells(Profile.PASSTHROUGH, IpFamily.IPV4)}
+    assert asked == {
+        c for c in all_cells([Profile.PASSTHROUGH], [IpFamily.IPV4]) if c.interception is Interception.TPROXY
+    }
+    for case in (*test_reachability.CASES, *test_source_address.CASES):
+        assert all(c.interception is Interception.REDIRECT for c in case.cells(Profile.PASSTHROUGH, IpFamily.IPV4))

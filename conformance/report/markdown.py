@@ -20,8 +20,10 @@ from conformance.spec.dimensions import (
     Client,
     DefaultEndpoint,
     InboundCapture,
+    Interception,
     IpFamily,
     PortKind,
+    Profile,
     Protocol,
     Source,
 )
@@ -170,42 +172,51 @@ def _prechecks(record: RunRecord) -> list[str]:
 
 
 def _tables(record: RunRecord) -> list[str]:
-    """Per profile, the traffic cells: rows (endpoint, port, protocol, path, client) and columns binds."""
+    """Per profile, the traffic cells: rows (endpoint, port, protocol, path, client) and columns binds.
+
+    TPROXY cells get a table of their own after their profile's (`passthrough, TPROXY`).
+    """
     lines: list[str] = []
     family = record.family
     for profile in record.profiles:
-        records = [r for r in record.cells.values() if r.cell.profile is profile]
-        if not records:
-            continue
-        lines += [
-            "",
-            f"## {profile.value}: expected / observed",
-            "",
-            "Each cell: expected, then ❌ and what was observed where they differ.",
-            "",
-            "| defaultEndpoint | port | protocol | path | client | " + " | ".join(b.value for b in Bind) + " |",
-            "|---|---|---|---|---|" + "---|" * len(Bind),
-        ]
-        by_key = {r.cell: r for r in records}
-        rows: dict[tuple[DefaultEndpoint, PortKind, Protocol, CellPath, Client | None, InboundCapture], None] = {}
-        for r in sorted(records, key=lambda r: _row_order(r.cell)):
-            c = r.cell
-            rows[(c.default_endpoint, c.port, c.protocol, c.path, c.client, c.capture)] = None
-        for endpoint, port, protocol, path, client, capture in rows:
-            who = f"{client.value} client" if client else "in the pod"
-            label = endpoint_label(endpoint, capture)
-            row = f"| {label} | {port.value} | {protocol.value} | {path.value} | {who} |"
-            for bind in Bind:
-                key = CellKey(profile, endpoint, bind, port, protocol, path, client, family, capture)
-                cell = by_key.get(key)
-                if cell is None:
-                    row += " – |"
-                elif cell.passed:
-                    row += f" {describe_expectation(cell.expected, family)} |"
-                else:
-                    expected = describe_expectation(cell.expected, family)
-                    row += f" ❌ {expected}, saw {_observed_text(cell, family)} |"
-            lines.append(row)
+        for mode in Interception:
+            records = [r for r in record.cells.values() if r.cell.profile is profile and r.cell.interception is mode]
+            if records:
+                lines += _table(profile, mode, records, family)
+    return lines
+
+
+def _table(profile: Profile, mode: Interception, records: list[CellRecord], family: IpFamily) -> list[str]:
+    title = profile.value if mode is Interception.REDIRECT else f"{profile.value}, {mode.value.upper()}"
+    lines = [
+        "",
+        f"## {title}: expected / observed",
+        "",
+        "Each cell: expected, then ❌ and what was observed where they differ.",
+        "",
+        "| defaultEndpoint | port | protocol | path | client | " + " | ".join(b.value for b in Bind) + " |",
+        "|---|---|---|---|---|" + "---|" * len(Bind),
+    ]
+    by_key = {r.cell: r for r in records}
+    rows: dict[tuple[DefaultEndpoint, PortKind, Protocol, CellPath, Client | None, InboundCapture], None] = {}
+    for r in sorted(records, key=lambda r: _row_order(r.cell)):
+        c = r.cell
+        rows[(c.default_endpoint, c.port, c.protocol, c.path, c.client, c.capture)] = None
+    for endpoint, port, protocol, path, client, capture in rows:
+        who = f"{client.value} client" if client else "in the pod"
+        label = endpoint_label(endpoint, capture)
+        row = f"| {label} | {port.value} | {protocol.value} | {path.value} | {who} |"
+        for bind in Bind:
+            key = CellKey(profile, endpoint, bind, port, protocol, path, client, family, mode, capture)
+            cell = by_key.get(key)
+            if cell is None:
+                row += " – |"
+            elif cell.passed:
+                row += f" {describe_expectation(cell.expected, family)} |"
+            else:
+                expected = describe_expectation(cell.expected, family)
+                row += f" ❌ {expected}, saw {_observed_text(cell, family)} |"
+        lines.append(row)
     return lines
 
 

@@ -41,6 +41,9 @@ class Capability(StrEnum):
     """`istioctl x precheck` reports IST0143 for loopback-only listeners on exposed ports."""
     PROFILE_AMBIENT = "profile-ambient"
     """Pods can be enrolled in ambient mode (istio-cni + ztunnel, no sidecar)."""
+    INTERCEPTION_TPROXY = "interception-tproxy"
+    """Sidecar pods annotated `sidecar.istio.io/interceptionMode: TPROXY` are captured as istio-iptables 1.11+
+    does, in the run's family (IPv6 from 1.12.0), and their inbound listeners keep the client's address."""
 
 
 class LegacySwitch(StrEnum):
@@ -150,6 +153,16 @@ AMBIENT_IPV6_SINCE = "1.23.0"
 """Ambient on IPv6 pods: the 1.22 istio-cni node agent never receives its IPv6 setting (no ip6tables in-pod rules,
 an IPv4-only probe ipset); #50747 fixed it in 1.23.0 (not backported; user report #51622), adding the IPv6 probe
 SNAT address fd16:9254:7127:1337:ffff:ffff:ffff:ffff (probes-ambient.md §2, IPv6)."""
+
+TPROXY_SINCE = "1.11.0"
+"""TPROXY cells from this release: 1.10's rules TPROXY the pod's own traffic on lo to the proxy too (#31095, "app to
+app calls not working in TPROXY"), fixed by the lo RETURN rules of #31165 in 1.11.0 (settings-dualstack.md §1(a));
+what 1.10 does to the in-pod cells is not traced. 1.9 has no passthrough profile, the only one asked in TPROXY."""
+
+TPROXY_IPV6_SINCE = "1.12.0"
+"""IPv6 TPROXY: through 1.11 the TPROXY rules are IPv4-only and IPv6 inbound is nat REDIRECT; 1.12.0 writes them for
+IPv6 (#34274, #35359 "More fixes for TPROXY + ipv6"). How IPv6 traffic to a TPROXY pod behaved before is
+UNCONFIRMED (settings-dualstack.md §1(a))."""
 
 LEGACY_NETWORKING_BEFORE = "1.10.0"
 """istioctl 1.15.1 - 1.20 checks only proxies older than this (precheck.go fromLegacyNetworkingVersion)."""
@@ -359,6 +372,22 @@ def ambient_missing(version: Version, label: str, family: IpFamily) -> str | Non
     return None
 
 
+def tproxy_missing(version: Version, label: str, family: IpFamily) -> str | None:
+    """Why a release's TPROXY interception is not asked in `family`, or None when it is."""
+    release = _release(version)
+    if release < Version(TPROXY_SINCE):
+        return (
+            f"{label}: its TPROXY rules also divert the pod's own traffic on lo to the proxy (#31095, fixed by #31165 "
+            "in 1.11.0); the suite encodes TPROXY from 1.11.0"
+        )
+    if family is IpFamily.IPV6 and release < Version(TPROXY_IPV6_SINCE):
+        return (
+            f"{label} writes TPROXY rules for IPv4 only (IPv6 inbound stays nat REDIRECT); IPv6 TPROXY came with "
+            "#34274 and #35359 in 1.12.0"
+        )
+    return None
+
+
 def istio_capabilities(
     version_text: str,
     istioctl_version: str | None = None,
@@ -369,7 +398,7 @@ def istio_capabilities(
 
     `proxy_image_ref` is the istio-proxy image the run deploys (`proxy_image(hub, tag, version)`); istioctl
     1.15.1-1.20 decides from its tag, not from the claimed version. None: the release image of `version_text`.
-    The family matters for ambient only (IPv6 from 1.23.0).
+    The family matters for ambient (IPv6 from 1.23.0) and TPROXY (IPv6 from 1.12.0).
     """
     version = parse_version(version_text)
     row = version_row(version)
@@ -407,6 +436,11 @@ def istio_capabilities(
         caps.add(Capability.PROFILE_AMBIENT)
     else:
         reasons[Capability.PROFILE_AMBIENT] = no_ambient
+    no_tproxy = tproxy_missing(version, label, family)
+    if no_tproxy is None:
+        caps.add(Capability.INTERCEPTION_TPROXY)
+    else:
+        reasons[Capability.INTERCEPTION_TPROXY] = no_tproxy
     ctl = parse_version(istioctl_version) if istioctl_version else version
     image = proxy_image_ref or proxy_image(None, None, version_text)
     scope = precheck_scope(ctl)

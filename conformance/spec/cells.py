@@ -11,12 +11,14 @@ from collections.abc import Iterable, Iterator
 
 from conformance.spec.capture import captures
 from conformance.spec.dimensions import (
+    OVERRIDES_BY_FAMILY,
     SIDECAR_FORMS_BY_FAMILY,
     UNCAPTURED,
     Bind,
     CellKey,
     Client,
     DefaultEndpoint,
+    Interception,
     IpFamily,
     Path,
     PortKind,
@@ -25,14 +27,32 @@ from conformance.spec.dimensions import (
 )
 
 
-def default_endpoints(profile: Profile, port: PortKind, family: IpFamily) -> tuple[DefaultEndpoint, ...]:
+def interceptions(profile: Profile) -> tuple[Interception, ...]:
+    """The interception modes asked of a profile's servers.
+
+    TPROXY is asked under passthrough only: under legacy (and a Sidecar's `127.0.0.1:P`) Envoy dials 127.0.0.1
+    from the client's address, which reaches the app only if the pod inherits route_localnet=1 from the node
+    (UNCONFIRMED, settings-dualstack.md §1(c)). Baseline and ambient servers have no sidecar, so no mode.
+    """
+    if profile is Profile.PASSTHROUGH:
+        return (Interception.REDIRECT, Interception.TPROXY)
+    return (Interception.REDIRECT,)
+
+
+def default_endpoints(
+    profile: Profile, port: PortKind, family: IpFamily, interception: Interception = Interception.REDIRECT
+) -> tuple[DefaultEndpoint, ...]:
     """The Sidecar situations that apply to a port.
 
     Only meshed pods read Sidecar resources, and the literal overrides are modelled on declared ports (the
-    ports Istio's own instanceIPTests exercise); an undeclared port is asked without a Sidecar.
+    ports Istio's own instanceIPTests exercise); an undeclared port is asked without a Sidecar. A TPROXY server
+    is asked without a Sidecar and with the family's own instance form (`0.0.0.0:P` / `[::]:P`), the only
+    Sidecar situations whose TPROXY outcome is traced (settings-dualstack.md §1(c)); see docs/spec.md "TPROXY".
     """
     if profile is Profile.BASELINE or port is PortKind.UNDECLARED:
         return (DefaultEndpoint.NONE,)
+    if interception is Interception.TPROXY:
+        return (DefaultEndpoint.NONE, OVERRIDES_BY_FAMILY[family][1])
     return (DefaultEndpoint.NONE, *SIDECAR_FORMS_BY_FAMILY[family], DefaultEndpoint.UNLISTED)
 
 
@@ -48,41 +68,59 @@ def clients(profile: Profile | None = None) -> tuple[Client, ...]:
     return (Client.PLAIN, Client.MESHED)
 
 
-def paths(port: PortKind, profile: Profile | None = None) -> tuple[tuple[Path, Client | None], ...]:
-    """The (path, client) pairs that exist for a port: a ClusterIP only fronts declared ports."""
+def paths(
+    port: PortKind,
+    profile: Profile | None = None,
+    interception: Interception = Interception.REDIRECT,
+    endpoint: DefaultEndpoint = DefaultEndpoint.NONE,
+) -> tuple[tuple[Path, Client | None], ...]:
+    """The (path, client) pairs that exist for a port: a ClusterIP only fronts declared ports.
+
+    A TPROXY server with a Sidecar resource is asked from other pods only: a Sidecar changes nothing inside the
+    pod, and its in-pod paths are those of the TPROXY server without one (fewer cells, the issue's speed target).
+    """
     from_pods = (Path.POD_IP, Path.SERVICE) if port.declared else (Path.POD_IP,)
     pairs: list[tuple[Path, Client | None]] = [(p, c) for p in from_pods for c in clients(profile)]
-    pairs += [(Path.LOCALHOST, None), (Path.SELF_POD_IP, None)]
+    if interception is Interception.REDIRECT or endpoint is DefaultEndpoint.NONE:
+        pairs += [(Path.LOCALHOST, None), (Path.SELF_POD_IP, None)]
     return tuple(pairs)
 
 
 def iter_cells(
     profiles: Iterable[Profile] = tuple(Profile), families: Iterable[IpFamily] = tuple(IpFamily)
 ) -> Iterator[CellKey]:
-    """Every cell, in a stable order: family, profile, defaultEndpoint, port, protocol, path, client, bind.
+    """Every cell, in a stable order: family, profile, interception, port, defaultEndpoint, protocol, path, bind.
 
-    After a sidecar profile's cells come those of its servers with ports left out of capture (`capture.py`): no
-    Sidecar resource, from other pods only, per setting.
+    A profile's REDIRECT cells come first, in the order they had before interception was a coordinate, then
+    those of its servers with ports left out of capture (`capture.py`: REDIRECT, no Sidecar resource, from other
+    pods only, per setting), then its TPROXY cells.
     """
     profile_list = tuple(profiles)
     for family in families:
         for profile in profile_list:
-            for port in PortKind:
-                for endpoint in default_endpoints(profile, port, family):
-                    for protocol in Protocol:
-                        for path, client in paths(port, profile):
-                            for bind in Bind:
-                                yield CellKey(profile, endpoint, bind, port, protocol, path, client, family)
-            for setting in UNCAPTURED:
+            for mode in interceptions(profile):
                 for port in PortKind:
-                    for protocol in Protocol:
-                        for path, client in paths(port, profile):
-                            if setting not in captures(profile, path):
-                                continue
-                            for bind in Bind:
-                                yield CellKey(
-                                    profile, DefaultEndpoint.NONE, bind, port, protocol, path, client, family, setting
-                                )
+                    for endpoint in default_endpoints(profile, port, family, mode):
+                        for protocol in Protocol:
+                            for path, client in paths(port, profile, mode, endpoint):
+                                for bind in Bind:
+                                    yield CellKey(profile, endpoint, bind, port, protocol, path, client, family, mode)
+                if mode is Interception.REDIRECT:
+                    yield from _uncaptured_cells(profile, family)
+
+
+def _uncaptured_cells(profile: Profile, family: IpFamily) -> Iterator[CellKey]:
+    """A profile's cells of servers with ports left out of capture, per setting (see `capture.py`)."""
+    for setting in UNCAPTURED:
+        for port in PortKind:
+            for protocol in Protocol:
+                for path, client in paths(port, profile):
+                    if setting not in captures(profile, path):
+                        continue
+                    for bind in Bind:
+                        yield CellKey(
+                            profile, DefaultEndpoint.NONE, bind, port, protocol, path, client, family, capture=setting
+                        )
 
 
 def all_cells(

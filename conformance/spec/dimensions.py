@@ -179,6 +179,18 @@ class Source(StrEnum):
     """The server pod's own IP."""
 
 
+class Interception(StrEnum):
+    """How the server pod's inbound traffic reaches its sidecar (pod annotation `sidecar.istio.io/interceptionMode`).
+
+    Only sidecar profiles have a mode; baseline and ambient cells are REDIRECT (the default) by convention.
+    """
+
+    REDIRECT = "redirect"
+    """nat REDIRECT to 15006 (Istio's default): the sidecar's upstream binds 127.0.0.6 / ::6 where it dials."""
+    TPROXY = "tproxy"
+    """mangle TPROXY to 15006 with Envoy's original_src listener filter (interception.py)."""
+
+
 class Failure(StrEnum):
     """How an unreachable cell may fail, as the client observes it."""
 
@@ -220,7 +232,8 @@ ADDRESSES: dict[IpFamily, dict[Source, str]] = {
 class CellKey:
     """The coordinates of one cell; `client` is None for the in-pod paths.
 
-    `capture` comes last with a default, so the cells of fully captured servers keep their constructions and ids.
+    `interception` and `capture` come last with defaults, so the cells of REDIRECT-captured servers with every
+    port captured keep their constructions and ids.
     """
 
     profile: Profile
@@ -231,17 +244,21 @@ class CellKey:
     path: Path
     client: Client | None
     ip_family: IpFamily
+    interception: Interception = Interception.REDIRECT
     capture: InboundCapture = InboundCapture.ALL
 
     @property
     def id(self) -> str:
         """A stable, human-readable identifier (also used as pytest id and report key).
 
-        A server with ports left out of capture marks the profile segment (`passthrough+excluded/...`); every
-        other cell's id is the eight coordinates as they always were.
+        A REDIRECT cell of a fully captured server has the id it had before these were coordinates (reports are
+        compared across versions by id); a TPROXY cell's profile segment reads `passthrough+tproxy`, a server
+        with ports left out of capture's `passthrough+excluded` (or `+not_included`).
         """
         client = self.client.value if self.client else "in_pod"
         profile = self.profile.value
+        if self.interception is not Interception.REDIRECT:
+            profile += f"+{self.interception.value}"
         if self.capture is not InboundCapture.ALL:
             profile += f"+{self.capture.value}"
         return "/".join(
@@ -268,5 +285,6 @@ class CellKey:
             "path": self.path.value,
             "client": self.client.value if self.client else None,
             "ip_family": self.ip_family.value,
+            "interception": self.interception.value,
             "capture": self.capture.value,
         }

@@ -2,7 +2,8 @@
 
 JSON format `mesh-inbound-conformance/spec`, version 5 (documented in docs/spec.md, "Reading the spec", with
 what each version changed): the top-level keys `format`, `version`, `dimensions`, `rules` and `cells` are
-stable; each cell has `id`, the eight key fields, and `expected {reachable, source, failure, because}`. New
+stable; each cell has `id`, the nine key fields (`interception` since version 5), and
+`expected {reachable, source, failure, because}`. New
 fields may be added within a version; renaming or removing one, or changing what it means, bumps the version.
 Version 4 (from 3): a reachable cell always has a `source` (a sidecar client of an ambient server sees the
 client too), so `expected.source_judged` is gone; `[::]:P` on an IPv4 pod is unreachable (it dials ::1).
@@ -14,7 +15,7 @@ import json
 from collections.abc import Iterable, Sequence
 
 from conformance.spec.capture import CAPTURE_RULES, captures
-from conformance.spec.cells import default_endpoints, paths
+from conformance.spec.cells import default_endpoints, interceptions, paths
 from conformance.spec.dimensions import (
     ADDRESSES,
     UNCAPTURED,
@@ -24,6 +25,7 @@ from conformance.spec.dimensions import (
     DefaultEndpoint,
     Failure,
     InboundCapture,
+    Interception,
     IpFamily,
     Path,
     PortKind,
@@ -52,6 +54,7 @@ def spec_document(cells: Sequence[CellKey]) -> dict[str, object]:
             "path": [p.value for p in Path],
             "client": [c.value for c in Client] + [None],
             "ip_family": [f.value for f in IpFamily],
+            "interception": [m.value for m in Interception],
             "capture": [c.value for c in InboundCapture],
             "source": [s.value for s in Source],
             "failure": [f.value for f in Failure],
@@ -109,6 +112,25 @@ def _row_label(
     return f"| {endpoint_label(endpoint, capture)} | {port.value} | {protocol.value} | {path.value} | {who} |"
 
 
+def _uncaptured_rows(profile: Profile, family: IpFamily) -> list[str]:
+    """The rows of a profile's servers with ports left out of capture (REDIRECT, no Sidecar, from other pods)."""
+    rows = []
+    for setting in UNCAPTURED:
+        for port in PortKind:
+            for protocol in Protocol:
+                for path, client in paths(port, profile):
+                    if setting not in captures(profile, path):
+                        continue
+                    row = _row_label(DefaultEndpoint.NONE, port, protocol, path, client, setting)
+                    for bind in Bind:
+                        cell = CellKey(
+                            profile, DefaultEndpoint.NONE, bind, port, protocol, path, client, family, capture=setting
+                        )
+                        row += f" {describe_expectation(expect(cell), family)} |"
+                    rows.append(row)
+    return rows
+
+
 def spec_markdown(profiles: Iterable[Profile], families: Iterable[IpFamily]) -> str:
     """Per family and profile, a table: rows are (defaultEndpoint, port, protocol, path, client), columns binds."""
     lines = [
@@ -121,32 +143,23 @@ def spec_markdown(profiles: Iterable[Profile], families: Iterable[IpFamily]) -> 
     families = tuple(families)
     for family in families:
         for profile in profile_list:
-            lines += ["", f"## {profile.value} ({family.value})", ""]
-            lines.append(
-                "| defaultEndpoint | port | protocol | path | client | " + " | ".join(b.value for b in Bind) + " |"
-            )
-            lines.append("|---|---|---|---|---|" + "---|" * len(Bind))
-            for port in PortKind:
-                for endpoint in default_endpoints(profile, port, family):
-                    for protocol in Protocol:
-                        for path, client in paths(port, profile):
-                            row = _row_label(endpoint, port, protocol, path, client)
-                            for bind in Bind:
-                                cell = CellKey(profile, endpoint, bind, port, protocol, path, client, family)
-                                row += f" {describe_expectation(expect(cell), family)} |"
-                            lines.append(row)
-            for setting in UNCAPTURED:
+            for mode in interceptions(profile):
+                title = profile.value if mode is Interception.REDIRECT else f"{profile.value}, {mode.value.upper()}"
+                lines += ["", f"## {title} ({family.value})", ""]
+                lines.append(
+                    "| defaultEndpoint | port | protocol | path | client | " + " | ".join(b.value for b in Bind) + " |"
+                )
+                lines.append("|---|---|---|---|---|" + "---|" * len(Bind))
                 for port in PortKind:
-                    for protocol in Protocol:
-                        for path, client in paths(port, profile):
-                            if setting not in captures(profile, path):
-                                continue
-                            row = _row_label(DefaultEndpoint.NONE, port, protocol, path, client, setting)
-                            for bind in Bind:
-                                cell = CellKey(
-                                    profile, DefaultEndpoint.NONE, bind, port, protocol, path, client, family, setting
-                                )
-                                row += f" {describe_expectation(expect(cell), family)} |"
-                            lines.append(row)
+                    for endpoint in default_endpoints(profile, port, family, mode):
+                        for protocol in Protocol:
+                            for path, client in paths(port, profile, mode, endpoint):
+                                row = _row_label(endpoint, port, protocol, path, client)
+                                for bind in Bind:
+                                    cell = CellKey(profile, endpoint, bind, port, protocol, path, client, family, mode)
+                                    row += f" {describe_expectation(expect(cell), family)} |"
+                                lines.append(row)
+                if mode is Interception.REDIRECT:
+                    lines += _uncaptured_rows(profile, family)
     lines += probe_spec_markdown(profile_list, families)
     return "\n".join(lines) + "\n"

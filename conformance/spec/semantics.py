@@ -32,12 +32,20 @@ from conformance.spec.dimensions import (
     DefaultEndpoint,
     Failure,
     InboundCapture,
+    Interception,
     IpFamily,
     Path,
     PortKind,
     Profile,
     Protocol,
     Source,
+)
+from conformance.spec.interception import (
+    TPROXY_CAPTURE,
+    TPROXY_IN_POD,
+    TPROXY_LOCALHOST_UNCONFIRMED,
+    TPROXY_ORIGINAL_SRC,
+    TPROXY_RULES,
 )
 from conformance.spec.rules import Rule
 
@@ -281,6 +289,7 @@ RULES: dict[str, Rule] = {
             "for LocalhostIP ports (since 1.26, #55421)",
             "probes-ambient.md §2 (table); emulation.md 'Ambient in-pod redirection' (Results)",
         ),
+        *TPROXY_RULES,
     )
 }
 
@@ -436,6 +445,7 @@ def expect(cell: CellKey, behaviour: TrafficBehaviour = CURRENT_TRAFFIC) -> Expe
         # In-pod paths are identical in every profile: no rule about the mesh applies.
         dialled = InboundTarget.LOCALHOST if cell.path is Path.LOCALHOST else InboundTarget.POD_IP
         in_pod = "ambient-in-pod-not-captured" if cell.profile is Profile.AMBIENT else "in-pod-not-captured"
+        in_pod = TPROXY_IN_POD if cell.interception is Interception.TPROXY else in_pod
         if bind_admits(cell.bind, dialled):
             source = Source.LOCALHOST if cell.path is Path.LOCALHOST else Source.SELF
             return Expectation(True, source, (), (in_pod, "bind-admits"))
@@ -456,8 +466,15 @@ def expect(cell: CellKey, behaviour: TrafficBehaviour = CURRENT_TRAFFIC) -> Expe
     because = (why_target, "bind-admits")
     if cell.port is PortKind.REMAPPED:
         because = ("inbound-cluster-by-target-port", *because)
+    tproxy = cell.interception is Interception.TPROXY
+    if tproxy and target is not InboundTarget.POD_IP:
+        raise ValueError(f"{cell.id}: {TPROXY_LOCALHOST_UNCONFIRMED}")
+    if tproxy:  # The same inbound cluster, reached by TPROXY and dialled from the client (interception.py).
+        because = (TPROXY_CAPTURE, *because)
     if bind_admits(cell.bind, target):
         source = Source.LOCALHOST if target is InboundTarget.LOCALHOST else Source.INBOUND_PASSTHROUGH
+        if tproxy:
+            return Expectation(True, Source.CLIENT, (), (*because, TPROXY_ORIGINAL_SRC))
         return Expectation(True, source, (), because)
     forms, why = failure_forms(cell)
     return Expectation(False, None, forms, (*because, why))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from conformance.spec.capabilities import Capability, endpoint_capabilities
 from conformance.spec.cells import all_cells
-from conformance.spec.dimensions import CellKey, DefaultEndpoint, IpFamily, Profile
+from conformance.spec.dimensions import CellKey, DefaultEndpoint, Interception, IpFamily, Profile
 from conformance.spec.semantics import CURRENT_TRAFFIC, TrafficBehaviour, expect
 
 CellFilter = Callable[[CellKey], bool]
@@ -31,6 +31,9 @@ class ConformanceCase:
     reached: bool | None = None
     """Only the cells the spec says the app is reached in (True) or not (False), as the release under test
     behaves (`semantics.traffic_behaviour`): where releases differ, a cell moves between such cases."""
+    interception: Interception | None = Interception.REDIRECT
+    """The interception mode of the cells asked (None: either). TPROXY cells have cases of their own
+    (test_interception), which need the mesh's TPROXY capability."""
 
     def cells(
         self, profile: Profile, family: IpFamily, behaviour: TrafficBehaviour = CURRENT_TRAFFIC
@@ -39,7 +42,9 @@ class ConformanceCase:
         return tuple(
             c
             for c in all_cells([profile], [family])
-            if self.select(c) and (self.reached is None or expect(c, behaviour).reachable is self.reached)
+            if self.select(c)
+            and (self.interception is None or c.interception is self.interception)
+            and (self.reached is None or expect(c, behaviour).reachable is self.reached)
         )
 
     def profiles(self, family: IpFamily) -> tuple[Profile, ...]:
@@ -59,6 +64,8 @@ class ConformanceCase:
             needs.add(Capability.PROFILE_PASSTHROUGH)
         if profile is Profile.AMBIENT:
             needs.add(Capability.PROFILE_AMBIENT)
+        if self.interception is Interception.TPROXY:
+            needs.add(Capability.INTERCEPTION_TPROXY)
         cells = self.cells(profile, family)
         if cells and all(c.default_endpoint is not DefaultEndpoint.NONE for c in cells):
             # The least any of its Sidecar situations needs: without it the case has nothing to ask.

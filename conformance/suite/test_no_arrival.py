@@ -17,6 +17,7 @@ CASES = (
         select=every_cell,
         reached=False,
         part="arrival",
+        interception=None,
     ),
     ConformanceCase(
         name="AnsweredRequestsWereRecorded",
@@ -24,6 +25,7 @@ CASES = (
         select=every_cell,
         reached=True,
         part="arrival",
+        interception=None,
     ),
 )
 

@@ -12,6 +12,9 @@ probe_pods.py):
 - namespace `mic-mesh` (injected): one server per Sidecar situation (`echo-none`, `echo-localhost`,
   `echo-instance`, `echo-unlisted`), each with its own Service, one per setting that leaves the test ports out of
   capture (`echo-excluded`, `echo-not-included`: capture.py), and the `meshed` client;
+- namespace `mic-mesh` also holds the TPROXY servers (pod annotation `sidecar.istio.io/interceptionMode: TPROXY`,
+  where the mesh has TPROXY): `echo-tproxy` without a Sidecar, `echo-tproxy-instance` with the family's instance
+  form (`0.0.0.0:P` / `[::]:P`), each with its own Service;
 - namespace `mic-ambient` (enrolled, `istio.io/dataplane-mode=ambient`, where the mesh has ambient): the same
   servers, Services and Sidecar resources (which ambient must ignore), and the `ambient` client.
 
@@ -30,6 +33,7 @@ from conformance.spec.dimensions import (
     Client,
     DefaultEndpoint,
     InboundCapture,
+    Interception,
     IpFamily,
     Profile,
 )
@@ -55,6 +59,8 @@ from conformance.world.probe_pods import probe_manifests
 
 ECHO_COMMAND = ("python3", "/app/echo.py")
 DEFAULT_ECHO_IMAGE = "localhost/mesh-inbound-conformance/echo:dev"
+INTERCEPTION_ANNOTATION = "sidecar.istio.io/interceptionMode"
+"""The pod annotation that picks the sidecar's interception mode (Istio: REDIRECT by default, or TPROXY)."""
 
 _SERVER_SUFFIX = {
     DefaultEndpoint.NONE: "none",
@@ -85,6 +91,8 @@ class World:
     """Deploy the enrolled namespace: only where the mesh has ambient mode (`for_mesh` decides)."""
     captures: tuple[InboundCapture, ...] = (InboundCapture.EXCLUDED, InboundCapture.NOT_INCLUDED)
     """The settings that leave the test ports out of capture, one meshed server each (every Istio since 1.9)."""
+    tproxy: bool = False
+    """Deploy the TPROXY servers: only where the mesh has TPROXY in the family (`for_mesh` decides)."""
 
     BASELINE_SERVER = PodRef(NS_BASELINE, "echo")
 
@@ -101,6 +109,7 @@ class World:
             sidecars=bool(accepted),
             forms=accepted,
             ambient=Capability.PROFILE_AMBIENT in mesh.capabilities,
+            tproxy=Capability.INTERCEPTION_TPROXY in mesh.capabilities,
         )
 
     @property
@@ -119,12 +128,22 @@ class World:
         every = (*SIDECAR_FORMS_BY_FAMILY[self.family], DefaultEndpoint.UNLISTED)
         return (DefaultEndpoint.NONE, *(e for e in every if self.forms is None or e in self.forms))
 
+    @property
+    def tproxy_endpoints(self) -> tuple[DefaultEndpoint, ...]:
+        """The Sidecar situations of the TPROXY servers (cells.default_endpoints), where deployed at all."""
+        if not self.tproxy:
+            return ()
+        instance = OVERRIDES_BY_FAMILY[self.family][1]
+        return (DefaultEndpoint.NONE, *((instance,) if instance in self.mesh_endpoints else ()))
+
     def deployed(self, cell: CellKey) -> bool:
         """Whether the world has the server a cell is asked of."""
         if cell.profile is Profile.AMBIENT and not self.ambient:
             return False
         if cell.capture is not InboundCapture.ALL:
             return cell.capture in self.captures
+        if cell.interception is Interception.TPROXY:
+            return cell.default_endpoint in self.tproxy_endpoints
         return cell.profile is Profile.BASELINE or cell.default_endpoint in self.mesh_endpoints
 
     def mesh_server(self, endpoint: DefaultEndpoint) -> PodRef:
@@ -132,6 +151,10 @@ class World:
         family = endpoint.family()
         cross = "-cross" if family is not None and family is not self.family else ""
         return PodRef(NS_MESH, f"echo-{_SERVER_SUFFIX[endpoint]}{cross}")
+
+    def tproxy_server(self, endpoint: DefaultEndpoint) -> PodRef:
+        """The TPROXY server whose Sidecar situation is `endpoint` (`echo-tproxy`, `echo-tproxy-instance`)."""
+        return PodRef(NS_MESH, "echo-tproxy" if endpoint is DefaultEndpoint.NONE else "echo-tproxy-instance")
 
     def ambient_server(self, endpoint: DefaultEndpoint) -> PodRef:
         """The enrolled server whose (ignored) Sidecar situation is `endpoint`."""
@@ -153,8 +176,10 @@ class World:
 
     @property
     def mesh_servers(self) -> tuple[PodRef, ...]:
-        """The servers that carry a sidecar: one per Sidecar situation, then one per capture setting."""
-        return (*(self.mesh_server(e) for e in self.mesh_endpoints), *map(self.capture_server, self.captures))
+        """The servers that carry a sidecar: one per Sidecar situation, one per capture setting, the TPROXY ones."""
+        redirect = tuple(self.mesh_server(e) for e in self.mesh_endpoints)
+        captures = tuple(self.capture_server(c) for c in self.captures)
+        return (*redirect, *captures, *(self.tproxy_server(e) for e in self.tproxy_endpoints))
 
     def server_for(self, cell: CellKey) -> PodRef:
         """The server pod a cell is asked of."""
@@ -164,6 +189,8 @@ class World:
             return self.BASELINE_SERVER
         if cell.profile is Profile.AMBIENT:
             return self.ambient_server(cell.default_endpoint)
+        if cell.interception is Interception.TPROXY:
+            return self.tproxy_server(cell.default_endpoint)
         return self.mesh_server(cell.default_endpoint)
 
     def source_pod(self, cell: CellKey) -> PodRef:
@@ -177,6 +204,9 @@ class World:
         """The Sidecar situation of a meshed server (NONE for the baseline server and the capture servers)."""
         for endpoint in self.mesh_endpoints:
             if server in (self.mesh_server(endpoint), self.ambient_server(endpoint)):
+                return endpoint
+        for endpoint in self.tproxy_endpoints:
+            if server == self.tproxy_server(endpoint):
                 return endpoint
         return DefaultEndpoint.NONE
 
@@ -199,8 +229,14 @@ class World:
                 out.append(self._sidecar(server, endpoint))
         for capture in self.captures:
             server = self.capture_server(capture)
-            out += [self.deployment(server, SERVER_PORTS, capture), service_manifest(server)]
+            out += [self.deployment(server, SERVER_PORTS, capture_annotations(capture)), service_manifest(server)]
             out.append(plaintext_destination_rule(server))
+        for endpoint in self.tproxy_endpoints:
+            server = self.tproxy_server(endpoint)
+            tproxy = {INTERCEPTION_ANNOTATION: "TPROXY"}
+            out += [self.deployment(server, SERVER_PORTS, tproxy), service_manifest(server)]
+            if endpoint is not DefaultEndpoint.NONE:
+                out.append(self._sidecar(server, endpoint))
         out.append(self.deployment(self.clients[Client.MESHED], ()))
         out += self.probe_manifests()
         if self.ambient:
@@ -217,9 +253,12 @@ class World:
         return probe_manifests(lambda ref: self.deployment(ref, ()), self.ambient)
 
     def deployment(
-        self, ref: PodRef, ports: tuple[EchoPort, ...], capture: InboundCapture = InboundCapture.ALL
+        self, ref: PodRef, ports: tuple[EchoPort, ...], annotations: dict[str, str] | None = None
     ) -> Manifest:
-        """An echo Deployment serving `ports`, with the downward-API env and the capture annotations."""
+        """An echo Deployment serving `ports`, with the downward-API env and annotations.
+
+        Every pod leaves the control port out of capture; `annotations` (a capture setting's, TPROXY's) go over that.
+        """
         role = "client" if ref.app == "client" else "server"
         labels = {"app": ref.app, "role": role, "app.kubernetes.io/part-of": PART_OF}
 
@@ -264,7 +303,7 @@ class World:
                         "labels": labels,
                         # The control port carries the test's own traffic (records, batch probes): never
                         # captured, so reading it cannot disturb what is measured.
-                        "annotations": capture_annotations(capture),
+                        "annotations": {**capture_annotations(InboundCapture.ALL), **(annotations or {})},
                     },
                     "spec": {"terminationGracePeriodSeconds": 2, "containers": [container]},
                 },

@@ -15,6 +15,12 @@ such a proxy differs from Envoy:
   closes before any response byte gets HAProxy's 502, where Envoy's "reset before headers" is a 503;
 - the passthrough sniffs as Envoy's http_inspector does (`req.proto_http` under `tcp-request
   inspect-delay`, `detection_timeout_s` or, for null, a day) and sends HTTP to an HTTP backend;
+- TPROXY pods (`interception.mode`): HAProxy accepts the TPROXY'd connections (`bind ... transparent`; on
+  IPv6 it then reads the original destination from the socket's own address, so IPv6 works there) but cannot
+  do Envoy's original_src: it can bind the client's address (`usesrc clientip`), yet HAProxy 2.6 has no way to
+  put SO_MARK 1337 on its server-side connections (its `set-mark` marks the client side), and an unmarked dial
+  from the client's address is TPROXY'd back into 15006 by the capture rules. So the adapter dials from `bind`
+  (127.0.0.6 / ::6) as in REDIRECT mode, and the app sees that address where Envoy shows it the client's;
 - the status port (15020) answers `/app-health/<container>/readyz` as pilot-agent does, by probing the app
   on each request from 127.0.0.6 / ::6 (see `_status`; HAProxy's own health checks answer from the last
   check, which the kubelet's first probe after a restart outruns, and their layer-4 check answers the
@@ -51,6 +57,8 @@ def _server(route: dict, name: str) -> str:
 def render(config: dict) -> str:
     """The haproxy.cfg for one pod's sidecar configuration."""
     inbound, outbound, status = config["inbound"], config["outbound"], config.get("status") or {}
+    # The TPROXY target hands connections only to transparent listeners; original_src itself is not possible.
+    tproxy = " transparent" if (config.get("interception") or {}).get("mode") == "TPROXY" else ""
     listeners = inbound["listeners"]
     passthrough = inbound["passthrough"]
     timeout = passthrough.get("detection_timeout_s")
@@ -67,8 +75,8 @@ def render(config: dict) -> str:
         "",
         "frontend inbound",
         "    mode tcp",
-        f"    bind 0.0.0.0:{inbound['port']}",
-        f"    bind [::]:{inbound['port']} v6only",
+        f"    bind 0.0.0.0:{inbound['port']}{tproxy}",
+        f"    bind [::]:{inbound['port']} v6only{tproxy}",
         # IPv6: HAProxy reads no original destination, so the port is the listener's own. Refuse, not loop.
         f"    tcp-request connection reject if {{ dst_port {inbound['port']} }}",
         f"    tcp-request inspect-delay {inspect_ms}ms",

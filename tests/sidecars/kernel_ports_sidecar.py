@@ -9,7 +9,8 @@ IP_LOCAL_PORT_RANGE socket option (Linux >= 6.3; proxies that share addresses us
 kernel's, per destination, but from so few ports that one port serves connections to several ports of one pod
 at once in every run, which the full range does only on some boots (the kernel's per-destination offsets come
 from secrets drawn at boot). Only outbound connections are narrowed: inbound dials bind 127.0.0.6, where each
-needs a port of its own. Run it the way `--emulator-sidecar` runs any program:
+needs a port of its own. In TPROXY mode it dials as the reference does, from the client's address with port 0
+(original_src.py). Run it the way `--emulator-sidecar` runs any program:
 `python3 kernel_ports_sidecar.py [--port-range LO-HI] CONFIG` as uid 1337.
 """
 
@@ -48,11 +49,14 @@ def main() -> int:
         finally:
             OUTBOUND.reset(token)
 
-    async def connect(self, address, port, bind, *args, **kwargs):  # type: ignore[no-untyped-def]
+    async def connect(self, address, port, bind, mark=None):  # type: ignore[no-untyped-def]
         sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
-            if bind:
+            if bind and mark is not None:
+                # TPROXY: Envoy's original_src, the client's address with port 0 (the reference's helper).
+                sidecar.original_src.prebind(sock, bind, mark)
+            elif bind:
                 sock.bind((bind, 0))
             elif narrow is not None and OUTBOUND.get():
                 sock.setsockopt(socket.IPPROTO_IP, IP_LOCAL_PORT_RANGE, struct.pack("=I", narrow[1] << 16 | narrow[0]))

@@ -218,7 +218,9 @@ class Containers:
         argv = self._sidecar_argv(config_path)
         # The reference sidecar drops to 1337 itself after reading its configuration as root (so it can run
         # from anywhere); a replaced sidecar is started as 1337, as Envoy is in a real pod.
-        credentials = netns.Credentials(capture.PROXY_UID, capture.PROXY_GID) if self.sidecar_command else None
+        # In TPROXY mode that is uid 0 / gid 1337 (the configuration's proxy_uid / proxy_gid).
+        uid, gid = int(pod.sidecar_config["proxy_uid"]), int(pod.sidecar_config["proxy_gid"])  # type: ignore[call-overload]
+        credentials = netns.Credentials(uid, gid) if self.sidecar_command else None
         try:
             pod.sidecar = self._spawn(
                 pod.netns,

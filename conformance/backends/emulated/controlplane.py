@@ -11,7 +11,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from conformance.backends.emulated.capture import INBOUND_CAPTURE_PORT, OUTBOUND_CAPTURE_PORT, PROXY_GID, PROXY_UID
+from conformance.backends.emulated.capture import (
+    INBOUND_CAPTURE_PORT,
+    OUTBOUND_CAPTURE_PORT,
+    PROXY_GID,
+    PROXY_UID,
+    TPROXY,
+    TPROXY_MARK,
+    TPROXY_PROXY_UID,
+)
 from conformance.backends.emulated.kube import ManifestError, Objects, PodTemplate, Service, Sidecar
 
 CONFIG_FORMAT = "mesh-inbound-conformance/sidecar-config"
@@ -137,6 +145,7 @@ def sidecar_config(
             listeners.append(
                 {"port": port, "protocol": protocol, "cluster": f"inbound|{port}||", "source": "Service", **endpoint}
             )
+    tproxy = pod.interception == TPROXY
     http_ports = sorted(
         {p.port for s in objects.services for p in s.ports if port_protocol(p.name, p.app_protocol) == "http"}
     )
@@ -145,7 +154,13 @@ def sidecar_config(
         "version": CONFIG_VERSION,
         "pod": {"name": pod.name, "namespace": pod.namespace, "ips": [pod_ip]},
         "mesh": {"inbound_mode": inbound_mode},
-        "proxy_uid": PROXY_UID,
+        # The pod's interception mode (sidecar.istio.io/interceptionMode). TPROXY: the proxy runs as uid 0 / gid
+        # 1337 (injection-template.yaml 1.10.0 L335-356), and every inbound listener carries Envoy's original_src
+        # listener filter with mark 1337 (pilot/pkg/xds/filters/filters.go OriginalSrc, #28457; listener_inbound.go):
+        # each upstream connection is made from the downstream client's address, port 0, with IP_TRANSPARENT and
+        # SO_MARK 1337, before (and instead of) the cluster's bind (envoy connection_impl.cc: PREBIND options first).
+        "interception": {"mode": pod.interception, "original_src_mark": TPROXY_MARK if tproxy else None},
+        "proxy_uid": TPROXY_PROXY_UID if tproxy else PROXY_UID,
         "proxy_gid": PROXY_GID,
         "inbound": {
             "port": INBOUND_CAPTURE_PORT,

@@ -27,6 +27,7 @@ import collections  # noqa: F401
 import contextlib
 import ctypes
 import dataclasses  # noqa: F401
+import importlib.util  # noqa: F401
 import ipaddress  # noqa: F401
 import itertools  # noqa: F401
 import json

@@ -15,6 +15,7 @@ INJECT_POD_LABEL = "sidecar.istio.io/inject"
 EXCLUDE_INBOUND_ANNOTATION = "traffic.sidecar.istio.io/excludeInboundPorts"
 INCLUDE_INBOUND_ANNOTATION = "traffic.sidecar.istio.io/includeInboundPorts"
 """istio-iptables' `-b`: `*` when absent; a present annotation is used as-is, even empty (template.go getAnnotation)."""
+INTERCEPTION_ANNOTATION = "sidecar.istio.io/interceptionMode"
 DATAPLANE_MODE_LABEL = "istio.io/dataplane-mode"
 """Namespace or pod label enrolling pods in ambient mode (value `ambient`; a pod may opt out with `none`)."""
 
@@ -90,6 +91,11 @@ class PodTemplate:
     def name(self) -> str:
         """Pod name; kind adds random suffixes, the emulation a fixed one."""
         return f"{self.app}-0"
+
+    @property
+    def interception(self) -> str:
+        """The injected sidecar's interception mode: the pod's annotation, else Istio's default REDIRECT."""
+        return self.annotations.get(INTERCEPTION_ANNOTATION, "REDIRECT").upper()
 
 
 @dataclass(frozen=True)

@@ -197,7 +197,10 @@ class Network:
         if template.injected:
             excluded = capture.excluded_inbound_ports(template.annotations.get(kube.EXCLUDE_INBOUND_ANNOTATION))
             included = capture.included_inbound_ports(template.annotations.get(kube.INCLUDE_INBOUND_ANNOTATION))
-            loading.append(capture.install(name, excluded, ipv6=self.family == "ipv6", included=included))
+            tproxy = template.interception == capture.TPROXY
+            loading.append(
+                capture.install(name, excluded, ipv6=self.family == "ipv6", included=included, tproxy=tproxy)
+            )
         if template.ambient:
             loading.append(ambient_capture.install(name))
             netns.write_sysctl(name, "net.ipv4.ip_local_port_range", ENROLLED_PORT_RANGE)

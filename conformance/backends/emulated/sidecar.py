@@ -7,19 +7,19 @@ clusters) and the kernel's SO_ORIGINAL_DST. Standard library only, so it starts 
 
 - Inbound (15006): the capture rules REDIRECT every inbound TCP connection here. The original destination
   port picks a listener (or the catch-all passthrough); the listener says where to dial (localhost, the
-  original destination, or the pod IP) and from which address (127.0.0.6 / ::6, or none).
+  original destination, or the pod IP) and from which address (127.0.0.6 / ::6, or none). A TPROXY pod
+  (`interception.mode`) is TPROXY'd here instead, and dialled from the client's address (original_src.py).
 - Outbound (15001): a meshed pod's own outbound connections arrive here; they are dialled to their original
   destination from the pod IP (this process runs as uid 1337, which the capture rules let out).
 - When the upstream cannot be reached, an HTTP listener answers 503 (Envoy: "upstream connect error or
   disconnect/reset before headers") and a TCP listener closes the connection.
 
-- Status (15020, when the configuration has a `status` block): pilot-agent's `/app-health/<container>/readyz`.
-  The kubelet's rewritten probe arrives here; the original probe (httpGet or tcpSocket) is sent to the app
-  as pilot-agent >= 1.10 does: to the pod IP, or to localhost when the injector set the legacy destination
-  (REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION), always from 127.0.0.6 / ::6, which the capture rules let through.
+- Status (15020, when the configuration has a `status` block): pilot-agent's `/app-health/<container>/readyz`
+  (status_agent.py, loaded from this folder like original_src.py).
 
 The process starts as root to read its configuration and bind its listeners, then drops to uid/gid 1337
-before it makes a single upstream connection, because the capture rules recognise the proxy by that uid.
+(uid 0 / gid 1337 in TPROXY mode, as the injection template runs it) before it makes a single upstream
+connection, because the capture rules recognise the proxy by that uid or gid.
 There is no mTLS: bytes are relayed as they are.
 """
 
@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import importlib.util
 import ipaddress
 import json
 import os
@@ -38,7 +39,7 @@ import struct
 import sys
 import time
 from asyncio import StreamReader, StreamWriter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 PR_SET_PDEATHSIG = 1
@@ -63,8 +64,21 @@ RESPONSE_503 = (
     b"upstream connect error or disconnect/reset before headers. reset reason: connection failure\n"
 )
 
-PROBE_SOURCE = {socket.AF_INET: "127.0.0.6", socket.AF_INET6: "::6"}
-PROBE_LOCALHOST = {socket.AF_INET: "127.0.0.1", socket.AF_INET6: "::1"}
+
+def _sibling(name: str) -> Any:
+    """A standalone module of this folder (this program runs with no package on its path)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"sidecar_{name}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+original_src = _sibling("original_src")
+StatusServer = _sibling("status_agent").StatusServer
 
 
 class ConfigError(Exception):
@@ -82,6 +96,8 @@ class Route:
     bind: str | None
     detection_timeout: float | None = None
     """How long a sniffing route waits for the first bytes; None: no timeout (Istio's mesh default)."""
+    mark: int | None = None
+    """Dial transparently from `bind` (the client's address) with this SO_MARK: Envoy's original_src."""
 
 
 PASSTHROUGH_CLUSTER = Route("PassthroughCluster", "tcp", None, None, None)
@@ -101,6 +117,8 @@ class Config:
     uid: int
     gid: int
     status: StatusConfig | None = None
+    original_src_mark: int | None = None
+    """TPROXY interception: the mark of Envoy's original_src (None: REDIRECT, nothing transparent)."""
 
 
 @dataclass(frozen=True)
@@ -152,7 +170,8 @@ def load_config(path: str) -> Config:
             for item in inbound["listeners"]
         }
         passthrough = _route(inbound["passthrough"].get("cluster", "InboundPassthroughCluster"), inbound["passthrough"])
-        pod = data["pod"]
+        pod, interception = data["pod"], data.get("interception") or {}
+        mark = interception.get("original_src_mark") if interception.get("mode") == "TPROXY" else None
         return Config(
             pod=f"{pod['name']}.{pod['namespace']}",
             listeners=listeners,
@@ -163,6 +182,7 @@ def load_config(path: str) -> Config:
             uid=int(data.get("proxy_uid", 1337)),
             gid=int(data.get("proxy_gid", 1337)),
             status=_status(data),
+            original_src_mark=int(mark) if mark is not None else None,
         )
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ConfigError(f"{path}: {type(err).__name__}: {err}") from None
@@ -196,13 +216,14 @@ class Sidecar:
         sys.stderr.write(f"{time.time():.3f} {message}\n")
         sys.stderr.flush()
 
-    @staticmethod
-    def _destination(writer: StreamWriter) -> tuple[str, int] | None:
+    def _destination(self, writer: StreamWriter, inbound: bool = False) -> tuple[str, int] | None:
         """The connection's original destination, or None (and the connection closed) for a proxy port.
 
         Someone dialled 15001/15006 itself: forwarding it would loop back here.
         """
-        orig_addr, orig_port = original_dst(writer.get_extra_info("socket"))
+        sock = writer.get_extra_info("socket")
+        tproxied = inbound and self.config.original_src_mark is not None
+        orig_addr, orig_port = original_src.local_destination(sock) if tproxied else original_dst(sock)
         if orig_port in PROXY_PORTS:
             writer.close()
             return None
@@ -210,9 +231,11 @@ class Sidecar:
 
     async def inbound(self, reader: StreamReader, writer: StreamWriter) -> None:
         """Handle one redirected inbound connection."""
-        destination = self._destination(writer)
+        destination = self._destination(writer, inbound=True)
         if destination is not None:
             route = self.config.listeners.get(destination[1], self.config.passthrough)
+            if self.config.original_src_mark is not None:  # original_src wins over the cluster's bind
+                route = replace(route, bind=writer.get_extra_info("peername")[0], mark=self.config.original_src_mark)
             await self.forward("inbound", reader, writer, route, *destination)
 
     async def outbound(self, reader: StreamReader, writer: StreamWriter) -> None:
@@ -242,7 +265,7 @@ class Sidecar:
             return
         where = f"{direction} {_peer(writer)} orig={orig_addr} cluster={route.name} proto={protocol}"
         try:
-            up_reader, up_writer = await self._connect(address, port, bind)
+            up_reader, up_writer = await self._connect(address, port, bind, route.mark)
         except OSError as err:
             self.log(f"{where} upstream={address}:{port} bind={bind or '-'} connect_failed={err.strerror or err}")
             await self._fail(writer, protocol)
@@ -281,8 +304,10 @@ class Sidecar:
             return first, "http"
         return first, "tcp"
 
-    async def _connect(self, address: str, port: int, bind: str | None) -> tuple[StreamReader, StreamWriter]:
-        """Dial the upstream (from `bind` when given).
+    async def _connect(
+        self, address: str, port: int, bind: str | None, mark: int | None = None
+    ) -> tuple[StreamReader, StreamWriter]:
+        """Dial the upstream (from `bind` when given; transparently, with SO_MARK `mark`, when that is given).
 
         The kernel picks the source port, per destination, as it does for Envoy: so this proxy, like Envoy,
         now and then dials two ports of one pod from one port at once, and the harness's own runs show that it
@@ -294,7 +319,9 @@ class Sidecar:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
-            if bind:
+            if bind and mark is not None:
+                original_src.prebind(sock, bind, mark)
+            elif bind:
                 sock.bind((bind, 0))
             loop = asyncio.get_running_loop()
             await asyncio.wait_for(loop.sock_connect(sock, (address, port)), CONNECT_TIMEOUT)
@@ -341,86 +368,17 @@ class Sidecar:
         return relayed
 
 
-class StatusServer:
-    """pilot-agent's application health checks on the status port (see module docstring)."""
-
-    def __init__(self, sidecar: Sidecar, status: StatusConfig) -> None:
-        self.sidecar = sidecar
-        self.status = status
-
-    def destination(self) -> str:
-        """Where the app is probed: the pod IP, or localhost with the legacy destination."""
-        family = socket.AF_INET6 if ":" in self.status.pod_ip else socket.AF_INET
-        return PROBE_LOCALHOST[family] if self.status.legacy_localhost_destination else self.status.pod_ip
-
-    def source(self, destination: str) -> str | None:
-        """The local address of a probe connection (pilot-agent's upstreamLocalAddress)."""
-        return PROBE_SOURCE[socket.AF_INET6 if ":" in destination else socket.AF_INET]
-
-    async def handle(self, reader: StreamReader, writer: StreamWriter) -> None:
-        """Answer one request: 200 when the app's probe passes, 500 (or 404 for an unknown path) otherwise."""
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CONNECT_TIMEOUT)
-            path = head.split(b" ", 2)[1].decode("latin-1") if head.count(b" ") >= 2 else ""
-            prober = self.status.probers.get(path)
-            if prober is None:
-                code, text = 404, f"no app prober for {path}"
-            else:
-                problem = await self.probe(prober)
-                code, text = (200, "ok") if problem is None else (500, problem)
-            self.sidecar.log(f"status {_peer(writer)} {path} -> {code} {text}")
-            body = text.encode() + b"\n"
-            reason = {200: "OK", 404: "Not Found", 500: "Internal Server Error"}[code]
-            writer.write(
-                f"HTTP/1.1 {code} {reason}\r\ncontent-type: text/plain\r\ncontent-length: {len(body)}\r\n"
-                "connection: close\r\n\r\n".encode()
-                + body
-            )
-            with contextlib.suppress(OSError):
-                await writer.drain()
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
-            pass
-        finally:
-            await _close(writer)
-
-    async def probe(self, prober: dict[str, Any]) -> str | None:
-        """Run the original probe against the app; None on a pass, else the reason."""
-        timeout = float(prober.get("timeoutSeconds", 1) or 1)
-        destination = self.destination()
-        if "tcpSocket" in prober:
-            port, path = int(prober["tcpSocket"]["port"]), None
-        else:
-            port, path = int(prober["httpGet"]["port"]), str(prober["httpGet"].get("path", "/"))
-        try:
-            reader, writer = await self.sidecar._connect(destination, port, self.source(destination))
-        except OSError as err:
-            return f"dial {destination}:{port}: {err.strerror or err}"
-        try:
-            if path is None:
-                return None
-            host = f"[{destination}]" if ":" in destination else destination
-            writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
-            await writer.drain()
-            line = await asyncio.wait_for(reader.readline(), timeout)
-            parts = line.split()
-            if len(parts) < 2 or not parts[1].isdigit() or not 200 <= int(parts[1]) < 400:
-                return f"app answered {line.strip()[:60]!r}"
-            return None
-        except (OSError, TimeoutError) as err:
-            return f"probe {destination}:{port}: {err}"
-        finally:
-            await _close(writer)
-
-
 async def _close(writer: StreamWriter) -> None:
     writer.close()
     with contextlib.suppress(OSError):
         await writer.wait_closed()
 
 
-def _listen(port: int, family: socket.AddressFamily) -> socket.socket:
+def _listen(port: int, family: socket.AddressFamily, transparent: bool = False) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if transparent:  # the TPROXY target hands connections to transparent listeners only
+        original_src.transparent(sock)
     if family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(("::", port))
@@ -450,8 +408,9 @@ def _drop_privileges(uid: int, gid: int) -> None:
 async def serve(config: Config) -> None:
     """Bind both listeners on both families, drop privileges, serve until SIGTERM."""
     sidecar = Sidecar(config)
+    tproxy = config.original_src_mark is not None
     sockets = {
-        (name, family): _listen(port, family)
+        (name, family): _listen(port, family, tproxy and name == "inbound")
         for name, port in (("inbound", config.inbound_port), ("outbound", config.outbound_port))
         for family in (socket.AF_INET, socket.AF_INET6)
     }
