@@ -93,3 +93,16 @@ def test_a_status_port_that_never_binds_127_0_0_6_fails_the_suite(tmp_path: Path
         reasons = json.dumps(cells[cell_id].get("reasons"))
         assert cells[cell_id]["verdict"] == "fail", cell_id
         assert "saw 127.0.0.1" in reasons, reasons
+
+
+@pytest.mark.netns
+def test_a_correct_status_port_slow_to_answer_its_first_probes_passes(tmp_path: Path) -> None:
+    """No false failures: each probe's first answer comes after the kubelet's timeout, the next ones in time. A
+    readiness verdict taken at the first probe (failureThreshold 1) would be "not Ready"; the suite confirms a
+    differing verdict a few seconds on, by which time the container is Ready, and no liveness or startup
+    container is restarted (failureThreshold 3)."""
+    code, cells = run_probe_cases(tmp_path, "slow_status_sidecar.py", IpFamily.IPV4)
+    failed = {i: c.get("reasons") for i, c in cells.items() if c["verdict"] == "fail"}
+    assert failed == {}
+    assert code == 0
+    assert len(cells) == len(probe_cells(tuple(Profile), (IpFamily.IPV4,)))
