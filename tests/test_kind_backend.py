@@ -1084,9 +1084,9 @@ def test_restart_counts_come_from_the_container_statuses(live: tuple[Fakes, Kube
 
 def test_a_liveness_container_not_yet_past_its_window_is_not_settled() -> None:
     """Just started, Ready (no readiness probe), never restarted: not settled until its liveness probe (period 1 x
-    failureThreshold 3 + timeout 1) and the restart's slack have passed, so "never restarted" is not said early."""
+    failureThreshold 2 + timeout 1) and the restart's slack have passed, so "never restarted" is not said early."""
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    probe = {"httpGet": {"path": "/livez", "port": 8392}, "periodSeconds": 1, "failureThreshold": 3}
+    probe = {"httpGet": {"path": "/livez", "port": 8392}, "periodSeconds": 1, "failureThreshold": 2}
     pod = {
         "spec": {"containers": [{"name": "pod-ip-http-liveness", "livenessProbe": probe}]},
         "status": {
@@ -1099,7 +1099,7 @@ def test_a_liveness_container_not_yet_past_its_window_is_not_settled() -> None:
     probed = probing._readiness(pod)["pod-ip-http-liveness"]
     assert (probed.readiness.ready, probed.readiness.settled, probed.readiness.restarts) == (True, False, 0)
     assert probed.settles_in is not None
-    assert 7.0 < probed.settles_in <= 1 * 3 + 1 + probing.RESTART_SLACK_SECONDS
+    assert 6.0 < probed.settles_in <= 1 * 2 + 1 + probing.RESTART_SLACK_SECONDS
     pod["status"]["containerStatuses"][0]["restartCount"] = 1  # type: ignore[index]
     assert probing._readiness(pod)["pod-ip-http-liveness"].readiness.settled
 

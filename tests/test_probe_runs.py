@@ -100,7 +100,7 @@ def test_a_correct_status_port_slow_to_answer_its_first_probes_passes(tmp_path: 
     """No false failures: each probe's first answer comes after the kubelet's timeout, the next ones in time. A
     readiness verdict taken at the first probe (failureThreshold 1) would be "not Ready"; the suite confirms a
     differing verdict a few seconds on, by which time the container is Ready, and no liveness or startup
-    container is restarted (failureThreshold 3)."""
+    container is restarted (failureThreshold 2)."""
     code, cells = run_probe_cases(tmp_path, "slow_status_sidecar.py", IpFamily.IPV4)
     failed = {i: c.get("reasons") for i, c in cells.items() if c["verdict"] == "fail"}
     assert failed == {}

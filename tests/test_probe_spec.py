@@ -186,7 +186,7 @@ def test_probe_pods_in_the_world() -> None:
         assert names == ["echo", *(c.name for c in PROBED_CONTAINERS)]
         assert (pod.annotations.get(PROBE_REWRITE_ANNOTATION) == "false") is (rewrite is False)
         for container, probed in zip(pod.containers[1:], PROBED_CONTAINERS, strict=True):
-            # One probe each, of the container's use; liveness and startup with failureThreshold 3.
+            # One probe each, of the container's use; liveness and startup with failureThreshold 2.
             probes = container.probes.of_use()
             assert list(probes) == [probed.use.value]
             assert probes[probed.use.value].period == 1
