@@ -193,8 +193,24 @@ def test_a_killed_container_is_started_again_when_its_pod_is_probed_afresh(
     app.codes.clear()
     kubelet.watch("pod", "127.0.0.1", probes)  # the new pod's container starts at once
     wait_for(lambda: len(runtime.of("start")) == 2, seconds=1.0)
-    assert not kubelet.down("pod", "c")
+    wait_for(lambda: not kubelet.down("pod", "c"), seconds=1.0)  # down until the new process is in place
     wait_for(lambda: state(kubelet).live_passed)
     assert state(kubelet).restarts == 0  # a new pod counts from 0
     time.sleep(2.2)  # the old registration's back-off ends: it does not start the container a second time
     assert len(runtime.of("start")) == 2
+
+
+def test_a_container_is_down_until_its_new_process_is_in_place(app: App, runtime: Runtime, kubelet: Kubelet) -> None:
+    """The harness's readiness wait (a mode switch) tolerates a dead container only while the kubelet has it down:
+    that must last until the runtime has started the new process, not end when the start begins."""
+    seen_down_while_starting: list[bool] = []
+
+    def slow_start() -> None:
+        time.sleep(0.2)
+        seen_down_while_starting.append(kubelet.down("pod", "c"))
+
+    runtime.on_start = slow_start
+    app.codes["/livez"] = 500
+    kubelet.watch("pod", "127.0.0.1", {"c": ContainerProbes(liveness=app.probe("/livez"))})
+    wait_for(lambda: len(seen_down_while_starting) >= 1)
+    assert seen_down_while_starting[0] is True

@@ -115,7 +115,9 @@ class Kubelet:
         self._targets: dict[tuple[str, str], _Target] = {}
         self._generation: dict[str, int] = {}
         self._down: set[tuple[str, str]] = set()
-        """Containers killed and not yet started again."""
+        """Containers killed and not yet started again (until the new process is in place)."""
+        self._starting: set[tuple[str, str]] = set()
+        """Killed containers being started again (by one worker only)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -232,13 +234,19 @@ class Kubelet:
                     target.state.started = target.probes.startup is None
 
     async def _start_if_down(self, target: _Target) -> None:
+        """Start a killed container, once: it stays `down` until its new process is in place."""
         key = (target.pod, target.container)
         with self._lock:
-            if key not in self._down or self._stopping:
+            if key not in self._down or key in self._starting or self._stopping:
                 return
-            self._down.discard(key)
-        if self._runtime is not None:
-            await asyncio.to_thread(self._runtime.start_container, target.pod, target.container)
+            self._starting.add(key)
+        try:
+            if self._runtime is not None:
+                await asyncio.to_thread(self._runtime.start_container, target.pod, target.container)
+        finally:
+            with self._lock:
+                self._starting.discard(key)
+                self._down.discard(key)
 
     async def _one_run(self, target: _Target) -> str | None:
         """Probe one run of the container; the reason to kill it, or None once it is no longer probed."""
