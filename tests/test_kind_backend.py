@@ -15,6 +15,7 @@ replayed by the fake istioctl and parsed directly at the end of this module.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import importlib.util
 import json
@@ -36,6 +37,7 @@ from fakes.host import DOCKER_DOWN, fake_host
 from fakes.kind_api import FakeKindApi
 
 from conformance.backends.base import BackendError, ProbeRequest
+from conformance.backends.kind import probing
 from conformance.backends.kind import tools as toolbox
 from conformance.backends.kind.backend import KubeCluster
 from conformance.backends.kind.cluster import Tools
@@ -47,6 +49,7 @@ from conformance.spec.capabilities import istio_capabilities
 from conformance.spec.dimensions import IpFamily
 from conformance.world.layout import World
 from conformance.world.pods import PodRef
+from conformance.world.probe_pods import PROBED_CONTAINERS
 from conformance.world.resources import resource
 
 REPO = Path(__file__).resolve().parents[1]
@@ -195,11 +198,13 @@ CHECKER_FINDINGS = [
         )
         for port in (8081, 8281, 9081, 9281)
     ],
-    # The probe pods' loopback containers serve ports their Services declare (issue 11).
-    Finding("mic-mesh", "probe-norewrite-5d9c8b7f6-xggc4", 8381),
-    Finding("mic-mesh", "probe-norewrite-5d9c8b7f6-xggc4", 9381),
-    Finding("mic-mesh", "probe-rewrite-5d9c8b7f6-7l5nn", 8381),
-    Finding("mic-mesh", "probe-rewrite-5d9c8b7f6-7l5nn", 9381),
+    # The probe pods' loopback containers serve ports their Services declare (issue 11; startup 8371 and liveness
+    # 8391, issue 22: running in the fake, as a container its probe has not killed yet is).
+    *[
+        Finding("mic-mesh", pod, port)
+        for pod in ("probe-norewrite-5d9c8b7f6-xggc4", "probe-rewrite-5d9c8b7f6-7l5nn")
+        for port in (8371, 8381, 8391, 9381)
+    ],
 ]
 
 
@@ -1073,11 +1078,46 @@ def test_an_echo_program_that_exits_non_zero_is_a_backend_error(live: tuple[Fake
 def test_container_readiness_comes_from_the_container_statuses(live: tuple[Fakes, KubeCluster]) -> None:
     fakes, cluster = live
     readiness = cluster.container_readiness(PodRef("mic-mesh", "probe-rewrite"))
-    assert sorted(readiness) == sorted(
-        ["echo", "loopback-http", "pod-ip-http", "wildcard-http", "loopback-tcp", "pod-ip-tcp", "wildcard-tcp"]
-    )
-    assert all(r.ready and r.settled for r in readiness.values())
+    assert sorted(readiness) == sorted(["echo", *(c.name for c in PROBED_CONTAINERS)])
+    # Readiness-probed containers: Ready, settled. Liveness and startup ones, never restarted: Ready, and settled
+    # because they have run (since STARTED_AT) longer than their probes need to kill them.
+    assert all(r.ready and r.settled and r.restarts == 0 for r in readiness.values())
     assert not [r for r in fakes.api.requests if r["query"].get("watch")]  # all settled: nothing to wait for
+
+
+def test_restart_counts_come_from_the_container_statuses(live: tuple[Fakes, KubeCluster]) -> None:
+    """A container its liveness probe keeps killing: restartCount from the pod's status, settled at once."""
+    fakes, cluster = live
+    fakes.env["FAKE_RESTARTING"] = "loopback-http-liveness,loopback-http-startup"
+    readiness = cluster.container_readiness(PodRef("mic-mesh", "probe-rewrite"))
+    for name in ("loopback-http-liveness", "loopback-http-startup"):
+        status = readiness[name]
+        assert (status.ready, status.settled, status.restarts) == (False, True, 3)
+        assert status.detail == "containerStatuses ready=false; restartCount 3; CrashLoopBackOff; last: Completed"
+    assert readiness["pod-ip-http-liveness"].restarts == 0
+    assert not [r for r in fakes.api.requests if r["query"].get("watch")]
+
+
+def test_a_liveness_container_not_yet_past_its_window_is_not_settled() -> None:
+    """Just started, Ready (no readiness probe), never restarted: not settled until its liveness probe (period 1 x
+    failureThreshold 2 + timeout 1) and the restart's slack have passed, so "never restarted" is not said early."""
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    probe = {"httpGet": {"path": "/livez", "port": 8392}, "periodSeconds": 1, "failureThreshold": 2}
+    pod = {
+        "spec": {"containers": [{"name": "pod-ip-http-liveness", "livenessProbe": probe}]},
+        "status": {
+            "containerStatuses": [
+                {"name": "pod-ip-http-liveness", "ready": True, "restartCount": 0,
+                 "state": {"running": {"startedAt": now}}}
+            ]
+        },
+    }  # fmt: skip
+    probed = probing._readiness(pod)["pod-ip-http-liveness"]
+    assert (probed.readiness.ready, probed.readiness.settled, probed.readiness.restarts) == (True, False, 0)
+    assert probed.settles_in is not None
+    assert 6.0 < probed.settles_in <= 1 * 2 + 1 + probing.RESTART_SLACK_SECONDS
+    pod["status"]["containerStatuses"][0]["restartCount"] = 1  # type: ignore[index]
+    assert probing._readiness(pod)["pod-ip-http-liveness"].readiness.settled
 
 
 def test_an_unsettled_container_is_waited_for_by_watching_its_pod(live: tuple[Fakes, KubeCluster]) -> None:

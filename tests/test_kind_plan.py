@@ -577,7 +577,7 @@ def test_plan_ipv6_uses_the_ipv6_kind_config_and_ipv6_manifests(plans: dict[str,
 
 @pytest.mark.parametrize("name", ["1.9.9", "1.10.6", "1.21.6", "1.31.1"])
 def test_plan_shows_the_probe_workloads(plans: dict[str, Plan], name: str) -> None:
-    """Each probe pod carries one probed container per bind and probe kind, with short probe periods."""
+    """Each probe pod carries one probed container per bind, probe kind and use, with short probe periods."""
     plan = plans[name]
     (manifest,) = plan.manifests
     docs = {d["metadata"]["name"]: d for d in yaml.safe_load_all(manifest) if d["kind"] == "Deployment"}
@@ -585,9 +585,12 @@ def test_plan_shows_the_probe_workloads(plans: dict[str, Plan], name: str) -> No
         template = docs[app]["spec"]["template"]
         containers = template["spec"]["containers"]
         assert [c["name"] for c in containers[1:]] == [c.name for c in PROBED_CONTAINERS]
-        for container in containers[1:]:
-            probe = container["readinessProbe"]
-            assert ("httpGet" in probe) is container["name"].endswith("-http")
+        for container, probed in zip(containers[1:], PROBED_CONTAINERS, strict=True):
+            # One probe each, of the container's use (readiness, liveness, startup).
+            (field,) = [f for f in ("readinessProbe", "livenessProbe", "startupProbe") if f in container]
+            assert field == f"{probed.use.value}Probe"
+            probe = container[field]
+            assert ("httpGet" in probe) is (probed.probe.value == "http")
             assert probe["periodSeconds"] == 1
         rewrite_off = template["metadata"]["annotations"].get(PROBE_REWRITE_ANNOTATION) == "false"
         assert rewrite_off is (app == "probe-norewrite")

@@ -375,9 +375,13 @@ def test_containers_are_valid_for_the_api_server_and_kubelet(family: IpFamily) -
             for resource, limit in limits.items():
                 if resource in requests:
                     assert _quantity(requests[resource]) <= _quantity(limit), f"{ident(d)}: {resource} request > limit"
-            probe = c["readinessProbe"]
-            probe_port = (probe.get("httpGet") or probe["tcpSocket"])["port"]
-            assert probe_port in port_numbers, f"{ident(d)}: readiness probe on undeclared port {probe_port}"
+            probes = [c[f] for f in ("readinessProbe", "livenessProbe", "startupProbe") if f in c]
+            assert len(probes) == 1, f"{ident(d)}: container {c['name']}: one probe (readiness, liveness or startup)"
+            for probe in probes:
+                probe_port = (probe.get("httpGet") or probe["tcpSocket"])["port"]
+                assert probe_port in port_numbers, f"{ident(d)}: probe on undeclared port {probe_port}"
+                # The API server's validation: a liveness or startup probe's successThreshold must be 1.
+                assert probe.get("successThreshold", 1) == 1 or "readinessProbe" in c, ident(d)
             security = c.get("securityContext", {})
             if security.get("runAsNonRoot"):
                 assert security.get("runAsUser", 0) != 0, f"{ident(d)}: runAsNonRoot with uid 0 never starts"

@@ -20,6 +20,7 @@ SIDECARS = REPO / "tests" / "sidecars"
 
 
 def run_probe_cases(tmp_path: Path, sidecar: str, family: IpFamily) -> tuple[int, dict[str, dict[str, object]]]:
+    # -k "Probe ..." selects the readiness cases and the restart ones (ProbeRestarts, RestartProbeSource).
     cmd = suite_command(
         "--report-dir", str(tmp_path / "reports"), "--artifacts-dir", str(tmp_path / "artifacts"),
         "--ip-family", family.value, "-k", "Probe or ReadyMeansReachable",
@@ -42,9 +43,39 @@ def test_a_status_port_that_always_probes_localhost_fails_the_suite(tmp_path: Pa
         for c in probe_cells((Profile.PASSTHROUGH,), (family,))
         if c.rewrite and expect_probe(c).ready != expect_probe(dataclasses.replace(c, profile=Profile.LEGACY)).ready
     }
-    assert len(broken) == 4  # loopback and pod_ip, http and tcp
+    # Readiness: loopback and pod_ip, http and tcp; liveness and startup (http): loopback and pod_ip.
+    assert len(broken) == 8
     failed = {i for i, c in cells.items() if c["verdict"] == "fail"}
     assert failed == broken
+
+
+@pytest.mark.netns
+def test_a_kubelet_visible_liveness_failure_is_reported_with_its_restart_count(tmp_path: Path) -> None:
+    """Issue 22's "done when": a status port that probes localhost under passthrough makes the rewritten liveness
+    probe of a pod-IP-only app fail, and the kubelet restart it: the report says so, with the restart count."""
+    code, cells = run_probe_cases(tmp_path, "status_localhost_sidecar.py", IpFamily.IPV4)
+    assert code == 1
+    for use in ("liveness", "startup"):
+        cell = cells[f"probe/passthrough/pod_ip/http/{use}/rewrite/ipv4"]
+        observed, reasons = cell["observed"], cell.get("reasons")
+        assert isinstance(observed, dict)
+        assert isinstance(reasons, dict)
+        assert cell["verdict"] == "fail"
+        restarts = observed["restarts"]
+        assert isinstance(restarts, int)
+        assert restarts >= 1
+        assert (
+            f"expected never restarted, saw restartCount {restarts}"
+            in reasons["ProbeRestarts[passthrough]:probe_restarts"]
+        )
+        # And the loopback-only app, which the spec says is restarted again and again (istio/istio#36894), was not.
+        loopback = cells[f"probe/passthrough/loopback/http/{use}/rewrite/ipv4"]
+        assert loopback["verdict"] == "fail"
+        assert loopback["observed"]["restarts"] == 0  # type: ignore[index]
+    markdown = (tmp_path / "reports" / "conformance-report.md").read_text()
+    assert "| liveness | http | on | ❌ ↻ restarted again and again (restartCount 0); " in markdown
+    assert "expected restarted again and again, saw restartCount 0" in markdown
+    assert "❌ ✓ never restarted (restartCount " in markdown
 
 
 @pytest.mark.netns
@@ -57,8 +88,21 @@ def test_a_status_port_that_never_binds_127_0_0_6_fails_the_suite(tmp_path: Path
         for c in probe_cells((Profile.LEGACY,), (IpFamily.IPV4,))
         if c.rewrite and expect_probe(c).source is ProbeSource.INBOUND_PASSTHROUGH
     }
-    assert len(from_passthrough) == 4
+    assert len(from_passthrough) == 8  # loopback and wildcard: readiness http and tcp, liveness and startup http
     for cell_id in from_passthrough:
         reasons = json.dumps(cells[cell_id].get("reasons"))
         assert cells[cell_id]["verdict"] == "fail", cell_id
         assert "saw 127.0.0.1" in reasons, reasons
+
+
+@pytest.mark.netns
+def test_a_correct_status_port_slow_to_answer_its_first_probes_passes(tmp_path: Path) -> None:
+    """No false failures: each probe's first answer comes after the kubelet's timeout, the next ones in time. A
+    readiness verdict taken at the first probe (failureThreshold 1) would be "not Ready"; the suite confirms a
+    differing verdict a few seconds on, by which time the container is Ready, and no liveness or startup
+    container is restarted (failureThreshold 2)."""
+    code, cells = run_probe_cases(tmp_path, "slow_status_sidecar.py", IpFamily.IPV4)
+    failed = {i: c.get("reasons") for i, c in cells.items() if c["verdict"] == "fail"}
+    assert failed == {}
+    assert code == 0
+    assert len(cells) == len(probe_cells(tuple(Profile), (IpFamily.IPV4,)))

@@ -15,27 +15,38 @@ from conformance.spec.probes import (
     ProbeCellKey,
     ProbeKind,
     ProbeSource,
+    ProbeUse,
     expect_probe,
     probe_behaviour,
     probe_cells,
 )
 from conformance.spec.semantics import RULES
 from conformance.world.layout import World
-from conformance.world.probe_pods import PROBE_REWRITE_ANNOTATION, PROBED_CONTAINERS, probe_pods_of
+from conformance.world.probe_pods import (
+    PROBE_REWRITE_ANNOTATION,
+    PROBED_CONTAINERS,
+    RESTART_FAILURE_THRESHOLD,
+    probe_pods_of,
+)
 
 V4 = IpFamily.IPV4
 
 
-def cell(profile: Profile, bind: Bind, probe: ProbeKind, rewrite: bool | None) -> ProbeCellKey:
-    return ProbeCellKey(profile, bind, probe, rewrite, V4)
+def cell(
+    profile: Profile, bind: Bind, probe: ProbeKind, rewrite: bool | None, use: ProbeUse = ProbeUse.READINESS
+) -> ProbeCellKey:
+    return ProbeCellKey(profile, bind, probe, rewrite, V4, use)
 
 
 def test_probe_cells_per_family_and_profile() -> None:
     cells = probe_cells(tuple(Profile), (V4,))
-    # Without a sidecar (baseline, ambient): 3 binds x 2 probes; each sidecar profile: x 2 rewrite settings.
+    # Without a sidecar (baseline, ambient): 3 binds x (2 readiness probes + http liveness + http startup); each
+    # sidecar profile: x 2 rewrite settings.
     per_profile = Counter(c.profile for c in cells)
-    assert per_profile == {Profile.BASELINE: 6, Profile.AMBIENT: 6, Profile.PASSTHROUGH: 12, Profile.LEGACY: 12}
+    assert per_profile == {Profile.BASELINE: 12, Profile.AMBIENT: 12, Profile.PASSTHROUGH: 24, Profile.LEGACY: 24}
+    assert Counter(c.use for c in cells) == {ProbeUse.READINESS: 36, ProbeUse.LIVENESS: 18, ProbeUse.STARTUP: 18}
     assert len({c.id for c in cells}) == len(cells)
+    assert len({c.container for c in cells}) == len(PROBED_CONTAINERS)
     no_sidecar = (Profile.BASELINE, Profile.AMBIENT)
     assert all(c.rewrite is None for c in cells if c.profile in no_sidecar)
     assert {c.rewrite for c in cells if c.profile not in no_sidecar} == {True, False}
@@ -111,6 +122,57 @@ def test_baseline_probes_come_from_kubelet() -> None:
         assert want.source is (ProbeSource.KUBELET if want.ready else None)
 
 
+def test_readiness_cell_ids_are_the_ones_reports_had() -> None:
+    # Reports are compared by id: a readiness cell keeps the id it had before the use was a coordinate.
+    readiness = cell(Profile.PASSTHROUGH, Bind.LOOPBACK, ProbeKind.HTTP, True)
+    assert readiness.id == "probe/passthrough/loopback/http/rewrite/ipv4"
+    assert readiness.container == "loopback-http"
+    liveness = dataclasses.replace(readiness, use=ProbeUse.LIVENESS)
+    assert liveness.id == "probe/passthrough/loopback/http/liveness/rewrite/ipv4"
+    assert liveness.container == "loopback-http-liveness"
+    assert liveness.to_json()["use"] == "liveness"
+
+
+def test_the_36894_story_a_loopback_app_restarts_under_passthrough_not_under_legacy() -> None:
+    for use in (ProbeUse.LIVENESS, ProbeUse.STARTUP):
+        passthrough = expect_probe(cell(Profile.PASSTHROUGH, Bind.LOOPBACK, ProbeKind.HTTP, True, use))
+        legacy = expect_probe(cell(Profile.LEGACY, Bind.LOOPBACK, ProbeKind.HTTP, True, use))
+        assert passthrough.restarts
+        assert not legacy.restarts
+        assert "probe-rewrite-all-uses" in passthrough.because
+        # Istio 1.9 probed localhost too: no restart there either.
+        old = expect_probe(cell(Profile.LEGACY, Bind.LOOPBACK, ProbeKind.HTTP, True, use), probe_behaviour("1.9.9"))
+        assert not old.restarts
+    liveness = expect_probe(cell(Profile.PASSTHROUGH, Bind.LOOPBACK, ProbeKind.HTTP, True, ProbeUse.LIVENESS))
+    assert liveness.ready is None  # no readiness probe: Ready while each run lasts
+    assert "probe-liveness-restarts" in liveness.because
+    startup = expect_probe(cell(Profile.PASSTHROUGH, Bind.LOOPBACK, ProbeKind.HTTP, True, ProbeUse.STARTUP))
+    assert startup.ready is False  # never started, never Ready
+    assert "probe-startup-holds" in startup.because
+
+
+def test_a_liveness_or_startup_probe_fails_exactly_where_the_readiness_probe_does() -> None:
+    for c in probe_cells(tuple(Profile), tuple(IpFamily)):
+        want = expect_probe(c)
+        readiness = expect_probe(dataclasses.replace(c, use=ProbeUse.READINESS))
+        if c.use is ProbeUse.READINESS:
+            assert not want.restarts
+            assert "probe-readiness-no-restart" in want.because
+        else:
+            assert want.restarts is (not readiness.ready), c.id
+            assert want.source == readiness.source
+            assert want.ready is (True if readiness.ready else (None if c.use is ProbeUse.LIVENESS else False))
+
+
+def test_restart_cells_per_family() -> None:
+    restarting = {c.id for c in probe_cells(tuple(Profile), (V4,)) if expect_probe(c).restarts}
+    # Loopback apps without a sidecar and in passthrough (both rewrite settings), pod-IP apps in legacy: each with
+    # a liveness and a startup container.
+    assert len(restarting) == 2 * (1 + 1 + 2 + 2)
+    assert "probe/passthrough/loopback/http/liveness/rewrite/ipv4" in restarting
+    assert "probe/legacy/pod_ip/http/startup/no_rewrite/ipv4" in restarting
+
+
 def _objects(family: IpFamily) -> kube.Objects:
     return kube.read(World(family).manifests())
 
@@ -123,9 +185,13 @@ def test_probe_pods_in_the_world() -> None:
         names = [c.name for c in pod.containers]
         assert names == ["echo", *(c.name for c in PROBED_CONTAINERS)]
         assert (pod.annotations.get(PROBE_REWRITE_ANNOTATION) == "false") is (rewrite is False)
-        for container in pod.containers[1:]:
-            assert container.readiness is not None
-            assert container.readiness.period == 1
+        for container, probed in zip(pod.containers[1:], PROBED_CONTAINERS, strict=True):
+            # One probe each, of the container's use; liveness and startup with failureThreshold 2.
+            probes = container.probes.of_use()
+            assert list(probes) == [probed.use.value]
+            assert probes[probed.use.value].period == 1
+            threshold = 1 if probed.use is ProbeUse.READINESS else RESTART_FAILURE_THRESHOLD
+            assert probes[probed.use.value].failure_threshold == threshold
         assert pod.injected is (rewrite is not None)
     assert dataclasses.asdict(pods[("mic-mesh", "probe-rewrite")].containers[1].readiness)["kind"] == "http"
 
@@ -133,19 +199,34 @@ def test_probe_pods_in_the_world() -> None:
 def test_injector_rewrites_probes_unless_told_not_to() -> None:
     pods = {p.app: p for p in _objects(V4).pods}
     rewritten = injector.kubelet_probes(pods["probe-rewrite"], mesh_rewrite=True)
-    assert rewritten["loopback-tcp"].port == injector.STATUS_PORT
-    assert rewritten["loopback-tcp"].path == "/app-health/loopback-tcp/readyz"
-    assert rewritten["loopback-tcp"].kind == "http"
+    readiness = rewritten["loopback-tcp"].readiness
+    assert readiness is not None
+    assert readiness.port == injector.STATUS_PORT
+    assert readiness.path == "/app-health/loopback-tcp/readyz"
+    assert readiness.kind == "http"
+    # Liveness and startup probes alike, to livez and startupz (app_probe.go convertAppProber).
+    liveness = rewritten["loopback-http-liveness"]
+    assert liveness.readiness is None
+    assert liveness.liveness is not None
+    assert (liveness.liveness.port, liveness.liveness.path) == (15020, "/app-health/loopback-http-liveness/livez")
+    startup = rewritten["pod-ip-http-startup"].startup
+    assert startup is not None
+    assert startup.path == "/app-health/pod-ip-http-startup/startupz"
     status = injector.status_config(pods["probe-rewrite"], True, "legacy")
     assert status["legacy_localhost_destination"] is True
     probers = status["app_probers"]
     assert isinstance(probers, dict)
     assert probers["/app-health/loopback-tcp/readyz"] == {"tcpSocket": {"port": 9381}, "timeoutSeconds": 1.0,
                                                           "periodSeconds": 1.0}  # fmt: skip
+    assert probers["/app-health/loopback-http-liveness/livez"] == {
+        "httpGet": {"path": "/livez", "port": 8391}, "timeoutSeconds": 1.0, "periodSeconds": 1.0
+    }  # fmt: skip
+    assert "/app-health/wildcard-http-startup/startupz" in probers
     # The annotation, the mesh setting and a pod without a sidecar each keep the original probes.
     for pod, mesh_rewrite in ((pods["probe-norewrite"], True), (pods["probe-rewrite"], False), (pods["probe"], True)):
         kept = injector.kubelet_probes(pod, mesh_rewrite)
-        assert kept["loopback-tcp"].port == 9381
+        assert kept["loopback-tcp"].readiness is not None
+        assert kept["loopback-tcp"].readiness.port == 9381
         assert injector.status_config(pod, mesh_rewrite, "passthrough")["app_probers"] == {}
 
 
@@ -164,9 +245,12 @@ def test_spec_document_carries_probe_rules_and_cells() -> None:
     doc = spec_document(all_cells([Profile.PASSTHROUGH], [IpFamily.IPV6]))
     cells = doc["probe_cells"]
     assert isinstance(cells, list)
-    assert len(cells) == 12
-    assert list(cells[0]) == ["id", "profile", "bind", "probe", "rewrite", "ip_family", "expected"]
+    assert len(cells) == 24
+    assert list(cells[0]) == ["id", "profile", "bind", "probe", "use", "rewrite", "ip_family", "expected"]
     assert {r["id"] for r in doc["probe_rules"]} == set(PROBE_RULES)  # type: ignore[union-attr]
     markdown = spec_markdown([Profile.PASSTHROUGH], iter([IpFamily.IPV4]))
     assert "## passthrough (ipv4): health probes" in markdown
     assert "| tcp | off | ✓ Ready ⚠️ false Ready | ✓ Ready | ✓ Ready |" in markdown
+    assert (
+        "| liveness | http | on | ↻ restarted again and again | ✓ never restarted (inbound_passthrough) |" in markdown
+    )

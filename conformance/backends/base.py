@@ -57,7 +57,10 @@ class ContainerReadiness:
     detail: str = ""
     since: float | None = None
     """Wall-clock time (epoch seconds) the container's probing last (re)started, when the backend knows it:
-    connections the app recorded before it belong to an earlier mesh mode."""
+    connections the app recorded before it belong to an earlier mesh mode (or an earlier run of the container)."""
+    restarts: int = 0
+    """How many times the kubelet restarted the container (containerStatuses[].restartCount): a failed liveness
+    or startup probe restarts it again and again."""
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,7 @@
 """The probe section of the conformance report: per profile, a bind x probe x rewrite table beside the traffic one.
 
+A second table per profile has the liveness and startup cells, with the restart counts the run saw.
+
 Kept apart from the traffic cells so the probe cells add to the report without reshaping it: `record_probe` stores
 what a probe check saw in `RunRecord.probe_cells`, `probe_document` is the JSON list, `probe_tables` the Markdown.
 Reads the record only: json_document.py and markdown.py call it, never the other way round.
@@ -9,7 +11,15 @@ from __future__ import annotations
 
 from conformance.report.record import RunRecord
 from conformance.spec.dimensions import Bind, Profile
-from conformance.spec.probes import ProbeCellKey, ProbeExpectation, ProbeKind, rewrite_settings
+from conformance.spec.probes import (
+    PROBE_KINDS_OF_USE,
+    ProbeCellKey,
+    ProbeExpectation,
+    ProbeKind,
+    ProbeUse,
+    restart_text,
+    rewrite_settings,
+)
 
 KNOWN_1_21_INCONSISTENCY = (
     "⚠️ **Istio 1.21 and health probes.** 1.21 removed `PILOT_ENABLE_INBOUND_PASSTHROUGH` from istiod (#48718), "
@@ -67,6 +77,45 @@ def _text(cell: dict[str, object]) -> str:
     return text
 
 
+def _restart_cell_text(cell: dict[str, object]) -> str:
+    expected = cell["expected"]
+    observed = cell["observed"]
+    assert isinstance(expected, dict)
+    assert isinstance(observed, dict)
+    text = restart_text(ProbeUse(str(cell["use"])), bool(expected.get("restarts")))
+    if "restarts" in observed:
+        text += f" (restartCount {observed['restarts']})"
+    if cell.get("verdict") == "fail":
+        reasons = cell.get("reasons", {})
+        assert isinstance(reasons, dict)
+        text = f"❌ {text}; " + "; ".join(sorted(set(map(str, reasons.values()))))
+    return text
+
+
+def _restart_table(record: RunRecord, profile: Profile, records: dict[str, dict[str, object]]) -> list[str]:
+    """Rows (use, probe, rewrite), columns binds: restarted or not, with the restart count the run saw."""
+    rows = []
+    for use in (ProbeUse.LIVENESS, ProbeUse.STARTUP):
+        for rewrite in rewrite_settings(profile):
+            for probe in PROBE_KINDS_OF_USE[use]:
+                keys = [ProbeCellKey(profile, b, probe, rewrite, record.family, use).id for b in Bind]
+                if not any(k in records for k in keys):
+                    continue
+                label = {None: "no sidecar", True: "on", False: "off"}[rewrite]
+                cells = "".join(f" {_restart_cell_text(records[k])} |" if k in records else " – |" for k in keys)
+                rows.append(f"| {use.value} | {probe.value} | {label} |{cells}")
+    if not rows:
+        return []
+    return [
+        "",
+        "Liveness and startup probes: restarted or not, and the restart count (`restartCount`) the run saw.",
+        "",
+        "| use | probe | rewrite | " + " | ".join(b.value for b in Bind) + " |",
+        "|---|---|---|" + "---|" * len(Bind),
+        *rows,
+    ]
+
+
 def probe_tables(record: RunRecord) -> list[str]:
     """Per profile, rows (probe, rewrite) and columns binds: Ready or not, and who the app saw probing it."""
     lines: list[str] = []
@@ -93,6 +142,7 @@ def probe_tables(record: RunRecord) -> list[str]:
                     key = ProbeCellKey(Profile(profile.value), bind, probe, rewrite, record.family).id
                     row += f" {_text(records[key])} |" if key in records else " – |"
                 lines.append(row)
+        lines += _restart_table(record, Profile(profile.value), records)
         false_ready = [
             k for k, v in records.items() if isinstance(v["expected"], dict) and v["expected"]["false_ready"]
         ]

@@ -1,8 +1,15 @@
 """Kubelet health probes, the injector's probe rewrite and "Ready means reachable": probe cells and their rules.
 
 Probe cells sit beside the traffic cells (`cells.py`) without reshaping them. A probe cell asks: "a container
-whose app binds *this* way, with a readiness probe of *this* kind, in a pod of *this* profile whose probes are
-(or are not) rewritten by the injector: is it Ready, and who did the app see probing it?".
+whose app binds *this* way, with a readiness (liveness, startup) probe of *this* kind, in a pod of *this* profile
+whose probes are (or are not) rewritten by the injector: is it Ready, is it restarted, and who did the app see
+probing it?".
+
+The probe's use (issue 22 item 3): Istio rewrites liveness and startup probes exactly as readiness ones, so each
+passes exactly where the readiness probe of the same container would; what differs is what the kubelet does with a
+failure. A failing liveness probe restarts the container again and again (the pain of istio/istio#36894: a
+loopback-only app under 1.10+ passthrough), a failing startup probe restarts it and it is never Ready, a failing
+readiness probe never restarts anything. Readiness cells keep the ids they had before the use was a coordinate.
 
 The facts come from `shared/reference/probes-ambient.md` section 1 (here "probes reference") and, for the
 legacy switch's effect on probes, `inbound-semantics.md` section 3. Where Istio versions differ the rule says
@@ -16,7 +23,7 @@ ports are declared in the probe pod's Service, so probes and traffic share one i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from packaging.version import Version
@@ -47,6 +54,28 @@ class ProbeKind(StrEnum):
     """`tcpSocket`: an accepted connection is a pass."""
 
 
+class ProbeUse(StrEnum):
+    """What the kubelet does with a probe (kubernetes.io, Pod Lifecycle, "Container probes")."""
+
+    READINESS = "readiness"
+    """`readinessProbe`: a failure takes the pod out of its Services' endpoints; never a restart."""
+    LIVENESS = "liveness"
+    """`livenessProbe`: `failureThreshold` failures in a row and the kubelet kills and restarts the container."""
+    STARTUP = "startup"
+    """`startupProbe`: holds liveness and readiness until it passes; failing, it kills and restarts the container."""
+
+
+PROBE_KINDS_OF_USE: dict[ProbeUse, tuple[ProbeKind, ...]] = {
+    ProbeUse.READINESS: (ProbeKind.HTTP, ProbeKind.TCP),
+    ProbeUse.LIVENESS: (ProbeKind.HTTP,),
+    ProbeUse.STARTUP: (ProbeKind.HTTP,),
+}
+"""The probe kinds each use has cells for. Liveness and startup: httpGet only. A tcpSocket liveness or startup
+probe is dialled exactly as the readiness one (same rewrite, same destination), so its pass or fail is the TCP
+readiness cell's and its restart follows from that; leaving it out keeps 36 cells and 24 containers out of a run
+(speed is a target of the suite)."""
+
+
 class ProbeSource(StrEnum):
     """Who the app saw probing it, by meaning."""
 
@@ -67,17 +96,26 @@ class ProbeCellKey:
     probe: ProbeKind
     rewrite: bool | None
     ip_family: IpFamily
+    use: ProbeUse = ProbeUse.READINESS
 
     @property
     def id(self) -> str:
-        """A stable identifier, distinct from traffic cell ids (which never start with `probe/`)."""
+        """A stable identifier, distinct from traffic cell ids (which never start with `probe/`).
+
+        A readiness cell's id has no use segment (as before the use was a coordinate: reports are compared by
+        id); a liveness or startup cell's has one after the probe kind: `probe/passthrough/loopback/http/liveness/
+        rewrite/ipv4`.
+        """
         rewrite = {None: "no_sidecar", True: "rewrite", False: "no_rewrite"}[self.rewrite]
-        return "/".join(("probe", self.profile.value, self.bind.value, self.probe.value, rewrite, self.ip_family.value))
+        use = () if self.use is ProbeUse.READINESS else (self.use.value,)
+        parts = ("probe", self.profile.value, self.bind.value, self.probe.value, *use, rewrite, self.ip_family.value)
+        return "/".join(parts)
 
     @property
     def container(self) -> str:
-        """The probed container's name in the probe pod (one per bind and probe kind)."""
-        return f"{self.bind.value.replace('_', '-')}-{self.probe.value}"
+        """The probed container's name in the probe pod (one per bind, probe kind and use)."""
+        base = f"{self.bind.value.replace('_', '-')}-{self.probe.value}"
+        return base if self.use is ProbeUse.READINESS else f"{base}-{self.use.value}"
 
     def to_json(self) -> dict[str, object]:
         """The cell's keys; `protocol`, `path`, `client` of traffic cells do not apply (`probe` is set)."""
@@ -85,6 +123,7 @@ class ProbeCellKey:
             "profile": self.profile.value,
             "bind": self.bind.value,
             "probe": self.probe.value,
+            "use": self.use.value,
             "rewrite": self.rewrite,
             "ip_family": self.ip_family.value,
         }
@@ -153,6 +192,48 @@ PROBE_RULES: dict[str, Rule] = {
             "probes reference §2 (Inside the pod: 'Kubelet probes are SNAT'd to 169.254.7.127 and bypass ztunnel')",
         ),
         Rule(
+            "probe-rewrite-all-uses",
+            "The injector rewrites liveness and startup probes exactly as readiness ones, to /app-health/<container>/"
+            "livez and /startupz on the status port, and pilot-agent accepts exactly the paths /app-health/<c>/"
+            "(livez|readyz|startupz), each running that container's original probe the same way: a liveness or "
+            "startup probe passes exactly where the readiness probe of the same container would.",
+            "pkg/kube/inject/app_probe.go (1.9.0 and 1.10.0 L165-173: convertAppProber for ReadinessProbe, "
+            "LivenessProbe, StartupProbe; status.FormatProberURL); pilot/cmd/pilot-agent/status/server.go (1.10.0 "
+            "L75: appProberPattern)",
+            "probes reference §1; settings-dualstack.md §4",
+        ),
+        Rule(
+            "probe-readiness-no-restart",
+            "A failing readiness probe takes the pod out of its Services' endpoints and never restarts the "
+            "container: its restart count stays 0.",
+            "Kubernetes pkg/kubelet/prober (readiness results feed the pod's Ready condition only); kubernetes.io "
+            "Pod Lifecycle, 'Container probes' (readinessProbe)",
+            "probes reference §1 (kubelet behaviour); settings-dualstack.md §4",
+        ),
+        Rule(
+            "probe-liveness-restarts",
+            "failureThreshold failed liveness probes in a row and the kubelet kills the container, which its pod's "
+            "restartPolicy (Always, a Deployment's) starts again with a back-off: a probe that keeps failing "
+            "restarts it again and again and restartCount grows. A container without a readiness probe is Ready "
+            "while each run lasts, so its readiness is not judged where the liveness probe fails. This is "
+            "istio/istio#36894 (a loopback-only app after the 1.10 upgrade, its rewritten liveness probe sent to "
+            "the pod IP) and #45482 (`dial tcp 127.0.0.6:0->podIP:9090: connection refused`).",
+            "kubernetes.io Pod Lifecycle, 'Container probes' (livenessProbe: 'the kubelet kills the container, and "
+            "the container is subjected to its restart policy') and 'Container restart policy' (back-off); "
+            "pilot/cmd/pilot-agent/status/server.go (1.10.0, #31121: the probe's destination)",
+            "probes reference §1 (kubelet behaviour, user reports); settings-dualstack.md §4",
+        ),
+        Rule(
+            "probe-startup-holds",
+            "A startup probe disables the liveness and readiness probes until it passes; a container without a "
+            "readiness probe is Ready once it has. failureThreshold failed startup probes and the kubelet kills the "
+            "container and restarts it: never Ready, restarted again and again.",
+            "kubernetes.io Pod Lifecycle, 'Container probes' (startupProbe: 'All other probes are disabled if a "
+            "startup probe is provided, until it succeeds. If the startup probe fails, the kubelet kills the "
+            "container')",
+            "probes reference §1 (kubelet behaviour); settings-dualstack.md §4",
+        ),
+        Rule(
             "probe-kubelet-direct",
             "Without a sidecar kubelet's probe reaches the pod IP from the node: Ready when the bind admits the "
             "pod IP, and the app sees the node's address.",
@@ -195,17 +276,22 @@ def probe_behaviour(version_text: str | None) -> ProbeBehaviour:
 class ProbeExpectation:
     """Ready or not, who the app sees (None: not judged), whether traffic reaches it, and the rules applied."""
 
-    ready: bool
+    ready: bool | None
+    """None where readiness is not judged: a liveness-probed container without a readiness probe whose liveness
+    probe fails is Ready while each run lasts and not between runs."""
     source: ProbeSource | None
     reachable: bool
     because: tuple[str, ...]
     source_judged: bool = True
     """False where the spec cannot say whether the app sees the probe (an unrewritten TCP probe races Envoy)."""
+    restarts: bool = False
+    """The kubelet restarts the container again and again (its restart count is never 0 once the probe had its
+    chances); False: it is never restarted."""
 
     @property
     def false_ready(self) -> bool:
         """Ready although no other pod can reach the probed port: users should know."""
-        return self.ready and not self.reachable
+        return bool(self.ready) and not self.reachable
 
     def to_json(self) -> dict[str, object]:
         """The `expected` object of a probe cell."""
@@ -215,6 +301,7 @@ class ProbeExpectation:
             "reachable": self.reachable,
             "false_ready": self.false_ready,
             "source_judged": self.source_judged,
+            "restarts": self.restarts,
             "because": list(self.because),
         }
 
@@ -236,7 +323,26 @@ _SOURCE_OF_TRAFFIC = {
 
 
 def expect_probe(cell: ProbeCellKey, behaviour: ProbeBehaviour = CURRENT) -> ProbeExpectation:
-    """Apply the probe rules to one cell, for the version whose behaviour is given."""
+    """Apply the probe rules to one cell, for the version whose behaviour is given.
+
+    A liveness or startup probe passes exactly where the readiness probe of the same container does
+    (`probe-rewrite-all-uses`); its use says what the kubelet makes of a failure.
+    """
+    readiness = _expect_readiness(replace(cell, use=ProbeUse.READINESS), behaviour)
+    passes = bool(readiness.ready)
+    if cell.use is ProbeUse.READINESS:
+        return replace(readiness, because=(*readiness.because, "probe-readiness-no-restart"))
+    rules = (*readiness.because, "probe-rewrite-all-uses")
+    if cell.use is ProbeUse.LIVENESS:
+        # No readiness probe: Ready while running; restarted where the probe fails, so Ready only between kills.
+        return replace(
+            readiness, ready=True if passes else None, restarts=not passes, because=(*rules, "probe-liveness-restarts")
+        )
+    return replace(readiness, ready=passes, restarts=not passes, because=(*rules, "probe-startup-holds"))
+
+
+def _expect_readiness(cell: ProbeCellKey, behaviour: ProbeBehaviour) -> ProbeExpectation:
+    """The readiness probe's verdict for a cell (its use aside)."""
     traffic = expect(traffic_cell(cell))
     reachable = traffic.reachable
     if cell.profile in (Profile.BASELINE, Profile.AMBIENT):
@@ -273,13 +379,14 @@ def rewrite_settings(profile: Profile) -> tuple[bool | None, ...]:
 
 
 def probe_cells(profiles: tuple[Profile, ...], families: tuple[IpFamily, ...]) -> tuple[ProbeCellKey, ...]:
-    """Every probe cell, in a stable order: family, profile, rewrite, probe, bind."""
+    """Every probe cell, in a stable order: family, profile, use, rewrite, probe, bind (readiness first, as before)."""
     return tuple(
-        ProbeCellKey(profile, bind, probe, rewrite, family)
+        ProbeCellKey(profile, bind, probe, rewrite, family, use)
         for family in families
         for profile in profiles
+        for use in ProbeUse
         for rewrite in rewrite_settings(profile)
-        for probe in ProbeKind
+        for probe in PROBE_KINDS_OF_USE[use]
         for bind in Bind
     )
 
@@ -297,8 +404,18 @@ def probe_spec_entries(profiles: tuple[Profile, ...], families: tuple[IpFamily, 
     }
 
 
+def restart_text(use: ProbeUse, restarts: bool) -> str:
+    """A liveness or startup cell's expected outcome in words (the spec's and the report's tables)."""
+    if use is ProbeUse.LIVENESS:
+        return "↻ restarted again and again" if restarts else "✓ never restarted"
+    return "↻ restarted, never Ready" if restarts else "✓ Ready, never restarted"
+
+
 def probe_spec_markdown(profiles: tuple[Profile, ...], families: tuple[IpFamily, ...]) -> list[str]:
-    """Per family and profile, a table of the probe cells: rows (probe, rewrite), columns binds."""
+    """Per family and profile, a table of the readiness cells, then one of the liveness and startup cells.
+
+    Rows (probe, rewrite) and (use, probe, rewrite); columns binds.
+    """
     lines: list[str] = []
     for family in families:
         for profile in profiles:
@@ -316,4 +433,17 @@ def probe_spec_markdown(profiles: tuple[Profile, ...], families: tuple[IpFamily,
                         text += " ⚠️ false Ready" if want.false_ready else ""
                         row += f" {text} |"
                     lines.append(row)
+            lines += ["", "| use | probe | rewrite | " + " | ".join(b.value for b in Bind) + " |"]
+            lines.append("|---|---|---|" + "---|" * len(Bind))
+            for use in (ProbeUse.LIVENESS, ProbeUse.STARTUP):
+                for rewrite in rewrite_settings(profile):
+                    for probe in PROBE_KINDS_OF_USE[use]:
+                        label = {None: "no sidecar", True: "on", False: "off"}[rewrite]
+                        row = f"| {use.value} | {probe.value} | {label} |"
+                        for bind in Bind:
+                            want = expect_probe(ProbeCellKey(profile, bind, probe, rewrite, family, use))
+                            text = restart_text(use, want.restarts)
+                            text += f" ({want.source.value})" if want.source else ""
+                            row += f" {text} |"
+                        lines.append(row)
     return lines

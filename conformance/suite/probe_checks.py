@@ -1,8 +1,13 @@
-"""The checks the probe cases make: readiness, who probed the app, and "Ready means reachable".
+"""The checks the probe cases make: readiness, restarts, who probed the app, and "Ready means reachable".
 
 They live beside the cases (not in the plugin): each reads the cluster through the backend interface
 (`container_readiness`, `probe_connections`, `probe`), compares with `conformance.spec.probes`, records every
 cell in the report and fails the test with every differing cell.
+
+A settled verdict that differs from the spec is confirmed before it fails a cell: it must still differ
+CONFIRM_SECONDS later (two probe periods and a timeout). A correct proxy that was slow once (a first probe that
+timed out, a status port that came up late) is not Ready for a period and then is, so it passes; a wrong one
+still differs, at the cost of those seconds, and only in a failing run.
 """
 
 from __future__ import annotations
@@ -23,15 +28,29 @@ from conformance.spec.probes import (
     ProbeExpectation,
     ProbeKind,
     ProbeSource,
+    ProbeUse,
     expect_probe,
     probe_behaviour,
     probe_cells,
 )
 from conformance.suite.cases import ConformanceCase
 from conformance.suite.checks import INVOLVED, ConformanceRun
-from conformance.world.probe_pods import probe_pod, probed_container
+from conformance.world.probe_pods import PROBE_PERIOD_SECONDS, probe_pod, probed_container
 
 ProbeFilter = Callable[[ProbeCellKey], bool]
+Matcher = Callable[[ProbeCellKey, ContainerReadiness], bool]
+CONFIRM_SECONDS = 2 * PROBE_PERIOD_SECONDS + 1.0
+"""How long a settled verdict that differs from the spec must keep differing before it fails (module docstring)."""
+
+
+def readiness_cells(cell: ProbeCellKey) -> bool:
+    """The cells of readiness probes (the cases of issue 11)."""
+    return cell.use is ProbeUse.READINESS
+
+
+def restart_cells(cell: ProbeCellKey) -> bool:
+    """The cells of liveness and startup probes (issue 22 item 3)."""
+    return cell.use is not ProbeUse.READINESS
 
 
 @dataclass(frozen=True)
@@ -65,7 +84,7 @@ def _no_traffic_cell(_cell: object) -> bool:
 
 
 def probe_case(name: str, description: str, part: str, select: ProbeFilter | None = None) -> ProbeCase:
-    """A probe case; `part` is `probe_ready`, `probe_source` or `ready_reachable`."""
+    """A probe case; `part` is `probe_ready`, `probe_source`, `ready_reachable` or `probe_restarts`."""
     return ProbeCase(name, description, _no_traffic_cell, part=part, probe_select=select or (lambda _c: True))
 
 
@@ -75,11 +94,18 @@ def _expectations(run: ConformanceRun, cells: Sequence[ProbeCellKey]) -> dict[Pr
     return {c: expect_probe(c, behaviour) for c in cells}
 
 
-def _readiness(run: ConformanceRun, cells: Sequence[ProbeCellKey]) -> dict[ProbeCellKey, ContainerReadiness]:
-    """Poll each probe pod's container readiness until every asked container has settled."""
+def _readiness(
+    run: ConformanceRun, cells: Sequence[ProbeCellKey], matches: Matcher | None = None
+) -> dict[ProbeCellKey, ContainerReadiness]:
+    """Poll each probe pod's containers until every asked one has settled, or the deadline.
+
+    With `matches`, also until each settled one agrees with the spec or has disagreed for CONFIRM_SECONDS (module
+    docstring).
+    """
     cluster, timeouts = run.session.cluster, run.session.settings.timeouts
     deadline = time.monotonic() + timeouts.converge
     pods = {probe_pod(c) for c in cells}
+    differing: dict[ProbeCellKey, float] = {}
     while True:
         statuses = {pod: cluster.container_readiness(pod) for pod in pods}
         out: dict[ProbeCellKey, ContainerReadiness] = {}
@@ -88,7 +114,15 @@ def _readiness(run: ConformanceRun, cells: Sequence[ProbeCellKey]) -> dict[Probe
             if status is None:
                 raise BackendError(f"{probe_pod(cell)}: no readiness for container {cell.container}")
             out[cell] = status
-        if all(s.settled for s in out.values()) or time.monotonic() > deadline:
+        now, pending = time.monotonic(), False
+        for cell, status in out.items():
+            if not status.settled:
+                pending = True
+            elif matches is None or matches(cell, status):
+                differing.pop(cell, None)
+            elif now - differing.setdefault(cell, now) < CONFIRM_SECONDS:
+                pending = True
+        if not pending or now > deadline:
             return out
         time.sleep(max(timeouts.poll_interval, 0.02))
 
@@ -114,7 +148,7 @@ def check_readiness(run: ConformanceRun, case: ProbeCase) -> None:
         cells = case.probe_cells(run.profile, run.session.settings.family)
         run.session.switch(run.profile)
         expected = _expectations(run, cells)
-        observed = _readiness(run, cells)
+        observed = _readiness(run, cells, lambda c, s: s.ready == expected[c].ready)
     except BackendError as err:
         pytest.fail(f"backend: {err}", pytrace=False)
     failures = []
@@ -125,7 +159,8 @@ def check_readiness(run: ConformanceRun, case: ProbeCase) -> None:
         if not got.settled:
             reason = f"readiness did not settle (last probe: {got.detail or 'none'})"
         elif not ok:
-            reason = f"expected {_ready_text(want.ready)}, saw {_ready_text(got.ready)} (last probe: {got.detail})"
+            want_text, got_text = _ready_text(bool(want.ready)), _ready_text(got.ready)
+            reason = f"expected {want_text}, saw {got_text} (last probe: {got.detail})"
         reason = run.void(reason, (probe_pod(cell),))
         record_probe(run.session.report, run.test_name, cell, want, {"ready": got.ready, "detail": got.detail},
                      case.part, ok, reason)  # fmt: skip
@@ -146,6 +181,20 @@ def classify_peer(peer: str, pod_ip: str, family: IpFamily) -> str:
     return ProbeSource.KUBELET.value
 
 
+def _connections(run: ConformanceRun, cell: ProbeCellKey, status: ContainerReadiness) -> list[dict[str, object]]:
+    """The connections the probed container's app recorded.
+
+    None while a restarted container is between runs (killed, its control port gone with it: no probe reaches an
+    app that is not running).
+    """
+    try:
+        return run.session.cluster.probe_connections(probe_pod(cell), cell.container)
+    except BackendError:
+        if status.restarts:
+            return []
+        raise
+
+
 def check_source(run: ConformanceRun, case: ProbeCase) -> None:
     """The app saw its probes from the spec's source, and saw none where the probe cannot reach it."""
     settings = run.session.settings
@@ -163,7 +212,7 @@ def check_source(run: ConformanceRun, case: ProbeCase) -> None:
             since = readiness[cell].since
             fresh[cell] = [
                 r
-                for r in cluster.probe_connections(probe_pod(cell), cell.container)
+                for r in _connections(run, cell, readiness[cell])
                 if since is None or float(str(r.get("time", 0))) >= since
             ]
         ips = {pod: cluster.pod_ip(pod) for pod in {probe_pod(c) for c in cells}}
@@ -242,3 +291,64 @@ def check_ready_means_reachable(run: ConformanceRun, case: ProbeCase) -> None:
         if not ok:
             failures.append((cell, reason))
     _fail(run, failures, len(cells))
+
+
+def _restart_text(restarts: int) -> str:
+    return f"restartCount {restarts}"
+
+
+def _restarts_match(cell: ProbeCellKey, want: ProbeExpectation, got: ContainerReadiness) -> bool:
+    """Restarted exactly where the spec says; for a liveness or startup cell, Ready where the spec judges it.
+
+    A readiness cell's readiness is ProbeReadiness's to judge.
+    """
+    ready_ok = cell.use is ProbeUse.READINESS or want.ready is None or got.ready == want.ready
+    return (got.restarts > 0) == want.restarts and ready_ok
+
+
+def check_restarts(run: ConformanceRun, case: ProbeCase) -> None:
+    """Each probed container is restarted exactly where the spec says (a failing liveness or startup probe).
+
+    A liveness or startup container that is never restarted is Ready too (startup passed; no readiness probe).
+    """
+    try:
+        cells = case.probe_cells(run.profile, run.session.settings.family)
+        run.session.switch(run.profile)
+        expected = _expectations(run, cells)
+        observed = _readiness(run, cells, lambda c, s: _restarts_match(c, expected[c], s))
+    except BackendError as err:
+        pytest.fail(f"backend: {err}", pytrace=False)
+    failures = []
+    for cell in cells:
+        got, want = observed[cell], expected[cell]
+        ok = got.settled and _restarts_match(cell, want, got)
+        reason = ""
+        if not got.settled:
+            reason = f"restarts did not settle ({_restart_text(got.restarts)}, last probe: {got.detail or 'none'})"
+        elif (got.restarts > 0) != want.restarts:
+            want_text = "restarted again and again" if want.restarts else "never restarted"
+            reason = f"expected {want_text}, saw {_restart_text(got.restarts)} (last probe: {got.detail or 'none'})"
+        elif not ok:
+            reason = f"expected {_ready_text(bool(want.ready))}, saw {_ready_text(got.ready)} (last: {got.detail})"
+        reason = run.void(reason, (probe_pod(cell),))
+        observed_json: dict[str, object] = {"restarts": got.restarts, "detail": got.detail}
+        if cell.use is not ProbeUse.READINESS:
+            observed_json["ready"] = got.ready
+        record_probe(run.session.report, run.test_name, cell, want, observed_json, case.part, ok, reason)
+        if not ok:
+            failures.append((cell, reason))
+    _fail(run, failures, len(cells))
+
+
+def timed_probe_check(run: ConformanceRun, case: ProbeCase, check: Callable[[ConformanceRun, ProbeCase], None]) -> None:
+    """Run a probe check, its time counted under the report's `health_probes`.
+
+    A profile switch it makes is counted under `profile_switches`, not twice.
+    """
+    timings = run.session.report.timings
+    start, switches = time.perf_counter(), timings.get("profile_switches", 0.0)
+    try:
+        check(run, case)
+    finally:
+        spent = time.perf_counter() - start - (timings.get("profile_switches", 0.0) - switches)
+        timings["health_probes"] = timings.get("health_probes", 0.0) + spent

@@ -1,9 +1,10 @@
 """The health-probe pods (issue 11): kubelet probes of every bind, with and without the injector's rewrite.
 
 One probe pod without a sidecar (baseline), two in the mesh (rewrite on, rewrite off), one enrolled in ambient.
-Each runs the world's echo container (its control port) and one probed container per bind x probe kind, each
-with an echo port that kubelet probes and a control port of its own. A probe cell is asked of one container of
-one pod (`probe_pod`, `probed_container`).
+Each runs the world's echo container (its control port) and one probed container per bind x probe kind x use
+(a readiness probe, httpGet and tcpSocket; a liveness probe, a startup probe, httpGet: issue 22 item 3), each with
+an echo port that kubelet probes and a control port of its own. A probe cell is asked of one container of one pod
+(`probe_pod`, `probed_container`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from conformance.spec.dimensions import Bind, Profile, Protocol
-from conformance.spec.probes import ProbeCellKey, ProbeKind
+from conformance.spec.probes import PROBE_KINDS_OF_USE, ProbeCellKey, ProbeKind, ProbeUse
 from conformance.world.namespaces import NS_AMBIENT, NS_BASELINE, NS_MESH, Manifest
 from conformance.world.pods import PodRef
 from conformance.world.ports import CONTROL_PORT, EXCLUDE_INBOUND_ANNOTATION, EchoPort
@@ -23,22 +24,36 @@ PROBE_POD_LABEL = "mesh-inbound-conformance/probe-pod"
 """Marks the probe pods, whose probed containers may never be Ready by design: a backend waits for their
 `echo` container only (the one carrying the control port)."""
 PROBE_PERIOD_SECONDS = 1
-"""The shortest period Kubernetes allows: with thresholds of 1 a probe cell settles within ~2 s on a cluster."""
+"""The shortest period Kubernetes allows: with thresholds of 1 a readiness cell settles within ~2 s on a cluster."""
+RESTART_FAILURE_THRESHOLD = 2
+"""failureThreshold of the liveness and startup probes: a restart cannot be undone, so one slow answer of a correct
+proxy must not cause one; two failures in a row (~1 s at a period of 1 s) do. Kubernetes' default, 3, would
+cost every run a second more before the restarts can be judged (the baseline profile's cases come first)."""
 
 
 @dataclass(frozen=True)
 class ProbedContainer:
-    """One probed container of a probe pod: one echo port (bind x probe kind) and a control port of its own."""
+    """One probed container of a probe pod: one echo port (bind x probe kind x use) and a control port of its own."""
 
     bind: Bind
     probe: ProbeKind
     port: int
     control_port: int
+    use: ProbeUse = ProbeUse.READINESS
 
     @property
     def name(self) -> str:
         """The container name; matches `ProbeCellKey.container`."""
-        return f"{self.bind.value.replace('_', '-')}-{self.probe.value}"
+        base = f"{self.bind.value.replace('_', '-')}-{self.probe.value}"
+        return base if self.use is ProbeUse.READINESS else f"{base}-{self.use.value}"
+
+    @property
+    def may_restart(self) -> bool:
+        """The kubelet restarts it where its probe fails: between runs it listens nowhere.
+
+        So the precheck and `impact`, which read listeners, neither require nor forbid a finding on its port.
+        """
+        return self.use is not ProbeUse.READINESS
 
     @property
     def echo_port(self) -> EchoPort:
@@ -47,10 +62,18 @@ class ProbedContainer:
         return EchoPort(self.port, self.bind, protocol, declared=True, role=self.name)
 
 
+_FIRST_PORT = {
+    (ProbeUse.READINESS, ProbeKind.HTTP): 8381,
+    (ProbeUse.READINESS, ProbeKind.TCP): 9381,
+    (ProbeUse.LIVENESS, ProbeKind.HTTP): 8391,
+    (ProbeUse.STARTUP, ProbeKind.HTTP): 8371,
+}
+"""Readiness 838x http, 938x tcp; liveness 839x, startup 837x; the last digit by bind."""
+
 PROBED_CONTAINERS: tuple[ProbedContainer, ...] = tuple(
-    # 83xx http, 93xx tcp, last digit by bind; control ports 19001-19006 (excluded from capture).
-    ProbedContainer(b, k, (8380 if k is ProbeKind.HTTP else 9380) + 1 + i, CONTROL_PORT + 1 + 3 * j + i)
-    for j, k in enumerate(ProbeKind)
+    # Control ports from 19001 on (excluded from capture): readiness 19001-19006 as before, then the others.
+    ProbedContainer(b, k, _FIRST_PORT[use, k] + i, CONTROL_PORT + 1 + 3 * j + i, use)
+    for j, (use, k) in enumerate((use, k) for use in ProbeUse for k in PROBE_KINDS_OF_USE[use])
     for i, b in enumerate(Bind)
 )
 
@@ -58,9 +81,14 @@ PROBED_CONTAINERS: tuple[ProbedContainer, ...] = tuple(
 def probed_container(cell: ProbeCellKey) -> ProbedContainer:
     """The container a probe cell is asked of."""
     for container in PROBED_CONTAINERS:
-        if (container.bind, container.probe) == (cell.bind, cell.probe):
+        if (container.bind, container.probe, container.use) == (cell.bind, cell.probe, cell.use):
             return container
     raise LookupError(f"no probed container for {cell.id}")
+
+
+def restartable_ports() -> frozenset[int]:
+    """The probed ports of containers the kubelet may restart (see `ProbedContainer.may_restart`)."""
+    return frozenset(c.port for c in PROBED_CONTAINERS if c.may_restart)
 
 
 def probe_pod(cell: ProbeCellKey) -> PodRef:
@@ -105,22 +133,43 @@ def probe_manifests(echo_deployment: Callable[[PodRef], Manifest], ambient: bool
     return out
 
 
+_APP_PATH = {ProbeUse.READINESS: "/readyz", ProbeUse.LIVENESS: "/livez", ProbeUse.STARTUP: "/startupz"}
+_PROBE_FIELD = {
+    ProbeUse.READINESS: "readinessProbe",
+    ProbeUse.LIVENESS: "livenessProbe",
+    ProbeUse.STARTUP: "startupProbe",
+}
+
+
 def _probed_container_manifest(base: dict[str, object], container: ProbedContainer) -> dict[str, object]:
+    """The container with its one probe.
+
+    A liveness-probed container has no readiness probe (Ready while it runs), a startup-probed one neither (Ready
+    once the startup probe passed).
+    """
     probe: dict[str, object]
     if container.probe is ProbeKind.HTTP:
-        probe = {"httpGet": {"path": "/readyz", "port": container.port}}
+        probe = {"httpGet": {"path": _APP_PATH[container.use], "port": container.port}}
     else:
         probe = {"tcpSocket": {"port": container.port}}
+    threshold = 1 if container.use is ProbeUse.READINESS else RESTART_FAILURE_THRESHOLD
     probe.update(
-        {"periodSeconds": PROBE_PERIOD_SECONDS, "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 1}
+        {
+            "periodSeconds": PROBE_PERIOD_SECONDS,
+            "timeoutSeconds": 1,
+            "successThreshold": 1,
+            "failureThreshold": threshold,
+        }
     )
-    # A deep copy: shared sub-objects would be dumped as YAML anchors, which strict readers refuse.
+    # A deep copy: shared sub-objects would be dumped as YAML anchors, which strict readers refuse. The echo
+    # container's own probes are not the probed container's.
+    fields = {k: v for k, v in copy.deepcopy(base).items() if k not in _PROBE_FIELD.values()}
     return {
-        **copy.deepcopy(base),
+        **fields,
         "name": container.name,
         "args": ["serve", "--control-port", str(container.control_port), container.echo_port.spec],
         "ports": [{"name": f"p-{container.port}", "containerPort": container.port, "protocol": "TCP"}],
-        "readinessProbe": probe,
+        _PROBE_FIELD[container.use]: probe,
     }
 
 

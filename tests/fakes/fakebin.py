@@ -27,6 +27,8 @@ Knobs (environment):
   FAKE_TERMINATING            N: the first N pod listings of an injected namespace also hold a Terminating pod
   FAKE_PROBE_OUTPUT           set: `echo.py probe` prints this text instead of results
   FAKE_NOT_READY              container names (comma-separated): just started, not ready
+  FAKE_RESTARTING             container names (comma-separated): killed by a failing liveness or startup probe,
+                              restartCount 3, waiting in CrashLoopBackOff
   FAKE_API_URL                the fake API server's URL (kind_api.py): the kubeconfig kind writes points there
                               (plain HTTP, a bearer token); required by kind create cluster / get kubeconfig
 The knobs are read from the mapping `ENV` (os.environ unless an in-process user such as kind_api.py replaces it).
@@ -469,6 +471,18 @@ def container_status(container: dict[str, Any]) -> dict[str, Any]:
         import time  # only here: the common path imports as little as it can
 
         started, ready = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), False
+    if container["name"] in ENV.get("FAKE_RESTARTING", "").split(","):
+        # As the API server shows a container its liveness probe keeps killing, between two runs.
+        return {
+            "name": container["name"],
+            "image": container["image"],
+            "imageID": "",
+            "ready": False,
+            "started": False,
+            "restartCount": 3,
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container"}},
+            "lastState": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": STARTED_AT}},
+        }
     return {
         "name": container["name"],
         "image": container["image"],

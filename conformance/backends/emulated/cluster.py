@@ -255,7 +255,10 @@ class EmulatedCluster(Cluster):
         if spec is None or "--control-port" not in spec.args:
             raise BackendError(f"{pod}: no container {container} with a control port")
         port = int(spec.args[spec.args.index("--control-port") + 1])
-        body = self.network.node_http(target.ip, port, f"/connections?after={after}", timeout=5)
+        try:
+            body = self.network.node_http(target.ip, port, f"/connections?after={after}", timeout=5)
+        except OSError as err:  # e.g. a container the kubelet killed and has not started again yet
+            raise BackendError(f"{pod}: container {container}: /connections: {err.strerror or err}") from None
         if body is None:
             raise BackendError(f"{pod}: container {container} did not answer /connections")
         records: list[dict[str, object]] = json.loads(body)["connections"]

@@ -5,7 +5,9 @@ sockets; this module starts and stops the processes: each pod's echo containers 
 node's fork server when they are the suite's own programs), the node's ztunnel, and the kubelet that probes
 them. It waits until every pod is ready as the harness means it (every process up, every capture port
 listened on, the readiness probe passing). It names the processes of the build under test (the sidecars, the
-ztunnel) to deaths.py before it stops any, so that only one that dies on its own is news.
+ztunnel) to deaths.py before it stops any, so that only one that dies on its own is news. It is the kubelet's
+container runtime too: a container whose liveness or startup probe fails is stopped and started again here, in
+its pod's namespace, as it was first started (never once the cluster is closing, so no process is left behind).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -82,6 +85,11 @@ class Containers:
         self.kubelet: Kubelet | None = None
         self._forkserver: ForkServer | None = None
         self.watch = DeathWatch(network)
+        self._runtime_lock = threading.Lock()
+        """Held while the kubelet's thread replaces a container's process, and while close() or remove() takes
+        the processes to stop: a restart never starts a process that teardown no longer sees."""
+        self._closing = False
+        self._removed: set[str] = set()
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -104,7 +112,7 @@ class Containers:
         self.sync_ztunnel()
         self._wait_ready(pods)
         self.watch.armed = True
-        self.kubelet = Kubelet(self.network.node_fd)
+        self.kubelet = Kubelet(self.network.node_fd, self)
         self.kubelet.start()
         for pod in pods:
             self._watch_probes(pod)
@@ -124,16 +132,23 @@ class Containers:
         self.note_deaths()
         if self.kubelet is not None:
             self.kubelet.forget(str(pod.ref))
-        stop(pod.processes(), grace=0)
+        with self._runtime_lock:
+            self._removed.add(str(pod.ref))
+            processes = pod.processes()
+        stop(processes, grace=0)
 
     def close(self) -> None:
         """Stop the kubelet, every container, ztunnel and the fork server; idempotent."""
         self.note_deaths()
         self.watch.armed = False
+        with self._runtime_lock:
+            self._closing = True
         if self.kubelet is not None:
             self.kubelet.stop()
             self.kubelet = None
-        stop([p for pod in self.network.pods.values() for p in pod.processes()])
+        with self._runtime_lock:
+            processes = [p for pod in self.network.pods.values() for p in pod.processes()]
+        stop(processes)
         if self.ztunnel is not None:
             stop([self.ztunnel])
             self.ztunnel = None
@@ -177,14 +192,53 @@ class Containers:
         command = list(pod.template.command)
         if command[-1:] != [ECHO_IMAGE_PATH] or not command[0].startswith("python"):
             raise BackendError(f"{pod.ref}: the emulated cluster runs the echo program only, not {command}")
+        for index in range(len(pod.template.containers) or 1):
+            self._start_container(pod, index)
+
+    def _start_container(self, pod: EmulatedPod, index: int) -> None:
+        """Start container `index` of the pod (0: the app, `pod.app`); every one runs the echo program."""
         # The image's /app/echo.py is this very file; -I -S: no site-packages, like the slim image.
-        argv = [sys.executable, "-I", "-S", str(echo_program()), *pod.template.args]
-        pod.app = self._spawn(pod.netns, argv, env=self._env(pod), log=self.work_dir / f"{pod.netns}.app.log")
-        for container in pod.template.containers[1:]:
-            # Every container of a pod runs the echo program too (the emulation runs nothing else).
-            argv = [sys.executable, "-I", "-S", str(echo_program()), *container.args]
-            log = self.work_dir / f"{pod.netns}.{container.name}.log"
-            pod.containers[container.name] = self._spawn(pod.netns, argv, env=self._env(pod), log=log)
+        if index == 0:
+            argv = [sys.executable, "-I", "-S", str(echo_program()), *pod.template.args]
+            pod.app = self._spawn(pod.netns, argv, env=self._env(pod), log=self.work_dir / f"{pod.netns}.app.log")
+            return
+        container = pod.template.containers[index]
+        argv = [sys.executable, "-I", "-S", str(echo_program()), *container.args]
+        log = self.work_dir / f"{pod.netns}.{container.name}.log"
+        pod.containers[container.name] = self._spawn(pod.netns, argv, env=self._env(pod), log=log)
+
+    # --- the kubelet's container runtime -------------------------------------------------------------
+
+    def _find(self, pod: str, container: str) -> tuple[EmulatedPod, int] | None:
+        for candidate in self.network.pods.values():
+            if str(candidate.ref) == pod:
+                names = [c.name for c in candidate.template.containers]
+                return (candidate, names.index(container)) if container in names else None
+        return None
+
+    def kill_container(self, pod: str, container: str) -> None:
+        """Stop a container's process as the kubelet kills it: SIGTERM, SIGKILL after a second (kubelet thread)."""
+        with self._runtime_lock:
+            found = self._find(pod, container)
+            if found is None or self._closing or pod in self._removed:
+                return
+            target, index = found
+            process = target.app if index == 0 else target.containers.get(container)
+        if process is not None:
+            stop([process], grace=1.0)
+
+    def start_container(self, pod: str, container: str) -> None:
+        """Start a killed container's process again, as it was first started (kubelet thread)."""
+        with self._runtime_lock:
+            found = self._find(pod, container)
+            if found is None or self._closing or pod in self._removed:
+                return
+            target, index = found
+            try:
+                self._start_container(target, index)
+            except BackendError as err:
+                with contextlib.suppress(OSError), open(self.work_dir / f"{target.netns}.{container}.log", "a") as log:
+                    log.write(f"restart failed: {err}\n")
 
     def _spawn(
         self,
@@ -289,7 +343,8 @@ class Containers:
         if pod.app.poll() is not None:
             return f"exited app container (exit {pod.app.returncode})"
         for name, proc in pod.containers.items():
-            if proc.poll() is not None:
+            if proc.poll() is not None and not (self.kubelet and self.kubelet.down(str(pod.ref), name)):
+                # (One the kubelet killed for a failed liveness or startup probe is started again by it.)
                 return f"exited app container {name} (exit {proc.returncode})"
         if pod.template.injected:
             assert pod.sidecar is not None
@@ -334,7 +389,8 @@ class Containers:
         if self.kubelet is None:
             return
         probes = injector.kubelet_probes(pod.template, self.rewrite_probes)
-        if any(p.port == injector.STATUS_PORT for p in probes.values()) and pod.sidecar is not None:
+        ports = {p.port for container in probes.values() for p in container.of_use().values()}
+        if injector.STATUS_PORT in ports and pod.sidecar is not None:
             # Like a pod whose istio-proxy is not yet ready: wait (briefly) for the status port before probing.
             deadline = time.monotonic() + 2
             while injector.STATUS_PORT not in self.network.listening(pod) and time.monotonic() < deadline:
@@ -342,12 +398,12 @@ class Containers:
         self.kubelet.watch(str(pod.ref), pod.ip, probes)
 
     def readiness(self, pod: EmulatedPod) -> dict[str, ContainerReadiness]:
-        """Each probed container's readiness as the emulated kubelet has it."""
+        """Each probed container's readiness and restart count as the emulated kubelet has them."""
         if self.kubelet is None:
             raise BackendError("the emulated kubelet is not running")
         out = {}
-        for name, (state, probe, started) in self.kubelet.status(str(pod.ref)).items():
-            out[name] = ContainerReadiness(state.ready, state.settled(probe), state.last, started)
+        for name, (state, probes, since) in self.kubelet.status(str(pod.ref)).items():
+            out[name] = ContainerReadiness(state.ready, state.settled(probes), state.last, since, state.restarts)
         return out
 
     # --- the build's processes ----------------------------------------------------------------------

@@ -35,7 +35,10 @@ class EnvVar:
 
 @dataclass(frozen=True)
 class Probe:
-    """A container's readinessProbe: httpGet or tcpSocket, with kubelet's timing fields (defaults as Kubernetes')."""
+    """A container's readiness, liveness or startup probe: httpGet or tcpSocket, with kubelet's timing fields.
+
+    The defaults are Kubernetes'.
+    """
 
     kind: str  # "http" or "tcp"
     port: int
@@ -57,6 +60,20 @@ class Probe:
 
 
 @dataclass(frozen=True)
+class ContainerProbes:
+    """The probes the kubelet runs for one container (after injection): any of the three, at least one."""
+
+    readiness: Probe | None = None
+    liveness: Probe | None = None
+    startup: Probe | None = None
+
+    def of_use(self) -> dict[str, Probe]:
+        """The probes present, by use (`readiness`, `liveness`, `startup`)."""
+        uses = {"readiness": self.readiness, "liveness": self.liveness, "startup": self.startup}
+        return {use: probe for use, probe in uses.items() if probe is not None}
+
+
+@dataclass(frozen=True)
 class Container:
     """One container of a pod; every container runs the echo program in the pod's namespace."""
 
@@ -65,6 +82,13 @@ class Container:
     args: tuple[str, ...]
     env: tuple[EnvVar, ...]
     readiness: Probe | None
+    liveness: Probe | None = None
+    startup: Probe | None = None
+
+    @property
+    def probes(self) -> ContainerProbes:
+        """The container's probes as its manifest has them."""
+        return ContainerProbes(self.readiness, self.liveness, self.startup)
 
 
 @dataclass(frozen=True)
@@ -284,11 +308,13 @@ def _container(where: str, container: Mapping[str, Any]) -> Container:
         args=tuple(str(a) for a in container.get("args", ())),
         env=tuple(_env(where, container)),
         readiness=_probe(f"{where} container {name}", container.get("readinessProbe")),
+        liveness=_probe(f"{where} container {name}", container.get("livenessProbe"), "liveness"),
+        startup=_probe(f"{where} container {name}", container.get("startupProbe"), "startup"),
     )
 
 
-def _probe(where: str, probe: Mapping[str, Any] | None) -> Probe | None:
-    """A readinessProbe as kubelet reads it; exec and gRPC probes, and named ports, are not emulated."""
+def _probe(where: str, probe: Mapping[str, Any] | None, use: str = "readiness") -> Probe | None:
+    """A probe as kubelet reads it; exec and gRPC probes, and named ports, are not emulated."""
     if probe is None:
         return None
     if "httpGet" in probe:
@@ -298,7 +324,7 @@ def _probe(where: str, probe: Mapping[str, Any] | None) -> Probe | None:
         port = probe["tcpSocket"].get("port")
         kind, path = "tcp", "/"
     else:
-        raise ManifestError(f"{where}: only httpGet and tcpSocket readiness probes are emulated")
+        raise ManifestError(f"{where}: only httpGet and tcpSocket {use} probes are emulated")
     if not isinstance(port, int):
         raise ManifestError(f"{where}: probe port {port!r}: only numeric ports are emulated")
     return Probe(

@@ -246,26 +246,49 @@ class _Probed:
     settles_in: float | None
 
 
+_PROBE_FIELDS = ("readinessProbe", "livenessProbe", "startupProbe")
+RESTART_SLACK_SECONDS = 5.0
+"""How long after a liveness or startup probe could have killed a container its restart may take to show in
+`restartCount` (the kill's grace, the runtime's restart, the status update): a container not restarted by then has
+settled as "never restarted"."""
+
+
+def _needs(probe: dict[str, Any]) -> float:
+    """Seconds a probe needs to fail failureThreshold times from the container's start."""
+    return (
+        float(probe.get("initialDelaySeconds", 0))
+        + float(probe.get("periodSeconds", 10)) * int(probe.get("failureThreshold", 3))
+        + float(probe.get("timeoutSeconds", 1))
+    )
+
+
 def _readiness(data: dict[str, Any]) -> dict[str, _Probed]:
-    """The probed containers of a pod (the proxy's own readiness is not the app's) from its JSON."""
-    probes = {c["name"]: c.get("readinessProbe") or {} for c in data.get("spec", {}).get("containers", [])}
+    """The probed containers of a pod (the proxy's own readiness is not the app's) from its JSON.
+
+    A container is settled once Ready with only a readiness probe; once restarted (`restartCount` > 0: the
+    verdict of a liveness or startup probe); or once it has run longer than its probes need to fail
+    `failureThreshold` times (plus RESTART_SLACK_SECONDS where one would restart it).
+    """
+    specs = {c["name"]: c for c in data.get("spec", {}).get("containers", [])}
     out: dict[str, _Probed] = {}
     for status in data.get("status", {}).get("containerStatuses", []):
         name = str(status.get("name"))
-        if name == PROXY_CONTAINER or not probes.get(name):
+        probes = {f: specs.get(name, {}).get(f) or {} for f in _PROBE_FIELDS}
+        if name == PROXY_CONTAINER or not any(probes.values()):
             continue
         started = _started_at(status)
-        probe = probes[name]
-        needs = (
-            float(probe.get("initialDelaySeconds", 0))
-            + float(probe.get("periodSeconds", 10)) * int(probe.get("failureThreshold", 3))
-            + float(probe.get("timeoutSeconds", 1))
-        )
+        restarts = int(status.get("restartCount", 0) or 0)
+        restarting = bool(probes["livenessProbe"] or probes["startupProbe"])
+        needs = max(_needs(p) for p in probes.values() if p) + (RESTART_SLACK_SECONDS if restarting else 0.0)
         ready = bool(status.get("ready"))
         left = None if started is None else needs - (_now() - started)
-        settled = ready or (left is not None and left <= 0)
+        settled = (ready and not restarting) or restarts > 0 or (left is not None and left <= 0)
         reason = "" if ready else "containerStatuses ready=false"
-        out[name] = _Probed(ContainerReadiness(ready, settled, reason, started), left)
+        if restarts:
+            waiting = status.get("state", {}).get("waiting", {}).get("reason")
+            last = status.get("lastState", {}).get("terminated", {}).get("reason")
+            reason = "; ".join(r for r in (reason, f"restartCount {restarts}", waiting, last and f"last: {last}") if r)
+        out[name] = _Probed(ContainerReadiness(ready, settled, reason, started, restarts), None if settled else left)
     return out
 
 
