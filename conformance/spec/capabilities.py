@@ -41,6 +41,8 @@ class Capability(StrEnum):
     """`istioctl x precheck` reports IST0143 for loopback-only listeners on exposed ports."""
     PROFILE_AMBIENT = "profile-ambient"
     """Pods can be enrolled in ambient mode (istio-cni + ztunnel, no sidecar)."""
+    PLAINTEXT_TUNNEL = "plaintext-tunnel"
+    """A plain pod can ask ztunnel's 15008 for a CONNECT itself (the emulated mesh's plaintext HTTP/1.1 tunnel)."""
 
 
 class LegacySwitch(StrEnum):
@@ -407,6 +409,10 @@ def istio_capabilities(
         caps.add(Capability.PROFILE_AMBIENT)
     else:
         reasons[Capability.PROFILE_AMBIENT] = no_ambient
+    reasons[Capability.PLAINTEXT_TUNNEL] = (
+        f"{label}'s ztunnel speaks HBONE (HTTP/2 CONNECT inside mutual TLS with SPIFFE identities): a plain pod "
+        "cannot ask its 15008 for a tunnel, so the tunnel's own answer is checked on the emulated mesh only"
+    )
     ctl = parse_version(istioctl_version) if istioctl_version else version
     image = proxy_image_ref or proxy_image(None, None, version_text)
     scope = precheck_scope(ctl)

@@ -12,7 +12,9 @@ probe_pods.py):
 - namespace `mic-mesh` (injected): one server per Sidecar situation (`echo-none`, `echo-localhost`,
   `echo-instance`, `echo-unlisted`), each with its own Service, and the `meshed` client;
 - namespace `mic-ambient` (enrolled, `istio.io/dataplane-mode=ambient`, where the mesh has ambient): the same
-  servers, Services and Sidecar resources (which ambient must ignore), and the `ambient` client.
+  servers, Services and Sidecar resources (which ambient must ignore), and the `ambient` client;
+- namespace `mic-late` (where the mesh has ambient): server `echo` + its Service, unenrolled until the run enrols
+  the namespace while the pod runs (`Cluster.enrol`, the late-enrolment cells).
 
 Every server serves the same ports (ports.SERVER_PORTS).
 """
@@ -34,6 +36,7 @@ from conformance.spec.dimensions import (
 from conformance.world.namespaces import (
     NS_AMBIENT,
     NS_BASELINE,
+    NS_LATE,
     NS_MESH,
     PART_OF,
     Manifest,
@@ -83,6 +86,8 @@ class World:
     """Deploy the enrolled namespace: only where the mesh has ambient mode (`for_mesh` decides)."""
 
     BASELINE_SERVER = PodRef(NS_BASELINE, "echo")
+    LATE_SERVER = PodRef(NS_LATE, "echo")
+    """Enrolled in ambient while the run is under way (deployed only where the mesh has ambient)."""
 
     @classmethod
     def for_mesh(cls, family: IpFamily, mesh: MeshCapabilities) -> World:
@@ -175,7 +180,11 @@ class World:
         out: list[Manifest] = [
             namespace_manifest(NS_BASELINE, injected=False),
             namespace_manifest(NS_MESH, injected=True),
-            *([enrolled_namespace_manifest(NS_AMBIENT)] if self.ambient else []),
+            *(
+                [enrolled_namespace_manifest(NS_AMBIENT), namespace_manifest(NS_LATE, injected=False)]
+                if self.ambient
+                else []
+            ),
             self.deployment(self.BASELINE_SERVER, SERVER_PORTS),
             service_manifest(self.BASELINE_SERVER),
             self.deployment(self.clients[Client.PLAIN], ()),
@@ -194,6 +203,10 @@ class World:
                 if endpoint is not DefaultEndpoint.NONE:
                     out.append(self._sidecar(server, endpoint))
             out.append(self.deployment(self.clients[Client.AMBIENT], ()))
+            out += [
+                self.deployment(self.LATE_SERVER, SERVER_PORTS),
+                service_manifest(self.LATE_SERVER),
+            ]
         return out
 
     def probe_manifests(self) -> list[Manifest]:
