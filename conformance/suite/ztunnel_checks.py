@@ -143,7 +143,12 @@ def check_tunnel(run: ConformanceRun, case: ZtunnelCase) -> None:
             ok, reason = False, f"did not converge: {', '.join(o.label for o in history[cell][-6:])}"
         if reason and voided:
             reason = f"void, {' and '.join(voided)}: {reason}"
-        observed: dict[str, object] = {"outcome": last.label, "status": last.status, "peer": last.peer, "source": source}
+        observed: dict[str, object] = {
+            "outcome": last.label,
+            "status": last.status,
+            "peer": last.peer,
+            "source": source,
+        }
         record_ztunnel(session.report, run.test_name, cell.id, cell.to_json(), want.to_json(), observed, ok, reason)
         if not ok:
             failures.append((cell.id, reason))
@@ -185,7 +190,12 @@ def check_late(run: ConformanceRun, case: ZtunnelCase) -> None:
         observation = Observation(cell.traffic_cell, last, _converged(attempts, needed), attempts, source, voided)
         verdict = judge(want, observation)
         ok = verdict.passed
-        observed: dict[str, object] = {"outcome": last.label, "peer": last.peer, "source": source, "converged": observation.converged}
+        observed: dict[str, object] = {
+            "outcome": last.label,
+            "peer": last.peer,
+            "source": source,
+            "converged": observation.converged,
+        }
         record_ztunnel(session.report, run.test_name, cell.id, cell.to_json(), want.to_json(), observed, ok,
                        verdict.reason)  # fmt: skip
         if not ok:
