@@ -143,8 +143,9 @@ class World:
 
     @property
     def servers(self) -> tuple[PodRef, ...]:
-        """Every server, baseline first."""
-        return (self.BASELINE_SERVER, *(self.mesh_server(e) for e in self.mesh_endpoints), *self.ambient_servers)
+        """Every server, baseline first (the one enrolled while the run is on last, where the mesh has ambient)."""
+        late = (self.LATE_SERVER,) if self.ambient else ()
+        return (self.BASELINE_SERVER, *(self.mesh_server(e) for e in self.mesh_endpoints), *self.ambient_servers, *late)
 
     @property
     def mesh_servers(self) -> tuple[PodRef, ...]:
