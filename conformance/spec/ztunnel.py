@@ -14,8 +14,9 @@ Two parts of ztunnel's behaviour that the traffic cells never isolate, each as c
   the emulated mesh (whose tunnel is plain HTTP/1.1 CONNECT) has.
 - **late cells** ask a pod enrolled after the mesh started (its namespace labelled `istio.io/dataplane-mode=ambient`
   while it runs): it must be captured and reached like the pods enrolled from the start, so each late cell expects
-  what the same ambient traffic cell expects. Enrolment needs no restart (istio-cni's node agent enrols running pods
-  of a namespace when it is labelled; probes-ambient.md §2 "Enrolment"); the node proxy learns the pod afterwards.
+  what the same ambient traffic cell expects. Enrolment needs no restart: istio-cni's node agent enrols the running
+  pods of a namespace when its label changes (cni/pkg/nodeagent/informers.go reconcileNamespace -> AddPodToMesh;
+  probes-ambient.md §2 "Enrolment"), and the node proxy learns the pod from it.
 
 Both exist only under the ambient profile.
 """
@@ -68,7 +69,9 @@ ZTUNNEL_RULES: dict[str, Rule] = {
             "A pod whose namespace is labelled istio.io/dataplane-mode=ambient while it runs is enrolled without a "
             "restart: istio-cni writes its in-pod rules and hands it to the node's ztunnel, after which it is "
             "captured and reached exactly like a pod enrolled from the start.",
-            "istio-cni node agent (cni/pkg/nodeagent: namespace label watch, in-pod enrolment of running pods)",
+            "cni/pkg/nodeagent/informers.go (master): reconcileNamespace enqueues a namespace's running pods when "
+            "its istio.io/dataplane-mode label changes, reconcilePod calls AddPodToMesh (in-pod rules, the pod's "
+            "netns sent to ztunnel by ztunnelserver.go) and the pod is annotated ambient.istio.io/redirection",
             "probes-ambient.md §2 (Enrolment: namespace or pod label)",
         ),
     )
