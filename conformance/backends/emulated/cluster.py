@@ -177,6 +177,8 @@ class EmulatedCluster(Cluster):
         The new configuration reaches ztunnel as every pod change does (rewritten file, SIGHUP); waits until
         ztunnel listens inside each newly enrolled pod, or says why not.
         """
+        if namespace not in {p.template.namespace for p in self.pods.values()}:
+            raise BackendError(f"enrol {namespace}: not a namespace of this run")
         try:
             pods = self.network.enrol(namespace)
         except netns.NamespaceError as err:
