@@ -12,7 +12,9 @@ control port, which is never recorded itself. Every accepted connection is recor
 (`/connections`): a health probe that connects and hangs up says who probed only there.
 
 `probe` dials targets and classifies each outcome into a small, fixed vocabulary (ok, http_status, refused,
-reset_or_eof, timeout, error), because a conformance verdict compares outcomes, not error strings.
+reset_or_eof, timeout, error), because a conformance verdict compares outcomes, not error strings. Besides http and
+tcp it speaks `connect`: a plaintext `CONNECT HOST:PORT` to HOST's tunnel port 15008 (the emulated ztunnel's), then
+tcp through the tunnel, so a plain pod can ask a node proxy's tunnel for its own answer.
 
 A user mistake (bad arguments, bad JSON, an address already in use) is reported as one line on stderr with
 exit status 2 (usage) or 1 (runtime); never as a traceback.
@@ -1159,7 +1161,7 @@ def _build_parser() -> _Parser:
     probe.add_argument("--concurrency", type=_concurrency_arg, default=None, metavar="N")
     probe.add_argument("--batch", default=None, metavar="JSON", help="a JSON probe batch")
     probe.add_argument("--stdin", action="store_true", help="read a JSON probe batch from stdin")
-    probe.add_argument("targets", nargs="*", metavar="TARGET", help="http://HOST:PORT[#ID] or tcp://HOST:PORT[#ID]")
+    probe.add_argument("targets", nargs="*", metavar="TARGET", help="http://, tcp:// or connect://HOST:PORT[#ID]")
     return parser
 
 
