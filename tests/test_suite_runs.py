@@ -805,6 +805,13 @@ def test_a_wrong_ztunnel_fails_the_ambient_profile(
     expected = _ambient_from_other_pods(family, reachable_only)
     assert {c.split("/")[6] for c in expected} == {"plain", "meshed", "ambient"}
     assert failed == expected
+    # The node proxy's own cells (issue 22 item 5) see the same faults: where the app is reached, or all.
+    node_proxy = {c["id"] for c in doc["ztunnel_cells"] if c["verdict"] == "fail"}  # type: ignore[index,union-attr]
+    tunnel = tunnel_cells((Profile.AMBIENT,), (family,))
+    late = late_cells((Profile.AMBIENT,), (family,))
+    assert node_proxy == {c.id for c in tunnel if expect_tunnel(c).status == 200 or not reachable_only} | {
+        c.id for c in late if expect_late(c).reachable or not reachable_only
+    }
     # `--profile ambient`: the other profiles are listed as `not selected`, never as passed or skipped.
     assert {p["name"]: p["result"] for p in doc["profiles"]} == {  # type: ignore[index,union-attr]
         "baseline": "not selected",
