@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from conformance.backends.base import ProbeRequest
+from conformance.backends.base import BackendError, ProbeRequest
 from conformance.backends.emulated import ambient_capture, dialer, kube, netns, ztunnel
 from conformance.backends.emulated.cluster import EmulatedCluster
 from conformance.backends.emulated.network import ENROLLED_PORT_RANGE
@@ -315,6 +315,45 @@ def test_one_ztunnel_in_the_node_listening_inside_each_enrolled_pod(cluster: Emu
     assert not {15001, 15006, 15008} & {lst.port for lst in cluster.listeners(PLAIN)}
     rules = netns.run(cluster.pods[SERVER].netns, ["ip", "rule"])
     assert "fwmark 0x111/0xfff lookup 100" in rules
+
+
+LATE = PodRef("mic-late", "echo")
+
+
+def _late_probe(c: EmulatedCluster, bind: Bind) -> str:
+    port = port_for(bind, Protocol.TCP, PortKind.DECLARED).number
+    result = c.probe([ProbeRequest(PLAIN, "tcp", c.pod_ip(LATE), port, f"late-{next(_ids)}")], 2.0)[0]
+    return str(result["peer"]) if result["outcome"] == "ok" else str(result["outcome"])
+
+
+@pytest.mark.netns
+def test_a_namespace_enrolled_while_its_pod_runs_is_captured_and_ztunnel_learns_it(cluster: EmulatedCluster) -> None:
+    """Cluster.enrol (issue 22 item 5): istio-cni's rules into the running pod, ztunnel told by its file and SIGHUP."""
+    world = World(IpFamily(cluster.family), ambient=True)
+    (template,) = kube.read([namespace_manifest("mic-late", injected=False), world.deployment(LATE, SERVER_PORTS)]).pods
+    pod = cluster.add_pod(template)
+    ztunnel_pid = cluster.containers.ztunnel.pid if cluster.containers.ztunnel else None
+    try:
+        client = cluster.pod_ip(PLAIN)
+        assert [_late_probe(cluster, b) for b in Bind] == ["refused", client, client]  # a plain pod, no mesh
+        cluster.enrol("mic-late")
+        assert pod.template.ambient
+        config = json.loads((cluster.work_dir / "ztunnel.json").read_text())
+        assert pod.ip in {w["ip"] for w in config["workloads"]}
+        assert {15001, 15006, 15008} <= {lst.port for lst in cluster.listeners(LATE)}
+        # Now behind ztunnel: a loopback-only app is lost (never "refused"), the others see the client.
+        assert [_late_probe(cluster, b) for b in Bind] == ["reset_or_eof", client, client]
+        assert "fwmark 0x111/0xfff lookup 100" in netns.run(pod.netns, ["ip", "rule"])
+        assert "enrolled echo-0.mic-late" in (cluster.work_dir / "ztunnel.log").read_text()
+        cluster.enrol("mic-late")  # again: nothing left to enrol, nothing sent
+        with pytest.raises(BackendError, match=r"^enrol mic-nope: not a namespace of this run$"):
+            cluster.enrol("mic-nope")
+    finally:
+        cluster.remove_pod(LATE)
+    ztunnel_now = cluster.containers.ztunnel
+    assert ztunnel_now is not None
+    assert ztunnel_now.pid == ztunnel_pid  # the same process re-read its configuration: not restarted
+    assert cluster.deaths() == []
 
 
 @pytest.mark.netns

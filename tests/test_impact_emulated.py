@@ -207,7 +207,10 @@ def test_console_script_prints_ist0143_lines() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("-n", "nope"), "namespace 'nope' not found (the emulated cluster has mic-ambient, mic-baseline, mic-mesh)"),
+        (
+            ("-n", "nope"),
+            "namespace 'nope' not found (the emulated cluster has mic-ambient, mic-baseline, mic-late, mic-mesh)",
+        ),
         (("-l", "app in echo"), "label selector 'app in echo': cannot read 'app in echo'"),
     ],
 )

@@ -142,9 +142,13 @@ WAIT_WORKLOADS_AMBIENT = [
     ROLLOUT_BASELINE_AND_MESH[-1],
     *[f"kubectl -n mic-ambient rollout status deploy/{app} --timeout=120s" for app in MESH_SERVERS],
     "kubectl -n mic-ambient rollout status deploy/client --timeout=120s",
+    # And the namespace the run enrols while its pod runs (issue 22), unenrolled at start.
+    "kubectl -n mic-late rollout status deploy/echo --timeout=120s",
     *READ_BASELINE_AND_MESH,
     "kubectl -n mic-ambient get pods -o json --watch",
     "kubectl -n mic-ambient get services -o json",
+    "kubectl -n mic-late get pods -o json --watch",
+    "kubectl -n mic-late get services -o json",
 ]
 # After a re-install: istioctl has rolled istiod itself when its env changed (the backend only waits for it), then
 # the injected namespace's workloads restart to get proxies with the new settings; mic-baseline is left alone.

@@ -233,3 +233,36 @@ def test_a_kind_run_of_ambient_1_22_stops_before_creating_anything_without_the_t
     cluster.site.host = fake_host(fakes.root / "bare-host-2", modules=("iptable_nat", "ip6table_nat"))
     cluster.up(World.for_mesh(IpFamily.IPV4, istio_capabilities("1.22.8")).manifests())
     assert fakes.commands()[0] == "kind get clusters"
+
+
+# --- issue 22 item 5: a namespace enrolled while its pods run -------------------------------------------------------
+
+
+def test_enrol_labels_the_running_namespace_and_waits_for_istio_cni(fakes: Fakes) -> None:
+    cluster = up(fakes, profiles=["baseline", "ambient"])
+    late = injected(fakes, "mic-late", "echo")
+    assert "ambient.istio.io/redirection" not in late["metadata"]["annotations"]  # deployed unenrolled
+    fakes.clear()
+    cluster.enrol("mic-late")
+    commands = fakes.commands()
+    # One server-side apply (the namespace's PERMISSIVE policy, the Namespace again with the label), then the pods
+    # are read until istio-cni has annotated every one; nothing restarts.
+    assert len(commands) == 2, commands
+    assert commands[1] == "kubectl -n mic-late get pods -o json --watch"
+    assert "rollout restart" not in " ".join(commands)
+    (namespace,) = [n for n in fakebin.objects(fakes.state(), "Namespace") if n["metadata"]["name"] == "mic-late"]
+    assert namespace["metadata"]["labels"] == {
+        "istio-injection": "disabled",
+        "app.kubernetes.io/part-of": "mesh-inbound-conformance",
+        "istio.io/dataplane-mode": "ambient",
+    }
+    policies = [p["metadata"]["namespace"] for p in fakebin.objects(fakes.state(), "PeerAuthentication")]
+    assert sorted(policies) == ["mic-ambient", "mic-late"]
+    assert injected(fakes, "mic-late", "echo")["metadata"]["annotations"]["ambient.istio.io/redirection"] == "enabled"
+    assert cluster.workloads.enrolled_namespaces == ["mic-ambient", "mic-late"]
+
+
+def test_enrol_of_a_namespace_the_run_did_not_make_is_one_line(fakes: Fakes) -> None:
+    cluster = up(fakes, profiles=["baseline", "ambient"])
+    with pytest.raises(BackendError, match=r"^enrol mic-nope: not a namespace of this run$"):
+        cluster.enrol("mic-nope")

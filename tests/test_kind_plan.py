@@ -124,6 +124,8 @@ AMBIENT_APPLIED = [
         )
     ],
 ]
+# The namespace a run enrols while its pod runs (issue 22): deployed unenrolled, its one server last.
+LATE_APPLIED = [("Deployment", "mic-late/echo"), ("Service", "mic-late/echo")]
 
 CASES: dict[str, tuple[str, ...]] = {
     "1.9.9": ("--backend", "kind", "--istio-version", "1.9.9"),
@@ -683,10 +685,12 @@ def test_plan_prints_every_manifest_as_yaml_fed_to_server_side_apply(plans: dict
         applied = [
             *APPLIED[:2],
             ("Namespace", "mic-ambient"),
+            ("Namespace", "mic-late"),
             ("PeerAuthentication", "mic-ambient/mic-permissive"),
             *APPLIED[2:],
             *AMBIENT_PROBE_APPLIED,
             *AMBIENT_APPLIED,
+            *LATE_APPLIED,
         ]
     if Version(version) >= Version("1.15"):
         assert [
@@ -695,7 +699,7 @@ def test_plan_prints_every_manifest_as_yaml_fed_to_server_side_apply(plans: dict
     world = dataclasses.replace(World.for_mesh(family, istio_capabilities(version)), image=image)
     expected = [dict(m) for m in world.manifests()]
     if ambient:  # the enrolled namespace is kept PERMISSIVE, by a policy applied before any of its pods
-        expected[3:3] = [PERMISSIVE_MIC_AMBIENT]
+        expected[4:4] = [PERMISSIVE_MIC_AMBIENT]
     assert docs == expected
     # One server-side apply of every object, fed the manifest, shown with the kubectl command that repeats it.
     lines = plan.normalized().splitlines()

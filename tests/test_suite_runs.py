@@ -28,7 +28,8 @@ from conformance.backends.emulated import netns
 from conformance.backends.emulated.cluster import EmulatedCluster
 from conformance.run.outputs import RECORD_NAME, artifacts_folder
 from conformance.spec import Bind, CellKey, DefaultEndpoint, Failure, Interception, Profile, Source, all_cells, expect
-from conformance.spec.dimensions import OVERRIDES_BY_FAMILY, InboundCapture, IpFamily
+from conformance.spec.dimensions import OVERRIDES_BY_FAMILY, Client, InboundCapture, IpFamily
+from conformance.spec.ztunnel import expect_late, expect_tunnel, late_cells, tunnel_cells
 from conformance.world.layout import World
 
 WRONG_SIDECAR = f"/usr/bin/python3 {REPO / 'tests' / 'sidecars' / 'localhost_sidecar.py'}"
@@ -39,6 +40,9 @@ SNIFF_RESET_SIDECAR = f"/usr/bin/python3 {REPO / 'tests' / 'sidecars' / 'sniff_r
 TPROXY_IGNORED_SIDECAR = f"/usr/bin/python3 {REPO / 'tests' / 'sidecars' / 'tproxy_ignored_sidecar.py'}"
 OWN_ADDRESS_ZTUNNEL = f"/usr/bin/python3 {REPO / 'tests' / 'sidecars' / 'own_address_ztunnel.py'}"
 LOCALHOST_ZTUNNEL = f"/usr/bin/python3 {REPO / 'tests' / 'sidecars' / 'localhost_ztunnel.py'}"
+TUNNEL_200_ZTUNNEL = f"/usr/bin/python3 {REPO / 'tests' / 'sidecars' / 'tunnel_200_ztunnel.py'}"
+NO_RELOAD_ZTUNNEL = f"/usr/bin/python3 {REPO / 'tests' / 'sidecars' / 'no_reload_ztunnel.py'}"
+SIGHUP_DIES_ZTUNNEL = f"/usr/bin/python3 {REPO / 'tests' / 'sidecars' / 'sighup_dies_ztunnel.py'}"
 KERNEL_PORTS_SIDECAR = f"/usr/bin/python3 {REPO / 'tests' / 'sidecars' / 'kernel_ports_sidecar.py'}"
 EXITING_SIDECAR = f"/usr/bin/python3 {REPO / 'tests' / 'sidecars' / 'exiting_sidecar.py'}"
 
@@ -847,6 +851,13 @@ def test_a_wrong_ztunnel_fails_the_ambient_profile(
     expected = _ambient_from_other_pods(family, reachable_only)
     assert {c.split("/")[6] for c in expected} == {"plain", "meshed", "ambient"}
     assert failed == expected
+    # The node proxy's own cells (issue 22 item 5) see the same faults: where the app is reached, or all.
+    node_proxy = {c["id"] for c in doc["ztunnel_cells"] if c["verdict"] == "fail"}  # type: ignore[index,union-attr]
+    tunnel = tunnel_cells((Profile.AMBIENT,), (family,))
+    late = late_cells((Profile.AMBIENT,), (family,))
+    assert node_proxy == {c.id for c in tunnel if expect_tunnel(c).status == 200 or not reachable_only} | {
+        c.id for c in late if expect_late(c).reachable or not reachable_only
+    }
     # `--profile ambient`: the other profiles are listed as `not selected`, never as passed or skipped.
     assert {p["name"]: p["result"] for p in doc["profiles"]} == {  # type: ignore[index,union-attr]
         "baseline": "not selected",
@@ -858,3 +869,53 @@ def test_a_wrong_ztunnel_fails_the_ambient_profile(
     assert doc["prechecks"] == []
     assert f"ztunnel {ztunnel}" in doc["mesh"]["build"]  # type: ignore[index]
     assert "ztunnel log" in proc.stdout
+
+
+def _node_proxy_cells_failed_by(fault: str, family: IpFamily) -> set[str]:
+    """The node proxy's cells (spec.ztunnel) a ztunnel with this fault must fail, derived from the spec.
+
+    `tunnel-200`: the tunnel cells whose app cannot be reached (the spec's 503). `no-reload`: every late cell a plain
+    client asks, and the ambient client's where the app is reached; where it is not, the ambient client sees its own
+    ztunnel close the connection (reset/EOF, an allowed failure) whether or not the server's ztunnel listens.
+    `sighup-dies`: every late cell.
+    """
+    if fault == "tunnel-200":
+        return {c.id for c in tunnel_cells((Profile.AMBIENT,), (family,)) if expect_tunnel(c).status == 503}
+    late = late_cells((Profile.AMBIENT,), (family,))
+    if fault == "no-reload":
+        return {c.id for c in late if c.client is Client.PLAIN or expect_late(c).reachable}
+    return {c.id for c in late}
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("no_leftovers")
+@pytest.mark.parametrize(
+    ("ztunnel", "fault", "family", "case"),
+    [
+        (TUNNEL_200_ZTUNNEL, "tunnel-200", IpFamily.IPV4, "TunnelAnswer"),
+        (NO_RELOAD_ZTUNNEL, "no-reload", IpFamily.IPV6, "EnrolledWhileRunning"),
+        (SIGHUP_DIES_ZTUNNEL, "sighup-dies", IpFamily.IPV4, "EnrolledWhileRunning"),
+    ],
+    ids=["tunnel-answers-200-before-dialling", "ignores-sighup", "dies-on-sighup"],
+)
+def test_a_ztunnel_that_breaks_its_own_contract_fails_exactly_the_node_proxy_cells(
+    tmp_path: Path, ztunnel: str, fault: str, family: IpFamily, case: str
+) -> None:
+    """Faults no traffic cell sees (issue 22 item 5): a tunnel that says 200 before it knows, a ztunnel that never
+    re-reads its configuration, one that SIGHUP kills. Each fails exactly its node-proxy cells and one test."""
+    # pod_ready: how long the enrolment waits for ztunnel to listen in the new pod (the no-reload one never does).
+    args = ("--ip-family", family.value, "--profile", "ambient", "--timeout-config", "pod_ready=10")
+    proc = run_suite(tmp_path, *args, "--emulator-ztunnel", ztunnel)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
+    doc = report(tmp_path)
+    assert [c["id"] for c in doc["cells"] if c["verdict"] == "fail"] == []  # type: ignore[index,union-attr]
+    failed = {c["id"] for c in doc["ztunnel_cells"] if c["verdict"] == "fail"}  # type: ignore[index,union-attr]
+    assert failed == _node_proxy_cells_failed_by(fault, family)
+    (ambient,) = [p for p in doc["profiles"] if p["name"] == "ambient"]  # type: ignore[index,union-attr]
+    assert ambient["result"] == "failure"
+    assert ambient["failed_tests"] == [case]
+    deaths = [d["process"] for d in doc["process_deaths"]]  # type: ignore[index,union-attr]
+    assert deaths == (["ztunnel (node)"] if fault == "sighup-dies" else [])
+    if fault == "no-reload":
+        assert "enrolling mic-late: " in proc.stdout
+        assert "ztunnel not listening in the pod" in proc.stdout

@@ -164,3 +164,10 @@ class Cluster(abc.ABC):
     def probe_connections(self, pod: PodRef, container: str, after: int = 0) -> list[dict[str, object]]:
         """The connections the container's echo program recorded (with peers), sequence numbers above `after`."""
         raise BackendError(f"the {self.backend} backend does not read probe connections")
+
+    def enrol(self, namespace: str) -> None:
+        """Enrol a running namespace in ambient (`istio.io/dataplane-mode=ambient`) and wait until its pods are.
+
+        The pods keep running (istio-cni enrols running pods; no restart): the late-enrolment cells ask them next.
+        """
+        raise BackendError(f"the {self.backend} backend cannot enrol a namespace while it runs")

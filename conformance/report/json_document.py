@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from conformance.report.probes import probe_document
 from conformance.report.record import RunRecord, outcome_text
+from conformance.report.ztunnel import ztunnel_document
 from conformance.spec.dimensions import ADDRESSES, IpFamily, Source
 
 REPORT_FORMAT = "mesh-inbound-conformance/report"
@@ -70,6 +71,7 @@ def json_document(record: RunRecord) -> dict[str, object]:
             for r in sorted(record.cells.values(), key=lambda r: r.cell.id)
         ],
         "probe_cells": probe_document(record),
+        "ztunnel_cells": ztunnel_document(record),
     }
 
 

@@ -14,6 +14,7 @@ from conformance.report.ambient import moving_to_ambient
 from conformance.report.json_document import JSON_NAME
 from conformance.report.probes import probe_tables
 from conformance.report.record import INTERRUPTED, OUTCOME_TEXT, CellRecord, RunRecord, outcome_text
+from conformance.report.ztunnel import ztunnel_tables
 from conformance.spec.dimensions import (
     Bind,
     CellKey,
@@ -79,6 +80,7 @@ def markdown(record: RunRecord) -> str:
     lines += moving_to_ambient(record.cells.values())
     lines += _tables(record)
     lines += probe_tables(record)
+    lines += ztunnel_tables(record)
     return "\n".join(lines) + "\n"
 
 

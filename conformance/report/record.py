@@ -89,6 +89,8 @@ class RunRecord:
         """Where a timed-out cell's sidecar log is (the backend's logs), said beside each timeout."""
         self.probe_cells: dict[str, dict[str, object]] = {}
         """Probe cells by id (recorded by probes.record_probe)."""
+        self.ztunnel_cells: dict[str, dict[str, object]] = {}
+        """The node proxy's tunnel and late-enrolment cells by id (recorded by ztunnel.record_ztunnel)."""
         self.deaths: list[ProcessDeath] = []
         """Processes of the build under test that died during the run, in the order they were noticed."""
 
@@ -160,6 +162,7 @@ class RunRecord:
         tests = [t for t in self.tests.values() if t.profile == profile]
         cells = [c for c in self.cells.values() if c.cell.profile.value == profile]
         probes = [p for p in self.probe_cells.values() if p.get("profile") == profile]
+        node_proxy = [z for z in self.ztunnel_cells.values() if z.get("profile") == profile]
         stats = {
             "tests_passed": sum(t.outcome == "passed" for t in tests),
             "tests_failed": sum(t.outcome == "failed" for t in tests),
@@ -169,12 +172,19 @@ class RunRecord:
             "cells_failed": sum(not c.passed for c in cells),
             "probe_cells": len(probes),
             "probe_cells_failed": sum(p.get("verdict") == "fail" for p in probes),
+            "ztunnel_cells": len(node_proxy),
+            "ztunnel_cells_failed": sum(z.get("verdict") == "fail" for z in node_proxy),
         }
         planned = self.planned.get(profile)
         finished = stats["tests_passed"] + stats["tests_failed"] + stats["tests_skipped"]
         if planned == 0:
             result = NOT_SELECTED
-        elif stats["tests_failed"] or stats["cells_failed"] or stats["probe_cells_failed"]:
+        elif (
+            stats["tests_failed"]
+            or stats["cells_failed"]
+            or stats["probe_cells_failed"]
+            or stats["ztunnel_cells_failed"]
+        ):
             result = "failure"
         elif self.interrupted and (planned is None or finished < planned):
             result = INTERRUPTED

@@ -44,6 +44,8 @@ class Capability(StrEnum):
     INTERCEPTION_TPROXY = "interception-tproxy"
     """Sidecar pods annotated `sidecar.istio.io/interceptionMode: TPROXY` are captured as istio-iptables 1.11+
     does, in the run's family (IPv6 from 1.12.0), and their inbound listeners keep the client's address."""
+    PLAINTEXT_TUNNEL = "plaintext-tunnel"
+    """A plain pod can ask ztunnel's 15008 for a CONNECT itself (the emulated mesh's plaintext HTTP/1.1 tunnel)."""
 
 
 class LegacySwitch(StrEnum):
@@ -441,6 +443,10 @@ def istio_capabilities(
         caps.add(Capability.INTERCEPTION_TPROXY)
     else:
         reasons[Capability.INTERCEPTION_TPROXY] = no_tproxy
+    reasons[Capability.PLAINTEXT_TUNNEL] = (
+        f"{label}'s ztunnel speaks HBONE (HTTP/2 CONNECT inside mutual TLS with SPIFFE identities): a plain pod "
+        "cannot ask its 15008 for a tunnel, so the tunnel's own answer is checked on the emulated mesh only"
+    )
     ctl = parse_version(istioctl_version) if istioctl_version else version
     image = proxy_image_ref or proxy_image(None, None, version_text)
     scope = precheck_scope(ctl)

@@ -35,6 +35,7 @@ from conformance.spec.dimensions import (
 )
 from conformance.spec.probes import probe_spec_entries, probe_spec_markdown
 from conformance.spec.semantics import RULES, Expectation, expect
+from conformance.spec.ztunnel import ztunnel_spec_entries, ztunnel_spec_markdown
 
 SPEC_FORMAT = "mesh-inbound-conformance/spec"
 SPEC_FORMAT_VERSION = 5
@@ -66,6 +67,10 @@ def spec_document(cells: Sequence[CellKey]) -> dict[str, object]:
         "cells": [{"id": cell.id, **cell.to_json(), "expected": expect(cell).to_json()} for cell in cells],
         # Health probes (probes.py): added within version 1, beside the traffic cells.
         **probe_spec_entries(
+            tuple(dict.fromkeys(c.profile for c in cells)), tuple(dict.fromkeys(c.ip_family for c in cells))
+        ),
+        # The node proxy's own contract (ztunnel.py): added within version 5, beside the traffic cells.
+        **ztunnel_spec_entries(
             tuple(dict.fromkeys(c.profile for c in cells)), tuple(dict.fromkeys(c.ip_family for c in cells))
         ),
     }
@@ -162,4 +167,5 @@ def spec_markdown(profiles: Iterable[Profile], families: Iterable[IpFamily]) -> 
                 if mode is Interception.REDIRECT:
                     lines += _uncaptured_rows(profile, family)
     lines += probe_spec_markdown(profile_list, families)
+    lines += ztunnel_spec_markdown(profile_list, families)
     return "\n".join(lines) + "\n"

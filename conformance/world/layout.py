@@ -16,7 +16,9 @@ probe_pods.py):
   where the mesh has TPROXY): `echo-tproxy` without a Sidecar, `echo-tproxy-instance` with the family's instance
   form (`0.0.0.0:P` / `[::]:P`), each with its own Service;
 - namespace `mic-ambient` (enrolled, `istio.io/dataplane-mode=ambient`, where the mesh has ambient): the same
-  servers, Services and Sidecar resources (which ambient must ignore), and the `ambient` client.
+  servers, Services and Sidecar resources (which ambient must ignore), and the `ambient` client;
+- namespace `mic-late` (where the mesh has ambient): server `echo` + its Service, unenrolled until the run enrols
+  the namespace while the pod runs (`Cluster.enrol`, the late-enrolment cells).
 
 Every server serves the same ports (ports.SERVER_PORTS).
 """
@@ -41,6 +43,7 @@ from conformance.world.capture import capture_annotations, plaintext_destination
 from conformance.world.namespaces import (
     NS_AMBIENT,
     NS_BASELINE,
+    NS_LATE,
     NS_MESH,
     PART_OF,
     Manifest,
@@ -95,6 +98,8 @@ class World:
     """Deploy the TPROXY servers: only where the mesh has TPROXY in the family (`for_mesh` decides)."""
 
     BASELINE_SERVER = PodRef(NS_BASELINE, "echo")
+    LATE_SERVER = PodRef(NS_LATE, "echo")
+    """Enrolled in ambient while the run is under way (deployed only where the mesh has ambient)."""
 
     @classmethod
     def for_mesh(cls, family: IpFamily, mesh: MeshCapabilities) -> World:
@@ -171,8 +176,9 @@ class World:
 
     @property
     def servers(self) -> tuple[PodRef, ...]:
-        """Every server, baseline first."""
-        return (self.BASELINE_SERVER, *self.mesh_servers, *self.ambient_servers)
+        """Every server, baseline first (the one enrolled while the run is on last, where the mesh has ambient)."""
+        late = (self.LATE_SERVER,) if self.ambient else ()
+        return (self.BASELINE_SERVER, *self.mesh_servers, *self.ambient_servers, *late)
 
     @property
     def mesh_servers(self) -> tuple[PodRef, ...]:
@@ -217,7 +223,11 @@ class World:
         out: list[Manifest] = [
             namespace_manifest(NS_BASELINE, injected=False),
             namespace_manifest(NS_MESH, injected=True),
-            *([enrolled_namespace_manifest(NS_AMBIENT)] if self.ambient else []),
+            *(
+                [enrolled_namespace_manifest(NS_AMBIENT), namespace_manifest(NS_LATE, injected=False)]
+                if self.ambient
+                else []
+            ),
             self.deployment(self.BASELINE_SERVER, SERVER_PORTS),
             service_manifest(self.BASELINE_SERVER),
             self.deployment(self.clients[Client.PLAIN], ()),
@@ -246,6 +256,10 @@ class World:
                 if endpoint is not DefaultEndpoint.NONE:
                     out.append(self._sidecar(server, endpoint))
             out.append(self.deployment(self.clients[Client.AMBIENT], ()))
+            out += [
+                self.deployment(self.LATE_SERVER, SERVER_PORTS),
+                service_manifest(self.LATE_SERVER),
+            ]
         return out
 
     def probe_manifests(self) -> list[Manifest]:

@@ -3,7 +3,8 @@
 - `mic-baseline` (no injection): the baseline server and the `plain` client;
 - `mic-mesh` (injected): one server per Sidecar situation, and the `meshed` client;
 - `mic-ambient` (enrolled, `istio.io/dataplane-mode=ambient`, where the mesh has ambient): the same servers, and
-  the `ambient` client.
+  the `ambient` client;
+- `mic-late` (where the mesh has ambient): one server, deployed unenrolled and enrolled while the run is under way.
 
 Everything the suite deploys carries `app.kubernetes.io/part-of: mesh-inbound-conformance` (PART_OF).
 """
@@ -16,6 +17,8 @@ PART_OF = "mesh-inbound-conformance"
 NS_BASELINE = "mic-baseline"
 NS_MESH = "mic-mesh"
 NS_AMBIENT = "mic-ambient"
+NS_LATE = "mic-late"
+"""Deployed unenrolled where the mesh has ambient; the run enrols it while its pod runs (the late-enrolment cells)."""
 DATAPLANE_MODE_LABEL = "istio.io/dataplane-mode"
 """Enrols a namespace's pods in ambient mode; no restart needed (probes-ambient.md §2)."""
 

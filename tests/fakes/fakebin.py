@@ -389,6 +389,14 @@ def injected(state: dict[str, Any], namespace: str) -> bool:
     return False
 
 
+def enrolled(state: dict[str, Any], namespace: str) -> bool:
+    """Whether istio-cni (the ambient profile) has enrolled the namespace's pods: its dataplane-mode label."""
+    for ns in objects(state, "Namespace"):
+        if ns["metadata"]["name"] == namespace:
+            return ambient(state) and ns["metadata"].get("labels", {}).get("istio.io/dataplane-mode") == "ambient"
+    return False
+
+
 def _family() -> str:
     family = ENV.get("FAKE_FAMILY", "ipv4")
     if family not in ("ipv4", "ipv6", "dual"):
@@ -441,6 +449,9 @@ def pods(state: dict[str, Any], namespace: str) -> list[dict[str, Any]]:
             else:
                 init.append({"name": "istio-init", "image": proxy_image, "args": ["istio-iptables"]})
             labels["security.istio.io/tlsMode"] = "istio"
+        annotations = dict(template["metadata"].get("annotations", {}))
+        if enrolled(state, namespace) and not injected(state, namespace):
+            annotations["ambient.istio.io/redirection"] = "enabled"  # what istio-cni writes once it has enrolled it
         out.append(
             {
                 "apiVersion": "v1",
@@ -449,7 +460,7 @@ def pods(state: dict[str, Any], namespace: str) -> list[dict[str, Any]]:
                     "name": f"{app}-{template_hash}-{suffix}",
                     "namespace": namespace,
                     "labels": labels,
-                    "annotations": template["metadata"].get("annotations", {}),
+                    "annotations": annotations,
                 },
                 "spec": {"containers": containers, "initContainers": init},
                 "status": {

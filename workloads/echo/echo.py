@@ -12,7 +12,9 @@ control port, which is never recorded itself. Every accepted connection is recor
 (`/connections`): a health probe that connects and hangs up says who probed only there.
 
 `probe` dials targets and classifies each outcome into a small, fixed vocabulary (ok, http_status, refused,
-reset_or_eof, timeout, error), because a conformance verdict compares outcomes, not error strings.
+reset_or_eof, timeout, error), because a conformance verdict compares outcomes, not error strings. Besides http and
+tcp it speaks `connect`: a plaintext `CONNECT HOST:PORT` to HOST's tunnel port 15008 (the emulated ztunnel's), then
+tcp through the tunnel, so a plain pod can ask a node proxy's tunnel for its own answer.
 
 A user mistake (bad arguments, bad JSON, an address already in use) is reported as one line on stderr with
 exit status 2 (usage) or 1 (runtime); never as a traceback.
@@ -34,7 +36,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple, NoReturn
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -42,6 +44,10 @@ from urllib.parse import parse_qs, quote, urlsplit
 # sys.modules, which fails when a harness loads this file with importlib without registering it there.
 
 PROTOCOLS = ("http", "tcp")
+PROBE_PROTOCOLS = (*PROTOCOLS, "connect")
+"""What a probe speaks: `connect` asks HOST:15008 (ztunnel's tunnel port) for `CONNECT HOST:PORT`, then speaks tcp
+through the tunnel: the node proxy's own answer, asked directly (plain HTTP/1.1 CONNECT, the emulated mesh's)."""
+TUNNEL_PORT = 15008
 BIND_KEYWORDS = ("loopback", "pod_ip", "wildcard")
 OUTCOMES = ("ok", "http_status", "refused", "reset_or_eof", "timeout", "error")
 DEFAULT_CONTROL_PORT = 19000
@@ -50,7 +56,9 @@ DEFAULT_CONCURRENCY = 64
 MAX_RECORDS = 100_000
 
 _PORT_SPEC_HINT = "expected PORT:BIND:PROTO with BIND loopback|pod_ip|wildcard|<address> and PROTO http|tcp"
-_TARGET_HINT = "expected http://HOST:PORT or tcp://HOST:PORT, optionally #REQUEST_ID (IPv6 hosts in brackets)"
+_TARGET_HINT = (
+    "expected http://HOST:PORT, tcp://HOST:PORT or connect://HOST:PORT, optionally #REQUEST_ID (IPv6 hosts in brackets)"
+)
 _LOOPBACK = {4: "127.0.0.1", 6: "::1"}
 _WILDCARD = {4: "0.0.0.0", 6: "::"}
 _LISTEN_BACKLOG = 1024
@@ -663,15 +671,15 @@ def _check_port(value: object, what: str) -> int:
 class ProbeTarget:
     """One thing to dial: protocol, address, port, and the request id the echo server will record."""
 
-    protocol: str  # "http" | "tcp"
+    protocol: str  # "http" | "tcp" | "connect"
     address: str
     port: int
     request_id: str
 
     def __post_init__(self) -> None:
         """Validate up front: the id goes into a header, a query and a line, so it must be plain ASCII."""
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be 'http' or 'tcp', not {self.protocol!r}")
+        if self.protocol not in PROBE_PROTOCOLS:
+            raise ValueError(f"protocol must be 'http', 'tcp' or 'connect', not {self.protocol!r}")
         if not isinstance(self.address, str):
             raise ValueError(f"address must be a string, not {self.address!r}")
         address = self.address
@@ -765,7 +773,7 @@ def parse_target(text: str) -> ProbeTarget:
         return ValueError(f"bad probe target {_quoted(text)}: {_TARGET_HINT}")
 
     scheme, sep, rest = text.partition("://")
-    if not sep or scheme not in PROTOCOLS:
+    if not sep or scheme not in PROBE_PROTOCOLS:
         raise bad()
     hostport, hash_sign, request_id = rest.partition("#")
     if hash_sign and not request_id:
@@ -968,6 +976,32 @@ async def _tcp_exchange(
     return "ok", None, peer, pod, note
 
 
+async def _connect_exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: ProbeTarget
+) -> tuple[str, int | None, str | None, str | None, str]:
+    """CONNECT HOST:PORT on the tunnel port; behind a 200 the tcp exchange (ok, status 200), else http_status."""
+    authority = _hostport(target.address, target.port)
+    writer.write(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode("ascii"))
+    await writer.drain()
+    line = await _probe_line(reader, "the tunnel's status line", _looks_like_status)
+    match = _STATUS_RE.match(line)
+    if not match:
+        raise _ProbeFailure("error", f"not an HTTP status line: {_preview(line)}")
+    status = int(match.group(1))
+    for _ in range(_MAX_HEADERS + 1):
+        if await _probe_line(reader, "the end of the tunnel's headers", lambda _b: True) in (b"\r\n", b"\n"):
+            break
+    else:
+        raise _ProbeFailure("error", "too many response header fields")
+    if status != 200:
+        return "http_status", status, None, None, (match.group(2) or b"").decode("latin-1").strip()
+    _, _, peer, pod, note = await _tcp_exchange(reader, writer, target)
+    return "ok", status, peer, pod, note
+
+
+_EXCHANGES = {"http": _http_exchange, "tcp": _tcp_exchange, "connect": _connect_exchange}
+
+
 async def _default_connect(target: ProbeTarget) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return await asyncio.open_connection(target.address, target.port)
 
@@ -992,8 +1026,10 @@ async def probe_one(target: ProbeTarget, timeout: float, connect: Connector | No
     start = time.perf_counter()
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await dial(target)
-            exchange = _http_exchange if target.protocol == "http" else _tcp_exchange
+            # A tunnel probe dials the tunnel port of the target's address; the exchange names the port.
+            dialled = replace(target, port=TUNNEL_PORT) if target.protocol == "connect" else target
+            reader, writer = await dial(dialled)
+            exchange = _EXCHANGES[target.protocol]
             outcome, status, peer, pod, detail = await exchange(reader, writer, target)
     except _ProbeFailure as failure:
         outcome, detail = failure.outcome, failure.detail
@@ -1125,7 +1161,7 @@ def _build_parser() -> _Parser:
     probe.add_argument("--concurrency", type=_concurrency_arg, default=None, metavar="N")
     probe.add_argument("--batch", default=None, metavar="JSON", help="a JSON probe batch")
     probe.add_argument("--stdin", action="store_true", help="read a JSON probe batch from stdin")
-    probe.add_argument("targets", nargs="*", metavar="TARGET", help="http://HOST:PORT[#ID] or tcp://HOST:PORT[#ID]")
+    probe.add_argument("targets", nargs="*", metavar="TARGET", help="http://, tcp:// or connect://HOST:PORT[#ID]")
     return parser
 
 

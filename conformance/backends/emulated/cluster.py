@@ -171,6 +171,21 @@ class EmulatedCluster(Cluster):
         if pod.template.ambient:
             self.containers.sync_ztunnel()
 
+    def enrol(self, namespace: str) -> None:
+        """As istio-cni on a namespace labelled while it runs: in-pod rules into its pods, then ztunnel is told.
+
+        The new configuration reaches ztunnel as every pod change does (rewritten file, SIGHUP); waits until
+        ztunnel listens inside each newly enrolled pod, or says why not.
+        """
+        if namespace not in {p.template.namespace for p in self.pods.values()}:
+            raise BackendError(f"enrol {namespace}: not a namespace of this run")
+        try:
+            pods = self.network.enrol(namespace)
+        except netns.NamespaceError as err:
+            raise BackendError(f"emulated cluster: enrol {namespace}: {err}") from None
+        if pods:
+            self.containers.enrolled(pods)
+
     def deaths(self) -> list[ProcessDeath]:
         """The sidecars and ztunnel that died on their own (not stopped by a switch or teardown), each once."""
         return self.containers.deaths()

@@ -127,6 +127,11 @@ class Containers:
         self._wait_ready([pod])
         self._watch_probes(pod)
 
+    def enrolled(self, pods: Sequence[EmulatedPod]) -> None:
+        """Running pods were just enrolled (network.enrol): tell ztunnel, wait until it serves them."""
+        self.sync_ztunnel()
+        self._wait_ready(pods)
+
     def remove(self, pod: EmulatedPod) -> None:
         """Kill a pod's containers (grace period 0) and stop probing it."""
         self.note_deaths()

@@ -10,6 +10,7 @@ created: `close()` removes them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import os
 import socket
@@ -166,6 +167,32 @@ class Network:
             ambient_capture.add_host_probe_rule(self.node, pod.ip, self.family == "ipv6")
         return pod
 
+    def enrol(self, namespace: str) -> list[EmulatedPod]:
+        """Enrol the namespace's running pods, as istio-cni does when the label comes; returns those newly enrolled.
+
+        A pod with a sidecar, one that opts out (`istio.io/dataplane-mode=none`) or one already enrolled is left as
+        it is. Each gets the in-pod rules, the enrolled sysctls and the node's probe SNAT; its template says it is
+        enrolled from now on (what ztunnel's configuration and the death watch read).
+        """
+        fresh = [
+            p
+            for p in self.pods.values()
+            if p.template.namespace == namespace
+            and not (p.template.injected or p.template.ambient)
+            and p.template.labels.get(kube.DATAPLANE_MODE_LABEL) != "none"
+        ]
+        for pod in fresh:
+            ambient_capture.install(pod.netns).wait()
+            self._enrolled_settings(pod.netns)
+            ambient_capture.add_host_probe_rule(self.node, pod.ip, self.family == "ipv6")
+            pod.template = dataclasses.replace(pod.template, ambient=True)
+        return fresh
+
+    def _enrolled_settings(self, name: str) -> None:
+        netns.write_sysctl(name, "net.ipv4.ip_local_port_range", ENROLLED_PORT_RANGE)
+        for key, value in ENROLLED_TCP_SETTINGS.items():
+            netns.write_sysctl(name, key, value)
+
     def _create_pod(self, template: kube.PodTemplate) -> tuple[EmulatedPod, list[netns.Started]]:
         """The pod's namespace and network; its capture rules started loading (the caller waits for them)."""
         index = self._next_index
@@ -203,9 +230,7 @@ class Network:
             )
         if template.ambient:
             loading.append(ambient_capture.install(name))
-            netns.write_sysctl(name, "net.ipv4.ip_local_port_range", ENROLLED_PORT_RANGE)
-            for key, value in ENROLLED_TCP_SETTINGS.items():
-                netns.write_sysctl(name, key, value)
+            self._enrolled_settings(name)
         return pod, loading
 
     def create_services(self, services: Sequence[kube.Service]) -> None:

@@ -162,6 +162,10 @@ class KubeCluster(Cluster):
         """The container's echo record of accepted connections (probing.py)."""
         return self.probes.probe_connections(pod, container, after)
 
+    def enrol(self, namespace: str) -> None:
+        """Label the running namespace for ambient and wait until istio-cni has enrolled its pods."""
+        self.workloads.enrol(namespace)
+
     def precheck(self, namespace: str) -> PrecheckRun:
         """`istioctl x precheck`, cross-checked with the suite's checker (probing.py)."""
         return self.probes.precheck(namespace)

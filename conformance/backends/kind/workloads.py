@@ -9,6 +9,7 @@ the mesh restarts those).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,6 +47,8 @@ class Workloads:
         self.injected_namespaces: list[str] = []
         self.enrolled_namespaces: list[str] = []
         """Namespaces enrolled in ambient (their pods' traffic goes through ztunnel)."""
+        self.namespace_manifests: dict[str, dict[str, Any]] = {}
+        """Each Namespace as applied: enrolling one later applies it again with the label (same field manager)."""
         self.deployments: list[PodRef] = []
         self.probe_pods: set[PodRef] = set()
         """Pods whose probed containers may never be Ready by design: waited for on their main containers."""
@@ -69,6 +72,7 @@ class Workloads:
             if manifest.get("kind") == "Namespace":
                 meta = manifest["metadata"]
                 self.namespaces.append(str(meta["name"]))
+                self.namespace_manifests[str(meta["name"])] = manifest
                 if meta.get("labels", {}).get("istio-injection") == "enabled":
                     self.injected_namespaces.append(str(meta["name"]))
                 if meta.get("labels", {}).get(DATAPLANE_MODE_LABEL) == "ambient":
@@ -87,6 +91,36 @@ class Workloads:
         text = yaml.safe_dump_all(rendered, sort_keys=False)
         apply.apply(self.api, rendered, text, "apply the workloads")
         self.wait()
+
+    def enrol(self, namespace: str) -> None:
+        """Label a running namespace istio.io/dataplane-mode=ambient; wait until istio-cni has enrolled its pods.
+
+        The Namespace is applied again as the run applied it, with the label added (a server-side apply by the same
+        field manager that left the label out would drop the others), after the PERMISSIVE policy the enrolled
+        namespaces get. istio-cni marks each pod it enrolled with `ambient.istio.io/redirection: enabled`.
+        """
+        manifest = copy.deepcopy(self.namespace_manifests.get(namespace) or {})
+        if not manifest:
+            raise BackendError(f"enrol {namespace}: not a namespace of this run")
+        manifest["metadata"].setdefault("labels", {})[DATAPLANE_MODE_LABEL] = "ambient"
+        docs = [_permissive(namespace), manifest]
+        apply.apply(self.api, docs, yaml.safe_dump_all(docs, sort_keys=False), f"enrol {namespace} in ambient")
+        self.namespace_manifests[namespace] = manifest
+        self.enrolled_namespaces.append(namespace)
+        self.runner.note(f"ambient: namespace {namespace} enrolled while its pods run ({DATAPLANE_MODE_LABEL}=ambient)")
+
+        def redirected(items: list[dict[str, Any]]) -> None:
+            waiting = [
+                p["metadata"]["name"]
+                for p in items
+                if p["metadata"].get("deletionTimestamp") is None
+                and (p["metadata"].get("annotations") or {}).get(REDIRECTION_ANNOTATION) != "enabled"
+            ]
+            if waiting:
+                raise NotReady(f"not yet enrolled by istio-cni: {', '.join(sorted(waiting))}")
+
+        what = f"wait until istio-cni has enrolled the pods of {namespace}"
+        watches.wait_pods(self.api, namespace, judge_from(redirected), self.timeouts.pod_ready, what)
 
     def restart(self, namespaces: Sequence[str]) -> None:
         """Restart every Deployment of these namespaces (`kubectl rollout restart`), then wait for the workloads."""
@@ -190,6 +224,10 @@ class Workloads:
             return self.service_ips[(namespace, name)]
         except KeyError:
             raise BackendError(f"no Service {namespace}/{name} in the cluster") from None
+
+
+REDIRECTION_ANNOTATION = "ambient.istio.io/redirection"
+"""What istio-cni writes on a pod once its in-pod redirection is in place (`enabled`)."""
 
 
 def _permissive(namespace: str) -> dict[str, Any]:
