@@ -168,9 +168,9 @@ def test_tables_take_the_keys_the_cells_have_not_todays_enums() -> None:
         for mode in ("redirect", "tproxy")
     ]
     (table,) = tables(cells, "ipv4")
-    assert table.row_keys == ("port", "interception")
+    assert table.row_keys == ("interception",)  # `port` is `declared` throughout: no column
     assert table.binds == ("loopback", "wildcard", "all_interfaces")  # known first, in the spec's order
-    assert [labels for labels, _ in table.rows] == [("declared", "redirect"), ("declared", "tproxy")]
+    assert [labels for labels, _ in table.rows] == [("redirect",), ("tproxy",)]
     first = table.rows[0][1]
     assert [c.expected if c else None for c in first] == ["✓ 127.0.0.6"] * 3
     assert [c.failed if c else None for c in first] == [False, False, True]
@@ -187,7 +187,8 @@ def test_spec_cells_render_in_the_same_tables() -> None:
     cells = spec_document(all_cells([Profile.LEGACY], [IpFamily.IPV6]))["cells"]
     assert isinstance(cells, list)
     (table,) = tables(cells, "ipv6")
-    assert table.row_keys == ("default_endpoint", "port", "protocol", "path", "client")
+    # Every legacy cell is REDIRECT: `interception` has no column; `capture` has (the servers left out of capture).
+    assert table.row_keys == ("default_endpoint", "port", "protocol", "path", "client", "capture")
     assert sum(1 for _, row in table.rows for c in row if c is not None) == len(cells)
     texts = {c.expected for _, row in table.rows for c in row if c}
     assert "✓ ::6" in texts

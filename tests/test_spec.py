@@ -36,12 +36,12 @@ from conformance.spec.capabilities import (
     LegacySwitch,
     PrecheckScope,
     emulated_capabilities,
-    image_tag_version,
     istio_capabilities,
     proxy_image,
 )
 from conformance.spec.capture import CAPTURE_RULES
 from conformance.spec.dimensions import MESH_PROFILES, SIDECAR_FORMS_BY_FAMILY, UNCAPTURED, InboundCapture
+from conformance.spec.image_tags import image_tag_version
 from conformance.spec.render import SPEC_FORMAT, spec_document
 from conformance.spec.semantics import (
     CURRENT_TRAFFIC,

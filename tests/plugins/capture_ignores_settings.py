@@ -17,9 +17,9 @@ from conformance.world.ports import CONTROL_PORT
 _nat_rules = capture.nat_rules
 
 
-def _ignoring_settings(ipv6: bool, excluded: Sequence[int], included: str = "*") -> str:
+def _ignoring_settings(ipv6: bool, excluded: Sequence[int], included: str = "*", tproxy: bool = False) -> str:
     kept = [p for p in excluded if p in (*capture.DEFAULT_EXCLUDED_INBOUND, CONTROL_PORT)]
-    return _nat_rules(ipv6, kept, "*")
+    return _nat_rules(ipv6, kept, "*", tproxy)
 
 
 capture.nat_rules = _ignoring_settings

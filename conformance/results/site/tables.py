@@ -167,7 +167,10 @@ def tables(cells: Iterable[dict[str, Any]], family: str) -> list[Table]:
     result = []
     for profile in sorted(by_profile, key=lambda p: order("profile", p)):
         members = by_profile[profile]
-        row_keys = tuple(dict.fromkeys(k for c in members for k in c if k not in NOT_ROW_KEYS))
+        every_key = tuple(dict.fromkeys(k for c in members for k in c if k not in NOT_ROW_KEYS))
+        # A coordinate with one value across the profile (a legacy table's `interception: redirect`) says nothing
+        # a column would; the cell ids still carry it.
+        row_keys = tuple(k for k in every_key if len({repr(c.get(k)) for c in members}) > 1) or every_key[:1]
         binds = tuple(sorted({str(c.get("bind")) for c in members}, key=lambda b: order("bind", b)))
         grid: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
         for c in members:
