@@ -106,10 +106,10 @@ def iter_cells(
                                 for bind in Bind:
                                     yield CellKey(profile, endpoint, bind, port, protocol, path, client, family, mode)
                 if mode is Interception.REDIRECT:
-                    yield from _uncaptured_cells(profile, family)
+                    yield from uncaptured_cells(profile, family)
 
 
-def _uncaptured_cells(profile: Profile, family: IpFamily) -> Iterator[CellKey]:
+def uncaptured_cells(profile: Profile, family: IpFamily) -> Iterator[CellKey]:
     """A profile's cells of servers with ports left out of capture, per setting (see `capture.py`)."""
     for setting in UNCAPTURED:
         for port in PortKind:

@@ -394,10 +394,7 @@ def probe_cells(profiles: tuple[Profile, ...], families: tuple[IpFamily, ...]) -
 def probe_spec_entries(profiles: tuple[Profile, ...], families: tuple[IpFamily, ...]) -> dict[str, object]:
     """The probe part of the spec document (`probe_rules`, `probe_cells`), for the current release."""
     return {
-        "probe_rules": [
-            {"id": r.id, "statement": r.statement, "istio_source": r.istio_source, "reference": r.reference}
-            for r in PROBE_RULES.values()
-        ],
+        "probe_rules": [r.to_json() for r in PROBE_RULES.values()],
         "probe_cells": [
             {"id": c.id, **c.to_json(), "expected": expect_probe(c).to_json()} for c in probe_cells(profiles, families)
         ],

@@ -14,11 +14,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 
-from conformance.spec.capture import CAPTURE_RULES, captures
-from conformance.spec.cells import default_endpoints, interceptions, paths
+from conformance.spec.capture import CAPTURE_RULES
+from conformance.spec.cells import default_endpoints, interceptions, paths, uncaptured_cells
 from conformance.spec.dimensions import (
     ADDRESSES,
-    UNCAPTURED,
     Bind,
     CellKey,
     Client,
@@ -60,10 +59,7 @@ def spec_document(cells: Sequence[CellKey]) -> dict[str, object]:
             "source": [s.value for s in Source],
             "failure": [f.value for f in Failure],
         },
-        "rules": [
-            {"id": r.id, "statement": r.statement, "istio_source": r.istio_source, "reference": r.reference}
-            for r in (*RULES.values(), *CAPTURE_RULES.values())
-        ],
+        "rules": [r.to_json() for r in (*RULES.values(), *CAPTURE_RULES.values())],
         "cells": [{"id": cell.id, **cell.to_json(), "expected": expect(cell).to_json()} for cell in cells],
         # Health probes (probes.py): added within version 1, beside the traffic cells.
         **probe_spec_entries(
@@ -119,21 +115,12 @@ def _row_label(
 
 def _uncaptured_rows(profile: Profile, family: IpFamily) -> list[str]:
     """The rows of a profile's servers with ports left out of capture (REDIRECT, no Sidecar, from other pods)."""
-    rows = []
-    for setting in UNCAPTURED:
-        for port in PortKind:
-            for protocol in Protocol:
-                for path, client in paths(port, profile):
-                    if setting not in captures(profile, path):
-                        continue
-                    row = _row_label(DefaultEndpoint.NONE, port, protocol, path, client, setting)
-                    for bind in Bind:
-                        cell = CellKey(
-                            profile, DefaultEndpoint.NONE, bind, port, protocol, path, client, family, capture=setting
-                        )
-                        row += f" {describe_expectation(expect(cell), family)} |"
-                    rows.append(row)
-    return rows
+    rows: dict[tuple[InboundCapture, PortKind, Protocol, Path, Client | None], str] = {}
+    for cell in uncaptured_cells(profile, family):  # a row's binds come one after another
+        key = (cell.capture, cell.port, cell.protocol, cell.path, cell.client)
+        label = rows.get(key) or _row_label(DefaultEndpoint.NONE, *key[1:], cell.capture)
+        rows[key] = label + f" {describe_expectation(expect(cell), family)} |"
+    return list(rows.values())
 
 
 def spec_markdown(profiles: Iterable[Profile], families: Iterable[IpFamily]) -> str:

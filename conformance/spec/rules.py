@@ -17,3 +17,12 @@ class Rule:
     statement: str
     istio_source: str
     reference: str
+
+    def to_json(self) -> dict[str, str]:
+        """The rule as every list of rules in the spec's JSON document has it."""
+        return {
+            "id": self.id,
+            "statement": self.statement,
+            "istio_source": self.istio_source,
+            "reference": self.reference,
+        }

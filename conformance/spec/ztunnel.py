@@ -196,10 +196,7 @@ def late_cells(profiles: tuple[Profile, ...], families: tuple[IpFamily, ...]) ->
 def ztunnel_spec_entries(profiles: tuple[Profile, ...], families: tuple[IpFamily, ...]) -> dict[str, object]:
     """The node proxy's part of the spec document: `ztunnel_rules`, `tunnel_cells`, `late_cells`."""
     return {
-        "ztunnel_rules": [
-            {"id": r.id, "statement": r.statement, "istio_source": r.istio_source, "reference": r.reference}
-            for r in ZTUNNEL_RULES.values()
-        ],
+        "ztunnel_rules": [r.to_json() for r in ZTUNNEL_RULES.values()],
         "tunnel_cells": [
             {"id": c.id, **c.to_json(), "expected": expect_tunnel(c).to_json()}
             for c in tunnel_cells(profiles, families)

@@ -12,31 +12,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from conformance.spec.dimensions import (
-    Bind,
-    Client,
-    DefaultEndpoint,
     IpFamily,
-    Path,
-    PortKind,
-    Profile,
-    Protocol,
     Source,
 )
 from conformance.spec.probes import ProbeKind
-from conformance.spec.render import describe_source
+from conformance.spec.render import describe_source, spec_document
 
 NOT_ROW_KEYS = frozenset({"id", "profile", "bind", "ip_family", "expected", "observed", "verdict", "checks", "reasons"})
 """A cell's keys that are not a row coordinate of its table: the columns (bind), the page's sections, the verdict."""
 
 ORDER: dict[str, list[Any]] = {
-    "profile": [p.value for p in Profile],
-    "ip_family": [f.value for f in IpFamily],
-    "default_endpoint": [d.value for d in DefaultEndpoint],
-    "bind": [b.value for b in Bind],
-    "port": [p.value for p in PortKind],
-    "protocol": [p.value for p in Protocol],
-    "path": [p.value for p in Path],
-    "client": [c.value for c in Client] + [None],
+    **spec_document([])["dimensions"],  # type: ignore[dict-item]
     "probe": [k.value for k in ProbeKind],
     "rewrite": [None, True, False],
 }
