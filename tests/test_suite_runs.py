@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -150,6 +151,13 @@ def test_a_proxy_forwarding_to_localhost_fails_exactly_the_cells_it_breaks(tmp_p
     assert "FAILED conformance/suite/test_" in proc.stdout
     assert "site-packages" not in proc.stdout.split("short test summary info")[1]
     assert "| passthrough | ❌ failure |" in markdown
+    # The report reads top-down: the failed cells above the folds; the failing profiles' tables open, the
+    # passing ones (baseline, ambient) folded under a ✅ summary.
+    assert markdown.index("## Failed cells (") < markdown.index("<details")
+    for profile in ("legacy", "passthrough"):
+        assert f"<details open>\n<summary>{profile}: " in markdown
+    for profile in ("baseline", "ambient"):
+        assert re.search(f"<details>\n<summary>{profile}: ([0-9]+)/\\1 cells as expected ✅</summary>", markdown)
     # Failure context: diagnostics in the test report and copied under --artifacts-dir.
     assert "conformance: echo-none.mic-mesh sidecar config" in proc.stdout
     # Each pod's logs appear once in the run's output, however many failed tests involved it.
@@ -774,6 +782,7 @@ def test_ctrl_c_twice_to_the_process_group_is_a_few_lines_and_an_interrupted_rep
 
 SWALLOWING_PLUGIN = """
 import os
+import re
 import signal
 
 _fired = []

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol as TypingProtocol
 
 from conformance.engine.probe import Observation
+from conformance.report.fold import fold
 from conformance.spec.dimensions import Bind, CellKey, InboundCapture, Profile
 
 
@@ -25,7 +26,10 @@ def _key(cell: CellKey) -> tuple[object, ...]:
 
 
 def moving_to_ambient(records: Iterable[_Record]) -> list[str]:
-    """Markdown lines of the note (none when no loopback-only app is reached in legacy and lost in ambient)."""
+    """Markdown lines of the note, folded (none when no loopback-only app is reached in legacy and lost in ambient).
+
+    Advice, not a verdict on the mesh: folded closed with an ℹ️ summary whatever the run's result.
+    """
     legacy: dict[tuple[object, ...], CellKey] = {}
     ambient: dict[tuple[object, ...], bool] = {}
     for record in records:
@@ -54,4 +58,5 @@ def moving_to_ambient(records: Iterable[_Record]) -> list[str]:
     lines += [f"- `{cell.id}` (legacy) reached; ambient not" for cell in sorted(broken, key=lambda c: c.id)[:20]]
     if len(broken) > 20:
         lines.append(f"- ... and {len(broken) - 20} more")
-    return lines
+    summary = f"Moving to ambient: {len(broken)} loopback-only cells reached under legacy, not under ambient ℹ️"
+    return fold(summary, lines, False)

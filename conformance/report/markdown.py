@@ -1,8 +1,10 @@
 """The Markdown report, `conformance-report.md`, for people: a run's record as tables (fits $GITHUB_STEP_SUMMARY).
 
-In order: a setup failure and the deaths of the build's processes (what to look at first), each profile's result,
-the failed cells with the command that reruns each, skipped tests, prechecks, the "Moving to ambient" note, then
-per profile the expected / observed table of the traffic cells and the health-probe table.
+It reads top-down. Unfolded at the top: a setup failure and the deaths of the build's processes (what to look at
+first), each profile's result, the failed cells with the command that reruns each, skipped tests. Then the long
+sections, each folded in a `<details>` block whose summary is its one-line verdict (fold.py), open when it holds a
+failure: prechecks, the "Moving to ambient" note, per profile the expected / observed table of the traffic cells,
+the health-probe tables and the node proxy's table.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Sequence
 
 from conformance.backends.base import ProcessDeath
 from conformance.report.ambient import moving_to_ambient
+from conformance.report.fold import FAIL_MARK, PASS_MARK, cells_verdict, fold
 from conformance.report.json_document import JSON_NAME
 from conformance.report.probes import probe_tables
 from conformance.report.record import INTERRUPTED, OUTCOME_TEXT, CellRecord, RunRecord, outcome_text
@@ -147,13 +150,15 @@ def _prechecks(record: RunRecord) -> list[str]:
     """Each precheck run: its findings, whether they are the ones the spec expects, its problems and notes."""
     lines: list[str] = []
     for run in record.prechecks:
-        mark = "✅" if run["verdict"] == "pass" else "❌"
-        lines += ["", f"## Precheck [{run['profile']}] {mark} ({run['tool']}, exit {run['exit_code']})", ""]
-        findings, expected = run["findings"], run["expected"]
+        passed = run["verdict"] == "pass"
+        mark = PASS_MARK if passed else FAIL_MARK
+        section = ["", f"## Precheck [{run['profile']}] {mark} ({run['tool']}, exit {run['exit_code']})", ""]
+        findings, expected, problems = run["findings"], run["expected"], run["problems"]
         assert isinstance(findings, list)
         assert isinstance(expected, list)
-        if run["verdict"] == "pass":
-            lines += (
+        assert isinstance(problems, list)
+        if passed:
+            section += (
                 [
                     f"These {len(findings)} findings are the expected ones: the spec gives IST0143 for "
                     + ", ".join(expected)
@@ -163,13 +168,14 @@ def _prechecks(record: RunRecord) -> list[str]:
                 if findings
                 else ["No findings, as the spec expects for this profile.", ""]
             )
-        lines += [f"    {line}" for line in findings] or ["    (no findings)"]
-        problems = run["problems"]
-        assert isinstance(problems, list)
-        lines += [f"- ❌ {p}" for p in problems]
+        section += [f"    {line}" for line in findings] or ["    (no findings)"]
+        section += [f"- ❌ {p}" for p in problems]
         notes = run.get("notes") or []
         assert isinstance(notes, list)
-        lines += [f"- ℹ️ {n}" for n in notes]
+        section += [f"- ℹ️ {n}" for n in notes]
+        plural = "s" if len(problems) != 1 else ""
+        verdict = "findings as expected" if passed else f"{len(problems)} problem{plural}"
+        lines += fold(f"Precheck [{run['profile']}] ({run['tool']}): {verdict} {mark}", section, not passed)
     return lines
 
 
@@ -190,6 +196,7 @@ def _tables(record: RunRecord) -> list[str]:
 
 def _table(profile: Profile, mode: Interception, records: list[CellRecord], family: IpFamily) -> list[str]:
     title = profile.value if mode is Interception.REDIRECT else f"{profile.value}, {mode.value.upper()}"
+    failed = sum(not r.passed for r in records)
     lines = [
         "",
         f"## {title}: expected / observed",
@@ -219,7 +226,7 @@ def _table(profile: Profile, mode: Interception, records: list[CellRecord], fami
                 expected = describe_expectation(cell.expected, family)
                 row += f" ❌ {expected}, saw {_observed_text(cell, family)} |"
         lines.append(row)
-    return lines
+    return fold(cells_verdict(title, len(records), failed), lines, failed > 0)
 
 
 def _observed_text(record: CellRecord, family: IpFamily) -> str:

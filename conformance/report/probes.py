@@ -9,6 +9,7 @@ Reads the record only: json_document.py and markdown.py call it, never the other
 
 from __future__ import annotations
 
+from conformance.report.fold import cells_verdict, fold
 from conformance.report.record import RunRecord
 from conformance.spec.dimensions import Bind, Profile
 from conformance.spec.probes import (
@@ -125,7 +126,7 @@ def probe_tables(record: RunRecord) -> list[str]:
         records = {k: v for k, v in record.probe_cells.items() if v.get("profile") == profile.value}
         if not records:
             continue
-        lines += [
+        section = [
             "",
             f"## {profile.value}: health probes",
             "",
@@ -141,12 +142,17 @@ def probe_tables(record: RunRecord) -> list[str]:
                 for bind in Bind:
                     key = ProbeCellKey(Profile(profile.value), bind, probe, rewrite, record.family).id
                     row += f" {_text(records[key])} |" if key in records else " – |"
-                lines.append(row)
-        lines += _restart_table(record, Profile(profile.value), records)
+                section.append(row)
+        section += _restart_table(record, Profile(profile.value), records)
         false_ready = [
             k for k, v in records.items() if isinstance(v["expected"], dict) and v["expected"]["false_ready"]
         ]
         if false_ready:
-            lines += ["", "⚠️ False Ready (Ready, yet no other pod reaches the port; users should know):", ""]
-            lines += [f"- `{k}`" for k in sorted(false_ready)]
+            section += ["", "⚠️ False Ready (Ready, yet no other pod reaches the port; users should know):", ""]
+            section += [f"- `{k}`" for k in sorted(false_ready)]
+        failed = sum(v.get("verdict") == "fail" for v in records.values())
+        summary = cells_verdict(f"{profile.value}, health probes", len(records), failed)
+        if false_ready:
+            summary += f" ({len(false_ready)} false Ready ⚠️)"
+        lines += fold(summary, section, failed > 0)
     return lines

@@ -6,6 +6,7 @@ Kept apart from the traffic cells like the probe cells (probes.py): `record_ztun
 
 from __future__ import annotations
 
+from conformance.report.fold import cells_verdict, fold
 from conformance.report.record import RunRecord
 
 
@@ -37,9 +38,10 @@ def ztunnel_tables(record: RunRecord) -> list[str]:
     """One table: each cell, what the spec expects, what was seen, pass or fail."""
     if not record.ztunnel_cells:
         return []
+    title = "The node proxy's own contract (ambient)"
     lines = [
         "",
-        "## The node proxy's own contract (ambient)",
+        f"## {title}",
         "",
         "`tunnel/...`: a plain pod sends `CONNECT <pod IP>:<port>` to the enrolled server's 15008 (emulated mesh "
         "only). `late/...`: a pod whose namespace was enrolled while the run was under way.",
@@ -60,4 +62,5 @@ def ztunnel_tables(record: RunRecord) -> list[str]:
         assert isinstance(reasons, dict)
         verdict = "✅" if cell["verdict"] == "pass" else "❌ " + "; ".join(map(str, reasons.values()))
         lines.append(f"| `{cell_id}` | {text} | {seen} | {verdict} |")
-    return lines
+    failed = sum(cell["verdict"] != "pass" for cell in record.ztunnel_cells.values())
+    return fold(cells_verdict(title, len(record.ztunnel_cells), failed), lines, failed > 0)
