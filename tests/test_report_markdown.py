@@ -126,6 +126,10 @@ def test_a_failed_probe_cell_or_precheck_opens_its_own_section_only() -> None:
     assert opened[0] == "Precheck [legacy] (suite-checker): 1 problem ❌"
     assert opened[1].startswith("legacy, health probes: 1 of ")
     assert " cells differ ❌" in opened[1]
+    # The failed probe cell is listed above the folds, with the case that judged it and its rerun command.
+    top = _above_folds(text)
+    assert "## Failed cells (1)" in top
+    assert any(line.startswith(f"- ❌ `{probe.id}`: ") and "rerun: `" in line for line in top), top
 
 
 def test_a_summary_is_html_escaped_and_followed_by_a_blank_line() -> None:

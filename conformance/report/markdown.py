@@ -122,16 +122,26 @@ def rerun_command(test: str, family: IpFamily) -> str:
 
 
 def _failed_cells(record: RunRecord) -> list[str]:
-    """Each failed cell: why, which tests judged it, and the command that reruns each."""
-    failed = [r for r in record.cells.values() if not r.passed]
+    """Each failed cell, traffic, probe and node-proxy alike: why, which tests judged it, and their rerun commands."""
+    failed: list[tuple[str, set[str], list[str]]] = []
+    for r in record.cells.values():
+        if not r.passed:
+            failed.append((r.cell.id, set(r.reasons.values()), [k for k, ok in r.checks.items() if not ok]))
+    for other in (*record.probe_cells.values(), *record.ztunnel_cells.values()):
+        if other.get("verdict") == "fail":
+            checks, reasons = other.get("checks") or {}, other.get("reasons") or {}
+            assert isinstance(checks, dict)
+            assert isinstance(reasons, dict)
+            keys = [k for k, ok in checks.items() if not ok]
+            failed.append((str(other["id"]), set(map(str, reasons.values())), keys))
     if not failed:
         return []
     lines = ["", f"## Failed cells ({len(failed)})", ""]
-    for r in sorted(failed, key=lambda r: r.cell.id)[:FAILED_CELLS_SHOWN]:
-        reason = "; ".join(sorted({_words(record, text) for text in r.reasons.values()}))
-        tests = sorted({key.rsplit(":", 1)[0] for key, ok in r.checks.items() if not ok})
+    for cell_id, reasons, keys in sorted(failed)[:FAILED_CELLS_SHOWN]:
+        reason = "; ".join(sorted({_words(record, text) for text in reasons}))
+        tests = sorted({key.rsplit(":", 1)[0] for key in keys})
         rerun = " ".join(f"`{rerun_command(t, record.family)}`" for t in tests)
-        lines.append(f"- ❌ `{r.cell.id}`: {reason} — case {', '.join(tests)}; rerun: {rerun}")
+        lines.append(f"- ❌ `{cell_id}`: {reason} — case {', '.join(tests)}; rerun: {rerun}")
     if len(failed) > FAILED_CELLS_SHOWN:
         lines.append(f"- ... and {len(failed) - FAILED_CELLS_SHOWN} more (see {JSON_NAME})")
     return lines
