@@ -24,13 +24,13 @@ from conformance.spec.dimensions import Bind, IpFamily, PortKind, Protocol
 from conformance.world.layout import World
 from conformance.world.namespaces import NS_BASELINE, NS_MESH
 from conformance.world.pods import PodRef
-from conformance.world.ports import SERVER_PORTS, port_for
+from conformance.world.ports import port_for
 from conformance.world.resources import echo_program
 
 
 def pod_lifecycle(cluster: EmulatedCluster, world: World, rounds: int) -> list[float]:
     """Milliseconds to create and delete one meshed echo pod with its sidecar."""
-    objects = kube.read([*world.manifests()[:2], world.deployment(PodRef(NS_MESH, "bench"), SERVER_PORTS)])
+    objects = kube.read([*world.manifests()[:2], world.deployment(PodRef(NS_MESH, "bench"), world.server_ports)])
     template = objects.pods[0]
     times = []
     for _ in range(rounds):

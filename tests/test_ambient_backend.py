@@ -23,11 +23,11 @@ from conformance.backends.emulated import ambient_capture, dialer, kube, netns, 
 from conformance.backends.emulated.cluster import EmulatedCluster
 from conformance.backends.emulated.network import ENROLLED_PORT_RANGE
 from conformance.backends.emulated.ztunnel_config import ztunnel_config
-from conformance.spec.dimensions import Bind, IpFamily, PortKind, Protocol
+from conformance.spec.dimensions import ONE_FAMILY_BINDS, Bind, IpFamily, PortKind, Protocol
 from conformance.world.layout import World, service_manifest
 from conformance.world.namespaces import NS_AMBIENT, NS_BASELINE, enrolled_namespace_manifest, namespace_manifest
 from conformance.world.pods import PodRef
-from conformance.world.ports import SERVER_PORTS, port_for
+from conformance.world.ports import port_for
 
 AMBIENT_RULES_V4 = """\
 *mangle
@@ -164,8 +164,8 @@ def _small_world(family: IpFamily) -> list[dict[str, object]]:
     return [
         namespace_manifest(NS_BASELINE, injected=False),
         enrolled_namespace_manifest(NS_AMBIENT),
-        world.deployment(SERVER, SERVER_PORTS),
-        service_manifest(SERVER),
+        world.deployment(SERVER, world.server_ports),
+        service_manifest(SERVER, world.server_ports),
         world.deployment(AMBIENT_CLIENT, ()),
         world.deployment(PLAIN, ()),
     ]
@@ -203,9 +203,13 @@ def test_other_pods_reach_the_pod_ip_and_the_app_sees_the_client(
     # emulation.md Results: pod-IP and 0.0.0.0 apps see the client IP; a 127.0.0.1 app is not reachable and
     # the client sees EOF or a reset, never "refused".
     client = cluster.pod_ip(source)
-    assert [probe(cluster, source, bind, protocol) for bind in Bind] == ["reset_or_eof", client, client]
+    assert [probe(cluster, source, bind, protocol) for bind in ONE_FAMILY_BINDS] == ["reset_or_eof", client, client]
     vip = cluster.service_ip(SERVER.namespace, SERVER.app)
-    assert [probe(cluster, source, bind, protocol, vip) for bind in Bind] == ["reset_or_eof", client, client]
+    assert [probe(cluster, source, bind, protocol, vip) for bind in ONE_FAMILY_BINDS] == [
+        "reset_or_eof",
+        client,
+        client,
+    ]
 
 
 @pytest.mark.netns
@@ -266,7 +270,7 @@ def test_two_connections_from_one_source_port_to_one_enrolled_pod(cluster: Emula
     the first connection's transparent socket and waited until that connection ended (issue 20 item 15).
     """
     source_port = 45000 + os.getpid() % 1000 * 2
-    tcp = {bind: port_for(bind, Protocol.TCP, PortKind.DECLARED).number for bind in Bind}
+    tcp = {bind: port_for(bind, Protocol.TCP, PortKind.DECLARED).number for bind in ONE_FAMILY_BINDS}
     first = _dial_from(cluster, PLAIN, source_port, tcp[Bind.POD_IP])
     try:
         for bind, expected in ((Bind.WILDCARD, b'"port": '), (Bind.LOOPBACK, b"")):
@@ -297,8 +301,8 @@ def test_ambient_to_ambient_goes_through_the_tunnel(cluster: EmulatedCluster) ->
 def test_inside_the_pod_nothing_is_captured(cluster: EmulatedCluster) -> None:
     local = "127.0.0.1" if cluster.family == "ipv4" else "::1"
     own = cluster.pod_ip(SERVER)
-    assert [probe(cluster, SERVER, b, Protocol.TCP, local) for b in Bind] == [local, "refused", local]
-    assert [probe(cluster, SERVER, b, Protocol.TCP, own) for b in Bind] == ["refused", own, own]
+    assert [probe(cluster, SERVER, b, Protocol.TCP, local) for b in ONE_FAMILY_BINDS] == [local, "refused", local]
+    assert [probe(cluster, SERVER, b, Protocol.TCP, own) for b in ONE_FAMILY_BINDS] == ["refused", own, own]
 
 
 @pytest.mark.netns
@@ -330,19 +334,24 @@ def _late_probe(c: EmulatedCluster, bind: Bind) -> str:
 def test_a_namespace_enrolled_while_its_pod_runs_is_captured_and_ztunnel_learns_it(cluster: EmulatedCluster) -> None:
     """Cluster.enrol (issue 22 item 5): istio-cni's rules into the running pod, ztunnel told by its file and SIGHUP."""
     world = World(IpFamily(cluster.family), ambient=True)
-    (template,) = kube.read([namespace_manifest("mic-late", injected=False), world.deployment(LATE, SERVER_PORTS)]).pods
+    late = world.deployment(LATE, world.server_ports)
+    (template,) = kube.read([namespace_manifest("mic-late", injected=False), late]).pods
     pod = cluster.add_pod(template)
     ztunnel_pid = cluster.containers.ztunnel.pid if cluster.containers.ztunnel else None
     try:
         client = cluster.pod_ip(PLAIN)
-        assert [_late_probe(cluster, b) for b in Bind] == ["refused", client, client]  # a plain pod, no mesh
+        assert [_late_probe(cluster, b) for b in ONE_FAMILY_BINDS] == [
+            "refused",
+            client,
+            client,
+        ]  # a plain pod, no mesh
         cluster.enrol("mic-late")
         assert pod.template.ambient
         config = json.loads((cluster.work_dir / "ztunnel.json").read_text())
         assert pod.ip in {w["ip"] for w in config["workloads"]}
         assert {15001, 15006, 15008} <= {lst.port for lst in cluster.listeners(LATE)}
         # Now behind ztunnel: a loopback-only app is lost (never "refused"), the others see the client.
-        assert [_late_probe(cluster, b) for b in Bind] == ["reset_or_eof", client, client]
+        assert [_late_probe(cluster, b) for b in ONE_FAMILY_BINDS] == ["reset_or_eof", client, client]
         assert "fwmark 0x111/0xfff lookup 100" in netns.run(pod.netns, ["ip", "rule"])
         assert "enrolled echo-0.mic-late" in (cluster.work_dir / "ztunnel.log").read_text()
         cluster.enrol("mic-late")  # again: nothing left to enrol, nothing sent
@@ -363,7 +372,7 @@ def test_ztunnel_down_refuses_everything(cluster: EmulatedCluster) -> None:
     assert ztunnel is not None
     ztunnel.kill()
     ztunnel.wait(5)
-    assert [probe(cluster, PLAIN, b, Protocol.TCP) for b in Bind] == ["refused"] * 3
+    assert [probe(cluster, PLAIN, b, Protocol.TCP) for b in ONE_FAMILY_BINDS] == ["refused"] * 3
     assert os.path.exists(netns.ns_path(cluster.pods[SERVER].netns))
     # It died on its own, as far as the harness knows: named, with every enrolled pod it served (item 18).
     [death] = cluster.deaths()

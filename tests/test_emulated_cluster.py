@@ -15,11 +15,11 @@ import pytest
 from conformance.backends.base import ProbeRequest
 from conformance.backends.emulated import capture, netns
 from conformance.backends.emulated.cluster import EmulatedCluster
-from conformance.spec.dimensions import Bind, IpFamily, PortKind, Protocol
+from conformance.spec.dimensions import ONE_FAMILY_BINDS, Bind, IpFamily, PortKind, Protocol
 from conformance.world.layout import World, service_manifest
 from conformance.world.namespaces import NS_BASELINE, NS_MESH
 from conformance.world.pods import PodRef
-from conformance.world.ports import SERVER_PORTS, port_for
+from conformance.world.ports import port_for
 from conformance.world.probe_pods import restartable_ports
 
 pytestmark = pytest.mark.netns
@@ -40,7 +40,7 @@ def manifests(family: IpFamily) -> list[dict[str, object]]:
             # An empty defaultEndpoint is ORIGINAL_DST from 127.0.0.6 (reference section 4).
             "defaultEndpoint": f"{localhost}:{p.number}" if p.bind is Bind.LOOPBACK else "",
         }
-        for p in SERVER_PORTS
+        for p in world.server_ports
         if p.declared
     ]
     sidecar = {
@@ -49,7 +49,8 @@ def manifests(family: IpFamily) -> list[dict[str, object]]:
         "metadata": {"name": MIXED.app, "namespace": MIXED.namespace},
         "spec": {"workloadSelector": {"labels": {"app": MIXED.app}}, "ingress": ingress},
     }
-    return [*world.manifests(), world.deployment(MIXED, SERVER_PORTS), service_manifest(MIXED), sidecar]
+    mixed = [world.deployment(MIXED, world.server_ports), service_manifest(MIXED, world.server_ports)]
+    return [*world.manifests(), *mixed, sidecar]
 
 
 @pytest.fixture(scope="module", params=[IpFamily.IPV4, IpFamily.IPV6], ids=lambda f: f.value)
@@ -85,7 +86,7 @@ def probe(
 
 
 def row(c: EmulatedCluster, server: PodRef, protocol: Protocol, source: PodRef = PLAIN) -> list[str]:
-    return [probe(c, source, server, bind, protocol) for bind in Bind]
+    return [probe(c, source, server, bind, protocol) for bind in ONE_FAMILY_BINDS]
 
 
 def fails(protocol: Protocol) -> str:
@@ -140,8 +141,8 @@ def test_inside_the_pod(cluster: EmulatedCluster) -> None:
     """localhost reaches the 127.0.0.1 and 0.0.0.0 apps; the pod IP reaches the pod-IP and 0.0.0.0 apps."""
     server = PodRef(NS_MESH, "echo-none")
     local, pod_ip = LOCAL[cluster.family], cluster.pod_ip(server)
-    by_localhost = [probe(cluster, server, server, b, Protocol.TCP, local) for b in Bind]
-    by_pod_ip = [probe(cluster, server, server, b, Protocol.TCP, pod_ip) for b in Bind]
+    by_localhost = [probe(cluster, server, server, b, Protocol.TCP, local) for b in ONE_FAMILY_BINDS]
+    by_pod_ip = [probe(cluster, server, server, b, Protocol.TCP, pod_ip) for b in ONE_FAMILY_BINDS]
     assert by_localhost == [local, "refused", local]
     assert by_pod_ip == ["refused", pod_ip, pod_ip]
 

@@ -15,7 +15,7 @@ from conformance.backends.emulated import capture, controlplane, kube
 from conformance.backends.emulated.kube import ManifestError, Objects, PodTemplate
 from conformance.spec.dimensions import IpFamily
 from conformance.world.layout import World
-from conformance.world.ports import SERVER_PORTS
+from conformance.world.ports import server_ports
 from conformance.world.probe_pods import PROBE_POD_LABEL
 
 POD_IP = {"ipv4": "10.244.0.12", "ipv6": "fd00:10:244::c"}
@@ -146,7 +146,7 @@ def test_the_world_s_capture_servers_get_their_capture_settings() -> None:
     excluded = pods["echo-excluded"].annotations
     assert capture.included_inbound_ports(excluded.get(kube.INCLUDE_INBOUND_ANNOTATION)) == "*"
     ports = set(capture.excluded_inbound_ports(excluded.get(kube.EXCLUDE_INBOUND_ANNOTATION)))
-    assert {p.number for p in SERVER_PORTS if p.role != "anchor"} | {15090, 15021, 15020, 19000} == ports
+    assert {p.number for p in server_ports(IpFamily.IPV4) if p.role != "anchor"} | {15090, 15021, 15020, 19000} == ports
     not_included = pods["echo-not-included"].annotations
     assert capture.included_inbound_ports(not_included.get(kube.INCLUDE_INBOUND_ANNOTATION)) == ""
     assert capture.included_inbound_ports(pods["echo-none"].annotations.get(kube.INCLUDE_INBOUND_ANNOTATION)) == "*"
@@ -318,6 +318,18 @@ SIDECAR_PORTS = (
     (9283, "tcp"),
 )
 """The ports the localhost / instance Sidecars list, in the order they list them."""
+DUAL_WILDCARD_PORTS = ((8084, "http"), (9084, "tcp"), (8284, "http"), (9284, "tcp"))
+"""The declared ports of the fourth bind, `dual_wildcard`, which IPv6 servers serve too."""
+SERVICE_PORTS_OF = {"ipv4": SERVICE_PORTS, "ipv6": tuple(sorted((*SERVICE_PORTS, *DUAL_WILDCARD_PORTS)))}
+SIDECAR_PORTS_OF = {
+    "ipv4": SIDECAR_PORTS,
+    "ipv6": tuple(
+        item
+        for port, proto in SIDECAR_PORTS
+        for item in ((port, proto), *(((port + 1, proto),) if port % 10 == 3 else ()))
+    ),
+}
+"""Per family: after each wildcard port (xx83), IPv6 lists its dual_wildcard port (xx84)."""
 
 
 def _listener(
@@ -341,18 +353,19 @@ EXPECTED_LISTENERS: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
 for _family, _lo, _bind in (("ipv4", "127.0.0.1", "127.0.0.6"), ("ipv6", "::1", "::6")):
     for _ns, _app in (("mic-baseline", "echo"), ("mic-mesh", "echo-none")):
         EXPECTED_LISTENERS[(_family, _app, "passthrough")] = [
-            _listener(p, proto, "Service", "original_dst", p, _bind) for p, proto in SERVICE_PORTS
+            _listener(p, proto, "Service", "original_dst", p, _bind) for p, proto in SERVICE_PORTS_OF[_family]
         ]
         EXPECTED_LISTENERS[(_family, _app, "legacy")] = [
-            _listener(p, proto, "Service", _lo, p, None) for p, proto in SERVICE_PORTS
+            _listener(p, proto, "Service", _lo, p, None) for p, proto in SERVICE_PORTS_OF[_family]
         ]
     for _mode in ("passthrough", "legacy"):
         EXPECTED_LISTENERS[(_family, "echo-localhost", _mode)] = [
-            _listener(p, proto, "Sidecar mic-mesh/echo-localhost", _lo, p, None) for p, proto in SIDECAR_PORTS
+            _listener(p, proto, "Sidecar mic-mesh/echo-localhost", _lo, p, None)
+            for p, proto in SIDECAR_PORTS_OF[_family]
         ]
         EXPECTED_LISTENERS[(_family, "echo-instance", _mode)] = [
             _listener(p, proto, "Sidecar mic-mesh/echo-instance", POD_IP[_family], p, _bind)
-            for p, proto in SIDECAR_PORTS
+            for p, proto in SIDECAR_PORTS_OF[_family]
         ]
         EXPECTED_LISTENERS[(_family, "echo-unlisted", _mode)] = [
             _listener(7070, "http", "Sidecar mic-mesh/echo-unlisted", _lo, 7070, None)
@@ -431,7 +444,9 @@ def test_sidecar_config_envelope(family: str, bind: str, cluster: str, mode: str
         "detection_timeout_s": None,
     }
     # Outbound: every HTTP Service `port` (not the targetPort: 8281-8283 are served as 18281-18283).
-    assert config["outbound"] == {"port": 15001, "http_ports": [7070, 8081, 8082, 8083, 18281, 18282, 18283]}
+    dual = [8084, 18284] if family == "ipv6" else []
+    http_ports = sorted([7070, 8081, 8082, 8083, 18281, 18282, 18283, *dual])
+    assert config["outbound"] == {"port": 15001, "http_ports": http_ports}
 
 
 def test_sidecar_config_rejects_unknown_mode() -> None:
@@ -953,7 +968,12 @@ def test_world_sidecar_literal_forms(
     def endpoints(name: str) -> list[tuple[int, str, str]]:
         spec = sidecars[name]["spec"]
         assert spec["workloadSelector"] == {"labels": {"app": name}}
-        return [(i["port"]["number"], i["port"]["protocol"], i["defaultEndpoint"]) for i in spec["ingress"]]
+        listed = [(i["port"]["number"], i["port"]["protocol"], i["defaultEndpoint"]) for i in spec["ingress"]]
+        # An IPv6 server lists its dual_wildcard ports (xx84) too, after the wildcard ones: checked here, then
+        # left out so that both families compare with the same list.
+        dual = [item for item in listed if item[0] % 10 == 4]
+        assert [n for n, _, _ in dual] == ([8084, 9084, 8284, 9284] if family is IpFamily.IPV6 and dual else [])
+        return [item for item in listed if item not in dual]
 
     assert endpoints("echo-localhost") == [
         (8081, "HTTP", f"{localhost}:8081"),
@@ -1016,7 +1036,8 @@ def test_world_control_port_is_excluded_from_capture(family: IpFamily) -> None:
         excluded = annotations["traffic.sidecar.istio.io/excludeInboundPorts"].split(",")
         # echo-excluded lists every test port too (issue 22), and keeps the control port.
         assert excluded[-1] == "19000", d["metadata"]
-        assert len(excluded) == (1 + 18 if d["metadata"]["name"] == "echo-excluded" else 1), d["metadata"]
+        ports = 18 + len(DUAL_PORTS[family])
+        assert len(excluded) == (1 + ports if d["metadata"]["name"] == "echo-excluded" else 1), d["metadata"]
         container = d["spec"]["template"]["spec"]["containers"][0]
         assert container["args"][:3] == ["serve", "--control-port", "19000"]
         assert container["readinessProbe"]["httpGet"]["port"] == 19000
@@ -1050,8 +1071,12 @@ def test_world_injection(family: IpFamily) -> None:
     assert {modes["echo-tproxy"], modes["echo-tproxy-instance"]} == {"TPROXY"}
 
 
+DUAL_PORTS = {IpFamily.IPV4: [], IpFamily.IPV6: [8084, 8184, 8284, 9084, 9184, 9284]}
+"""The `dual_wildcard` ports a server of each family serves (IPv6 only)."""
+
+
 def test_world_port_numbers() -> None:
-    numbers = [p.number for p in SERVER_PORTS]
+    numbers = [p.number for p in server_ports(IpFamily.IPV4)]
     assert sorted(numbers) == [
         7070,
         8081,
@@ -1074,6 +1099,8 @@ def test_world_port_numbers() -> None:
         9283,
     ]
     assert len(numbers) == len(set(numbers))
+    ipv6 = [p.number for p in server_ports(IpFamily.IPV6)]
+    assert sorted(set(ipv6) - set(numbers)) == DUAL_PORTS[IpFamily.IPV6]
     # None collides with the control port or a port istio-iptables / Envoy reserve.
     reserved = {19000, 22, 15000, 15001, 15004, 15006, 15008, 15020, 15021, 15053, 15090}
     assert not set(numbers) & reserved
@@ -1107,6 +1134,8 @@ def test_world_server_args_carry_every_port(family: IpFamily) -> None:
                     "9282:pod_ip:tcp",
                     "9283:wildcard:tcp",
                     "7070:wildcard:http",
+                    # IPv6 asks a fourth bind: [::] with IPV6_V6ONLY off.
+                    *(f"{n}:dual_wildcard:{'http' if n < 9000 else 'tcp'}" for n in DUAL_PORTS[family]),
                 ]
             )
 
@@ -1115,7 +1144,9 @@ def test_world_server_args_carry_every_port(family: IpFamily) -> None:
 def test_world_service_port_numbers_unique(family: IpFamily) -> None:
     for service in (m for m in _manifests(family) if m["kind"] == "Service"):
         numbers = [p["port"] for p in service["spec"]["ports"]]
-        assert sorted(numbers) == [7070, 8081, 8082, 8083, 9081, 9082, 9083, 18281, 18282, 18283, 19281, 19282, 19283]
+        dual = [8084, 9084, 18284, 19284] if family is IpFamily.IPV6 else []
+        expected = [7070, 8081, 8082, 8083, 9081, 9082, 9083, 18281, 18282, 18283, 19281, 19282, 19283, *dual]
+        assert sorted(numbers) == sorted(expected)
         # Service port != targetPort for the remapped ports only (#42482, #42532: Sidecar keyed by container port).
         for p in service["spec"]["ports"]:
             remapped = p["port"] > 10000

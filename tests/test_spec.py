@@ -40,7 +40,14 @@ from conformance.spec.capabilities import (
     proxy_image,
 )
 from conformance.spec.capture import CAPTURE_RULES
-from conformance.spec.dimensions import MESH_PROFILES, SIDECAR_FORMS_BY_FAMILY, UNCAPTURED, InboundCapture
+from conformance.spec.dimensions import (
+    MESH_PROFILES,
+    ONE_FAMILY_BINDS,
+    SIDECAR_FORMS_BY_FAMILY,
+    UNCAPTURED,
+    InboundCapture,
+    binds,
+)
 from conformance.spec.image_tags import image_tag_version
 from conformance.spec.render import SPEC_FORMAT, spec_document
 from conformance.spec.semantics import (
@@ -114,7 +121,7 @@ HEART = {
 
 @pytest.mark.parametrize(("profile", "endpoint"), list(HEART))
 def test_heart_of_the_matter(profile: Profile, endpoint: DefaultEndpoint) -> None:
-    got = tuple(outcome(cell(profile, b, endpoint=endpoint)) for b in Bind)
+    got = tuple(outcome(cell(profile, b, endpoint=endpoint)) for b in ONE_FAMILY_BINDS)
     assert got == HEART[(profile, endpoint)]
 
 
@@ -146,7 +153,7 @@ INSTANCE_IP_TESTS = {
 
 
 @pytest.mark.parametrize("client", list(Client))
-@pytest.mark.parametrize("bind", list(Bind))
+@pytest.mark.parametrize("bind", list(ONE_FAMILY_BINDS))
 def test_istio_instance_ip_tests(bind: Bind, client: Client) -> None:
     for endpoint, code in INSTANCE_IP_TESTS[bind].items():
         e = expect(cell(Profile.PASSTHROUGH, bind, endpoint=endpoint, client=client))
@@ -161,7 +168,7 @@ def test_ipv6_forms_mirror_ipv4_forms() -> None:
         DefaultEndpoint.INSTANCE_V4: DefaultEndpoint.INSTANCE_V6,
     }
     for v4, v6 in pairs.items():
-        for bind in Bind:
+        for bind in ONE_FAMILY_BINDS:
             a = expect(cell(Profile.PASSTHROUGH, bind, endpoint=v4))
             b = expect(cell(Profile.PASSTHROUGH, bind, endpoint=v6, family=IpFamily.IPV6))
             assert (a.reachable, a.source, a.failure) == (b.reachable, b.source, b.failure)
@@ -171,7 +178,7 @@ def test_ipv6_forms_mirror_ipv4_forms() -> None:
 def test_empty_host_is_original_dst_from_the_passthrough_bind(family: IpFamily) -> None:
     """Reference section 4: `:P` is ORIGINAL_DST with bind 127.0.0.6 / ::6; routing.go "empty" column."""
     for profile in (Profile.LEGACY, Profile.PASSTHROUGH):
-        got = tuple(outcome(cell(profile, b, endpoint=DefaultEndpoint.EMPTY, family=family)) for b in Bind)
+        got = tuple(outcome(cell(profile, b, endpoint=DefaultEndpoint.EMPTY, family=family)) for b in ONE_FAMILY_BINDS)
         assert got == ("http_503", "inbound_passthrough", "inbound_passthrough")
         assert expect(cell(profile, Bind.POD_IP, endpoint=DefaultEndpoint.EMPTY, family=family)).because[0] == (
             "sidecar-empty-endpoint"
@@ -195,7 +202,7 @@ def test_empty_host_on_1_9_is_localhost_with_no_bind(family: IpFamily) -> None:
         twin = expect(dataclasses.replace(c, default_endpoint=DefaultEndpoint.LOCALHOST_V4), old)
         assert (got.reachable, got.source, got.failure) == (twin.reachable, twin.source, twin.failure), c.id
         assert "sidecar-empty-endpoint-1.9-localhost" in got.because
-    empty = [cell(Profile.LEGACY, b, endpoint=DefaultEndpoint.EMPTY, family=family) for b in Bind]
+    empty = [cell(Profile.LEGACY, b, endpoint=DefaultEndpoint.EMPTY, family=family) for b in ONE_FAMILY_BINDS]
     got_by_bind = tuple(outcome_of(c, old) for c in empty)
     assert got_by_bind == ("localhost", "http_503", "localhost")
     for version in ("1.10.0", "1.15.0", None):
@@ -216,7 +223,7 @@ def test_1_9_runs_the_empty_host_cells() -> None:
 
 def test_cross_family_literals_resolve_by_the_pod_family() -> None:
     """Reference section 4, "How the host is resolved by the proxy's IP family"."""
-    for bind in Bind:
+    for bind in ONE_FAMILY_BINDS:
         v6_localhost = outcome(cell(Profile.PASSTHROUGH, bind, endpoint=DefaultEndpoint.LOCALHOST_V6))
         assert v6_localhost == outcome(cell(Profile.PASSTHROUGH, bind, endpoint=DefaultEndpoint.LOCALHOST_V4))
         v4_on_v6 = cell(Profile.PASSTHROUGH, bind, endpoint=DefaultEndpoint.LOCALHOST_V4, family=IpFamily.IPV6)
@@ -279,7 +286,7 @@ def test_service_port_other_than_target_port_is_keyed_by_target_port() -> None:
 def test_sidecar_overrides_ignore_the_legacy_switch() -> None:
     """Reference section 3: the flag affects clusters built from Service ports only."""
     for endpoint in (DefaultEndpoint.LOCALHOST_V4, DefaultEndpoint.INSTANCE_V4, DefaultEndpoint.UNLISTED):
-        for bind in Bind:
+        for bind in ONE_FAMILY_BINDS:
             assert outcome(cell(Profile.LEGACY, bind, endpoint=endpoint)) == outcome(
                 cell(Profile.PASSTHROUGH, bind, endpoint=endpoint)
             )
@@ -371,11 +378,13 @@ def test_cell_counts_and_uniqueness() -> None:
     per = {(p, f): sum(1 for c in captured if c.profile is p and c.ip_family is f) for p in Profile for f in IpFamily}
     # baseline: 3 binds x 2 protocols x (declared and remapped: 6 paths each + undeclared: 4 paths)
     assert per[(Profile.BASELINE, IpFamily.IPV4)] == 3 * 2 * (2 * 6 + 4)
-    # mesh: declared and remapped x 7 Sidecar situations (none, four literals, empty, unlisted) + undeclared
-    assert per[(Profile.LEGACY, IpFamily.IPV6)] == 3 * 2 * (2 * 7 * 6 + 4)
+    # mesh: declared and remapped x 7 Sidecar situations (none, four literals, empty, unlisted) + undeclared;
+    # IPv6 asks a fourth bind, dual_wildcard.
+    assert per[(Profile.LEGACY, IpFamily.IPV4)] == 3 * 2 * (2 * 7 * 6 + 4)
+    assert per[(Profile.LEGACY, IpFamily.IPV6)] == 4 * 2 * (2 * 7 * 6 + 4)
     # passthrough adds TPROXY: none (declared and remapped: 6 paths, undeclared: 4) and the family's instance form
     # (declared and remapped, the 4 paths from other pods)
-    assert per[(Profile.PASSTHROUGH, IpFamily.IPV6)] == 3 * 2 * (2 * 7 * 6 + 4) + 3 * 2 * (2 * 6 + 4 + 2 * 4)
+    assert per[(Profile.PASSTHROUGH, IpFamily.IPV6)] == 4 * 2 * (2 * 7 * 6 + 4) + 4 * 2 * (2 * 6 + 4 + 2 * 4)
     assert not [c for c in cells if c.path is Path.SERVICE and c.port is PortKind.UNDECLARED]
     # Ports left out of capture (capture.py): per sidecar profile and setting, no Sidecar resource, from other pods
     # only: 3 binds x 2 protocols x (declared and remapped: 4 paths each + undeclared: 2 paths).
@@ -383,8 +392,10 @@ def test_cell_counts_and_uniqueness() -> None:
         for profile in Profile:
             for setting in UNCAPTURED:
                 count = sum(1 for c in cells if (c.ip_family, c.profile, c.capture) == (family, profile, setting))
-                assert count == (3 * 2 * (2 * 4 + 2) if profile in MESH_PROFILES else 0)
+                binds = 4 if family is IpFamily.IPV6 else 3
+                assert count == (binds * 2 * (2 * 4 + 2) if profile in MESH_PROFILES else 0)
     assert len([c for c in cells if c.ip_family is IpFamily.IPV4]) == 1854 + 144 + 240
+    assert len([c for c in cells if c.ip_family is IpFamily.IPV6]) == (1854 + 144 + 240) * 4 // 3
     # Every defaultEndpoint form is a cell in both families (reference section 4).
     for family in IpFamily:
         forms = {c.default_endpoint for c in cells if c.ip_family is family}
@@ -404,7 +415,7 @@ def test_every_rule_is_used_and_every_citation_exists() -> None:
 def test_json_document_has_stable_keys() -> None:
     doc = spec_document(all_cells([Profile.LEGACY], [IpFamily.IPV6]))
     assert doc["format"] == SPEC_FORMAT
-    assert doc["version"] == 5
+    assert doc["version"] == 6
     cells = doc["cells"]
     assert isinstance(cells, list)
     first = cells[0]
@@ -614,7 +625,8 @@ def test_instance_endpoint_on_an_ipv6_pod_before_1144_dials_the_pod_ip_from_the_
     assert cells
     for cell in cells:
         then, now = expect(cell, old), expect(cell, current)
-        assert not now.reachable  # no IPv6-only bind admits 127.0.0.1
+        # No IPv6-only bind admits 127.0.0.1; the dual socket does (dual-wildcard-accepts-ipv4).
+        assert now.reachable is (cell.bind is Bind.DUAL_WILDCARD)
         assert then.because[0] == "sidecar-instance-first-address" or cell.port is PortKind.REMAPPED
         if cell.bind is Bind.LOOPBACK:
             assert not then.reachable
@@ -1012,13 +1024,13 @@ def test_tproxy_cells_are_passthrough_only_with_distinct_ids_and_redirect_ids_un
     tproxy = [c for c in all_cells() if c.interception is Interception.TPROXY]
     assert {c.profile for c in tproxy} == {Profile.PASSTHROUGH}
     assert all(c.id.startswith("passthrough+tproxy/") for c in tproxy)
-    # Per family: `none` (96) and the family's own instance form from other pods (48).
+    # Per family: `none` (96) and the family's own instance form from other pods (48); IPv6 a fourth bind.
     for family, instance in (
         (IpFamily.IPV4, DefaultEndpoint.INSTANCE_V4),
         (IpFamily.IPV6, DefaultEndpoint.INSTANCE_V6),
     ):
         mine = [c for c in tproxy if c.ip_family is family]
-        assert len(mine) == 144
+        assert len(mine) == 144 * len(binds(family)) // 3
         assert {c.default_endpoint for c in mine} == {DefaultEndpoint.NONE, instance}
         assert all(c.path.from_other_pod for c in mine if c.default_endpoint is instance)
     # A REDIRECT cell's id is what it was before interception was a coordinate; the JSON always names the mode.

@@ -14,7 +14,7 @@ from conformance.world.capture import INCLUDE_INBOUND_ANNOTATION
 from conformance.world.layout import World
 from conformance.world.namespaces import NS_MESH
 from conformance.world.pods import PodRef
-from conformance.world.ports import CONTROL_PORT, EXCLUDE_INBOUND_ANNOTATION, TEST_PORTS
+from conformance.world.ports import CONTROL_PORT, EXCLUDE_INBOUND_ANNOTATION, family_test_ports
 
 
 def test_ipv6_before_1144_deploys_no_literal_sidecar_resources() -> None:
@@ -108,7 +108,9 @@ def test_each_capture_setting_has_a_meshed_server_with_its_annotations(family: I
     assert world.mesh_servers[-2:] == (PodRef(NS_MESH, "echo-excluded"), PodRef(NS_MESH, "echo-not-included"))
     excluded = _annotations(world, "echo-excluded")
     # Every test port and the control port; the include list stays the default `*` (no annotation).
-    assert excluded == {EXCLUDE_INBOUND_ANNOTATION: ",".join(str(p) for p in [*(t.number for t in TEST_PORTS), 19000])}
+    assert excluded == {
+        EXCLUDE_INBOUND_ANNOTATION: ",".join(str(p) for p in [*(t.number for t in family_test_ports(family)), 19000])
+    }
     assert _annotations(world, "echo-not-included") == {
         EXCLUDE_INBOUND_ANNOTATION: str(CONTROL_PORT),
         INCLUDE_INBOUND_ANNOTATION: "",

@@ -19,7 +19,6 @@ from conformance.report.probes import probe_tables
 from conformance.report.record import INTERRUPTED, OUTCOME_TEXT, CellRecord, RunRecord, outcome_text
 from conformance.report.ztunnel import ztunnel_tables
 from conformance.spec.dimensions import (
-    Bind,
     CellKey,
     Client,
     DefaultEndpoint,
@@ -30,6 +29,7 @@ from conformance.spec.dimensions import (
     Profile,
     Protocol,
     Source,
+    binds,
 )
 from conformance.spec.dimensions import Path as CellPath
 from conformance.spec.render import describe_expectation, describe_source, endpoint_label
@@ -213,8 +213,8 @@ def _table(profile: Profile, mode: Interception, records: list[CellRecord], fami
         "",
         "Each cell: expected, then ❌ and what was observed where they differ.",
         "",
-        "| defaultEndpoint | port | protocol | path | client | " + " | ".join(b.value for b in Bind) + " |",
-        "|---|---|---|---|---|" + "---|" * len(Bind),
+        "| defaultEndpoint | port | protocol | path | client | " + " | ".join(b.value for b in binds(family)) + " |",
+        "|---|---|---|---|---|" + "---|" * len(binds(family)),
     ]
     by_key = {r.cell: r for r in records}
     rows: dict[tuple[DefaultEndpoint, PortKind, Protocol, CellPath, Client | None, InboundCapture], None] = {}
@@ -225,7 +225,7 @@ def _table(profile: Profile, mode: Interception, records: list[CellRecord], fami
         who = f"{client.value} client" if client else "in the pod"
         label = endpoint_label(endpoint, capture)
         row = f"| {label} | {port.value} | {protocol.value} | {path.value} | {who} |"
-        for bind in Bind:
+        for bind in binds(family):
             key = CellKey(profile, endpoint, bind, port, protocol, path, client, family, mode, capture)
             cell = by_key.get(key)
             if cell is None:

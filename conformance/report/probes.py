@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from conformance.report.fold import cells_verdict, fold
 from conformance.report.record import RunRecord
-from conformance.spec.dimensions import Bind, Profile
+from conformance.spec.dimensions import ONE_FAMILY_BINDS, Profile
 from conformance.spec.probes import (
     PROBE_KINDS_OF_USE,
     ProbeCellKey,
@@ -99,7 +99,7 @@ def _restart_table(record: RunRecord, profile: Profile, records: dict[str, dict[
     for use in (ProbeUse.LIVENESS, ProbeUse.STARTUP):
         for rewrite in rewrite_settings(profile):
             for probe in PROBE_KINDS_OF_USE[use]:
-                keys = [ProbeCellKey(profile, b, probe, rewrite, record.family, use).id for b in Bind]
+                keys = [ProbeCellKey(profile, b, probe, rewrite, record.family, use).id for b in ONE_FAMILY_BINDS]
                 if not any(k in records for k in keys):
                     continue
                 label = {None: "no sidecar", True: "on", False: "off"}[rewrite]
@@ -111,8 +111,8 @@ def _restart_table(record: RunRecord, profile: Profile, records: dict[str, dict[
         "",
         "Liveness and startup probes: restarted or not, and the restart count (`restartCount`) the run saw.",
         "",
-        "| use | probe | rewrite | " + " | ".join(b.value for b in Bind) + " |",
-        "|---|---|---|" + "---|" * len(Bind),
+        "| use | probe | rewrite | " + " | ".join(b.value for b in ONE_FAMILY_BINDS) + " |",
+        "|---|---|---|" + "---|" * len(ONE_FAMILY_BINDS),
         *rows,
     ]
 
@@ -132,14 +132,14 @@ def probe_tables(record: RunRecord) -> list[str]:
             "",
             "Each cell: expected readiness and who the app sees probing it; ❌ where the run differed.",
             "",
-            "| probe | rewrite | " + " | ".join(b.value for b in Bind) + " |",
-            "|---|---|" + "---|" * len(Bind),
+            "| probe | rewrite | " + " | ".join(b.value for b in ONE_FAMILY_BINDS) + " |",
+            "|---|---|" + "---|" * len(ONE_FAMILY_BINDS),
         ]
         for rewrite in rewrite_settings(Profile(profile.value)):
             for probe in ProbeKind:
                 label = {None: "no sidecar", True: "on", False: "off"}[rewrite]
                 row = f"| {probe.value} | {label} |"
-                for bind in Bind:
+                for bind in ONE_FAMILY_BINDS:
                     key = ProbeCellKey(Profile(profile.value), bind, probe, rewrite, record.family).id
                     row += f" {_text(records[key])} |" if key in records else " – |"
                 section.append(row)

@@ -14,7 +14,6 @@ from conformance.spec.dimensions import (
     OVERRIDES_BY_FAMILY,
     SIDECAR_FORMS_BY_FAMILY,
     UNCAPTURED,
-    Bind,
     CellKey,
     Client,
     DefaultEndpoint,
@@ -24,6 +23,7 @@ from conformance.spec.dimensions import (
     PortKind,
     Profile,
     Protocol,
+    binds,
 )
 
 
@@ -103,7 +103,7 @@ def iter_cells(
                     for endpoint in default_endpoints(profile, port, family, mode):
                         for protocol in Protocol:
                             for path, client in paths(port, profile, mode, endpoint):
-                                for bind in Bind:
+                                for bind in binds(family):
                                     yield CellKey(profile, endpoint, bind, port, protocol, path, client, family, mode)
                 if mode is Interception.REDIRECT:
                     yield from uncaptured_cells(profile, family)
@@ -117,7 +117,7 @@ def uncaptured_cells(profile: Profile, family: IpFamily) -> Iterator[CellKey]:
                 for path, client in paths(port, profile):
                     if setting not in captures(profile, path):
                         continue
-                    for bind in Bind:
+                    for bind in binds(family):
                         yield CellKey(
                             profile, DefaultEndpoint.NONE, bind, port, protocol, path, client, family, capture=setting
                         )

@@ -48,7 +48,20 @@ class Bind(StrEnum):
     POD_IP = "pod_ip"
     """The pod's own eth0 address, typical of stateful apps (Elasticsearch, ZooKeeper)."""
     WILDCARD = "wildcard"
-    """0.0.0.0 / ::, what most apps do."""
+    """0.0.0.0 / ::, what most apps do; an IPv6 wildcard is IPv6-only (IPV6_V6ONLY on), separate from IPv4."""
+    DUAL_WILDCARD = "dual_wildcard"
+    """[::] with IPV6_V6ONLY off, the socket Go's `net.Listen("tcp", ":8080")` and Java open: it accepts IPv4 too,
+    IPv4-mapped (settings-dualstack.md §5). Asked in IPv6 runs only: in an IPv4 run it is `wildcard`."""
+
+
+ONE_FAMILY_BINDS: tuple[Bind, ...] = (Bind.LOOPBACK, Bind.POD_IP, Bind.WILDCARD)
+"""The binds every family asks. `dual_wildcard` differs from `wildcard` only where an IPv4 connection enters an
+IPv6 pod; health probes and the node proxy's own cells never make one, so they ask these three only."""
+
+
+def binds(family: IpFamily) -> tuple[Bind, ...]:
+    """The binds a run of this family asks its traffic cells of: `dual_wildcard` too where the pod has IPv6."""
+    return tuple(Bind) if family is IpFamily.IPV6 else ONE_FAMILY_BINDS
 
 
 class PortKind(StrEnum):
@@ -175,6 +188,9 @@ class Source(StrEnum):
     """127.0.0.6 / ::6, the bind address of Istio's inbound passthrough clusters."""
     LOCALHOST = "localhost"
     """127.0.0.1 / ::1."""
+    IPV4_LOCALHOST = "ipv4_localhost"
+    """127.0.0.1 in an IPv6 run: an IPv4 connection on the pod's loopback, accepted by a `dual_wildcard` socket
+    (IPv4-mapped, reported as the IPv4 address, as Go prints it)."""
     SELF = "self"
     """The server pod's own IP."""
 
@@ -224,7 +240,7 @@ UNCAPTURED: tuple[InboundCapture, ...] = (InboundCapture.EXCLUDED, InboundCaptur
 ADDRESSES: dict[IpFamily, dict[Source, str]] = {
     # The fixed addresses behind the Source names (reference section 1, util.go InboundPassthroughBind*).
     IpFamily.IPV4: {Source.LOCALHOST: "127.0.0.1", Source.INBOUND_PASSTHROUGH: "127.0.0.6"},
-    IpFamily.IPV6: {Source.LOCALHOST: "::1", Source.INBOUND_PASSTHROUGH: "::6"},
+    IpFamily.IPV6: {Source.LOCALHOST: "::1", Source.INBOUND_PASSTHROUGH: "::6", Source.IPV4_LOCALHOST: "127.0.0.1"},
 }
 
 

@@ -30,6 +30,7 @@ from packaging.version import Version
 
 from conformance.spec.capabilities import claimed_version
 from conformance.spec.dimensions import (
+    ONE_FAMILY_BINDS,
     Bind,
     CellKey,
     Client,
@@ -387,7 +388,7 @@ def probe_cells(profiles: tuple[Profile, ...], families: tuple[IpFamily, ...]) -
         for use in ProbeUse
         for rewrite in rewrite_settings(profile)
         for probe in PROBE_KINDS_OF_USE[use]
-        for bind in Bind
+        for bind in ONE_FAMILY_BINDS
     )
 
 
@@ -417,27 +418,27 @@ def probe_spec_markdown(profiles: tuple[Profile, ...], families: tuple[IpFamily,
     for family in families:
         for profile in profiles:
             lines += ["", f"## {profile.value} ({family.value}): health probes", ""]
-            lines.append("| probe | rewrite | " + " | ".join(b.value for b in Bind) + " |")
-            lines.append("|---|---|" + "---|" * len(Bind))
+            lines.append("| probe | rewrite | " + " | ".join(b.value for b in ONE_FAMILY_BINDS) + " |")
+            lines.append("|---|---|" + "---|" * len(ONE_FAMILY_BINDS))
             for rewrite in rewrite_settings(profile):
                 for probe in ProbeKind:
                     label = {None: "no sidecar", True: "on", False: "off"}[rewrite]
                     row = f"| {probe.value} | {label} |"
-                    for bind in Bind:
+                    for bind in ONE_FAMILY_BINDS:
                         want = expect_probe(ProbeCellKey(profile, bind, probe, rewrite, family))
                         text = "✓ Ready" if want.ready else "✗ not Ready"
                         text += f" ({want.source.value})" if want.source else ""
                         text += " ⚠️ false Ready" if want.false_ready else ""
                         row += f" {text} |"
                     lines.append(row)
-            lines += ["", "| use | probe | rewrite | " + " | ".join(b.value for b in Bind) + " |"]
-            lines.append("|---|---|---|" + "---|" * len(Bind))
+            lines += ["", "| use | probe | rewrite | " + " | ".join(b.value for b in ONE_FAMILY_BINDS) + " |"]
+            lines.append("|---|---|---|" + "---|" * len(ONE_FAMILY_BINDS))
             for use in (ProbeUse.LIVENESS, ProbeUse.STARTUP):
                 for rewrite in rewrite_settings(profile):
                     for probe in PROBE_KINDS_OF_USE[use]:
                         label = {None: "no sidecar", True: "on", False: "off"}[rewrite]
                         row = f"| {use.value} | {probe.value} | {label} |"
-                        for bind in Bind:
+                        for bind in ONE_FAMILY_BINDS:
                             want = expect_probe(ProbeCellKey(profile, bind, probe, rewrite, family, use))
                             text = restart_text(use, want.restarts)
                             text += f" ({want.source.value})" if want.source else ""

@@ -31,13 +31,14 @@ from conformance.spec.dimensions import (
     Profile,
     Protocol,
     Source,
+    binds,
 )
 from conformance.spec.probes import probe_spec_entries, probe_spec_markdown
 from conformance.spec.semantics import RULES, Expectation, expect
 from conformance.spec.ztunnel import ztunnel_spec_entries, ztunnel_spec_markdown
 
 SPEC_FORMAT = "mesh-inbound-conformance/spec"
-SPEC_FORMAT_VERSION = 5
+SPEC_FORMAT_VERSION = 6
 
 
 def spec_document(cells: Sequence[CellKey]) -> dict[str, object]:
@@ -138,16 +139,15 @@ def spec_markdown(profiles: Iterable[Profile], families: Iterable[IpFamily]) -> 
             for mode in interceptions(profile):
                 title = profile.value if mode is Interception.REDIRECT else f"{profile.value}, {mode.value.upper()}"
                 lines += ["", f"## {title} ({family.value})", ""]
-                lines.append(
-                    "| defaultEndpoint | port | protocol | path | client | " + " | ".join(b.value for b in Bind) + " |"
-                )
-                lines.append("|---|---|---|---|---|" + "---|" * len(Bind))
+                columns = " | ".join(b.value for b in binds(family))
+                lines.append(f"| defaultEndpoint | port | protocol | path | client | {columns} |")
+                lines.append("|---|---|---|---|---|" + "---|" * len(binds(family)))
                 for port in PortKind:
                     for endpoint in default_endpoints(profile, port, family, mode):
                         for protocol in Protocol:
                             for path, client in paths(port, profile, mode, endpoint):
                                 row = _row_label(endpoint, port, protocol, path, client)
-                                for bind in Bind:
+                                for bind in binds(family):
                                     cell = CellKey(profile, endpoint, bind, port, protocol, path, client, family, mode)
                                     row += f" {describe_expectation(expect(cell), family)} |"
                                 lines.append(row)

@@ -40,6 +40,7 @@ from conformance.spec.dimensions import (
     Protocol,
     Source,
 )
+from conformance.spec.dual_wildcard import DUAL_WILDCARD_ACCEPTS_IPV4, DUAL_WILDCARD_RULES
 from conformance.spec.interception import (
     TPROXY_CAPTURE,
     TPROXY_IN_POD,
@@ -131,8 +132,8 @@ RULES: dict[str, Rule] = {
             "sidecar-instance-without-ipv4",
             "Sidecar ingress defaultEndpoint 0.0.0.0:P on a pod with no IPv4 address dials 127.0.0.1:P with no "
             "bind (1.14.4+ and 1.15+; 1.10-1.14.3 dial IPAddresses[0], not encoded: those releases skip these "
-            "cells). On an IPv6-only pod no bind admits it (loopback is ::1, wildcard is [::] IPv6-only, as the "
-            "echo program binds it).",
+            "cells). On an IPv6-only pod only dual_wildcard admits it (loopback is ::1, wildcard is [::] "
+            "IPv6-only, as the echo program binds it).",
             "pilot/pkg/networking/core/v1alpha3/cluster.go buildInboundClustersFromSidecar (1.15.0; the same code "
             "at tag 1.14.4, not at 1.14.3)",
             "reference §4 (How the host is resolved)",
@@ -187,7 +188,7 @@ RULES: dict[str, Rule] = {
         Rule(
             "bind-admits",
             "A connection to an address reaches the app when its bind admits that address: loopback admits "
-            "127.0.0.1 / ::1, pod_ip admits the pod IP, wildcard admits both. Otherwise nothing listens there.",
+            "127.0.0.1 / ::1, pod_ip the pod IP, wildcard and dual_wildcard both. Otherwise nothing listens there.",
             "Linux socket semantics",
             "reference §1 (consequences), §5",
         ),
@@ -290,6 +291,7 @@ RULES: dict[str, Rule] = {
             "probes-ambient.md §2 (table); emulation.md 'Ambient in-pod redirection' (Results)",
         ),
         *TPROXY_RULES,
+        *DUAL_WILDCARD_RULES,
     )
 }
 
@@ -407,10 +409,9 @@ def inbound_target(cell: CellKey, behaviour: TrafficBehaviour = CURRENT_TRAFFIC)
 def bind_admits(bind: Bind, target: InboundTarget) -> bool:
     """Step 2: does an app bound to `bind` accept a connection to `target`'s address?"""
     if target in (InboundTarget.IPV4_LOCALHOST, InboundTarget.IPV6_LOCALHOST):
-        # The other family's localhost, only reached on a single-stack pod of this family: its loopback is the
-        # family's own and its wildcard (0.0.0.0, or [::] IPv6-only, as the echo program binds it) too.
-        return False
-    if bind is Bind.WILDCARD:
+        # The other family's localhost (a single-stack pod of this family): only a dual [::] socket takes IPv4.
+        return target is InboundTarget.IPV4_LOCALHOST and bind is Bind.DUAL_WILDCARD
+    if bind in (Bind.WILDCARD, Bind.DUAL_WILDCARD):
         return True
     return (bind is Bind.LOOPBACK) == (target is InboundTarget.LOCALHOST)
 
@@ -473,6 +474,8 @@ def expect(cell: CellKey, behaviour: TrafficBehaviour = CURRENT_TRAFFIC) -> Expe
         because = (TPROXY_CAPTURE, *because)
     if bind_admits(cell.bind, target):
         source = Source.LOCALHOST if target is InboundTarget.LOCALHOST else Source.INBOUND_PASSTHROUGH
+        if target is InboundTarget.IPV4_LOCALHOST:
+            return Expectation(True, Source.IPV4_LOCALHOST, (), (*because, DUAL_WILDCARD_ACCEPTS_IPV4))
         if tproxy:
             return Expectation(True, Source.CLIENT, (), (*because, TPROXY_ORIGINAL_SRC))
         return Expectation(True, source, (), because)

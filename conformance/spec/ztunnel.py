@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from conformance.spec.dimensions import (
+    ONE_FAMILY_BINDS,
     Bind,
     CellKey,
     Client,
@@ -177,7 +178,9 @@ def tunnel_cells(profiles: tuple[Profile, ...], families: tuple[IpFamily, ...]) 
     """Every tunnel cell (ambient only), in a stable order: family, port, bind."""
     if Profile.AMBIENT not in profiles:
         return ()
-    return tuple(TunnelCellKey(bind, port, family) for family in families for port in TUNNEL_PORTS for bind in Bind)
+    return tuple(
+        TunnelCellKey(bind, port, family) for family in families for port in TUNNEL_PORTS for bind in ONE_FAMILY_BINDS
+    )
 
 
 def late_cells(profiles: tuple[Profile, ...], families: tuple[IpFamily, ...]) -> tuple[LateCellKey, ...]:
@@ -189,7 +192,7 @@ def late_cells(profiles: tuple[Profile, ...], families: tuple[IpFamily, ...]) ->
         for family in families
         for client in LATE_CLIENTS
         for protocol in Protocol
-        for bind in Bind
+        for bind in ONE_FAMILY_BINDS
     )
 
 
@@ -212,21 +215,23 @@ def ztunnel_spec_markdown(profiles: tuple[Profile, ...], families: tuple[IpFamil
     if Profile.AMBIENT not in profiles:
         return []
     lines: list[str] = []
+    columns = " | ".join(b.value for b in ONE_FAMILY_BINDS) + " |"
+    rule = "---|" * len(ONE_FAMILY_BINDS)
     for family in families:
         lines += ["", f"## ambient ({family.value}): the tunnel asked directly (CONNECT to 15008 from a plain pod)", ""]
-        lines += ["| port | " + " | ".join(b.value for b in Bind) + " |", "|---|" + "---|" * len(Bind)]
+        lines += ["| port | " + columns, "|---|" + rule]
         for port in TUNNEL_PORTS:
             row = f"| {port.value} |"
-            for bind in Bind:
+            for bind in ONE_FAMILY_BINDS:
                 want = expect_tunnel(TunnelCellKey(bind, port, family))
                 row += f" {want.status}{' (client IP)' if want.client_source else ''} |"
             lines.append(row)
         lines += ["", f"## ambient ({family.value}): a pod enrolled while the run is under way", ""]
-        lines += ["| protocol | client | " + " | ".join(b.value for b in Bind) + " |", "|---|---|" + "---|" * len(Bind)]
+        lines += ["| protocol | client | " + columns, "|---|---|" + rule]
         for client in LATE_CLIENTS:
             for protocol in Protocol:
                 row = f"| {protocol.value} | {client.value} |"
-                for bind in Bind:
+                for bind in ONE_FAMILY_BINDS:
                     late = expect_late(LateCellKey(bind, protocol, client, family))
                     failure = " or ".join(f.value for f in late.failure)
                     row += " ✓ client IP |" if late.reachable else f" ✗ {failure} |"

@@ -25,7 +25,6 @@ from conformance.spec.semantics import expect, precheck_finding
 from conformance.suite.cases import ConformanceCase
 from conformance.world.namespaces import NS_MESH
 from conformance.world.pods import PodRef
-from conformance.world.ports import SERVER_PORTS
 from conformance.world.probe_pods import PROBED_CONTAINERS, probe_pods_of, restartable_ports
 
 INVOLVED = pytest.StashKey[list[PodRef]]()
@@ -175,7 +174,7 @@ class ConformanceRun:
         expected = set()
         for server in world.mesh_servers:
             endpoint = world.endpoint_of(server)
-            for port in SERVER_PORTS:
+            for port in world.server_ports:
                 kind = port.kind
                 if precheck_finding(endpoint, kind, port.bind)[0]:
                     expected.add((server.app, port.number))

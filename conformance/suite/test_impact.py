@@ -19,7 +19,6 @@ from conformance.spec.dimensions import MESH_PROFILES, Bind, Path
 from conformance.suite.cases import ConformanceCase
 from conformance.suite.checks import ConformanceRun
 from conformance.world.namespaces import NS_MESH
-from conformance.world.ports import TEST_PORTS
 from conformance.world.probe_pods import PROBED_CONTAINERS, probe_pods_of, restartable_ports
 
 CASES = (
@@ -64,7 +63,10 @@ def test_impact(conformance: ConformanceRun, case: ConformanceCase) -> None:
     got = {(_app(f.pod, apps), f.port) for f in loopback} - unasked
     # The servers' loopback declared ports, and the probe pods' loopback probed ports (declared in their Services).
     truth = {
-        (s.app, p.number) for s in world.mesh_servers for p in TEST_PORTS if p.declared and p.bind is Bind.LOOPBACK
+        (s.app, p.number)
+        for s in world.mesh_servers
+        for p in world.server_ports
+        if p.declared and p.bind is Bind.LOOPBACK
     } | ({(p.app, c.port) for p in probe_pods for c in PROBED_CONTAINERS if c.bind is Bind.LOOPBACK} - unasked)
     seen = {(_app(f.pod, apps), f.port) for f in precheck.findings if f.namespace == NS_MESH} - unasked
     problems = [f"{r.pod.key}: not checked: {r.unchecked}" for r in report.unchecked]

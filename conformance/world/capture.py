@@ -16,10 +16,10 @@ mesh has no mTLS and reads the rule as what it is, plaintext.
 
 from __future__ import annotations
 
-from conformance.spec.dimensions import InboundCapture
+from conformance.spec.dimensions import InboundCapture, IpFamily
 from conformance.world.namespaces import Manifest
 from conformance.world.pods import PodRef
-from conformance.world.ports import CONTROL_PORT, EXCLUDE_INBOUND_ANNOTATION, TEST_PORTS
+from conformance.world.ports import CONTROL_PORT, EXCLUDE_INBOUND_ANNOTATION, family_test_ports
 
 INCLUDE_INBOUND_ANNOTATION = "traffic.sidecar.istio.io/includeInboundPorts"
 """The pod annotation for istio-iptables' `-b` (default `*`; empty: no inbound capture)."""
@@ -32,10 +32,10 @@ def server_name(capture: InboundCapture) -> str:
     return "echo-" + capture.value.replace("_", "-")
 
 
-def capture_annotations(capture: InboundCapture) -> dict[str, str]:
-    """The pod template annotations of a server with this capture setting (`all`: the control port's only)."""
+def capture_annotations(capture: InboundCapture, family: IpFamily) -> dict[str, str]:
+    """The pod template annotations of a server of this family with this setting (`all`: the control port's)."""
     if capture is InboundCapture.EXCLUDED:
-        ports = [*(p.number for p in TEST_PORTS), CONTROL_PORT]
+        ports = [*(p.number for p in family_test_ports(family)), CONTROL_PORT]
         return {EXCLUDE_INBOUND_ANNOTATION: ",".join(str(p) for p in ports)}
     annotations = {EXCLUDE_INBOUND_ANNOTATION: str(CONTROL_PORT)}
     if capture is InboundCapture.NOT_INCLUDED:

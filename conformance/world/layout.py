@@ -20,7 +20,7 @@ probe_pods.py):
 - namespace `mic-late` (where the mesh has ambient): server `echo` + its Service, unenrolled until the run enrols
   the namespace while the pod runs (`Cluster.enrol`, the late-enrolment cells).
 
-Every server serves the same ports (ports.SERVER_PORTS).
+Every server of a family serves the same ports (ports.server_ports).
 """
 
 from __future__ import annotations
@@ -54,9 +54,9 @@ from conformance.world.pods import PodRef
 from conformance.world.ports import (
     ANCHOR_PORT,
     CONTROL_PORT,
-    SERVER_PORTS,
-    TEST_PORTS,
     EchoPort,
+    family_test_ports,
+    server_ports,
 )
 from conformance.world.probe_pods import probe_manifests
 
@@ -228,23 +228,26 @@ class World:
                 if self.ambient
                 else []
             ),
-            self.deployment(self.BASELINE_SERVER, SERVER_PORTS),
-            service_manifest(self.BASELINE_SERVER),
+            self.deployment(self.BASELINE_SERVER, self.server_ports),
+            service_manifest(self.BASELINE_SERVER, self.server_ports),
             self.deployment(self.clients[Client.PLAIN], ()),
         ]
         for endpoint in self.mesh_endpoints:
             server = self.mesh_server(endpoint)
-            out += [self.deployment(server, SERVER_PORTS), service_manifest(server)]
+            out += [self.deployment(server, self.server_ports), service_manifest(server, self.server_ports)]
             if endpoint is not DefaultEndpoint.NONE:
                 out.append(self._sidecar(server, endpoint))
         for capture in self.captures:
             server = self.capture_server(capture)
-            out += [self.deployment(server, SERVER_PORTS, capture_annotations(capture)), service_manifest(server)]
+            out += [
+                self.deployment(server, self.server_ports, capture_annotations(capture, self.family)),
+                service_manifest(server, self.server_ports),
+            ]
             out.append(plaintext_destination_rule(server))
         for endpoint in self.tproxy_endpoints:
             server = self.tproxy_server(endpoint)
             tproxy = {INTERCEPTION_ANNOTATION: "TPROXY"}
-            out += [self.deployment(server, SERVER_PORTS, tproxy), service_manifest(server)]
+            out += [self.deployment(server, self.server_ports, tproxy), service_manifest(server, self.server_ports)]
             if endpoint is not DefaultEndpoint.NONE:
                 out.append(self._sidecar(server, endpoint))
         out.append(self.deployment(self.clients[Client.MESHED], ()))
@@ -252,15 +255,20 @@ class World:
         if self.ambient:
             for endpoint in self.mesh_endpoints:
                 server = self.ambient_server(endpoint)
-                out += [self.deployment(server, SERVER_PORTS), service_manifest(server)]
+                out += [self.deployment(server, self.server_ports), service_manifest(server, self.server_ports)]
                 if endpoint is not DefaultEndpoint.NONE:
                     out.append(self._sidecar(server, endpoint))
             out.append(self.deployment(self.clients[Client.AMBIENT], ()))
             out += [
-                self.deployment(self.LATE_SERVER, SERVER_PORTS),
-                service_manifest(self.LATE_SERVER),
+                self.deployment(self.LATE_SERVER, self.server_ports),
+                service_manifest(self.LATE_SERVER, self.server_ports),
             ]
         return out
+
+    @property
+    def server_ports(self) -> tuple[EchoPort, ...]:
+        """The ports every server of this family serves (`ports.server_ports`)."""
+        return server_ports(self.family)
 
     def probe_manifests(self) -> list[Manifest]:
         """The probe pods and their Services (baseline, and in the mesh one pod per rewrite setting)."""
@@ -317,7 +325,7 @@ class World:
                         "labels": labels,
                         # The control port carries the test's own traffic (records, batch probes): never
                         # captured, so reading it cannot disturb what is measured.
-                        "annotations": {**capture_annotations(InboundCapture.ALL), **(annotations or {})},
+                        "annotations": {**capture_annotations(InboundCapture.ALL, self.family), **(annotations or {})},
                     },
                     "spec": {"terminationGracePeriodSeconds": 2, "containers": [container]},
                 },
@@ -329,7 +337,7 @@ class World:
         if endpoint is DefaultEndpoint.UNLISTED:
             listed = [(ANCHOR_PORT, localhost_form.for_port(ANCHOR_PORT.number))]
         else:
-            listed = [(p, endpoint.for_port(p.number)) for p in TEST_PORTS if p.declared]
+            listed = [(p, endpoint.for_port(p.number)) for p in family_test_ports(self.family) if p.declared]
         return {
             "apiVersion": "networking.istio.io/v1beta1",
             "kind": "Sidecar",
@@ -347,8 +355,8 @@ class World:
         }
 
 
-def service_manifest(server: PodRef) -> Manifest:
-    """The ClusterIP Service of a server: every declared port, named for Istio's protocol selection."""
+def service_manifest(server: PodRef, ports: tuple[EchoPort, ...]) -> Manifest:
+    """The ClusterIP Service of a server: every declared port of `ports`, named for Istio's protocol selection."""
     # Service port == container port for the `declared` ports: an HTTP Service port then has the same number on
     # the pod, so a meshed client dialling the pod IP directly meets the same outbound HTTP listener as one
     # dialling the ClusterIP. The `remapped` ports differ on purpose (port = targetPort + 10000).
@@ -366,7 +374,7 @@ def service_manifest(server: PodRef) -> Manifest:
                     "protocol": "TCP",
                     "appProtocol": p.protocol.value,
                 }
-                for p in SERVER_PORTS
+                for p in ports
                 if p.declared
             ],
         },

@@ -1,16 +1,17 @@
 """The echo server's ports: one per bind x protocol x port kind, the anchor, the control port, and what a cell dials.
 
-Every server serves the same ports: one per bind x protocol, declared in its Service, one more per bind x protocol
-that no Service declares, one more declared under another Service port (remapped), and an `anchor` port that the
-"unlisted" Sidecar lists instead of the test ports. Which port answers a cell is data here, shared by the
-manifests (layout.py, probe_pods.py) and the prober.
+Every server of a family serves the same ports: one per bind x protocol, declared in its Service, one more per
+bind x protocol that no Service declares, one more declared under another Service port (remapped), and an
+`anchor` port that the "unlisted" Sidecar lists instead of the test ports. The binds are the family's
+(`dimensions.binds`: IPv6 adds `dual_wildcard`). Which port answers a cell is data here, shared by the manifests
+(layout.py, probe_pods.py) and the prober.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from conformance.spec.dimensions import Bind, CellKey, IpFamily, Path, PortKind, Protocol
+from conformance.spec.dimensions import Bind, CellKey, IpFamily, Path, PortKind, Protocol, binds
 
 CONTROL_PORT = 19000
 """The echo program's control port (request record, batch probes). Excluded from capture, as on kind."""
@@ -52,7 +53,7 @@ class EchoPort:
 
 def _port_number(bind: Bind, protocol: Protocol, kind: PortKind) -> int:
     # 8xxx http, 9xxx tcp; x08x declared, x18x undeclared, x28x remapped; last digit: 1 loopback, 2 pod_ip,
-    # 3 wildcard.
+    # 3 wildcard, 4 dual_wildcard.
     base = 8000 if protocol is Protocol.HTTP else 9000
     offset = {PortKind.DECLARED: 80, PortKind.UNDECLARED: 180, PortKind.REMAPPED: 280}[kind]
     return base + offset + 1 + list(Bind).index(bind)
@@ -69,9 +70,19 @@ def _test_port(bind: Bind, protocol: Protocol, kind: PortKind) -> EchoPort:
 
 
 TEST_PORTS: tuple[EchoPort, ...] = tuple(_test_port(b, p, k) for k in PortKind for p in Protocol for b in Bind)
+"""Every bind's test ports; a server serves those of its family's binds (`family_test_ports`)."""
 ANCHOR_PORT = EchoPort(7070, Bind.WILDCARD, Protocol.HTTP, declared=True, role="anchor")
 """Listed by the `unlisted` Sidecar, so that Sidecar has an ingress listener that is not a test port."""
-SERVER_PORTS: tuple[EchoPort, ...] = (*TEST_PORTS, ANCHOR_PORT)
+
+
+def family_test_ports(family: IpFamily) -> tuple[EchoPort, ...]:
+    """The test ports a server of this family serves: one per bind the family asks (`dimensions.binds`)."""
+    return tuple(p for p in TEST_PORTS if p.bind in binds(family))
+
+
+def server_ports(family: IpFamily) -> tuple[EchoPort, ...]:
+    """Every port a server of this family serves: its test ports and the anchor."""
+    return (*family_test_ports(family), ANCHOR_PORT)
 
 
 def port_for(bind: Bind, protocol: Protocol, port: PortKind) -> EchoPort:

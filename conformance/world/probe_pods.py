@@ -13,7 +13,7 @@ import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from conformance.spec.dimensions import Bind, Profile, Protocol
+from conformance.spec.dimensions import ONE_FAMILY_BINDS, Bind, Profile, Protocol
 from conformance.spec.probes import PROBE_KINDS_OF_USE, ProbeCellKey, ProbeKind, ProbeUse
 from conformance.world.namespaces import NS_AMBIENT, NS_BASELINE, NS_MESH, Manifest
 from conformance.world.pods import PodRef
@@ -74,7 +74,7 @@ PROBED_CONTAINERS: tuple[ProbedContainer, ...] = tuple(
     # Control ports from 19001 on (excluded from capture): readiness 19001-19006 as before, then the others.
     ProbedContainer(b, k, _FIRST_PORT[use, k] + i, CONTROL_PORT + 1 + 3 * j + i, use)
     for j, (use, k) in enumerate((use, k) for use in ProbeUse for k in PROBE_KINDS_OF_USE[use])
-    for i, b in enumerate(Bind)
+    for i, b in enumerate(ONE_FAMILY_BINDS)
 )
 
 
