@@ -99,6 +99,7 @@ class EchoProcess:
 
     def __init__(self, args: Sequence[str], env: Mapping[str, str] | None, control_port: int) -> None:
         self.control_port = control_port
+        self.control_host = "127.0.0.1"  # ::1 for a pod without IPv4, whose control port is [::] only
         cmd = [sys.executable, "-I", "-S", str(ECHO_PY), "serve", "--control-port", str(control_port), *args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=base_env(env))
         self.lines = self._wait_ready(time.monotonic() + 10)
@@ -131,7 +132,7 @@ class EchoProcess:
         return self.proc.returncode, err.decode()
 
     def control(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-        return http_request("127.0.0.1", self.control_port, method, path, body=body)
+        return http_request(self.control_host, self.control_port, method, path, body=body)
 
     def records(self, *ids: str) -> list[dict[str, Any]]:
         query = "&".join(f"id={quote(i, safe='')}" for i in ids)
@@ -612,10 +613,87 @@ def test_dual_stack_binds_both_families(spawn: Spawner) -> None:
 
 
 @needs_ipv6
+def test_dual_wildcard_in_an_ipv6_pod_also_accepts_ipv4_unlike_wildcard(spawn: Spawner) -> None:
+    """One `[::]` socket with IPV6_V6ONLY off (Go's `net.Listen("tcp", ":P")`): 127.0.0.1 reaches it, reported
+    unmapped as Go prints it, where the IPv6-only `wildcard` of the same pod refuses 127.0.0.1."""
+    dual_tcp, dual_http, wild = free_ports(3)
+    process = spawn(
+        f"{dual_tcp}:dual_wildcard:tcp",
+        f"{dual_http}:dual_wildcard:http",
+        f"{wild}:wildcard:http",
+        env={"INSTANCE_IP": "::1"},
+    )
+    process.control_host = "::1"
+    assert process.lines == [
+        f"echo: listening tcp [::]:{dual_tcp} (IPV6_V6ONLY=0)",
+        f"echo: listening http [::]:{dual_http} (IPV6_V6ONLY=0)",
+        f"echo: listening http [::]:{wild}",
+        f"echo: listening control [::]:{process.control_port}",
+        "echo: ready",
+    ]
+    targets = [
+        target(protocol, port, f"{protocol}-{name}", address)
+        for protocol, port in (("tcp", dual_tcp), ("http", dual_http))
+        for name, address in (("v4", "127.0.0.1"), ("v6", "::1"))
+    ]
+    results = asyncio.run(echo.probe_batch(targets, timeout=2))
+    assert [(r.outcome, r.peer) for r in results] == [("ok", "127.0.0.1"), ("ok", "::1")] * 2
+    records = {r["request_id"]: (r["port"], r["local"], r["peer"]) for r in process.records()}
+    assert records == {
+        "tcp-v4": (dual_tcp, "127.0.0.1", "127.0.0.1"),
+        "tcp-v6": (dual_tcp, "::1", "::1"),
+        "http-v4": (dual_http, "127.0.0.1", "127.0.0.1"),
+        "http-v6": (dual_http, "::1", "::1"),
+    }
+    status, body = process.control("GET", f"/connections?port={dual_http}")
+    assert status == 200
+    assert sorted(c["peer"] for c in json.loads(body)["connections"]) == ["127.0.0.1", "::1"]
+    assert http_echo("::1", wild)["local"] == "::1"
+    assert_refused("127.0.0.1", wild)  # the difference the suite measures: an IPv4 path into an IPv6 pod
+
+
+@needs_ipv6
+def test_dual_wildcard_in_a_dual_stack_pod_is_one_socket(spawn: Spawner) -> None:
+    dual, wild = free_ports(2)
+    process = spawn(f"{dual}:dual_wildcard:http", f"{wild}:wildcard:http", env={"INSTANCE_IPS": "127.0.0.1,::1"})
+    assert process.lines[:3] == [
+        f"echo: listening http [::]:{dual} (IPV6_V6ONLY=0)",
+        f"echo: listening http 0.0.0.0:{wild}",
+        f"echo: listening http [::]:{wild}",
+    ]
+    v4, v6 = http_echo("127.0.0.4", dual), http_echo("::1", dual)
+    assert (v4["local"], v4["peer"], v6["local"], v6["peer"]) == ("127.0.0.4", "127.0.0.1", "::1", "::1")
+
+
+@pytest.mark.parametrize("env", [{"INSTANCE_IP": "127.0.0.1"}, {}], ids=["ipv4-pod", "no-pod-ips"])
+def test_dual_wildcard_without_ipv6_is_the_ipv4_wildcard(spawn: Spawner, env: dict[str, str]) -> None:
+    (port,) = free_ports(1)
+    process = spawn(f"{port}:dual_wildcard:tcp", env=env)
+    assert process.lines == [
+        f"echo: listening tcp 0.0.0.0:{port}",
+        f"echo: listening control 0.0.0.0:{process.control_port}",
+        "echo: ready",
+    ]
+    results = asyncio.run(echo.probe_batch([target("tcp", port, "v4-only", "127.0.0.2")], timeout=2))
+    assert [(r.outcome, r.peer) for r in results] == [("ok", "127.0.0.1")]
+    if HAVE_IPV6:
+        assert_refused("::1", port)
+
+
+def test_dual_wildcard_plan_sets_v6only_explicitly() -> None:
+    """The socket option comes from the BIND, not from the address: `[::]` is v6-only for one keyword only."""
+    specs = [echo.parse_port_spec(t) for t in ("81:wildcard:tcp", "82:dual_wildcard:tcp", "83:[::ffff:127.0.0.1]:tcp")]
+    plan = [(item.port, item.address, item.v6only) for item in echo._plan(specs, 9000, ["fd00::5"])]
+    assert plan == [(81, "::", True), (82, "::", False), (83, "::ffff:127.0.0.1", False), (9000, "::", True)]
+    ipv4_plan = [(item.address, item.v6only) for item in echo._plan(specs[1:2], 9000, ["10.0.0.5"])]
+    assert ipv4_plan == [("0.0.0.0", True), ("0.0.0.0", True)]
+
+
+@needs_ipv6
 def test_ipv4_mapped_addresses_are_reported_as_ipv4(spawn: Spawner) -> None:
     (port,) = free_ports(1)
     process = spawn(f"{port}:[::ffff:127.0.0.1]:http")
-    assert process.lines[0] == f"echo: listening http [::ffff:127.0.0.1]:{port}"
+    assert process.lines[0] == f"echo: listening http [::ffff:127.0.0.1]:{port} (IPV6_V6ONLY=0)"
     answer = http_echo("127.0.0.1", port)
     assert (answer["local"], answer["peer"]) == ("127.0.0.1", "127.0.0.1")
 
@@ -686,6 +764,8 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int) -
         ["serve", "80:loopback:udp"],
         ["serve", "80::http"],
         ["serve", "80:nowhere:http"],
+        ["serve", "80:dual-wildcard:http"],
+        ["serve", "8080:dual_wildcard:http", "8080:wildcard:tcp"],
         ["serve", "80:[127.0.0.1]:http"],
         ["serve", "80:999.1.1.1:tcp"],
         ["serve", "8080:loopback:http", "8080:wildcard:tcp"],
@@ -719,8 +799,8 @@ def test_bad_arguments_exit_2_with_one_line(argv: list[str]) -> None:
 def test_bad_port_spec_message() -> None:
     line = assert_one_line_error(run_echo("serve", "80:lo"), 2)
     assert line == (
-        'echo: bad port spec "80:lo": expected PORT:BIND:PROTO with BIND loopback|pod_ip|wildcard|<address> '
-        "and PROTO http|tcp"
+        'echo: bad port spec "80:lo": expected PORT:BIND:PROTO with BIND loopback|pod_ip|wildcard|dual_wildcard|'
+        "<address> and PROTO http|tcp"
     )
 
 

@@ -4,8 +4,12 @@ Why one stdlib-only file: the same program runs in a tiny container image (`pyth
 installed) and directly on a host with `python3 -I -S echo.py ...` (the emulated backend), so it must not
 depend on anything but the standard library, and the harness imports it by path to reuse the probe code.
 
-`serve` listens on application ports exactly as told (loopback, pod IP, wildcard or a literal address),
-because *which address an application binds* is the very thing Istio's inbound semantics change. Every
+`serve` listens on application ports exactly as told (loopback, pod IP, wildcard, dual wildcard or a literal
+address), because *which address an application binds* is the very thing Istio's inbound semantics change. The
+two wildcards differ on IPv6: `wildcard` opens `[::]` IPv6-only (IPV6_V6ONLY on, next to a separate 0.0.0.0 in a
+dual-stack pod), whereas `dual_wildcard` opens the one socket Go's `net.Listen("tcp", ":8080")` opens, `[::]` with
+IPV6_V6ONLY off, which accepts IPv4 too (as ::ffff:a.b.c.d, reported as a.b.c.d, the way Go prints it). In a pod
+without IPv6 (IPv4-only, or no pod IPs told) `dual_wildcard` is the same as `wildcard`: 0.0.0.0. Every
 answer says which pod answered and which local address accepted the connection, and every request is
 recorded so the harness can later ask "did request X reach this pod, and on which address?" through the
 control port, which is never recorded itself. Every accepted connection is recorded too, with its peer
@@ -48,14 +52,14 @@ PROBE_PROTOCOLS = (*PROTOCOLS, "connect")
 """What a probe speaks: `connect` asks HOST:15008 (ztunnel's tunnel port) for `CONNECT HOST:PORT`, then speaks tcp
 through the tunnel: the node proxy's own answer, asked directly (plain HTTP/1.1 CONNECT, the emulated mesh's)."""
 TUNNEL_PORT = 15008
-BIND_KEYWORDS = ("loopback", "pod_ip", "wildcard")
+BIND_KEYWORDS = ("loopback", "pod_ip", "wildcard", "dual_wildcard")
 OUTCOMES = ("ok", "http_status", "refused", "reset_or_eof", "timeout", "error")
 DEFAULT_CONTROL_PORT = 19000
 DEFAULT_TIMEOUT = 2.0
 DEFAULT_CONCURRENCY = 64
 MAX_RECORDS = 100_000
 
-_PORT_SPEC_HINT = "expected PORT:BIND:PROTO with BIND loopback|pod_ip|wildcard|<address> and PROTO http|tcp"
+_PORT_SPEC_HINT = f"expected PORT:BIND:PROTO with BIND {'|'.join(BIND_KEYWORDS)}|<address> and PROTO http|tcp"
 _TARGET_HINT = (
     "expected http://HOST:PORT, tcp://HOST:PORT or connect://HOST:PORT, optionally #REQUEST_ID (IPv6 hosts in brackets)"
 )
@@ -186,30 +190,53 @@ def _families(pod_ips: Sequence[str]) -> list[int]:
     return sorted(versions) if versions else [4]
 
 
-def listen_addresses(spec: PortSpec, pod_ips: Sequence[str]) -> list[str]:
-    """Resolve a PortSpec's BIND into concrete addresses, one per served family where that applies."""
+class ListenAddress(NamedTuple):
+    """One socket a BIND resolves to: its address, and for an IPv6 one whether IPV6_V6ONLY is on.
+
+    `v6only` is decided by the BIND keyword, not read off the address: `[::]` is IPv6-only for `wildcard` and
+    IPv4-too for `dual_wildcard`. A literal IPv4-mapped BIND (::ffff:a.b.c.d) needs it off (it is IPv4 traffic).
+    An IPv4 socket has no such option; its `v6only` is True and means nothing.
+    """
+
+    address: str
+    v6only: bool = True
+
+
+def listen_addresses(spec: PortSpec, pod_ips: Sequence[str]) -> list[ListenAddress]:
+    """Resolve a PortSpec's BIND into concrete sockets, one per served family where that applies.
+
+    `dual_wildcard` is one socket whatever the families: `[::]` with IPV6_V6ONLY off in a pod with IPv6 (it
+    serves both, as Go's `net.Listen("tcp", ":P")` does), and 0.0.0.0, as `wildcard`, in a pod without IPv6.
+    """
     families = _families(pod_ips)
     if spec.bind == "loopback":
-        return [_LOOPBACK[f] for f in families]
+        return [ListenAddress(_LOOPBACK[f]) for f in families]
     if spec.bind == "wildcard":
-        return [_WILDCARD[f] for f in families]
+        return [ListenAddress(_WILDCARD[f]) for f in families]
+    if spec.bind == "dual_wildcard":
+        return [ListenAddress(_WILDCARD[6], v6only=False) if 6 in families else ListenAddress(_WILDCARD[4])]
     if spec.bind == "pod_ip":
         if not pod_ips:
             needs = "needs $INSTANCE_IP or $INSTANCE_IPS (the pod IPs from the downward API)"
             raise UsageError(f"bind pod_ip on port {spec.port} {needs}")
-        return list(pod_ips)
-    return [spec.bind]
+        return [ListenAddress(ip) for ip in pod_ips]
+    literal = ipaddress.ip_address(spec.bind)
+    mapped = isinstance(literal, ipaddress.IPv6Address) and literal.ipv4_mapped is not None
+    return [ListenAddress(spec.bind, v6only=not mapped)]
 
 
-def _open_listener(address: str, port: int) -> socket.socket:
-    """Create a listening socket; v6 sockets are v6-only so that v4 and v6 are separate, observable sockets."""
+def _open_listener(address: str, port: int, v6only: bool = True) -> socket.socket:
+    """Create a listening socket; an IPv6 one gets IPV6_V6ONLY set as told, never the host's default.
+
+    IPv6-only by default, so that v4 and v6 are separate, observable sockets; off for the dual wildcard.
+    """
     flags = socket.AI_NUMERICHOST | socket.AI_PASSIVE
     family, _, _, _, sockaddr = socket.getaddrinfo(address, port, 0, socket.SOCK_STREAM, 0, flags)[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6 and not address.startswith("::ffff:"):
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
         sock.bind(sockaddr)
         sock.listen(_LISTEN_BACKLOG)
         sock.setblocking(False)
@@ -224,6 +251,12 @@ class _Listener:
     kind: str  # "http", "tcp" or "control"
     address: str
     port: int
+    v6only: bool = True  # IPV6_V6ONLY on an IPv6 socket (see ListenAddress)
+
+    def describe(self) -> str:
+        """address:port for the startup line, marking an IPv6 socket that takes IPv4 too (IPV6_V6ONLY off)."""
+        where = _hostport(self.address, self.port)
+        return where if self.v6only or ":" not in self.address else f"{where} (IPV6_V6ONLY=0)"
 
 
 def _plan(specs: Sequence[PortSpec], control_port: int, pod_ips: Sequence[str]) -> list[_Listener]:
@@ -236,7 +269,7 @@ def _plan(specs: Sequence[PortSpec], control_port: int, pod_ips: Sequence[str]) 
         if spec.port in seen:
             raise UsageError(f"duplicate port {spec.port}: each application port may appear once")
         seen.add(spec.port)
-        plan.extend(_Listener(spec.protocol, a, spec.port) for a in listen_addresses(spec, pod_ips))
+        plan.extend(_Listener(spec.protocol, a.address, spec.port, a.v6only) for a in listen_addresses(spec, pod_ips))
     plan.extend(_Listener("control", _WILDCARD[f], control_port) for f in _families(pod_ips))
     return plan
 
@@ -617,7 +650,7 @@ async def _serve(server: EchoServer, plan: Sequence[_Listener]) -> int:
     try:
         for item in plan:
             try:
-                sockets.append(_open_listener(item.address, item.port))
+                sockets.append(_open_listener(item.address, item.port, item.v6only))
             except OSError as exc:
                 raise StartupError(f"cannot listen on {_hostport(item.address, item.port)}: {exc}") from None
     except BaseException:
@@ -631,7 +664,7 @@ async def _serve(server: EchoServer, plan: Sequence[_Listener]) -> int:
     ]
     try:
         for item in plan:
-            _say(f"echo: listening {item.kind} {_hostport(item.address, item.port)}")
+            _say(f"echo: listening {item.kind} {item.describe()}")
         _say("echo: ready")
         await stop.wait()
     finally:
@@ -1145,16 +1178,33 @@ def _concurrency_arg(text: str) -> int:
     return int(text)
 
 
+_SERVE_BINDS = """\
+Serve application ports and the control port. BIND is one of:
+  loopback       127.0.0.1 and/or ::1, one socket per family of the pod
+  pod_ip         each pod IP ($INSTANCE_IPS, $INSTANCE_IP)
+  wildcard       0.0.0.0 and/or [::] (IPV6_V6ONLY on), one socket per family of the pod
+  dual_wildcard  one socket [::] with IPV6_V6ONLY off, IPv4 too (Go's net.Listen("tcp", ":P"));
+                 in a pod without IPv6 (IPv4-only, or no pod IPs told) the same as wildcard: 0.0.0.0
+  <address>      a literal IP address (IPv6 optionally in brackets)
+The pod's families come from $INSTANCE_IPS / $INSTANCE_IP; none told means IPv4 only."""
+
+
 def _build_parser() -> _Parser:
     parser = _Parser(
         prog="echo", description="Echo workload and prober for inbound-networking tests.", allow_abbrev=False
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="{serve,probe}")
 
-    serve = commands.add_parser("serve", help="serve application ports and the control port", allow_abbrev=False)
+    serve = commands.add_parser(
+        "serve",
+        help="serve application ports and the control port",
+        description=_SERVE_BINDS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
     serve.add_argument("--control-port", type=_port_arg, default=DEFAULT_CONTROL_PORT, metavar="N")
     serve.add_argument("--verbose", action="store_true", help="log every request to stderr")
-    serve.add_argument("portspecs", nargs="*", metavar="PORTSPEC", help="PORT:BIND:PROTO")
+    serve.add_argument("portspecs", nargs="*", metavar="PORTSPEC", help="PORT:BIND:PROTO, PROTO http or tcp")
 
     probe = commands.add_parser("probe", help="dial targets and print one JSON document", allow_abbrev=False)
     probe.add_argument("--timeout", type=_timeout_arg, default=None, metavar="SECONDS")
