@@ -562,8 +562,9 @@ def listeners(state: dict[str, Any], pod: dict[str, Any]) -> list[tuple[str, int
     for arg in args:
         port, _, rest = str(arg).partition(":")
         bind, _, protocol = rest.partition(":")
-        if port.isdigit() and bind in ("loopback", "pod_ip", "wildcard") and protocol in ("http", "tcp"):
-            host = {"loopback": loopback, "pod_ip": pod_ip(pod), "wildcard": "*"}[bind]
+        hosts = {"loopback": loopback, "pod_ip": pod_ip(pod), "wildcard": "*", "dual_wildcard": "*"}
+        if port.isdigit() and bind in hosts and protocol in ("http", "tcp"):
+            host = hosts[bind]
             wanted.append((host, int(port)))
     return wanted
 
