@@ -19,7 +19,7 @@ from conformance.backends.base import Cluster, ProbeRequest
 from conformance.backends.timeouts import TimeoutConfig
 from conformance.spec.cells import all_cells
 from conformance.spec.dimensions import ADDRESSES, CellKey, IpFamily, Path, Source
-from conformance.spec.semantics import Expectation
+from conformance.spec.outcome import Expectation
 from conformance.world.layout import World
 from conformance.world.ports import dialled_address, dialled_port
 

@@ -21,7 +21,8 @@ from conformance.spec.dimensions import (
     Protocol,
     Source,
 )
-from conformance.spec.semantics import RULES, Expectation, expect
+from conformance.spec.outcome import Expectation
+from conformance.spec.semantics import RULES, expect
 
 __all__ = [
     "RULES",

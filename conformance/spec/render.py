@@ -33,8 +33,9 @@ from conformance.spec.dimensions import (
     Source,
     binds,
 )
+from conformance.spec.outcome import Expectation
 from conformance.spec.probes import probe_spec_entries, probe_spec_markdown
-from conformance.spec.semantics import RULES, Expectation, expect
+from conformance.spec.semantics import RULES, expect
 from conformance.spec.ztunnel import ztunnel_spec_entries, ztunnel_spec_markdown
 
 SPEC_FORMAT = "mesh-inbound-conformance/spec"
