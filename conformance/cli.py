@@ -103,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "traffic_behaviour": {
             "instance_without_ipv4": behaviour.instance_without_ipv4.value,
             "empty_endpoint": behaviour.empty_endpoint.value,
+            # What `[::1]:P` dials on a dual-stack pod (#47440): printed for dual runs only.
+            **({"dual_localhost_v6": behaviour.dual_localhost_v6.value} if args.ip_family == IpFamily.DUAL else {}),
         },
         "kind_cluster": cluster,
     }
