@@ -413,11 +413,10 @@ def istio_capabilities(
         caps.add(Capability.INTERCEPTION_TPROXY)
     else:
         reasons[Capability.INTERCEPTION_TPROXY] = no_tproxy
-    if family is not IpFamily.DUAL:
-        pass  # asked of dual runs only: single-stack capabilities stay as they were
-    elif _release(version) >= Version(DUAL_STACK_SINCE):
+    # Dual-stack is asked of dual runs only: a single-stack run's capabilities stay as they were.
+    if family is IpFamily.DUAL and _release(version) >= Version(DUAL_STACK_SINCE):
         caps.add(Capability.DUAL_STACK)
-    else:
+    elif family is IpFamily.DUAL:
         reasons[Capability.DUAL_STACK] = f"{label} has no dual-stack support (experimental from 1.17.0, #41618)"
     reasons[Capability.PLAINTEXT_TUNNEL] = (
         f"{label}'s ztunnel speaks HBONE (HTTP/2 CONNECT inside mutual TLS with SPIFFE identities): a plain pod "

@@ -292,7 +292,9 @@ def source_addresses(family: IpFamily, client_family: IpFamily | None = None) ->
     if client_family is None or client_family is IpFamily.DUAL:
         raise ValueError(f"a dual-stack cell needs a client family, not {client_family!r}")
     own, other = client_family, (IpFamily.IPV6 if client_family is IpFamily.IPV4 else IpFamily.IPV4)
-    addresses = {s: a for s, a in ADDRESSES[own].items() if s in (Source.LOCALHOST, Source.INBOUND_PASSTHROUGH)}
+    addresses: dict[Source, str] = {
+        s: a for s, a in ADDRESSES[own].items() if s in (Source.LOCALHOST, Source.INBOUND_PASSTHROUGH)
+    }
     for source, cross in _OTHER_FAMILY[own].items():
         addresses[cross] = ADDRESSES[other][source]
     return addresses
