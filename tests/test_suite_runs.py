@@ -439,6 +439,7 @@ def test_leftovers_of_a_killed_run_are_reaped_by_the_next_one(tmp_path: Path) ->
     ("args", "message"),
     [
         (("--ip-family", "ipv5"), "--ip-family 'ipv5': expected ipv4 or ipv6"),
+        (("--ip-family", "dual"), "--ip-family dual: the spec has the dual-stack cells"),
         (("--backend", "minikube"), "--backend 'minikube': expected one of emulated, kind, kubeconfig"),
         (("--profile", "mtls"), "--profile 'mtls': expected one of baseline, legacy, passthrough, ambient"),
         (("--timeout-config", "probe=fast"), "--timeout-config: probe='fast' is not a number of seconds"),
