@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
         "--ip-family",
         choices=[f.value for f in IpFamily],
         default=IpFamily.IPV4.value,
-        help="the family of the run (default ipv4); ambient runs on IPv6 from 1.23.0",
+        help="the family of the run (default ipv4); ambient runs on IPv6 from 1.23.0; dual: dual-stack pods, 1.17.0+",
     )
     caps.add_argument("--istioctl-version", help="when precheck runs with another istioctl (upgrade check)")
     caps.add_argument(

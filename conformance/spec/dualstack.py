@@ -13,7 +13,8 @@ Left out, with the reason (docs/spec.md "Dual-stack"):
 - the flag off on a dual-stack pod: which family istio-iptables captures depends on the order of the pod's
   addresses (getLocalIP, "likely IPv4 first", UNCONFIRMED in §2);
 - TPROXY: not traced for dual-stack pods; ambient: out of scope in §5 ("not researched");
-- health probes and the node proxy's cells: see `probe` scope in docs/spec.md (asked in the single-stack runs).
+- health probes: a rewritten probe goes to the primary pod IP (IPv4 first on a kind dual-stack cluster), so they
+  would repeat the IPv4 run's probe cells until a backend shows the primary family; node proxy cells are ambient's.
 """
 
 from __future__ import annotations

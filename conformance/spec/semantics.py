@@ -15,7 +15,8 @@ The model has three steps for a connection from another pod:
 Connections made inside the pod skip step 1: the capture rules never touch them.
 
 Where Istio releases differ in step 1, `expect()` takes the release's `TrafficBehaviour` (`traffic_behaviour(V)`);
-the default is the current release's, which the emulated reference mesh models.
+the default is the current release's, which the emulated reference mesh models. Dual-stack cells (ip_family
+`dual`) follow the rules of `dualstack.py`: `expect()` hands them to its `expect_dual()`.
 """
 
 from __future__ import annotations
