@@ -79,8 +79,8 @@ DUAL_RULES: tuple[Rule, ...] = (
         "source of the upstream's family. Undeclared ports: 1.17-1.22 two clusters by family (filter chains "
         "0.0.0.0/0 and ::/0), 1.23+ one cluster with both sources (#51503): the same result.",
         "pilot/pkg/networking/core/v1alpha3/cluster_builder.go (1.17.0 L487-501: ExtraSourceAddresses from "
-        "passThroughBindIPs[1:] when features.EnableDualStack); core/cluster_builder.go (HEAD L705-738; passthrough cluster "
-        "L744-772, #51503 3006870b5f7); 1.22.0 listener_inbound.go L128-132, L707-715 (InboundPassthroughClusterIpv4/"
+        "passThroughBindIPs[1:] when features.EnableDualStack); core/cluster_builder.go (HEAD L705-738; passthrough "
+        "cluster L744-772, #51503 3006870b5f7); 1.22.0 listener_inbound.go L128-132, L707-715 (InboundPassthroughClusterIpv4/"
         "Ipv6); envoy source/common/upstream/default_local_address_selector.cc getUpstreamLocalAddressImpl",
         "settings-dualstack.md §2 (Flag on; Passthrough bind by release)",
     ),
@@ -90,8 +90,8 @@ DUAL_RULES: tuple[Rule, ...] = (
         "(localHosts of a Dual proxy are [127.0.0.1, ::1]), with no upstream bind: every client, IPv6 included, is "
         "sent to 127.0.0.1:P, and the app sees 127.0.0.1 (an IPv6 client's cell names it ipv4_localhost).",
         "pilot/pkg/networking/core/cluster.go L727-729 (bind := actualLocalHosts[0]), listener_address.go localHosts "
-        "(HEAD; the same line at 1.17.0 v1alpha3/cluster.go L420); legacy switch PILOT_ENABLE_INBOUND_PASSTHROUGH=false 1.10-1.20, meshConfig.inboundTrafficPolicy "
-        "LOCALHOST 1.22+ (#49035)",
+        "(HEAD; the same line at 1.17.0 v1alpha3/cluster.go L420); legacy switch PILOT_ENABLE_INBOUND_PASSTHROUGH="
+        "false 1.10-1.20, meshConfig.inboundTrafficPolicy LOCALHOST 1.22+ (#49035)",
         "settings-dualstack.md §2 (Legacy/LOCALHOST on Dual)",
     ),
     Rule(
