@@ -81,7 +81,8 @@ DUAL_RULES: tuple[Rule, ...] = (
         "pilot/pkg/networking/core/v1alpha3/cluster_builder.go (1.17.0 L487-501: ExtraSourceAddresses from "
         "passThroughBindIPs[1:] when features.EnableDualStack); core/cluster_builder.go (HEAD L705-738; passthrough "
         "cluster L744-772, #51503 3006870b5f7); 1.22.0 listener_inbound.go L128-132, L707-715 "
-        "(InboundPassthroughClusterIpv4/Ipv6); envoy source/common/upstream/default_local_address_selector.cc getUpstreamLocalAddressImpl",
+        "(InboundPassthroughClusterIpv4/Ipv6); envoy source/common/upstream/default_local_address_selector.cc "
+        "getUpstreamLocalAddressImpl",
         "settings-dualstack.md §2 (Flag on; Passthrough bind by release)",
     ),
     Rule(
