@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
         "--ip-family",
         choices=[f.value for f in IpFamily],
         default=IpFamily.IPV4.value,
-        help="the family of the run (default ipv4); ambient runs on IPv6 from 1.23.0",
+        help="the family of the run (default ipv4); ambient runs on IPv6 from 1.23.0; dual: dual-stack pods, 1.17.0+",
     )
     caps.add_argument("--istioctl-version", help="when precheck runs with another istioctl (upgrade check)")
     caps.add_argument(
@@ -103,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "traffic_behaviour": {
             "instance_without_ipv4": behaviour.instance_without_ipv4.value,
             "empty_endpoint": behaviour.empty_endpoint.value,
+            # What `[::1]:P` dials on a dual-stack pod (#47440): printed for dual runs only.
+            **({"dual_localhost_v6": behaviour.dual_localhost_v6.value} if args.ip_family == IpFamily.DUAL else {}),
         },
         "kind_cluster": cluster,
     }

@@ -47,7 +47,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     """The suite's options, in one group."""
     group = parser.getgroup("mesh-inbound-conformance", "mesh inbound conformance")
     group.addoption("--backend", default="emulated", help="emulated (default), kind or kubeconfig")
-    group.addoption("--ip-family", default="ipv4", help="ipv4 (default) or ipv6: the family of the whole run")
+    group.addoption(
+        "--ip-family",
+        default="ipv4",
+        help="ipv4 (default) or ipv6: the family of the whole run (dual: spec only, not runnable yet)",
+    )
     group.addoption(
         "--profile",
         action="append",

@@ -14,7 +14,8 @@ import pytest
 from conformance.engine.probe import classify_source
 from conformance.spec import Bind, CellKey, DefaultEndpoint, IpFamily, Path, Profile, Source, all_cells, expect
 from conformance.spec.dimensions import ONE_FAMILY_BINDS, Interception, binds
-from conformance.spec.semantics import Expectation, traffic_behaviour
+from conformance.spec.outcome import Expectation
+from conformance.spec.semantics import traffic_behaviour
 from conformance.world.layout import World
 from conformance.world.ports import server_ports
 

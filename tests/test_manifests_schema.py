@@ -29,7 +29,7 @@ import pytest
 import yaml
 from kubernetes_validate import utils as kubernetes_validate
 
-from conformance.spec.dimensions import IpFamily
+from conformance.spec.dimensions import SINGLE_STACK, IpFamily
 from conformance.world.layout import World
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,7 +103,7 @@ def ident(m: dict[str, Any]) -> str:
     return f"{m['kind']} {m['metadata'].get('namespace', '')}/{m['metadata']['name']}"
 
 
-FAMILIES = list(IpFamily)
+FAMILIES = list(SINGLE_STACK)
 
 
 # --- 1. Kubernetes schemas ------------------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ from conformance.spec.dimensions import (
     MESH_PROFILES,
     ONE_FAMILY_BINDS,
     SIDECAR_FORMS_BY_FAMILY,
+    SINGLE_STACK,
     UNCAPTURED,
     InboundCapture,
     binds,
@@ -90,14 +91,14 @@ def outcome_of(key: CellKey, behaviour: TrafficBehaviour) -> str:
 # --- The seed's three claims (istio-1.10-networking-changes.txt, "Current/Future behavior") ---------------
 
 
-@pytest.mark.parametrize("family", list(IpFamily))
+@pytest.mark.parametrize("family", list(SINGLE_STACK))
 def test_seed_loopback_only_app_is_exposed_before_110_and_not_after(family: IpFamily) -> None:
     assert expect(cell(Profile.LEGACY, Bind.LOOPBACK, family=family)).reachable
     assert not expect(cell(Profile.PASSTHROUGH, Bind.LOOPBACK, family=family)).reachable
     assert not expect(cell(Profile.BASELINE, Bind.LOOPBACK, family=family)).reachable
 
 
-@pytest.mark.parametrize("family", list(IpFamily))
+@pytest.mark.parametrize("family", list(SINGLE_STACK))
 def test_seed_pod_ip_only_app_breaks_before_110_and_works_after(family: IpFamily) -> None:
     assert not expect(cell(Profile.LEGACY, Bind.POD_IP, family=family)).reachable
     assert expect(cell(Profile.PASSTHROUGH, Bind.POD_IP, family=family)).reachable
@@ -174,7 +175,7 @@ def test_ipv6_forms_mirror_ipv4_forms() -> None:
             assert (a.reachable, a.source, a.failure) == (b.reachable, b.source, b.failure)
 
 
-@pytest.mark.parametrize("family", list(IpFamily))
+@pytest.mark.parametrize("family", list(SINGLE_STACK))
 def test_empty_host_is_original_dst_from_the_passthrough_bind(family: IpFamily) -> None:
     """Reference section 4: `:P` is ORIGINAL_DST with bind 127.0.0.6 / ::6; routing.go "empty" column."""
     for profile in (Profile.LEGACY, Profile.PASSTHROUGH):
@@ -185,7 +186,7 @@ def test_empty_host_is_original_dst_from_the_passthrough_bind(family: IpFamily) 
         )
 
 
-@pytest.mark.parametrize("family", list(IpFamily))
+@pytest.mark.parametrize("family", list(SINGLE_STACK))
 def test_empty_host_on_1_9_is_localhost_with_no_bind(family: IpFamily) -> None:
     """Reference §4: 1.9 accepts `:P` (validation checks a host only when there is one) and its cluster's default
     endpoint is actualLocalHost, no bind: `:P` behaves as `127.0.0.1:P` there, for every path and client."""
@@ -375,7 +376,9 @@ def test_cell_counts_and_uniqueness() -> None:
     cells = all_cells()
     assert len({c.id for c in cells}) == len(cells)
     captured = [c for c in cells if c.capture is InboundCapture.ALL]
-    per = {(p, f): sum(1 for c in captured if c.profile is p and c.ip_family is f) for p in Profile for f in IpFamily}
+    per = {
+        (p, f): sum(1 for c in captured if c.profile is p and c.ip_family is f) for p in Profile for f in SINGLE_STACK
+    }
     # baseline: 3 binds x 2 protocols x (declared and remapped: 6 paths each + undeclared: 4 paths)
     assert per[(Profile.BASELINE, IpFamily.IPV4)] == 3 * 2 * (2 * 6 + 4)
     # mesh: declared and remapped x 7 Sidecar situations (none, four literals, empty, unlisted) + undeclared;
@@ -388,7 +391,7 @@ def test_cell_counts_and_uniqueness() -> None:
     assert not [c for c in cells if c.path is Path.SERVICE and c.port is PortKind.UNDECLARED]
     # Ports left out of capture (capture.py): per sidecar profile and setting, no Sidecar resource, from other pods
     # only: 3 binds x 2 protocols x (declared and remapped: 4 paths each + undeclared: 2 paths).
-    for family in IpFamily:
+    for family in SINGLE_STACK:
         for profile in Profile:
             for setting in UNCAPTURED:
                 count = sum(1 for c in cells if (c.ip_family, c.profile, c.capture) == (family, profile, setting))
@@ -397,13 +400,13 @@ def test_cell_counts_and_uniqueness() -> None:
     assert len([c for c in cells if c.ip_family is IpFamily.IPV4]) == 1854 + 144 + 240
     assert len([c for c in cells if c.ip_family is IpFamily.IPV6]) == (1854 + 144 + 240) * 4 // 3
     # Every defaultEndpoint form is a cell in both families (reference section 4).
-    for family in IpFamily:
+    for family in SINGLE_STACK:
         forms = {c.default_endpoint for c in cells if c.ip_family is family}
         assert forms == set(DefaultEndpoint)
 
 
 def test_every_rule_is_used_and_every_citation_exists() -> None:
-    behaviours = (traffic_behaviour(None), traffic_behaviour("1.10.6"), traffic_behaviour("1.9.9"))
+    behaviours = tuple(traffic_behaviour(v) for v in (None, "1.10.6", "1.9.9", "1.18.5"))
     used = {r for c in all_cells() for b in behaviours for r in expect(c, b).because} | {"precheck-localhost-listener"}
     assert used == set(RULES) | set(CAPTURE_RULES)
     assert not set(RULES) & set(CAPTURE_RULES)
@@ -431,6 +434,7 @@ def test_json_document_has_stable_keys() -> None:
         "ip_family",
         "interception",
         "capture",
+        "client_family",
         "expected",
     ]
     assert list(first["expected"]) == ["reachable", "source", "failure", "because"]
@@ -452,6 +456,7 @@ def test_the_docs_state_the_rule_count_and_the_format_versions() -> None:
         30: "thirty",
         31: "thirty-one",
         32: "thirty-two",
+        40: "forty",
     }
     assert f"`semantics.py` holds {words[len(RULES)]} rules" in spec_page
     assert f"(`format: mesh-inbound-conformance/spec`, `version: {SPEC_FORMAT_VERSION}`)" in spec_page
@@ -502,7 +507,7 @@ def test_cli_markdown_has_a_table_per_profile_and_family() -> None:
     proc = run_cli("spec", "--format", "markdown")
     assert proc.returncode == 0
     for profile in Profile:
-        for family in IpFamily:
+        for family in SINGLE_STACK:
             assert f"## {profile.value} ({family.value})" in proc.stdout
     assert "| none | declared | http | pod_ip | plain client | ✗ 503 | ✓ 127.0.0.6 | ✓ 127.0.0.6 |" in proc.stdout
 
@@ -801,7 +806,7 @@ def test_a_minor_without_a_known_kubernetes_range_says_so_naming_the_known_range
 # --- Ambient (probes-ambient.md section 2, reference section 8) ---------------------------------------------
 
 
-@pytest.mark.parametrize("family", list(IpFamily))
+@pytest.mark.parametrize("family", list(SINGLE_STACK))
 def test_ambient_from_other_pods_written_out(family: IpFamily) -> None:
     """Every endpoint situation, port kind, protocol, path and client alike: loopback never reached and never
     'refused'; pod IP and wildcard reached, seeing the client pod's IP (ztunnel inbound.rs, baseline_test.go),

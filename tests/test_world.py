@@ -8,7 +8,15 @@ import pytest
 
 from conformance.spec.capabilities import Capability, istio_capabilities
 from conformance.spec.cells import all_cells
-from conformance.spec.dimensions import UNCAPTURED, DefaultEndpoint, InboundCapture, IpFamily, Path, Profile
+from conformance.spec.dimensions import (
+    SINGLE_STACK,
+    UNCAPTURED,
+    DefaultEndpoint,
+    InboundCapture,
+    IpFamily,
+    Path,
+    Profile,
+)
 from conformance.suite import test_capture, test_in_pod, test_overrides, test_reachability, test_source_address
 from conformance.world.capture import INCLUDE_INBOUND_ANNOTATION
 from conformance.world.layout import World
@@ -102,7 +110,7 @@ def _annotations(world: World, app: str) -> dict[str, str]:
     return dict(deployment["spec"]["template"]["metadata"]["annotations"])
 
 
-@pytest.mark.parametrize("family", list(IpFamily), ids=str)
+@pytest.mark.parametrize("family", list(SINGLE_STACK), ids=str)
 def test_each_capture_setting_has_a_meshed_server_with_its_annotations(family: IpFamily) -> None:
     world = World(family)
     assert world.mesh_servers[-2:] == (PodRef(NS_MESH, "echo-excluded"), PodRef(NS_MESH, "echo-not-included"))
@@ -119,7 +127,7 @@ def test_each_capture_setting_has_a_meshed_server_with_its_annotations(family: I
     assert _annotations(world, "echo-none") == {EXCLUDE_INBOUND_ANNOTATION: "19000"}
 
 
-@pytest.mark.parametrize("family", list(IpFamily), ids=str)
+@pytest.mark.parametrize("family", list(SINGLE_STACK), ids=str)
 def test_each_capture_server_gets_a_destination_rule_disabling_auto_mtls(family: IpFamily) -> None:
     """istio/istio#30311: a sidecar client sends mTLS to an excluded port; istio.io#8917's workaround."""
     rules = [m for m in World(family).manifests() if m["kind"] == "DestinationRule"]

@@ -18,8 +18,8 @@ from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 from conformance.backends.base import Cluster, ProbeRequest
 from conformance.backends.timeouts import TimeoutConfig
 from conformance.spec.cells import all_cells
-from conformance.spec.dimensions import ADDRESSES, CellKey, IpFamily, Path, Source
-from conformance.spec.semantics import Expectation
+from conformance.spec.dimensions import CellKey, IpFamily, Path, Source, source_addresses
+from conformance.spec.outcome import Expectation
 from conformance.world.layout import World
 from conformance.world.ports import dialled_address, dialled_port
 
@@ -132,11 +132,16 @@ class Verdict:
         return self.passed
 
 
-def classify_source(peer: str | None, family: IpFamily, client_ip: str | None, server_ip: str) -> str | None:
-    """Name the peer address the app saw (reference section 1: 127.0.0.6 / ::6 is the passthrough bind)."""
+def classify_source(
+    peer: str | None, family: IpFamily, client_ip: str | None, server_ip: str, client_family: IpFamily | None = None
+) -> str | None:
+    """Name the peer address the app saw (reference section 1: 127.0.0.6 / ::6 is the passthrough bind).
+
+    `client_family` is the cell's (dual runs): the fixed addresses are named relative to it (source_addresses).
+    """
     if peer is None:
         return None
-    for source, address in ADDRESSES[family].items():
+    for source, address in source_addresses(family, client_family).items():
         if peer == address:
             return source.value
     if client_ip is not None and peer == client_ip:
@@ -202,7 +207,7 @@ class Prober:
     def _classify(self, cell: CellKey, outcome: ProbeOutcome) -> str | None:
         server_ip = self.cluster.pod_ip(self.world.server_for(cell))
         client_ip = self.cluster.pod_ip(self.world.source_pod(cell)) if cell.path.from_other_pod else None
-        return classify_source(outcome.peer, cell.ip_family, client_ip, server_ip)
+        return classify_source(outcome.peer, cell.ip_family, client_ip, server_ip, cell.client_family)
 
     def observe(self, cells: Sequence[CellKey], fresh: bool = False) -> dict[CellKey, Observation]:
         """Converged observations of `cells` under the cluster's current mode (cached unless `fresh`).

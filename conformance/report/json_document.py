@@ -9,7 +9,7 @@ from __future__ import annotations
 from conformance.report.probes import probe_document
 from conformance.report.record import RunRecord, outcome_text
 from conformance.report.ztunnel import ztunnel_document
-from conformance.spec.dimensions import ADDRESSES, IpFamily, Source
+from conformance.spec.dimensions import IpFamily, Source, source_addresses
 
 REPORT_FORMAT = "mesh-inbound-conformance/report"
 REPORT_VERSION = 4
@@ -58,11 +58,14 @@ def json_document(record: RunRecord) -> dict[str, object]:
             {
                 "id": r.cell.id,
                 **r.cell.to_json(),
-                "expected": {**r.expected.to_json(), "source_address": _address(family, r.expected.source)},
+                "expected": {
+                    **r.expected.to_json(),
+                    "source_address": _address(family, r.expected.source, r.cell.client_family),
+                },
                 "observed": {
                     **r.observed.to_json(),
                     "outcome_text": outcome_text(r.observed.last.label),
-                    "source_address": _address(family, r.observed.source),
+                    "source_address": _address(family, r.observed.source, r.cell.client_family),
                 },
                 "verdict": "pass" if r.passed else "fail",
                 "checks": r.checks,
@@ -75,9 +78,9 @@ def json_document(record: RunRecord) -> dict[str, object]:
     }
 
 
-def _address(family: IpFamily, source: object) -> str | None:
+def _address(family: IpFamily, source: object, client_family: IpFamily | None = None) -> str | None:
     """The literal address of a source where it has one (127.0.0.6 for inbound_passthrough)."""
     try:
-        return ADDRESSES[family].get(Source(str(source))) if source else None
+        return source_addresses(family, client_family).get(Source(str(source))) if source else None
     except ValueError:
         return None

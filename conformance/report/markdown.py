@@ -207,33 +207,39 @@ def _tables(record: RunRecord) -> list[str]:
 def _table(profile: Profile, mode: Interception, records: list[CellRecord], family: IpFamily) -> list[str]:
     title = profile.value if mode is Interception.REDIRECT else f"{profile.value}, {mode.value.upper()}"
     failed = sum(not r.passed for r in records)
+    dual = family is IpFamily.DUAL  # a dual family's rows also carry the client family (spec/dualstack.py)
     lines = [
         "",
         f"## {title}: expected / observed",
         "",
         "Each cell: expected, then ❌ and what was observed where they differ.",
         "",
-        "| defaultEndpoint | port | protocol | path | client | " + " | ".join(b.value for b in binds(family)) + " |",
-        "|---|---|---|---|---|" + "---|" * len(binds(family)),
+        "| defaultEndpoint | port | protocol | path | client | "
+        + ("client family | " if dual else "")
+        + " | ".join(b.value for b in binds(family))
+        + " |",
+        "|---|---|---|---|---|" + "---|" * (len(binds(family)) + dual),
     ]
     by_key = {r.cell: r for r in records}
-    rows: dict[tuple[DefaultEndpoint, PortKind, Protocol, CellPath, Client | None, InboundCapture], None] = {}
+    Row = tuple[DefaultEndpoint, PortKind, Protocol, CellPath, Client | None, InboundCapture, IpFamily | None]
+    rows: dict[Row, None] = {}
     for r in sorted(records, key=lambda r: _row_order(r.cell)):
         c = r.cell
-        rows[(c.default_endpoint, c.port, c.protocol, c.path, c.client, c.capture)] = None
-    for endpoint, port, protocol, path, client, capture in rows:
+        rows[(c.default_endpoint, c.port, c.protocol, c.path, c.client, c.capture, c.client_family)] = None
+    for endpoint, port, protocol, path, client, capture, cf in rows:
         who = f"{client.value} client" if client else "in the pod"
         label = endpoint_label(endpoint, capture)
         row = f"| {label} | {port.value} | {protocol.value} | {path.value} | {who} |"
+        row += f" {cf.value} |" if cf is not None else ""
         for bind in binds(family):
-            key = CellKey(profile, endpoint, bind, port, protocol, path, client, family, mode, capture)
+            key = CellKey(profile, endpoint, bind, port, protocol, path, client, family, mode, capture, cf)
             cell = by_key.get(key)
             if cell is None:
                 row += " – |"
             elif cell.passed:
-                row += f" {describe_expectation(cell.expected, family)} |"
+                row += f" {describe_expectation(cell.expected, family, cf)} |"
             else:
-                expected = describe_expectation(cell.expected, family)
+                expected = describe_expectation(cell.expected, family, cf)
                 row += f" ❌ {expected}, saw {_observed_text(cell, family)} |"
         lines.append(row)
     return fold(cells_verdict(title, len(records), failed), lines, failed > 0)
@@ -243,7 +249,7 @@ def _observed_text(record: CellRecord, family: IpFamily) -> str:
     obs = record.observed
     if obs.last.label == "ok" and obs.source:
         try:
-            shown = describe_source(Source(obs.source), family)
+            shown = describe_source(Source(obs.source), family, record.cell.client_family)
             if shown != obs.source:
                 shown += f" ({obs.source})"
         except ValueError:
@@ -264,4 +270,5 @@ def _row_order(cell: CellKey) -> tuple[int, ...]:
         list(Protocol).index(cell.protocol),
         list(CellPath).index(cell.path),
         list(Client).index(cell.client) if cell.client else 9,
+        list(IpFamily).index(cell.client_family) if cell.client_family else 9,
     )

@@ -18,7 +18,7 @@ from conformance.backends.precheck import PrecheckRun
 from conformance.engine.probe import Observation, Verdict
 from conformance.spec.capabilities import MeshCapabilities
 from conformance.spec.dimensions import CellKey, IpFamily, Profile
-from conformance.spec.semantics import Expectation
+from conformance.spec.outcome import Expectation
 
 NOT_SELECTED = "not selected"
 INTERRUPTED = "interrupted"

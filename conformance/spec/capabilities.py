@@ -46,6 +46,8 @@ class Capability(StrEnum):
     does, in the run's family (IPv6 from 1.12.0), and their inbound listeners keep the client's address."""
     PLAINTEXT_TUNNEL = "plaintext-tunnel"
     """A plain pod can ask ztunnel's 15008 for a CONNECT itself (the emulated mesh's plaintext HTTP/1.1 tunnel)."""
+    DUAL_STACK = "dual-stack"
+    """Dual-stack pods with ISTIO_DUAL_STACK=true (1.17.0+ experimental, alpha 1.24, beta 1.28): the dual cells."""
 
 
 class LegacySwitch(StrEnum):
@@ -166,6 +168,10 @@ TPROXY_IPV6_SINCE = "1.12.0"
 IPv6 (#34274, #35359 "More fixes for TPROXY + ipv6"). How IPv6 traffic to a TPROXY pod behaved before is
 UNCONFIRMED (settings-dualstack.md §1(a))."""
 
+DUAL_STACK_SINCE = "1.17.0"
+"""Dual-stack support: experimental in 1.17.0 (#41618, release note 40394.yaml), alpha in 1.24 (#47998), beta in
+1.28 (settings-dualstack.md §2); the flag ISTIO_DUAL_STACK still defaults to false."""
+
 LEGACY_NETWORKING_BEFORE = "1.10.0"
 """istioctl 1.15.1 - 1.20 checks only proxies older than this (precheck.go fromLegacyNetworkingVersion)."""
 
@@ -230,11 +236,13 @@ def endpoint_capabilities(endpoint: DefaultEndpoint, family: IpFamily) -> frozen
     A literal needs its own family's forms, plus the cross-family resolution when it is not the pod's family;
     `unlisted` lists its anchor port with the family's own localhost form.
     """
-    own = Capability.SIDECAR_ENDPOINT_IPV4 if family is IpFamily.IPV4 else Capability.SIDECAR_ENDPOINT_IPV6
+    own = Capability.SIDECAR_ENDPOINT_IPV6 if family is IpFamily.IPV6 else Capability.SIDECAR_ENDPOINT_IPV4
     literal = endpoint.family()
     if literal is not None:
+        # On a dual-stack pod every literal is of a family the pod has: no cross-family resolution.
         form = Capability.SIDECAR_ENDPOINT_IPV4 if literal is IpFamily.IPV4 else Capability.SIDECAR_ENDPOINT_IPV6
-        return frozenset({form} if literal is family else {form, Capability.SIDECAR_ENDPOINT_CROSS_FAMILY})
+        own_family = literal is family or family is IpFamily.DUAL
+        return frozenset({form} if own_family else {form, Capability.SIDECAR_ENDPOINT_CROSS_FAMILY})
     if endpoint is DefaultEndpoint.EMPTY:
         return frozenset({Capability.SIDECAR_ENDPOINT_EMPTY})
     if endpoint is DefaultEndpoint.UNLISTED:
@@ -315,6 +323,8 @@ class MeshCapabilities:
 
 def ambient_missing(version: Version, label: str, family: IpFamily) -> str | None:
     """Why a release cannot run the ambient profile in `family`, or None when it can."""
+    if family is IpFamily.DUAL:
+        return f"{label}: ambient on dual-stack pods is not traced (settings-dualstack.md §5: out of scope)"
     release = _release(version)
     if release < Version(AMBIENT_ALPHA_SINCE):
         return f"{label} has no ambient mode (alpha from 1.18, beta from 1.22, GA from 1.24)"
@@ -334,6 +344,8 @@ def ambient_missing(version: Version, label: str, family: IpFamily) -> str | Non
 
 def tproxy_missing(version: Version, label: str, family: IpFamily) -> str | None:
     """Why a release's TPROXY interception is not asked in `family`, or None when it is."""
+    if family is IpFamily.DUAL:
+        return f"{label}: TPROXY on dual-stack pods is not traced (the dual cells are REDIRECT only)"
     release = _release(version)
     if release < Version(TPROXY_SINCE):
         return (
@@ -401,6 +413,11 @@ def istio_capabilities(
         caps.add(Capability.INTERCEPTION_TPROXY)
     else:
         reasons[Capability.INTERCEPTION_TPROXY] = no_tproxy
+    # Dual-stack is asked of dual runs only: a single-stack run's capabilities stay as they were.
+    if family is IpFamily.DUAL and _release(version) >= Version(DUAL_STACK_SINCE):
+        caps.add(Capability.DUAL_STACK)
+    elif family is IpFamily.DUAL:
+        reasons[Capability.DUAL_STACK] = f"{label} has no dual-stack support (experimental from 1.17.0, #41618)"
     reasons[Capability.PLAINTEXT_TUNNEL] = (
         f"{label}'s ztunnel speaks HBONE (HTTP/2 CONNECT inside mutual TLS with SPIFFE identities): a plain pod "
         "cannot ask its 15008 for a tunnel, so the tunnel's own answer is checked on the emulated mesh only"

@@ -25,16 +25,17 @@ from conformance.spec.dimensions import (
     Protocol,
     binds,
 )
+from conformance.spec.dualstack import DUAL_PROFILES, client_families
 
 
-def interceptions(profile: Profile) -> tuple[Interception, ...]:
-    """The interception modes asked of a profile's servers.
+def interceptions(profile: Profile, family: IpFamily | None = None) -> tuple[Interception, ...]:
+    """The interception modes asked of a profile's servers (REDIRECT only on dual-stack pods: dualstack.py).
 
     TPROXY is asked under passthrough only: under legacy (and a Sidecar's `127.0.0.1:P`) Envoy dials 127.0.0.1
     from the client's address, which reaches the app only if the pod inherits route_localnet=1 from the node
     (UNCONFIRMED, settings-dualstack.md §1(c)). Baseline and ambient servers have no sidecar, so no mode.
     """
-    if profile is Profile.PASSTHROUGH:
+    if profile is Profile.PASSTHROUGH and family is not IpFamily.DUAL:
         return (Interception.REDIRECT, Interception.TPROXY)
     return (Interception.REDIRECT,)
 
@@ -86,10 +87,15 @@ def paths(
     return tuple(pairs)
 
 
+def family_profiles(profiles: Iterable[Profile], family: IpFamily) -> tuple[Profile, ...]:
+    """The profiles of `profiles` a family asks: all of them, but no ambient in a dual run (dualstack.py)."""
+    return tuple(p for p in profiles if family is not IpFamily.DUAL or p in DUAL_PROFILES)
+
+
 def iter_cells(
     profiles: Iterable[Profile] = tuple(Profile), families: Iterable[IpFamily] = tuple(IpFamily)
 ) -> Iterator[CellKey]:
-    """Every cell, in a stable order: family, profile, interception, port, defaultEndpoint, protocol, path, bind.
+    """Every cell, in a stable order: family, profile, mode, port, endpoint, protocol, path, client family, bind.
 
     A profile's REDIRECT cells come first, in the order they had before interception was a coordinate, then
     those of its servers with ports left out of capture (`capture.py`: REDIRECT, no Sidecar resource, from other
@@ -97,14 +103,26 @@ def iter_cells(
     """
     profile_list = tuple(profiles)
     for family in families:
-        for profile in profile_list:
-            for mode in interceptions(profile):
+        for profile in family_profiles(profile_list, family):
+            for mode in interceptions(profile, family):
                 for port in PortKind:
                     for endpoint in default_endpoints(profile, port, family, mode):
                         for protocol in Protocol:
                             for path, client in paths(port, profile, mode, endpoint):
-                                for bind in binds(family):
-                                    yield CellKey(profile, endpoint, bind, port, protocol, path, client, family, mode)
+                                for cf in client_families(family):
+                                    for bind in binds(family):
+                                        yield CellKey(
+                                            profile,
+                                            endpoint,
+                                            bind,
+                                            port,
+                                            protocol,
+                                            path,
+                                            client,
+                                            family,
+                                            mode,
+                                            client_family=cf,
+                                        )
                 if mode is Interception.REDIRECT:
                     yield from uncaptured_cells(profile, family)
 
@@ -117,10 +135,20 @@ def uncaptured_cells(profile: Profile, family: IpFamily) -> Iterator[CellKey]:
                 for path, client in paths(port, profile):
                     if setting not in captures(profile, path):
                         continue
-                    for bind in binds(family):
-                        yield CellKey(
-                            profile, DefaultEndpoint.NONE, bind, port, protocol, path, client, family, capture=setting
-                        )
+                    for cf in client_families(family):
+                        for bind in binds(family):
+                            yield CellKey(
+                                profile,
+                                DefaultEndpoint.NONE,
+                                bind,
+                                port,
+                                protocol,
+                                path,
+                                client,
+                                family,
+                                capture=setting,
+                                client_family=cf,
+                            )
 
 
 def all_cells(

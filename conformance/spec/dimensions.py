@@ -34,10 +34,18 @@ its own (the ambient profile), made once and never left."""
 
 
 class IpFamily(StrEnum):
-    """The IP family of one run: a cluster is single-stack for the whole run."""
+    """The IP family of one run: a cluster is single-stack, or dual-stack, for the whole run."""
 
     IPV4 = "ipv4"
     IPV6 = "ipv6"
+    DUAL = "dual"
+    """Every pod has an IPv4 and an IPv6 address, Istio installed with ISTIO_DUAL_STACK=true (settings-dualstack.md
+    §2); a cell's `client_family` says which family its connection uses (spec/dualstack.py)."""
+
+
+SINGLE_STACK: tuple[IpFamily, ...] = (IpFamily.IPV4, IpFamily.IPV6)
+"""The single-stack families: where a family is one address family (a cell's client family, a world's pods, the
+family of a suite run), not the run's setting."""
 
 
 class Bind(StrEnum):
@@ -51,7 +59,8 @@ class Bind(StrEnum):
     """0.0.0.0 / ::, what most apps do; an IPv6 wildcard is IPv6-only (IPV6_V6ONLY on), separate from IPv4."""
     DUAL_WILDCARD = "dual_wildcard"
     """[::] with IPV6_V6ONLY off, the socket Go's `net.Listen("tcp", ":8080")` and Java open: it accepts IPv4 too,
-    IPv4-mapped (settings-dualstack.md §5). Asked in IPv6 runs only: in an IPv4 run it is `wildcard`."""
+    IPv4-mapped (settings-dualstack.md §5). Asked in IPv6 and dual runs: in an IPv4 run it is `wildcard`. On a
+    dual-stack pod it behaves as `wildcard`, which binds 0.0.0.0 and an IPv6-only [::] there."""
 
 
 ONE_FAMILY_BINDS: tuple[Bind, ...] = (Bind.LOOPBACK, Bind.POD_IP, Bind.WILDCARD)
@@ -60,8 +69,12 @@ IPv6 pod; health probes and the node proxy's own cells never make one, so they a
 
 
 def binds(family: IpFamily) -> tuple[Bind, ...]:
-    """The binds a run of this family asks its traffic cells of: `dual_wildcard` too where the pod has IPv6."""
-    return tuple(Bind) if family is IpFamily.IPV6 else ONE_FAMILY_BINDS
+    """The binds a run of this family asks its traffic cells of: `dual_wildcard` too where the pod has IPv6.
+
+    In a dual-stack pod the echo program binds each of them in both families (loopback 127.0.0.1 and ::1, pod_ip
+    both pod IPs, wildcard 0.0.0.0 and an IPv6-only [::], dual_wildcard one [::] socket with V6ONLY off).
+    """
+    return ONE_FAMILY_BINDS if family is IpFamily.IPV4 else tuple(Bind)
 
 
 class PortKind(StrEnum):
@@ -173,9 +186,13 @@ OVERRIDES_BY_FAMILY: dict[IpFamily, tuple[DefaultEndpoint, DefaultEndpoint]] = {
 
 SIDECAR_FORMS_BY_FAMILY: dict[IpFamily, tuple[DefaultEndpoint, ...]] = {
     # The cells of each family: its own literals, the other family's literals (resolved by the pod's family,
-    # reference section 4, "How the host is resolved"), then the empty host `:P`.
-    family: (*OVERRIDES_BY_FAMILY[family], *OVERRIDES_BY_FAMILY[other], DefaultEndpoint.EMPTY)
-    for family, other in ((IpFamily.IPV4, IpFamily.IPV6), (IpFamily.IPV6, IpFamily.IPV4))
+    # reference section 4, "How the host is resolved"), then the empty host `:P`. On a dual-stack pod every
+    # literal is of a family the pod has: the same four forms, none of them "cross" (spec/dualstack.py).
+    **{
+        family: (*OVERRIDES_BY_FAMILY[family], *OVERRIDES_BY_FAMILY[other], DefaultEndpoint.EMPTY)
+        for family, other in ((IpFamily.IPV4, IpFamily.IPV6), (IpFamily.IPV6, IpFamily.IPV4))
+    },
+    IpFamily.DUAL: (*OVERRIDES_BY_FAMILY[IpFamily.IPV4], *OVERRIDES_BY_FAMILY[IpFamily.IPV6], DefaultEndpoint.EMPTY),
 }
 
 
@@ -190,7 +207,14 @@ class Source(StrEnum):
     """127.0.0.1 / ::1."""
     IPV4_LOCALHOST = "ipv4_localhost"
     """127.0.0.1 in an IPv6 run: an IPv4 connection on the pod's loopback, accepted by a `dual_wildcard` socket
-    (IPv4-mapped, reported as the IPv4 address, as Go prints it)."""
+    (IPv4-mapped, reported as the IPv4 address, as Go prints it); in a dual run, 127.0.0.1 seen by an IPv6
+    client's cell (legacy mode dials every client at 127.0.0.1)."""
+    IPV6_LOCALHOST = "ipv6_localhost"
+    """::1 seen by an IPv4 client's cell of a dual run (a Sidecar `[::1]:P` from 1.18.6, 1.19.4, 1.20.0, 1.21+)."""
+    IPV4_INBOUND_PASSTHROUGH = "ipv4_inbound_passthrough"
+    """127.0.0.6 seen by an IPv6 client's cell of a dual run (a Sidecar `0.0.0.0:P` dials the IPv4 pod IP)."""
+    IPV6_INBOUND_PASSTHROUGH = "ipv6_inbound_passthrough"
+    """::6 seen by an IPv4 client's cell of a dual run (a Sidecar `[::]:P` dials the IPv6 pod IP)."""
     SELF = "self"
     """The server pod's own IP."""
 
@@ -243,6 +267,38 @@ ADDRESSES: dict[IpFamily, dict[Source, str]] = {
     IpFamily.IPV6: {Source.LOCALHOST: "::1", Source.INBOUND_PASSTHROUGH: "::6", Source.IPV4_LOCALHOST: "127.0.0.1"},
 }
 
+_OTHER_FAMILY: dict[IpFamily, dict[Source, Source]] = {
+    # In a dual run, the names of the other family's fixed addresses, seen from a client of this family.
+    IpFamily.IPV4: {
+        Source.LOCALHOST: Source.IPV6_LOCALHOST,
+        Source.INBOUND_PASSTHROUGH: Source.IPV6_INBOUND_PASSTHROUGH,
+    },
+    IpFamily.IPV6: {
+        Source.LOCALHOST: Source.IPV4_LOCALHOST,
+        Source.INBOUND_PASSTHROUGH: Source.IPV4_INBOUND_PASSTHROUGH,
+    },
+}
+
+
+def source_addresses(family: IpFamily, client_family: IpFamily | None = None) -> dict[Source, str]:
+    """The fixed addresses behind the Source names, for a cell of `family` whose connection uses `client_family`.
+
+    A single-stack family has one table (`client_family` is None there); a dual cell's names are relative to its
+    client family (LOCALHOST is 127.0.0.1 for an IPv4 client, ::1 for an IPv6 one), plus the other family's
+    localhost and passthrough bind under their cross-family names.
+    """
+    if family is not IpFamily.DUAL:
+        return dict(ADDRESSES[family])
+    if client_family is None or client_family is IpFamily.DUAL:
+        raise ValueError(f"a dual-stack cell needs a client family, not {client_family!r}")
+    own, other = client_family, (IpFamily.IPV6 if client_family is IpFamily.IPV4 else IpFamily.IPV4)
+    addresses: dict[Source, str] = {
+        s: a for s, a in ADDRESSES[own].items() if s in (Source.LOCALHOST, Source.INBOUND_PASSTHROUGH)
+    }
+    for source, cross in _OTHER_FAMILY[own].items():
+        addresses[cross] = ADDRESSES[other][source]
+    return addresses
+
 
 @dataclass(frozen=True)
 class CellKey:
@@ -262,6 +318,9 @@ class CellKey:
     ip_family: IpFamily
     interception: Interception = Interception.REDIRECT
     capture: InboundCapture = InboundCapture.ALL
+    client_family: IpFamily | None = None
+    """None in single-stack runs; in a dual run the family the connection uses: for a path from another pod the
+    family the client dials (pod IP or ClusterIP of that family), in the pod the family of the address dialled."""
 
     @property
     def id(self) -> str:
@@ -269,9 +328,13 @@ class CellKey:
 
         A REDIRECT cell of a fully captured server has the id it had before these were coordinates (reports are
         compared across versions by id); a TPROXY cell's profile segment reads `passthrough+tproxy`, a server
-        with ports left out of capture's `passthrough+excluded` (or `+not_included`).
+        with ports left out of capture's `passthrough+excluded` (or `+not_included`), a dual cell's family
+        segment `dual+ipv4` (or `dual+ipv6`: its client family).
         """
         client = self.client.value if self.client else "in_pod"
+        family = self.ip_family.value
+        if self.client_family is not None:
+            family += f"+{self.client_family.value}"
         profile = self.profile.value
         if self.interception is not Interception.REDIRECT:
             profile += f"+{self.interception.value}"
@@ -286,7 +349,7 @@ class CellKey:
                 self.protocol.value,
                 self.path.value,
                 client,
-                self.ip_family.value,
+                family,
             )
         )
 
@@ -303,4 +366,5 @@ class CellKey:
             "ip_family": self.ip_family.value,
             "interception": self.interception.value,
             "capture": self.capture.value,
+            "client_family": self.client_family.value if self.client_family else None,
         }

@@ -15,7 +15,8 @@ The model has three steps for a connection from another pod:
 Connections made inside the pod skip step 1: the capture rules never touch them.
 
 Where Istio releases differ in step 1, `expect()` takes the release's `TrafficBehaviour` (`traffic_behaviour(V)`);
-the default is the current release's, which the emulated reference mesh models.
+the default is the current release's, which the emulated reference mesh models. Dual-stack cells (ip_family
+`dual`) follow the rules of `dualstack.py`: `expect()` hands them to its `expect_dual()`.
 """
 
 from __future__ import annotations
@@ -37,10 +38,10 @@ from conformance.spec.dimensions import (
     Path,
     PortKind,
     Profile,
-    Protocol,
     Source,
 )
 from conformance.spec.dual_wildcard import DUAL_WILDCARD_ACCEPTS_IPV4, DUAL_WILDCARD_RULES
+from conformance.spec.dualstack import DUAL_LOCALHOST_V6_AS_V4, DUAL_RULES, LocalhostV6OnDual, expect_dual
 from conformance.spec.interception import (
     TPROXY_CAPTURE,
     TPROXY_IN_POD,
@@ -48,6 +49,7 @@ from conformance.spec.interception import (
     TPROXY_ORIGINAL_SRC,
     TPROXY_RULES,
 )
+from conformance.spec.outcome import Expectation, InboundTarget, bind_admits, failure_forms
 from conformance.spec.rules import Rule
 
 RULES: dict[str, Rule] = {
@@ -292,21 +294,9 @@ RULES: dict[str, Rule] = {
         ),
         *TPROXY_RULES,
         *DUAL_WILDCARD_RULES,
+        *DUAL_RULES,
     )
 }
-
-
-class InboundTarget(StrEnum):
-    """Where the server pod's sidecar forwards an inbound connection (step 1 of the model)."""
-
-    LOCALHOST = "localhost"
-    """A STATIC 127.0.0.1:P / [::1]:P endpoint, no upstream bind."""
-    POD_IP = "pod_ip"
-    """The pod IP (ORIGINAL_DST or the instance IP), dialled from 127.0.0.6 / ::6."""
-    IPV4_LOCALHOST = "ipv4_localhost"
-    """127.0.0.1 on a pod with no IPv4 address (`0.0.0.0:P` there, 1.14.4+ and 1.15+), no upstream bind."""
-    IPV6_LOCALHOST = "ipv6_localhost"
-    """::1 on a pod with no IPv6 address (`[::]:P` there, 1.14.4+ and 1.15+), no upstream bind."""
 
 
 class InstanceWithoutIpv4(StrEnum):
@@ -333,6 +323,8 @@ class TrafficBehaviour:
 
     instance_without_ipv4: InstanceWithoutIpv4
     empty_endpoint: EmptyEndpoint = EmptyEndpoint.ORIGINAL_DST
+    dual_localhost_v6: LocalhostV6OnDual = LocalhostV6OnDual.IPV6_LOCALHOST
+    """What a Sidecar `[::1]:P` dials on a dual-stack pod (dualstack.py; #47440)."""
 
 
 CURRENT_TRAFFIC = TrafficBehaviour(InstanceWithoutIpv4.IPV4_LOCALHOST, EmptyEndpoint.ORIGINAL_DST)
@@ -358,26 +350,10 @@ def traffic_behaviour(version_text: str | None) -> TrafficBehaviour:
         return replace(CURRENT_TRAFFIC, empty_endpoint=EmptyEndpoint.LOCALHOST)
     if any(in_range(version, first, before) for first, before in FIRST_ADDRESS_BEFORE):
         return TrafficBehaviour(InstanceWithoutIpv4.FIRST_ADDRESS)
+    if any(in_range(version, first, before) for first, before in DUAL_LOCALHOST_V6_AS_V4):
+        # Before #47440 and its backports `[::1]:P` gave actualLocalHosts[0], 127.0.0.1, on a dual-stack pod.
+        return replace(CURRENT_TRAFFIC, dual_localhost_v6=LocalhostV6OnDual.IPV4_LOCALHOST)
     return CURRENT_TRAFFIC
-
-
-@dataclass(frozen=True)
-class Expectation:
-    """What the app sees, or how the client sees it fail; `because` lists the rules applied, in order."""
-
-    reachable: bool
-    source: Source | None
-    failure: tuple[Failure, ...]
-    because: tuple[str, ...]
-
-    def to_json(self) -> dict[str, object]:
-        """The `expected` object of the versioned formats."""
-        return {
-            "reachable": self.reachable,
-            "source": self.source.value if self.source else None,
-            "failure": [f.value for f in self.failure],
-            "because": list(self.because),
-        }
 
 
 def inbound_target(cell: CellKey, behaviour: TrafficBehaviour = CURRENT_TRAFFIC) -> tuple[InboundTarget, str]:
@@ -406,42 +382,14 @@ def inbound_target(cell: CellKey, behaviour: TrafficBehaviour = CURRENT_TRAFFIC)
     return InboundTarget.POD_IP, "passthrough-original-dst"
 
 
-def bind_admits(bind: Bind, target: InboundTarget) -> bool:
-    """Step 2: does an app bound to `bind` accept a connection to `target`'s address?"""
-    if target in (InboundTarget.IPV4_LOCALHOST, InboundTarget.IPV6_LOCALHOST):
-        # The other family's localhost (a single-stack pod of this family): only a dual [::] socket takes IPv4.
-        return target is InboundTarget.IPV4_LOCALHOST and bind is Bind.DUAL_WILDCARD
-    if bind in (Bind.WILDCARD, Bind.DUAL_WILDCARD):
-        return True
-    return (bind is Bind.LOOPBACK) == (target is InboundTarget.LOCALHOST)
-
-
-def failure_forms(cell: CellKey) -> tuple[tuple[Failure, ...], str]:
-    """Step 3: how an unreachable cell may look to the client, and the rule that says so."""
-    server_proxied = cell.path.from_other_pod and cell.profile is not Profile.BASELINE
-    client_proxied = cell.path.from_other_pod and cell.client is Client.MESHED
-    if not (server_proxied or client_proxied):
-        return (Failure.REFUSED,), "refused-without-proxy"
-    if cell.protocol is Protocol.TCP:
-        return (Failure.RESET_OR_EOF,), "envoy-upstream-failure"
-    if server_proxied:
-        # The server's sidecar answers: from its HTTP listener for a declared (and listed) port, or from the
-        # catch-all chains, which sniff HTTP with no timeout. Either way exactly 503.
-        sniffed = cell.port is PortKind.UNDECLARED or cell.default_endpoint is DefaultEndpoint.UNLISTED
-        return (Failure.HTTP_503,), "inbound-sniffing-503" if sniffed else "envoy-upstream-failure"
-    # Only the client's sidecar stands in the way: an HTTP listener for a Service's HTTP `port`, else the
-    # outbound catch-all, a plain TCP proxy (a remapped port's pod IP is dialled on the container port).
-    if cell.port is PortKind.UNDECLARED or (cell.port is PortKind.REMAPPED and cell.path is Path.POD_IP):
-        return (Failure.RESET_OR_EOF,), "outbound-passthrough-tcp"
-    return (Failure.HTTP_503,), "envoy-upstream-failure"
-
-
 def expect(cell: CellKey, behaviour: TrafficBehaviour = CURRENT_TRAFFIC) -> Expectation:
     """Apply the model to one cell, as the release with this behaviour does (the current one by default)."""
     if cell.capture is not InboundCapture.ALL:
         # The port never meets the server's proxy: the same cell of profile baseline (capture.py's rules).
         base = expect(baseline_cell(cell), behaviour)
         return replace(base, because=(*uncaptured_because(cell), *base.because))
+    if cell.ip_family is IpFamily.DUAL:
+        return expect_dual(cell, behaviour)
     if not cell.path.from_other_pod:
         # In-pod paths are identical in every profile: no rule about the mesh applies.
         dialled = InboundTarget.LOCALHOST if cell.path is Path.LOCALHOST else InboundTarget.POD_IP

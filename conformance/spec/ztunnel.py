@@ -37,8 +37,9 @@ from conformance.spec.dimensions import (
     Profile,
     Protocol,
 )
+from conformance.spec.outcome import Expectation
 from conformance.spec.rules import Rule
-from conformance.spec.semantics import Expectation, expect
+from conformance.spec.semantics import expect
 
 TUNNEL_PORT = 15008
 """ztunnel's HBONE port in every enrolled pod, never redirected (cni/pkg/iptables default.golden `! --dport 15008`)."""

@@ -22,7 +22,7 @@ import pytest
 from conformance.backends.base import BackendError, ContainerReadiness, ProbeRequest
 from conformance.report.probes import record_probe
 from conformance.spec.capabilities import Capability
-from conformance.spec.dimensions import ADDRESSES, Client, IpFamily, Profile, Source
+from conformance.spec.dimensions import Client, IpFamily, Profile, Source, source_addresses
 from conformance.spec.probes import (
     ProbeCellKey,
     ProbeExpectation,
@@ -171,7 +171,7 @@ def check_readiness(run: ConformanceRun, case: ProbeCase) -> None:
 
 def classify_peer(peer: str, pod_ip: str, family: IpFamily) -> str:
     """Who a probe connection came from, by meaning: the node (kubelet), 127.0.0.6, localhost, or the pod itself."""
-    addresses = ADDRESSES[family]
+    addresses = source_addresses(family)  # probe cells are single-stack (no client family)
     if peer == addresses[Source.INBOUND_PASSTHROUGH]:
         return ProbeSource.INBOUND_PASSTHROUGH.value
     if peer == addresses[Source.LOCALHOST]:

@@ -63,7 +63,7 @@ def _failed_cells(run: Run, rules: set[str]) -> list[dict[str, Any]]:
     return [
         {
             "id": str(c["id"]),
-            "expected": expected_text(c.get("expected") or {}, family),
+            "expected": expected_text(c.get("expected") or {}, family, c.get("client_family")),
             "observed": observed_text(c, family),
             "reasons": sorted({_words(str(r)) for r in (c.get("reasons") or {}).values()}),
             "reruns": [(test, rerun_command(test, family)) for test in failed_tests(c)],

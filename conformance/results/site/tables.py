@@ -50,23 +50,24 @@ def order(key: str, value: Any) -> tuple[int, str]:
     return (known.index(value), "") if value in known else (len(known), str(value))
 
 
-def _source_text(source: str | None, address: str | None, family: str) -> str:
+def _source_text(source: str | None, address: str | None, family: str, client_family: str | None = None) -> str:
     if address:
         return str(address)
     try:
-        return describe_source(Source(str(source)), IpFamily(family))
+        by = IpFamily(client_family) if client_family else None  # a dual cell's names are relative to it
+        return describe_source(Source(str(source)), IpFamily(family), by)
     except ValueError:
         return str(source)
 
 
-def expected_text(expected: dict[str, Any], family: str) -> str:
+def expected_text(expected: dict[str, Any], family: str, client_family: str | None = None) -> str:
     """What the spec expects of a cell: `✓ 127.0.0.6`, `✗ 503 or reset/EOF`, `✓ Ready (kubelet)`."""
     if "ready" in expected:
         text = "✓ Ready" if expected.get("ready") else "✗ not Ready"
         text += f" ({expected['source']})" if expected.get("source") else ""
         return text + (" ⚠ false Ready" if expected.get("false_ready") else "")
     if expected.get("reachable") and expected.get("source") is not None:
-        return "✓ " + _source_text(expected.get("source"), expected.get("source_address"), family)
+        return "✓ " + _source_text(expected.get("source"), expected.get("source_address"), family, client_family)
     failures = expected.get("failure") or []
     return "✗ " + (" or ".join(FAILURE_TEXT.get(str(f), str(f)) for f in failures) or "unreachable")
 
@@ -80,7 +81,7 @@ def observed_text(cell: dict[str, Any], family: str) -> str:
         return text + (f", probed from {', '.join(map(str, peers))}" if peers else "")
     outcome = str(observed.get("outcome") or "?")
     if outcome == "ok" and observed.get("source"):
-        shown = _source_text(observed.get("source"), None, family)
+        shown = _source_text(observed.get("source"), None, family, cell.get("client_family"))
         address = observed.get("source_address") or observed.get("peer")
         text = "✓ " + (f"{address} ({shown})" if address and address != shown else shown)
     else:
@@ -138,7 +139,7 @@ def cell_view(cell: dict[str, Any], family: str) -> CellView:
     failed = verdict is not None and verdict != "pass"
     return CellView(
         id=str(cell["id"]),
-        expected=expected_text(expected, family),
+        expected=expected_text(expected, family, cell.get("client_family")),
         observed=observed_text(cell, family) if failed and "observed" in cell else None,
         verdict=None if verdict is None else str(verdict),
         because=tuple(str(b) for b in expected.get("because") or ()),
