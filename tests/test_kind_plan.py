@@ -205,6 +205,10 @@ CASES: dict[str, tuple[str, ...]] = {
     "emulated-plan": ("--backend", "emulated", "--plan"),
     "no-istio-version": ("--backend", "kind"),
     "1.31.1-ipv6": ("--backend", "kind", "--istio-version", "1.31.1", "--ip-family", "ipv6"),  # ambient, IPv6
+    # Issue 23: a dual-stack plan (the run itself is not built yet), and a release without dual-stack.
+    "1.31.1-dual": ("--backend", "kind", "--istio-version", "1.31.1", "--ip-family", "dual"),
+    "1.18.7-dual": ("--backend", "kind", "--istio-version", "1.18.7", "--ip-family", "dual"),
+    "1.16.7-dual": ("--backend", "kind", "--istio-version", "1.16.7", "--ip-family", "dual"),
     # Issue 20, item 9: a custom build of an ambient release needs the distroless images the ambient profile pulls.
     "custom-1.24": (
         "--backend",
@@ -253,6 +257,7 @@ PRINTED = [
         "no-istio-version",
         "variant-unknown",
         "variant-distroless-precheck",
+        "1.16.7-dual",
     )
 ]
 
@@ -577,6 +582,55 @@ def test_plan_ipv6_uses_the_ipv6_kind_config_and_ipv6_manifests(plans: dict[str,
     ]
 
 
+def test_plan_dual_stack_shows_the_dual_kind_config_the_dual_stack_install_and_dual_services(
+    plans: dict[str, Plan],
+) -> None:
+    """Issue 23: `--plan --ip-family dual` shows what makes the run dual-stack, as Istio's own tests install it."""
+    plan = plans["1.31.1-dual"]
+    assert plan.returncode == 0, plan.stderr
+    kind, kubectl, istioctl = tools("v0.32.0", "1.31.1")
+    policy = "dual-stack-ip-family-policy.yaml"  # the chart has values.pilot.ipFamilyPolicy from 1.20
+    in_order(
+        plan.commands,
+        [
+            *create(kind, NODE_1_36, "dual"),
+            install(istioctl, "1.31.1", "dual-stack.yaml", policy),
+            *workloads(kubectl),
+            install(istioctl, "1.31.1", "legacy-mesh-config.yaml", "dual-stack.yaml", policy),
+        ],
+    )
+    # No ambient (not traced on dual-stack pods), no TPROXY servers; every install carries the flag.
+    installs = [c for c in plan.commands if " install -y " in c]
+    assert installs
+    assert all("dual-stack.yaml" in c and "ambient.yaml" not in c for c in installs)
+    text = plan.normalized()
+    for line in ("      ipFamily: dual", 'ISTIO_DUAL_STACK: "true"', "ipFamilyPolicy: RequireDualStack"):
+        assert line in text, line
+    (manifest,) = plan.manifests
+    docs = list(yaml.safe_load_all(manifest))
+    # The servers' Services get a ClusterIP of each family; the probe pods' keep the primary one (no probe cells
+    # in a dual-stack run: a probe goes to the pod's primary address).
+    services = [d for d in docs if d["kind"] == "Service" and not d["metadata"]["name"].startswith("probe")]
+    assert services
+    assert {(d["spec"]["ipFamilyPolicy"], tuple(d["spec"]["ipFamilies"])) for d in services} == {
+        ("RequireDualStack", ("IPv4", "IPv6"))
+    }
+    sidecars = [d["metadata"]["name"] for d in docs if d["kind"] == "Sidecar"]
+    assert sidecars == [
+        "echo-localhost",
+        "echo-instance",
+        "echo-localhost-v6",
+        "echo-instance-v6",
+        "echo-empty",
+        "echo-unlisted",
+    ]
+    assert not [d for d in docs if d["metadata"]["name"].startswith("echo-tproxy") or "ambient" in str(d)]
+    # 1.17-1.19: the flag, but no ipFamilyPolicy value in the chart yet.
+    older = [c for c in plans["1.18.7-dual"].commands if " install -y " in c]
+    assert older
+    assert all("dual-stack.yaml" in c and policy not in c for c in older)
+
+
 @pytest.mark.parametrize("name", ["1.9.9", "1.10.6", "1.21.6", "1.31.1"])
 def test_plan_shows_the_probe_workloads(plans: dict[str, Plan], name: str) -> None:
     """Each probe pod carries one probed container per bind, probe kind and use, with short probe periods."""
@@ -749,6 +803,10 @@ def test_plan_creates_nothing(plans: dict[str, Plan], name: str) -> None:
             "variant-distroless-precheck",
             "ERROR: --istio-variant distroless: the localhost precheck of Istio 1.10.6 runs `ss` in istio-proxy, "
             "which a distroless proxy lacks (istioctl then skips the pod): use the default variant",
+        ),
+        (
+            "1.16.7-dual",
+            "ERROR: --ip-family dual: Istio 1.16.7 has no dual-stack support (experimental from 1.17.0, #41618)",
         ),
         (
             "versions-disagree",

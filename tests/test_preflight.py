@@ -106,11 +106,12 @@ def test_no_ambient_modules_without_the_ambient_profile(tmp_path: Path) -> None:
     assert problems(tmp_path, istio="1.22.8", kubernetes="1.29", ambient=False, modules=()) == []
 
 
-def test_ipv6_forwarding_for_an_ipv6_run(tmp_path: Path) -> None:
-    assert problems(tmp_path / "a", family="ipv6", forwarding="0") == [
-        "net.ipv6.conf.all.forwarding is not 1: an IPv6 kind cluster needs forwarding: run "
+@pytest.mark.parametrize("family", ["ipv6", "dual"])
+def test_ipv6_forwarding_for_an_ipv6_or_dual_stack_run(tmp_path: Path, family: str) -> None:
+    assert problems(tmp_path / "a", family=family, forwarding="0") == [
+        "net.ipv6.conf.all.forwarding is not 1: an IPv6 or dual-stack kind cluster needs forwarding: run "
         "`sudo sysctl -w net.ipv6.conf.all.forwarding=1`",
-        "net.ipv4.ip_forward is not 1: an IPv6 kind cluster needs forwarding: run "
+        "net.ipv4.ip_forward is not 1: an IPv6 or dual-stack kind cluster needs forwarding: run "
         "`sudo sysctl -w net.ipv4.ip_forward=1`",
     ]
     assert problems(tmp_path / "b", family="ipv4", forwarding="0") == []

@@ -80,10 +80,12 @@ class Outputs:
 
 
 DUAL_NOT_RUNNABLE = (
-    "--ip-family dual: the spec has the dual-stack cells (`python -m conformance spec --ip-family dual`); running "
-    "them needs the emulated and kind backends' dual-stack pods, not built yet (issue 23)"
+    "--ip-family dual: the spec has the dual-stack cells (`python -m conformance spec --ip-family dual`) and "
+    "`--backend kind --plan` shows the dual-stack cluster and install; running the cells needs the emulated and "
+    "kind backends' dual-stack probing, not built yet (issue 23)"
 )
-"""The one line a run asked in the dual-stack family stops with: the oracle knows the cells, no backend runs them."""
+"""The one line a run asked in the dual-stack family stops with: the oracle knows the cells, no backend runs them
+(the kind backend's --plan and --preflight, which run nothing, are let through)."""
 
 
 def _fail(message: str) -> NoReturn:
@@ -99,7 +101,8 @@ def settings_from(opt: Any) -> Settings:
         family = IpFamily(opt.ip_family)
     except ValueError:
         _fail(f"--ip-family {opt.ip_family!r}: expected ipv4 or ipv6")
-    if family is IpFamily.DUAL:
+    planning = getattr(opt, "plan", False) or getattr(opt, "preflight", False)
+    if family is IpFamily.DUAL and not (backend != "emulated" and planning):
         _fail(DUAL_NOT_RUNNABLE)
     requested = []
     for value in opt.profile or []:
@@ -121,6 +124,8 @@ def settings_from(opt: Any) -> Settings:
     except ValueError as err:
         _fail(str(err))
     mesh = _mesh(opt, backend, backend_options, family)
+    if family is IpFamily.DUAL and Capability.DUAL_STACK not in mesh.capabilities:
+        _fail(f"--ip-family dual: {mesh.reasons.get(Capability.DUAL_STACK, 'no dual-stack support')}")
     report_dir = output_dir(opt.report_dir, "reports", family.value)
     artifacts_dir = output_dir(opt.artifacts_dir, "artifacts", family.value)
     for option, path in (("--report-dir", report_dir), ("--artifacts-dir", artifacts_dir)):

@@ -138,7 +138,7 @@ class World:
         """The Sidecar situations of the TPROXY servers (cells.default_endpoints), where deployed at all."""
         if not self.tproxy:
             return ()
-        instance = OVERRIDES_BY_FAMILY[self.family][1]
+        instance = OVERRIDES_BY_FAMILY[self.primary_family][1]
         return (DefaultEndpoint.NONE, *((instance,) if instance in self.mesh_endpoints else ()))
 
     def deployed(self, cell: CellKey) -> bool:
@@ -151,11 +151,21 @@ class World:
             return cell.default_endpoint in self.tproxy_endpoints
         return cell.profile is Profile.BASELINE or cell.default_endpoint in self.mesh_endpoints
 
+    @property
+    def primary_family(self) -> IpFamily:
+        """The family of a pod's first address: the run's, IPv4 on dual-stack pods (kind lists it first)."""
+        return IpFamily.IPV4 if self.family is IpFamily.DUAL else self.family
+
     def mesh_server(self, endpoint: DefaultEndpoint) -> PodRef:
-        """The meshed server whose Sidecar situation is `endpoint`."""
+        """The meshed server whose Sidecar situation is `endpoint`.
+
+        A literal of the other family gets `-cross`; on dual-stack pods no literal is cross, and the IPv6 ones get
+        `-v6` (`echo-localhost-v6`).
+        """
         family = endpoint.family()
-        cross = "-cross" if family is not None and family is not self.family else ""
-        return PodRef(NS_MESH, f"echo-{_SERVER_SUFFIX[endpoint]}{cross}")
+        other = family is not None and family is not self.primary_family
+        suffix = ("-v6" if self.family is IpFamily.DUAL else "-cross") if other else ""
+        return PodRef(NS_MESH, f"echo-{_SERVER_SUFFIX[endpoint]}{suffix}")
 
     def tproxy_server(self, endpoint: DefaultEndpoint) -> PodRef:
         """The TPROXY server whose Sidecar situation is `endpoint` (`echo-tproxy`, `echo-tproxy-instance`)."""
@@ -229,25 +239,25 @@ class World:
                 else []
             ),
             self.deployment(self.BASELINE_SERVER, self.server_ports),
-            service_manifest(self.BASELINE_SERVER, self.server_ports),
+            self.service(self.BASELINE_SERVER),
             self.deployment(self.clients[Client.PLAIN], ()),
         ]
         for endpoint in self.mesh_endpoints:
             server = self.mesh_server(endpoint)
-            out += [self.deployment(server, self.server_ports), service_manifest(server, self.server_ports)]
+            out += [self.deployment(server, self.server_ports), self.service(server)]
             if endpoint is not DefaultEndpoint.NONE:
                 out.append(self._sidecar(server, endpoint))
         for capture in self.captures:
             server = self.capture_server(capture)
             out += [
                 self.deployment(server, self.server_ports, capture_annotations(capture, self.family)),
-                service_manifest(server, self.server_ports),
+                self.service(server),
             ]
             out.append(plaintext_destination_rule(server))
         for endpoint in self.tproxy_endpoints:
             server = self.tproxy_server(endpoint)
             tproxy = {INTERCEPTION_ANNOTATION: "TPROXY"}
-            out += [self.deployment(server, self.server_ports, tproxy), service_manifest(server, self.server_ports)]
+            out += [self.deployment(server, self.server_ports, tproxy), self.service(server)]
             if endpoint is not DefaultEndpoint.NONE:
                 out.append(self._sidecar(server, endpoint))
         out.append(self.deployment(self.clients[Client.MESHED], ()))
@@ -255,15 +265,19 @@ class World:
         if self.ambient:
             for endpoint in self.mesh_endpoints:
                 server = self.ambient_server(endpoint)
-                out += [self.deployment(server, self.server_ports), service_manifest(server, self.server_ports)]
+                out += [self.deployment(server, self.server_ports), self.service(server)]
                 if endpoint is not DefaultEndpoint.NONE:
                     out.append(self._sidecar(server, endpoint))
             out.append(self.deployment(self.clients[Client.AMBIENT], ()))
             out += [
                 self.deployment(self.LATE_SERVER, self.server_ports),
-                service_manifest(self.LATE_SERVER, self.server_ports),
+                self.service(self.LATE_SERVER),
             ]
         return out
+
+    def service(self, server: PodRef) -> Manifest:
+        """A server's Service: RequireDualStack on dual-stack pods, so that it has a ClusterIP of each family."""
+        return service_manifest(server, self.server_ports, dual=self.family is IpFamily.DUAL)
 
     @property
     def server_ports(self) -> tuple[EchoPort, ...]:
@@ -333,7 +347,7 @@ class World:
         }
 
     def _sidecar(self, server: PodRef, endpoint: DefaultEndpoint) -> Manifest:
-        localhost_form = OVERRIDES_BY_FAMILY[self.family][0]
+        localhost_form = OVERRIDES_BY_FAMILY[self.primary_family][0]
         if endpoint is DefaultEndpoint.UNLISTED:
             listed = [(ANCHOR_PORT, localhost_form.for_port(ANCHOR_PORT.number))]
         else:
@@ -355,16 +369,22 @@ class World:
         }
 
 
-def service_manifest(server: PodRef, ports: tuple[EchoPort, ...]) -> Manifest:
-    """The ClusterIP Service of a server: every declared port of `ports`, named for Istio's protocol selection."""
+def service_manifest(server: PodRef, ports: tuple[EchoPort, ...], *, dual: bool = False) -> Manifest:
+    """The ClusterIP Service of a server: every declared port of `ports`, named for Istio's protocol selection.
+
+    `dual`: `ipFamilyPolicy: RequireDualStack` with both families (Kubernetes 1.20+), a ClusterIP of each, as a
+    dual-stack run dials the Service in the client's family.
+    """
     # Service port == container port for the `declared` ports: an HTTP Service port then has the same number on
     # the pod, so a meshed client dialling the pod IP directly meets the same outbound HTTP listener as one
     # dialling the ClusterIP. The `remapped` ports differ on purpose (port = targetPort + 10000).
+    families = {"ipFamilyPolicy": "RequireDualStack", "ipFamilies": ["IPv4", "IPv6"]} if dual else {}
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": server.app, "namespace": server.namespace, "labels": {"app": server.app}},
         "spec": {
+            **families,
             "selector": {"app": server.app},
             "ports": [
                 {

@@ -190,8 +190,11 @@ class ClusterSite:
         """A reused cluster must be the row's Kubernetes minor and the run's family, or results would lie."""
         for node in self.api.nodes():
             kubelet = str(node.get("status", {}).get("nodeInfo", {}).get("kubeletVersion", ""))
-            cidr = str(node.get("spec", {}).get("podCIDR", ""))
-            family = "ipv6" if ":" in cidr else "ipv4"
+            spec = node.get("spec", {})
+            cidr = str(spec.get("podCIDR", ""))
+            # A dual-stack node lists a CIDR of each family in podCIDRs (podCIDR is the first).
+            kinds = {"ipv6" if ":" in str(c) else "ipv4" for c in spec.get("podCIDRs") or [cidr] if c}
+            family = "dual" if len(kinds) == 2 else ("ipv6" if ":" in cidr else "ipv4")
             if not kubelet.startswith(f"v{self.row.kubernetes}.") or (cidr and family != self.family):
                 raise BackendError(
                     f"the existing kind cluster {self.cluster_name} runs Kubernetes {kubelet or '?'} with {family} "

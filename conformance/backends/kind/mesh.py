@@ -25,6 +25,18 @@ from conformance.spec.dimensions import IpFamily
 from conformance.world.resources import fixture
 
 ISTIO_NAMESPACE = "istio-system"
+IP_FAMILY_POLICY_SINCE = "1.20.0"
+"""The first release whose chart has `values.pilot.ipFamilyPolicy` (settings-dualstack.md §2)."""
+
+
+def dual_stack_overlays(family: str, istio_version: str) -> list[str]:
+    """The install overlays of a dual-stack run (none otherwise): the flag, and istiod's Service policy (1.20+)."""
+    if family != IpFamily.DUAL.value:
+        return []
+    overlays = [str(fixture("mesh", "dual-stack.yaml"))]
+    if parse_version(istio_version).release >= parse_version(IP_FAMILY_POLICY_SINCE).release:
+        overlays.append(str(fixture("mesh", "dual-stack-ip-family-policy.yaml")))
+    return overlays
 
 
 class Mesh:
@@ -117,6 +129,9 @@ class Mesh:
             if self.switch not in overlay:
                 raise BackendError(f"Istio {self.istio_version} has no legacy switch")
             args += ["-f", str(fixture("mesh", overlay[self.switch]))]
+        args += [
+            arg for overlay in dual_stack_overlays(self.site.family, self.istio_version) for arg in ("-f", overlay)
+        ]
         if self.options.get("install_values"):
             args += ["-f", str(self.options["install_values"])]
         args += ["--set", f"hub={self.hub}", "--set", f"tag={self.tag}"]

@@ -9,30 +9,33 @@ the request the official client makes, with the kubectl command that would repea
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from conformance.backends.base import ProbeRequest
 from conformance.backends.kind.backend import KubeCluster
 from conformance.backends.kind.runner import PlanRunner, render_plan
 from conformance.spec.capabilities import Capability
-from conformance.spec.dimensions import MESH_PROFILES, Client, Profile
+from conformance.spec.dimensions import MESH_PROFILES, Client, IpFamily, Profile
 from conformance.world.layout import World
 from conformance.world.namespaces import NS_MESH
 from conformance.world.ports import CONTROL_PORT
+from conformance.world.resources import fixture
 
 
 class _StandIns:
     """Plausible answers for the listings a run reads, built from the world's own manifests."""
 
-    def __init__(self, world: World, ipv6: bool) -> None:
-        self.ipv6 = ipv6
+    def __init__(self, world: World) -> None:
+        self.family = world.family
         self.deployments = [m for m in world.manifests() if m["kind"] == "Deployment"]
         self.services = [m for m in world.manifests() if m["kind"] == "Service"]
 
-    def _ip(self, index: int, service: bool) -> str:
-        if self.ipv6:
-            return f"2001:db8:{1 if service else 0}::{index + 10:x}"
-        return f"{'198.51.100' if service else '192.0.2'}.{index + 10}"
+    def _ips(self, index: int, service: bool) -> list[str]:
+        """The object's addresses, the primary first: IPv4 then IPv6 on dual-stack pods, as kind lists them."""
+        v4 = f"{'198.51.100' if service else '192.0.2'}.{index + 10}"
+        v6 = f"2001:db8:{1 if service else 0}::{index + 10:x}"
+        return {IpFamily.IPV4: [v4], IpFamily.IPV6: [v6], IpFamily.DUAL: [v4, v6]}[self.family]
 
     def __call__(self, argv: Sequence[str]) -> Any:
         """The pods or Services of a namespace (the API calls' values); nothing for the rest."""
@@ -44,24 +47,43 @@ class _StandIns:
                 if meta["namespace"] != namespace:
                     continue
                 containers = [{"name": "echo"}] + ([{"name": "istio-proxy"}] if namespace == NS_MESH else [])
-                ip = self._ip(index, service=False)
+                ips = self._ips(index, service=False)
+                status = {"phase": "Running", "podIP": ips[0], "podIPs": [{"ip": ip} for ip in ips]}
                 items.append(
                     {
                         "metadata": {"name": f"{meta['name']}-plan", "labels": {"app": meta["name"]}},
                         "spec": {"containers": containers},
-                        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "containerStatuses": []},
+                        "status": {**status, "containerStatuses": []},
                     }
                 )
             return items
         if "get" in argv and "services" in argv:
             namespace = argv[argv.index("-n") + 1]
             items = [
-                {"metadata": {"name": s["metadata"]["name"]}, "spec": {"clusterIP": self._ip(i, service=True)}}  # type: ignore[index]
+                {
+                    "metadata": {"name": s["metadata"]["name"]},  # type: ignore[index]
+                    "spec": {"clusterIP": self._ips(i, service=True)[0], "clusterIPs": self._ips(i, service=True)},
+                }
                 for i, s in enumerate(self.services)
                 if s["metadata"]["namespace"] == namespace  # type: ignore[index]
             ]
             return items
         return None
+
+
+def _note_dual_stack_files(runner: PlanRunner, settings: Any) -> None:
+    """A dual-stack plan shows what makes it dual-stack: the kind config and the install overlays, as they are."""
+    from conformance.backends.kind.mesh import dual_stack_overlays
+
+    files = [str(fixture("kind", "dual.yaml"))] if settings.backend == "kind" else []
+    files += dual_stack_overlays(IpFamily.DUAL.value, settings.backend_options["istio_version"])
+    runner.note(
+        "dual-stack: every pod and Service gets an IPv4 and an IPv6 address (Services: ipFamilyPolicy "
+        "RequireDualStack); Istio runs with ISTIO_DUAL_STACK=true, as its own tests install it. The files:"
+    )
+    for path in files:
+        text = Path(path).read_text().rstrip()
+        runner.note(f"{Path(path).name}:\n" + "\n".join(f"    {line}" for line in text.splitlines()))
 
 
 def plan_text(settings: Any) -> str:
@@ -74,10 +96,12 @@ def plan_text(settings: Any) -> str:
     from conformance.spec.dimensions import AMBIENT_MESH_SETTING
 
     world = World.for_mesh(settings.family, settings.mesh)
-    runner = PlanRunner(responder=_StandIns(world, settings.family.value == "ipv6"))
+    runner = PlanRunner(responder=_StandIns(world))
     cluster = KubeCluster(
         settings.backend, settings.family.value, settings.backend_options, settings.timeouts, runner=runner
     )
+    if settings.family is IpFamily.DUAL:
+        _note_dual_stack_files(runner, settings)
     cluster.up(world.manifests())
     order = [Profile.BASELINE, settings.mesh.default_profile] + [p for p in Profile]
     ambient = Client.AMBIENT in world.clients and Profile.AMBIENT in settings.profiles

@@ -98,14 +98,15 @@ def check(host: Host, *, kubernetes: str, istio_version: str, family: str, ambie
             problems.append(
                 f"kernel modules {', '.join(missing)} not loaded: {why}: run `sudo modprobe -a {' '.join(missing)}`"
             )
-    if family == "ipv6":
+    if family in ("ipv6", "dual"):
         for key, name in (
             ("net/ipv6/conf/all/forwarding", "net.ipv6.conf.all.forwarding"),
             ("net/ipv4/ip_forward", "net.ipv4.ip_forward"),
         ):
             if _read(host.proc / "sys" / key) != "1":
                 problems.append(
-                    f"{name} is not 1: an IPv6 kind cluster needs forwarding: run `sudo sysctl -w {name}=1`"
+                    f"{name} is not 1: an IPv6 or dual-stack kind cluster needs forwarding: run "
+                    f"`sudo sysctl -w {name}=1`"
                 )
     for name, minimum in INOTIFY_MINIMUM.items():
         value = _read(host.proc / "sys" / "fs" / "inotify" / name)

@@ -182,7 +182,11 @@ class Workloads:
             raise NotReady(f"{ref}: {len(candidates)} ready pods, want 1")
         pod = candidates[0]
         ips = [entry["ip"] for entry in pod["status"].get("podIPs", [])] or [pod["status"].get("podIP", "")]
-        family_ips = [ip for ip in ips if (":" in ip) == (self.family == "ipv6")]
+        if self.family == "dual":
+            # A dual-stack pod is ready with an address of each family; its primary (first) one is kept.
+            family_ips = ips if {":" in ip for ip in ips if ip} == {False, True} else []
+        else:
+            family_ips = [ip for ip in ips if (":" in ip) == (self.family == "ipv6")]
         if not family_ips:
             raise NotReady(f"{ref}: no {self.family} pod IP yet")
         self.pod_names[ref] = pod["metadata"]["name"]
