@@ -1057,3 +1057,18 @@ def test_plan_runs_no_kubectl_and_shows_each_api_call_with_its_kubectl_equivalen
         assert lines[i - 1].startswith("# ["), lines[i - 1]  # numbered like a command
         assert lines[i + 1].startswith(f"{BY_HAND}kubectl --kubeconfig {kubeconfig} "), (lines[i], lines[i + 1])
     assert [i + 1 for i in api] == [i for i, line in enumerate(lines) if line.startswith(BY_HAND)]
+
+
+@pytest.mark.parametrize(
+    ("spec", "family"),
+    [
+        ({"podCIDR": "10.244.0.0/24", "podCIDRs": ["10.244.0.0/24"]}, "ipv4"),
+        ({"podCIDR": "fd00:10:244::/64"}, "ipv6"),
+        ({"podCIDR": "10.244.0.0/24", "podCIDRs": ["10.244.0.0/24", "fd00:10:244::/64"]}, "dual"),
+        ({}, "ipv4"),
+    ],
+)
+def test_a_reused_cluster_s_family_is_read_from_its_nodes_pod_cidrs(spec: dict[str, object], family: str) -> None:
+    from conformance.backends.kind.cluster import node_family
+
+    assert node_family(spec) == family

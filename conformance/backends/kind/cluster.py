@@ -37,6 +37,13 @@ class Tools:
     istioctl_precheck: str
 
 
+def node_family(spec: dict[str, Any]) -> str:
+    """A node's pod family from its spec: `dual` where podCIDRs has a CIDR of each family (podCIDR is the first)."""
+    cidr = str(spec.get("podCIDR", ""))
+    kinds = {"ipv6" if ":" in str(c) else "ipv4" for c in spec.get("podCIDRs") or [cidr] if c}
+    return "dual" if len(kinds) == 2 else ("ipv6" if ":" in cidr else "ipv4")
+
+
 class ClusterSite:
     """A kind cluster this run creates (or reuses), or an existing cluster reached through a kubeconfig."""
 
@@ -190,11 +197,8 @@ class ClusterSite:
         """A reused cluster must be the row's Kubernetes minor and the run's family, or results would lie."""
         for node in self.api.nodes():
             kubelet = str(node.get("status", {}).get("nodeInfo", {}).get("kubeletVersion", ""))
-            spec = node.get("spec", {})
-            cidr = str(spec.get("podCIDR", ""))
-            # A dual-stack node lists a CIDR of each family in podCIDRs (podCIDR is the first).
-            kinds = {"ipv6" if ":" in str(c) else "ipv4" for c in spec.get("podCIDRs") or [cidr] if c}
-            family = "dual" if len(kinds) == 2 else ("ipv6" if ":" in cidr else "ipv4")
+            cidr = str(node.get("spec", {}).get("podCIDR", ""))
+            family = node_family(node.get("spec", {}))
             if not kubelet.startswith(f"v{self.row.kubernetes}.") or (cidr and family != self.family):
                 raise BackendError(
                     f"the existing kind cluster {self.cluster_name} runs Kubernetes {kubelet or '?'} with {family} "
