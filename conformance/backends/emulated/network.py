@@ -238,8 +238,7 @@ class Network:
             tproxy = template.interception == capture.TPROXY
             # A dual-stack pod with ISTIO_DUAL_STACK on gets the same rules in iptables and ip6tables
             # (settings-dualstack.md §2, "Flag on"); a single-stack pod only its family's.
-            for family in self.families:
-                loading.append(capture.install(name, excluded, ipv6=family == "ipv6", included=included, tproxy=tproxy))
+            loading.append(capture.install_families(name, self.families, excluded, included, tproxy))
         if template.ambient:
             loading.append(ambient_capture.install(name))
             self._enrolled_settings(name)
