@@ -505,7 +505,7 @@ def test_leftovers_of_a_killed_run_are_reaped_by_the_next_one(tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--ip-family", "ipv5"), "--ip-family 'ipv5': expected ipv4 or ipv6"),
+        (("--ip-family", "ipv5"), "--ip-family 'ipv5': expected ipv4, ipv6 or dual"),
         (
             ("--backend", "kind", "--ip-family", "dual"),
             "--ip-family dual: only the emulated backend runs dual-stack cells; the kind backend's",

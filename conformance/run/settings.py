@@ -99,7 +99,7 @@ def settings_from(opt: Any) -> Settings:
     try:
         family = IpFamily(opt.ip_family)
     except ValueError:
-        _fail(f"--ip-family {opt.ip_family!r}: expected ipv4 or ipv6")
+        _fail(f"--ip-family {opt.ip_family!r}: expected ipv4, ipv6 or dual")
     planning = getattr(opt, "plan", False) or getattr(opt, "preflight", False)
     if family is IpFamily.DUAL and backend != "emulated" and not planning:
         _fail(DUAL_NOT_RUNNABLE.format(backend=backend))
