@@ -382,3 +382,14 @@ def test_a_dual_kind_run_stops_with_one_usage_line() -> None:
     assert str(error.value) == DUAL_NOT_RUNNABLE.format(backend="kind")
     assert len(str(error.value).splitlines()) == 1
     assert str(error.value).startswith("--ip-family dual: only the emulated backend runs dual-stack cells")
+
+
+def test_backends_without_dual_stack_probing_refuse_the_other_family() -> None:
+    """kind and kubeconfig hold one address per pod: asking for another family's is one clear error."""
+    from conformance.backends.base import BackendError, primary_family_only
+
+    for run, family in (("dual", None), ("dual", "ipv4"), ("ipv6", "ipv6"), ("ipv4", None)):
+        primary_family_only(run, family)
+    for run, family in (("dual", "ipv6"), ("ipv4", "ipv6"), ("ipv6", "ipv4")):
+        with pytest.raises(BackendError, match="^dual-stack probing is not built for this backend$"):
+            primary_family_only(run, family)
