@@ -391,5 +391,5 @@ def test_backends_without_dual_stack_probing_refuse_the_other_family() -> None:
     for run, family in (("dual", None), ("dual", "ipv4"), ("ipv6", "ipv6"), ("ipv4", None)):
         primary_family_only(run, family)
     for run, family in (("dual", "ipv6"), ("ipv4", "ipv6"), ("ipv6", "ipv4")):
-        with pytest.raises(BackendError, match="^dual-stack probing is not built for this backend$"):
+        with pytest.raises(BackendError, match=r"^dual-stack probing is not built for this backend$"):
             primary_family_only(run, family)
