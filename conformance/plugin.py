@@ -50,7 +50,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--ip-family",
         default="ipv4",
-        help="ipv4 (default) or ipv6: the family of the whole run (dual: spec only, not runnable yet)",
+        help="ipv4 (default), ipv6 or dual: the family of the whole run (dual: emulated backend only)",
     )
     group.addoption(
         "--profile",

@@ -374,11 +374,22 @@ def test_impact_keeps_single_stack_choices() -> None:
     assert "invalid choice: 'dual'" in proc.stderr
 
 
-def test_a_dual_run_stops_with_one_usage_line() -> None:
+def test_a_dual_kind_run_stops_with_one_usage_line() -> None:
     from conformance.run.settings import DUAL_NOT_RUNNABLE, settings_from
 
     with pytest.raises(pytest.UsageError) as error:
-        settings_from(SimpleNamespace(backend="emulated", ip_family="dual"))
-    assert str(error.value) == DUAL_NOT_RUNNABLE
-    assert len(DUAL_NOT_RUNNABLE.splitlines()) == 1
-    assert DUAL_NOT_RUNNABLE.startswith("--ip-family dual: the spec has the dual-stack cells")
+        settings_from(SimpleNamespace(backend="kind", ip_family="dual"))
+    assert str(error.value) == DUAL_NOT_RUNNABLE.format(backend="kind")
+    assert len(str(error.value).splitlines()) == 1
+    assert str(error.value).startswith("--ip-family dual: only the emulated backend runs dual-stack cells")
+
+
+def test_backends_without_dual_stack_probing_refuse_the_other_family() -> None:
+    """kind and kubeconfig hold one address per pod: asking for another family's is one clear error."""
+    from conformance.backends.base import BackendError, primary_family_only
+
+    for run, family in (("dual", None), ("dual", "ipv4"), ("ipv6", "ipv6"), ("ipv4", None)):
+        primary_family_only(run, family)
+    for run, family in (("dual", "ipv6"), ("ipv4", "ipv6"), ("ipv6", "ipv4")):
+        with pytest.raises(BackendError, match=r"^dual-stack probing is not built for this backend$"):
+            primary_family_only(run, family)

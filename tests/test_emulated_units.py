@@ -6,7 +6,10 @@ istio-iptables / cluster.go at 1.10.0 and from Kubernetes' API rules; none is de
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -1219,3 +1222,118 @@ def test_a_death_voids_the_cells_it_carried_and_says_so_first() -> None:
     assert lines[1].startswith("a process of the build under test died during the run: the cells it carried")
     assert "- sidecar of client.mic-mesh died (exit status 3); pods: client.mic-mesh" in lines
     assert "      bye" in lines
+
+
+# --- dual-stack pods (issue 23): the control plane's configs and the capture rules -----------------------------
+
+DUAL_IPS = ("10.244.0.12", "fd00:10:244::c")
+BOTH_BINDS = ["127.0.0.6", "::6"]
+
+
+def _dual_inbound(app: str, mode: str) -> dict[str, Any]:
+    objects = _objects(IpFamily.DUAL)
+    config = controlplane.sidecar_config(_pod(objects, "mic-mesh", app), DUAL_IPS, "dual", objects, mode)
+    assert config["pod"] == {"name": f"{app}-0", "namespace": "mic-mesh", "ips": list(DUAL_IPS)}
+    inbound = config["inbound"]
+    assert isinstance(inbound, dict)
+    return inbound
+
+
+@pytest.mark.parametrize(
+    ("app", "mode", "address", "bind"),
+    [
+        # Passthrough: ORIGINAL_DST from 127.0.0.6 plus the extra source ::6 (cluster_builder.go).
+        ("echo-none", "passthrough", "original_dst", BOTH_BINDS),
+        # Legacy: actualLocalHosts[0], 127.0.0.1, no bind, for every client (cluster.go).
+        ("echo-none", "legacy", "127.0.0.1", None),
+        ("echo-empty", "passthrough", "original_dst", BOTH_BINDS),
+        ("echo-empty", "legacy", "original_dst", BOTH_BINDS),
+        # Sidecar forms, whatever the mode: 0.0.0.0:P the IPv4 pod IP from 127.0.0.6, [::]:P the IPv6 one from
+        # ::6, 127.0.0.1:P 127.0.0.1 and [::1]:P ::1 (#47440), no bind.
+        ("echo-instance", "legacy", DUAL_IPS[0], "127.0.0.6"),
+        ("echo-instance-v6", "passthrough", DUAL_IPS[1], "::6"),
+        ("echo-localhost", "passthrough", "127.0.0.1", None),
+        ("echo-localhost-v6", "legacy", "::1", None),
+    ],
+)
+def test_sidecar_config_of_a_dual_stack_pod(app: str, mode: str, address: str, bind: object) -> None:
+    inbound = _dual_inbound(app, mode)
+    listeners = inbound["listeners"]
+    assert listeners
+    assert {(item["upstream"]["address"], json_key(item["bind"])) for item in listeners} == {(address, json_key(bind))}
+
+
+def json_key(value: object) -> object:
+    """A hashable form of a bind (a list on dual-stack pods)."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+@pytest.mark.parametrize("mode", ["passthrough", "legacy"])
+def test_a_dual_stack_pod_s_catch_all_passthrough_has_both_sources(mode: str) -> None:
+    # One InboundPassthroughCluster with both sources (1.23+, #51503); unlisted ports go there.
+    passthrough = _dual_inbound("echo-unlisted", mode)["passthrough"]
+    assert passthrough["cluster"] == "InboundPassthroughCluster"
+    assert passthrough["bind"] == BOTH_BINDS
+    assert passthrough["upstream"] == {"address": "original_dst", "port": None}
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_single_stack_configs_keep_a_string_bind(family: str) -> None:
+    objects = _objects(IpFamily(family))
+    for app in ("echo-none", "echo-instance", "echo-empty"):
+        config = controlplane.sidecar_config(
+            _pod(objects, "mic-mesh", app), POD_IP[family], family, objects, "passthrough"
+        )
+        inbound = config["inbound"]
+        assert isinstance(inbound, dict)
+        binds = {item["bind"] for item in inbound["listeners"]} | {inbound["passthrough"]["bind"]}
+        assert binds == {"127.0.0.6" if family == "ipv4" else "::6"}
+        # The same configuration whether the address comes as a string or as the one-address list.
+        same = controlplane.sidecar_config(
+            _pod(objects, "mic-mesh", app), [POD_IP[family]], family, objects, "passthrough"
+        )
+        assert same == config
+
+
+@pytest.mark.parametrize("tproxy", [False, True])
+def test_a_dual_stack_pod_gets_its_capture_rules_in_both_families(tproxy: bool) -> None:
+    excluded = (15090, 15021, 15020, 19000)
+    loads = capture.loads(("ipv4", "ipv6"), excluded, tproxy=tproxy)
+    assert loads == capture.loads(("ipv4",), excluded, tproxy=tproxy) + capture.loads(
+        ("ipv6",), excluded, tproxy=tproxy
+    )
+    tables = {command[0]: data.decode() for command, data in loads if command[0].endswith("-restore")}
+    assert set(tables) == {"iptables-restore", "ip6tables-restore"}
+    assert tables["iptables-restore"].startswith(capture.nat_rules(False, excluded, tproxy=tproxy))
+    assert tables["ip6tables-restore"].startswith(capture.nat_rules(True, excluded, tproxy=tproxy))
+    if not tproxy:
+        for rules in tables.values():
+            assert "-j REDIRECT --to-ports 15006" in rules
+            assert "-j REDIRECT --to-ports 15001" in rules
+
+
+def _reference_sidecar() -> Any:
+    spec = importlib.util.spec_from_file_location("unit_sidecar", Path(capture.__file__).with_name("sidecar.py"))
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("bind", "upstream", "picked"),
+    [
+        (("127.0.0.6", "::6"), "10.244.0.12", "127.0.0.6"),
+        (("127.0.0.6", "::6"), "fd00:10:244::c", "::6"),
+        (("127.0.0.6", "::6"), "127.0.0.1", "127.0.0.6"),
+        (("127.0.0.6",), "fd00:10:244::c", None),
+        ("::6", "fd00:10:244::c", "::6"),
+        (None, "::1", None),
+    ],
+)
+def test_the_reference_sidecar_picks_the_bind_of_the_upstream_s_family(
+    bind: object, upstream: str, picked: str | None
+) -> None:
+    assert _reference_sidecar().pick_bind(bind, upstream) == picked

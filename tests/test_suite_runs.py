@@ -29,7 +29,15 @@ from conformance.backends.emulated import netns
 from conformance.backends.emulated.cluster import EmulatedCluster
 from conformance.run.outputs import RECORD_NAME, artifacts_folder
 from conformance.spec import Bind, CellKey, DefaultEndpoint, Failure, Interception, Profile, Source, all_cells, expect
-from conformance.spec.dimensions import OVERRIDES_BY_FAMILY, SINGLE_STACK, Client, InboundCapture, IpFamily
+from conformance.spec.dimensions import (
+    OVERRIDES_BY_FAMILY,
+    SINGLE_STACK,
+    Client,
+    InboundCapture,
+    IpFamily,
+    source_addresses,
+)
+from conformance.spec.dualstack import DUAL_PASSTHROUGH
 from conformance.spec.ztunnel import expect_late, expect_tunnel, late_cells, tunnel_cells
 from conformance.world.layout import World
 
@@ -46,6 +54,7 @@ NO_RELOAD_ZTUNNEL = f"/usr/bin/python3 {REPO / 'tests' / 'sidecars' / 'no_reload
 SIGHUP_DIES_ZTUNNEL = f"/usr/bin/python3 {REPO / 'tests' / 'sidecars' / 'sighup_dies_ztunnel.py'}"
 KERNEL_PORTS_SIDECAR = f"/usr/bin/python3 {REPO / 'tests' / 'sidecars' / 'kernel_ports_sidecar.py'}"
 EXITING_SIDECAR = f"/usr/bin/python3 {REPO / 'tests' / 'sidecars' / 'exiting_sidecar.py'}"
+ONE_BIND_DUAL_SIDECAR = f"/usr/bin/python3 {REPO / 'tests' / 'sidecars' / 'one_bind_dual_sidecar.py'}"
 
 
 def run_suite(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -323,6 +332,63 @@ def test_a_proxy_letting_the_kernel_pick_its_ports_passes_every_run(tmp_path: Pa
         assert not stalled, f"{where}: probes that waited for a SYN retransmission: {stalled}"
 
 
+DUAL_RESULTS = {"baseline": "success", "legacy": "success", "passthrough": "success", "ambient": "not selected"}
+"""A passing dual run: the three profiles a dual-stack pod is asked in (spec/dualstack.py DUAL_PROFILES)."""
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("no_leftovers")
+@pytest.mark.parametrize("sidecar", [None, KERNEL_PORTS_SIDECAR], ids=["reference", "kernel-ports"])
+def test_a_dual_run_passes_every_profile(tmp_path: Path, sidecar: str | None) -> None:
+    """`--ip-family dual`: every dual cell, both client families, each profile `success` (issue 23 item 4)."""
+    proc = run_suite(tmp_path, "--ip-family", "dual", *(("--emulator-sidecar", sidecar) if sidecar else ()))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    doc = report(tmp_path)
+    assert doc["ip_family"] == "dual"
+    assert {c["id"] for c in doc["cells"]} == {c.id for c in all_cells(families=[IpFamily.DUAL])}  # type: ignore[index,union-attr]
+    assert len(doc["cells"]) == 3712  # type: ignore[arg-type]
+    assert {p["name"]: p["result"] for p in doc["profiles"]} == DUAL_RESULTS  # type: ignore[index,union-attr]
+    assert doc["probe_cells"] == []
+    assert doc["ztunnel_cells"] == []
+    assert "mesh inbound conformance: emulated backend, dual" in proc.stdout
+    markdown = (tmp_path / "reports" / "conformance-report.md").read_text()
+    assert "| client | client family |" in markdown
+
+
+def cells_a_one_bind_dual_sidecar_breaks() -> set[str]:
+    """The IPv6-client cells whose app should see ::6 by the passthrough bind list (127.0.0.6 plus ::6).
+
+    Derived from the spec: a proxy that binds 127.0.0.6 for upstreams of both families cannot dial an IPv6
+    upstream, so every reachable IPv6-client cell of rule dual-passthrough-by-client-family (declared and remapped
+    ports in passthrough, `:P`, unlisted and undeclared ports) fails. The `[::]:P` cells also see ::6, but that
+    cluster's one source is ::6 (the control plane gives it no list), so they pass; cells that do not reach the
+    app fail the same way with or without a bind; legacy and localhost forms have no bind.
+    """
+    broken = set()
+    for cell in all_cells(families=[IpFamily.DUAL]):
+        expected = expect(cell)
+        if cell.client_family is IpFamily.IPV6 and expected.reachable and DUAL_PASSTHROUGH in expected.because:
+            assert source_addresses(IpFamily.DUAL, cell.client_family)[expected.source] == "::6"  # type: ignore[index]
+            broken.add(cell.id)
+    return broken
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("no_leftovers")
+def test_a_sidecar_binding_127_0_0_6_for_both_families_fails_exactly_the_ipv6_client_passthrough_cells(
+    tmp_path: Path,
+) -> None:
+    proc = run_suite(tmp_path, "--ip-family", "dual", "--emulator-sidecar", ONE_BIND_DUAL_SIDECAR)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
+    doc = report(tmp_path)
+    failed = {c["id"] for c in doc["cells"] if c["verdict"] == "fail"}  # type: ignore[index,union-attr]
+    expected = cells_a_one_bind_dual_sidecar_breaks()
+    assert expected
+    assert failed == expected
+    results = {p["name"]: p["result"] for p in doc["profiles"]}  # type: ignore[index,union-attr]
+    assert results == {**DUAL_RESULTS, "passthrough": "failure", "legacy": "failure"}
+
+
 @pytest.mark.netns
 @pytest.mark.usefixtures("no_leftovers")
 def test_a_proxy_that_dies_is_named_as_the_cause(tmp_path: Path) -> None:
@@ -439,8 +505,11 @@ def test_leftovers_of_a_killed_run_are_reaped_by_the_next_one(tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--ip-family", "ipv5"), "--ip-family 'ipv5': expected ipv4 or ipv6"),
-        (("--ip-family", "dual"), "--ip-family dual: the spec has the dual-stack cells"),
+        (("--ip-family", "ipv5"), "--ip-family 'ipv5': expected ipv4, ipv6 or dual"),
+        (
+            ("--backend", "kind", "--ip-family", "dual"),
+            "--ip-family dual: only the emulated backend runs dual-stack cells; the kind backend's",
+        ),
         (("--backend", "minikube"), "--backend 'minikube': expected one of emulated, kind, kubeconfig"),
         (("--profile", "mtls"), "--profile 'mtls': expected one of baseline, legacy, passthrough, ambient"),
         (("--timeout-config", "probe=fast"), "--timeout-config: probe='fast' is not a number of seconds"),

@@ -86,6 +86,17 @@ class ProcessDeath:
         return f"{self.process} died ({self.status})"
 
 
+def primary_family_only(run_family: str, family: str | None) -> None:
+    """BackendError unless `family` is None or the one a backend holds addresses of (the run's, IPv4 on dual).
+
+    For the backends that read one address per pod: their dual runs are stopped before they start (run/settings.py),
+    so only a caller that asks for the other family meets this.
+    """
+    primary = "ipv4" if run_family == "dual" else run_family
+    if family is not None and family != primary:
+        raise BackendError("dual-stack probing is not built for this backend")
+
+
 class Cluster(abc.ABC):
     """A place where the world's workloads run, with the mesh under test installed."""
 
@@ -121,12 +132,15 @@ class Cluster(abc.ABC):
         """What mesh is under test: name, version, build, hub, tag (for the report)."""
 
     @abc.abstractmethod
-    def pod_ip(self, pod: PodRef) -> str:
-        """The pod's IP in the run's family."""
+    def pod_ip(self, pod: PodRef, family: str | None = None) -> str:
+        """The pod's IP of `family` (`ipv4` / `ipv6`); None: the run's family, or the primary one (IPv4) on dual.
+
+        A dual-stack cell dials, and names its client by, the address of its client family.
+        """
 
     @abc.abstractmethod
-    def service_ip(self, namespace: str, name: str) -> str:
-        """A Service's ClusterIP."""
+    def service_ip(self, namespace: str, name: str, family: str | None = None) -> str:
+        """A Service's ClusterIP of `family` (None: as for `pod_ip`)."""
 
     @abc.abstractmethod
     def probe(self, requests: Sequence[ProbeRequest], timeout: float) -> list[dict[str, object]]:

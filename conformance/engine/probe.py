@@ -194,9 +194,11 @@ class Prober:
         if fixed is not None:
             return fixed
         server = self.world.server_for(cell)
+        # A dual cell dials the server's address of its client family; a single-stack one the run's.
+        family = cell.client_family.value if cell.client_family is not None else None
         if cell.path is Path.SERVICE:
-            return self.cluster.service_ip(server.namespace, server.app)
-        return self.cluster.pod_ip(server)
+            return self.cluster.service_ip(server.namespace, server.app, family)
+        return self.cluster.pod_ip(server, family)
 
     def _request(self, cell: CellKey) -> ProbeRequest:
         request_id = f"mic-{self._run}-{next(self._counter)}"
@@ -205,8 +207,11 @@ class Prober:
         )
 
     def _classify(self, cell: CellKey, outcome: ProbeOutcome) -> str | None:
-        server_ip = self.cluster.pod_ip(self.world.server_for(cell))
-        client_ip = self.cluster.pod_ip(self.world.source_pod(cell)) if cell.path.from_other_pod else None
+        # The client (and `self`) of a dual cell is the pod's address of the cell's client family.
+        family = cell.client_family.value if cell.client_family is not None else None
+        server_ip = self.cluster.pod_ip(self.world.server_for(cell), family)
+        source = self.world.source_pod(cell)
+        client_ip = self.cluster.pod_ip(source, family) if cell.path.from_other_pod else None
         return classify_source(outcome.peer, cell.ip_family, client_ip, server_ip, cell.client_family)
 
     def observe(self, cells: Sequence[CellKey], fresh: bool = False) -> dict[CellKey, Observation]:

@@ -80,12 +80,11 @@ class Outputs:
 
 
 DUAL_NOT_RUNNABLE = (
-    "--ip-family dual: the spec has the dual-stack cells (`python -m conformance spec --ip-family dual`) and "
-    "`--backend kind --plan` shows the dual-stack cluster and install; running the cells needs the emulated and "
-    "kind backends' dual-stack probing, not built yet (issue 23)"
+    "--ip-family dual: only the emulated backend runs dual-stack cells; the {backend} backend's dual-stack probing "
+    "is not built (issue 23): `--plan` and `--preflight` show its dual-stack cluster and install"
 )
-"""The one line a run asked in the dual-stack family stops with: the oracle knows the cells, no backend runs them
-(the kind backend's --plan and --preflight, which run nothing, are let through)."""
+"""The one line a kind or kubeconfig run asked in the dual-stack family stops with (their --plan and --preflight,
+which run nothing, are let through; the emulated backend runs dual-stack pods)."""
 
 
 def _fail(message: str) -> NoReturn:
@@ -100,10 +99,10 @@ def settings_from(opt: Any) -> Settings:
     try:
         family = IpFamily(opt.ip_family)
     except ValueError:
-        _fail(f"--ip-family {opt.ip_family!r}: expected ipv4 or ipv6")
+        _fail(f"--ip-family {opt.ip_family!r}: expected ipv4, ipv6 or dual")
     planning = getattr(opt, "plan", False) or getattr(opt, "preflight", False)
-    if family is IpFamily.DUAL and not (backend != "emulated" and planning):
-        _fail(DUAL_NOT_RUNNABLE)
+    if family is IpFamily.DUAL and backend != "emulated" and not planning:
+        _fail(DUAL_NOT_RUNNABLE.format(backend=backend))
     requested = []
     for value in opt.profile or []:
         for item in filter(None, value.split(",")):

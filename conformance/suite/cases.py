@@ -66,6 +66,8 @@ class ConformanceCase:
             needs.add(Capability.PROFILE_AMBIENT)
         if self.interception is Interception.TPROXY:
             needs.add(Capability.INTERCEPTION_TPROXY)
+        if family is IpFamily.DUAL:
+            needs.add(Capability.DUAL_STACK)  # dual-stack pods, ISTIO_DUAL_STACK=true (spec/dualstack.py)
         cells = self.cells(profile, family)
         if cells and all(c.default_endpoint is not DefaultEndpoint.NONE for c in cells):
             # The least any of its Sidecar situations needs: without it the case has nothing to ask.

@@ -20,7 +20,7 @@ from conformance.backends.base import BackendError, ProbeRequest
 from conformance.engine.probe import Observation, ProbeOutcome, classify_source, judge
 from conformance.report.ztunnel import record_ztunnel
 from conformance.spec.capabilities import Capability
-from conformance.spec.dimensions import Client, DefaultEndpoint, IpFamily, PortKind, Profile, Protocol
+from conformance.spec.dimensions import SINGLE_STACK, Client, DefaultEndpoint, IpFamily, PortKind, Profile, Protocol
 from conformance.spec.ztunnel import (
     LateCellKey,
     TunnelCellKey,
@@ -49,8 +49,8 @@ class ZtunnelCase(ConformanceCase):
     select: Callable[[object], bool] = _no_traffic_cell
 
     def profiles(self, family: IpFamily) -> tuple[Profile, ...]:
-        """Ambient only."""
-        return (Profile.AMBIENT,)
+        """Ambient only, single-stack only (dual-stack pods have no ambient cells: spec/dualstack.py)."""
+        return (Profile.AMBIENT,) if family in SINGLE_STACK else ()
 
     def needed(self, profile: Profile, family: IpFamily) -> frozenset[Capability]:
         """The case's own needs and ambient."""

@@ -113,8 +113,9 @@ class World:
             family,
             sidecars=bool(accepted),
             forms=accepted,
-            ambient=Capability.PROFILE_AMBIENT in mesh.capabilities,
-            tproxy=Capability.INTERCEPTION_TPROXY in mesh.capabilities,
+            # Dual-stack pods have no ambient or TPROXY cells (spec/dualstack.py: not traced): none deployed.
+            ambient=Capability.PROFILE_AMBIENT in mesh.capabilities and family is not IpFamily.DUAL,
+            tproxy=Capability.INTERCEPTION_TPROXY in mesh.capabilities and family is not IpFamily.DUAL,
         )
 
     @property

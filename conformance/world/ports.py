@@ -102,7 +102,11 @@ def dialled_port(cell: CellKey) -> int:
 
 
 def dialled_address(cell: CellKey) -> str | None:
-    """The fixed address an in-pod localhost cell dials; None where the address is a pod or Service IP."""
+    """The fixed address an in-pod localhost cell dials; None where the address is a pod or Service IP.
+
+    A dual cell dials the loopback of its client family.
+    """
     if cell.path is Path.LOCALHOST:
-        return "127.0.0.1" if cell.ip_family is IpFamily.IPV4 else "::1"
+        family = cell.client_family if cell.ip_family is IpFamily.DUAL else cell.ip_family
+        return "127.0.0.1" if family is IpFamily.IPV4 else "::1"
     return None

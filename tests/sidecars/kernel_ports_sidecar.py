@@ -10,7 +10,9 @@ kernel's, per destination, but from so few ports that one port serves connection
 at once in every run, which the full range does only on some boots (the kernel's per-destination offsets come
 from secrets drawn at boot). Only outbound connections are narrowed: inbound dials bind 127.0.0.6, where each
 needs a port of its own. In TPROXY mode it dials as the reference does, from the client's address with port 0
-(original_src.py). Run it the way `--emulator-sidecar` runs any program:
+(original_src.py). On a dual-stack pod the bind it is handed is already the one of the upstream's family
+(the reference's `forward` picks it from the configuration's bind list).
+Run it the way `--emulator-sidecar` runs any program:
 `python3 kernel_ports_sidecar.py [--port-range LO-HI] CONFIG` as uid 1337.
 """
 

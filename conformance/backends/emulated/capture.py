@@ -153,22 +153,43 @@ def tproxy_routes(ipv6: bool) -> str:
     )
 
 
+def loads(
+    families: Sequence[str], excluded: Sequence[int], included: str = "*", tproxy: bool = False
+) -> list[tuple[list[str], bytes]]:
+    """The commands and their input that load a pod's capture rules, for each of the pod's families (`ipv4`, `ipv6`).
+
+    istio-iptables installs the IPv6 rules only when the pod IP is IPv6 (1.10 tools/istio-iptables/pkg/cmd/
+    root.go `EnableInboundIPv6 = podIP.To4() == nil`); on an IPv4 pod ip6tables stays empty (reference §6). On a
+    dual-stack pod with ISTIO_DUAL_STACK on it writes the same rules in both (settings-dualstack.md §2, "Flag on":
+    v4 and v6 tables alike, REDIRECT to 15006 / 15001), so `families` is both there.
+    With `tproxy`, the TPROXY form (mangle rules and policy route; IPv6 as 1.12+ writes it).
+    """
+    out: list[tuple[list[str], bytes]] = []
+    for family in families:
+        ipv6 = family == "ipv6"
+        table = "ip6tables-restore" if ipv6 else "iptables-restore"
+        tables = nat_rules(ipv6, excluded, included, tproxy) + (mangle_rules(ipv6, excluded) if tproxy else "")
+        out.append(([table], tables.encode()))
+        if tproxy:
+            out.append((["ip", "-6" if ipv6 else "-4", "-batch", "-"], tproxy_routes(ipv6).encode()))
+    return out
+
+
 def install(
     namespace: str, excluded: Sequence[int], ipv6: bool, included: str = "*", tproxy: bool = False
 ) -> netns.Started:
-    """Load the capture rules into a pod's namespace (istio-init's job), for the pod's IP family only.
+    """Load the capture rules into a pod's namespace (istio-init's job), for the pod's IP family only (`loads`).
 
-    istio-iptables installs the IPv6 rules only when the pod IP is IPv6 (1.10 tools/istio-iptables/pkg/cmd/
-    root.go `EnableInboundIPv6 = podIP.To4() == nil`); on an IPv4 pod ip6tables stays empty (reference §6).
-    With `tproxy`, the TPROXY form (mangle rules and policy route; IPv6 as 1.12+ writes it).
     Returns once the loading has started: `wait()` on the result before the pod's containers start.
     """
-    table = "ip6tables-restore" if ipv6 else "iptables-restore"
-    tables = nat_rules(ipv6, excluded, included, tproxy) + (mangle_rules(ipv6, excluded) if tproxy else "")
-    loads: list[tuple[list[str], bytes]] = [([table], tables.encode())]
-    if tproxy:
-        loads.append((["ip", "-6" if ipv6 else "-4", "-batch", "-"], tproxy_routes(ipv6).encode()))
-    return netns.start_all(namespace, loads)
+    return install_families(namespace, ("ipv6",) if ipv6 else ("ipv4",), excluded, included, tproxy)
+
+
+def install_families(
+    namespace: str, families: Sequence[str], excluded: Sequence[int], included: str = "*", tproxy: bool = False
+) -> netns.Started:
+    """Load the capture rules of a pod with these families (both on a dual-stack pod); `wait()` on the result."""
+    return netns.start_all(namespace, loads(families, excluded, included, tproxy))
 
 
 def dump(namespace: str) -> str:

@@ -219,13 +219,16 @@ class EmulatedCluster(Cluster):
 
     # --- addresses, probes, records --------------------------------------------------------------------
 
-    def pod_ip(self, pod: PodRef) -> str:
-        """The pod's address."""
-        return self.network.pod(pod).ip
+    def pod_ip(self, pod: PodRef, family: str | None = None) -> str:
+        """The pod's address of `family` (None: the primary one, status.podIP)."""
+        ip = self.network.pod(pod).ip_of(family)
+        if ip is None:
+            raise BackendError(f"pod {pod} has no {family} address in this {self.family} cluster")
+        return ip
 
-    def service_ip(self, namespace: str, name: str) -> str:
-        """The Service's ClusterIP."""
-        return self.network.service_ip(namespace, name)
+    def service_ip(self, namespace: str, name: str, family: str | None = None) -> str:
+        """The Service's ClusterIP of `family` (None: the primary one)."""
+        return self.network.service_ip(namespace, name, family)
 
     def listeners(self, pod: PodRef) -> list[Listener]:
         """The pod's listening sockets, both families (what `ss -ltn` in any of its containers shows)."""

@@ -181,7 +181,7 @@ class Containers:
             "metadata.name": pod.template.name,
             "metadata.namespace": pod.template.namespace,
             "status.podIP": pod.ip,
-            "status.podIPs": pod.ip,
+            "status.podIPs": ",".join(pod.ips or (pod.ip,)),
         }
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONUNBUFFERED": "1"}
         for var in pod.template.env:
@@ -269,7 +269,8 @@ class Containers:
 
     def _start_sidecar(self, pod: EmulatedPod) -> None:
         family = self.network.family
-        pod.sidecar_config = controlplane.sidecar_config(pod.template, pod.ip, family, self.objects, self.inbound_mode)
+        ips = pod.ips or (pod.ip,)
+        pod.sidecar_config = controlplane.sidecar_config(pod.template, ips, family, self.objects, self.inbound_mode)
         pod.sidecar_config["status"] = injector.status_config(pod.template, self.rewrite_probes, self.inbound_mode)
         config_path = self.work_dir / f"{pod.netns}.sidecar.json"
         config_path.write_text(json.dumps(pod.sidecar_config, indent=2) + "\n")

@@ -36,12 +36,19 @@ class FamilyAddresses:
     """The addresses a sidecar uses, by the pod's IP family (pilot/pkg/networking/util/util.go)."""
 
     localhost: str
-    passthrough_bind: str
+    passthrough_bind: str | list[str]
+    """One address; on a dual-stack pod a list, one per family (the sidecar picks the upstream's family's)."""
 
 
 ADDRESSES = {
     "ipv4": FamilyAddresses(localhost="127.0.0.1", passthrough_bind="127.0.0.6"),
     "ipv6": FamilyAddresses(localhost="::1", passthrough_bind="::6"),
+    # A dual-stack proxy with ISTIO_DUAL_STACK on: actualLocalHosts[0] is 127.0.0.1 (localHosts of a Dual proxy
+    # are [127.0.0.1, ::1]: cluster.go L727-729, listener_address.go), and the passthrough clusters get source
+    # 127.0.0.6 with the extra source ::6 (cluster_builder.go L705-738, ExtraSourceAddresses from
+    # passThroughBindIPs[1:] when features.EnableDualStack; 1.23+ one InboundPassthroughCluster with both sources,
+    # #51503). Envoy picks the source of the upstream's family (default_local_address_selector.cc).
+    "dual": FamilyAddresses(localhost="127.0.0.1", passthrough_bind=["127.0.0.6", "::6"]),
 }
 
 
@@ -70,6 +77,9 @@ def _endpoint(value: str, pod_ips: tuple[str, ...], family: FamilyAddresses, por
     # first IPv6 address, or [::1] with no bind on a pod without one (buildInboundClustersFromSidecar, 1.14.4 and
     # 1.15+: LocalhostAddressPrefix / LocalhostIPv6AddressPrefix; cluster_builder.go sets no upstream bind for a
     # localhost endpoint). Anything else (arbitrary IPs, unix sockets) is not emulated.
+    # On a dual-stack pod (the current release): 127.0.0.1:PORT dials 127.0.0.1 and [::1]:PORT ::1 ("prefers"
+    # the literal's own family since #47440, cluster.go L818-870, 1.18.6/1.19.4/1.20.0+); 0.0.0.0:PORT the IPv4
+    # pod IP from 127.0.0.6, [::]:PORT the IPv6 pod IP from ::6 (the source of the upstream's family).
     if not value:
         return {"upstream": {"address": "original_dst", "port": port}, "bind": family.passthrough_bind}
     host, _, port_text = value.rpartition(":")
@@ -80,6 +90,8 @@ def _endpoint(value: str, pod_ips: tuple[str, ...], family: FamilyAddresses, por
     target = int(port_text)
     if not host:
         return {"upstream": {"address": "original_dst", "port": target}, "bind": family.passthrough_bind}
+    if host == "[::1]" and family is ADDRESSES["dual"]:
+        return {"upstream": {"address": "::1", "port": target}, "bind": None}
     if host in ("127.0.0.1", "[::1]"):
         return {"upstream": {"address": family.localhost, "port": target}, "bind": None}
     if host in ("0.0.0.0", "[::]"):
@@ -87,7 +99,7 @@ def _endpoint(value: str, pod_ips: tuple[str, ...], family: FamilyAddresses, por
         own = [ip for ip in pod_ips if ("ipv6" if ":" in ip else "ipv4") == wanted]
         if not own:
             return {"upstream": {"address": ADDRESSES[wanted].localhost, "port": target}, "bind": None}
-        return {"upstream": {"address": own[0], "port": target}, "bind": family.passthrough_bind}
+        return {"upstream": {"address": own[0], "port": target}, "bind": ADDRESSES[wanted].passthrough_bind}
     raise ManifestError(f"defaultEndpoint {value!r}: arbitrary IPs and unix sockets are not emulated")
 
 
@@ -110,9 +122,13 @@ def selecting_sidecar(pod: PodTemplate, sidecars: Sequence[Sidecar]) -> Sidecar 
 
 
 def sidecar_config(
-    pod: PodTemplate, pod_ip: str, family: str, objects: Objects, inbound_mode: str
+    pod: PodTemplate, pod_ip: str | Sequence[str], family: str, objects: Objects, inbound_mode: str
 ) -> dict[str, object]:
-    """The JSON configuration handed to the pod's sidecar (format documented in docs/emulated.md)."""
+    """The JSON configuration handed to the pod's sidecar (format documented in docs/emulated.md).
+
+    `pod_ip`: the pod's address, or its addresses primary first (both families on a `dual` pod).
+    """
+    pod_ips = (pod_ip,) if isinstance(pod_ip, str) else tuple(pod_ip)
     if inbound_mode not in INBOUND_MODES:
         raise ValueError(f"inbound mode {inbound_mode!r}: expected one of {', '.join(INBOUND_MODES)}")
     addresses = ADDRESSES[family]
@@ -128,7 +144,7 @@ def sidecar_config(
                     "protocol": port_protocol(item.name, item.protocol),
                     "cluster": f"inbound|{item.port}||",
                     "source": f"Sidecar {sidecar.namespace}/{sidecar.name}",
-                    **_endpoint(item.default_endpoint, (pod_ip,), addresses, item.port),
+                    **_endpoint(item.default_endpoint, pod_ips, addresses, item.port),
                 }
             )
     else:
@@ -152,7 +168,7 @@ def sidecar_config(
     return {
         "format": CONFIG_FORMAT,
         "version": CONFIG_VERSION,
-        "pod": {"name": pod.name, "namespace": pod.namespace, "ips": [pod_ip]},
+        "pod": {"name": pod.name, "namespace": pod.namespace, "ips": list(pod_ips)},
         "mesh": {"inbound_mode": inbound_mode},
         # The pod's interception mode (sidecar.istio.io/interceptionMode). TPROXY: the proxy runs as uid 0 / gid
         # 1337 (injection-template.yaml 1.10.0 L335-356), and every inbound listener carries Envoy's original_src
@@ -168,7 +184,8 @@ def sidecar_config(
             # The virtualInbound catch-all (InboundPassthroughClusterIpv4/6): ORIGINAL_DST from 127.0.0.6 / ::6,
             # the protocol sniffed from the first bytes.
             "passthrough": {
-                "cluster": "InboundPassthroughCluster" + ("Ipv6" if family == "ipv6" else "Ipv4"),
+                # On dual-stack one cluster with both sources (1.23+, #51503).
+                "cluster": "InboundPassthroughCluster" + {"ipv4": "Ipv4", "ipv6": "Ipv6"}.get(family, ""),
                 "protocol": "sniff",
                 # meshConfig.protocolDetectionTimeout defaults to 0s, no timeout (1.10 mesh defaults): the inbound
                 # http_inspector waits for the client's first bytes however long they take.

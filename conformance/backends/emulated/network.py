@@ -74,6 +74,9 @@ ADDRESSING = {
     "ipv4": Addressing("ipv4", "10.244.0.1", 24, "10.244.0.10", "10.96.0.10"),
     "ipv6": Addressing("ipv6", "fd00:10:244::1", 64, "fd00:10:244::a", "fd00:10:96::a"),
 }
+FAMILIES = {"ipv4": ("ipv4",), "ipv6": ("ipv6",), "dual": ("ipv4", "ipv6")}
+"""The address families of a run's pods, the primary (status.podIP) first: IPv4 first on dual-stack pods, as kind
+lists them (world/layout.py primary_family)."""
 
 
 def _add_address(ipr: IPRoute, index: int, address: str, prefix: int) -> None:
@@ -91,15 +94,18 @@ class Network:
     """The node (bridge, forwarding, kube-proxy's rules) and the pods' namespaces, by the names tests use."""
 
     def __init__(self, family: str, tag: str) -> None:
-        if family not in ADDRESSING:
-            raise ValueError(f"ip family {family!r}: expected ipv4 or ipv6")
+        if family not in FAMILIES:
+            raise ValueError(f"ip family {family!r}: expected ipv4, ipv6 or dual")
         self.family = family
-        self.addressing = ADDRESSING[family]
+        self.families = FAMILIES[family]
+        """The pods' address families, primary first (both on dual-stack pods)."""
+        self.addressing = ADDRESSING[self.families[0]]
+        """The primary family's addressing."""
         self.tag = tag
         self.node = f"{netns.PREFIX}{tag}-node"
         self.pods: dict[PodRef, EmulatedPod] = {}
-        self.services: dict[tuple[str, str], str] = {}
-        """Each Service's ClusterIP."""
+        self.services: dict[tuple[str, str], dict[str, str]] = {}
+        """Each Service's ClusterIP, by family (one of each on dual-stack: ipFamilyPolicy RequireDualStack)."""
         self.endpoints: list[tuple[kube.Service, str, str]] = []
         """Each Service with its ClusterIP and the address of the one pod it selects (as ztunnel is told)."""
         self.node_fd = -1
@@ -133,7 +139,8 @@ class Network:
         netns.write_sysctl(self.node, "net.ipv6.conf.all.accept_dad", "0")
         ipr.link("add", ifname="br0", kind="bridge")
         bridge = ipr.link_lookup(ifname="br0")[0]
-        _add_address(ipr, bridge, self.addressing.gateway, self.addressing.prefix)
+        for family in self.families:
+            _add_address(ipr, bridge, ADDRESSING[family].gateway, ADDRESSING[family].prefix)
         ipr.link("set", index=bridge, state="up")
         # kube-proxy's needs: forwarding, and bridged replies through conntrack so DNAT is undone.
         netns.write_sysctl(self.node, "net.ipv4.ip_forward", "1")
@@ -199,7 +206,8 @@ class Network:
         self._next_index += 1
         short_ns = template.namespace.removeprefix("mic-")
         name = f"{netns.PREFIX}{self.tag}-{short_ns}-{template.app}"
-        pod = EmulatedPod(template, name, self.addressing.pod_address(index), f"veth{index}")
+        ips = tuple(ADDRESSING[family].pod_address(index) for family in self.families)
+        pod = EmulatedPod(template, name, ips[0], f"veth{index}", ips=ips)
         self._new_namespace(name)
         pod.fd = os.open(netns.ns_path(name), os.O_RDONLY)
         self.pods[pod.ref] = pod
@@ -213,49 +221,62 @@ class Network:
             lo = ipr.link_lookup(ifname="lo")[0]
             eth0 = ipr.link_lookup(ifname="eth0")[0]
             ipr.link("set", index=lo, state="up")
-            _add_address(ipr, eth0, pod.ip, self.addressing.prefix)
+            for family, ip in zip(self.families, ips, strict=True):
+                _add_address(ipr, eth0, ip, ADDRESSING[family].prefix)
             ipr.link("set", index=eth0, state="up")
-            family = socket.AF_INET6 if self.family == "ipv6" else socket.AF_INET
-            ipr.route("add", dst="default", gateway=self.addressing.gateway, family=family)
-            if template.injected and self.family == "ipv6":
-                # istio-init on an IPv6 pod: ::6 on lo for the IPv6 inbound passthrough bind (reference §6).
+            for family in self.families:
+                af = socket.AF_INET6 if family == "ipv6" else socket.AF_INET
+                ipr.route("add", dst="default", gateway=ADDRESSING[family].gateway, family=af)
+            if template.injected and "ipv6" in self.families:
+                # istio-init on an IPv6 or dual-stack pod: ::6 on lo for the IPv6 inbound passthrough bind
+                # (reference §6; on dual-stack the extra source address ::6, settings-dualstack.md §2).
                 _add_address(ipr, lo, "::6", 128)
         loading = []
         if template.injected:
             excluded = capture.excluded_inbound_ports(template.annotations.get(kube.EXCLUDE_INBOUND_ANNOTATION))
             included = capture.included_inbound_ports(template.annotations.get(kube.INCLUDE_INBOUND_ANNOTATION))
             tproxy = template.interception == capture.TPROXY
-            loading.append(
-                capture.install(name, excluded, ipv6=self.family == "ipv6", included=included, tproxy=tproxy)
-            )
+            # A dual-stack pod with ISTIO_DUAL_STACK on gets the same rules in iptables and ip6tables
+            # (settings-dualstack.md §2, "Flag on"); a single-stack pod only its family's.
+            loading.append(capture.install_families(name, self.families, excluded, included, tproxy))
         if template.ambient:
             loading.append(ambient_capture.install(name))
             self._enrolled_settings(name)
         return pod, loading
 
     def create_services(self, services: Sequence[kube.Service]) -> None:
-        """A ClusterIP per Service, DNAT to the one pod it selects; istio-cni's host rules for kubelet probes."""
-        v6 = self.family == "ipv6"
-        rules = ["*nat", ":KUBE-SERVICES - [0:0]", "-A PREROUTING -j KUBE-SERVICES", "-A OUTPUT -j KUBE-SERVICES"]
-        for index, service in enumerate(services):
-            address = self.addressing.service_address(index)
-            self.services[(service.namespace, service.name)] = address
-            backends = [p for p in self.pods.values() if service.selects(p.template)]
-            if len(backends) != 1:
-                raise BackendError(f"Service {service.namespace}/{service.name} selects {len(backends)} pods, not 1")
-            backend = backends[0]
-            self.endpoints.append((service, address, backend.ip))
-            mask = "128" if v6 else "32"
-            for port in service.ports:
-                to = f"[{backend.ip}]:{port.target_port}" if v6 else f"{backend.ip}:{port.target_port}"
-                rules.append(
-                    f"-A KUBE-SERVICES -d {address}/{mask} -p tcp --dport {port.port} -j DNAT --to-destination {to}"
-                )
-        # istio-cni's host rules: the kubelet's probes to enrolled pods leave the node from 169.254.7.127.
-        rules += ambient_capture.host_probe_rules([p.ip for p in self.pods.values() if p.template.ambient], v6)
-        rules.append("COMMIT")
-        tool = "ip6tables-restore" if v6 else "iptables-restore"
-        netns.run(self.node, [tool], input=("\n".join(rules) + "\n").encode())
+        """A ClusterIP per Service and family, DNAT to the one pod it selects; istio-cni's host rules for probes.
+
+        On dual-stack each Service has a ClusterIP of each family (RequireDualStack), kube-proxy's rules in
+        iptables and ip6tables, each to the pod's address of that family.
+        """
+        backends: list[tuple[kube.Service, EmulatedPod]] = []
+        for service in services:
+            selected = [p for p in self.pods.values() if service.selects(p.template)]
+            if len(selected) != 1:
+                raise BackendError(f"Service {service.namespace}/{service.name} selects {len(selected)} pods, not 1")
+            backends.append((service, selected[0]))
+        for position, family in enumerate(self.families):
+            v6 = family == "ipv6"
+            rules = ["*nat", ":KUBE-SERVICES - [0:0]", "-A PREROUTING -j KUBE-SERVICES", "-A OUTPUT -j KUBE-SERVICES"]
+            for index, (service, backend) in enumerate(backends):
+                address = ADDRESSING[family].service_address(index)
+                self.services.setdefault((service.namespace, service.name), {})[family] = address
+                ip = backend.ips[position]
+                if position == 0:
+                    self.endpoints.append((service, address, backend.ip))
+                mask = "128" if v6 else "32"
+                for port in service.ports:
+                    to = f"[{ip}]:{port.target_port}" if v6 else f"{ip}:{port.target_port}"
+                    rules.append(
+                        f"-A KUBE-SERVICES -d {address}/{mask} -p tcp --dport {port.port} -j DNAT --to-destination {to}"
+                    )
+            if position == 0:
+                # istio-cni's host rules: the kubelet's probes to enrolled pods leave the node from 169.254.7.127.
+                rules += ambient_capture.host_probe_rules([p.ip for p in self.pods.values() if p.template.ambient], v6)
+            rules.append("COMMIT")
+            tool = "ip6tables-restore" if v6 else "iptables-restore"
+            netns.run(self.node, [tool], input=("\n".join(rules) + "\n").encode())
 
     # --- reading -----------------------------------------------------------------------------------
 
@@ -266,19 +287,21 @@ class Network:
         except KeyError:
             raise BackendError(f"no pod {ref} in the emulated cluster") from None
 
-    def service_ip(self, namespace: str, name: str) -> str:
-        """The Service's ClusterIP."""
+    def service_ip(self, namespace: str, name: str, family: str | None = None) -> str:
+        """The Service's ClusterIP of `family` (None: the primary family's)."""
         try:
-            return self.services[(namespace, name)]
+            return self.services[(namespace, name)][family or self.families[0]]
         except KeyError:
-            raise BackendError(f"no Service {namespace}/{name} in the emulated cluster") from None
+            raise BackendError(
+                f"no Service {namespace}/{name} of {family or self.family} in the emulated cluster"
+            ) from None
 
     def listeners(self, pod: EmulatedPod) -> list[Listener]:
         """The pod's listening sockets, both families (what `ss -ltn` in any of its containers shows)."""
         return listeners.read(pod.fd, self.home_fd)
 
     def listening(self, pod: EmulatedPod) -> set[int]:
-        """The ports listened on in the pod's namespace for this run's family.
+        """The ports listened on in the pod's namespace for this run's family (both, on dual-stack pods).
 
         An IPv4 socket serves only IPv4; an IPv6 one serves IPv6, and IPv4 too when it is the wildcard `::`
         (counted for both, IPV6_V6ONLY or not). A sidecar listening on one family only is therefore not ready
@@ -286,11 +309,12 @@ class Network:
         """
         found = listeners.read_by_family(pod.fd, self.home_fd)
         v6 = {lst.port for lst in found[socket.AF_INET6]}
-        if self.family == "ipv6":
-            return v6
-        return {lst.port for lst in found[socket.AF_INET]} | {
+        v4 = {lst.port for lst in found[socket.AF_INET]} | {
             lst.port for lst in found[socket.AF_INET6] if lst.address == "*"
         }
+        # A dual-stack pod's port is listened on when it is in both families.
+        served = {"ipv4": v4, "ipv6": v6}
+        return set.intersection(*(served[family] for family in self.families))
 
     def node_http(self, address: str, port: int, path: str, timeout: float) -> bytes | None:
         """GET from the node namespace; the body on 200, None otherwise."""

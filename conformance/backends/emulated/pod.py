@@ -26,6 +26,8 @@ class EmulatedPod:
     veth: str
     fd: int = -1
     """An open handle of the namespace, to step into it; -1 once the pod is removed."""
+    ips: tuple[str, ...] = ()
+    """Every address of the pod, `ip` (the primary, status.podIP) first: one of each family on dual-stack."""
     # --- what runs in it (containers.py) ---
     app: Process | None = None
     sidecar: Process | None = None
@@ -36,6 +38,12 @@ class EmulatedPod:
     def processes(self) -> list[Process]:
         """Every process of the pod: sidecar, app and the other containers."""
         return [p for p in (self.sidecar, self.app, *self.containers.values()) if p is not None]
+
+    def ip_of(self, family: str | None) -> str | None:
+        """The pod's address of `family` (`ipv4` / `ipv6`; None: the primary), or None if it has none."""
+        if family is None:
+            return self.ip
+        return next((ip for ip in self.ips or (self.ip,) if (":" in ip) == (family == "ipv6")), None)
 
     @property
     def ref(self) -> PodRef:

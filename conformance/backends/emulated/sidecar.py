@@ -93,7 +93,8 @@ class Route:
     protocol: str  # "http", "tcp" or "sniff"
     address: str | None  # None: the original destination address
     port: int | None  # None: the original destination port
-    bind: str | None
+    bind: str | tuple[str, ...] | None
+    """None, one address, or (on a dual-stack pod) one per family: `pick_bind` takes the upstream's family's."""
     detection_timeout: float | None = None
     """How long a sniffing route waits for the first bytes; None: no timeout (Istio's mesh default)."""
     mark: int | None = None
@@ -152,9 +153,26 @@ def _route(name: str, data: dict[str, Any]) -> Route:
         protocol=str(data.get("protocol", "tcp")),
         address=None if address == "original_dst" else str(address),
         port=int(upstream["port"]) if upstream.get("port") is not None else None,
-        bind=str(data["bind"]) if data.get("bind") else None,
+        bind=_bind(data.get("bind")),
         detection_timeout=float(data["detection_timeout_s"]) if data.get("detection_timeout_s") else None,
     )
+
+
+def _bind(value: Any) -> str | tuple[str, ...] | None:
+    if isinstance(value, list):
+        return tuple(str(v) for v in value) or None
+    return str(value) if value else None
+
+
+def pick_bind(bind: str | tuple[str, ...] | None, upstream: str) -> str | None:
+    """The source address of an upstream connection: of a bind list, the one of the upstream's family.
+
+    Envoy's cluster source address plus ExtraSourceAddresses (Istio sets 127.0.0.6 and ::6 on a dual-stack proxy,
+    cluster_builder.go); envoy default_local_address_selector.cc picks the one whose family is the upstream's.
+    """
+    if not isinstance(bind, tuple):
+        return bind
+    return next((b for b in bind if (":" in b) == (":" in upstream)), None)
 
 
 def load_config(path: str) -> Config:
@@ -253,7 +271,8 @@ class Sidecar:
     ) -> None:
         """Dial the route's upstream, then relay; on failure answer as Envoy does for the protocol."""
         self.connections += 1
-        address, port, bind, protocol = route.address or orig_addr, route.port or orig_port, route.bind, route.protocol
+        address, port, protocol = route.address or orig_addr, route.port or orig_port, route.protocol
+        bind = pick_bind(route.bind, address)
         head = b""
         try:
             if protocol == "http":

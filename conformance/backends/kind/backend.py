@@ -14,7 +14,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from conformance.backends.base import BackendError, Cluster, ContainerReadiness, Manifest, ProbeRequest
+from conformance.backends.base import (
+    BackendError,
+    Cluster,
+    ContainerReadiness,
+    Manifest,
+    ProbeRequest,
+    primary_family_only,
+)
 from conformance.backends.kind import describe, matrix
 from conformance.backends.kind.cluster import ClusterSite, Tools
 from conformance.backends.kind.images import AMBIENT, SIDECAR
@@ -138,12 +145,14 @@ class KubeCluster(Cluster):
 
     # --- the workloads and what is observed in them ------------------------------------------------------
 
-    def pod_ip(self, pod: PodRef) -> str:
-        """The pod's IP in the run's family."""
+    def pod_ip(self, pod: PodRef, family: str | None = None) -> str:
+        """The pod's IP in the run's family (dual-stack probing is not built here)."""
+        primary_family_only(self.family, family)
         return self.workloads.pod_ip(pod)
 
-    def service_ip(self, namespace: str, name: str) -> str:
-        """The Service's ClusterIP."""
+    def service_ip(self, namespace: str, name: str, family: str | None = None) -> str:
+        """The Service's ClusterIP in the run's family."""
+        primary_family_only(self.family, family)
         return self.workloads.service_ip(namespace, name)
 
     def probe(self, requests: Sequence[ProbeRequest], timeout: float) -> list[dict[str, object]]:
