@@ -7,7 +7,8 @@ report writing). Target: <= 5 s per family on 2 cores, health probes included.
 
 `--against REV` measures the suite of an older commit side by side: both this checkout's suite and REV's
 (extracted with `git archive`) run from their source trees with this interpreter's dependencies, taking
-turns, `--rounds` times each, so that both see the same machine. The machine's speed varies up to 3x from
+turns, `--rounds` times each, so that both see the same machine. `--dual` measures the dual-stack run against the
+two single-stack ones the same way (issue 23's target: at most 1.6x). The machine's speed varies up to 3x from
 day to day; only a ratio measured this way means anything (issue 22's target: within 1.25x of e7cdf02).
 """
 
@@ -129,17 +130,45 @@ def side_by_side(rev: str, families: list[str], rounds: int, tmp: Path) -> None:
         )
 
 
+def dual_against_single(rounds: int, tmp: Path) -> None:
+    """The dual-stack run against the single-stack ones, taking turns, `rounds` times each (issue 23: <= 1.6x)."""
+    families = ["ipv4", "ipv6", "dual"]
+    walls: dict[str, list[float]] = {}
+    cells: dict[str, float] = {}
+    for round_ in range(rounds):
+        for family in families if round_ % 2 == 0 else list(reversed(families)):
+            work = tmp / f"{family}-{round_}"
+            work.mkdir()
+            result = run_family(family, work, REPO)
+            walls.setdefault(family, []).append(result["wall"])
+            cells[family] = result["cells"]
+    dual = statistics.median(walls["dual"])
+    print(f"## The dual-stack run against the single-stack runs, {rounds} alternating runs each\n")
+    print("| family | median wall (min-max) | cells | dual / this |")
+    print("|---|---|---|---|")
+    for family in families:
+        median = statistics.median(walls[family])
+        print(
+            f"| {family} | {median:.2f} s ({min(walls[family]):.2f}-{max(walls[family]):.2f}) | "
+            f"{cells[family]:.0f} | {dual / median:.2f}x |"
+        )
+
+
 def main() -> int:
     """Run both families and print a Markdown table (or the side-by-side comparison with `--against`)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--families", default="ipv4,ipv6")
     parser.add_argument("--against", metavar="REV", help="an older commit whose suite runs side by side")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each side per family with --against")
+    parser.add_argument("--dual", action="store_true", help="the dual-stack run against ipv4 and ipv6, by turns")
     args = parser.parse_args()
     families = [f for f in args.families.split(",") if f]
     if args.rounds < 1:
         parser.error("--rounds: expected a count of 1 or more")
     with tempfile.TemporaryDirectory(prefix="mic-bench-") as tmp:
+        if args.dual:
+            dual_against_single(args.rounds, Path(tmp))
+            return 0
         if args.against:
             side_by_side(args.against, families, args.rounds, Path(tmp))
             return 0
