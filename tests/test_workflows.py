@@ -775,16 +775,16 @@ def test_a_passing_nightly_row_uploads_no_diagnostics(tmp_path: Path) -> None:
 # --- ci.yml ------------------------------------------------------------------------------------------------------
 
 
-def test_ci_runs_the_emulated_suite_for_both_families() -> None:
+def test_ci_runs_the_emulated_suite_for_every_family() -> None:
     job = workflow("ci.yml")["jobs"]["conformance"]
-    assert job["strategy"]["matrix"] == {"ip_family": ["ipv4", "ipv6"]}
+    assert job["strategy"]["matrix"] == {"ip_family": ["ipv4", "ipv6", "dual"]}
     assert job["strategy"]["fail-fast"] is False
     assert set(workflow("ci.yml")["on"]) == {"push", "pull_request"}
     assert workflow("ci.yml")["concurrency"]["cancel-in-progress"] is True
     assert set(workflow("ci.yml")["jobs"]) == {"lint", "unit", "conformance"}
 
 
-@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+@pytest.mark.parametrize("family", ["ipv4", "ipv6", "dual"])
 def test_each_ci_family_hands_the_suite_a_command_it_accepts(tmp_path: Path, family: str) -> None:
     runner = Runner(tmp_path)
     job = runner.run_job("ci.yml", "conformance", {"ip_family": family}, inputs={})
@@ -828,7 +828,7 @@ def test_every_option_handed_to_the_suite_is_one_of_its_options(tmp_path: Path) 
         inputs = CUSTOM_INPUTS if entry["custom"] else {}
         job = Runner(tmp_path / f"n{index}").run_job("nightly.yml", "kind", entry, inputs)
         handed |= {a for a in job.tox_posargs() if a.startswith("--")}
-    for family in ("ipv4", "ipv6"):
+    for family in ("ipv4", "ipv6", "dual"):
         job = Runner(tmp_path / family).run_job("ci.yml", "conformance", {"ip_family": family}, inputs={})
         handed |= {a for a in job.tox_posargs() if a.startswith("--")}
     assert {"--backend", "--istio-hub", "--load-image", "--install-values", "--kind-bin"} <= handed
