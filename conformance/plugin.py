@@ -180,6 +180,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         # reason are reported.
         for prof in profiles:
             params.append(pytest.param(item, prof, id=f"{item.name}[{prof.value}]", marks=pytest.mark.conformance))
+    if not params:
+        # Say why instead of pytest's "got empty parameter set": the family asks no cell of these cases (a
+        # dual-stack run asks no ambient, TPROXY or health-probe cells), or --profile selects none of theirs.
+        asked = sorted({p.value for item in cases for p in item.profiles(settings.family)})
+        name = metafunc.module.__name__.rsplit(".", 1)[-1]
+        reason = (
+            f"{name}: --profile selects none of its profiles ({', '.join(asked)})"
+            if asked
+            else f"{name}: no cells in a {settings.family.value} run (docs/spec.md says which cells each family asks)"
+        )
+        params = [pytest.param(None, None, id="no-cells", marks=pytest.mark.skip(reason=reason))]
     metafunc.parametrize(("case", "profile"), params)
 
 
@@ -355,6 +366,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if run.report.setup_error is not None:
         terminalreporter.write_line(f"setup failed: {run.report.setup_error['message']}", red=True)
         terminalreporter.write_line(run.report.setup_error["logs"])
+    lacks = {c.value: why for c, why in run.settings.mesh.reasons.items()}
     for name, (result, stats) in results.items():
-        terminalreporter.write_line(f"{name}: {result} ({stats['cells_passed']}/{stats['cells']} cells)")
+        # A profile nothing asked because the mesh lacks it in this family (ambient on dual-stack pods): say why.
+        why = lacks.get(f"profile-{name}") if stats["cells"] == 0 and result == "not selected" else None
+        line = f"{name}: {result} ({stats['cells_passed']}/{stats['cells']} cells)"
+        terminalreporter.write_line(line + (f": {why}" if why else ""))
     terminalreporter.write_line(where)

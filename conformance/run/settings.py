@@ -179,7 +179,7 @@ def _mesh(opt: Any, backend: str, backend_options: dict[str, Any], family: IpFam
         if backend == "emulated":
             if opt.mesh_version:
                 _fail("--mesh-version describes a real Istio build: use it with --backend kind or kubeconfig")
-            mesh = emulated_capabilities()
+            mesh = emulated_capabilities(family)
         else:
             claimed = backend_options["istio_version"]
             # An unreleased custom build (1.32-dev) is judged by the newest known release of its minor.

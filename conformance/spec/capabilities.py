@@ -321,10 +321,14 @@ class MeshCapabilities:
         }
 
 
+DUAL_AMBIENT_OUT = "ambient on dual-stack pods is not traced (settings-dualstack.md §5: out of scope)"
+DUAL_TPROXY_OUT = "TPROXY on dual-stack pods is not traced (the dual cells are REDIRECT only)"
+
+
 def ambient_missing(version: Version, label: str, family: IpFamily) -> str | None:
     """Why a release cannot run the ambient profile in `family`, or None when it can."""
     if family is IpFamily.DUAL:
-        return f"{label}: ambient on dual-stack pods is not traced (settings-dualstack.md §5: out of scope)"
+        return f"{label}: {DUAL_AMBIENT_OUT}"
     release = _release(version)
     if release < Version(AMBIENT_ALPHA_SINCE):
         return f"{label} has no ambient mode (alpha from 1.18, beta from 1.22, GA from 1.24)"
@@ -345,7 +349,7 @@ def ambient_missing(version: Version, label: str, family: IpFamily) -> str | Non
 def tproxy_missing(version: Version, label: str, family: IpFamily) -> str | None:
     """Why a release's TPROXY interception is not asked in `family`, or None when it is."""
     if family is IpFamily.DUAL:
-        return f"{label}: TPROXY on dual-stack pods is not traced (the dual cells are REDIRECT only)"
+        return f"{label}: {DUAL_TPROXY_OUT}"
     release = _release(version)
     if release < Version(TPROXY_SINCE):
         return (
@@ -451,15 +455,26 @@ def istio_capabilities(
     )
 
 
-def emulated_capabilities() -> MeshCapabilities:
-    """The emulated reference mesh does everything: it exists to show every cell."""
+def emulated_capabilities(family: IpFamily | None = None) -> MeshCapabilities:
+    """The emulated reference mesh does everything: it exists to show every cell.
+
+    Everything the spec has cells for: on dual-stack pods (`family` DUAL) that leaves out ambient and TPROXY, whose
+    profile then shows as skipped with the reason, as on a release that lacks them.
+    """
+    reasons: dict[Capability, str] = {}
+    if family is IpFamily.DUAL:
+        reasons = {
+            Capability.PROFILE_AMBIENT: f"the emulated mesh: {DUAL_AMBIENT_OUT}",
+            Capability.INTERCEPTION_TPROXY: f"the emulated mesh: {DUAL_TPROXY_OUT}",
+        }
     return MeshCapabilities(
         name="emulated",
         version="reference",
         default_profile=Profile.PASSTHROUGH,
         legacy_switch=LegacySwitch.EMULATED,
-        capabilities=frozenset(Capability),
+        capabilities=frozenset(c for c in Capability if c not in reasons),
         precheck=PrecheckScope.ALL_INJECTED,
+        reasons=reasons,
     )
 
 
