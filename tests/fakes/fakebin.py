@@ -8,12 +8,14 @@ whether Istio is installed, the objects applied, and a generation per namespace 
 (new ReplicaSet hash, new pod names and IPs, as after a real restart). The backend runs no kubectl: its API calls
 go to tests/fakes/kind_api.py, an HTTP server in front of this same model (the functions below).
 
-Pods are derived from the applied Deployments: Running and ready, named `<app>-<template hash>-<suffix>`, with
-IPs in the family $FAKE_FAMILY (ipv4, ipv6 or dual; unset: the kind cluster config's `ipFamily`), and an `istio-proxy` container when the namespace is
-labelled istio-injection=enabled (unless $FAKE_NO_INJECTION is set: the webhook "did not run"). As Istio injects:
-the init container is istio-init, or istio-validation once the ambient profile (istio-cni) is installed; the proxy
-image is HUB/proxyv2:TAG with the install's variant (`--set values.global.variant=V`, else distroless under the
-ambient profile, as its values set), and a distroless proxy has no `ss` (exec fails as runc reports it).
+Pods are derived from the applied Deployments: Running and ready, named `<app>-<template hash>-<suffix>`, with IPs in
+the family $FAKE_FAMILY (ipv4, ipv6 or dual; unset: the kind cluster config's `ipFamily`), and an `istio-proxy`
+container when the namespace is labelled istio-injection=enabled (unless $FAKE_NO_INJECTION is set: the webhook
+"did not run"). As Istio injects: the init container is istio-init, or istio-validation once the ambient profile
+(istio-cni) is installed; the proxy image is HUB/proxyv2:TAG with the install's variant (`--set
+values.global.variant=V`, else distroless under the ambient profile, as its values set), and a distroless proxy has
+no `ss` (exec fails as runc reports it). Services get a ClusterIP of each family on a dual-stack cluster when they
+ask for it (ipFamilyPolicy RequireDualStack or PreferDualStack), else one.
 
 Knobs (environment):
   FAKE_LOG, FAKE_STATE        the log and the state file (required)

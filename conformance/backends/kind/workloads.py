@@ -3,8 +3,8 @@
 The backend deploys the same manifests the emulated backend runs (server-side apply, the echo image set in each
 Deployment), plus, in each namespace enrolled in ambient, a PeerAuthentication that keeps it PERMISSIVE. It waits
 with watches until every Deployment has its one Ready pod, and keeps what the probes need: each pod's name and
-IP of each family it has (both on a dual-stack run), each Service's ClusterIPs, and which namespaces are injected or enrolled (a re-install of
-the mesh restarts those).
+IP of the run's family (of each family on a dual-stack run), each Service's ClusterIPs, and which namespaces are
+injected or enrolled (a re-install of the mesh restarts those).
 """
 
 from __future__ import annotations
