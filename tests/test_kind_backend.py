@@ -1419,3 +1419,101 @@ def test_a_kind_run_stops_before_creating_anything_when_preflight_finds_a_proble
     with pytest.raises(BackendError, match=r"^preflight \(1 problem\(s\), see --preflight\): Docker: the daemon"):
         cluster.up(World(IpFamily.IPV4).manifests())
     assert fakes.commands() == []
+
+
+# --- dual-stack (issue 23): both families' addresses, probes to each -------------------------------------------------
+
+CREATE_DUAL = "<repo>/fixtures/kind/dual.yaml --kubeconfig <work>/kubeconfig --wait 600s"
+
+
+def test_a_dual_stack_run_creates_a_dual_cluster_installs_the_flag_and_keeps_both_addresses(fakes: Fakes) -> None:
+    # No FAKE_FAMILY: the fake cluster takes its family from the kind config the backend gives it (ipFamily: dual).
+    cluster = fakes.cluster("1.31.1", family="dual")
+    world = World.for_mesh(IpFamily.DUAL, istio_capabilities("1.31.1", family=IpFamily.DUAL))
+    assert not world.ambient  # ambient on dual-stack pods is not traced (settings-dualstack.md section 5)
+    cluster.up(world.manifests())
+    dual_install = release_install("1.31.1", "dual-stack.yaml", "dual-stack-ip-family-policy.yaml")
+    up = kind_up("1.31.1", NODE_1_36, dual_install, create=CREATE_DUAL)
+    up[-len(WAIT_WORKLOADS) :] = [
+        w.replace("echo-localhost-cross", "echo-localhost-v6").replace("echo-instance-cross", "echo-instance-v6")
+        for w in WAIT_WORKLOADS
+    ]
+    assert fakes.commands() == up
+    assert "ipFamily: dual" in fakes.state()["clusters"][0]["config"]
+    (applied,) = fakes.applied()
+    (echo_none,) = [
+        m for m in yaml.safe_load_all(applied) if m["kind"] == "Service" and m["metadata"]["name"] == "echo-none"
+    ]
+    assert echo_none["spec"]["ipFamilyPolicy"] == "RequireDualStack"  # the fake gives it a ClusterIP of each family
+    server = PodRef("mic-mesh", "echo-none")
+    # Each family's address; None is the primary, IPv4 (status.podIP, the first of spec.clusterIPs).
+    assert [cluster.pod_ip(server, f) for f in (None, "ipv4", "ipv6")] == [
+        "10.244.0.12",
+        "10.244.0.12",
+        "fd00:10:244::c",
+    ]
+    service = [cluster.service_ip("mic-mesh", "echo-none", f) for f in (None, "ipv4", "ipv6")]
+    assert service == ["10.96.0.11", "10.96.0.11", "fd00:10:96::b"]
+    with pytest.raises(BackendError, match=r"^Service mic-baseline/probe has no ipv6 ClusterIP on this dual run$"):
+        cluster.service_ip("mic-baseline", "probe", "ipv6")  # a single-stack Service (not a server's)
+
+
+def test_a_single_stack_run_has_no_address_of_the_other_family(fakes: Fakes) -> None:
+    cluster = fakes.cluster("1.10.6")
+    cluster.up(World(IpFamily.IPV4).manifests())
+    with pytest.raises(BackendError, match=r"^pod echo-none.mic-mesh has no ipv6 address on this ipv4 run$"):
+        cluster.pod_ip(PodRef("mic-mesh", "echo-none"), "ipv6")
+
+
+def test_dual_cells_probe_the_address_of_their_client_family_and_see_that_family_s_peer(fakes: Fakes) -> None:
+    from conformance.engine.probe import ProbeOutcome, Prober
+    from conformance.spec.cells import all_cells
+    from conformance.spec.dimensions import Path as CellPath
+    from conformance.spec.dimensions import Source
+
+    cluster = fakes.cluster("1.31.1", family="dual")
+    world = World.for_mesh(IpFamily.DUAL, istio_capabilities("1.31.1", family=IpFamily.DUAL))
+    cluster.up(world.manifests())
+    prober = Prober(cluster, world, TimeoutConfig())
+    cells = [c for c in all_cells(families=[IpFamily.DUAL]) if world.deployed(c)]
+    assert {c.client_family for c in cells} == set(SINGLE_STACK)
+    requests = {}
+    for cell in cells:
+        request = prober._request(cell)
+        family = cell.client_family.value  # type: ignore[union-attr]
+        server = world.server_for(cell)
+        if cell.path is CellPath.LOCALHOST:
+            want = {"ipv4": "127.0.0.1", "ipv6": "::1"}[family]
+        elif cell.path is CellPath.SERVICE:
+            want = cluster.service_ip(server.namespace, server.app, family)
+        else:
+            want = cluster.pod_ip(server, family)
+        assert request.address == want, cell.id
+        assert (":" in request.address) == (family == "ipv6"), cell.id
+        requests[cell] = request
+    # A client pod's probe of each family reaches the server, which sees the client's address of that family: the
+    # CLIENT source of the cell's client family.
+    client, server = PodRef("mic-mesh", "client"), PodRef("mic-mesh", "echo-none")
+    picked = {}
+    for cell, request in requests.items():
+        if request.source == client and world.server_for(cell) == server and cell.path is CellPath.POD_IP:
+            picked.setdefault(cell.client_family, cell)
+    assert set(picked) == set(SINGLE_STACK)
+    results = cluster.probe([requests[c] for c in picked.values()], 2.0)
+    for cell, result in zip(picked.values(), results, strict=True):
+        family = cell.client_family.value  # type: ignore[union-attr]
+        assert result["pod"] == cluster.workloads.name_of(server)
+        assert result["peer"] == cluster.pod_ip(client, family)
+        outcome = ProbeOutcome.from_json(result, requests[cell].request_id)
+        assert prober._classify(cell, outcome) == Source.CLIENT.value
+
+
+@pytest.mark.parametrize("given", ["ipv4", "ipv6"])
+def test_a_dual_stack_pod_without_an_address_of_each_family_is_not_ready(fakes: Fakes, given: str) -> None:
+    fakes.env["FAKE_FAMILY"] = given  # the cluster gives one family only, the run wants both
+    cluster = fakes.cluster("1.31.1", family="dual", timeouts=TimeoutConfig(pod_ready=0.01))
+    with pytest.raises(CommandError) as raised:
+        cluster.up(World.for_mesh(IpFamily.DUAL, istio_capabilities("1.31.1", family=IpFamily.DUAL)).manifests())
+    assert str(raised.value) == (
+        "wait for the pods of mic-baseline: not done after 0.01 s: echo.mic-baseline: no dual pod IP yet"
+    )

@@ -205,7 +205,7 @@ CASES: dict[str, tuple[str, ...]] = {
     "emulated-plan": ("--backend", "emulated", "--plan"),
     "no-istio-version": ("--backend", "kind"),
     "1.31.1-ipv6": ("--backend", "kind", "--istio-version", "1.31.1", "--ip-family", "ipv6"),  # ambient, IPv6
-    # Issue 23: a dual-stack plan (the run itself is not built yet), and a release without dual-stack.
+    # Issue 23: a dual-stack plan, and a release without dual-stack.
     "1.31.1-dual": ("--backend", "kind", "--istio-version", "1.31.1", "--ip-family", "dual"),
     "1.18.7-dual": ("--backend", "kind", "--istio-version", "1.18.7", "--ip-family", "dual"),
     "1.16.7-dual": ("--backend", "kind", "--istio-version", "1.16.7", "--ip-family", "dual"),

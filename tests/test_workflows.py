@@ -439,7 +439,8 @@ def matrix_module() -> ModuleType:
 
 
 def test_nightly_matrix_is_the_rows_of_versions_yaml(tmp_path: Path) -> None:
-    """Scheduled (no inputs): one entry per row of fixtures/versions.yaml, in order, with the row's cluster."""
+    """Scheduled (no inputs): one entry per row of fixtures/versions.yaml, in order, with the row's cluster; then the
+    current row (the newest Istio) once more in dual-stack (issue 23), named apart."""
     job, value = run_matrix_job(tmp_path, inputs={})
     assert value is not None, job
     expected = [
@@ -454,18 +455,37 @@ def test_nightly_matrix_is_the_rows_of_versions_yaml(tmp_path: Path) -> None:
         }
         for row in load_matrix()
     ]
-    assert value == {"include": expected}
+    current = max(load_matrix(), key=lambda r: r.minor)
+    dual = {**next(e for e in expected if e["name"] == current.name), "ip_family": "dual"}
+    dual["name"] = f"{current.name}-dual"
+    assert value == {"include": [*expected, dual]}
     job_matrix = workflow("nightly.yml")["jobs"]["kind"]["strategy"]
     assert job_matrix["matrix"] == "${{ fromJSON(needs.matrix.outputs.rows) }}"
     assert job_matrix["fail-fast"] is False
     assert workflow("nightly.yml")["jobs"]["matrix"]["outputs"]["rows"] == "${{ steps.rows.outputs.rows }}"
 
 
-def test_dispatched_without_a_hub_runs_every_row_in_the_chosen_family(tmp_path: Path) -> None:
-    _, value = run_matrix_job(tmp_path, inputs={"hub": "", "ip_family": "ipv6"})
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_dispatched_without_a_hub_runs_every_row_in_the_chosen_family(tmp_path: Path, family: str) -> None:
+    _, value = run_matrix_job(tmp_path, inputs={"hub": "", "ip_family": family})
     assert value is not None
     assert [e["name"] for e in value["include"]] == [r.name for r in load_matrix()]
-    assert {e["ip_family"] for e in value["include"]} == {"ipv6"}
+    assert {e["ip_family"] for e in value["include"]} == {family}
+
+
+def test_dispatched_dual_stack_runs_the_rows_from_1_17(tmp_path: Path) -> None:
+    """Dual-stack needs Istio 1.17+ (ISTIO_DUAL_STACK): an older row's run would stop at once with one line."""
+    _, value = run_matrix_job(tmp_path, inputs={"hub": "", "ip_family": "dual"})
+    assert value is not None
+    since = [r.name for r in load_matrix() if (r.minor.major, r.minor.minor) >= (1, 17)]
+    assert [e["name"] for e in value["include"]] == since
+    assert len(since) < len(load_matrix())  # the older rows are left out
+    assert {e["ip_family"] for e in value["include"]} == {"dual"}
+
+
+def test_a_dual_stack_custom_build_is_one_dual_row(tmp_path: Path) -> None:
+    (entry,) = nightly_entries(tmp_path, {**CUSTOM_INPUTS, "ip_family": "dual"})
+    assert (entry["name"], entry["ip_family"], entry["custom"]) == ("custom", "dual", True)
 
 
 @pytest.mark.parametrize("claimed", ["1.9.9", "1.10.0", "1.21.2", "1.31.1", "1.35.0-alpha.0", "v1.40-dev"])
@@ -512,6 +532,10 @@ def test_a_custom_build_is_one_row_on_the_cluster_of_the_version_it_claims(tmp_p
             "https://",
         ),
         ({"ip_family": "ipv5"}, "ipv5"),
+        (
+            {"hub": "ghcr.io/you/istio", "tag": "t", "istio_version": "1.16.7", "ip_family": "dual"},
+            "ip_family dual: Istio 1.16.7 has no dual-stack support (experimental from 1.17.0)",
+        ),
     ],
 )
 def test_dispatch_mistakes_stop_the_matrix_job(tmp_path: Path, inputs: dict[str, str], says: str) -> None:
@@ -641,7 +665,11 @@ def nightly_entries(tmp_path: Path, inputs: dict[str, str]) -> list[dict[str, An
     return list(value["include"])
 
 
-@pytest.mark.parametrize("row", [r.name for r in load_matrix()])
+CURRENT_DUAL = f"{max(load_matrix(), key=lambda r: r.minor).name}-dual"
+"""The scheduled dual-stack entry: the current row once more, in dual-stack."""
+
+
+@pytest.mark.parametrize("row", [*(r.name for r in load_matrix()), CURRENT_DUAL])
 def test_each_nightly_row_hands_the_suite_a_command_it_accepts(tmp_path: Path, row: str) -> None:
     entry = next(e for e in nightly_entries(tmp_path, {}) if e["name"] == row)
     runner = Runner(tmp_path / "job")
@@ -655,7 +683,7 @@ def test_each_nightly_row_hands_the_suite_a_command_it_accepts(tmp_path: Path, r
     assert args == [
         "--backend", "kind",
         "--istio-version", entry["istio"],
-        "--ip-family", "ipv4",
+        "--ip-family", "dual" if row == CURRENT_DUAL else "ipv4",
         "--cluster-name", f"mic-{row}",
         "--keep-cluster",
         "--kind-bin", str(runner.fake_kind),
@@ -666,7 +694,8 @@ def test_each_nightly_row_hands_the_suite_a_command_it_accepts(tmp_path: Path, r
     assert job.summary == f"REPORT of reports/{row}\n"
     plan = suite_command([*args, "--plan"], job.workdir)
     assert plan.returncode == 0, plan.stdout + plan.stderr
-    assert f"matrix row {row}" in plan.stdout
+    # The dual-stack entry runs its row's cluster (the suite names the row of fixtures/versions.yaml).
+    assert f"matrix row {row.removesuffix('-dual') if row == CURRENT_DUAL else row}" in plan.stdout
     assert f"--image {entry['node_image']}" in plan.stdout
     assert f"cluster: kind {entry['kind']}," in plan.stdout
     assert f"{runner.fake_kind} create cluster --name mic-{row} " in plan.stdout
@@ -918,7 +947,7 @@ def test_nightly_triggers_and_inputs() -> None:
         "compare_upstream",
     }
     assert (inputs["compare_upstream"]["type"], inputs["compare_upstream"]["default"]) == ("boolean", False)
-    assert inputs["ip_family"]["options"] == ["ipv4", "ipv6"]
+    assert inputs["ip_family"]["options"] == ["ipv4", "ipv6", "dual"]
     assert (inputs["variant"]["options"], inputs["variant"]["default"]) == (
         ["profile", "default", "distroless"],
         "profile",
@@ -988,7 +1017,7 @@ def test_the_workflow_schema_check_fails_on_a_malformed_workflow() -> None:
     assert "timeout-minutes" in result.stdout
 
 
-@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+@pytest.mark.parametrize("family", ["ipv4", "ipv6", "dual"])
 def test_nightly_loads_the_nat_modules_and_enables_forwarding_for_ipv6_before_the_suite(
     tmp_path: Path, family: str
 ) -> None:
@@ -1007,7 +1036,7 @@ def test_nightly_loads_the_nat_modules_and_enables_forwarding_for_ipv6_before_th
     ] in job.calls
     assert names.index("modprobe") < max(i for i, c in enumerate(job.calls) if c[0] == "tox")
     sysctl = [c for c in job.calls if c[0] == "sysctl"]
-    if family == "ipv6":
+    if family in ("ipv6", "dual"):
         assert sysctl == [
             ["sysctl", "-w", "net.ipv6.conf.all.forwarding=1"],
             ["sysctl", "-w", "net.ipv4.ip_forward=1"],

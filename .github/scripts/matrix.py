@@ -6,15 +6,17 @@
                                           [--compare-upstream true|false]] [--github-output FILE]
 
 prints `{"include": [row, ...]}` for `strategy.matrix`, one entry per row of fixtures/versions.yaml with the keys
-`name`, `istio`, `kubernetes`, `kind`, `node_image`, `ip_family` and `custom`. With `--hub`, the matrix is a single
-`custom` row: the build's claimed version, on the kind release and node image of that version's row (the same
-row the kind backend picks: same minor, or the newest row for a newer minor). A version that is not a release
-(1.32-dev) needs --istioctl-url: no istioctl can be downloaded for it. Every input is checked here, so a
+`name`, `istio`, `kubernetes`, `kind`, `node_image`, `ip_family` and `custom`. A scheduled run (no --ip-family) runs
+every row in IPv4 and the current row (the newest Istio minor) once more in dual-stack, named `<row>-dual`; a
+dispatched `--ip-family dual` runs the rows from Istio 1.17 (the first with dual-stack support). With `--hub`, the
+matrix is a single `custom` row: the build's claimed version, on the kind release and node image of that version's
+row (the same row the kind backend picks: same minor, or the newest row for a newer minor). A version that is not a
+release (1.32-dev) needs --istioctl-url: no istioctl can be downloaded for it. Every input is checked here, so a
 mistyped dispatch fails in seconds, before a runner builds a cluster. `--github-output` appends `rows=<json>`, and
-`upstream=ROW` and `upstream_istio=VERSION`: with `--compare-upstream true`, the row of fixtures/versions.yaml
-whose last scheduled report the custom build is compared with (empty when not asked, or when no row runs the
-claimed minor: then there is no upstream report, and the `site` job's summary says so).
-Runs on the standard library and PyYAML only (the workflow's matrix job has nothing else).
+`upstream=ROW` and `upstream_istio=VERSION`: with `--compare-upstream true`, the row of fixtures/versions.yaml whose
+last scheduled report the custom build is compared with (empty when not asked, or when no row runs the claimed
+minor: then there is no upstream report, and the `site` job's summary says so). Runs on the standard library and
+PyYAML only (the workflow's matrix job has nothing else).
 
     python .github/scripts/matrix.py tools --istio-version V
 
@@ -51,7 +53,12 @@ OTHER_KEYS = ("istioctl_precheck",)
 """Read by the kind backend only (conformance/backends/kind/matrix.py); any other key is a mistake."""
 VARIANTS = ("", "profile", "default", "distroless")
 """The dispatch's `variant` input: empty or `profile` (each install profile's own), or --istio-variant's value."""
-IP_FAMILIES = ("ipv4", "ipv6")
+IP_FAMILIES = ("ipv4", "ipv6", "dual")
+DUAL_STACK_SINCE = (1, 17)
+"""The first minor with dual-stack support (ISTIO_DUAL_STACK, experimental in 1.17.0: conformance/spec/capabilities.py
+DUAL_STACK_SINCE); a dual run of an older release stops with one line, so the matrix never asks for one."""
+DUAL_SUFFIX = "-dual"
+"""The scheduled dual-stack entry's name: its row's name plus this (job, artifact, report folder and cluster apart)."""
 BOOLEANS = ("", "true", "false")
 """A boolean dispatch input as the workflow hands it to a script: empty on a scheduled run."""
 CUSTOM = "custom"
@@ -162,9 +169,10 @@ def matrix(
     compare_upstream: str = "",
 ) -> dict[str, list[dict[str, Any]]]:
     """The `strategy.matrix` value: every row, or the single custom row of a dispatched build."""
+    scheduled = not ip_family.strip()
     family = ip_family.strip() or "ipv4"
     if family not in IP_FAMILIES:
-        raise MatrixError(f"ip_family {ip_family!r}: expected ipv4 or ipv6")
+        raise MatrixError(f"ip_family {ip_family!r}: expected ipv4, ipv6 or dual")
     if variant.strip() not in VARIANTS:
         raise MatrixError(f"variant {variant.strip()!r}: expected profile, default or distroless")
     if compare_upstream.strip() not in BOOLEANS:
@@ -183,7 +191,19 @@ def matrix(
         given = [name for name, value in custom_inputs.items() if value.strip()]
         if given:
             raise MatrixError(f"{', '.join(given)} given without hub: a custom build needs hub, tag and istio_version")
-        return {"include": [{**row, "ip_family": family, "custom": False} for row in rows]}
+        if family == "dual":
+            rows = [r for r in rows if minor_of(r["istio"]) >= DUAL_STACK_SINCE]
+            if not rows:
+                raise MatrixError("ip_family dual: no row runs Istio 1.17 or newer (the first with dual-stack support)")
+        include = [{**row, "ip_family": family, "custom": False} for row in rows]
+        if scheduled:
+            current = max(rows, key=lambda r: minor_of(r["istio"]))
+            name = current["name"] + DUAL_SUFFIX
+            if not NAME.fullmatch(name):
+                raise MatrixError(f"row name {current['name']!r} is too long for its dual-stack entry {name!r}")
+            dual = {**current, "name": name, "ip_family": "dual", "custom": False}
+            include.append(dual)
+        return {"include": include}
     hub, tag, version = hub.strip(), tag.strip(), istio_version.strip()
     if not HUB.fullmatch(hub):
         raise MatrixError(f"hub {hub!r}: expected an image repository such as ghcr.io/you/istio (lowercase)")
@@ -217,6 +237,8 @@ def matrix(
             f"istio_version {version!r} is not a release, so no istioctl can be downloaded for it: "
             "give istioctl_url (the build's own istioctl)"
         )
+    if family == "dual" and minor_of(version) < DUAL_STACK_SINCE:
+        raise MatrixError(f"ip_family dual: Istio {version} has no dual-stack support (experimental from 1.17.0)")
     row = row_for(version, rows)
     custom = {**row, "name": CUSTOM, "istio": version, "ip_family": family, "custom": True}
     return {"include": [custom]}

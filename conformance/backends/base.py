@@ -86,17 +86,6 @@ class ProcessDeath:
         return f"{self.process} died ({self.status})"
 
 
-def primary_family_only(run_family: str, family: str | None) -> None:
-    """BackendError unless `family` is None or the one a backend holds addresses of (the run's, IPv4 on dual).
-
-    For the backends that read one address per pod: their dual runs are stopped before they start (run/settings.py),
-    so only a caller that asks for the other family meets this.
-    """
-    primary = "ipv4" if run_family == "dual" else run_family
-    if family is not None and family != primary:
-        raise BackendError("dual-stack probing is not built for this backend")
-
-
 class Cluster(abc.ABC):
     """A place where the world's workloads run, with the mesh under test installed."""
 

@@ -79,14 +79,6 @@ class Outputs:
             artifacts.claim_present([p for p in artifacts.places if p not in kept])
 
 
-DUAL_NOT_RUNNABLE = (
-    "--ip-family dual: only the emulated backend runs dual-stack cells; the {backend} backend's dual-stack probing "
-    "is not built (issue 23): `--plan` and `--preflight` show its dual-stack cluster and install"
-)
-"""The one line a kind or kubeconfig run asked in the dual-stack family stops with (their --plan and --preflight,
-which run nothing, are let through; the emulated backend runs dual-stack pods)."""
-
-
 def _fail(message: str) -> NoReturn:
     raise pytest.UsageError(message)
 
@@ -100,9 +92,6 @@ def settings_from(opt: Any) -> Settings:
         family = IpFamily(opt.ip_family)
     except ValueError:
         _fail(f"--ip-family {opt.ip_family!r}: expected ipv4, ipv6 or dual")
-    planning = getattr(opt, "plan", False) or getattr(opt, "preflight", False)
-    if family is IpFamily.DUAL and backend != "emulated" and not planning:
-        _fail(DUAL_NOT_RUNNABLE.format(backend=backend))
     requested = []
     for value in opt.profile or []:
         for item in filter(None, value.split(",")):

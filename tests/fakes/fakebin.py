@@ -8,16 +8,18 @@ whether Istio is installed, the objects applied, and a generation per namespace 
 (new ReplicaSet hash, new pod names and IPs, as after a real restart). The backend runs no kubectl: its API calls
 go to tests/fakes/kind_api.py, an HTTP server in front of this same model (the functions below).
 
-Pods are derived from the applied Deployments: Running and ready, named `<app>-<template hash>-<suffix>`, with
-IPs in the family $FAKE_FAMILY (ipv4, ipv6 or dual), and an `istio-proxy` container when the namespace is
-labelled istio-injection=enabled (unless $FAKE_NO_INJECTION is set: the webhook "did not run"). As Istio injects:
-the init container is istio-init, or istio-validation once the ambient profile (istio-cni) is installed; the proxy
-image is HUB/proxyv2:TAG with the install's variant (`--set values.global.variant=V`, else distroless under the
-ambient profile, as its values set), and a distroless proxy has no `ss` (exec fails as runc reports it).
+Pods are derived from the applied Deployments: Running and ready, named `<app>-<template hash>-<suffix>`, with IPs in
+the family $FAKE_FAMILY (ipv4, ipv6 or dual; unset: the kind cluster config's `ipFamily`), and an `istio-proxy`
+container when the namespace is labelled istio-injection=enabled (unless $FAKE_NO_INJECTION is set: the webhook
+"did not run"). As Istio injects: the init container is istio-init, or istio-validation once the ambient profile
+(istio-cni) is installed; the proxy image is HUB/proxyv2:TAG with the install's variant (`--set
+values.global.variant=V`, else distroless under the ambient profile, as its values set), and a distroless proxy has
+no `ss` (exec fails as runc reports it). Services get a ClusterIP of each family on a dual-stack cluster when they
+ask for it (ipFamilyPolicy RequireDualStack or PreferDualStack), else one.
 
 Knobs (environment):
   FAKE_LOG, FAKE_STATE        the log and the state file (required)
-  FAKE_FAMILY                 ipv4 (default), ipv6, dual
+  FAKE_FAMILY                 ipv4, ipv6, dual (default: the kind cluster's ipFamily, else ipv4)
   FAKE_NO_INJECTION           set: no sidecar is injected anywhere
   FAKE_ISTIOCTL_VERSION       what `istioctl version --remote=false` prints (default: from the wrapper name)
   FAKE_PRECHECK_DIR           a directory with stdout.txt, stderr.txt and exit_code for `istioctl x precheck`
@@ -397,16 +399,25 @@ def enrolled(state: dict[str, Any], namespace: str) -> bool:
     return False
 
 
-def _family() -> str:
-    family = ENV.get("FAKE_FAMILY", "ipv4")
+def cluster_family(cluster: dict[str, Any]) -> str:
+    """A kind cluster's family: its config's `ipFamily` (a seeded cluster may give `family` instead), else ipv4."""
+    config = str(cluster.get("config") or "")
+    for family in ("ipv6", "dual"):
+        if cluster.get("family") == family or f"ipFamily: {family}" in config:
+            return family
+    return "ipv4"
+
+
+def _family(state: dict[str, Any]) -> str:
+    family = ENV.get("FAKE_FAMILY") or (cluster_family(state["clusters"][0]) if state.get("clusters") else "ipv4")
     if family not in ("ipv4", "ipv6", "dual"):
         raise Failure(f"fakebin: FAKE_FAMILY={family!r}")
     return family
 
 
-def _addresses(index: int, v4_prefix: str, v6_prefix: str) -> list[str]:
+def _addresses(state: dict[str, Any], index: int, v4_prefix: str, v6_prefix: str) -> list[str]:
     v4, v6 = f"{v4_prefix}.{10 + index}", f"{v6_prefix}::{10 + index:x}"
-    return {"ipv4": [v4], "ipv6": [v6], "dual": [v4, v6]}[_family()]
+    return {"ipv4": [v4], "ipv6": [v6], "dual": [v4, v6]}[_family(state)]
 
 
 def ambient(state: dict[str, Any]) -> bool:
@@ -432,7 +443,7 @@ def pods(state: dict[str, Any], namespace: str) -> list[dict[str, Any]]:
         template_hash = TEMPLATE_HASHES[generation % len(TEMPLATE_HASHES)]
         seed = zlib.crc32(f"{namespace}/{app}/{generation}".encode())
         suffix = "".join(_SUFFIX_ALPHABET[(seed >> (5 * k)) % len(_SUFFIX_ALPHABET)] for k in range(5))
-        ips = _addresses(index + 20 * generation, "10.244.0", "fd00:10:244")
+        ips = _addresses(state, index + 20 * generation, "10.244.0", "fd00:10:244")
         containers = [{**c, "image": c.get("image", "")} for c in template["spec"]["containers"]]
         init: list[dict[str, Any]] = []
         labels = {**template["metadata"].get("labels", {}), "pod-template-hash": template_hash}
@@ -524,7 +535,9 @@ def services(state: dict[str, Any], namespace: str) -> list[dict[str, Any]]:
     for index, service in enumerate(objects(state, "Service")):
         if service["metadata"].get("namespace") != namespace:
             continue
-        ips = _addresses(index, "10.96.0", "fd00:10:96")[:1]  # Services stay single-stack unless asked
+        ips = _addresses(state, index, "10.96.0", "fd00:10:96")
+        if service["spec"].get("ipFamilyPolicy") not in ("RequireDualStack", "PreferDualStack"):
+            ips = ips[:1]  # Services stay single-stack unless asked
         spec = {**service["spec"], "clusterIP": ips[0], "clusterIPs": ips, "type": "ClusterIP"}
         out.append({"apiVersion": "v1", "kind": "Service", "metadata": service["metadata"], "spec": spec})
     return out
@@ -541,8 +554,11 @@ def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
-def pod_ip(pod: dict[str, Any]) -> str:
-    return str(pod["status"]["podIP"])
+def pod_ip(pod: dict[str, Any], ipv6: bool | None = None) -> str:
+    """The pod's primary IP, or (`ipv6` given) its address of that family when it has one: a dual-stack client
+    reaches a server from its address of the family it dials."""
+    ips = [str(entry["ip"]) for entry in pod["status"]["podIPs"]]
+    return next((ip for ip in ips if ipv6 is not None and (":" in ip) == ipv6), str(pod["status"]["podIP"]))
 
 
 def _ss_address(host: str, port: int) -> str:
@@ -876,11 +892,12 @@ def _nodes(state: dict[str, Any]) -> list[dict[str, Any]]:
     for cluster in state["clusters"]:
         image = str(cluster.get("image") or "")
         version = cluster.get("kubernetes") or (image.split(":", 1)[1].split("@", 1)[0] if ":" in image else "v1.20.15")
-        ipv6 = cluster.get("family") == "ipv6" or "ipFamily: ipv6" in str(cluster.get("config") or "")
+        cidrs = {"ipv4": ["10.244.0.0/24"], "ipv6": ["fd00:10:244::/64"], "dual": ["10.244.0.0/24", "fd00:10:244::/64"]}
+        family = cluster_family(cluster)
         nodes.append(
             {
                 "metadata": {"name": f"{cluster['name']}-control-plane"},
-                "spec": {"podCIDR": "fd00:10:244::/64" if ipv6 else "10.244.0.0/24"},
+                "spec": {"podCIDR": cidrs[family][0], "podCIDRs": cidrs[family]},
                 "status": {"nodeInfo": {"kubeletVersion": version}},
             }
         )
@@ -945,7 +962,7 @@ def _exec(
                 "target": target,
                 "outcome": "ok",
                 "status": 200 if target["protocol"] == "http" else None,
-                "peer": pod_ip(pod),
+                "peer": pod_ip(pod, ":" in target["address"]),
                 "pod": _server_name(state, namespace, name, target["address"]),
                 "latency_ms": 1.25,
                 "detail": "",
@@ -974,7 +991,7 @@ def _server_name(state: dict[str, Any], namespace: str, own: str, address: str) 
             if address in [entry["ip"] for entry in pod["status"]["podIPs"]]:
                 return str(pod["metadata"]["name"])
         for service in services(state, ns):
-            if service["spec"]["clusterIP"] == address:
+            if address in service["spec"]["clusterIPs"]:
                 for pod in pods(state, ns):
                     if _selects(service["spec"].get("selector", {}), pod["metadata"]["labels"]):
                         return str(pod["metadata"]["name"])

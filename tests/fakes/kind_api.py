@@ -653,6 +653,7 @@ def _holds(item: dict[str, Any], where: str, term: str) -> bool:
 def _node(node: dict[str, Any]) -> dict[str, Any]:
     name = node["metadata"]["name"]
     cidr = node["spec"]["podCIDR"]
+    cidrs = node["spec"].get("podCIDRs") or [cidr]
     info = {
         "architecture": "amd64",
         "bootID": str(uuid.uuid5(uuid.NAMESPACE_URL, f"boot/{name}")),
@@ -673,7 +674,7 @@ def _node(node: dict[str, Any]) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": _meta("Node", meta, node),
-        "spec": {"podCIDR": cidr, "podCIDRs": [cidr]},
+        "spec": {"podCIDR": cidr, "podCIDRs": cidrs},
         "status": {
             "nodeInfo": info,
             "addresses": [{"type": "InternalIP", "address": "172.18.0.2"}, {"type": "Hostname", "address": name}],

@@ -20,7 +20,6 @@ from conformance.backends.base import (
     ContainerReadiness,
     Manifest,
     ProbeRequest,
-    primary_family_only,
 )
 from conformance.backends.kind import describe, matrix
 from conformance.backends.kind.cluster import ClusterSite, Tools
@@ -146,14 +145,12 @@ class KubeCluster(Cluster):
     # --- the workloads and what is observed in them ------------------------------------------------------
 
     def pod_ip(self, pod: PodRef, family: str | None = None) -> str:
-        """The pod's IP in the run's family (dual-stack probing is not built here)."""
-        primary_family_only(self.family, family)
-        return self.workloads.pod_ip(pod)
+        """The pod's IP of `family` (None: the run's; IPv4 on a dual-stack run, whose pods have both)."""
+        return self.workloads.pod_ip(pod, family)
 
     def service_ip(self, namespace: str, name: str, family: str | None = None) -> str:
-        """The Service's ClusterIP in the run's family."""
-        primary_family_only(self.family, family)
-        return self.workloads.service_ip(namespace, name)
+        """The Service's ClusterIP of `family` (None: the run's; a dual-stack run's Services have both)."""
+        return self.workloads.service_ip(namespace, name, family)
 
     def probe(self, requests: Sequence[ProbeRequest], timeout: float) -> list[dict[str, object]]:
         """One exec of the echo program's batch mode per source pod, all sources side by side (probing.py)."""

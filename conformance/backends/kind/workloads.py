@@ -3,8 +3,8 @@
 The backend deploys the same manifests the emulated backend runs (server-side apply, the echo image set in each
 Deployment), plus, in each namespace enrolled in ambient, a PeerAuthentication that keeps it PERMISSIVE. It waits
 with watches until every Deployment has its one Ready pod, and keeps what the probes need: each pod's name and
-IP in the run's family, each Service's ClusterIP, and which namespaces are injected or enrolled (a re-install of
-the mesh restarts those).
+IP of the run's family (of each family on a dual-stack run), each Service's ClusterIPs, and which namespaces are
+injected or enrolled (a re-install of the mesh restarts those).
 """
 
 from __future__ import annotations
@@ -41,8 +41,10 @@ class Workloads:
         self.family = site.family
         self.timeouts = timeouts
         self.pod_names: dict[PodRef, str] = {}
-        self.pod_ips: dict[PodRef, str] = {}
-        self.service_ips: dict[tuple[str, str], str] = {}
+        self.pod_ips: dict[PodRef, dict[str, str]] = {}
+        """Each pod's address per family (`ipv4`, `ipv6`): the run's family, or both on a dual-stack run."""
+        self.service_ips: dict[tuple[str, str], dict[str, str]] = {}
+        """Each Service's ClusterIP per family (spec.clusterIPs; a RequireDualStack Service has one of each)."""
         self.namespaces: list[str] = []
         self.injected_namespaces: list[str] = []
         self.enrolled_namespaces: list[str] = []
@@ -159,7 +161,9 @@ class Workloads:
             )
             self._pick_pods(refs, pods)
             for item in self.api.services(namespace):
-                self.service_ips[(namespace, item["metadata"]["name"])] = item["spec"].get("clusterIP", "")
+                spec = item["spec"]
+                ips = [str(ip) for ip in spec.get("clusterIPs") or [spec.get("clusterIP", "")] if ip]
+                self.service_ips[(namespace, item["metadata"]["name"])] = _by_family(ips)
 
     def _pick_pods(self, refs: Sequence[PodRef], items: list[dict[str, Any]]) -> None:
         for ref in refs:
@@ -182,15 +186,13 @@ class Workloads:
             raise NotReady(f"{ref}: {len(candidates)} ready pods, want 1")
         pod = candidates[0]
         ips = [entry["ip"] for entry in pod["status"].get("podIPs", [])] or [pod["status"].get("podIP", "")]
-        if self.family == "dual":
-            # A dual-stack pod is ready with an address of each family; its primary (first) one is kept.
-            family_ips = ips if {":" in ip for ip in ips if ip} == {False, True} else []
-        else:
-            family_ips = [ip for ip in ips if (":" in ip) == (self.family == "ipv6")]
-        if not family_ips:
+        by_family = _by_family([str(ip) for ip in ips if ip])
+        # A dual-stack pod is ready with an address of each family (a dual cell dials the one of its client family).
+        wanted = ("ipv4", "ipv6") if self.family == "dual" else (self.family,)
+        if any(f not in by_family for f in wanted):
             raise NotReady(f"{ref}: no {self.family} pod IP yet")
         self.pod_names[ref] = pod["metadata"]["name"]
-        self.pod_ips[ref] = family_ips[0]
+        self.pod_ips[ref] = {f: by_family[f] for f in wanted}
         containers = {c["name"] for c in pod["spec"]["containers"]}
         if ref.namespace == "mic-mesh" and PROXY_CONTAINER not in containers:
             raise BackendError(
@@ -215,23 +217,45 @@ class Workloads:
 
     # --- addresses -------------------------------------------------------------------------------------
 
-    def pod_ip(self, pod: PodRef) -> str:
-        """The pod's IP in the run's family."""
+    def _family(self, family: str | None) -> str:
+        """The family asked for, or the run's primary one (IPv4 on a dual-stack run) when None."""
+        if family is None:
+            return "ipv4" if self.family == "dual" else self.family
+        return family
+
+    def pod_ip(self, pod: PodRef, family: str | None = None) -> str:
+        """The pod's IP of `family` (None: the run's primary family)."""
         try:
-            return self.pod_ips[pod]
+            ips = self.pod_ips[pod]
         except KeyError:
             raise BackendError(f"no pod {pod} in the cluster") from None
+        wanted = self._family(family)
+        if wanted not in ips:
+            raise BackendError(f"pod {pod} has no {wanted} address on this {self.family} run")
+        return ips[wanted]
 
-    def service_ip(self, namespace: str, name: str) -> str:
-        """The Service's ClusterIP."""
+    def service_ip(self, namespace: str, name: str, family: str | None = None) -> str:
+        """The Service's ClusterIP of `family` (None: the run's primary family)."""
         try:
-            return self.service_ips[(namespace, name)]
+            ips = self.service_ips[(namespace, name)]
         except KeyError:
             raise BackendError(f"no Service {namespace}/{name} in the cluster") from None
+        wanted = self._family(family)
+        if wanted not in ips:
+            raise BackendError(f"Service {namespace}/{name} has no {wanted} ClusterIP on this {self.family} run")
+        return ips[wanted]
 
 
 REDIRECTION_ANNOTATION = "ambient.istio.io/redirection"
 """What istio-cni writes on a pod once its in-pod redirection is in place (`enabled`)."""
+
+
+def _by_family(ips: Sequence[str]) -> dict[str, str]:
+    """The first address of each family in `ips` (the API lists the primary first), keyed `ipv4` / `ipv6`."""
+    out: dict[str, str] = {}
+    for ip in ips:
+        out.setdefault("ipv6" if ":" in ip else "ipv4", ip)
+    return out
 
 
 def _permissive(namespace: str) -> dict[str, Any]:
