@@ -176,19 +176,12 @@ def loads(
 
 
 def install(
-    namespace: str, excluded: Sequence[int], ipv6: bool, included: str = "*", tproxy: bool = False
+    namespace: str, families: Sequence[str], excluded: Sequence[int], included: str = "*", tproxy: bool = False
 ) -> netns.Started:
-    """Load the capture rules into a pod's namespace (istio-init's job), for the pod's IP family only (`loads`).
+    """Load the capture rules into a pod's namespace (istio-init's job), for the pod's families (`loads`).
 
     Returns once the loading has started: `wait()` on the result before the pod's containers start.
     """
-    return install_families(namespace, ("ipv6",) if ipv6 else ("ipv4",), excluded, included, tproxy)
-
-
-def install_families(
-    namespace: str, families: Sequence[str], excluded: Sequence[int], included: str = "*", tproxy: bool = False
-) -> netns.Started:
-    """Load the capture rules of a pod with these families (both on a dual-stack pod); `wait()` on the result."""
     return netns.start_all(namespace, loads(families, excluded, included, tproxy))
 
 

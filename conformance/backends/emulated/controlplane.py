@@ -35,20 +35,33 @@ PROTOCOL_DETECTION_TIMEOUT_S: float | None = None
 class FamilyAddresses:
     """The addresses a sidecar uses, by the pod's IP family (pilot/pkg/networking/util/util.go)."""
 
-    localhost: str
+    localhosts: tuple[str, ...]
+    """The proxy's localhost addresses (listener_address.go localHosts): one, or 127.0.0.1 and ::1 on dual-stack."""
     passthrough_bind: str | list[str]
     """One address; on a dual-stack pod a list, one per family (the sidecar picks the upstream's family's)."""
 
+    @property
+    def localhost(self) -> str:
+        """actualLocalHosts[0]: what legacy mode dials, and a localhost literal of a family the pod lacks."""
+        return self.localhosts[0]
+
+    def localhost_for(self, literal: str) -> str:
+        """A Sidecar's 127.0.0.1:P / [::1]:P: the literal where the proxy has it, else actualLocalHosts[0].
+
+        cluster.go L818-870 (#47440: "prefers" the literal); on a single-stack pod always the pod's own loopback.
+        """
+        return literal if literal in self.localhosts else self.localhost
+
 
 ADDRESSES = {
-    "ipv4": FamilyAddresses(localhost="127.0.0.1", passthrough_bind="127.0.0.6"),
-    "ipv6": FamilyAddresses(localhost="::1", passthrough_bind="::6"),
+    "ipv4": FamilyAddresses(localhosts=("127.0.0.1",), passthrough_bind="127.0.0.6"),
+    "ipv6": FamilyAddresses(localhosts=("::1",), passthrough_bind="::6"),
     # A dual-stack proxy with ISTIO_DUAL_STACK on: actualLocalHosts[0] is 127.0.0.1 (localHosts of a Dual proxy
     # are [127.0.0.1, ::1]: cluster.go L727-729, listener_address.go), and the passthrough clusters get source
     # 127.0.0.6 with the extra source ::6 (cluster_builder.go L705-738, ExtraSourceAddresses from
     # passThroughBindIPs[1:] when features.EnableDualStack; 1.23+ one InboundPassthroughCluster with both sources,
     # #51503). Envoy picks the source of the upstream's family (default_local_address_selector.cc).
-    "dual": FamilyAddresses(localhost="127.0.0.1", passthrough_bind=["127.0.0.6", "::6"]),
+    "dual": FamilyAddresses(localhosts=("127.0.0.1", "::1"), passthrough_bind=["127.0.0.6", "::6"]),
 }
 
 
@@ -90,10 +103,8 @@ def _endpoint(value: str, pod_ips: tuple[str, ...], family: FamilyAddresses, por
     target = int(port_text)
     if not host:
         return {"upstream": {"address": "original_dst", "port": target}, "bind": family.passthrough_bind}
-    if host == "[::1]" and family is ADDRESSES["dual"]:
-        return {"upstream": {"address": "::1", "port": target}, "bind": None}
     if host in ("127.0.0.1", "[::1]"):
-        return {"upstream": {"address": family.localhost, "port": target}, "bind": None}
+        return {"upstream": {"address": family.localhost_for(host.strip("[]")), "port": target}, "bind": None}
     if host in ("0.0.0.0", "[::]"):
         wanted = "ipv4" if host == "0.0.0.0" else "ipv6"
         own = [ip for ip in pod_ips if ("ipv6" if ":" in ip else "ipv4") == wanted]

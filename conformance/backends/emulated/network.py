@@ -238,7 +238,7 @@ class Network:
             tproxy = template.interception == capture.TPROXY
             # A dual-stack pod with ISTIO_DUAL_STACK on gets the same rules in iptables and ip6tables
             # (settings-dualstack.md §2, "Flag on"); a single-stack pod only its family's.
-            loading.append(capture.install_families(name, self.families, excluded, included, tproxy))
+            loading.append(capture.install(name, self.families, excluded, included, tproxy))
         if template.ambient:
             loading.append(ambient_capture.install(name))
             self._enrolled_settings(name)
@@ -256,6 +256,8 @@ class Network:
             if len(selected) != 1:
                 raise BackendError(f"Service {service.namespace}/{service.name} selects {len(selected)} pods, not 1")
             backends.append((service, selected[0]))
+            # ztunnel is told each Service by its primary ClusterIP and the pod's primary address.
+            self.endpoints.append((service, self.addressing.service_address(len(backends) - 1), selected[0].ip))
         for position, family in enumerate(self.families):
             v6 = family == "ipv6"
             rules = ["*nat", ":KUBE-SERVICES - [0:0]", "-A PREROUTING -j KUBE-SERVICES", "-A OUTPUT -j KUBE-SERVICES"]
@@ -263,8 +265,6 @@ class Network:
                 address = ADDRESSING[family].service_address(index)
                 self.services.setdefault((service.namespace, service.name), {})[family] = address
                 ip = backend.ips[position]
-                if position == 0:
-                    self.endpoints.append((service, address, backend.ip))
                 mask = "128" if v6 else "32"
                 for port in service.ports:
                     to = f"[{ip}]:{port.target_port}" if v6 else f"{ip}:{port.target_port}"
