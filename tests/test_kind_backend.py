@@ -563,6 +563,7 @@ def test_kubeconfig_backend_uses_the_installed_istio_and_runs_no_kind(fakes: Fak
     cluster.up(World(IpFamily.IPV4).manifests())
     assert fakes.commands(user_kubeconfig) == [
         "kubectl version",
+        "kubectl get nodes -o json",  # the nodes carry the run's family (podCIDRs)
         "kubectl -n istio-system get deployment istiod -o name",
         APPLY,
         *WAIT_WORKLOADS,
@@ -592,6 +593,7 @@ def test_kubeconfig_backend_with_allow_mesh_install(fakes: Fakes, user_kubeconfi
     cluster.down()  # safe to call twice: the Istio it installed is removed, the namespaces are gone
     assert fakes.commands(user_kubeconfig) == [
         "kubectl version",
+        "kubectl get nodes -o json",
         "kubectl -n istio-system get deployment istiod -o name",
         release_install("1.10.6"),
         WAIT_ISTIOD,
@@ -646,6 +648,7 @@ def test_kubeconfig_backend_needs_an_echo_image(fakes: Fakes, user_kubeconfig: P
     assert str(raised.value) == "--backend kubeconfig needs --echo-image (an echo image the cluster can pull)"
     assert fakes.commands(user_kubeconfig) == [
         "kubectl version",
+        "kubectl get nodes -o json",
         "kubectl -n istio-system get deployment istiod -o name",
     ]
 
@@ -674,7 +677,7 @@ def test_kubeconfig_backend_needs_ztunnel_for_the_ambient_profile(fakes: Fakes, 
     fakes.clear()
     fakes.seed(istio={"hub": "docker.io/istio", "tag": "1.31.1", "overlays": ["ambient.yaml"]})
     _ambient_kubeconfig_cluster(fakes, user_kubeconfig).up(world)
-    assert fakes.commands(user_kubeconfig)[2] == "kubectl -n istio-system get daemonset ztunnel -o name"
+    assert fakes.commands(user_kubeconfig)[3] == "kubectl -n istio-system get daemonset ztunnel -o name"
 
 
 def test_diagnostics_of_enrolled_pods_include_ztunnel_and_istio_cni_logs(fakes: Fakes) -> None:
@@ -1517,3 +1520,60 @@ def test_a_dual_stack_pod_without_an_address_of_each_family_is_not_ready(fakes: 
     assert str(raised.value) == (
         "wait for the pods of mic-baseline: not done after 0.01 s: echo.mic-baseline: no dual pod IP yet"
     )
+
+
+def _dual_kubeconfig_up(fakes: Fakes, user_kubeconfig: Path, overlays: list[str]) -> KubeCluster:
+    fakes.seed(
+        clusters=[{"name": "user", "kubernetes": "v1.31.0", "family": "dual"}],
+        istio={"hub": "docker.io/istio", "tag": "1.31.1", "overlays": overlays},
+    )
+    cluster = fakes.cluster(
+        "1.31.1",
+        family="dual",
+        backend="kubeconfig",
+        kubeconfig=str(user_kubeconfig),
+        echo_image="registry.example/echo:1",
+    )
+    cluster.up(World.for_mesh(IpFamily.DUAL, istio_capabilities("1.31.1", family=IpFamily.DUAL)).manifests())
+    return cluster
+
+
+def test_a_dual_stack_kubeconfig_run_needs_the_installed_istio_to_be_dual_stack(
+    fakes: Fakes, user_kubeconfig: Path
+) -> None:
+    """Without ISTIO_DUAL_STACK every IPv6 cell would fail for the install's reason: one line before anything runs."""
+    with pytest.raises(BackendError) as raised:
+        _dual_kubeconfig_up(fakes, user_kubeconfig, [])
+    assert str(raised.value) == (
+        "the Istio in istio-system is not dual-stack: ISTIO_DUAL_STACK=true is missing from istiod's env "
+        "(values.pilot.env.ISTIO_DUAL_STACK) and the mesh config's proxyMetadata (configmap istio-system/istio, "
+        "meshConfig.defaultConfig.proxyMetadata.ISTIO_DUAL_STACK); install it with fixtures/mesh/dual-stack.yaml, "
+        "or pass --allow-mesh-install to let the suite install its own"
+    )
+    assert fakes.commands(user_kubeconfig)[-2:] == [
+        "kubectl -n istio-system get deployment istiod -o json",
+        "kubectl -n istio-system get configmap istio -o json",
+    ]
+    fakes.clear()
+    # Installed as the suite installs it (the overlay sets both): the run goes on and deploys the world.
+    _dual_kubeconfig_up(fakes, user_kubeconfig, ["dual-stack.yaml"])
+    assert APPLY in fakes.commands(user_kubeconfig)
+
+
+def test_a_kubeconfig_cluster_without_the_run_s_family_stops_before_anything_runs(
+    fakes: Fakes, user_kubeconfig: Path
+) -> None:
+    fakes.seed(
+        clusters=[{"name": "user", "kubernetes": "v1.31.0", "family": "ipv4"}],
+        istio={"hub": "docker.io/istio", "tag": "1.31.1", "overlays": ["dual-stack.yaml"]},
+    )
+    cluster = fakes.cluster(
+        "1.31.1", family="dual", backend="kubeconfig", kubeconfig=str(user_kubeconfig), echo_image="r.example/e:1"
+    )
+    with pytest.raises(BackendError) as raised:
+        cluster.up(World(IpFamily.DUAL).manifests())
+    assert str(raised.value) == (
+        "node user-control-plane gives its pods ipv4 addresses only (spec.podCIDRs); this dual run needs ipv4 and "
+        "ipv6: use a cluster of that family, or --ip-family ipv4"
+    )
+    assert fakes.commands(user_kubeconfig) == ["kubectl version", "kubectl get nodes -o json"]

@@ -20,6 +20,7 @@ messages the real API server uses. Paths are matched decoded (`NAME%3APORT` is `
   GET    /api/v1/namespaces/NS/services[/NAME]
   PATCH  /api/v1/namespaces/NS/services/NAME                (server-side apply)
   GET    /api/v1/namespaces/NS/events                       (one Normal Started event per pod)
+  GET    /api/v1/namespaces/istio-system/configmaps/istio   (the mesh config: proxyMetadata by the install's overlays)
   GET    /apis/apps/v1/namespaces/NS/deployments[/NAME]     (?fieldSelector, ?watch; istiod when Istio is in)
   PATCH  /apis/apps/v1/namespaces/NS/deployments/NAME       (server-side apply; a strategic merge patch setting
                                                              the restartedAt annotation is a rollout restart)
@@ -66,6 +67,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import yaml
 from fakes import fakebin
 from fakes.kube_api import (
     EXEC_PROTOCOLS_BEFORE_1_30,
@@ -453,6 +455,11 @@ class FakeKindApi:
     def get_deployment(self, state: dict[str, Any], request: Request, ns: str, name: str) -> Answer:
         return Reply(200, _find_deployment(state, ns, name))
 
+    def get_configmap(self, state: dict[str, Any], request: Request, ns: str, name: str) -> Answer:
+        if ns == "istio-system" and name == "istio" and state["istio"]:
+            return Reply(200, _mesh_config_map(state))
+        raise not_found(f'configmaps "{name}" not found')
+
     def get_daemonset(self, state: dict[str, Any], request: Request, ns: str, name: str) -> Answer:
         for daemonset in _daemonsets(state, ns):
             if daemonset["metadata"]["name"] == name:
@@ -532,6 +539,7 @@ _ROUTES: list[tuple[str, str, str]] = [
     ("GET", "api/v1/namespaces/{ns}/services/{name}", "get_service"),
     ("PATCH", "api/v1/namespaces/{ns}/services/{name}", "apply_service"),
     ("GET", "api/v1/namespaces/{ns}/events", "list_events"),
+    ("GET", "api/v1/namespaces/{ns}/configmaps/{name}", "get_configmap"),
     ("GET", "apis/apps/v1/namespaces/{ns}/{resource}", "list_workloads"),
     ("GET", "apis/apps/v1/namespaces/{ns}/deployments/{name}", "get_deployment"),
     ("PATCH", "apis/apps/v1/namespaces/{ns}/deployments/{name}", "patch_deployment"),
@@ -807,10 +815,30 @@ def _istiod(state: dict[str, Any]) -> dict[str, Any]:
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "discovery", "image": image}]},
+                "spec": {"containers": [{"name": "discovery", "image": image, "env": _istiod_env(istio)}]},
             },
         },
     }
+
+
+def _dual_stack(istio: dict[str, Any]) -> bool:
+    """Whether the install had the dual-stack overlay (ISTIO_DUAL_STACK in istiod's env and the proxies')."""
+    return "dual-stack.yaml" in istio.get("overlays", [])
+
+
+def _istiod_env(istio: dict[str, Any]) -> list[dict[str, str]]:
+    env = [{"name": "REVISION", "value": "default"}]
+    return [*env, {"name": "ISTIO_DUAL_STACK", "value": "true"}] if _dual_stack(istio) else env
+
+
+def _mesh_config_map(state: dict[str, Any]) -> dict[str, Any]:
+    """istio-system/istio as istioctl writes it: the mesh config, proxyMetadata from the install's overlays."""
+    metadata = {"ISTIO_DUAL_STACK": "true", "ISTIO_AGENT_DUAL_STACK": "true"} if _dual_stack(state["istio"]) else {}
+    mesh = yaml.safe_dump(
+        {"defaultConfig": {"discoveryAddress": "istiod.istio-system.svc:15012", "proxyMetadata": metadata}}
+    )
+    doc = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio", "namespace": "istio-system"}}
+    return _object({**doc, "data": {"mesh": mesh}}, None)
 
 
 def _deployments(state: dict[str, Any], namespace: str) -> list[dict[str, Any]]:

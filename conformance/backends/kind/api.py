@@ -182,6 +182,21 @@ class KubeApi:
         )
         return bool(found) or found is None  # a plan assumes it is there
 
+    def get_or_none(self, path: str, what: str, kubectl: list[str]) -> dict[str, Any] | None:
+        """One object, or None when the API server says it does not exist (404 is an answer here)."""
+        from kubernetes.client.exceptions import ApiException
+
+        def look() -> dict[str, Any] | None:
+            try:
+                return self.get_json(path)
+            except ApiException as err:
+                if err.status == 404:
+                    return None
+                raise
+
+        found = self.call(look, what=what, kubectl=kubectl, request=f"GET {path}")
+        return dict(found) if isinstance(found, dict) else None
+
     def pods(self, namespace: str) -> list[dict[str, Any]]:
         """The namespace's pods, as the API returns them (camelCase JSON)."""
         path = f"/api/v1/namespaces/{namespace}/pods"

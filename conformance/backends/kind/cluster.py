@@ -207,9 +207,26 @@ class ClusterSite:
                 )
 
     def check_reachable(self) -> None:
-        """The kubeconfig's cluster answers (the kubeconfig backend creates nothing)."""
+        """The kubeconfig's cluster answers (the kubeconfig backend creates nothing) and has the run's families.
+
+        A node's podCIDRs say which families its pods get; a cluster whose nodes carry none (some CNIs allocate
+        addresses themselves) is not judged here: the pod wait says it if a family is missing.
+        """
         self.runner.note(f"existing cluster from {self.kubeconfig}")
         self.api.server_version()
+        needed = {"ipv4", "ipv6"} if self.family == "dual" else {self.family}
+        for node in self.api.nodes():
+            spec = node.get("spec", {})
+            if not (spec.get("podCIDRs") or spec.get("podCIDR")):
+                continue
+            family = node_family(spec)
+            has = {"ipv4", "ipv6"} if family == "dual" else {family}
+            if not needed <= has:
+                name = node.get("metadata", {}).get("name", "?")
+                raise BackendError(
+                    f"node {name} gives its pods {family} addresses only (spec.podCIDRs); this {self.family} run "
+                    f"needs {' and '.join(sorted(needed))}: use a cluster of that family, or --ip-family {family}"
+                )
 
     def delete(self) -> None:
         """Delete the kind cluster this run created, unless --keep-cluster (or it was reused)."""

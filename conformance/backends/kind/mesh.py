@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import yaml
+
 from conformance.backends.base import BackendError
 from conformance.backends.kind import images, watches
 from conformance.backends.kind.cluster import ClusterSite
@@ -37,6 +39,22 @@ def dual_stack_overlays(family: str, istio_version: str) -> list[str]:
     if parse_version(istio_version).release >= parse_version(IP_FAMILY_POLICY_SINCE).release:
         overlays.append(str(fixture("mesh", "dual-stack-ip-family-policy.yaml")))
     return overlays
+
+
+def _go_true(value: str | None) -> bool:
+    """Go's strconv.ParseBool true values: how istiod and the agent read a boolean env variable."""
+    return value in ("1", "t", "T", "TRUE", "true", "True")
+
+
+def _proxy_metadata(mesh: str) -> dict[str, str]:
+    """defaultConfig.proxyMetadata of the `mesh` key of Istio's ConfigMap ({} when absent or unreadable)."""
+    try:
+        document = yaml.safe_load(mesh) or {}
+    except yaml.YAMLError:
+        return {}
+    default = document.get("defaultConfig") if isinstance(document, dict) else None
+    metadata = default.get("proxyMetadata") if isinstance(default, dict) else None
+    return {str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {}
 
 
 class Mesh:
@@ -116,6 +134,51 @@ class Mesh:
                     "install Istio with the ambient profile, or leave it out (--profile baseline,legacy,passthrough)"
                 )
             self.group = AMBIENT  # every profile runs on it: the suite installs nothing
+        if self.preexisting and self.site.family == IpFamily.DUAL.value and not self.options.get("allow_mesh_install"):
+            self._check_existing_dual_stack()
+
+    def _check_existing_dual_stack(self) -> None:
+        """An installed Istio used for a dual-stack run must have ISTIO_DUAL_STACK, in istiod and in its proxies.
+
+        Without it in istiod's env, inbound clusters dial from 127.0.0.6 only; without it in the mesh's
+        proxyMetadata, istio-init captures only the first pod address's family (settings-dualstack.md §2): every
+        IPv6 cell would fail for a reason that is the install's, not the build's. ISTIO_AGENT_DUAL_STACK is the
+        proxies' name in 1.17-1.18 (fixtures/mesh/dual-stack.yaml sets both, as the suite installs it).
+        """
+        if self.site.planning:
+            return
+        api = self.site.api
+        path = f"/apis/apps/v1/namespaces/{ISTIO_NAMESPACE}/deployments/istiod"
+        istiod = api.get_or_none(
+            path, "read istiod's env", ["-n", ISTIO_NAMESPACE, "get", "deployment", "istiod", "-o", "json"]
+        )
+        containers = ((istiod or {}).get("spec", {}).get("template", {}).get("spec", {}).get("containers")) or []
+        env = {
+            str(e.get("name")): str(e.get("value", ""))
+            for c in containers
+            if c.get("name") == "discovery"
+            for e in c.get("env") or []
+        }
+        config = api.get_or_none(
+            f"/api/v1/namespaces/{ISTIO_NAMESPACE}/configmaps/istio",
+            "read the mesh config",
+            ["-n", ISTIO_NAMESPACE, "get", "configmap", "istio", "-o", "json"],
+        )
+        metadata = _proxy_metadata(str(((config or {}).get("data") or {}).get("mesh", "")))
+        missing = []
+        if not _go_true(env.get("ISTIO_DUAL_STACK")):
+            missing.append("istiod's env (values.pilot.env.ISTIO_DUAL_STACK)")
+        if not any(_go_true(metadata.get(k)) for k in ("ISTIO_DUAL_STACK", "ISTIO_AGENT_DUAL_STACK")):
+            missing.append(
+                f"the mesh config's proxyMetadata (configmap {ISTIO_NAMESPACE}/istio, "
+                "meshConfig.defaultConfig.proxyMetadata.ISTIO_DUAL_STACK)"
+            )
+        if missing:
+            raise BackendError(
+                f"the Istio in {ISTIO_NAMESPACE} is not dual-stack: ISTIO_DUAL_STACK=true is missing from "
+                f"{' and '.join(missing)}; install it with fixtures/mesh/dual-stack.yaml, or pass "
+                "--allow-mesh-install to let the suite install its own"
+            )
 
     def _install_args(self, mode: str, group: str) -> list[str]:
         args = ["install", "-y", "-f", str(fixture("mesh", "base.yaml"))]
