@@ -228,7 +228,7 @@ def test_a_custom_build_is_compared_with_its_release_s_last_scheduled_report(tmp
 
 
 def test_no_upstream_report_is_said_and_fails_nothing(tmp_path: Path) -> None:
-    inputs = {**CUSTOM_INPUTS, "istio_version": "1.21.6", "compare_upstream": True}
+    inputs = {**CUSTOM_INPUTS, "ip_family": "ipv4", "istio_version": "1.21.6", "compare_upstream": True}
     runner, job = compare_run(tmp_path, inputs, {})
     assert job.ran[STEP] == 0, job.logs
     assert "No report of the matrix row `istio-1.21-no-switch` (Istio 1.21.6) in the last scheduled runs" in job.summary
@@ -240,19 +240,47 @@ def test_a_minor_without_a_row_has_no_upstream(tmp_path: Path) -> None:
     inputs = {**CUSTOM_INPUTS, "istio_version": "1.25.1", "tag": "1.25.1-fix.1", "compare_upstream": True}
     runner, job = compare_run(tmp_path, inputs, {})
     assert job.ran[STEP] == 0, job.logs
-    assert "No row of the nightly matrix (fixtures/versions.yaml) runs Istio 1.25.1's minor" in job.summary
+    assert (
+        "No scheduled row of the nightly matrix (fixtures/versions.yaml) runs Istio 1.25.1's minor in ipv6"
+    ) in job.summary
     assert not any(c[:3] == ["gh", "run", "download"] and "upstream" in c for c in runner.calls())
 
 
 def test_an_unreadable_upstream_report_fails_the_step(tmp_path: Path) -> None:
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps({"format": "something else"}))
-    inputs = {**CUSTOM_INPUTS, "istio_version": "1.21.6", "compare_upstream": True}
+    inputs = {**CUSTOM_INPUTS, "ip_family": "ipv4", "istio_version": "1.21.6", "compare_upstream": True}
     _, job = compare_run(
         tmp_path, inputs, {"42/conformance-report-istio-1.21-no-switch/conformance-report.json": broken}
     )
     assert job.ran[STEP] == 2
     assert "not a conformance report" in job.logs
+
+
+def test_a_custom_build_is_compared_with_the_scheduled_report_of_its_family(tmp_path: Path) -> None:
+    """A report of another family has other cells: a dual build meets the current row's dual report, IPv6 none."""
+    current = max(load_matrix(), key=lambda r: tuple(int(x) for x in r.istio.split(".")[:2]))
+    minor = ".".join(current.istio.split(".")[:2])
+    dual = f"{current.name}-dual"
+    inputs = {**CUSTOM_INPUTS, "ip_family": "dual", "istio_version": f"{minor}.0", "compare_upstream": True}
+    inputs["tag"] = f"{minor}.0-fix.1"
+    runner, job = compare_run(
+        tmp_path / "dual", inputs, {f"42/conformance-report-{dual}/conformance-report.json": BASE}
+    )
+    assert job.ran[STEP] == 0, job.logs
+    downloads = [c[3:] for c in runner.calls() if c[:3] == ["gh", "run", "download"]]
+    assert downloads[0] == ["42", "--name", f"conformance-report-{dual}", "--dir", "upstream"]
+    assert f"BASE: the row `{dual}` of the scheduled run" in job.summary
+    # An older minor has a scheduled IPv4 report only; IPv6 is never scheduled: nothing to compare, said.
+    for family, version in (("dual", "1.21.6"), ("ipv6", f"{minor}.0")):
+        inputs = {**CUSTOM_INPUTS, "ip_family": family, "istio_version": version, "compare_upstream": True}
+        runner, job = compare_run(tmp_path / f"none-{family}", inputs, {})
+        assert job.ran[STEP] == 0, job.logs
+        assert (
+            f"No scheduled row of the nightly matrix (fixtures/versions.yaml) runs Istio {version}'s minor in {family}"
+            in (job.summary)
+        )
+        assert not any(c[:3] == ["gh", "run", "download"] and "upstream" in c for c in runner.calls())
 
 
 def test_without_the_input_nothing_is_compared(tmp_path: Path) -> None:
@@ -278,7 +306,8 @@ def test_compare_upstream_is_checked_by_the_matrix_job(
 
 
 def test_the_matrix_job_names_the_upstream_row_only_when_asked(tmp_path: Path) -> None:
-    asked = matrix_outputs(tmp_path / "a", {**CUSTOM_INPUTS, "istio_version": "1.21.2", "compare_upstream": True})
+    ipv4 = {**CUSTOM_INPUTS, "ip_family": "ipv4"}
+    asked = matrix_outputs(tmp_path / "a", {**ipv4, "istio_version": "1.21.2", "compare_upstream": True})
     assert asked["matrix"]["outputs"]["upstream"] == "istio-1.21-no-switch"
     assert asked["matrix"]["outputs"]["upstream_istio"] == "1.21.6"
     not_asked = matrix_outputs(tmp_path / "b", {**CUSTOM_INPUTS, "compare_upstream": False})

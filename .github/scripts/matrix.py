@@ -13,9 +13,10 @@ matrix is a single `custom` row: the build's claimed version, on the kind releas
 row (the same row the kind backend picks: same minor, or the newest row for a newer minor). A version that is not a
 release (1.32-dev) needs --istioctl-url: no istioctl can be downloaded for it. Every input is checked here, so a
 mistyped dispatch fails in seconds, before a runner builds a cluster. `--github-output` appends `rows=<json>`, and
-`upstream=ROW` and `upstream_istio=VERSION`: with `--compare-upstream true`, the row of fixtures/versions.yaml whose
-last scheduled report the custom build is compared with (empty when not asked, or when no row runs the claimed
-minor: then there is no upstream report, and the `site` job's summary says so). Runs on the standard library and
+`upstream=ROW` and `upstream_istio=VERSION`: with `--compare-upstream true`, the scheduled row whose last report the
+custom build is compared with, of the build's family (empty when not asked, or when no scheduled row runs the
+claimed minor in that family: no IPv6 row is scheduled, and dual-stack only on the current row; then there is no
+upstream report, and the `site` job's summary says so). Runs on the standard library and
 PyYAML only (the workflow's matrix job has nothing else).
 
     python .github/scripts/matrix.py tools --istio-version V
@@ -244,17 +245,30 @@ def matrix(
     return {"include": [custom]}
 
 
-def upstream(rows: list[dict[str, str]], istio_version: str, compare_upstream: str) -> dict[str, str]:
-    """The nightly row a custom build is compared with: the row of its claimed minor, if the matrix has one.
+def upstream(
+    rows: list[dict[str, str]], istio_version: str, compare_upstream: str, ip_family: str = ""
+) -> dict[str, str]:
+    """The nightly row a custom build is compared with: the scheduled row of its claimed minor and its family.
 
-    Only a row of fixtures/versions.yaml has scheduled reports; a minor without one (run on a cluster that
-    row_for makes up) has no upstream to compare with, and a minor newer than every row is not the newest row's.
+    Only the schedule's rows have reports to compare with: every row of fixtures/versions.yaml in IPv4, and the
+    current row (the newest minor) once more in dual-stack (`<row>-dual`); no row runs IPv6 on the schedule. A
+    report of another family has other cells (their ids carry the family), so it is never the upstream. A minor
+    without a row (run on a cluster that row_for makes up) has no upstream, and a minor newer than every row is
+    not the newest row's.
     """
     if compare_upstream.strip() != "true":
         return {"upstream": "", "upstream_istio": ""}
+    family = ip_family.strip() or "ipv4"
     wanted = minor_of(istio_version)
     row = next((r for r in rows if minor_of(r["istio"]) == wanted), None)
-    return {"upstream": row["name"] if row else "", "upstream_istio": row["istio"] if row else ""}
+    if row is None or family == "ipv6":
+        return {"upstream": "", "upstream_istio": ""}
+    if family == "dual":
+        current = max(rows, key=lambda r: minor_of(r["istio"]))
+        if row["name"] != current["name"]:
+            return {"upstream": "", "upstream_istio": ""}
+        return {"upstream": row["name"] + DUAL_SUFFIX, "upstream_istio": row["istio"]}
+    return {"upstream": row["name"], "upstream_istio": row["istio"]}
 
 
 def run_images(istio_version: str, hub: str, tag: str, variant: str = "", install_values: str = "") -> list[str]:
@@ -329,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
             variant=args.variant,
             compare_upstream=args.compare_upstream,
         )
-        compared = upstream(rows_read, args.istio_version, args.compare_upstream)
+        compared = upstream(rows_read, args.istio_version, args.compare_upstream, args.ip_family)
     except (MatrixError, ValueError) as err:
         # One line, whatever the inputs held: a newline in them must not start a workflow command of its own.
         message = " ".join(str(err).split())
