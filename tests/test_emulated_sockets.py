@@ -4,6 +4,8 @@ and the source ports its probes and the reference sidecar's upstream connections
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import errno
 import os
 import secrets
 import socket
@@ -73,7 +75,11 @@ def test_listeners_by_family_match_proc(namespace: tuple[int, int]) -> None:
     try:
         by_family = listeners.read_by_family(fd, home)
         assert by_family[socket.AF_INET] == [Listener("*", 8083), Listener("127.0.0.1", 8081)]
-        assert by_family[socket.AF_INET6] == [Listener("*", 8084), Listener("::1", 8081)]
+        assert by_family[socket.AF_INET6] == [
+            Listener("*", 8084, ipv6=True, v6only=True),
+            # The kernel sets V6ONLY itself on a bind to a specific, not IPv4-mapped, IPv6 address (inet6_bind).
+            Listener("::1", 8081, ipv6=True, v6only=True),
+        ]
         netns.setns(fd)
         try:
             proc = Path("/proc/thread-self/net")
@@ -81,7 +87,36 @@ def test_listeners_by_family_match_proc(namespace: tuple[int, int]) -> None:
         finally:
             netns.setns(home)
         from_proc = parse_proc_net_tcp(tables[0], ipv6=False) + parse_proc_net_tcp(tables[1], ipv6=True)
-        assert listeners.read(fd, home) == sorted(set(from_proc))
+        # The same sockets; /proc does not show IPV6_V6ONLY, sock_diag does.
+        unknown = [dataclasses.replace(lst, v6only=None) for lst in listeners.read(fd, home)]
+        assert unknown == sorted(set(from_proc))
+    finally:
+        for sock in open_sockets:
+            sock.close()
+
+
+def test_listeners_tell_ipv6_v6only(namespace: tuple[int, int]) -> None:
+    """IPV6_V6ONLY as the kernel reports it (INET_DIAG_SKV6ONLY), set both ways, never the host's default."""
+    fd, home = namespace
+    open_sockets = [
+        _listen(fd, home, socket.AF_INET6, "::", 8080, v6only=False),  # Go's net.Listen("tcp", ":8080")
+        _listen(fd, home, socket.AF_INET6, "::", 8081, v6only=True),
+        _listen(fd, home, socket.AF_INET, "0.0.0.0", 8081),  # beside a V6ONLY [::] only
+        _listen(fd, home, socket.AF_INET6, "::ffff:127.0.0.1", 8083, v6only=False),
+    ]
+    try:
+        assert listeners.read_by_family(fd, home) == {
+            socket.AF_INET: [Listener("*", 8081)],
+            socket.AF_INET6: [
+                Listener("*", 8080, ipv6=True, v6only=False),
+                Listener("*", 8081, ipv6=True, v6only=True),
+                Listener("::ffff:127.0.0.1", 8083, ipv6=True, v6only=False),
+            ],
+        }
+        # The kernel rule serving() relies on when IPV6_V6ONLY is unknown: no dual [::]:P beside an IPv4 P.
+        with pytest.raises(OSError) as refused:
+            open_sockets.append(_listen(fd, home, socket.AF_INET, "127.0.0.1", 8080))
+        assert refused.value.errno == errno.EADDRINUSE
     finally:
         for sock in open_sockets:
             sock.close()

@@ -153,7 +153,7 @@ def test_cat_of_both_files_splits_by_address_width() -> None:
             Listener("10.244.0.12", 8082),
             Listener("127.0.0.1", 15000),
             Listener("::1", 8081),
-            Listener("*", 15006),
+            Listener("*", 15006, ipv6=True),  # from tcp6: its family is kept, IPV6_V6ONLY unknown
             Listener("fd00:10:244::c", 8082),
         ]
     )
@@ -274,3 +274,162 @@ def test_exit_codes(findings: bool, unchecked: bool, code: int) -> None:
     if unchecked:
         results.append(PodResult(pod("web-2"), NO_MESH, (8081,), unchecked="exec refused"))
     assert ImpactReport("t", ("shop",), None, 2, results).exit_code == code
+
+
+# --- dual-stack pods: each family judged apart (settings-dualstack.md sections 2 and 5) ------------------------
+
+DUAL_IPS = ("10.244.0.12", "fd00:10:244::c")
+
+
+def dual(**kw: object) -> PodInfo:
+    return pod(containers=("app", "istio-proxy"), ips=DUAL_IPS, **kw)
+
+
+def by_family(listeners: list[Listener], port: int = 8081) -> dict[str | None, tuple[str, tuple[str, ...]]]:
+    """family -> (kind, addresses) of the findings of one targeted port on a dual-stack sidecar pod."""
+    found = analyse(dual(), [TargetedPort(port, ("web:http",))], listeners)
+    assert len({f.family for f in found}) == len(found)
+    return {f.family: (f.kind, f.addresses) for f in found}
+
+
+V4_WILDCARD = Listener("*", 8081)
+V6_WILDCARD_V6ONLY = Listener("*", 8081, ipv6=True, v6only=True)
+V6_WILDCARD_DUAL = Listener("*", 8081, ipv6=True, v6only=False)
+V6_WILDCARD_UNKNOWN = Listener("*", 8081, ipv6=True)  # /proc/net/tcp6: IPV6_V6ONLY not shown
+
+
+@pytest.mark.parametrize(
+    ("listeners", "expected"),
+    [
+        # 127.0.0.1 only: IPv4 clients meet a loopback socket, IPv6 clients no socket at all (nothing to break).
+        ([Listener("127.0.0.1", 8081)], {"ipv4": (LOOPBACK_ONLY, ("127.0.0.1",))}),
+        # Loopback in both families: a finding per family.
+        (
+            [Listener("127.0.0.1", 8081), Listener("::1", 8081)],
+            {"ipv4": (LOOPBACK_ONLY, ("127.0.0.1",)), "ipv6": (LOOPBACK_ONLY, ("::1",))},
+        ),
+        # 0.0.0.0 for IPv4, [::1] for IPv6: only IPv6 clients are shut out.
+        ([V4_WILDCARD, Listener("::1", 8081)], {"ipv6": (LOOPBACK_ONLY, ("::1",))}),
+        # Go's net.Listen("tcp", ":P"): one [::] with V6ONLY off serves both families.
+        ([V6_WILDCARD_DUAL], {}),
+        # A V6ONLY [::] beside 127.0.0.1: IPv4 clients meet loopback only.
+        ([V6_WILDCARD_V6ONLY, Listener("127.0.0.1", 8081)], {"ipv4": (LOOPBACK_ONLY, ("127.0.0.1",))}),
+        # V6ONLY unknown beside an IPv4 listener: Linux would have refused a dual [::]:P there, so it is V6ONLY.
+        ([V6_WILDCARD_UNKNOWN, Listener("127.0.0.1", 8081)], {"ipv4": (LOOPBACK_ONLY, ("127.0.0.1",))}),
+        # V6ONLY unknown and alone: it takes IPv4 or nothing does; no finding either way.
+        ([V6_WILDCARD_UNKNOWN], {}),
+        # A V6ONLY [::] alone: IPv4 meets nothing, IPv6 a wildcard.
+        ([V6_WILDCARD_V6ONLY], {}),
+        # An IPv4-mapped bind takes IPv4 only, as its IPv4 address.
+        ([Listener("::ffff:127.0.0.1", 8081, ipv6=True, v6only=False)], {"ipv4": (LOOPBACK_ONLY, ("127.0.0.1",))}),
+        (
+            [Listener("::ffff:127.0.0.1", 8081, ipv6=True, v6only=False), Listener("::1", 8081)],
+            {"ipv4": (LOOPBACK_ONLY, ("127.0.0.1",)), "ipv6": (LOOPBACK_ONLY, ("::1",))},
+        ),
+        # Pod IP only, per family.
+        (
+            [Listener("10.244.0.12", 8081), Listener("fd00:10:244::c", 8081)],
+            {"ipv4": (POD_IP_ONLY, ("10.244.0.12",)), "ipv6": (POD_IP_ONLY, ("fd00:10:244::c",))},
+        ),
+        ([Listener("10.244.0.12", 8081), V6_WILDCARD_V6ONLY], {"ipv4": (POD_IP_ONLY, ("10.244.0.12",))}),
+        ([V4_WILDCARD, Listener("fd00:10:244::c", 8081)], {"ipv6": (POD_IP_ONLY, ("fd00:10:244::c",))}),
+        # Loopback in one family and pod IP in the other: two different findings.
+        (
+            [Listener("127.0.0.1", 8081), Listener("fd00:10:244::c", 8081)],
+            {"ipv4": (LOOPBACK_ONLY, ("127.0.0.1",)), "ipv6": (POD_IP_ONLY, ("fd00:10:244::c",))},
+        ),
+        # Loopback beside the pod IP in a family serves every behaviour there.
+        ([Listener("127.0.0.1", 8081), Listener("10.244.0.12", 8081), Listener("*", 8081, ipv6=True)], {}),
+    ],
+)
+def test_dual_stack_pod_is_judged_per_family(
+    listeners: list[Listener], expected: dict[str | None, tuple[str, tuple[str, ...]]]
+) -> None:
+    assert by_family(listeners) == expected
+
+
+def test_single_stack_pods_are_judged_as_before() -> None:
+    # The same sockets on a pod with one address (or none told): one finding per port, no family, no legacy key.
+    listeners = [Listener("127.0.0.1", 8081), Listener("::1", 8081), Listener("*", 8082, ipv6=True)]
+    listeners.append(Listener("127.0.0.1", 8082))
+    for ips in ((), ("10.244.0.12",), ("fd00:10:244::c",)):
+        found = analyse(pod(ips=ips), [TargetedPort(8081, ()), TargetedPort(8082, ())], listeners)
+        assert found == [PortFinding("shop", "web-1", 8081, LOOPBACK_ONLY, NO_MESH, ("127.0.0.1", "::1"), ())]
+        assert found[0].consequences == {
+            "passthrough": "unreachable from other pods",
+            "legacy": "reachable, and exposed to other pods",
+            "ambient": "unreachable, and no override brings it back",
+        }
+
+
+def test_dual_stack_legacy_is_decided_by_the_ipv4_listeners() -> None:
+    # Legacy sends every client, IPv6 too, to 127.0.0.1:P (settings-dualstack.md section 2, localHosts[Dual][0]).
+    def legacy(listeners: list[Listener]) -> dict[str | None, tuple[str, bool]]:
+        found = analyse(dual(), [TargetedPort(8081, ())], listeners)
+        return {f.family: (f.consequences["legacy"].split(" (")[0], f.breaks_by_default) for f in found}
+
+    # IPv6 loopback-only next to an IPv4 wildcard: legacy reaches the IPv4 wildcard.
+    assert legacy([V4_WILDCARD, Listener("::1", 8081)]) == {"ipv6": ("reachable", True)}
+    # Loopback in both families: legacy reaches (and exposes) the IPv4 loopback socket, for IPv6 clients too.
+    assert legacy([Listener("127.0.0.1", 8081), Listener("::1", 8081)]) == {
+        "ipv4": ("reachable, and exposed to other pods", True),
+        "ipv6": ("reachable, and exposed to other pods", True),
+    }
+    # IPv6 loopback-only, and nothing on IPv4: legacy's 127.0.0.1 dial meets nobody.
+    assert legacy([Listener("::1", 8081)]) == {"ipv6": ("unreachable", True)}
+    # Pod IP only in both families: legacy unreachable for everyone.
+    assert legacy([Listener("10.244.0.12", 8081), Listener("fd00:10:244::c", 8081)]) == {
+        "ipv4": ("unreachable", False),
+        "ipv6": ("unreachable", False),
+    }
+    (v6,) = analyse(dual(), [TargetedPort(8081, ())], [V4_WILDCARD, Listener("::1", 8081)])
+    assert v6.consequences["passthrough"] == "unreachable from other pods (IPv6 clients)"
+    assert "legacy sends every client, IPv6 too, to 127.0.0.1" in v6.consequences["legacy"]
+
+
+def test_dual_stack_findings_sort_by_port_then_family() -> None:
+    listeners = [Listener("fd00:10:244::c", 8081), Listener("127.0.0.1", 8081), Listener("::1", 8080)]
+    found = analyse(dual(), [TargetedPort(8081, ()), TargetedPort(8080, ())], listeners)
+    assert [(f.port, f.family, f.kind) for f in sorted(found)] == [
+        (8080, "ipv6", LOOPBACK_ONLY),
+        (8081, "ipv4", LOOPBACK_ONLY),
+        (8081, "ipv6", POD_IP_ONLY),
+    ]
+
+
+def dual_report() -> ImpactReport:
+    info = dual()
+    found = analyse(
+        info,
+        [TargetedPort(8081, ("web:http",)), TargetedPort(8082, ("web:admin",))],
+        [Listener("127.0.0.1", 8081), Listener("::1", 8081), Listener("*", 8082), Listener("::1", 8082)],
+    )
+    return ImpactReport("test", ("shop",), None, 1, [PodResult(info, SIDECAR, (8081, 8082), found)])
+
+
+def test_dual_stack_output_names_the_family_and_istioctl_lines_stay_one_per_port() -> None:
+    doc = json.loads(to_json(dual_report()))
+    assert [(f["port"], f["family"], f["kind"], f["listeners"]) for f in doc["findings"]] == [
+        (8081, "ipv4", LOOPBACK_ONLY, ["127.0.0.1"]),
+        (8081, "ipv6", LOOPBACK_ONLY, ["::1"]),
+        (8082, "ipv6", LOOPBACK_ONLY, ["::1"]),
+    ]
+    assert list(doc["findings"][0])[:5] == ["namespace", "pod", "mode", "port", "family"]
+    assert doc["findings"][2]["consequences"]["legacy"].startswith("reachable (legacy sends every client, IPv6 too")
+    text = table(dual_report())
+    assert text.splitlines()[0].split() == [
+        "NAMESPACE", "POD", "MODE", "PORT", "FAMILY", "LISTENS", "ON", "FINDING",
+        "PASSTHROUGH", "LEGACY", "AMBIENT", "SERVICES",
+    ]  # fmt: skip
+    assert text.splitlines()[3].split() == [
+        "shop", "web-1", "sidecar", "8082", "ipv6", "::1", "loopback-only",
+        "unreachable", "reachable", "unreachable", "web:admin",
+    ]  # fmt: skip
+    assert "FAMILY: a dual-stack pod's port is judged for each family's clients" in text
+    # IST0143 has no family: one line per port.
+    assert istioctl_lines(dual_report()).count("Port 8081 ") == 1
+
+
+def test_single_stack_output_has_no_family() -> None:
+    assert "FAMILY" not in table(report())
+    assert all("family" not in f for f in json.loads(to_json(report()))["findings"])

@@ -100,7 +100,7 @@ def extra_manifests(world: World) -> list[dict[str, Any]]:
     return [named, service, doomed, doomed_service]
 
 
-@pytest.fixture(scope="module", params=[IpFamily.IPV4, IpFamily.IPV6], ids=lambda f: f.value)
+@pytest.fixture(scope="module", params=[IpFamily.IPV4, IpFamily.IPV6, IpFamily.DUAL], ids=lambda f: f.value)
 def running(request: pytest.FixtureRequest) -> Iterator[tuple[World, EmulatedCluster, EmulatedSource]]:
     world = World.for_mesh(request.param, emulated_capabilities())
     manifests: list[dict[str, Any]] = [*(dict(m) for m in world.manifests()), *extra_manifests(world)]
@@ -117,6 +117,13 @@ def test_loopback_only_declared_ports_and_named_target_ports(
 ) -> None:
     world, _cluster, source = running
     report = check(source, source.inventory(None, None), parallel=4)
+    # A dual-stack pod is judged per family, and the echo program binds loopback and pod IP in both: each such
+    # port is a finding of each family there, and a single-stack pod's finding has no family.
+    families = {"ipv4", "ipv6"} if world.family is IpFamily.DUAL else {None}
+    per_port: dict[tuple[str, str, int, str], set[str | None]] = {}
+    for f in report.findings:
+        per_port.setdefault((f.namespace, f.pod, f.port, f.kind), set()).add(f.family)
+    assert {key: found for key, found in per_port.items() if found != families} == {}
     found = {(f.namespace, f.pod, f.port) for f in report.findings if f.kind == LOOPBACK_ONLY} - unsteady(world)
     extra = {(NS_MESH, "echo-named-0", NAMED_PORT), (NS_MESH, "echo-doomed-0", 8081)}
     assert found == world_expected(world, Bind.LOOPBACK) | extra
@@ -125,12 +132,35 @@ def test_loopback_only_declared_ports_and_named_target_ports(
     # Undeclared ports listen too (81xx/91xx), on every bind, but no Service targets them.
     undeclared = {p.number for p in TEST_PORTS if not p.declared}
     assert not {f.port for f in report.findings} & undeclared
-    (named,) = [f for f in report.findings if f.pod == "echo-named-0"]
-    assert named.services == ("echo-named:http-web",)
-    assert named.mode == SIDECAR  # mic-mesh is injected
+    named = [f for f in report.findings if f.pod == "echo-named-0"]
+    assert {f.family for f in named} == families
+    assert {(f.services, f.mode) for f in named} == {(("echo-named:http-web",), SIDECAR)}  # mic-mesh is injected
     assert {f.mode for f in report.findings if f.namespace == "mic-baseline"} == {"none"}
     assert report.unchecked == []
     assert report.exit_code == 1
+
+
+def test_dual_stack_pods_tell_each_wildcard_apart(running: tuple[World, EmulatedCluster, EmulatedSource]) -> None:
+    """The echo program's two wildcards on a dual-stack pod, as sock_diag reads them: `wildcard` is 0.0.0.0 and a
+    V6ONLY [::]; `dual_wildcard` one [::] with V6ONLY off (Go's net.Listen). Neither is a finding."""
+    world, cluster, source = running
+    if world.family is not IpFamily.DUAL:
+        pytest.skip("dual-stack pods only")
+    (info,) = source.inventory([NS_MESH], "app=echo-none").pods
+    assert info.dual_stack
+    assert [":" in ip for ip in info.ips] == [False, True]  # IPv4 primary, as kind lists them
+    found = cluster.listeners(PodRef(NS_MESH, "echo-none"))
+    for port in TEST_PORTS:
+        if not port.declared or port.bind not in (Bind.WILDCARD, Bind.DUAL_WILDCARD):
+            continue
+        wildcards = sorted((lst.ipv6, lst.v6only) for lst in found if lst.port == port.number and lst.address == "*")
+        if port.bind is Bind.WILDCARD:
+            assert wildcards == [(False, None), (True, True)], port
+        else:
+            assert wildcards == [(True, False)], port
+    report = check(source, source.inventory([NS_MESH], "app=echo-none"))
+    wildcard_ports = {p.number for p in TEST_PORTS if p.bind in (Bind.WILDCARD, Bind.DUAL_WILDCARD)}
+    assert not {f.port for f in report.findings} & wildcard_ports
 
 
 def test_label_selector_and_namespace(running: tuple[World, EmulatedCluster, EmulatedSource]) -> None:
@@ -179,6 +209,22 @@ def test_impact_backend_emulated_finds_exactly_the_worlds_loopback_only_declared
     modes = {f["mode"] for f in doc["findings"] if f["namespace"] == "mic-ambient"}
     assert modes == {AMBIENT}
     assert "emulated world removed" in proc.stderr  # progress goes to stderr
+
+
+@pytest.mark.usefixtures("no_leftovers")
+def test_impact_backend_emulated_dual_reports_each_family() -> None:
+    # As a user runs it: a dual-stack world, every loopback-only declared port found in both families.
+    proc = impact("--backend", "emulated", "--ip-family", "dual", "-n", NS_BASELINE, "--format", "json")
+    assert proc.returncode == 1, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["source"] == "emulated dual"
+    world = World.for_mesh(IpFamily.DUAL, emulated_capabilities())
+    found = {(f["namespace"], f["pod"], f["port"], f["family"]) for f in doc["findings"] if f["kind"] == LOOPBACK_ONLY}
+    expected = world_expected(world, Bind.LOOPBACK, NS_BASELINE)
+    assert {(ns, pod, port) for ns, pod, port, _ in found} - unsteady(world) == expected
+    assert {(*key, family) for key in expected for family in ("ipv4", "ipv6")} <= found
+    table = impact("--backend", "emulated", "--ip-family", "dual", "-n", NS_BASELINE)
+    assert table.stdout.splitlines()[0].split()[:5] == ["NAMESPACE", "POD", "MODE", "PORT", "FAMILY"]
 
 
 @pytest.mark.usefixtures("no_leftovers")

@@ -239,3 +239,28 @@ def test_reads_run_in_parallel_within_the_bound(
     assert code == 1
     assert 2 <= api.max_concurrent_execs <= 3  # in parallel, never more than asked (3 under no load)
     assert "impact: 8/8 pods read" in err
+
+
+def test_dual_stack_pod_is_judged_per_family_from_pod_ips(
+    capsys: pytest.CaptureFixture[str], kubeconfig: Path, api: FakeKubeApi
+) -> None:
+    # status.podIPs has both families: /proc/net/tcp and tcp6 are read apart (tcp6 does not show IPV6_V6ONLY).
+    api.namespaces["dual"] = {}
+    api.pods.append(
+        FakePod("dual", "web-0", {"app": True}, TCP, TCP6, labels={"app": "web"}, pod_ips=("10.244.0.9", "fd00::9"))
+    )
+    ports = [{"name": f"p{p}", "port": p, "targetPort": p} for p in (8081, 8082, 15006, 19000)]
+    api.services.append(service("dual", "web", ports))
+    code, doc = as_json(capsys, kubeconfig, "-n", "dual")
+    assert code == 1
+    found = doc["findings"]
+    findings = [(f["port"], f["family"], f["kind"], f["listeners"]) for f in found]  # type: ignore[union-attr, index]
+    assert findings == [
+        (8081, "ipv4", "loopback-only", ["127.0.0.1"]),
+        (8081, "ipv6", "loopback-only", ["::1"]),
+        (8082, "ipv4", "pod-ip-only", ["10.244.0.12"]),
+        (8082, "ipv6", "pod-ip-only", ["fd00:10:244::c"]),
+    ]  # 19000: 0.0.0.0, and no IPv6 socket; 15006: [::] with no IPv4 socket beside it, so it may take IPv4
+    # The same files on a single-stack pod (the fixture's pods have one podIP): one finding per port, no family.
+    code, doc = as_json(capsys, kubeconfig, "-n", "payments")
+    assert [("family" in f, f["port"]) for f in doc["findings"]] == [(False, 8081)]  # type: ignore[union-attr, index]

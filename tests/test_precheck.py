@@ -158,9 +158,10 @@ def test_parse_proc_net_tcp6_fixture() -> None:
     listeners = parse_proc_net_tcp((DATA / "proc_net_tcp6.txt").read_text(), ipv6=True)
     assert listeners == [
         Listener("::1", 8081),
-        Listener("*", 15006),
+        Listener("*", 15006, ipv6=True),  # the family is kept; tcp6 does not show IPV6_V6ONLY (None)
         Listener("fd00:10:244::c", 8082),
     ]
+    assert all(lst.ipv6 and lst.v6only is None for lst in listeners)
 
 
 def test_parse_proc_net_tcp_header_only_and_trailing_blank() -> None:
@@ -242,6 +243,32 @@ def test_check_pod_on_fixture_listeners() -> None:
     listeners = parse_ss((DATA / "ss_ltnH.txt").read_text())
     findings = check_pod("default", "app-0", [8080, 8081, 8082, 15000, 15090], listeners)
     assert [f.port for f in findings] == [8081, 15000]
+
+
+def test_check_pod_ignores_the_family_and_v6only() -> None:
+    # IST0143 has no family: a dual-stack pod's sockets, with their family and IPV6_V6ONLY, give the same findings.
+    listeners = [
+        Listener("*", 8080),
+        Listener("*", 8080, ipv6=True, v6only=True),
+        Listener("127.0.0.1", 8081),
+        Listener("::1", 8081, v6only=True),
+        Listener("*", 8082, ipv6=True, v6only=False),
+    ]
+    assert check_pod("ns", "pod", [8080, 8081, 8082], listeners) == [Finding("ns", "pod", 8081)]
+
+
+def test_listener_family_order_and_mapped_addresses() -> None:
+    assert Listener("::1", 80).ipv6  # a literal IPv6 address is IPv6 whatever the caller said
+    assert not Listener("*", 80).ipv6
+    # Known and unknown V6ONLY side by side sort (unknown first) instead of failing to compare None with a bool.
+    mixed = [Listener("*", 80, ipv6=True, v6only=True), Listener("*", 80, ipv6=True), Listener("*", 80)]
+    assert sorted(mixed) == [Listener("*", 80), Listener("*", 80, ipv6=True), mixed[0]]
+    # A tcp6 row of an IPv4-mapped bind (::ffff:127.0.0.1:8083) reads as ss prints it.
+    row = "   0: 0000000000000000FFFF00000100007F:1F93 00000000000000000000000000000000:0000 0A 0:0 0:0 0 0 0 1\n"
+    assert parse_proc_net_tcp("header\n" + row, ipv6=True) == [Listener("::ffff:127.0.0.1", 8083, ipv6=True)]
+    # How the emulated backend's diagnostics print them (as ss -ltne would).
+    shown = [Listener("*", 80).shown, Listener("*", 80, ipv6=True, v6only=False).shown, Listener("::1", 81).shown]
+    assert shown == ["*:80", "[::]:80 v6only:0", "[::1]:81"]
 
 
 # --- istioctl's output --------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ cluster), prints what istioctl prints, and reads istioctl's own output back, so 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
@@ -44,12 +45,43 @@ class ParseError(ValueError):
     """Input that is not in the format it claims to be."""
 
 
-@dataclass(frozen=True, order=True)
+@functools.total_ordering
+@dataclass(frozen=True)
 class Listener:
-    """A listening TCP socket: its local address (`*` or an IP) and port."""
+    """A listening TCP socket: its local address (`*` for 0.0.0.0 and ::, or an IP), port, family and V6ONLY.
+
+    The wildcard stays `*` in both families, so the precheck (which has no family: IST0143 is about loopback
+    only) and single-stack `impact` read it as before; `ipv6` and `v6only` are what dual-stack `impact` needs to
+    tell which family a socket serves (settings-dualstack.md section 5). A literal IPv6 address sets `ipv6`
+    itself. `v6only` is IPV6_V6ONLY of an IPv6 socket where the source shows it (sock_diag does, as `ss -e`'s
+    v6only:1), None where it does not (/proc/net/tcp6) or for an IPv4 socket.
+    """
 
     address: str
     port: int
+    ipv6: bool = False
+    v6only: bool | None = None
+
+    def __post_init__(self) -> None:
+        if ":" in self.address and not self.ipv6:
+            object.__setattr__(self, "ipv6", True)
+
+    def _key(self) -> tuple[str, int, bool, int]:
+        return (self.address, self.port, self.ipv6, -1 if self.v6only is None else int(self.v6only))
+
+    def __lt__(self, other: object) -> bool:
+        """Address, port, then family and V6ONLY (unknown first): as the address-and-port order was."""
+        if not isinstance(other, Listener):
+            return NotImplemented
+        return self._key() < other._key()
+
+    @property
+    def shown(self) -> str:
+        """As `ss -ltne` would show it: `*:P` for 0.0.0.0, `[::]:P` for an IPv6 wildcard, `v6only:0/1` when known."""
+        if not self.ipv6:
+            return f"{self.address}:{self.port}"
+        host = "::" if self.address == "*" else self.address
+        return f"[{host}]:{self.port}" + ("" if self.v6only is None else f" v6only:{int(self.v6only)}")
 
     @property
     def loopback(self) -> bool:
@@ -112,7 +144,11 @@ class PrecheckRun:
 
 
 def parse_ss(text: str) -> list[Listener]:
-    """Parse `ss -ltnH` (State Recv-Q Send-Q Local:Port Peer:Port [Process]) into listeners."""
+    """Parse `ss -ltnH` (State Recv-Q Send-Q Local:Port Peer:Port [Process]) into listeners.
+
+    Only the precheck reads `ss`, and IST0143 has no family: a wildcard's family is not kept (`*` is a dual
+    `[::]` socket in current iproute2 and 0.0.0.0 in old ones), while a literal IPv6 address is IPv6.
+    """
     listeners = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -136,11 +172,18 @@ def _decode_v4(hex_address: str) -> str:
     return str(ipaddress.IPv4Address(bytes.fromhex(hex_address)[::-1]))
 
 
+def format_ipv6(raw: bytes) -> str:
+    """An IPv6 address as text, an IPv4-mapped one as `::ffff:a.b.c.d` (as ss prints it; Python 3.11 does not)."""
+    address = ipaddress.IPv6Address(raw)
+    mapped = address.ipv4_mapped
+    return f"::ffff:{mapped}" if mapped is not None else str(address)
+
+
 def _decode_v6(hex_address: str) -> str:
     raw = bytes.fromhex(hex_address)
     # Four host-order 32-bit words.
     ordered = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
-    return str(ipaddress.IPv6Address(ordered))
+    return format_ipv6(ordered)
 
 
 def parse_proc_net_tcp(text: str, ipv6: bool) -> list[Listener]:
@@ -154,7 +197,8 @@ def parse_proc_net_tcp(text: str, ipv6: bool) -> list[Listener]:
             continue
         address, port = columns[1].split(":")
         host = _decode_v6(address) if ipv6 else _decode_v4(address)
-        listeners.append(Listener("*" if host in ("0.0.0.0", "::") else host, int(port, 16)))
+        # /proc/net/tcp6 does not show IPV6_V6ONLY: v6only stays unknown (None).
+        listeners.append(Listener("*" if host in ("0.0.0.0", "::") else host, int(port, 16), ipv6))
     return listeners
 
 

@@ -13,10 +13,15 @@ suite's spec encodes (shared/reference/inbound-semantics.md section 1, probes-am
 
 The loopback test is the IST0143 one (`conformance.backends.precheck.Listener.loopback`); a port is a finding only when
 *every* listener on it is loopback (or every one is a pod address): a wildcard listener serves either way.
+
+A dual-stack pod (an IPv4 and an IPv6 address) is judged per family (`serving`), because a client of each family
+meets the listeners of its own family (settings-dualstack.md sections 2 and 5): its findings carry the family.
 """
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +57,20 @@ CONSEQUENCES: Mapping[str, Mapping[str, str]] = {
 }
 
 
+IPV4 = "ipv4"
+IPV6 = "ipv6"
+FAMILIES = (IPV4, IPV6)
+
+LEGACY_DUAL: Mapping[str, str] = {
+    "reachable+exposed": "reachable, and exposed to other pods (legacy sends every client, IPv6 too, to 127.0.0.1, "
+    "where the app listens on loopback)",
+    "reachable": "reachable (legacy sends every client, IPv6 too, to 127.0.0.1, where an IPv4 wildcard listens)",
+    "unreachable": "unreachable (legacy sends every client, IPv6 too, to 127.0.0.1, where the app does not listen; "
+    "also under a Sidecar 127.0.0.1 defaultEndpoint)",
+}
+"""The legacy consequence on a dual-stack pod, for a finding of either family: Istio dials 127.0.0.1:PORT for every
+client (localHosts[Dual][0], settings-dualstack.md section 2), so the pod's IPv4 listeners decide it."""
+
 SHORT: Mapping[str, Mapping[str, str]] = {
     LOOPBACK_ONLY: {"passthrough": "unreachable", "legacy": "reachable+exposed", "ambient": "unreachable"},
     POD_IP_ONLY: {"passthrough": "reachable", "legacy": "unreachable", "ambient": "reachable"},
@@ -79,11 +98,18 @@ class PodInfo:
     """containerPort by name, over every container: how a named targetPort resolves."""
     namespace_labels: Mapping[str, str] = field(default_factory=dict)
     phase: str = "Running"
+    ips: tuple[str, ...] = ()
+    """The pod's addresses (status.podIPs), primary first; empty when the source does not tell."""
 
     @property
     def key(self) -> str:
         """`namespace/name`, as kubectl and istioctl >= 1.12 print a pod."""
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def dual_stack(self) -> bool:
+        """Whether the pod has an IPv4 and an IPv6 address: then its ports are judged per family."""
+        return {":" in ip for ip in self.ips} == {False, True}
 
 
 @dataclass(frozen=True)
@@ -122,9 +148,15 @@ class TargetedPort:
     services: tuple[str, ...]
 
 
-@dataclass(frozen=True, order=True)
+@functools.total_ordering
+@dataclass(frozen=True)
 class PortFinding:
-    """A targeted port whose listeners are all loopback (or all pod-address): what each behaviour does to it."""
+    """A targeted port whose listeners are all loopback (or all pod-address): what each behaviour does to it.
+
+    On a dual-stack pod a finding is about one family's clients (`family`, `ipv4` or `ipv6`) and `legacy` is the
+    legacy consequence, which there depends on the IPv4 listeners whatever the family (LEGACY_DUAL). On a
+    single-stack pod both are None and the finding reads as it always did.
+    """
 
     namespace: str
     pod: str
@@ -133,11 +165,48 @@ class PortFinding:
     mode: str
     addresses: tuple[str, ...]
     services: tuple[str, ...]
+    family: str | None = None
+    legacy: str | None = None
+    """A key of LEGACY_DUAL on dual-stack pods; None on single-stack pods (CONSEQUENCES says it)."""
+
+    def _key(self) -> tuple[str, str, int, str, str, str, tuple[str, ...], tuple[str, ...], str]:
+        return (
+            self.namespace,
+            self.pod,
+            self.port,
+            self.family or "",
+            self.kind,
+            self.mode,
+            self.addresses,
+            self.services,
+            self.legacy or "",
+        )
+
+    def __lt__(self, other: object) -> bool:
+        """Namespace, pod, port, then family (ipv4 before ipv6): a port's two findings stay side by side."""
+        if not isinstance(other, PortFinding):
+            return NotImplemented
+        return self._key() < other._key()
 
     @property
     def consequences(self) -> Mapping[str, str]:
         """What happens to the port's traffic from other pods under each behaviour."""
-        return CONSEQUENCES[self.kind]
+        if self.family is None or self.legacy is None:
+            return CONSEQUENCES[self.kind]
+        clients = "IPv4" if self.family == IPV4 else "IPv6"
+        own = CONSEQUENCES[self.kind]
+        return {
+            "passthrough": f"{own['passthrough']} ({clients} clients)",
+            "legacy": LEGACY_DUAL[self.legacy],
+            "ambient": f"{own['ambient']} ({clients} clients)",
+        }
+
+    @property
+    def short(self) -> Mapping[str, str]:
+        """The consequences in one word each, for the table."""
+        if self.legacy is None:
+            return SHORT[self.kind]
+        return {**SHORT[self.kind], "legacy": self.legacy}
 
     @property
     def breaks_by_default(self) -> bool:
@@ -190,11 +259,74 @@ def targeted_ports(pod: PodInfo, services: Iterable[ServiceInfo]) -> list[Target
     return [TargetedPort(port, tuple(sorted(set(names)))) for port, names in sorted(by_port.items())]
 
 
+def _ipv4_mapped(listener: Listener) -> ipaddress.IPv4Address | None:
+    if not listener.ipv6 or listener.address == "*" or "%" in listener.address:
+        return None
+    try:
+        return ipaddress.IPv6Address(listener.address).ipv4_mapped
+    except ValueError:
+        return None
+
+
+def _as_ipv4(listener: Listener) -> Listener:
+    """How an IPv4 client meets the socket: an IPv4-mapped bind as its IPv4 address, a dual `[::]` as `*`."""
+    mapped = _ipv4_mapped(listener)
+    if mapped is not None:
+        return Listener("*" if mapped.is_unspecified else str(mapped), listener.port)
+    return listener
+
+
+def serving(listeners: Iterable[Listener], family: str) -> set[Listener]:
+    """The listeners that accept a connection of `family` on a dual-stack pod (one port's, or a pod's).
+
+    IPv6: the IPv6 sockets, except IPv4-mapped binds (`::ffff:a.b.c.d` takes IPv4 only). IPv4: the IPv4 sockets,
+    the IPv4-mapped binds (as their IPv4 address), and a `[::]` socket with IPV6_V6ONLY off, which accepts IPv4
+    too (Go's `net.Listen("tcp", ":P")`, settings-dualstack.md section 5).
+
+    Where IPV6_V6ONLY is unknown (/proc/net/tcp6 does not show it), a `[::]:P` socket is taken to serve IPv4
+    exactly when no IPv4 socket listens on P. Linux refuses to bind a dual `[::]:P` beside an IPv4 listener on P
+    (EADDRINUSE, unless both set SO_REUSEPORT), so next to an IPv4 listener the `[::]` is V6ONLY; with none, either
+    it takes IPv4 or nothing listens on IPv4 at all, and neither is a loopback-only or pod-IP-only finding.
+    """
+    every = list(listeners)
+    if family == IPV6:
+        return {lst for lst in every if lst.ipv6 and _ipv4_mapped(lst) is None}
+    ipv4_ports = {lst.port for lst in every if not lst.ipv6 or _ipv4_mapped(lst) is not None}
+    found = set()
+    for lst in every:
+        if not lst.ipv6 or _ipv4_mapped(lst) is not None:
+            found.add(_as_ipv4(lst))
+        elif lst.address == "*" and (lst.v6only is False or (lst.v6only is None and lst.port not in ipv4_ports)):
+            found.add(Listener("*", lst.port))
+    return found
+
+
+def _kind(on_port: set[Listener]) -> str | None:
+    """LOOPBACK_ONLY, POD_IP_ONLY, or None (nobody listens, a wildcard does, or loopback beside a pod address)."""
+    if not on_port or any(lst.address == "*" for lst in on_port):
+        return None
+    loopback = [lst.loopback for lst in on_port]
+    if all(loopback):
+        return LOOPBACK_ONLY
+    if not any(loopback):
+        return POD_IP_ONLY
+    return None
+
+
+def _legacy_dual(ipv4: set[Listener]) -> str:
+    """LEGACY_DUAL's key: what a dial of 127.0.0.1:PORT meets among the port's IPv4 listeners."""
+    if any(lst.address == "*" for lst in ipv4):
+        return "reachable"
+    if any(lst.loopback for lst in ipv4):
+        return "reachable+exposed"
+    return "unreachable"
+
+
 def analyse(pod: PodInfo, targeted: Sequence[TargetedPort], listeners: Iterable[Listener]) -> list[PortFinding]:
     """The findings of one pod: targeted ports listened on only by loopback, or only by pod addresses.
 
     A port nobody listens on is not a finding (nothing to break); a wildcard listener, or loopback and pod
-    address side by side, serves under every behaviour.
+    address side by side, serves under every behaviour. A dual-stack pod is judged per family (`serving`).
     """
     mode = mesh_mode(pod)
     by_port: dict[int, set[Listener]] = {}
@@ -202,18 +334,27 @@ def analyse(pod: PodInfo, targeted: Sequence[TargetedPort], listeners: Iterable[
         by_port.setdefault(listener.port, set()).add(listener)
     findings = []
     for target in targeted:
-        on_port = by_port.get(target.port)
-        if not on_port or any(lst.address == "*" for lst in on_port):
+        on_port = by_port.get(target.port, set())
+        if not pod.dual_stack:
+            kind = _kind(on_port)
+            if kind is not None:
+                addresses = tuple(sorted(lst.address for lst in on_port))
+                findings.append(
+                    PortFinding(pod.namespace, pod.name, target.port, kind, mode, addresses, target.services)
+                )
             continue
-        loopback = [lst.loopback for lst in on_port]
-        if all(loopback):
-            kind = LOOPBACK_ONLY
-        elif not any(loopback):
-            kind = POD_IP_ONLY
-        else:
-            continue
-        addresses = tuple(sorted(lst.address for lst in on_port))
-        findings.append(PortFinding(pod.namespace, pod.name, target.port, kind, mode, addresses, target.services))
+        served = {family: serving(on_port, family) for family in FAMILIES}
+        legacy = _legacy_dual(served[IPV4])
+        for family in FAMILIES:
+            kind = _kind(served[family])
+            if kind is None:
+                continue
+            addresses = tuple(sorted(lst.address for lst in served[family]))
+            findings.append(
+                PortFinding(
+                    pod.namespace, pod.name, target.port, kind, mode, addresses, target.services, family, legacy
+                )
+            )
     return findings
 
 

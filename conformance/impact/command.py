@@ -43,7 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug-image", help="image of that ephemeral container (it must have cat)")
     parser.add_argument("--parallel", type=int, default=8, help="pods read at the same time (default 8)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per API call or read (default 30)")
-    parser.add_argument("--ip-family", choices=("ipv4", "ipv6"), default="ipv4", help="emulated backend only")
+    parser.add_argument(
+        "--ip-family",
+        choices=("ipv4", "ipv6", "dual"),
+        default="ipv4",
+        help="emulated backend only (dual: every pod has both families, its ports judged per family)",
+    )
 
 
 def _validate(args: argparse.Namespace) -> None:

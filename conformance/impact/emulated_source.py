@@ -77,6 +77,7 @@ class EmulatedSource(ImpactSource):
                     containers=containers,
                     named_ports=self._named_ports(deployments[(ref.namespace, ref.app)]),
                     namespace_labels=ns_labels.get(template.namespace, {}),
+                    ips=pod.ips or (pod.ip,),  # status.podIPs: both families on a dual-stack pod
                 )
             )
         services = []

@@ -134,6 +134,11 @@ class KubeSource(ImpactSource):
         phase = pod.status.phase if pod.status and pod.status.phase else "Unknown"
         if pod.metadata.deletion_timestamp is not None:
             phase = "Terminating"
+        # status.podIPs (Kubernetes 1.16+) lists one address per family, the primary first; podIP alone before.
+        status = pod.status
+        ips = tuple(str(entry.ip) for entry in ((status.pod_ips if status else None) or []) if entry.ip)
+        if not ips and status and status.pod_ip:
+            ips = (str(status.pod_ip),)
         return PodInfo(
             namespace=pod.metadata.namespace,
             name=pod.metadata.name,
@@ -144,6 +149,7 @@ class KubeSource(ImpactSource):
             named_ports=named,
             namespace_labels=dict(ns_labels.get(pod.metadata.namespace, {})),
             phase=phase,
+            ips=ips,
         )
 
     @staticmethod

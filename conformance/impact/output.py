@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from conformance.backends.precheck import Finding
-from conformance.impact.analysis import BEHAVIOURS, LOOPBACK_ONLY, SHORT
+from conformance.impact.analysis import BEHAVIOURS, LOOPBACK_ONLY, PortFinding
 from conformance.impact.sources import ImpactReport
 
 FORMAT = "mesh-inbound-conformance/impact"
@@ -26,8 +26,25 @@ def _summary(report: ImpactReport) -> dict[str, int]:
     }
 
 
+def _finding(f: PortFinding) -> dict[str, Any]:
+    doc: dict[str, Any] = {"namespace": f.namespace, "pod": f.pod, "mode": f.mode, "port": f.port}
+    if f.family is not None:  # dual-stack pods only: a single-stack report reads as before
+        doc["family"] = f.family
+    return doc | {
+        "kind": f.kind,
+        "listeners": list(f.addresses),
+        "services": list(f.services),
+        "consequences": dict(f.consequences),
+        "breaks_by_default": f.breaks_by_default,
+    }
+
+
 def to_json(report: ImpactReport) -> str:
-    """`format`/`version` first, so a reader can refuse a version it does not know."""
+    """`format`/`version` first, so a reader can refuse a version it does not know.
+
+    A finding of a dual-stack pod has a `family` key (`ipv4`/`ipv6`): each family is a finding of its own, and the
+    summary counts findings, so a port loopback-only in both families counts twice.
+    """
     doc: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
@@ -36,20 +53,7 @@ def to_json(report: ImpactReport) -> str:
         "selector": report.selector,
         "exit_code": report.exit_code,
         "summary": _summary(report),
-        "findings": [
-            {
-                "namespace": f.namespace,
-                "pod": f.pod,
-                "mode": f.mode,
-                "port": f.port,
-                "kind": f.kind,
-                "listeners": list(f.addresses),
-                "services": list(f.services),
-                "consequences": dict(f.consequences),
-                "breaks_by_default": f.breaks_by_default,
-            }
-            for f in report.findings
-        ],
+        "findings": [_finding(f) for f in report.findings],
         "pods": [
             {
                 "namespace": r.pod.namespace,
@@ -70,10 +74,11 @@ def istioctl_lines(report: ImpactReport, origin_style: str = "namespace/name") -
     """IST0143 lines, as istioctl >= 1.12 prints them (sorted as text), for every loopback-only port.
 
     Unlike istioctl, every pod is looked at (not only sidecar pods with an inbound cluster), and a pod that could
-    not be checked is said so, on stderr, by the caller: the lines alone keep istioctl's grep-able format.
+    not be checked is said so, on stderr, by the caller: the lines alone keep istioctl's grep-able format. A port of
+    a dual-stack pod loopback-only in both families is one line, as IST0143 has no family.
     """
     lines = sorted(
-        Finding(f.namespace, f.pod, f.port).line(origin_style) for f in report.findings if f.kind == LOOPBACK_ONLY
+        {Finding(f.namespace, f.pod, f.port).line(origin_style) for f in report.findings if f.kind == LOOPBACK_ONLY}
     )
     return "".join(line + "\n" for line in lines)
 
@@ -89,18 +94,31 @@ def table(report: ImpactReport) -> str:
     """Findings, then unchecked pods with the reason, then the counts."""
     out = []
     findings = report.findings
+    # The FAMILY column only where a dual-stack pod has findings: a single-stack report reads as before.
+    families = any(f.family is not None for f in findings)
     if findings:
         rows = [
-            ["NAMESPACE", "POD", "MODE", "PORT", "LISTENS ON", "FINDING", *(b.upper() for b in BEHAVIOURS), "SERVICES"]
+            [
+                "NAMESPACE",
+                "POD",
+                "MODE",
+                "PORT",
+                *(["FAMILY"] if families else []),
+                "LISTENS ON",
+                "FINDING",
+                *(b.upper() for b in BEHAVIOURS),
+                "SERVICES",
+            ]
         ]
         for f in findings:
-            consequences = [SHORT[f.kind][b] for b in BEHAVIOURS]
+            consequences = [f.short[b] for b in BEHAVIOURS]
             rows.append(
                 [
                     f.namespace,
                     f.pod,
                     f.mode,
                     str(f.port),
+                    *([f.family or "-"] if families else []),
                     ",".join(f.addresses),
                     f.kind,
                     *consequences,
@@ -130,6 +148,11 @@ def table(report: ImpactReport) -> str:
         "passthrough: a sidecar in Istio >= 1.10 (default); legacy: Istio <= 1.9, LOCALHOST mode or a Sidecar "
         "127.0.0.1 defaultEndpoint; ambient: ztunnel (no override).\n"
     )
+    if families:
+        out.append(
+            "FAMILY: a dual-stack pod's port is judged for each family's clients (a port is counted once per family); "
+            "legacy sends every client, IPv6 too, to 127.0.0.1, so the IPv4 listeners decide it.\n"
+        )
     return "".join(out)
 
 

@@ -2,7 +2,9 @@
 
 The precheck (istioctl 1.10-1.20 on kind, the suite's own IST0143 checker on the emulated backend) only looks at
 ports with an inbound cluster on sidecar pods (tools-versions-ci.md). `impact` looks at every port a Service
-targets, on every pod: in the world, that is each server's declared loopback ports, whatever its Sidecar says.
+targets, on every pod: in the world, that is each server's declared loopback ports, whatever its Sidecar says. On
+a dual-stack pod `impact` judges each family apart, and the world binds loopback in both families (127.0.0.1 and
+::1): each such port is then reported for both, the truth compared as (app, port) either way.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ import pytest
 
 from conformance.backends.base import BackendError
 from conformance.backends.precheck import Finding, render_run
-from conformance.impact.analysis import LOOPBACK_ONLY
+from conformance.impact.analysis import FAMILIES, LOOPBACK_ONLY
 from conformance.impact.for_cluster import source_for
 from conformance.impact.sources import BadInput, check
 from conformance.spec.capabilities import Capability
-from conformance.spec.dimensions import MESH_PROFILES, Bind, Path
+from conformance.spec.dimensions import MESH_PROFILES, Bind, IpFamily, Path
 from conformance.suite.cases import ConformanceCase
 from conformance.suite.checks import ConformanceRun
 from conformance.world.namespaces import NS_MESH
@@ -74,8 +76,20 @@ def test_impact(conformance: ConformanceRun, case: ConformanceCase) -> None:
         problems.append("precheck reports IST0143 that impact does not: " + ", ".join(f"{a}:{p}" for a, p in missed))
     if sorted(got) != sorted(truth):
         problems.append(f"impact found {sorted(got)}, the world's loopback-only declared ports are {sorted(truth)}")
+    dual = {r.pod.name for r in report.results if r.pod.dual_stack}
+    if world.family is IpFamily.DUAL and not dual:
+        problems.append("a dual run, but impact saw no pod with an IPv4 and an IPv6 address (status.podIPs)")
+    families: dict[tuple[str, int], set[str | None]] = {}
+    for f in loopback:
+        if f.pod in dual:
+            families.setdefault((_app(f.pod, apps), f.port), set()).add(f.family)
+    if one_family := sorted(k for k, found in families.items() if k in truth and found != set(FAMILIES)):
+        problems.append(
+            "on dual-stack pods, loopback-only ports not reported for both families: "
+            + ", ".join(f"{a}:{p} ({'/'.join(sorted(str(x) for x in families[(a, p)]))})" for a, p in one_family)
+        )
     ours = render_run(
-        [Finding(f.namespace, f.pod, f.port) for f in loopback], [r.pod.key for r in report.results], "impact"
+        sorted({Finding(f.namespace, f.pod, f.port) for f in loopback}), [r.pod.key for r in report.results], "impact"
     )
     session.report.record_precheck(
         conformance.test_name, conformance.profile.value, ours, [f"{a}:{p}" for a, p in sorted(truth)], problems

@@ -58,6 +58,8 @@ class FakePod:
     """(container, port name, containerPort)."""
     phase: str = "Running"
     ephemeral: list[dict[str, Any]] = field(default_factory=list)
+    pod_ips: tuple[str, ...] = ("10.244.0.9",)
+    """status.podIPs, the primary (status.podIP) first: one of each family on a dual-stack pod."""
 
     def manifest(self, images_with_cat: set[str]) -> dict[str, Any]:
         containers = [
@@ -92,7 +94,12 @@ class FakePod:
                 "uid": f"uid-{self.namespace}-{self.name}",
             },
             "spec": {"containers": containers, "ephemeralContainers": self.ephemeral},
-            "status": {"phase": self.phase, "podIP": "10.244.0.9", "ephemeralContainerStatuses": statuses},
+            "status": {
+                "phase": self.phase,
+                "podIP": self.pod_ips[0],
+                "podIPs": [{"ip": ip} for ip in self.pod_ips],
+                "ephemeralContainerStatuses": statuses,
+            },
         }
 
     def cat_output(self) -> str:

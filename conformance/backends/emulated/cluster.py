@@ -308,7 +308,7 @@ class EmulatedCluster(Cluster):
             if pod.app is not None:
                 with contextlib.suppress(OSError):
                     found = self.network.listeners(pod)
-                    out[f"{prefix} listeners"] = "\n".join(f"{lst.address}:{lst.port}" for lst in found)
+                    out[f"{prefix} listeners"] = "\n".join(lst.shown for lst in found)
             out[f"{prefix} app log"] = self._read(self.work_dir / f"{pod.netns}.app.log")
             if pod.template.injected:
                 out[f"{prefix} sidecar config"] = json.dumps(pod.sidecar_config, indent=2)

@@ -17,7 +17,7 @@ import socket
 import struct
 
 from conformance.backends.emulated import netns
-from conformance.backends.precheck import Listener
+from conformance.backends.precheck import Listener, format_ipv6
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -33,6 +33,26 @@ _REQUEST = struct.Struct("=BBBxI48x")
 """struct inet_diag_req_v2: family, protocol, extensions, pad, states; then an all-zero inet_diag_sockid."""
 _MESSAGE = struct.Struct("=BBBB2s2s16s16s")
 """The head of struct inet_diag_msg: family, state, timer, retrans, then the sockid's sport, dport, src, dst."""
+_MESSAGE_SIZE = 72
+"""sizeof(struct inet_diag_msg): the head, the sockid's interface and cookie, expires, queues, uid, inode. Its
+netlink attributes follow."""
+_ATTRIBUTE = struct.Struct("=HH")
+"""struct nlattr: length (header included), type."""
+INET_DIAG_SKV6ONLY = 11
+"""The attribute the kernel adds to every AF_INET6 socket's answer (inet_diag_msg_attrs_fill, unasked): one byte,
+IPV6_V6ONLY. `ss -e` prints it as v6only:1."""
+
+
+def _v6only(data: bytes, start: int, end: int) -> bool | None:
+    """IPV6_V6ONLY from the attributes in data[start:end], or None when the kernel sent none (an IPv4 socket)."""
+    while start + _ATTRIBUTE.size <= end:
+        length, kind = _ATTRIBUTE.unpack_from(data, start)
+        if length < _ATTRIBUTE.size:
+            break
+        if kind & 0x3FFF == INET_DIAG_SKV6ONLY and length > _ATTRIBUTE.size:
+            return bool(data[start + _ATTRIBUTE.size])
+        start += (length + 3) & ~3
+    return None
 
 
 def _dump(sock: socket.socket, family: int) -> list[Listener]:
@@ -56,9 +76,16 @@ def _dump(sock: socket.socket, family: int) -> list[Listener]:
                     raise OSError(-error, f"sock_diag: {os.strerror(-error)}")
             if kind == SOCK_DIAG_BY_FAMILY:
                 msg_family, _, _, _, sport, _, src, _ = _MESSAGE.unpack_from(data, offset + _HEADER.size)
-                raw = src[:4] if msg_family == socket.AF_INET else src
-                host = str(ipaddress.ip_address(raw))
-                found.append(Listener("*" if host in ("0.0.0.0", "::") else host, int.from_bytes(sport, "big")))
+                host = str(ipaddress.IPv4Address(src[:4])) if msg_family == socket.AF_INET else format_ipv6(src)
+                body = offset + _HEADER.size
+                found.append(
+                    Listener(
+                        "*" if host in ("0.0.0.0", "::") else host,
+                        int.from_bytes(sport, "big"),
+                        msg_family == socket.AF_INET6,
+                        _v6only(data, body + _MESSAGE_SIZE, offset + length),
+                    )
+                )
             offset += (length + 3) & ~3
 
 
@@ -66,7 +93,8 @@ def read_by_family(namespace_fd: int, home_fd: int) -> dict[socket.AddressFamily
     """Each family's listeners of the namespace behind `namespace_fd`, sorted; the wildcards as `*`.
 
     A netlink socket answers for the namespace it was created in, so the calling thread steps in to create it
-    and back to `home_fd`. An IPv6 wildcard is `*` whether or not it is IPV6_V6ONLY, as /proc showed it.
+    and back to `home_fd`. An IPv6 wildcard is `*` whether or not it is IPV6_V6ONLY, as /proc showed it; its
+    `v6only` says which (the kernel's INET_DIAG_SKV6ONLY).
     """
     netns.setns(namespace_fd)
     try:
