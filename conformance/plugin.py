@@ -182,7 +182,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             params.append(pytest.param(item, prof, id=f"{item.name}[{prof.value}]", marks=pytest.mark.conformance))
     if not params:
         # Say why instead of pytest's "got empty parameter set": the family asks no cell of these cases (a
-        # dual-stack run asks no ambient, TPROXY or health-probe cells), or --profile selects none of theirs.
+        # dual-stack run asks no ambient, TPROXY or node proxy cells), or --profile selects none of theirs.
         asked = sorted({p.value for item in cases for p in item.profiles(settings.family)})
         name = metafunc.module.__name__.rsplit(".", 1)[-1]
         reason = (

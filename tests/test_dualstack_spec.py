@@ -36,7 +36,18 @@ from conformance.spec.dimensions import (
     binds,
     source_addresses,
 )
-from conformance.spec.dualstack import DUAL_PROFILES, DUAL_RULES, LocalhostV6OnDual
+from conformance.spec.dualstack import DUAL_BINDS, DUAL_PROFILES, DUAL_RULES, LocalhostV6OnDual
+from conformance.spec.probes import (
+    DUAL_PROBE_RULE,
+    PROBE_RULES,
+    ProbeCellKey,
+    ProbeKind,
+    ProbeSource,
+    ProbeUse,
+    expect_probe,
+    probe_behaviour,
+    probe_cells,
+)
 from conformance.spec.render import describe_expectation, spec_document, spec_markdown
 from conformance.spec.semantics import RULES, expect, traffic_behaviour
 
@@ -314,9 +325,14 @@ def test_capabilities_dual_stack_from_1_17() -> None:
     assert endpoint_capabilities(DefaultEndpoint.LOCALHOST_V4, DUAL) == {Capability.SIDECAR_ENDPOINT_IPV4}
 
 
-def test_the_spec_document_has_no_probe_or_node_proxy_cells_for_dual() -> None:
+def test_the_spec_document_has_probe_cells_but_no_node_proxy_cells_for_dual() -> None:
     doc = spec_document(all_cells(families=[DUAL]))
-    assert doc["probe_cells"] == []
+    probe = doc["probe_cells"]
+    assert isinstance(probe, list)
+    assert len(probe) == 80
+    assert {c["ip_family"] for c in probe} == {"dual"}
+    assert {c["bind"] for c in probe} == {b.value for b in Bind}
+    assert DUAL_PROBE_RULE in {r["id"] for r in doc["probe_rules"]}  # type: ignore[union-attr]
     assert doc.get("tunnel_cells", []) == []
     assert doc.get("late_cells", []) == []
     dimensions = doc["dimensions"]
@@ -335,7 +351,9 @@ def test_markdown_has_a_client_family_column_for_dual_only() -> None:
         "| none | declared | http | pod_ip | plain client | ipv6 | ✓ 127.0.0.1 | ✗ 503 | ✓ 127.0.0.1 | ✓ 127.0.0.1 |"
         in text
     )
-    assert "health probes" not in text
+    # The probe tables: no client family (a probe dials the primary, IPv4, pod IP), a dual_wildcard column.
+    assert "## legacy (dual): health probes" in text
+    assert "| probe | rewrite | loopback | pod_ip | wildcard | dual_wildcard |" in text
     assert "client family" not in spec_markdown([Profile.LEGACY], [V4])
 
 
@@ -388,3 +406,159 @@ def test_a_dual_kind_run_is_let_through_to_the_capability_check() -> None:
     assert str(error.value).startswith("--ip-family dual: ")
     assert "1.17" in str(error.value)
     assert len(str(error.value).splitlines()) == 1
+
+
+# --- health probes on dual-stack pods (rule dual-probe-primary-ipv4; settings-dualstack.md §4, §5) ---------------
+
+
+def probe_cell(
+    profile: Profile,
+    bind: Bind,
+    rewrite: bool | None,
+    probe: ProbeKind = ProbeKind.HTTP,
+    use: ProbeUse = ProbeUse.READINESS,
+    family: IpFamily = DUAL,
+) -> ProbeCellKey:
+    return ProbeCellKey(profile, bind, probe, rewrite, family, use)
+
+
+def test_dual_probe_cells_scope_and_ids() -> None:
+    cells = probe_cells(tuple(Profile), (DUAL,))
+    # baseline 4 binds x 4 (readiness http and tcp, liveness, startup); legacy and passthrough x 2 rewrite settings.
+    assert Counter(c.profile for c in cells) == {Profile.BASELINE: 16, Profile.LEGACY: 32, Profile.PASSTHROUGH: 32}
+    assert {c.bind for c in cells} == set(Bind)
+    assert len({c.id for c in cells}) == len(cells) == 80
+    assert (
+        probe_cell(Profile.PASSTHROUGH, Bind.DUAL_WILDCARD, True).id
+        == "probe/passthrough/dual_wildcard/http/rewrite/dual"
+    )
+    # Single-stack probe cells keep their three binds and ids.
+    for family in SINGLE_STACK:
+        single = probe_cells(tuple(Profile), (family,))
+        assert len(single) == 72
+        assert Bind.DUAL_WILDCARD not in {c.bind for c in single}
+        assert all(c.id.endswith(f"/{family.value}") for c in single)
+
+
+def test_a_dual_probe_of_ambient_is_not_a_cell() -> None:
+    with pytest.raises(ValueError, match="not asked on dual-stack pods"):
+        expect_probe(probe_cell(Profile.AMBIENT, Bind.WILDCARD, None))
+
+
+def test_dual_wildcard_passes_a_rewritten_probe_from_127_0_0_6_in_passthrough() -> None:
+    want = expect_probe(probe_cell(Profile.PASSTHROUGH, Bind.DUAL_WILDCARD, True))
+    assert (want.ready, want.source, want.reachable, want.restarts) == (
+        True,
+        ProbeSource.INBOUND_PASSTHROUGH,
+        True,
+        False,
+    )
+    assert want.because[0] == DUAL_PROBE_RULE
+    assert "probe-agent-pod-ip" in want.because
+    assert DUAL_BINDS in want.because
+    assert "bind-admits" not in want.because
+    # 127.0.0.6 is the name of the probes' family, IPv4: the IPv4 primary pod IP's passthrough bind.
+    assert source_addresses(DUAL, V4)[Source.INBOUND_PASSTHROUGH] == "127.0.0.6"
+
+
+def test_a_loopback_app_fails_rewritten_probes_on_a_dual_pod_and_its_liveness_restarts_it() -> None:
+    readiness = expect_probe(probe_cell(Profile.PASSTHROUGH, Bind.LOOPBACK, True))
+    assert (readiness.ready, readiness.source) == (False, None)
+    liveness = expect_probe(probe_cell(Profile.PASSTHROUGH, Bind.LOOPBACK, True, use=ProbeUse.LIVENESS))
+    assert liveness.restarts
+    assert liveness.because[0] == DUAL_PROBE_RULE
+    startup = expect_probe(probe_cell(Profile.PASSTHROUGH, Bind.DUAL_WILDCARD, True, use=ProbeUse.STARTUP))
+    assert (startup.ready, startup.restarts) == (True, False)
+
+
+def test_legacy_probes_on_a_dual_pod() -> None:
+    # The legacy destination: localhost from 127.0.0.6 (>= 1.10); 1.9-style: localhost with no bind.
+    for bind, ready in ((Bind.LOOPBACK, True), (Bind.POD_IP, False), (Bind.WILDCARD, True), (Bind.DUAL_WILDCARD, True)):
+        current = expect_probe(probe_cell(Profile.LEGACY, bind, True))
+        assert current.ready is ready
+        assert current.source is (ProbeSource.INBOUND_PASSTHROUGH if ready else None)
+        assert "probe-agent-legacy-localhost" in current.because
+        old = expect_probe(probe_cell(Profile.LEGACY, bind, True), probe_behaviour("1.9.9"))
+        assert old.ready is ready
+        assert old.source is (ProbeSource.LOCALHOST if ready else None)
+        assert "probe-agent-1.9-localhost" in old.because
+    # Unrewritten, the kubelet's probe to the IPv4 pod IP is captured and sent to 127.0.0.1 (dual-legacy rule).
+    kubelet = expect_probe(probe_cell(Profile.LEGACY, Bind.DUAL_WILDCARD, False))
+    assert (kubelet.ready, kubelet.source) == (True, ProbeSource.LOCALHOST)
+    assert "dual-legacy-ipv4-localhost" in kubelet.because
+
+
+def test_baseline_probes_on_a_dual_pod_come_from_the_kubelet() -> None:
+    want = expect_probe(probe_cell(Profile.BASELINE, Bind.DUAL_WILDCARD, None, ProbeKind.TCP))
+    assert (want.ready, want.source) == (True, ProbeSource.KUBELET)
+    assert want.because[:3] == (DUAL_PROBE_RULE, "probe-kubelet-direct", DUAL_BINDS)
+    assert not expect_probe(probe_cell(Profile.BASELINE, Bind.LOOPBACK, None)).ready
+
+
+@pytest.mark.parametrize("version", [None, "1.9.9", "1.11.0", "1.17.0"], ids=lambda v: v or "current")
+def test_a_dual_probe_cell_expects_what_the_ipv4_one_does(version: str | None) -> None:
+    """The rule decides a dual cell in the IPv4 family: outcomes are the IPv4 twin's (dual_wildcard: wildcard's,
+    which opens 0.0.0.0 in an IPv4 pod), only `because` differs (the dual rules)."""
+    behaviour = probe_behaviour(version)
+    for cell in probe_cells(DUAL_PROFILES, (DUAL,)):
+        bind = Bind.WILDCARD if cell.bind is Bind.DUAL_WILDCARD else cell.bind
+        want = expect_probe(cell, behaviour)
+        twin = expect_probe(replace(cell, bind=bind, ip_family=V4), behaviour)
+        assert replace(want, because=()) == replace(twin, because=()), cell.id
+        assert want.because[0] == DUAL_PROBE_RULE
+        assert "bind-admits" not in want.because
+        for rule in want.because:
+            assert rule in PROBE_RULES or rule in RULES, rule
+
+
+def test_every_single_stack_probe_cell_is_unchanged_by_the_dual_rule() -> None:
+    for cell in probe_cells(tuple(Profile), SINGLE_STACK):
+        assert DUAL_PROBE_RULE not in expect_probe(cell).because
+        assert not any(rule.startswith("dual-") for rule in expect_probe(cell).because)
+
+
+def test_probe_peers_of_a_dual_pod_are_named_by_the_ipv4_family() -> None:
+    from conformance.suite.probe_checks import classify_peer
+
+    pod_ip = "10.244.0.7"
+    assert classify_peer("127.0.0.6", pod_ip, DUAL) == "inbound_passthrough"
+    assert classify_peer("127.0.0.1", pod_ip, DUAL) == "localhost"
+    assert classify_peer("::6", pod_ip, DUAL) == "ipv6_inbound_passthrough"
+    assert classify_peer("::1", pod_ip, DUAL) == "ipv6_localhost"
+    assert classify_peer(pod_ip, pod_ip, DUAL) == "self"
+    assert classify_peer("172.18.0.2", pod_ip, DUAL) == "kubelet"
+    # Single-stack names as before.
+    assert classify_peer("::6", "fd00::7", V6) == "inbound_passthrough"
+    assert classify_peer("127.0.0.6", pod_ip, V4) == "inbound_passthrough"
+
+
+def test_dual_probe_pods_carry_dual_wildcard_containers() -> None:
+    from conformance.world.layout import World
+    from conformance.world.probe_pods import (
+        DUAL_WILDCARD_CONTAINERS,
+        PROBED_CONTAINERS,
+        probed_container,
+        probed_containers,
+    )
+
+    assert probed_containers(V4) == probed_containers(V6) == PROBED_CONTAINERS
+    dual = probed_containers(DUAL)
+    assert dual == (*PROBED_CONTAINERS, *DUAL_WILDCARD_CONTAINERS)
+    assert [c.port for c in DUAL_WILDCARD_CONTAINERS] == [8384, 9384, 8394, 8374]
+    assert len({c.port for c in dual}) == len({c.control_port for c in dual}) == len({c.name for c in dual}) == 16
+    for cell in probe_cells(DUAL_PROFILES, (DUAL,)):
+        assert probed_container(cell).name == cell.container
+    manifests = World(DUAL).probe_manifests()
+    services = [m for m in manifests if m["kind"] == "Service"]
+    deployments = [m for m in manifests if m["kind"] == "Deployment"]
+    assert services
+    for service in services:
+        spec = service["spec"]
+        assert isinstance(spec, dict)
+        assert spec["ipFamilyPolicy"] == "RequireDualStack"
+        assert {p["port"] for p in spec["ports"]} == {c.port for c in dual}
+    for deployment in deployments:
+        containers = deployment["spec"]["template"]["spec"]["containers"]  # type: ignore[index]
+        assert "dual-wildcard-http" in [c["name"] for c in containers]
+    single = [m for m in World(V4).probe_manifests() if m["kind"] == "Service"]
+    assert all("ipFamilyPolicy" not in m["spec"] for m in single)  # type: ignore[operator]

@@ -106,3 +106,28 @@ def test_a_correct_status_port_slow_to_answer_its_first_probes_passes(tmp_path: 
     assert failed == {}
     assert code == 0
     assert len(cells) == len(probe_cells(tuple(Profile), (IpFamily.IPV4,)))
+
+
+@pytest.mark.netns
+def test_a_status_port_that_probes_the_ipv6_pod_ip_of_a_dual_pod_fails_the_suite(tmp_path: Path) -> None:
+    """Rule dual-probe-primary-ipv4 is asked, not assumed: an agent that probes a dual-stack pod's IPv6 address
+    (from ::6) leaves readiness as it is (every bind admits both families there) but the app sees ::6, so exactly
+    the rewritten cells whose probe reaches the app fail, on who probed it; the probes of a correct agent come from
+    127.0.0.6, the dual_wildcard app's too (an IPv4-mapped peer, reported dotted)."""
+    code, cells = run_probe_cases(tmp_path, "ipv6_probe_dual_sidecar.py", IpFamily.DUAL)
+    assert code == 1
+    asked = probe_cells(tuple(Profile), (IpFamily.DUAL,))
+    assert set(cells) == {c.id for c in asked}
+    reached = {c.id for c in asked if c.rewrite and expect_probe(c).source is not None}
+    # Passthrough: pod_ip, wildcard, dual_wildcard; legacy: loopback, wildcard, dual_wildcard; each in readiness
+    # http and tcp, liveness and startup http.
+    assert len(reached) == 2 * 3 * 4
+    failed = {i for i, c in cells.items() if c["verdict"] == "fail"}
+    assert failed == reached
+    for cell_id in reached:
+        checks, observed = cells[cell_id]["checks"], cells[cell_id]["observed"]
+        assert isinstance(checks, dict)
+        assert isinstance(observed, dict)
+        assert [k for k, ok in checks.items() if not ok] == [k for k in checks if k.endswith(":probe_source")]
+        assert observed["sources"] == ["ipv6_inbound_passthrough"], cell_id
+        assert observed["peers"] == ["::6"]

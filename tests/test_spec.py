@@ -418,7 +418,7 @@ def test_every_rule_is_used_and_every_citation_exists() -> None:
 def test_json_document_has_stable_keys() -> None:
     doc = spec_document(all_cells([Profile.LEGACY], [IpFamily.IPV6]))
     assert doc["format"] == SPEC_FORMAT
-    assert doc["version"] == 6
+    assert doc["version"] == 7
     cells = doc["cells"]
     assert isinstance(cells, list)
     first = cells[0]

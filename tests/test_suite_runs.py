@@ -38,6 +38,7 @@ from conformance.spec.dimensions import (
     source_addresses,
 )
 from conformance.spec.dualstack import DUAL_PASSTHROUGH
+from conformance.spec.probes import probe_cells
 from conformance.spec.ztunnel import expect_late, expect_tunnel, late_cells, tunnel_cells
 from conformance.world.layout import World
 
@@ -348,7 +349,7 @@ def test_a_dual_run_passes_every_profile(tmp_path: Path, sidecar: str | None) ->
     proc = run_suite(tmp_path, *args)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     # The modules with no dual cells and the profile nothing asks say why, not pytest's "empty parameter set".
-    for module in ("test_ambient", "test_interception", "test_probes", "test_restarts", "test_ztunnel"):
+    for module in ("test_ambient", "test_interception", "test_ztunnel"):
         assert f"{module}: no cells in a dual run (docs/spec.md says which cells each family asks)" in proc.stdout
     assert "empty parameter set" not in proc.stdout
     assert "ambient: not selected (0/0 cells): the emulated mesh: ambient on dual-stack pods is not traced" in (
@@ -359,7 +360,10 @@ def test_a_dual_run_passes_every_profile(tmp_path: Path, sidecar: str | None) ->
     assert {c["id"] for c in doc["cells"]} == {c.id for c in all_cells(families=[IpFamily.DUAL])}  # type: ignore[index,union-attr]
     assert len(doc["cells"]) == 3712  # type: ignore[arg-type]
     assert {p["name"]: p["result"] for p in doc["profiles"]} == DUAL_RESULTS  # type: ignore[index,union-attr]
-    assert doc["probe_cells"] == []
+    # Health probes dial the primary, IPv4, pod IP (rule dual-probe-primary-ipv4): 80 cells, dual_wildcard's too.
+    probes = {c["id"]: c["verdict"] for c in doc["probe_cells"]}  # type: ignore[index,union-attr]
+    assert probes == {c.id: "pass" for c in probe_cells(tuple(Profile), (IpFamily.DUAL,))}
+    assert len(probes) == 80
     assert doc["ztunnel_cells"] == []
     assert "mesh inbound conformance: emulated backend, dual" in proc.stdout
     markdown = (tmp_path / "reports" / "conformance-report.md").read_text()
@@ -396,6 +400,8 @@ def test_a_sidecar_binding_127_0_0_6_for_both_families_fails_exactly_the_ipv6_cl
     expected = cells_a_one_bind_dual_sidecar_breaks()
     assert expected
     assert failed == expected
+    # Its probes dial the IPv4 primary pod IP (from 127.0.0.6, the first bind): no probe cell breaks.
+    assert [c["id"] for c in doc["probe_cells"] if c["verdict"] == "fail"] == []  # type: ignore[index,union-attr]
     results = {p["name"]: p["result"] for p in doc["profiles"]}  # type: ignore[index,union-attr]
     assert results == {**DUAL_RESULTS, "passthrough": "failure", "legacy": "failure"}
 

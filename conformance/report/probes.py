@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from conformance.report.fold import cells_verdict, fold
 from conformance.report.record import RunRecord
-from conformance.spec.dimensions import ONE_FAMILY_BINDS, Profile
+from conformance.spec.dimensions import Profile
+from conformance.spec.dualstack import probe_binds
 from conformance.spec.probes import (
     PROBE_KINDS_OF_USE,
     ProbeCellKey,
@@ -96,10 +97,11 @@ def _restart_cell_text(cell: dict[str, object]) -> str:
 def _restart_table(record: RunRecord, profile: Profile, records: dict[str, dict[str, object]]) -> list[str]:
     """Rows (use, probe, rewrite), columns binds: restarted or not, with the restart count the run saw."""
     rows = []
+    columns = probe_binds(record.family)
     for use in (ProbeUse.LIVENESS, ProbeUse.STARTUP):
         for rewrite in rewrite_settings(profile):
             for probe in PROBE_KINDS_OF_USE[use]:
-                keys = [ProbeCellKey(profile, b, probe, rewrite, record.family, use).id for b in ONE_FAMILY_BINDS]
+                keys = [ProbeCellKey(profile, b, probe, rewrite, record.family, use).id for b in columns]
                 if not any(k in records for k in keys):
                     continue
                 label = {None: "no sidecar", True: "on", False: "off"}[rewrite]
@@ -111,8 +113,8 @@ def _restart_table(record: RunRecord, profile: Profile, records: dict[str, dict[
         "",
         "Liveness and startup probes: restarted or not, and the restart count (`restartCount`) the run saw.",
         "",
-        "| use | probe | rewrite | " + " | ".join(b.value for b in ONE_FAMILY_BINDS) + " |",
-        "|---|---|---|" + "---|" * len(ONE_FAMILY_BINDS),
+        "| use | probe | rewrite | " + " | ".join(b.value for b in columns) + " |",
+        "|---|---|---|" + "---|" * len(columns),
         *rows,
     ]
 
@@ -120,6 +122,7 @@ def _restart_table(record: RunRecord, profile: Profile, records: dict[str, dict[
 def probe_tables(record: RunRecord) -> list[str]:
     """Per profile, rows (probe, rewrite) and columns binds: Ready or not, and who the app saw probing it."""
     lines: list[str] = []
+    columns = probe_binds(record.family)  # a dual-stack run's have `dual_wildcard` too
     if record.probe_cells and record.mesh.version.startswith("1.21"):
         lines += ["", KNOWN_1_21_INCONSISTENCY]
     for profile in record.profiles:
@@ -132,14 +135,14 @@ def probe_tables(record: RunRecord) -> list[str]:
             "",
             "Each cell: expected readiness and who the app sees probing it; ❌ where the run differed.",
             "",
-            "| probe | rewrite | " + " | ".join(b.value for b in ONE_FAMILY_BINDS) + " |",
-            "|---|---|" + "---|" * len(ONE_FAMILY_BINDS),
+            "| probe | rewrite | " + " | ".join(b.value for b in columns) + " |",
+            "|---|---|" + "---|" * len(columns),
         ]
         for rewrite in rewrite_settings(Profile(profile.value)):
             for probe in ProbeKind:
                 label = {None: "no sidecar", True: "on", False: "off"}[rewrite]
                 row = f"| {probe.value} | {label} |"
-                for bind in ONE_FAMILY_BINDS:
+                for bind in columns:
                     key = ProbeCellKey(Profile(profile.value), bind, probe, rewrite, record.family).id
                     row += f" {_text(records[key])} |" if key in records else " – |"
                 section.append(row)

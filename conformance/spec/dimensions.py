@@ -64,8 +64,9 @@ class Bind(StrEnum):
 
 
 ONE_FAMILY_BINDS: tuple[Bind, ...] = (Bind.LOOPBACK, Bind.POD_IP, Bind.WILDCARD)
-"""The binds every family asks. `dual_wildcard` differs from `wildcard` only where an IPv4 connection enters an
-IPv6 pod; health probes and the node proxy's own cells never make one, so they ask these three only."""
+"""The binds every family asks. `dual_wildcard` differs from `wildcard` only where an IPv4 connection enters a pod
+with IPv6; the probes of an IPv6 pod and the node proxy's own cells never make one, so they ask these three only
+(a dual-stack pod's probes do: they dial its IPv4 primary pod IP, `probes.probe_binds`)."""
 
 
 def binds(family: IpFamily) -> tuple[Bind, ...]:

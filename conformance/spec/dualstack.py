@@ -12,9 +12,11 @@ Facts: shared/reference/settings-dualstack.md §2 (the rules, with their Istio a
 Left out, with the reason (docs/spec.md "Dual-stack"):
 - the flag off on a dual-stack pod: which family istio-iptables captures depends on the order of the pod's
   addresses (getLocalIP, "likely IPv4 first", UNCONFIRMED in §2);
-- TPROXY: not traced for dual-stack pods; ambient: out of scope in §5 ("not researched");
-- health probes: a rewritten probe goes to the primary pod IP (IPv4 first on a kind dual-stack cluster), so they
-  would repeat the IPv4 run's probe cells until a backend shows the primary family; node proxy cells are ambient's.
+- TPROXY: not traced for dual-stack pods; ambient: out of scope in §5 ("not researched"); node proxy cells are
+  ambient's.
+Health probes are asked (probes.py, rule `dual-probe-primary-ipv4`, settings-dualstack.md §4 and §5): every probe
+of a dual-stack pod dials its primary pod IP, IPv4 (first on a kind dual-stack cluster), so a probe cell is decided
+in that family, with `dual_wildcard` as a fourth bind (an IPv4 probe enters the pod).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from enum import StrEnum
 from typing import Protocol as TypingProtocol
 
 from conformance.spec.dimensions import (
+    ONE_FAMILY_BINDS,
     SINGLE_STACK,
+    Bind,
     CellKey,
     Client,
     DefaultEndpoint,
@@ -32,12 +36,39 @@ from conformance.spec.dimensions import (
     PortKind,
     Profile,
     Source,
+    binds,
 )
 from conformance.spec.outcome import Expectation, InboundTarget, bind_admits, failure_forms
 from conformance.spec.rules import Rule
 
 DUAL_PROFILES: tuple[Profile, ...] = (Profile.BASELINE, Profile.LEGACY, Profile.PASSTHROUGH)
 """The profiles a dual run asks (REDIRECT only, with the capture settings): ambient is out of scope (§5)."""
+
+
+DUAL_PROBE_FAMILY = IpFamily.IPV4
+"""The family every probe of a dual-stack pod uses: its primary pod IP's (status.podIP and pilot-agent's
+INSTANCE_IP, the first of status.podIPs), IPv4 on a kind dual-stack cluster (`networking.ipFamily: dual` lists IPv4
+first), as the world's `primary_family` and both backends have it."""
+
+
+def probe_family(family: IpFamily) -> IpFamily:
+    """The single-stack family a probe of a run of `family` dials in: the run's, or on dual-stack pods the primary's."""
+    return DUAL_PROBE_FAMILY if family is IpFamily.DUAL else family
+
+
+def probe_binds(family: IpFamily) -> tuple[Bind, ...]:
+    """The binds a family asks probe cells of: three in a single-stack run, and `dual_wildcard` too on dual-stack pods.
+
+    `dual_wildcard` differs from `wildcard` only where an IPv4 connection enters a pod with IPv6: never for a probe
+    of an IPv6-only pod (it dials the IPv6 pod IP or ::1), always for a probe of a dual-stack pod (the IPv4 primary
+    pod IP, settings-dualstack.md §5), so the dual family asks all four (`dimensions.binds`).
+    """
+    return ONE_FAMILY_BINDS if family in SINGLE_STACK else binds(family)
+
+
+def probe_profiles(profiles: tuple[Profile, ...], family: IpFamily) -> tuple[Profile, ...]:
+    """The profiles of `profiles` a family asks probe cells of: no ambient on dual-stack pods (dualstack.py)."""
+    return tuple(p for p in profiles if family is not IpFamily.DUAL or p in DUAL_PROFILES)
 
 
 def client_families(family: IpFamily) -> tuple[IpFamily | None, ...]:

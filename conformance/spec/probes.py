@@ -11,9 +11,11 @@ failure. A failing liveness probe restarts the container again and again (the pa
 loopback-only app under 1.10+ passthrough), a failing startup probe restarts it and it is never Ready, a failing
 readiness probe never restarts anything. Readiness cells keep the ids they had before the use was a coordinate.
 
-The facts come from `shared/reference/probes-ambient.md` section 1 (here "probes reference") and, for the
-legacy switch's effect on probes, `inbound-semantics.md` section 3. Where Istio versions differ the rule says
-so, and `ProbeBehaviour` picks the row: the emulated reference mesh models the current release (passthrough by
+The facts come from `shared/reference/probes-ambient.md` section 1 (here "probes reference") and, for the legacy
+switch's effect on probes, `inbound-semantics.md` section 3; on dual-stack pods from settings-dualstack.md §4 and §5
+(rule `dual-probe-primary-ipv4`: every probe there dials the primary, IPv4, pod IP, so a dual cell is decided in
+that family, with a fourth bind, `dual_wildcard`, which an IPv4 probe enters). Where Istio versions differ the rule
+says so, and `ProbeBehaviour` picks the row: the emulated reference mesh models the current release (passthrough by
 default, legacy by the switch, TCP probes rewritten).
 
 An unrewritten probe dials the pod IP like any other client: it meets the sidecar's inbound capture, so its
@@ -30,7 +32,6 @@ from packaging.version import Version
 
 from conformance.spec.capabilities import claimed_version
 from conformance.spec.dimensions import (
-    ONE_FAMILY_BINDS,
     Bind,
     CellKey,
     Client,
@@ -42,8 +43,12 @@ from conformance.spec.dimensions import (
     Protocol,
     Source,
 )
+from conformance.spec.dualstack import DUAL_BINDS, DUAL_PROFILES, probe_binds, probe_family, probe_profiles
 from conformance.spec.rules import Rule
 from conformance.spec.semantics import expect
+
+DUAL_PROBE_RULE = "dual-probe-primary-ipv4"
+"""The probe rule of dual-stack pods (settings-dualstack.md §4, §5): defined with the other probe rules below."""
 
 
 class ProbeKind(StrEnum):
@@ -241,6 +246,22 @@ PROBE_RULES: dict[str, Rule] = {
             "Kubernetes pkg/probe (httpGet/tcpSocket to status.podIP)",
             "probes reference §1 (consequences, 'app on the pod IP')",
         ),
+        Rule(
+            DUAL_PROBE_RULE,
+            "Dual-stack pod whose primary pod IP (status.podIP, pilot-agent's INSTANCE_IP) is IPv4: pilot-agent sends "
+            "a rewritten probe to the IPv4 pod IP from 127.0.0.6 (with the legacy destination to localhost, from "
+            "127.0.0.6: 127.0.0.1), and the kubelet's own probe (unrewritten, or no sidecar) dials the IPv4 pod IP "
+            "from the node: every probe cell is decided as the IPv4 family's, an IPv4 connection into the pod. Each "
+            "bind is open in both families there (dual-bind-admits); `dual_wildcard`, one [::] socket with "
+            "IPV6_V6ONLY off, accepts the IPv4 probe and reports 127.0.0.6 IPv4-mapped, dotted as Go prints it (an "
+            "app with only an IPv6-only [::] socket would fail the probe, and its liveness probe restart it).",
+            "pilot/cmd/pilot-agent/status/server.go (HEAD L215-222: upstreamLocalAddress 127.0.0.6 when INSTANCE_IP "
+            "is IPv4, ::6 when IPv6; 1.10.0 L203-208); Kubernetes pkg/probe (the pod IP, status.podIP, the first of "
+            "status.podIPs); golang/go src/net/ipsock_posix.go favoriteAddrFamily, src/net/ip.go IP.String",
+            "settings-dualstack.md §4 ('On Dual the agent probes the primary pod IP from 127.0.0.6 when INSTANCE_IP "
+            "is IPv4'), §5 (Dual-stack pod, IPv4 paths: 'Rewritten probes to an IPv4 primary pod IP: the probe fails "
+            "on a V6ONLY socket'); probes reference §1 (table)",
+        ),
     )
 }
 
@@ -308,11 +329,15 @@ class ProbeExpectation:
 
 
 def traffic_cell(cell: ProbeCellKey) -> CellKey:
-    """The traffic cell of another pod dialling the probed port: what "reachable" means for this container."""
+    """The traffic cell of another pod dialling the probed port: what "reachable" means for this container.
+
+    On a dual-stack pod the other pod dials the pod IP the probes dial, the primary's family (`probe_family`).
+    """
     protocol = Protocol.HTTP if cell.probe is ProbeKind.HTTP else Protocol.TCP
+    client_family = probe_family(cell.ip_family) if cell.ip_family is IpFamily.DUAL else None
     return CellKey(
         cell.profile, DefaultEndpoint.NONE, cell.bind, PortKind.DECLARED, protocol, Path.POD_IP, Client.PLAIN,
-        cell.ip_family,
+        cell.ip_family, client_family=client_family,
     )  # fmt: skip
 
 
@@ -327,9 +352,15 @@ def expect_probe(cell: ProbeCellKey, behaviour: ProbeBehaviour = CURRENT) -> Pro
     """Apply the probe rules to one cell, for the version whose behaviour is given.
 
     A liveness or startup probe passes exactly where the readiness probe of the same container does
-    (`probe-rewrite-all-uses`); its use says what the kubelet makes of a failure.
+    (`probe-rewrite-all-uses`); its use says what the kubelet makes of a failure. A dual-stack pod's probe dials
+    its primary, IPv4, pod IP (`dual-probe-primary-ipv4`, first in `because`): its family decides the traffic
+    cell behind "reachable" and the bind rule (`dual-bind-admits`), the rest is every family's.
     """
+    if cell.ip_family is IpFamily.DUAL and cell.profile not in DUAL_PROFILES:
+        raise ValueError(f"{cell.id}: profile {cell.profile.value} is not asked on dual-stack pods")
     readiness = _expect_readiness(replace(cell, use=ProbeUse.READINESS), behaviour)
+    if cell.ip_family is IpFamily.DUAL:
+        readiness = replace(readiness, because=(DUAL_PROBE_RULE, *readiness.because))
     passes = bool(readiness.ready)
     if cell.use is ProbeUse.READINESS:
         return replace(readiness, because=(*readiness.because, "probe-readiness-no-restart"))
@@ -346,11 +377,12 @@ def _expect_readiness(cell: ProbeCellKey, behaviour: ProbeBehaviour) -> ProbeExp
     """The readiness probe's verdict for a cell (its use aside)."""
     traffic = expect(traffic_cell(cell))
     reachable = traffic.reachable
+    admits = DUAL_BINDS if cell.ip_family is IpFamily.DUAL else "bind-admits"
     if cell.profile in (Profile.BASELINE, Profile.AMBIENT):
         ready = cell.bind is not Bind.LOOPBACK
         rules = ("probe-ambient-bypass",) if cell.profile is Profile.AMBIENT else ()
         return ProbeExpectation(
-            ready, ProbeSource.KUBELET if ready else None, reachable, (*rules, "probe-kubelet-direct", "bind-admits")
+            ready, ProbeSource.KUBELET if ready else None, reachable, (*rules, "probe-kubelet-direct", admits)
         )
     rewritten = bool(cell.rewrite) and (cell.probe is ProbeKind.HTTP or behaviour.tcp_rewritten)
     if not rewritten:
@@ -371,7 +403,7 @@ def _expect_readiness(cell: ProbeCellKey, behaviour: ProbeBehaviour) -> ProbeExp
         ready = cell.bind is not Bind.POD_IP
         source = ProbeSource.INBOUND_PASSTHROUGH
         rule = "probe-agent-legacy-localhost"
-    return ProbeExpectation(ready, source if ready else None, reachable, ("probe-rewrite", rule, "bind-admits"))
+    return ProbeExpectation(ready, source if ready else None, reachable, ("probe-rewrite", rule, admits))
 
 
 def rewrite_settings(profile: Profile) -> tuple[bool | None, ...]:
@@ -380,15 +412,18 @@ def rewrite_settings(profile: Profile) -> tuple[bool | None, ...]:
 
 
 def probe_cells(profiles: tuple[Profile, ...], families: tuple[IpFamily, ...]) -> tuple[ProbeCellKey, ...]:
-    """Every probe cell, in a stable order: family, profile, use, rewrite, probe, bind (readiness first, as before)."""
+    """Every probe cell, in a stable order: family, profile, use, rewrite, probe, bind (readiness first, as before).
+
+    A dual family asks its profiles (no ambient) and binds (`dual_wildcard` too): `probe_profiles`, `probe_binds`.
+    """
     return tuple(
         ProbeCellKey(profile, bind, probe, rewrite, family, use)
         for family in families
-        for profile in profiles
+        for profile in probe_profiles(profiles, family)
         for use in ProbeUse
         for rewrite in rewrite_settings(profile)
         for probe in PROBE_KINDS_OF_USE[use]
-        for bind in ONE_FAMILY_BINDS
+        for bind in probe_binds(family)
     )
 
 
@@ -416,29 +451,30 @@ def probe_spec_markdown(profiles: tuple[Profile, ...], families: tuple[IpFamily,
     """
     lines: list[str] = []
     for family in families:
-        for profile in profiles:
+        columns = probe_binds(family)
+        for profile in probe_profiles(profiles, family):
             lines += ["", f"## {profile.value} ({family.value}): health probes", ""]
-            lines.append("| probe | rewrite | " + " | ".join(b.value for b in ONE_FAMILY_BINDS) + " |")
-            lines.append("|---|---|" + "---|" * len(ONE_FAMILY_BINDS))
+            lines.append("| probe | rewrite | " + " | ".join(b.value for b in columns) + " |")
+            lines.append("|---|---|" + "---|" * len(columns))
             for rewrite in rewrite_settings(profile):
                 for probe in ProbeKind:
                     label = {None: "no sidecar", True: "on", False: "off"}[rewrite]
                     row = f"| {probe.value} | {label} |"
-                    for bind in ONE_FAMILY_BINDS:
+                    for bind in columns:
                         want = expect_probe(ProbeCellKey(profile, bind, probe, rewrite, family))
                         text = "✓ Ready" if want.ready else "✗ not Ready"
                         text += f" ({want.source.value})" if want.source else ""
                         text += " ⚠️ false Ready" if want.false_ready else ""
                         row += f" {text} |"
                     lines.append(row)
-            lines += ["", "| use | probe | rewrite | " + " | ".join(b.value for b in ONE_FAMILY_BINDS) + " |"]
-            lines.append("|---|---|---|" + "---|" * len(ONE_FAMILY_BINDS))
+            lines += ["", "| use | probe | rewrite | " + " | ".join(b.value for b in columns) + " |"]
+            lines.append("|---|---|---|" + "---|" * len(columns))
             for use in (ProbeUse.LIVENESS, ProbeUse.STARTUP):
                 for rewrite in rewrite_settings(profile):
                     for probe in PROBE_KINDS_OF_USE[use]:
                         label = {None: "no sidecar", True: "on", False: "off"}[rewrite]
                         row = f"| {use.value} | {probe.value} | {label} |"
-                        for bind in ONE_FAMILY_BINDS:
+                        for bind in columns:
                             want = expect_probe(ProbeCellKey(profile, bind, probe, rewrite, family, use))
                             text = restart_text(use, want.restarts)
                             text += f" ({want.source.value})" if want.source else ""

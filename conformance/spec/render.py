@@ -1,12 +1,13 @@
 """The spec as a versioned JSON document and as Markdown tables a person reads.
 
-JSON format `mesh-inbound-conformance/spec`, version 5 (documented in docs/spec.md, "Reading the spec", with
+JSON format `mesh-inbound-conformance/spec`, version 7 (documented in docs/spec.md, "Reading the spec", with
 what each version changed): the top-level keys `format`, `version`, `dimensions`, `rules` and `cells` are
 stable; each cell has `id`, the nine key fields (`interception` since version 5), and
 `expected {reachable, source, failure, because}`. New
 fields may be added within a version; renaming or removing one, or changing what it means, bumps the version.
 Version 4 (from 3): a reachable cell always has a `source` (a sidecar client of an ambient server sees the
 client too), so `expected.source_judged` is gone; `[::]:P` on an IPv4 pod is unreachable (it dials ::1).
+Version 7 (from 6): a dual document has probe cells (`probe/.../dual`, four binds, rule `dual-probe-primary-ipv4`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from conformance.spec.semantics import RULES, expect
 from conformance.spec.ztunnel import ztunnel_spec_entries, ztunnel_spec_markdown
 
 SPEC_FORMAT = "mesh-inbound-conformance/spec"
-SPEC_FORMAT_VERSION = 6
+SPEC_FORMAT_VERSION = 7
 
 
 def spec_document(cells: Sequence[CellKey]) -> dict[str, object]:
@@ -67,16 +68,21 @@ def spec_document(cells: Sequence[CellKey]) -> dict[str, object]:
         },
         "rules": [r.to_json() for r in (*RULES.values(), *CAPTURE_RULES.values())],
         "cells": [{"id": cell.id, **cell.to_json(), "expected": expect(cell).to_json()} for cell in cells],
-        # Health probes (probes.py): added within version 1, beside the traffic cells.
-        **probe_spec_entries(tuple(dict.fromkeys(c.profile for c in cells)), _single_stack(cells)),
+        # Health probes (probes.py): added within version 1, beside the traffic cells; dual ones from version 7.
+        **probe_spec_entries(tuple(dict.fromkeys(c.profile for c in cells)), _families(cells)),
         # The node proxy's own contract (ztunnel.py): added within version 5, beside the traffic cells.
         **ztunnel_spec_entries(tuple(dict.fromkeys(c.profile for c in cells)), _single_stack(cells)),
     }
 
 
+def _families(cells: Sequence[CellKey]) -> tuple[IpFamily, ...]:
+    """The families of `cells`, in order: each asks probe cells (a dual one of its profiles, probes.py)."""
+    return tuple(dict.fromkeys(c.ip_family for c in cells))
+
+
 def _single_stack(cells: Sequence[CellKey]) -> tuple[IpFamily, ...]:
-    """The single-stack families of `cells`: probe and node proxy cells are not asked in dual runs (dualstack.py)."""
-    return tuple(f for f in dict.fromkeys(c.ip_family for c in cells) if f in SINGLE_STACK)
+    """The single-stack families of `cells`: node proxy cells are not asked in dual runs (dualstack.py)."""
+    return tuple(f for f in _families(cells) if f in SINGLE_STACK)
 
 
 def spec_json(cells: Sequence[CellKey]) -> str:
@@ -168,7 +174,7 @@ def spec_markdown(profiles: Iterable[Profile], families: Iterable[IpFamily]) -> 
                                     lines.append(row)
                 if mode is Interception.REDIRECT:
                     lines += _uncaptured_rows(profile, family)
-    single = tuple(f for f in families if f in SINGLE_STACK)  # probe and node proxy cells: not in dual runs
-    lines += probe_spec_markdown(profile_list, single)
+    single = tuple(f for f in families if f in SINGLE_STACK)  # node proxy cells: not in dual runs
+    lines += probe_spec_markdown(profile_list, families)
     lines += ztunnel_spec_markdown(profile_list, single)
     return "\n".join(lines) + "\n"

@@ -25,7 +25,7 @@ from conformance.spec.semantics import expect, precheck_finding
 from conformance.suite.cases import ConformanceCase
 from conformance.world.namespaces import NS_MESH
 from conformance.world.pods import PodRef
-from conformance.world.probe_pods import PROBED_CONTAINERS, probe_pods_of, restartable_ports
+from conformance.world.probe_pods import probe_pods_of, probed_containers, restartable_ports
 
 INVOLVED = pytest.StashKey[list[PodRef]]()
 """On a test's item: the pods its failed check involved, whose diagnostics the plugin attaches to the failure."""
@@ -181,9 +181,9 @@ class ConformanceRun:
         # The probe pods' probed ports are declared in their Services: a loopback one is a finding too. A container
         # the kubelet may restart (liveness, startup) listens nowhere between runs: its port is not asked.
         probe_pods = [p for p, _ in probe_pods_of(NS_MESH)]
-        unasked = {(p.app, port) for p in probe_pods for port in restartable_ports()}
+        unasked = {(p.app, port) for p in probe_pods for port in restartable_ports(world.family)}
         for probe_server in probe_pods:
-            for container in PROBED_CONTAINERS:
+            for container in probed_containers(world.family):
                 if container.may_restart:
                     continue
                 if precheck_finding(DefaultEndpoint.NONE, PortKind.DECLARED, container.bind)[0]:

@@ -22,7 +22,8 @@ import pytest
 from conformance.backends.base import BackendError, ContainerReadiness, ProbeRequest
 from conformance.report.probes import record_probe
 from conformance.spec.capabilities import Capability
-from conformance.spec.dimensions import SINGLE_STACK, Client, IpFamily, Profile, Source, source_addresses
+from conformance.spec.dimensions import Client, IpFamily, Profile, Source, source_addresses
+from conformance.spec.dualstack import probe_family
 from conformance.spec.probes import (
     ProbeCellKey,
     ProbeExpectation,
@@ -60,9 +61,7 @@ class ProbeCase(ConformanceCase):
     probe_select: ProbeFilter = lambda _cell: True
 
     def probe_cells(self, profile: Profile, family: IpFamily) -> tuple[ProbeCellKey, ...]:
-        """The probe cells this case asks of a profile (none on dual-stack pods: spec/dualstack.py leaves them out)."""
-        if family not in SINGLE_STACK:
-            return ()
+        """The probe cells this case asks of a profile (on dual-stack pods, of the profiles a dual run asks)."""
         return tuple(c for c in probe_cells((profile,), (family,)) if self.probe_select(c))
 
     def profiles(self, family: IpFamily) -> tuple[Profile, ...]:
@@ -172,12 +171,21 @@ def check_readiness(run: ConformanceRun, case: ProbeCase) -> None:
 
 
 def classify_peer(peer: str, pod_ip: str, family: IpFamily) -> str:
-    """Who a probe connection came from, by meaning: the node (kubelet), 127.0.0.6, localhost, or the pod itself."""
-    addresses = source_addresses(family)  # probe cells are single-stack (no client family)
+    """Who a probe connection came from, by meaning: the node (kubelet), 127.0.0.6, localhost, or the pod itself.
+
+    On a dual-stack pod the names are those of the probes' family, the primary's (`probe_family`: 127.0.0.6 is
+    `inbound_passthrough`), and the other family's fixed addresses are named as such (::6 is
+    `ipv6_inbound_passthrough`, ::1 `ipv6_localhost`): an agent that probed the IPv6 pod IP would not pass.
+    """
+    by = probe_family(family) if family is IpFamily.DUAL else None
+    addresses = source_addresses(family, by)
     if peer == addresses[Source.INBOUND_PASSTHROUGH]:
         return ProbeSource.INBOUND_PASSTHROUGH.value
     if peer == addresses[Source.LOCALHOST]:
         return ProbeSource.LOCALHOST.value
+    other = next((s for s, a in addresses.items() if a == peer), None)
+    if other is not None:
+        return other.value
     if peer == pod_ip:
         return "self"
     return ProbeSource.KUBELET.value

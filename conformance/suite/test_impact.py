@@ -21,7 +21,7 @@ from conformance.spec.dimensions import MESH_PROFILES, Bind, IpFamily, Path
 from conformance.suite.cases import ConformanceCase
 from conformance.suite.checks import ConformanceRun
 from conformance.world.namespaces import NS_MESH
-from conformance.world.probe_pods import PROBED_CONTAINERS, probe_pods_of, restartable_ports
+from conformance.world.probe_pods import probe_pods_of, probed_containers, restartable_ports
 
 CASES = (
     ConformanceCase(
@@ -61,7 +61,7 @@ def test_impact(conformance: ConformanceRun, case: ConformanceCase) -> None:
     apps = [*(s.app for s in world.mesh_servers), *(p.app for p in probe_pods)]
     loopback = [f for f in report.findings if f.kind == LOOPBACK_ONLY]
     # A probed container the kubelet may restart (liveness, startup) listens nowhere between runs: not asked.
-    unasked = {(p.app, port) for p in probe_pods for port in restartable_ports()}
+    unasked = {(p.app, port) for p in probe_pods for port in restartable_ports(world.family)}
     got = {(_app(f.pod, apps), f.port) for f in loopback} - unasked
     # The servers' loopback declared ports, and the probe pods' loopback probed ports (declared in their Services).
     truth = {
@@ -69,7 +69,10 @@ def test_impact(conformance: ConformanceRun, case: ConformanceCase) -> None:
         for s in world.mesh_servers
         for p in world.server_ports
         if p.declared and p.bind is Bind.LOOPBACK
-    } | ({(p.app, c.port) for p in probe_pods for c in PROBED_CONTAINERS if c.bind is Bind.LOOPBACK} - unasked)
+    } | (
+        {(p.app, c.port) for p in probe_pods for c in probed_containers(world.family) if c.bind is Bind.LOOPBACK}
+        - unasked
+    )
     seen = {(_app(f.pod, apps), f.port) for f in precheck.findings if f.namespace == NS_MESH} - unasked
     problems = [f"{r.pod.key}: not checked: {r.unchecked}" for r in report.unchecked]
     if missed := sorted(seen - got):

@@ -1,9 +1,9 @@
 """Kubelet health probes: readiness per cell, who the app saw probing it, and "Ready means reachable".
 
-The probe pods carry one probed container per bind and probe kind (`world.PROBED_CONTAINERS`); in the mesh one
-pod has its probes rewritten by the injector and one opts out (`sidecar.istio.io/rewriteAppHTTPProbers:
-"false"`). The facts are `conformance.spec.probes` (probes reference section 1). These cases ask the readiness
-cells; the liveness and startup cells (restarts) are test_restarts.py's.
+The probe pods carry one probed container per bind and probe kind (`world.probed_containers`: `dual_wildcard` too on
+dual-stack pods); in the mesh one pod has its probes rewritten by the injector and one opts out
+(`sidecar.istio.io/rewriteAppHTTPProbers: "false"`). The facts are `conformance.spec.probes` (probes reference
+section 1). These cases ask the readiness cells; the liveness and startup cells (restarts) are test_restarts.py's.
 """
 
 from __future__ import annotations

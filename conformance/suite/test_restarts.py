@@ -1,13 +1,13 @@
 """Liveness and startup probes, with restarts (issue 22 item 3): who the kubelet restarts, and who probed the app.
 
 Each probe pod carries, beside its readiness-probed containers, one container per bind with an httpGet liveness
-probe and one with an httpGet startup probe (`world.PROBED_CONTAINERS`), rewritten by the injector to
-`/app-health/<container>/livez` and `/startupz` like readiness probes. A liveness probe that fails makes the
-kubelet restart its container again and again (istio/istio#36894: a loopback-only app after the 1.10 upgrade); a
-startup probe that fails too, and the container is never Ready; a readiness probe never restarts anything. The
-facts are `conformance.spec.probes` (rules probe-rewrite-all-uses, probe-liveness-restarts, probe-startup-holds,
-probe-readiness-no-restart). This file sorts after the traffic cases, so the kubelet has had a profile's seconds to
-restart what it restarts before the cells are asked.
+probe and one with an httpGet startup probe (`world.probed_containers`: `dual_wildcard` too on dual-stack pods),
+rewritten by the injector to `/app-health/<container>/livez` and `/startupz` like readiness probes. A liveness probe
+that fails makes the kubelet restart its container again and again (istio/istio#36894: a loopback-only app after the
+1.10 upgrade); a startup probe that fails too, and the container is never Ready; a readiness probe never restarts
+anything. The facts are `conformance.spec.probes` (rules probe-rewrite-all-uses, probe-liveness-restarts,
+probe-startup-holds, probe-readiness-no-restart). This file sorts after the traffic cases, so the kubelet has had a
+profile's seconds to restart what it restarts before the cells are asked.
 """
 
 from __future__ import annotations

@@ -287,7 +287,7 @@ class World:
 
     def probe_manifests(self) -> list[Manifest]:
         """The probe pods and their Services (baseline, and in the mesh one pod per rewrite setting)."""
-        return probe_manifests(lambda ref: self.deployment(ref, ()), self.ambient)
+        return probe_manifests(lambda ref: self.deployment(ref, ()), self.ambient, self.family)
 
     def deployment(
         self, ref: PodRef, ports: tuple[EchoPort, ...], annotations: dict[str, str] | None = None

@@ -4,7 +4,9 @@ One probe pod without a sidecar (baseline), two in the mesh (rewrite on, rewrite
 Each runs the world's echo container (its control port) and one probed container per bind x probe kind x use
 (a readiness probe, httpGet and tcpSocket; a liveness probe, a startup probe, httpGet: issue 22 item 3), each with
 an echo port that kubelet probes and a control port of its own. A probe cell is asked of one container of one pod
-(`probe_pod`, `probed_container`).
+(`probe_pod`, `probed_container`). The binds are the family's (`spec.probes.probe_binds`): a dual-stack world's
+probe pods carry a `dual_wildcard` container of each kind and use too (`probed_containers`), whose ports come
+after the three others' (last digit 4, control ports after theirs), so a single-stack pod is as it was.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from conformance.spec.dimensions import ONE_FAMILY_BINDS, Bind, Profile, Protocol
+from conformance.spec.dimensions import ONE_FAMILY_BINDS, Bind, IpFamily, Profile, Protocol
+from conformance.spec.dualstack import probe_binds
 from conformance.spec.probes import PROBE_KINDS_OF_USE, ProbeCellKey, ProbeKind, ProbeUse
 from conformance.world.namespaces import NS_AMBIENT, NS_BASELINE, NS_MESH, Manifest
 from conformance.world.pods import PodRef
@@ -70,25 +73,48 @@ _FIRST_PORT = {
 }
 """Readiness 838x http, 938x tcp; liveness 839x, startup 837x; the last digit by bind."""
 
+_KINDS_OF_USE = tuple((use, k) for use in ProbeUse for k in PROBE_KINDS_OF_USE[use])
+
 PROBED_CONTAINERS: tuple[ProbedContainer, ...] = tuple(
     # Control ports from 19001 on (excluded from capture): readiness 19001-19006 as before, then the others.
     ProbedContainer(b, k, _FIRST_PORT[use, k] + i, CONTROL_PORT + 1 + 3 * j + i, use)
-    for j, (use, k) in enumerate((use, k) for use in ProbeUse for k in PROBE_KINDS_OF_USE[use])
+    for j, (use, k) in enumerate(_KINDS_OF_USE)
     for i, b in enumerate(ONE_FAMILY_BINDS)
 )
+"""The probed containers of a single-stack world (three binds)."""
+
+DUAL_WILDCARD_CONTAINERS: tuple[ProbedContainer, ...] = tuple(
+    # Ports 8384, 9384, 8394, 8374 (last digit 4, as the servers' dual_wildcard ports); control ports after the
+    # single-stack ones (19013-19016).
+    ProbedContainer(
+        Bind.DUAL_WILDCARD,
+        k,
+        _FIRST_PORT[use, k] + len(ONE_FAMILY_BINDS),
+        CONTROL_PORT + 1 + len(PROBED_CONTAINERS) + j,
+        use,
+    )
+    for j, (use, k) in enumerate(_KINDS_OF_USE)
+)
+"""The `dual_wildcard` containers a dual-stack world's probe pods carry besides (`probed_containers`)."""
+
+
+def probed_containers(family: IpFamily) -> tuple[ProbedContainer, ...]:
+    """The probed containers of a world of `family`: one per bind the family asks probe cells of (`probe_binds`)."""
+    every = (*PROBED_CONTAINERS, *DUAL_WILDCARD_CONTAINERS)
+    return tuple(c for c in every if c.bind in probe_binds(family))
 
 
 def probed_container(cell: ProbeCellKey) -> ProbedContainer:
     """The container a probe cell is asked of."""
-    for container in PROBED_CONTAINERS:
+    for container in probed_containers(cell.ip_family):
         if (container.bind, container.probe, container.use) == (cell.bind, cell.probe, cell.use):
             return container
     raise LookupError(f"no probed container for {cell.id}")
 
 
-def restartable_ports() -> frozenset[int]:
+def restartable_ports(family: IpFamily = IpFamily.IPV4) -> frozenset[int]:
     """The probed ports of containers the kubelet may restart (see `ProbedContainer.may_restart`)."""
-    return frozenset(c.port for c in PROBED_CONTAINERS if c.may_restart)
+    return frozenset(c.port for c in probed_containers(family) if c.may_restart)
 
 
 def probe_pod(cell: ProbeCellKey) -> PodRef:
@@ -111,9 +137,16 @@ def probe_pods_of(namespace: str | None = None, ambient: bool = False) -> tuple[
     return tuple((p, r) for p, r in pods if namespace is None or p.namespace == namespace)
 
 
-def probe_manifests(echo_deployment: Callable[[PodRef], Manifest], ambient: bool) -> list[Manifest]:
-    """The probe pods and their Services, each pod built on the world's echo Deployment (`echo_deployment`)."""
+def probe_manifests(
+    echo_deployment: Callable[[PodRef], Manifest], ambient: bool, family: IpFamily = IpFamily.IPV4
+) -> list[Manifest]:
+    """The probe pods and their Services, each pod built on the world's echo Deployment (`echo_deployment`).
+
+    A dual-stack world's probe pods have the `dual_wildcard` containers too, and their Services a ClusterIP of
+    each family (RequireDualStack, as every Service of that world).
+    """
     out: list[Manifest] = []
+    probed = probed_containers(family)
     for ref, rewrite in probe_pods_of(ambient=ambient):
         deployment = echo_deployment(ref)
         template = deployment["spec"]["template"]  # type: ignore[index]
@@ -121,15 +154,15 @@ def probe_manifests(echo_deployment: Callable[[PodRef], Manifest], ambient: bool
         labels[PROBE_POD_LABEL] = "true"
         deployment["metadata"]["labels"][PROBE_POD_LABEL] = "true"  # type: ignore[index]
         annotations = template["metadata"]["annotations"]
-        controls = [CONTROL_PORT, *(c.control_port for c in PROBED_CONTAINERS)]
+        controls = [CONTROL_PORT, *(c.control_port for c in probed)]
         annotations[EXCLUDE_INBOUND_ANNOTATION] = ",".join(str(p) for p in controls)
         if rewrite is False:
             annotations[PROBE_REWRITE_ANNOTATION] = "false"
         containers = template["spec"]["containers"]
         main = containers[0]
-        containers += [_probed_container_manifest(main, c) for c in PROBED_CONTAINERS]
+        containers += [_probed_container_manifest(main, c) for c in probed]
         out.append(deployment)
-        out.append(_probe_service(ref))
+        out.append(_probe_service(ref, probed, dual=family is IpFamily.DUAL))
     return out
 
 
@@ -173,13 +206,15 @@ def _probed_container_manifest(base: dict[str, object], container: ProbedContain
     }
 
 
-def _probe_service(ref: PodRef) -> Manifest:
+def _probe_service(ref: PodRef, probed: tuple[ProbedContainer, ...], *, dual: bool = False) -> Manifest:
     # The probed ports are declared, so a probe that is not rewritten meets the same inbound cluster as traffic.
+    families = {"ipFamilyPolicy": "RequireDualStack", "ipFamilies": ["IPv4", "IPv6"]} if dual else {}
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": ref.app, "namespace": ref.namespace, "labels": {"app": ref.app, PROBE_POD_LABEL: "true"}},
         "spec": {
+            **families,
             "selector": {"app": ref.app},
             "ports": [
                 {
@@ -189,7 +224,7 @@ def _probe_service(ref: PodRef) -> Manifest:
                     "protocol": "TCP",
                     "appProtocol": c.echo_port.protocol.value,
                 }
-                for c in PROBED_CONTAINERS
+                for c in probed
             ],
         },
     }
