@@ -151,3 +151,11 @@ def test_the_path_of_a_cell_names_what_the_code_defines(path: str, name: str) ->
     if path == "conformance/suite/checks.py" and not (REPO / path).exists():
         pytest.skip("ConformanceRun moves beside the cases in another branch of issue 21")
     assert name in _defined(REPO / path)
+
+
+def test_arguments_to_the_unit_environment_choose_the_tests() -> None:
+    """`tox -e unit -- tests/test_spec.py` must run that file, not that file and then the whole folder (10 minutes)."""
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read(REPO / "tox.ini")
+    command = ini["testenv:unit"]["commands"].split()
+    assert command[-1] == "{posargs:tests}", command
