@@ -386,10 +386,11 @@ def test_cli_capabilities_dual_prints_the_localhost_v6_behaviour() -> None:
     assert "dual_localhost_v6" not in single["traffic_behaviour"]
 
 
-def test_impact_keeps_single_stack_choices() -> None:
-    proc = run_cli("impact", "--ip-family", "dual")
+def test_impact_offers_the_three_families() -> None:
+    """`impact` reads a dual-stack pod per family (issue 23 item 4): dual is a choice, a typo one line."""
+    proc = run_cli("impact", "--ip-family", "triple")
     assert proc.returncode == 2
-    assert "invalid choice: 'dual'" in proc.stderr
+    assert "invalid choice: 'triple' (choose from 'ipv4', 'ipv6', 'dual')" in proc.stderr
 
 
 def test_a_dual_kind_run_is_let_through_to_the_capability_check() -> None:
