@@ -7,7 +7,7 @@ its shape is a new version: tools that read the file check `format` and `version
 from __future__ import annotations
 
 from conformance.report.probes import probe_document
-from conformance.report.record import RunRecord, outcome_text
+from conformance.report.record import CellRecord, RunRecord, outcome_text
 from conformance.report.ztunnel import ztunnel_document
 from conformance.spec.dimensions import IpFamily, Source, source_addresses
 
@@ -54,28 +54,29 @@ def json_document(record: RunRecord) -> dict[str, object]:
         "profiles": profiles,
         "prechecks": record.prechecks,
         "timings_s": {k: round(v, 3) for k, v in record.timings.items()},
-        "cells": [
-            {
-                "id": r.cell.id,
-                **r.cell.to_json(),
-                "expected": {
-                    **r.expected.to_json(),
-                    "source_address": _address(family, r.expected.source, r.cell.client_family),
-                },
-                "observed": {
-                    **r.observed.to_json(),
-                    "outcome_text": outcome_text(r.observed.last.label),
-                    "source_address": _address(family, r.observed.source, r.cell.client_family),
-                },
-                "verdict": "pass" if r.passed else "fail",
-                "checks": r.checks,
-                "reasons": r.reasons,
-            }
-            for r in sorted(record.cells.values(), key=lambda r: r.cell.id)
-        ],
+        "cells": [_cell(r, family) for r in sorted(record.cells.values(), key=lambda r: r.cell.id)],
         "probe_cells": probe_document(record),
         "ztunnel_cells": ztunnel_document(record),
     }
+
+
+def _cell(r: CellRecord, family: IpFamily) -> dict[str, object]:
+    """One cell's JSON; its head (keys, expected, observed) built once per record (CellRecord.json_head)."""
+    if r.json_head is None:
+        r.json_head = {
+            "id": r.cell.id,
+            **r.cell.to_json(),
+            "expected": {
+                **r.expected.to_json(),
+                "source_address": _address(family, r.expected.source, r.cell.client_family),
+            },
+            "observed": {
+                **r.observed.to_json(),
+                "outcome_text": outcome_text(r.observed.last.label),
+                "source_address": _address(family, r.observed.source, r.cell.client_family),
+            },
+        }
+    return {**r.json_head, "verdict": "pass" if r.passed else "fail", "checks": r.checks, "reasons": r.reasons}
 
 
 def _address(family: IpFamily, source: object, client_family: IpFamily | None = None) -> str | None:

@@ -262,13 +262,30 @@ def _observed_text(record: CellRecord, family: IpFamily) -> str:
     return text
 
 
+def _index(members: Sequence[object]) -> dict[object, int]:
+    return {member: i for i, member in enumerate(members)}
+
+
+_ORDER = (
+    _index(list(InboundCapture)),
+    _index(list(DefaultEndpoint)),
+    _index(list(PortKind)),
+    _index(list(Protocol)),
+    _index(list(CellPath)),
+    _index(list(Client)),
+    _index(list(IpFamily)),
+)
+"""Each coordinate's members by declaration order, looked up once: a report rewrite sorts every cell."""
+
+
 def _row_order(cell: CellKey) -> tuple[int, ...]:
+    capture, endpoint, port, protocol, path, client, family = _ORDER
     return (
-        list(InboundCapture).index(cell.capture),
-        list(DefaultEndpoint).index(cell.default_endpoint),
-        list(PortKind).index(cell.port),
-        list(Protocol).index(cell.protocol),
-        list(CellPath).index(cell.path),
-        list(Client).index(cell.client) if cell.client else 9,
-        list(IpFamily).index(cell.client_family) if cell.client_family else 9,
+        capture[cell.capture],
+        endpoint[cell.default_endpoint],
+        port[cell.port],
+        protocol[cell.protocol],
+        path[cell.path],
+        client[cell.client] if cell.client else 9,
+        family[cell.client_family] if cell.client_family else 9,
     )

@@ -41,6 +41,9 @@ class CellRecord:
     observed: Observation
     checks: dict[str, bool] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
+    json_head: dict[str, object] | None = field(default=None, repr=False, compare=False)
+    """The cell's JSON up to `observed` (json_document.py): fixed once the cell is recorded, so it is built once,
+    where its checks grow with each test that judges it (a run rewrites its report a dozen times)."""
 
     @property
     def passed(self) -> bool:
@@ -160,7 +163,7 @@ class RunRecord:
     def profile_result(self, profile: str) -> tuple[str, dict[str, int]]:
         """Gateway API-style result and statistics of one profile."""
         tests = [t for t in self.tests.values() if t.profile == profile]
-        cells = [c for c in self.cells.values() if c.cell.profile.value == profile]
+        cells = [c for c in self.cells.values() if c.cell.profile == profile]  # a StrEnum equals its value
         probes = [p for p in self.probe_cells.values() if p.get("profile") == profile]
         node_proxy = [z for z in self.ztunnel_cells.values() if z.get("profile") == profile]
         stats = {

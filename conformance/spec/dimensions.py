@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 
 
 class Profile(StrEnum):
@@ -323,9 +324,12 @@ class CellKey:
     """None in single-stack runs; in a dual run the family the connection uses: for a path from another pod the
     family the client dials (pod IP or ClusterIP of that family), in the pod the family of the address dialled."""
 
-    @property
+    @cached_property
     def id(self) -> str:
         """A stable, human-readable identifier (also used as pytest id and report key).
+
+        Computed once per key (cached on the instance, outside the fields, so equality and hashing are the
+        fields' alone): a report rewrite asks every cell's id, and a run rewrites its report a dozen times.
 
         A REDIRECT cell of a fully captured server has the id it had before these were coordinates (reports are
         compared across versions by id); a TPROXY cell's profile segment reads `passthrough+tproxy`, a server

@@ -27,6 +27,7 @@ import collections  # noqa: F401
 import contextlib
 import ctypes
 import dataclasses  # noqa: F401
+import gc
 import importlib.util  # noqa: F401
 import ipaddress  # noqa: F401
 import itertools  # noqa: F401
@@ -162,6 +163,9 @@ def main() -> int:
     for path in sys.argv[2:]:
         with open(path, "rb") as fh:
             programs[path] = compile(fh.read(), path, "exec", dont_inherit=True)
+    # What the server has loaded is every child's too: frozen, it is out of the children's garbage collections
+    # (their passes skip it, and leave its copy-on-write pages unwritten).
+    gc.freeze()
     conn = socket.socket(fileno=int(sys.argv[1]))
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         serve(conn, programs)
