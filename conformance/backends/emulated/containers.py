@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from conformance.backends.base import BackendError, ContainerReadiness, PrerequisiteError, ProcessDeath
@@ -101,21 +101,27 @@ class Containers:
         )
 
     def start(self, objects: kube.Objects) -> None:
-        """Start every pod's containers and the node's ztunnel, wait until all are ready, start the kubelet."""
+        """Start the kubelet, every pod's containers and the node's ztunnel; probe each pod once it is ready.
+
+        The pods the kubelet probes start first, and each is probed as soon as it is ready, as a kubelet probes
+        a pod once its containers run, whatever the other pods do: their probes' story (a liveness probe that
+        restarts its container once a second or two) then runs while the other ~60 containers start, instead of
+        after them (~0.7 s of a run spent waiting for the first restart).
+        """
         self.objects = objects
-        pods = self.network.pods.values()
-        for pod in pods:
-            self._start_app(pod)
-        for pod in pods:
-            if pod.template.injected:
-                self._start_sidecar(pod)
-        self.sync_ztunnel()
-        self._wait_ready(pods)
-        self.watch.armed = True
+        probed = [p for p in self.network.pods.values() if self._restarts_possible(p)]
+        others = [p for p in self.network.pods.values() if not self._restarts_possible(p)]
         self.kubelet = Kubelet(self.network.node_fd, self)
         self.kubelet.start()
-        for pod in pods:
-            self._watch_probes(pod)
+        for group in (probed, others):
+            for pod in group:
+                self._start_app(pod)
+            for pod in group:
+                if pod.template.injected:
+                    self._start_sidecar(pod)
+        self.sync_ztunnel()
+        self._wait_ready(probed + others, then=self._watch_probes)
+        self.watch.armed = True
 
     def add(self, pod: EmulatedPod) -> None:
         """Start a new pod's containers (and tell ztunnel of it), wait until it is ready, probe it."""
@@ -124,8 +130,7 @@ class Containers:
             self._start_sidecar(pod)
         if pod.template.ambient:
             self.sync_ztunnel()
-        self._wait_ready([pod])
-        self._watch_probes(pod)
+        self._wait_ready([pod], then=self._watch_probes)
 
     def enrolled(self, pods: Sequence[EmulatedPod]) -> None:
         """Running pods were just enrolled (network.enrol): tell ztunnel, wait until it serves them."""
@@ -167,12 +172,11 @@ class Containers:
         self.note_deaths()  # before the restart replaces a sidecar that died on its own
         meshed = [p for p in self.network.pods.values() if p.template.injected]
         stop([p.sidecar for p in meshed if p.sidecar is not None])
+        meshed.sort(key=lambda pod: not self._restarts_possible(pod))  # as in start()
         for pod in meshed:
             self._start_sidecar(pod)
-        self._wait_ready(meshed)
-        for pod in meshed:
-            # The injector's probe destination changed with the mode: as after a rollout restart, probe afresh.
-            self._watch_probes(pod)
+        # The injector's probe destination changed with the mode: as after a rollout restart, probe afresh.
+        self._wait_ready(meshed, then=self._watch_probes)
 
     # --- starting ------------------------------------------------------------------------------------
 
@@ -324,7 +328,8 @@ class Containers:
 
     # --- readiness -----------------------------------------------------------------------------------
 
-    def _wait_ready(self, pods: Iterable[EmulatedPod]) -> None:
+    def _wait_ready(self, pods: Iterable[EmulatedPod], then: Callable[[EmulatedPod], None] | None = None) -> None:
+        """Wait until every pod is ready, calling `then` with each as soon as it is."""
         pending = list(pods)
         deadline = time.monotonic() + self.ready_timeout
         while pending:
@@ -332,6 +337,8 @@ class Containers:
             for pod in pending:
                 problem = self._not_ready(pod)
                 if problem is None:
+                    if then is not None:
+                        then(pod)
                     continue
                 if problem.startswith("exited"):
                     raise BackendError(f"{pod.ref}: {problem}; log: {self._tail(pod, problem)}")
@@ -391,10 +398,17 @@ class Containers:
 
     # --- the kubelet's probes ------------------------------------------------------------------------
 
+    def _kubelet_probes(self, pod: EmulatedPod) -> dict[str, kube.ContainerProbes]:
+        return injector.kubelet_probes(pod.template, self.rewrite_probes)
+
+    def _restarts_possible(self, pod: EmulatedPod) -> bool:
+        """Whether the kubelet may restart a container of the pod: it has a liveness or a startup probe."""
+        return any(p.liveness or p.startup for p in self._kubelet_probes(pod).values())
+
     def _watch_probes(self, pod: EmulatedPod) -> None:
         if self.kubelet is None:
             return
-        probes = injector.kubelet_probes(pod.template, self.rewrite_probes)
+        probes = self._kubelet_probes(pod)
         ports = {p.port for container in probes.values() for p in container.of_use().values()}
         if injector.STATUS_PORT in ports and pod.sidecar is not None:
             # Like a pod whose istio-proxy is not yet ready: wait (briefly) for the status port before probing.
