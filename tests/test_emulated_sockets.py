@@ -122,6 +122,36 @@ def test_listeners_tell_ipv6_v6only(namespace: tuple[int, int]) -> None:
             sock.close()
 
 
+def test_served_ports_agree_with_the_listeners_on_one_socket_read_again(namespace: tuple[int, int]) -> None:
+    """served_ports (the readiness checks' and death watch's read) says what read_socket's listeners say.
+
+    IPv4 is served by IPv4 sockets and by the IPv6 wildcard, V6ONLY or not; IPv6 by IPv6 sockets. The same socket
+    answers read after read, and sees a listener that closed in between go.
+    """
+    fd, home = namespace
+    open_sockets = [
+        _listen(fd, home, socket.AF_INET, "127.0.0.1", 8081),
+        _listen(fd, home, socket.AF_INET6, "::", 8084, v6only=True),
+        _listen(fd, home, socket.AF_INET6, "::", 8085, v6only=False),
+        _listen(fd, home, socket.AF_INET6, "::1", 8086),
+    ]
+    late = _listen(fd, home, socket.AF_INET, "0.0.0.0", 8087)
+    try:
+        with listeners.open_socket(fd, home) as sock:
+            found = listeners.read_socket(sock)
+            v4 = {lst.port for lst in found[socket.AF_INET]} | {
+                lst.port for lst in found[socket.AF_INET6] if lst.address == "*"
+            }
+            v6 = {lst.port for lst in found[socket.AF_INET6]}
+            assert listeners.served_ports(sock) == (v4, v6) == ({8081, 8084, 8085, 8087}, {8084, 8085, 8086})
+            late.close()
+            assert listeners.served_ports(sock) == ({8081, 8084, 8085}, {8084, 8085, 8086})
+            assert listeners.read_socket(sock) == listeners.read_by_family(fd, home)
+    finally:
+        for sock in [*open_sockets, late]:
+            sock.close()
+
+
 def test_no_listeners_in_an_empty_namespace(namespace: tuple[int, int]) -> None:
     fd, home = namespace
     assert listeners.read(fd, home) == []

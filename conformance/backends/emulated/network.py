@@ -14,8 +14,10 @@ import dataclasses
 import ipaddress
 import os
 import socket
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from pyroute2 import IPRoute
 
@@ -24,6 +26,8 @@ from conformance.backends.emulated import ambient_capture, capture, kube, listen
 from conformance.backends.emulated.pod import EmulatedPod
 from conformance.backends.precheck import Listener
 from conformance.world.pods import PodRef
+
+_T = TypeVar("_T")
 
 IFA_F_NODAD = 0x02
 ENROLLED_PORT_RANGE = "20000 32767"
@@ -114,6 +118,9 @@ class Network:
         self._node_ipr: IPRoute | None = None
         self._created: list[str] = []
         self._next_index = 0
+        self._diag: dict[PodRef, socket.socket] = {}
+        """Each pod's sock_diag socket (_read_listeners); closed before its namespace goes, which it holds."""
+        self._diag_lock = threading.Lock()
 
     def open(self) -> int:
         """Hold the harness's own namespace (`home_fd`), to step back into; its handle."""
@@ -296,9 +303,28 @@ class Network:
                 f"no Service {namespace}/{name} of {family or self.family} in the emulated cluster"
             ) from None
 
+    def _diag_read(self, pod: EmulatedPod, read: Callable[[socket.socket], _T]) -> _T:
+        """`read` on the pod's own sock_diag socket (made at its first read).
+
+        The readiness checks and the death watch read ~1,600 times a run. A lock keeps reads one at a time (the
+        kubelet's thread reads too); a read that failed half-way leaves its answer unread on the socket, so that
+        socket is dropped.
+        """
+        with self._diag_lock:
+            sock = self._diag.get(pod.ref)
+            if sock is None:
+                sock = self._diag[pod.ref] = listeners.open_socket(pod.fd, self.home_fd)
+            try:
+                return read(sock)
+            except OSError:
+                del self._diag[pod.ref]
+                sock.close()
+                raise
+
     def listeners(self, pod: EmulatedPod) -> list[Listener]:
         """The pod's listening sockets, both families (what `ss -ltn` in any of its containers shows)."""
-        return listeners.read(pod.fd, self.home_fd)
+        found = self._diag_read(pod, listeners.read_socket)
+        return sorted({lst for by_family in found.values() for lst in by_family})
 
     def listening(self, pod: EmulatedPod) -> set[int]:
         """The ports listened on in the pod's namespace for this run's family (both, on dual-stack pods).
@@ -307,11 +333,7 @@ class Network:
         (counted for both, IPV6_V6ONLY or not). A sidecar listening on one family only is therefore not ready
         in a run of the other.
         """
-        found = listeners.read_by_family(pod.fd, self.home_fd)
-        v6 = {lst.port for lst in found[socket.AF_INET6]}
-        v4 = {lst.port for lst in found[socket.AF_INET]} | {
-            lst.port for lst in found[socket.AF_INET6] if lst.address == "*"
-        }
+        v4, v6 = self._diag_read(pod, listeners.served_ports)
         # A dual-stack pod's port is listened on when it is in both families.
         served = {"ipv4": v4, "ipv6": v6}
         return set.intersection(*(served[family] for family in self.families))
@@ -342,6 +364,10 @@ class Network:
         """Delete the pod's namespace (its containers stopped first: what is left in it is killed)."""
         del self.pods[pod.ref]
         self._release(pod)
+        with self._diag_lock:
+            sock = self._diag.pop(pod.ref, None)
+        if sock is not None:
+            sock.close()
         netns.kill_all(netns.pids_in(pod.netns), grace=0.5)
         netns.remove(pod.netns)
         self._created.remove(pod.netns)
@@ -360,6 +386,10 @@ class Network:
         for pod in list(self.pods.values()):
             self._release(pod)
         self.pods.clear()
+        with self._diag_lock:
+            for sock in self._diag.values():
+                sock.close()
+            self._diag.clear()
         for name in self._created:
             netns.kill_all(netns.pids_in(name), grace=0.5)
         if self._node_ipr is not None:
