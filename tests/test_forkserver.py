@@ -189,3 +189,58 @@ def test_a_process_spawned_as_another_user_still_dies_with_the_harness(namespace
     while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not Path(f"/proc/{child}").exists()
+
+
+GUARDED_PROGRAM = """
+from __future__ import annotations
+import dataclasses, json, os, sys
+from typing import ClassVar
+
+DEFINED_BY = os.getpid()
+{fail}
+
+@dataclasses.dataclass
+class Seen:
+    shared: ClassVar[int] = 1
+    argv: list[str]
+
+def main() -> int:
+    print(json.dumps({{
+        "argv": Seen(sys.argv).argv, "fields": [f.name for f in dataclasses.fields(Seen)],
+        "defined_here": DEFINED_BY == os.getpid(), "name": __name__, "env": dict(os.environ),
+    }}))
+    return 4
+
+if __name__ == "__main__":
+    sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["definitions-made-once", "definitions-failing"])
+def test_a_guarded_programs_definitions_are_made_once_in_the_server(fail: bool, namespace: str, tmp_path: Path) -> None:
+    """A program ending in the main guard has its definitions made in the server, and runs as a whole one does.
+
+    Its dataclass sees `ClassVar` in its own module (dataclasses look there), and argv, env, name and exit status
+    are the child's. When the definitions fail in the server, the child runs the program whole and its log says why.
+    """
+    program = tmp_path / "guarded.py"
+    program.write_text(GUARDED_PROGRAM.format(fail="import fail_here_no_such_module" if fail else ""))
+    server = ForkServer([program], tmp_path / "forkserver.log", netns.dies_with_harness)
+    try:
+        log = tmp_path / "container.log"
+        proc = server.start(argv(program, "a", "b"), {"POD_IP": "10.1.0.9"}, netns.ns_path(namespace), log)
+        if fail:
+            assert proc.wait(10) == 1
+            assert "ModuleNotFoundError: No module named 'fail_here_no_such_module'" in log.read_text()
+            return
+        assert proc.wait(10) == 4
+        seen = json.loads(log.read_text())
+    finally:
+        server.close()
+    assert seen == {
+        "argv": [str(program), "a", "b"],
+        "fields": ["argv"],
+        "defined_here": False,
+        "name": "__main__",
+        "env": {"POD_IP": "10.1.0.9"},
+    }
