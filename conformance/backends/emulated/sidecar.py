@@ -301,7 +301,9 @@ class Sidecar:
 
     async def _read_head(self, reader: StreamReader) -> bytes:
         # Envoy's HTTP connection manager reads the request headers before it picks an upstream.
-        return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CONNECT_TIMEOUT * 5)
+        # (asyncio.timeout, not wait_for: wait_for makes a task of its own per call, ~5 per connection in all.)
+        async with asyncio.timeout(CONNECT_TIMEOUT * 5):
+            return await reader.readuntil(b"\r\n\r\n")
 
     async def _sniff(self, reader: StreamReader, timeout: float | None) -> tuple[bytes, str]:
         # The catch-all passthrough inspects the first bytes (Envoy's http_inspector): an HTTP/1 request line
@@ -310,7 +312,8 @@ class Sidecar:
         first = b""
         try:
             while True:
-                chunk = await asyncio.wait_for(reader.read(HEAD_LIMIT), timeout)
+                async with asyncio.timeout(timeout):
+                    chunk = await reader.read(HEAD_LIMIT)
                 first += chunk
                 line = first.split(b"\n", 1)[0]
                 if not chunk or b"\n" in first or len(first) >= HEAD_LIMIT or not _MAYBE_REQUEST_LINE.match(line):
@@ -319,7 +322,8 @@ class Sidecar:
             return first, "tcp"
         if HTTP_REQUEST_LINE.match(first):
             if b"\r\n\r\n" not in first:
-                first += await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CONNECT_TIMEOUT * 5)
+                async with asyncio.timeout(CONNECT_TIMEOUT * 5):
+                    first += await reader.readuntil(b"\r\n\r\n")
             return first, "http"
         return first, "tcp"
 
@@ -343,7 +347,8 @@ class Sidecar:
             elif bind:
                 sock.bind((bind, 0))
             loop = asyncio.get_running_loop()
-            await asyncio.wait_for(loop.sock_connect(sock, (address, port)), CONNECT_TIMEOUT)
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await loop.sock_connect(sock, (address, port))
         except TimeoutError:
             sock.close()
             raise OSError(110, "connect timeout") from None
@@ -378,8 +383,7 @@ class Sidecar:
                     dst.write_eof()
 
         down = asyncio.ensure_future(pump(reader, up_writer, False))
-        up = asyncio.ensure_future(pump(up_reader, writer, True))
-        await up
+        await pump(up_reader, writer, True)
         down.cancel()
         with contextlib.suppress(asyncio.CancelledError, OSError):
             await down

@@ -204,7 +204,8 @@ class Ztunnel:
                 _transparent(sock)
                 sock.bind((source, 0))
             loop = asyncio.get_running_loop()
-            await asyncio.wait_for(loop.sock_connect(sock, (address, port)), CONNECT_TIMEOUT)
+            async with asyncio.timeout(CONNECT_TIMEOUT):  # not wait_for: no task of its own per dial
+                await loop.sock_connect(sock, (address, port))
         except TimeoutError:
             sock.close()
             raise OSError(110, "connect timeout") from None
@@ -306,7 +307,8 @@ class Ztunnel:
         try:
             up_reader, up_writer = await self.dial(workload, address, self.config.tunnel_port, source=None)
             up_writer.write(f"CONNECT {host} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
-            head = await asyncio.wait_for(up_reader.readuntil(b"\r\n\r\n"), CONNECT_TIMEOUT * 2)
+            async with asyncio.timeout(CONNECT_TIMEOUT * 2):
+                head = await up_reader.readuntil(b"\r\n\r\n")
         except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as err:
             self.log(f"{where} tunnel failed={err}")
             await _close(writer)
@@ -325,7 +327,8 @@ class Ztunnel:
         """A CONNECT on 15008: dial the local workload IP at the requested port, from the tunnel peer's address."""
         peer = writer.get_extra_info("peername")[0]
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CONNECT_TIMEOUT * 2)
+            async with asyncio.timeout(CONNECT_TIMEOUT * 2):
+                head = await reader.readuntil(b"\r\n\r\n")
             method, target, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
             port = int(target.rpartition(":")[2])
             if method != "CONNECT":
