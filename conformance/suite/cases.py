@@ -7,6 +7,7 @@ family's Sidecar forms add are derived, so a case never forgets to ask for them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -39,13 +40,7 @@ class ConformanceCase:
         self, profile: Profile, family: IpFamily, behaviour: TrafficBehaviour = CURRENT_TRAFFIC
     ) -> tuple[CellKey, ...]:
         """The spec's cells this case asks of a profile (of the release with `behaviour`; the current one)."""
-        return tuple(
-            c
-            for c in all_cells([profile], [family])
-            if self.select(c)
-            and (self.interception is None or c.interception is self.interception)
-            and (self.reached is None or expect(c, behaviour).reachable is self.reached)
-        )
+        return _cells(self, profile, family, behaviour)
 
     def profiles(self, family: IpFamily) -> tuple[Profile, ...]:
         """The profiles under which the case has cells."""
@@ -79,3 +74,21 @@ class ConformanceCase:
 def every_cell(_cell: CellKey) -> bool:
     """The selection of a case that picks its cells by `reached` alone."""
     return True
+
+
+@functools.cache
+def _cells(
+    case: ConformanceCase, profile: Profile, family: IpFamily, behaviour: TrafficBehaviour
+) -> tuple[CellKey, ...]:
+    """ConformanceCase.cells, computed once per case, profile, family and behaviour.
+
+    All four are frozen, and the spec's cells a pure function of them; collection asks each case for every
+    profile, and each test asks again (~0.1 s a run).
+    """
+    return tuple(
+        c
+        for c in all_cells([profile], [family])
+        if case.select(c)
+        and (case.interception is None or c.interception is case.interception)
+        and (case.reached is None or expect(c, behaviour).reachable is case.reached)
+    )
