@@ -12,12 +12,15 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import cast
 
 import pytest
 
 from conformance.backends.base import ProbeRequest
 from conformance.backends.emulated import dialer, listeners, netns, sidecar
+from conformance.backends.emulated.network import Network
+from conformance.backends.emulated.pod import EmulatedPod
 from conformance.backends.precheck import Listener, parse_proc_net_tcp
 from conformance.world.pods import PodRef
 
@@ -149,6 +152,45 @@ def test_served_ports_agree_with_the_listeners_on_one_socket_read_again(namespac
             assert listeners.read_socket(sock) == listeners.read_by_family(fd, home)
     finally:
         for sock in [*open_sockets, late]:
+            sock.close()
+
+
+def test_a_listener_read_cut_short_leaves_the_next_read_right(namespace: tuple[int, int]) -> None:
+    """A read interrupted after its dump was asked (Ctrl-C, SIGTERM) does not poison the pod's next read.
+
+    The pod keeps one sock_diag socket; the interrupted dump's answer stays unread on it, and the next read would
+    get that stale answer (or EBUSY, in the cleanup after an interrupt). The socket is dropped instead.
+    """
+    fd, home = namespace
+    network = Network("ipv4", "test")
+    network.home_fd = home
+    pod = cast(EmulatedPod, SimpleNamespace(ref=PodRef("mic-test", "echo"), fd=fd))
+    first = _listen(fd, home, socket.AF_INET, "0.0.0.0", 8081)
+    try:
+        assert network.listening(pod) == {8081}
+
+        def interrupted(sock: socket.socket) -> object:
+            request = listeners._REQUEST.pack(socket.AF_INET, socket.IPPROTO_TCP, 0, 1 << listeners.TCP_LISTEN)
+            header = listeners._HEADER.pack(
+                listeners._HEADER.size + len(request),
+                listeners.SOCK_DIAG_BY_FAMILY,
+                listeners.NLM_F_REQUEST | listeners.NLM_F_DUMP,
+                1,
+                0,
+            )
+            sock.send(header + request)
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            network._diag_read(pod, interrupted)
+        second = _listen(fd, home, socket.AF_INET, "0.0.0.0", 8082)
+        try:
+            assert network.listening(pod) == {8081, 8082}
+        finally:
+            second.close()
+    finally:
+        first.close()
+        for sock in network._diag.values():
             sock.close()
 
 

@@ -148,14 +148,16 @@ class EmulatedCluster(Cluster):
         if not self._started:
             return
         self._started = False
-        self.containers.close()
-        self.network.close()
-        if self._dialer is not None:
-            self._dialer.close()
-            self._dialer = None
-        if self.work_dir != Path() and self.work_dir.exists():
-            shutil.rmtree(self.work_dir, ignore_errors=True)
-        self._lock.release()
+        try:
+            self.containers.close()
+        finally:  # whatever stopped the containers' teardown, the namespaces go
+            self.network.close()
+            if self._dialer is not None:
+                self._dialer.close()
+                self._dialer = None
+            if self.work_dir != Path() and self.work_dir.exists():
+                shutil.rmtree(self.work_dir, ignore_errors=True)
+            self._lock.release()
 
     def add_pod(self, template: kube.PodTemplate) -> EmulatedPod:
         """Create one more pod on a running cluster, start its containers and wait until it is ready."""

@@ -149,7 +149,9 @@ class Containers:
 
     def close(self) -> None:
         """Stop the kubelet, every container, ztunnel and the fork server; idempotent."""
-        self.note_deaths()
+        # A death seen now is still news for the report; a read that fails here must not stop the teardown.
+        with contextlib.suppress(OSError):
+            self.note_deaths()
         self.watch.armed = False
         with self._runtime_lock:
             self._closing = True

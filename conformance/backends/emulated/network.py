@@ -307,8 +307,9 @@ class Network:
         """`read` on the pod's own sock_diag socket (made at its first read).
 
         The readiness checks and the death watch read ~1,600 times a run. A lock keeps reads one at a time (the
-        kubelet's thread reads too); a read that failed half-way leaves its answer unread on the socket, so that
-        socket is dropped.
+        kubelet's thread reads too). A read that did not finish (an error, or Ctrl-C / SIGTERM raised in the
+        middle of it) leaves its dump unread on the socket, and the kernel would answer the next dump on it with
+        EBUSY (in the cleanup that follows an interrupt): that socket is dropped, the next read makes a new one.
         """
         with self._diag_lock:
             sock = self._diag.get(pod.ref)
@@ -316,7 +317,7 @@ class Network:
                 sock = self._diag[pod.ref] = listeners.open_socket(pod.fd, self.home_fd)
             try:
                 return read(sock)
-            except OSError:
+            except BaseException:
                 del self._diag[pod.ref]
                 sock.close()
                 raise
