@@ -150,6 +150,48 @@ def test_the_server_preloads_everything_the_forked_programs_import() -> None:
         assert not missing, (program.name, missing)
 
 
+_CONTAINER_FACTS = {"environ", "argv", "getenv", "getpid", "getppid", "gethostname", "getcwd", "getuid"}
+"""What differs between the fork server and a container: read at import, a program would see the server's."""
+
+
+def _read_at_import(path: Path) -> set[str]:
+    """The container facts a program's module body reads: all but function bodies and the final main guard."""
+    tree = ast.parse(path.read_text())
+    body = tree.body[:-1] if tree.body and isinstance(tree.body[-1], ast.If) else tree.body
+    found: set[str] = set()
+    pending: list[ast.AST] = list(body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            # Decorators and default values run at import; the body when called.
+            pending += [*node.decorator_list, *node.args.defaults, *(d for d in node.args.kw_defaults if d)]
+            continue
+        if isinstance(node, ast.Lambda):
+            continue
+        if isinstance(node, ast.Attribute) and node.attr in _CONTAINER_FACTS:
+            found.add(node.attr)
+        if isinstance(node, ast.Name) and node.id in _CONTAINER_FACTS:
+            found.add(node.id)
+        pending += list(ast.iter_child_nodes(node))
+    return found
+
+
+def test_the_preloaded_programs_read_nothing_of_their_container_at_import(tmp_path: Path) -> None:
+    """The server makes the programs' definitions once, in its own process (forkserver.load).
+
+    A module body that read its environment, argv, pid or host name would see the server's, not the container's.
+    """
+    emulated = Path(netns.__file__).parent
+    for program in (echo_program(), *(emulated / f"{n}.py" for n in ("sidecar", "original_src", "status_agent"))):
+        assert _read_at_import(program) == set(), program.name
+    planted = tmp_path / "planted.py"
+    planted.write_text(
+        "import os, sys\nPOD_IP = os.environ.get('POD_IP')\n"
+        "def main() -> int:\n    return os.getpid()\nif __name__ == '__main__':\n    sys.exit(main())\n"
+    )
+    assert _read_at_import(planted) == {"environ"}
+
+
 def test_a_server_that_died_says_why_in_one_line(program: Path, namespace: str, tmp_path: Path) -> None:
     fork_server = ForkServer([program], tmp_path / "forkserver.log", netns.dies_with_harness)
     running = fork_server.start(argv(program, "sleep"), {}, netns.ns_path(namespace), None)

@@ -103,10 +103,10 @@ class Containers:
     def start(self, objects: kube.Objects) -> None:
         """Start the kubelet, every pod's containers and the node's ztunnel; probe each pod once it is ready.
 
-        The pods the kubelet probes start first, and each is probed as soon as it is ready, as a kubelet probes
-        a pod once its containers run, whatever the other pods do: their probes' story (a liveness probe that
-        restarts its container once a second or two) then runs while the other ~60 containers start, instead of
-        after them (~0.7 s of a run spent waiting for the first restart).
+        The pods the kubelet may restart (a liveness or startup probe) start first, and each pod is probed as soon
+        as it is ready, as a kubelet probes a pod once its containers run, whatever the other pods do: a restart
+        story (a liveness probe that restarts its container once a second or two) then runs while the other ~60
+        containers start, instead of after them (~0.7 s of a run spent waiting for the first restart).
         """
         self.objects = objects
         probed = [p for p in self.network.pods.values() if self._restarts_possible(p)]

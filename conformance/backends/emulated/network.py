@@ -119,7 +119,7 @@ class Network:
         self._created: list[str] = []
         self._next_index = 0
         self._diag: dict[PodRef, socket.socket] = {}
-        """Each pod's sock_diag socket (_read_listeners); closed before its namespace goes, which it holds."""
+        """Each pod's sock_diag socket (_diag_read); closed before its namespace goes, which it holds."""
         self._diag_lock = threading.Lock()
 
     def open(self) -> int:
@@ -306,8 +306,8 @@ class Network:
     def _diag_read(self, pod: EmulatedPod, read: Callable[[socket.socket], _T]) -> _T:
         """`read` on the pod's own sock_diag socket (made at its first read).
 
-        The readiness checks and the death watch read ~1,600 times a run. A lock keeps reads one at a time (the
-        kubelet's thread reads too). A read that did not finish (an error, or Ctrl-C / SIGTERM raised in the
+        The readiness checks and the death watch read ~1,600 times a run. A lock keeps reads one at a time,
+        whichever thread asks. A read that did not finish (an error, or Ctrl-C / SIGTERM raised in the
         middle of it) leaves its dump unread on the socket, and the kernel would answer the next dump on it with
         EBUSY (in the cleanup that follows an interrupt): that socket is dropped, the next read makes a new one.
         """
