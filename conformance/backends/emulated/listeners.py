@@ -144,6 +144,12 @@ def read_by_family(namespace_fd: int, home_fd: int) -> dict[socket.AddressFamily
         return read_socket(sock)
 
 
+def read_all(sock: socket.socket) -> list[Listener]:
+    """Both families' listeners of the socket's namespace together (what istioctl's precheck reads), sorted."""
+    return sorted({lst for listeners in read_socket(sock).values() for lst in listeners})
+
+
 def read(namespace_fd: int, home_fd: int) -> list[Listener]:
-    """Both families' listeners together (what istioctl's precheck reads), sorted."""
-    return sorted({lst for listeners in read_by_family(namespace_fd, home_fd).values() for lst in listeners})
+    """Both families' listeners of the namespace behind `namespace_fd` (read_all), on a socket of its own."""
+    with open_socket(namespace_fd, home_fd) as sock:
+        return read_all(sock)

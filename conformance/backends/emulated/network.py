@@ -324,8 +324,7 @@ class Network:
 
     def listeners(self, pod: EmulatedPod) -> list[Listener]:
         """The pod's listening sockets, both families (what `ss -ltn` in any of its containers shows)."""
-        found = self._diag_read(pod, listeners.read_socket)
-        return sorted({lst for by_family in found.values() for lst in by_family})
+        return self._diag_read(pod, listeners.read_all)
 
     def listening(self, pod: EmulatedPod) -> set[int]:
         """The ports listened on in the pod's namespace for this run's family (both, on dual-stack pods).
@@ -365,19 +364,21 @@ class Network:
         """Delete the pod's namespace (its containers stopped first: what is left in it is killed)."""
         del self.pods[pod.ref]
         self._release(pod)
-        with self._diag_lock:
-            sock = self._diag.pop(pod.ref, None)
-        if sock is not None:
-            sock.close()
         netns.kill_all(netns.pids_in(pod.netns), grace=0.5)
         netns.remove(pod.netns)
         self._created.remove(pod.netns)
 
-    @staticmethod
-    def _release(pod: EmulatedPod) -> None:
-        # The veth goes with the namespace, asynchronously in the kernel; deleting it first costs ~20 ms of
-        # RCU synchronisation. emulation.md pitfall 1 (a recreated name clashing with one still being torn
-        # down) cannot happen: veth names are never reused within a node namespace, and each run has its own.
+    def _release(self, pod: EmulatedPod) -> None:
+        """Close what the harness holds of the pod's namespace (its handle, its sock_diag socket), before it goes.
+
+        The veth goes with the namespace, asynchronously in the kernel; deleting it first costs ~20 ms of
+        RCU synchronisation. emulation.md pitfall 1 (a recreated name clashing with one still being torn
+        down) cannot happen: veth names are never reused within a node namespace, and each run has its own.
+        """
+        with self._diag_lock:
+            sock = self._diag.pop(pod.ref, None)
+        if sock is not None:
+            sock.close()
         if pod.fd >= 0:
             os.close(pod.fd)
             pod.fd = -1
@@ -387,10 +388,6 @@ class Network:
         for pod in list(self.pods.values()):
             self._release(pod)
         self.pods.clear()
-        with self._diag_lock:
-            for sock in self._diag.values():
-                sock.close()
-            self._diag.clear()
         for name in self._created:
             netns.kill_all(netns.pids_in(name), grace=0.5)
         if self._node_ipr is not None:
