@@ -399,6 +399,30 @@ def test_progress_writes_of_the_report_are_spaced_and_the_final_one_always_lands
     assert json.loads((tmp_path / JSON_NAME).read_text())["timings_s"]["teardown"] == 2.0
 
 
+def test_the_final_json_is_the_same_document_with_one_line_per_cell(tmp_path: Path) -> None:
+    """The final layout is for reading and grep: indented sections, each cell of a cell list on a line of its own."""
+    from conformance.report.files import final_json
+
+    report = _report(tmp_path)
+    for name, pick in (
+        ("PodIPFromPlainClient[passthrough]", lambda e: e.reachable and e.source is Source.INBOUND_PASSTHROUGH),
+        ("SourceAddressFromOtherPods[passthrough]", lambda e: not e.reachable),
+    ):
+        cell = _cell(IpFamily.IPV4, pick)
+        observation = Observation(cell, _outcome("ok", "127.0.0.6"), True, [_outcome("ok", "127.0.0.6")], None)  # type: ignore[arg-type]
+        expected = expect(cell)  # type: ignore[arg-type]
+        report.record_cell(name, cell, expected, observation, judge(expected, observation), "reachability")  # type: ignore[arg-type]
+    report.write(final=True)
+    text = (tmp_path / JSON_NAME).read_text()
+    document = json_document(report)
+    assert json.loads(text) == json.loads(json.dumps(document))
+    lines = text.splitlines()
+    for cell in document["cells"]:  # type: ignore[attr-defined]
+        assert f"    {json.dumps(cell)}," in lines or f"    {json.dumps(cell)}" in lines
+    assert '  "mesh": {' in lines  # the rest stays indented
+    assert final_json({}) == "{}"
+
+
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_signal_whose_exception_is_swallowed_is_not_lost() -> None:
     """CI saw SIGTERM land in a weakref callback run by the garbage collector: "Exception ignored", exit 0."""
