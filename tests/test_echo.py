@@ -29,10 +29,11 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ECHO_PY = REPO_ROOT / "workloads" / "echo" / "echo.py"
+ECHO_PROBE_PY = ECHO_PY.with_name("echo_probe.py")
 
 
-def load_echo(name: str = "echo_under_test", *, register: bool = True) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, ECHO_PY)
+def load_echo(name: str = "echo_under_test", *, register: bool = True, path: Path = ECHO_PY) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -42,7 +43,9 @@ def load_echo(name: str = "echo_under_test", *, register: bool = True) -> Module
     return module
 
 
-echo = load_echo()
+echo = load_echo()  # the command line; it imports its two halves from its own folder
+serve = importlib.import_module("echo_serve")  # the server, as echo.py imported it
+prober = load_echo("echo_probe_under_test", path=ECHO_PROBE_PY)  # the prober, by path, as the harness loads it
 
 
 def ipv6_loopback_available() -> bool:
@@ -315,7 +318,7 @@ def silent_port() -> Iterator[int]:
 
 
 def target(protocol: str, port: int, request_id: str, address: str = "127.0.0.1") -> Any:
-    return echo.ProbeTarget(protocol, address, port, request_id)
+    return prober.ProbeTarget(protocol, address, port, request_id)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -324,10 +327,27 @@ def target(protocol: str, port: int, request_id: str, address: str = "127.0.0.1"
 
 
 def test_import_by_path_has_no_side_effects(capsys: pytest.CaptureFixture[str]) -> None:
-    module = load_echo("echo_unregistered", register=False)  # the harness may not register it in sys.modules
+    module = load_echo("echo_unregistered", register=False)  # a harness may not register it in sys.modules
     assert capsys.readouterr() == ("", "")
     assert callable(module.main)
-    assert module.ProbeTarget("tcp", "[fd00::5]", 9081, "abc").address == "fd00::5"
+    half = load_echo("echo_probe_unregistered", register=False, path=ECHO_PROBE_PY)
+    assert capsys.readouterr() == ("", "")
+    assert half.ProbeTarget("tcp", "[fd00::5]", 9081, "abc").address == "fd00::5"
+
+
+def test_the_program_finds_its_halves_in_its_own_folder_only(tmp_path: Path) -> None:
+    """Run isolated (`python3 -I -S`, as the emulated backend and a slim image run it), from any directory."""
+    (tmp_path / "echo_probe.py").write_text("raise SystemExit('the wrong echo_probe.py')\n")
+    proc = subprocess.run(
+        [sys.executable, "-I", "-S", str(ECHO_PY), "probe", "--timeout", "1", "tcp://127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["results"][0]["outcome"] in ("refused", "timeout")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -531,7 +551,7 @@ def test_control_post_probe(shared: Shared) -> None:
     }
     status, body = shared.process.control("POST", "/probe", json.dumps(batch).encode())
     assert status == 200
-    results = [echo.ProbeResult.from_json(r) for r in json.loads(body)["results"]]
+    results = [prober.ProbeResult.from_json(r) for r in json.loads(body)["results"]]
     assert [r.outcome for r in results] == ["ok", "ok", "refused"]
     assert [r.pod for r in results] == ["pod-a", "pod-a", None]
     assert results[2].target.request_id.startswith("probe-")
@@ -575,7 +595,7 @@ def test_bind_loopback_literal_pod_ip_and_wildcard(spawn: Spawner) -> None:
     assert_refused("127.0.0.1", pod)
     assert http_echo("127.0.0.4", wild)["local"] == "127.0.0.4"
     assert http_echo("127.0.0.1", wild)["local"] == "127.0.0.1"
-    results = asyncio.run(echo.probe_batch([target("tcp", pod, "podip-1", "127.0.0.3")], timeout=2))
+    results = asyncio.run(prober.probe_batch([target("tcp", pod, "podip-1", "127.0.0.3")], timeout=2))
     assert results[0].outcome == "ok"
     record = process.records("podip-1")[0]
     assert record["local"] == "127.0.0.3"
@@ -607,7 +627,7 @@ def test_dual_stack_binds_both_families(spawn: Spawner) -> None:
     assert_refused("127.0.0.1", literal)
     assert http_request("::1", process.control_port, path="/healthz") == (200, b"ok")
     results = asyncio.run(
-        echo.probe_batch([target("tcp", wild, "v6-2", "::1"), target("tcp", wild, "v4-2", "127.0.0.1")], timeout=2)
+        prober.probe_batch([target("tcp", wild, "v6-2", "::1"), target("tcp", wild, "v4-2", "127.0.0.1")], timeout=2)
     )
     assert [(r.outcome, r.peer) for r in results] == [("ok", "::1"), ("ok", "127.0.0.1")]
 
@@ -636,7 +656,7 @@ def test_dual_wildcard_in_an_ipv6_pod_also_accepts_ipv4_unlike_wildcard(spawn: S
         for protocol, port in (("tcp", dual_tcp), ("http", dual_http))
         for name, address in (("v4", "127.0.0.1"), ("v6", "::1"))
     ]
-    results = asyncio.run(echo.probe_batch(targets, timeout=2))
+    results = asyncio.run(prober.probe_batch(targets, timeout=2))
     assert [(r.outcome, r.peer) for r in results] == [("ok", "127.0.0.1"), ("ok", "::1")] * 2
     records = {r["request_id"]: (r["port"], r["local"], r["peer"]) for r in process.records()}
     assert records == {
@@ -674,7 +694,7 @@ def test_dual_wildcard_without_ipv6_is_the_ipv4_wildcard(spawn: Spawner, env: di
         f"echo: listening control 0.0.0.0:{process.control_port}",
         "echo: ready",
     ]
-    results = asyncio.run(echo.probe_batch([target("tcp", port, "v4-only", "127.0.0.2")], timeout=2))
+    results = asyncio.run(prober.probe_batch([target("tcp", port, "v4-only", "127.0.0.2")], timeout=2))
     assert [(r.outcome, r.peer) for r in results] == [("ok", "127.0.0.1")]
     if HAVE_IPV6:
         assert_refused("::1", port)
@@ -708,9 +728,9 @@ def test_pod_name_falls_back_to_hostname(spawn: Spawner) -> None:
 
 
 def test_records_keep_only_the_newest(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert echo.MAX_RECORDS == 100_000
-    monkeypatch.setattr(echo, "MAX_RECORDS", 3)  # the cap is read when the server state is created
-    server = echo.EchoServer("pod-x", "ns-x")
+    assert serve.MAX_RECORDS == 100_000
+    monkeypatch.setattr(serve, "MAX_RECORDS", 3)  # the cap is read when the server state is created
+    server = serve.EchoServer("pod-x", "ns-x")
     for n in range(5):
         server._echo(80, "tcp", ("127.0.0.1", "127.0.0.1", 1000 + n), f"cap-{n}")
     assert [r.request_id for r in server.records] == ["cap-2", "cap-3", "cap-4"]
@@ -858,7 +878,7 @@ def test_probe_batch_every_outcome(
         target("http", shared.tcp_port, "out-garbage"),  # an HTTP request to a TCP echo port: not HTTP back
     ]
     started = time.perf_counter()
-    results = asyncio.run(echo.probe_batch(targets, timeout=0.4, concurrency=4))
+    results = asyncio.run(prober.probe_batch(targets, timeout=0.4, concurrency=4))
     elapsed = time.perf_counter() - started
     assert [r.target for r in results] == targets
     outcomes = {r.target.request_id: r for r in results}
@@ -891,7 +911,7 @@ def test_probe_batch_every_outcome(
 
 
 def test_probe_results_round_trip_through_json(shared: Shared) -> None:
-    results = asyncio.run(echo.probe_batch([target("http", shared.http_port, "rt-1")], timeout=1))
+    results = asyncio.run(prober.probe_batch([target("http", shared.http_port, "rt-1")], timeout=1))
     document = json.loads(json.dumps(results[0].to_json()))
     assert set(document) == {"target", "outcome", "status", "peer", "pod", "latency_ms", "detail"}
     assert document["target"] == {
@@ -900,12 +920,12 @@ def test_probe_results_round_trip_through_json(shared: Shared) -> None:
         "port": shared.http_port,
         "request_id": "rt-1",
     }
-    assert echo.ProbeResult.from_json(document).to_json() == document
+    assert prober.ProbeResult.from_json(document).to_json() == document
 
 
 def test_probe_request_ids_survive_url_encoding(shared: Shared) -> None:
     request_id = "odd&id=x#y%20z+/?"
-    results = asyncio.run(echo.probe_batch([target("http", shared.http_port, request_id)], timeout=1))
+    results = asyncio.run(prober.probe_batch([target("http", shared.http_port, request_id)], timeout=1))
     assert (results[0].outcome, results[0].detail) == ("ok", "")
     assert [r["request_id"] for r in shared.process.records(request_id)] == [request_id]
 
@@ -930,7 +950,7 @@ def test_custom_connector_exceptions_are_classified(exc: Exception, outcome: str
     async def connector(_target: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         raise exc
 
-    result = asyncio.run(echo.probe_one(target("tcp", 9, "conn-1"), 1.0, connect=connector))
+    result = asyncio.run(prober.probe_one(target("tcp", 9, "conn-1"), 1.0, connect=connector))
     assert result.outcome == outcome
     assert result.detail
     assert (result.status, result.peer, result.pod) == (None, None, None)
@@ -941,7 +961,7 @@ def test_custom_connector_that_hangs_times_out() -> None:
         await asyncio.sleep(30)
         raise AssertionError("unreachable")
 
-    result = asyncio.run(echo.probe_one(target("http", 9, "hang-1"), 0.2, connect=connector))
+    result = asyncio.run(prober.probe_one(target("http", 9, "hang-1"), 0.2, connect=connector))
     assert result.outcome == "timeout"
     assert 190 <= result.latency_ms < 1000
 
@@ -963,17 +983,17 @@ def test_custom_connector_with_own_socket_like_the_harness(shared: Shared) -> No
 
     targets = [target("http", shared.http_port, "own-1"), target("tcp", shared.tcp_port, "own-2")]
     targets.append(target("tcp", free_ports(1)[0], "own-3"))
-    results = asyncio.run(echo.probe_batch(targets, timeout=1, connect=connector))
+    results = asyncio.run(prober.probe_batch(targets, timeout=1, connect=connector))
     assert [r.outcome for r in results] == ["ok", "ok", "refused"]
     assert used == targets
 
 
 def test_probe_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError):
-        asyncio.run(echo.probe_batch([], timeout=0))
+        asyncio.run(prober.probe_batch([], timeout=0))
     with pytest.raises(ValueError):
-        asyncio.run(echo.probe_batch([], timeout=1, concurrency=0))
-    assert asyncio.run(echo.probe_batch([], timeout=1)) == []
+        asyncio.run(prober.probe_batch([], timeout=1, concurrency=0))
+    assert asyncio.run(prober.probe_batch([], timeout=1)) == []
 
 
 @pytest.mark.parametrize(
@@ -993,11 +1013,11 @@ def test_probe_rejects_bad_arguments() -> None:
 )
 def test_probe_target_from_json_rejects_bad_input(data: object) -> None:
     with pytest.raises(ValueError):
-        echo.ProbeTarget.from_json(data)
+        prober.ProbeTarget.from_json(data)
 
 
 def test_probe_target_from_json_generates_missing_request_id() -> None:
-    parsed = echo.ProbeTarget.from_json({"protocol": "tcp", "address": "[fd00::5]", "port": 9081})
+    parsed = prober.ProbeTarget.from_json({"protocol": "tcp", "address": "[fd00::5]", "port": 9081})
     assert parsed.address == "fd00::5"
     assert parsed.request_id.startswith("probe-")
     assert len(parsed.request_id) == len("probe-") + 12

@@ -20,7 +20,7 @@ import pytest
 
 from conformance.backends.emulated import netns
 from conformance.backends.emulated.processes import ForkServer, ForkServerError
-from conformance.world.resources import echo_program
+from conformance.world.resources import ECHO_FILES, echo_program
 
 PROGRAM = """
 import json, os, sys, time
@@ -141,12 +141,20 @@ def _imports(path: Path) -> set[str]:
     return found - {"__future__"}
 
 
+def _program_files() -> list[Path]:
+    """The files the server runs or preloads: each program, and the halves the echo program imports."""
+    emulated = Path(netns.__file__).parent
+    echo = [echo_program().with_name(name) for name in ECHO_FILES]
+    return [*echo, *(emulated / f"{n}.py" for n in ("sidecar", "original_src", "status_agent"))]
+
+
 def test_the_server_preloads_everything_the_forked_programs_import() -> None:
     """A module it lacks would be imported by every container again: the start it exists to save."""
-    emulated = Path(netns.__file__).parent
-    preloaded = _imports(emulated / "forkserver.py")
-    for program in (echo_program(), emulated / "sidecar.py"):
-        missing = {m for m in _imports(program) if m not in preloaded and m.split(".")[0] not in preloaded}
+    preloaded = _imports(Path(netns.__file__).parent / "forkserver.py")
+    for program in _program_files():
+        local = {p.stem for p in program.parent.glob("*.py")}  # a program's own halves, preloaded with it
+        imported = _imports(program) - local
+        missing = {m for m in imported if m not in preloaded and m.split(".")[0] not in preloaded}
         assert not missing, (program.name, missing)
 
 
@@ -181,8 +189,7 @@ def test_the_preloaded_programs_read_nothing_of_their_container_at_import(tmp_pa
 
     A module body that read its environment, argv, pid or host name would see the server's, not the container's.
     """
-    emulated = Path(netns.__file__).parent
-    for program in (echo_program(), *(emulated / f"{n}.py" for n in ("sidecar", "original_src", "status_agent"))):
+    for program in _program_files():
         assert _read_at_import(program) == set(), program.name
     planted = tmp_path / "planted.py"
     planted.write_text(

@@ -38,7 +38,9 @@ from conformance.world.probe_pods import PROBE_REWRITE_ANNOTATION, PROBED_CONTAI
 REPO = Path(__file__).resolve().parents[1]
 ECHO_IMAGE = (
     "localhost/mesh-inbound-conformance/echo:"
-    + hashlib.sha256((REPO / "workloads" / "echo" / "echo.py").read_bytes()).hexdigest()[:12]
+    + hashlib.sha256(
+        b"".join((REPO / "workloads" / "echo" / n).read_bytes() for n in ("echo.py", "echo_serve.py", "echo_probe.py"))
+    ).hexdigest()[:12]
 )
 NODE_1_20 = "kindest/node:v1.20.15@sha256:a32bf55309294120616886b5338f95dd98a2f7231519c7dedcec32ba29699394"
 NODE_1_29 = "kindest/node:v1.29.14@sha256:8703bd94ee24e51b778d5556ae310c6c0fa67d761fae6379c8e0bb480e6fea29"

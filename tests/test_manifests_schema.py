@@ -9,9 +9,9 @@
    selectors matching pod template labels, DNS-1123 names, label syntax, requests within limits, downward-API paths,
    namespaces created before the objects in them.
 
-The manifests are the world's, with the echo image set as the backend sets it (`<repository>:<12 hex of echo.py>`),
-round-tripped through YAML as `kubectl apply -f -` receives them. test_kind_backend.py and test_kind_plan.py check
-that the applied stream equals exactly this.
+The manifests are the world's, with the echo image set as the backend sets it (`<repository>:<12 hex of the
+echo program's files>`), round-tripped through YAML as `kubectl apply -f -` receives them. test_kind_backend.py
+and test_kind_plan.py check that the applied stream equals exactly this.
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ from conformance.world.layout import World
 REPO = Path(__file__).resolve().parents[1]
 ECHO_IMAGE = (
     "localhost/mesh-inbound-conformance/echo:"
-    + hashlib.sha256((REPO / "workloads" / "echo" / "echo.py").read_bytes()).hexdigest()[:12]
+    + hashlib.sha256(
+        b"".join((REPO / "workloads" / "echo" / n).read_bytes() for n in ("echo.py", "echo_serve.py", "echo_probe.py"))
+    ).hexdigest()[:12]
 )
 SIDECAR_SCHEMA = json.loads((REPO / "tests" / "data" / "istio-sidecar.schema.json").read_text())
 DESTINATION_RULE_SCHEMA = json.loads((REPO / "tests" / "data" / "istio-destinationrule.schema.json").read_text())

@@ -1,4 +1,4 @@
-"""The echo program's probe code, loaded from the very file the image carries.
+"""The echo program's probe code, loaded from the very file the image carries (workloads/echo/echo_probe.py).
 
 The emulated backend dials from inside pod namespaces in-process, with the echo program's own probe
 functions, so an outcome is classified (ok, refused, reset_or_eof, timeout, http_status) by one piece of code
@@ -15,7 +15,7 @@ from functools import cache
 from types import ModuleType
 from typing import Protocol, cast
 
-from conformance.world.resources import echo_program
+from conformance.world.resources import echo_prober
 
 StreamPair = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
@@ -41,11 +41,11 @@ Connector = Callable[[ProbeTargetLike], Awaitable[StreamPair]]
 
 @cache
 def echo_module() -> ModuleType:
-    """Import workloads/echo/echo.py by path (it is a program first, not part of this package)."""
-    path = echo_program()
-    spec = importlib.util.spec_from_file_location("mesh_inbound_echo", path)
+    """Import workloads/echo/echo_probe.py by path (a program's half first, not part of this package)."""
+    path = echo_prober()
+    spec = importlib.util.spec_from_file_location("mesh_inbound_echo_probe", path)
     if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load the echo program from {path}")
+        raise ImportError(f"cannot load the echo program's prober from {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses need the module registered while it executes
     spec.loader.exec_module(module)

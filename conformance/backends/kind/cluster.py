@@ -10,7 +10,6 @@ kind writes it mid-run.
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from conformance.backends.kind.api import KubeApi
 from conformance.backends.kind.matrix import Row
 from conformance.backends.kind.runner import PlanRunner, Result, Runner
 from conformance.backends.timeouts import TimeoutConfig
-from conformance.world.resources import echo_program, fixture
+from conformance.world.resources import echo_digest, echo_program, fixture
 
 ECHO_REPOSITORY = "localhost/mesh-inbound-conformance/echo"
 
@@ -247,9 +246,8 @@ class ClusterSite:
         if not self.echo_image:
             if self.backend != "kind":
                 raise BackendError("--backend kubeconfig needs --echo-image (an echo image the cluster can pull)")
-            digest = hashlib.sha256(echo_program().read_bytes()).hexdigest()[:12]
-            self.echo_image = f"{ECHO_REPOSITORY}:{digest}"
-            self.runner.note("echo image: built from workloads/echo, tagged by the content of echo.py")
+            self.echo_image = f"{ECHO_REPOSITORY}:{echo_digest()}"
+            self.runner.note("echo image: built from workloads/echo, tagged by the content of its program's files")
             self.run(
                 ["docker", "build", "--tag", self.echo_image, str(echo_program().parent)],
                 "build the echo image",
