@@ -51,6 +51,8 @@ def run_family(family: str, workdir: Path, source: Path | None = None) -> dict[s
         str(workdir / "artifacts"),
     ]
     env = dict(os.environ)
+    # As tox runs it: tox passes no PYTHONDONTWRITEBYTECODE, so pytest keeps its rewritten test modules cached.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     if source is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), env.get("PYTHONPATH")]))
     start = time.perf_counter()
@@ -118,15 +120,21 @@ def side_by_side(rev: str, families: list[str], rounds: int, tmp: Path) -> None:
                 walls.setdefault((side, family), []).append(result["wall"])
                 cells[(side, family)] = result["cells"]
     print(f"## Side by side: this checkout ({head}, working tree) against {rev}, {rounds} alternating runs each\n")
-    print(f"| family | this: median wall (min-max) | cells | {rev}: median wall (min-max) | cells | ratio (medians) |")
-    print("|---|---|---|---|---|---|")
+    print(
+        f"| family | this: median wall (min-max) | cells | {rev}: median wall (min-max) | cells | ratio (medians) "
+        "| per cell: this, them | ratio per cell |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for family in families:
         this, them = walls[("this", family)], walls[(rev, family)]
         ratio = statistics.median(this) / statistics.median(them)
+        # The whole run's wall over its cells: what one more cell costs, start-up and setup spread over them.
+        mine = statistics.median(this) / cells[("this", family)] * 1000
+        theirs = statistics.median(them) / cells[(rev, family)] * 1000
         print(
             f"| {family} | {statistics.median(this):.2f} s ({min(this):.2f}-{max(this):.2f}) | "
             f"{cells[('this', family)]:.0f} | {statistics.median(them):.2f} s ({min(them):.2f}-{max(them):.2f}) | "
-            f"{cells[(rev, family)]:.0f} | {ratio:.2f}x |"
+            f"{cells[(rev, family)]:.0f} | {ratio:.2f}x | {mine:.2f} ms, {theirs:.2f} ms | {mine / theirs:.2f}x |"
         )
 
 
