@@ -1021,3 +1021,28 @@ def test_a_ztunnel_that_breaks_its_own_contract_fails_exactly_the_node_proxy_cel
     if fault == "no-reload":
         assert "enrolling mic-late: " in proc.stdout
         assert "ztunnel not listening in the pod" in proc.stdout
+
+
+def test_restart_checks_come_after_the_traffic_they_can_wait_behind(tmp_path: Path) -> None:
+    """The kubelet restarts containers while traffic is probed: a restart check asked first waited that out alone.
+
+    So each profile's restart checks (cases with `after_traffic`) come after its traffic cases, and baseline's,
+    whose own traffic is over in a moment, after the default profile's; the profiles stay grouped (no extra switch).
+    """
+    proc = run_suite(tmp_path, "--collect-only", "-q", timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    # Without the cases that run last of all (the legacy round trip, a pod enrolled while the run is on).
+    late = ("test_legacy_switch", "EnrolledWhileRunning")
+    ids = [line for line in proc.stdout.splitlines() if "::" in line and not any(n in line for n in late)]
+    restarts = [i for i, test in enumerate(ids) if "test_restarts[" in test]
+    assert len(restarts) == 8  # two cases, four profiles
+
+    def at(profile: str, restart: bool) -> list[int]:
+        return [i for i, test in enumerate(ids) if test.endswith(f"[{profile}]]") and (i in restarts) == restart]
+
+    for profile in ("passthrough", "legacy", "ambient"):
+        assert min(at(profile, True)) > max(at(profile, False)), profile
+    assert min(at("baseline", True)) > max(at("passthrough", False))  # the default profile's traffic
+    assert max(at("baseline", True)) < min(at("legacy", False))  # and before the next profile's
+    meshed = [re.sub(r".*\[(\w+)\]\]$", r"\1", test) for test in ids if not test.endswith("[baseline]]")]
+    assert [p for k, p in enumerate(meshed) if k == 0 or meshed[k - 1] != p] == ["passthrough", "legacy", "ambient"]

@@ -35,6 +35,8 @@ class ConformanceCase:
     interception: Interception | None = Interception.REDIRECT
     """The interception mode of the cells asked (None: either). TPROXY cells have cases of their own
     (test_interception), which need the mesh's TPROXY capability."""
+    after_traffic: bool = False
+    """Asked after the profile's traffic cases: its check waits for what the kubelet does meanwhile (restarts)."""
 
     def cells(
         self, profile: Profile, family: IpFamily, behaviour: TrafficBehaviour = CURRENT_TRAFFIC

@@ -84,9 +84,18 @@ def _no_traffic_cell(_cell: object) -> bool:
     return False
 
 
-def probe_case(name: str, description: str, part: str, select: ProbeFilter | None = None) -> ProbeCase:
+def probe_case(
+    name: str, description: str, part: str, select: ProbeFilter | None = None, after_traffic: bool = False
+) -> ProbeCase:
     """A probe case; `part` is `probe_ready`, `probe_source`, `ready_reachable` or `probe_restarts`."""
-    return ProbeCase(name, description, _no_traffic_cell, part=part, probe_select=select or (lambda _c: True))
+    return ProbeCase(
+        name,
+        description,
+        _no_traffic_cell,
+        part=part,
+        probe_select=select or (lambda _c: True),
+        after_traffic=after_traffic,
+    )
 
 
 def _expectations(run: ConformanceRun, cells: Sequence[ProbeCellKey]) -> dict[ProbeCellKey, ProbeExpectation]:

@@ -6,8 +6,9 @@ rewritten by the injector to `/app-health/<container>/livez` and `/startupz` lik
 that fails makes the kubelet restart its container again and again (istio/istio#36894: a loopback-only app after the
 1.10 upgrade); a startup probe that fails too, and the container is never Ready; a readiness probe never restarts
 anything. The facts are `conformance.spec.probes` (rules probe-rewrite-all-uses, probe-liveness-restarts,
-probe-startup-holds, probe-readiness-no-restart). This file sorts after the traffic cases, so the kubelet has had a
-profile's seconds to restart what it restarts before the cells are asked.
+probe-startup-holds, probe-readiness-no-restart). Both cases are asked after a profile's traffic cases
+(`after_traffic`), so the kubelet has had the profile's seconds to restart what it restarts before the cells are
+asked; baseline's after the default profile's traffic (the plugin's order), its own being too short for that.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ CASES = (
         "Each probed container is restarted exactly where the spec says: again and again where its liveness or "
         "startup probe fails (never Ready, for a startup probe), never for a readiness probe or one that passes.",
         part="probe_restarts",
+        after_traffic=True,
     ),
     probe_case(
         "RestartProbeSource",
@@ -36,6 +38,7 @@ CASES = (
         "as for its readiness probes; where the probe cannot reach the app, it saw none.",
         part="probe_source",
         select=restart_cells,
+        after_traffic=True,
     ),
 )
 
