@@ -326,6 +326,21 @@ def target(protocol: str, port: int, request_id: str, address: str = "127.0.0.1"
 # --------------------------------------------------------------------------------------------------------
 
 
+def test_the_image_carries_every_file_of_the_program_and_nothing_else() -> None:
+    """No Docker here: a file left out of the image would first show on the nightly kind run, as a crash."""
+    from conformance.world.resources import ECHO_FILES
+
+    folder = ECHO_PY.parent
+    program = {p.name for p in folder.glob("*.py")}
+    assert set(ECHO_FILES) == program
+    dockerfile = (folder / "Dockerfile").read_text().splitlines()
+    copies = [line.split()[1:-1] for line in dockerfile if line.startswith("COPY")]
+    assert copies == [list(ECHO_FILES)]
+    ignore = (folder / ".dockerignore").read_text().splitlines()
+    assert "*" in ignore
+    assert {line[1:] for line in ignore if line.startswith("!")} == program
+
+
 def test_import_by_path_has_no_side_effects(capsys: pytest.CaptureFixture[str]) -> None:
     module = load_echo("echo_unregistered", register=False)  # a harness may not register it in sys.modules
     assert capsys.readouterr() == ("", "")
