@@ -10,10 +10,10 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import cast
+from typing import TypeVar, cast
 
 import pytest
 
@@ -23,6 +23,8 @@ from conformance.backends.emulated.network import Network
 from conformance.backends.emulated.pod import EmulatedPod
 from conformance.backends.precheck import Listener, parse_proc_net_tcp
 from conformance.world.pods import PodRef
+
+_T = TypeVar("_T")
 
 pytestmark = pytest.mark.netns
 
@@ -58,6 +60,12 @@ def _listen(
     return sock
 
 
+def _read(fd: int, home: int, read: Callable[[socket.socket], _T]) -> _T:
+    """`read` on a sock_diag socket of the namespace of its own, as a pod's first read makes one."""
+    with listeners.open_socket(fd, home) as sock:
+        return read(sock)
+
+
 def test_listeners_by_family_match_proc(namespace: tuple[int, int]) -> None:
     fd, home = namespace
     open_sockets = [
@@ -76,7 +84,7 @@ def test_listeners_by_family_match_proc(namespace: tuple[int, int]) -> None:
     bound.bind(("127.0.0.1", 9000))
     open_sockets += [bound, client]
     try:
-        by_family = listeners.read_by_family(fd, home)
+        by_family = _read(fd, home, listeners.read_socket)
         assert by_family[socket.AF_INET] == [Listener("*", 8083), Listener("127.0.0.1", 8081)]
         assert by_family[socket.AF_INET6] == [
             Listener("*", 8084, ipv6=True, v6only=True),
@@ -91,7 +99,7 @@ def test_listeners_by_family_match_proc(namespace: tuple[int, int]) -> None:
             netns.setns(home)
         from_proc = parse_proc_net_tcp(tables[0], ipv6=False) + parse_proc_net_tcp(tables[1], ipv6=True)
         # The same sockets; /proc does not show IPV6_V6ONLY, sock_diag does.
-        unknown = [dataclasses.replace(lst, v6only=None) for lst in listeners.read(fd, home)]
+        unknown = [dataclasses.replace(lst, v6only=None) for lst in _read(fd, home, listeners.read_all)]
         assert unknown == sorted(set(from_proc))
     finally:
         for sock in open_sockets:
@@ -108,7 +116,7 @@ def test_listeners_tell_ipv6_v6only(namespace: tuple[int, int]) -> None:
         _listen(fd, home, socket.AF_INET6, "::ffff:127.0.0.1", 8083, v6only=False),
     ]
     try:
-        assert listeners.read_by_family(fd, home) == {
+        assert _read(fd, home, listeners.read_socket) == {
             socket.AF_INET: [Listener("*", 8081)],
             socket.AF_INET6: [
                 Listener("*", 8080, ipv6=True, v6only=False),
@@ -149,7 +157,7 @@ def test_served_ports_agree_with_the_listeners_on_one_socket_read_again(namespac
             assert listeners.served_ports(sock) == (v4, v6) == ({8081, 8084, 8085, 8087}, {8084, 8085, 8086})
             late.close()
             assert listeners.served_ports(sock) == ({8081, 8084, 8085}, {8084, 8085, 8086})
-            assert listeners.read_socket(sock) == listeners.read_by_family(fd, home)
+            assert listeners.read_socket(sock) == _read(fd, home, listeners.read_socket)
     finally:
         for sock in [*open_sockets, late]:
             sock.close()
@@ -196,7 +204,7 @@ def test_a_listener_read_cut_short_leaves_the_next_read_right(namespace: tuple[i
 
 def test_no_listeners_in_an_empty_namespace(namespace: tuple[int, int]) -> None:
     fd, home = namespace
-    assert listeners.read(fd, home) == []
+    assert _read(fd, home, listeners.read_all) == []
 
 
 def test_dialer_gives_each_probe_of_a_pod_its_own_source_port(namespace: tuple[int, int]) -> None:

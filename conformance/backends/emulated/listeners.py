@@ -138,18 +138,6 @@ def read_socket(sock: socket.socket) -> dict[socket.AddressFamily, list[Listener
     return {family: sorted(set(_dump(sock, family))) for family in (socket.AF_INET, socket.AF_INET6)}
 
 
-def read_by_family(namespace_fd: int, home_fd: int) -> dict[socket.AddressFamily, list[Listener]]:
-    """Each family's listeners of the namespace behind `namespace_fd` (read_socket), on a socket of its own."""
-    with open_socket(namespace_fd, home_fd) as sock:
-        return read_socket(sock)
-
-
 def read_all(sock: socket.socket) -> list[Listener]:
     """Both families' listeners of the socket's namespace together (what istioctl's precheck reads), sorted."""
     return sorted({lst for listeners in read_socket(sock).values() for lst in listeners})
-
-
-def read(namespace_fd: int, home_fd: int) -> list[Listener]:
-    """Both families' listeners of the namespace behind `namespace_fd` (read_all), on a socket of its own."""
-    with open_socket(namespace_fd, home_fd) as sock:
-        return read_all(sock)
