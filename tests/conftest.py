@@ -6,6 +6,7 @@ under CI=true they fail instead, because CI must exercise the emulated backend, 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -17,6 +18,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# The echo image the kind backend builds, tagged by the content of the echo program's three files (docs/kind.md):
+# computed here from the files themselves, not with the package's echo_digest().
+ECHO_IMAGE = (
+    "localhost/mesh-inbound-conformance/echo:"
+    + hashlib.sha256(
+        b"".join((REPO / "workloads" / "echo" / n).read_bytes() for n in ("echo.py", "echo_serve.py", "echo_probe.py"))
+    ).hexdigest()[:12]
+)
 
 
 @pytest.fixture(autouse=True)

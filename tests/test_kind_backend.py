@@ -16,7 +16,6 @@ replayed by the fake istioctl and parsed directly at the end of this module.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import importlib.util
 import json
 import shlex
@@ -33,6 +32,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from conftest import ECHO_IMAGE
 from fakes.host import DOCKER_DOWN, fake_host
 from fakes.kind_api import FakeKindApi
 
@@ -59,13 +59,6 @@ BUNDLE = resource("fixtures").parent
 FAKEBIN = REPO / "tests" / "fakes" / "fakebin.py"
 PRECHECK_DATA = REPO / "tests" / "data" / "istioctl"
 
-# The echo image is tagged by the content of the echo program's three files (docs/kind.md).
-ECHO_IMAGE = (
-    "localhost/mesh-inbound-conformance/echo:"
-    + hashlib.sha256(
-        b"".join((REPO / "workloads" / "echo" / n).read_bytes() for n in ("echo.py", "echo_serve.py", "echo_probe.py"))
-    ).hexdigest()[:12]
-)
 NODE_1_20 = "kindest/node:v1.20.15@sha256:a32bf55309294120616886b5338f95dd98a2f7231519c7dedcec32ba29699394"
 NODE_1_29 = "kindest/node:v1.29.14@sha256:8703bd94ee24e51b778d5556ae310c6c0fa67d761fae6379c8e0bb480e6fea29"
 NODE_1_36 = "kindest/node:v1.36.1@sha256:3489c7674813ba5d8b1a9977baea8a6e553784dab7b84759d1014dbd78f7ebd5"

@@ -16,7 +16,6 @@ repository: they are shown here as `<cache>`, `<tmp>` and `<repo>`.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ECHO_IMAGE
 from packaging.version import Version
 
 from conformance.backends.kind.matrix import load_matrix
@@ -36,12 +36,6 @@ from conformance.world.layout import World
 from conformance.world.probe_pods import PROBE_REWRITE_ANNOTATION, PROBED_CONTAINERS
 
 REPO = Path(__file__).resolve().parents[1]
-ECHO_IMAGE = (
-    "localhost/mesh-inbound-conformance/echo:"
-    + hashlib.sha256(
-        b"".join((REPO / "workloads" / "echo" / n).read_bytes() for n in ("echo.py", "echo_serve.py", "echo_probe.py"))
-    ).hexdigest()[:12]
-)
 NODE_1_20 = "kindest/node:v1.20.15@sha256:a32bf55309294120616886b5338f95dd98a2f7231519c7dedcec32ba29699394"
 NODE_1_29 = "kindest/node:v1.29.14@sha256:8703bd94ee24e51b778d5556ae310c6c0fa67d761fae6379c8e0bb480e6fea29"
 NODE_1_36 = "kindest/node:v1.36.1@sha256:3489c7674813ba5d8b1a9977baea8a6e553784dab7b84759d1014dbd78f7ebd5"

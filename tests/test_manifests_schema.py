@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -27,18 +26,13 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from conftest import ECHO_IMAGE
 from kubernetes_validate import utils as kubernetes_validate
 
 from conformance.spec.dimensions import SINGLE_STACK, IpFamily
 from conformance.world.layout import World
 
 REPO = Path(__file__).resolve().parents[1]
-ECHO_IMAGE = (
-    "localhost/mesh-inbound-conformance/echo:"
-    + hashlib.sha256(
-        b"".join((REPO / "workloads" / "echo" / n).read_bytes() for n in ("echo.py", "echo_serve.py", "echo_probe.py"))
-    ).hexdigest()[:12]
-)
 SIDECAR_SCHEMA = json.loads((REPO / "tests" / "data" / "istio-sidecar.schema.json").read_text())
 DESTINATION_RULE_SCHEMA = json.loads((REPO / "tests" / "data" / "istio-destinationrule.schema.json").read_text())
 
