@@ -20,7 +20,10 @@ class TimeoutConfig:
     consecutive: int = 3
     """Identical outcomes in a row that make an observation (Gateway API: RequiredConsecutiveSuccesses 3)."""
     poll_interval: float = 0.02
-    """Pause between probe rounds (Istio's echo checks: 20 ms)."""
+    """First pause after a probe round in which an outcome changed; each later one doubles, up to 16x.
+
+    A round in which every outcome held is followed at once (Istio's echo calls: `BackoffDelay`, no delay after
+    a success; `engine.probe.converge_rounds`)."""
     pod_ready: float = 120.0
     """Until every pod passes its readiness checks."""
     mesh_install: float = 600.0

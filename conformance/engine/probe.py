@@ -4,16 +4,19 @@ A cell's observation is made of `consecutive` identical outcomes in a row (outco
 `converge` timeout: so configuration still propagating cannot pass for a result, and a negative cell must
 fail the same way every time. All pending cells of a round go to the backend as one batch, which the
 emulated backend dials concurrently in-process and kind sends to the client pods in one request each.
+
+Rounds are paced as Istio's echo calls retry (`converge_rounds`).
 """
 
 from __future__ import annotations
 
 import itertools
 import secrets
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
+from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_delay
 
 from conformance.backends.base import Cluster, ProbeRequest
 from conformance.backends.timeouts import TimeoutConfig
@@ -22,6 +25,47 @@ from conformance.spec.dimensions import CellKey, IpFamily, Path, Source, source_
 from conformance.spec.outcome import Expectation
 from conformance.world.layout import World
 from conformance.world.ports import dialled_address, dialled_port
+
+BACKOFF_LIMIT = 16
+"""The longest pause between rounds, in poll intervals (Istio's `retry.BackoffDelay`: 16 backoffs)."""
+
+
+def converge_rounds(
+    one_round: Callable[[], tuple[int, bool]],
+    timeouts: TimeoutConfig,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Call `one_round` until no cell is pending or the `converge` timeout runs out, paced as Istio's echo calls.
+
+    `one_round` probes the pending cells once and returns how many are still pending and whether some cell's
+    outcome changed from its previous one. Istio's retry (pkg/test/util/retry/retry.go `UntilComplete`, with the
+    echo's `BackoffDelay` and `Converge(3)`) pauses only after a failed attempt ("Skip delay if we have a
+    success"), the first pause the delay and each later one twice the one before, up to 16 times the delay. A
+    round that only extended streaks is a success here, so the next follows at once; one in which an outcome
+    changed pauses, as a failed attempt does. (`sleep`: how to pause, for the tests.)
+    """
+    delay, longest = timeouts.poll_interval, timeouts.poll_interval * BACKOFF_LIMIT
+    changed = False
+
+    def attempt() -> int:
+        nonlocal changed
+        left, changed = one_round()
+        return left
+
+    def pause(_state: RetryCallState) -> float:
+        nonlocal delay
+        if not changed:
+            return 0.0
+        current, delay = delay, min(delay * 2, longest)
+        return current
+
+    Retrying(
+        sleep=sleep,
+        stop=stop_after_delay(timeouts.converge),
+        wait=pause,
+        retry=retry_if_result(lambda left: left > 0),
+        retry_error_callback=lambda state: state.outcome.result() if state.outcome else 0,
+    )(attempt)
 
 
 @dataclass(frozen=True)
@@ -244,29 +288,26 @@ class Prober:
         streak: dict[CellKey, int] = dict.fromkeys(cells, 0)
         pending = list(cells)
 
-        def one_round() -> int:
+        def one_round() -> tuple[int, bool]:
             nonlocal pending
             requests = [self._request(c) for c in pending]
             results = self.cluster.probe(requests, self.timeouts.probe)
             self.probes_sent += len(requests)
             still = []
+            changed = False
             for cell, request, result in zip(pending, requests, results, strict=True):
                 outcome = ProbeOutcome.from_json(result, request.request_id)
                 previous = history[cell][-1] if history[cell] else None
                 history[cell].append(outcome)
                 same = previous is not None and previous.signature == outcome.signature
                 streak[cell] = streak[cell] + 1 if same else 1
+                changed = changed or (previous is not None and not same)
                 if streak[cell] < needed:
                     still.append(cell)
             pending = still
-            return len(pending)
+            return len(pending), changed
 
-        Retrying(
-            stop=stop_after_delay(self.timeouts.converge),
-            wait=wait_fixed(self.timeouts.poll_interval),
-            retry=retry_if_result(lambda left: left > 0),
-            retry_error_callback=lambda state: state.outcome.result() if state.outcome else 0,
-        )(one_round)
+        converge_rounds(one_round, self.timeouts)
         dead = [d for d in self.cluster.deaths() if d.ongoing]
         observations = {}
         for cell in cells:

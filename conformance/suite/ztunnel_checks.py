@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import pytest
-from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from conformance.backends.base import BackendError, ProbeRequest
-from conformance.engine.probe import Observation, ProbeOutcome, classify_source, judge
+from conformance.engine.probe import Observation, ProbeOutcome, classify_source, converge_rounds, judge
 from conformance.report.ztunnel import record_ztunnel
 from conformance.spec.capabilities import Capability
 from conformance.spec.dimensions import SINGLE_STACK, Client, DefaultEndpoint, IpFamily, PortKind, Profile, Protocol
@@ -66,27 +65,24 @@ def converge(run: ConformanceRun, requests: dict[K, Callable[[str], ProbeRequest
     pending = list(requests)
     tag = secrets.token_hex(3)
 
-    def one_round() -> int:
+    def one_round() -> tuple[int, bool]:
         nonlocal pending
         sent = [requests[k](f"mic-zt-{tag}-{secrets.token_hex(4)}") for k in pending]
         results = run.session.cluster.probe(sent, timeouts.probe)
         still = []
+        changed = False
         for key, request, result in zip(pending, sent, results, strict=True):
             outcome = ProbeOutcome.from_json(result, request.request_id)
             same = bool(history[key]) and history[key][-1].signature == outcome.signature
+            changed = changed or (bool(history[key]) and not same)
             history[key].append(outcome)
             streak[key] = streak[key] + 1 if same else 1
             if streak[key] < timeouts.consecutive:
                 still.append(key)
         pending = still
-        return len(pending)
+        return len(pending), changed
 
-    Retrying(
-        stop=stop_after_delay(timeouts.converge),
-        wait=wait_fixed(timeouts.poll_interval),
-        retry=retry_if_result(lambda left: left > 0),
-        retry_error_callback=lambda state: state.outcome.result() if state.outcome else 0,
-    )(one_round)
+    converge_rounds(one_round, timeouts)
     return history
 
 
