@@ -33,7 +33,7 @@ BACKOFF_LIMIT = 16
 def converge_rounds(
     one_round: Callable[[], tuple[int, bool]],
     timeouts: TimeoutConfig,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
 ) -> None:
     """Call `one_round` until no cell is pending or the `converge` timeout runs out, paced as Istio's echo calls.
 
@@ -42,7 +42,7 @@ def converge_rounds(
     echo's `BackoffDelay` and `Converge(3)`) pauses only after a failed attempt ("Skip delay if we have a
     success"), the first pause the delay and each later one twice the one before, up to 16 times the delay. A
     round that only extended streaks is a success here, so the next follows at once; one in which an outcome
-    changed pauses, as a failed attempt does. (`sleep`: how to pause, for the tests.)
+    changed pauses, as a failed attempt does. (`sleep`: how to pause, time.sleep unless a test says otherwise.)
     """
     delay, longest = timeouts.poll_interval, timeouts.poll_interval * BACKOFF_LIMIT
     changed = False
@@ -60,7 +60,7 @@ def converge_rounds(
         return current
 
     Retrying(
-        sleep=sleep,
+        sleep=sleep or time.sleep,
         stop=stop_after_delay(timeouts.converge),
         wait=pause,
         retry=retry_if_result(lambda left: left > 0),
