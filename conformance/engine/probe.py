@@ -13,8 +13,9 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_delay
 
@@ -26,46 +27,10 @@ from conformance.spec.outcome import Expectation
 from conformance.world.layout import World
 from conformance.world.ports import dialled_address, dialled_port
 
+K = TypeVar("K", bound=Hashable)
+
 BACKOFF_LIMIT = 16
 """The longest pause between rounds, in poll intervals (Istio's `retry.BackoffDelay`: 16 backoffs)."""
-
-
-def converge_rounds(
-    one_round: Callable[[], tuple[int, bool]],
-    timeouts: TimeoutConfig,
-    sleep: Callable[[float], None] | None = None,
-) -> None:
-    """Call `one_round` until no cell is pending or the `converge` timeout runs out, paced as Istio's echo calls.
-
-    `one_round` probes the pending cells once and returns how many are still pending and whether some cell's
-    outcome changed from its previous one. Istio's retry (pkg/test/util/retry/retry.go `UntilComplete`, with the
-    echo's `BackoffDelay` and `Converge(3)`) pauses only after a failed attempt ("Skip delay if we have a
-    success"), the first pause the delay and each later one twice the one before, up to 16 times the delay. A
-    round that only extended streaks is a success here, so the next follows at once; one in which an outcome
-    changed pauses, as a failed attempt does. (`sleep`: how to pause, time.sleep unless a test says otherwise.)
-    """
-    delay, longest = timeouts.poll_interval, timeouts.poll_interval * BACKOFF_LIMIT
-    changed = False
-
-    def attempt() -> int:
-        nonlocal changed
-        left, changed = one_round()
-        return left
-
-    def pause(_state: RetryCallState) -> float:
-        nonlocal delay
-        if not changed:
-            return 0.0
-        current, delay = delay, min(delay * 2, longest)
-        return current
-
-    Retrying(
-        sleep=sleep or time.sleep,
-        stop=stop_after_delay(timeouts.converge),
-        wait=pause,
-        retry=retry_if_result(lambda left: left > 0),
-        retry_error_callback=lambda state: state.outcome.result() if state.outcome else 0,
-    )(attempt)
 
 
 @dataclass(frozen=True)
@@ -221,6 +186,89 @@ def judge(expected: Expectation, observation: Observation) -> Verdict:
     return Verdict(reach_ok, source_ok, observation.converged, reason)
 
 
+def converge_rounds(
+    one_round: Callable[[], tuple[int, bool]],
+    timeouts: TimeoutConfig,
+    sleep: Callable[[float], None] | None = None,
+) -> None:
+    """Call `one_round` until no cell is pending or the `converge` timeout runs out, paced as Istio's echo calls.
+
+    `one_round` probes the pending cells once and returns how many are still pending and whether some cell's
+    outcome changed from its previous one. Istio's retry (pkg/test/util/retry/retry.go `UntilComplete`, with the
+    echo's `BackoffDelay` and `Converge(3)`) pauses only after a failed attempt ("Skip delay if we have a
+    success"), the first pause the delay and each later one twice the one before, up to 16 times the delay. A
+    round that only extended streaks is a success here, so the next follows at once; one in which an outcome
+    changed pauses, as a failed attempt does. (`sleep`: how to pause, time.sleep unless a test says otherwise.)
+    """
+    delay, longest = timeouts.poll_interval, timeouts.poll_interval * BACKOFF_LIMIT
+    changed = False
+
+    def attempt() -> int:
+        nonlocal changed
+        left, changed = one_round()
+        return left
+
+    def pause(_state: RetryCallState) -> float:
+        nonlocal delay
+        if not changed:
+            return 0.0
+        current, delay = delay, min(delay * 2, longest)
+        return current
+
+    Retrying(
+        sleep=sleep or time.sleep,
+        stop=stop_after_delay(timeouts.converge),
+        wait=pause,
+        retry=retry_if_result(lambda left: left > 0),
+        retry_error_callback=lambda state: state.outcome.result() if state.outcome else 0,
+    )(attempt)
+
+
+def converge(
+    cluster: Cluster,
+    keys: Sequence[K],
+    request: Callable[[K], ProbeRequest],
+    timeouts: TimeoutConfig,
+    sleep: Callable[[float], None] | None = None,
+) -> dict[K, list[ProbeOutcome]]:
+    """Probe every key until `consecutive` identical outcomes in a row (or `converge` runs out); each one's history.
+
+    `request` makes a key's next probe; all pending keys of a round make one batch (`converge_rounds` paces the
+    rounds). The prober's cells and the node-proxy checks' keys converge here alike.
+    """
+    needed = timeouts.consecutive
+    history: dict[K, list[ProbeOutcome]] = {k: [] for k in keys}
+    streak = dict.fromkeys(keys, 0)
+    pending = list(keys)
+
+    def one_round() -> tuple[int, bool]:
+        nonlocal pending
+        sent = [request(k) for k in pending]
+        results = cluster.probe(sent, timeouts.probe)
+        still = []
+        changed = False
+        for key, probe, result in zip(pending, sent, results, strict=True):
+            outcome = ProbeOutcome.from_json(result, probe.request_id)
+            previous = history[key][-1] if history[key] else None
+            history[key].append(outcome)
+            same = previous is not None and previous.signature == outcome.signature
+            streak[key] = streak[key] + 1 if same else 1
+            changed = changed or (previous is not None and not same)
+            if streak[key] < needed:
+                still.append(key)
+        pending = still
+        return len(pending), changed
+
+    converge_rounds(one_round, timeouts, sleep)
+    return history
+
+
+def converged(history: Sequence[ProbeOutcome], needed: int) -> bool:
+    """Whether the last `needed` outcomes are identical (outcome and peer): the key converged."""
+    tail = history[-needed:]
+    return len(tail) == needed and len({o.signature for o in tail}) == 1
+
+
 class Prober:
     """Observes cells on a cluster, converging each, and remembers observations per mesh mode."""
 
@@ -284,30 +332,8 @@ class Prober:
 
     def _converge(self, cells: Sequence[CellKey]) -> dict[CellKey, Observation]:
         needed = self.timeouts.consecutive
-        history: dict[CellKey, list[ProbeOutcome]] = {c: [] for c in cells}
-        streak: dict[CellKey, int] = dict.fromkeys(cells, 0)
-        pending = list(cells)
-
-        def one_round() -> tuple[int, bool]:
-            nonlocal pending
-            requests = [self._request(c) for c in pending]
-            results = self.cluster.probe(requests, self.timeouts.probe)
-            self.probes_sent += len(requests)
-            still = []
-            changed = False
-            for cell, request, result in zip(pending, requests, results, strict=True):
-                outcome = ProbeOutcome.from_json(result, request.request_id)
-                previous = history[cell][-1] if history[cell] else None
-                history[cell].append(outcome)
-                same = previous is not None and previous.signature == outcome.signature
-                streak[cell] = streak[cell] + 1 if same else 1
-                changed = changed or (previous is not None and not same)
-                if streak[cell] < needed:
-                    still.append(cell)
-            pending = still
-            return len(pending), changed
-
-        converge_rounds(one_round, self.timeouts)
+        history = converge(self.cluster, cells, self._request, self.timeouts)
+        self.probes_sent += sum(len(attempts) for attempts in history.values())
         dead = [d for d in self.cluster.deaths() if d.ongoing]
         observations = {}
         for cell in cells:
@@ -315,6 +341,6 @@ class Prober:
             pods = {self.world.server_for(cell), self.world.source_pod(cell)}
             voided = tuple(d.summary for d in dead if pods.intersection(d.pods))
             observations[cell] = Observation(
-                cell, last, streak[cell] >= needed, history[cell], self._classify(cell, last), voided
+                cell, last, converged(history[cell], needed), history[cell], self._classify(cell, last), voided
             )
         return observations

@@ -16,7 +16,8 @@ from typing import TypeVar
 import pytest
 
 from conformance.backends.base import BackendError, ProbeRequest
-from conformance.engine.probe import Observation, ProbeOutcome, classify_source, converge_rounds, judge
+from conformance.engine.probe import Observation, ProbeOutcome, classify_source, converged, judge
+from conformance.engine.probe import converge as engine_converge
 from conformance.report.ztunnel import record_ztunnel
 from conformance.spec.capabilities import Capability
 from conformance.spec.dimensions import SINGLE_STACK, Client, DefaultEndpoint, IpFamily, PortKind, Profile, Protocol
@@ -58,37 +59,13 @@ class ZtunnelCase(ConformanceCase):
 
 def converge(run: ConformanceRun, requests: dict[K, Callable[[str], ProbeRequest]]) -> dict[K, list[ProbeOutcome]]:
     """Probe every key until `consecutive` identical outcomes in a row (or `converge` runs out); each one's history."""
-    settings = run.session.settings
-    timeouts = settings.timeouts
-    history: dict[K, list[ProbeOutcome]] = {k: [] for k in requests}
-    streak = dict.fromkeys(requests, 0)
-    pending = list(requests)
     tag = secrets.token_hex(3)
-
-    def one_round() -> tuple[int, bool]:
-        nonlocal pending
-        sent = [requests[k](f"mic-zt-{tag}-{secrets.token_hex(4)}") for k in pending]
-        results = run.session.cluster.probe(sent, timeouts.probe)
-        still = []
-        changed = False
-        for key, request, result in zip(pending, sent, results, strict=True):
-            outcome = ProbeOutcome.from_json(result, request.request_id)
-            same = bool(history[key]) and history[key][-1].signature == outcome.signature
-            changed = changed or (bool(history[key]) and not same)
-            history[key].append(outcome)
-            streak[key] = streak[key] + 1 if same else 1
-            if streak[key] < timeouts.consecutive:
-                still.append(key)
-        pending = still
-        return len(pending), changed
-
-    converge_rounds(one_round, timeouts)
-    return history
-
-
-def _converged(history: Sequence[ProbeOutcome], needed: int) -> bool:
-    tail = history[-needed:]
-    return len(tail) == needed and len({o.signature for o in tail}) == 1
+    return engine_converge(
+        run.session.cluster,
+        list(requests),
+        lambda key: requests[key](f"mic-zt-{tag}-{secrets.token_hex(4)}"),
+        run.session.settings.timeouts,
+    )
 
 
 def _voided(run: ConformanceRun, pods: Sequence[PodRef]) -> tuple[str, ...]:
@@ -135,7 +112,7 @@ def check_tunnel(run: ConformanceRun, case: ZtunnelCase) -> None:
             ok = last.label == f"http_{want.status}"
         wanted = f"{want.status}{' (app sees the client)' if want.client_source else ''}"
         reason = "" if ok else f"expected {wanted}, got {got}"
-        if ok and not _converged(history[cell], session.settings.timeouts.consecutive):
+        if ok and not converged(history[cell], session.settings.timeouts.consecutive):
             ok, reason = False, f"did not converge: {', '.join(o.label for o in history[cell][-6:])}"
         if reason and voided:
             reason = f"void, {' and '.join(voided)}: {reason}"
@@ -183,7 +160,7 @@ def check_late(run: ConformanceRun, case: ZtunnelCase) -> None:
         last = attempts[-1]
         source = classify_source(last.peer, family, client_ips[cell.client], server_ip)
         voided = _voided(run, (server, clients[cell.client]))
-        observation = Observation(cell.traffic_cell, last, _converged(attempts, needed), attempts, source, voided)
+        observation = Observation(cell.traffic_cell, last, converged(attempts, needed), attempts, source, voided)
         verdict = judge(want, observation)
         ok = verdict.passed
         observed: dict[str, object] = {
