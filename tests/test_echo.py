@@ -962,7 +962,7 @@ class ConnectorError(Exception):
     ],
 )
 def test_custom_connector_exceptions_are_classified(exc: Exception, outcome: str) -> None:
-    async def connector(_target: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def connector(_target: Any) -> socket.socket:
         raise exc
 
     result = asyncio.run(prober.probe_one(target("tcp", 9, "conn-1"), 1.0, connect=connector))
@@ -972,7 +972,7 @@ def test_custom_connector_exceptions_are_classified(exc: Exception, outcome: str
 
 
 def test_custom_connector_that_hangs_times_out() -> None:
-    async def connector(_target: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def connector(_target: Any) -> socket.socket:
         await asyncio.sleep(30)
         raise AssertionError("unreachable")
 
@@ -982,10 +982,10 @@ def test_custom_connector_that_hangs_times_out() -> None:
 
 
 def test_custom_connector_with_own_socket_like_the_harness(shared: Shared) -> None:
-    """The harness creates the socket itself (inside another netns) and hands it to asyncio."""
+    """The harness creates the socket itself (inside another netns), connects it, and hands it to the prober."""
     used: list[Any] = []
 
-    async def connector(t: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def connector(t: Any) -> socket.socket:
         used.append(t)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
@@ -994,7 +994,7 @@ def test_custom_connector_with_own_socket_like_the_harness(shared: Shared) -> No
         except BaseException:
             sock.close()
             raise
-        return await asyncio.open_connection(sock=sock)
+        return sock
 
     targets = [target("http", shared.http_port, "own-1"), target("tcp", shared.tcp_port, "own-2")]
     targets.append(target("tcp", free_ports(1)[0], "own-3"))
@@ -1093,6 +1093,26 @@ def test_probe_subcommand_bracketed_ipv6_target() -> None:
     (only,) = json.loads(result.stdout)["results"]
     assert only["target"] == {"protocol": "tcp", "address": "::1", "port": port, "request_id": "v6-target"}
     assert only["outcome"] == "refused"
+
+
+def test_probe_by_host_name_dials_each_address_in_turn(shared: Shared, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host name is resolved off the loop and its addresses dialled in turn, as asyncio.open_connection did."""
+    closed = free_ports(1)[0]
+    answers = {
+        "two.example": [("::1", closed), ("127.0.0.1", shared.tcp_port)],  # the first refuses, the second answers
+        "none.example": [("127.0.0.1", closed), ("127.0.0.2", closed)],
+    }
+
+    async def getaddrinfo(self: Any, host: str, port: int, **_kwargs: Any) -> list[tuple[Any, ...]]:
+        families = {True: socket.AF_INET6, False: socket.AF_INET}
+        return [(families[":" in a], socket.SOCK_STREAM, 6, "", (a, p)) for a, p in answers[host]]
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "getaddrinfo", getaddrinfo)
+    ok, refused = asyncio.run(
+        prober.probe_batch([target("tcp", 1, "name-1", "two.example"), target("tcp", 1, "name-2", "none.example")], 1)
+    )
+    assert (ok.outcome, ok.pod, ok.peer) == ("ok", "pod-a", "127.0.0.1"), ok.to_json()
+    assert refused.outcome == "refused", refused.to_json()
 
 
 def test_control_connections_record_silent_probe_connections(spawn: Spawner) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -106,9 +107,12 @@ def _probe_through(handler: Handler, address: str = "10.0.0.7", port: int = 9082
         server = await asyncio.start_server(handler, "127.0.0.1", 0)
         local = server.sockets[0].getsockname()[1]
 
-        async def connect(target: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        async def connect(target: Any) -> socket.socket:
             dialled.append(target.port)
-            return await asyncio.open_connection("127.0.0.1", local)
+            sock = socket.socket()
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", local))
+            return sock
 
         async with server:
             (result,) = await echo.probe_batch([echo.ProbeTarget("connect", address, port, "zt-1")], 2.0, 4, connect)

@@ -7,8 +7,8 @@ on every backend: in the kind pod it runs as `echo.py probe`, here as a library 
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from functools import cache
@@ -16,8 +16,6 @@ from types import ModuleType
 from typing import Protocol, cast
 
 from conformance.world.resources import echo_prober
-
-StreamPair = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 class ProbeTargetLike(Protocol):
@@ -36,7 +34,8 @@ class ProbeResultLike(Protocol):
         """The result in the echo program's JSON format."""
 
 
-Connector = Callable[[ProbeTargetLike], Awaitable[StreamPair]]
+Connector = Callable[[ProbeTargetLike], Awaitable[socket.socket]]
+"""Dials a target: a connected, non-blocking socket (the echo program's exchanges read and write it)."""
 
 
 @cache

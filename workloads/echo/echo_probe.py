@@ -13,13 +13,16 @@ probe (the control port's POST /probe).
 """
 
 import asyncio
+import ipaddress
 import json
 import math
 import re
+import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 from urllib.parse import quote
 
 # NB: no `from __future__ import annotations`. With it, @dataclass looks the defining module up in
@@ -189,7 +192,8 @@ class ProbeResult:
         return cls(ProbeTarget.from_json(data["target"]), outcome, status, texts[0], texts[1], float(latency), detail)
 
 
-Connector = Callable[[ProbeTarget], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+Connector = Callable[[ProbeTarget], Awaitable[socket.socket]]
+"""Dials a target: a connected, non-blocking socket (the harness makes it inside a pod's network namespace)."""
 
 
 def parse_target(text: str) -> ProbeTarget:
@@ -260,6 +264,75 @@ def parse_batch(data: object) -> tuple[list[ProbeTarget], float | None, int | No
     return parsed, timeout, concurrency
 
 
+_LINE_LIMIT = 2**16
+"""The longest line an answer may have (asyncio's stream limit, which this prober used before _Conn)."""
+
+
+class _Conn:
+    """A connected socket read through a buffer: the few reads and the write an exchange makes, and no more.
+
+    Why not asyncio's streams: a probe reads one short answer, and a stream pair (transport, protocol, reader,
+    writer) cost more CPU than the whole exchange. The harness dials thousands of probes a round, so the
+    exchanges run on the loop's socket calls directly (each tries the system call before it waits), with the
+    streams' semantics: readline returns a partial line at EOF and raises ValueError past the limit,
+    readexactly raises IncompleteReadError, read returns b"" at EOF.
+    """
+
+    __slots__ = ("_buffer", "_eof", "_loop", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._loop = asyncio.get_running_loop()
+        self._buffer = bytearray()
+        self._eof = False
+
+    async def _fill(self) -> bool:
+        """Read what the peer sent next into the buffer; False at EOF."""
+        if self._eof:
+            return False
+        data = await self._loop.sock_recv(self.sock, 65536)
+        if not data:
+            self._eof = True
+            return False
+        self._buffer += data
+        return True
+
+    def _take(self, size: int) -> bytes:
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+    async def write(self, data: bytes) -> None:
+        """Send all of `data`."""
+        await self._loop.sock_sendall(self.sock, data)
+
+    async def readline(self) -> bytes:
+        """One line with its newline; what is left at EOF (maybe b""); ValueError past _LINE_LIMIT."""
+        searched = 0
+        while True:
+            end = self._buffer.find(b"\n", searched)
+            if end >= 0:
+                return self._take(end + 1)
+            if len(self._buffer) > _LINE_LIMIT:
+                raise ValueError("line longer than the read limit")
+            searched = len(self._buffer)
+            if not await self._fill():
+                return self._take(len(self._buffer))
+
+    async def readexactly(self, size: int) -> bytes:
+        """Exactly `size` bytes; IncompleteReadError (with what came) when the peer ends before."""
+        while len(self._buffer) < size:
+            if not await self._fill():
+                raise asyncio.IncompleteReadError(self._take(len(self._buffer)), size)
+        return self._take(size)
+
+    async def read(self, size: int) -> bytes:
+        """Up to `size` bytes as soon as any are there; b"" at EOF."""
+        if not self._buffer:
+            await self._fill()
+        return self._take(size)
+
+
 class _ProbeFailure(Exception):
     """An exchange ended in a classified non-ok outcome."""
 
@@ -277,10 +350,10 @@ def _preview(data: bytes) -> str:
     return _truncate(repr(data[:_DETAIL_MAX]))
 
 
-async def _probe_line(reader: asyncio.StreamReader, what: str, looks_like: Callable[[bytes], bool]) -> bytes:
+async def _probe_line(conn: _Conn, what: str, looks_like: Callable[[bytes], bool]) -> bytes:
     """Read one complete line of an answer; EOF before it completes is reset_or_eof, junk is error."""
     try:
-        line = await reader.readline()
+        line = await conn.readline()
     except ValueError:
         raise _ProbeFailure("error", f"{what} longer than the read limit") from None
     if not line:
@@ -308,14 +381,14 @@ def _echo_fields(raw: bytes, what: str, target: ProbeTarget) -> tuple[str | None
     return (peer if isinstance(peer, str) else None), (pod if isinstance(pod, str) else None), note
 
 
-async def _read_http_body(reader: asyncio.StreamReader, status: int, headers: Mapping[str, str]) -> bytes:
+async def _read_http_body(conn: _Conn, status: int, headers: Mapping[str, str]) -> bytes:
     """Read a response body framed by chunked encoding, Content-Length, or the end of the connection."""
     if status in (204, 304):
         return b""
     if "chunked" in headers.get("transfer-encoding", "").lower():
         body = bytearray()
         while True:
-            size_line = await _probe_line(reader, "a chunk size", lambda _b: True)
+            size_line = await _probe_line(conn, "a chunk size", lambda _b: True)
             size_text = size_line.split(b";", 1)[0].strip()
             if not HEX_RE.match(size_text):
                 raise _ProbeFailure("error", f"bad chunk size line {_preview(size_line)}")
@@ -324,8 +397,8 @@ async def _read_http_body(reader: asyncio.StreamReader, status: int, headers: Ma
                 return bytes(body)
             if len(body) + size > _MAX_PROBE_BODY:
                 raise _ProbeFailure("error", "response body too large for an echo answer")
-            body.extend(await reader.readexactly(size))
-            await reader.readexactly(2)  # CRLF after the chunk
+            body.extend(await conn.readexactly(size))
+            await conn.readexactly(2)  # CRLF after the chunk
     length_text = headers.get("content-length")
     if length_text is not None:
         if not (length_text.isascii() and length_text.isdigit()):
@@ -333,11 +406,11 @@ async def _read_http_body(reader: asyncio.StreamReader, status: int, headers: Ma
         length = int(length_text)
         if length > _MAX_PROBE_BODY:
             raise _ProbeFailure("error", "response body too large for an echo answer")
-        return await reader.readexactly(length)
-    data = await reader.read(_MAX_PROBE_BODY + 1)
+        return await conn.readexactly(length)
+    data = await conn.read(_MAX_PROBE_BODY + 1)
     body = bytearray(data)
     while data and len(body) <= _MAX_PROBE_BODY:
-        data = await reader.read(_MAX_PROBE_BODY + 1 - len(body))
+        data = await conn.read(_MAX_PROBE_BODY + 1 - len(body))
         body.extend(data)
     if len(body) > _MAX_PROBE_BODY:
         raise _ProbeFailure("error", "response body too large for an echo answer")
@@ -348,9 +421,7 @@ def _looks_like_status(line: bytes) -> bool:
     return line.startswith(b"HTTP/") or b"HTTP/".startswith(line)
 
 
-async def _http_exchange(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: ProbeTarget
-) -> tuple[str, int, str | None, str | None, str]:
+async def _http_exchange(conn: _Conn, target: ProbeTarget) -> tuple[str, int, str | None, str | None, str]:
     """GET /?id=..., then classify: 200 with an echo body is ok, another status is http_status."""
     request = (
         f"GET /?id={quote(target.request_id, safe='')} HTTP/1.1\r\n"
@@ -360,10 +431,9 @@ async def _http_exchange(
         "Accept: */*\r\n"
         "Connection: close\r\n\r\n"
     )
-    writer.write(request.encode("ascii"))
-    await writer.drain()
+    await conn.write(request.encode("ascii"))
     while True:
-        line = await _probe_line(reader, "the status line", _looks_like_status)
+        line = await _probe_line(conn, "the status line", _looks_like_status)
         match = _STATUS_RE.match(line)
         if not match:
             raise _ProbeFailure("error", f"not an HTTP status line: {_preview(line)}")
@@ -371,7 +441,7 @@ async def _http_exchange(
         reason = (match.group(2) or b"").decode("latin-1").strip()
         headers: dict[str, str] = {}
         for _ in range(MAX_HEADERS + 1):
-            raw = await _probe_line(reader, "the end of the response headers", lambda _b: True)
+            raw = await _probe_line(conn, "the end of the response headers", lambda _b: True)
             if raw in (b"\r\n", b"\n"):
                 break
             name, _, value = raw.decode("latin-1").partition(":")
@@ -381,56 +451,88 @@ async def _http_exchange(
         if not 100 <= status < 200 or status == 101:
             break  # 1xx interim responses (100 Continue, 103 Early Hints) precede the real one
     if status == 200:
-        body = await _read_http_body(reader, status, headers)
+        body = await _read_http_body(conn, status, headers)
         peer, pod, note = _echo_fields(body, "the HTTP 200 body", target)
         return "ok", status, peer, pod, note
     try:
-        body = await _read_http_body(reader, status, headers)
+        body = await _read_http_body(conn, status, headers)
     except (_ProbeFailure, asyncio.IncompleteReadError, ConnectionError) as exc:
         body = exc.partial if isinstance(exc, asyncio.IncompleteReadError) else b""
     first = body.decode("utf-8", "replace").strip().splitlines()
     return "http_status", status, None, None, _truncate(first[0].strip() if first else reason)
 
 
-async def _tcp_exchange(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: ProbeTarget
-) -> tuple[str, int | None, str | None, str | None, str]:
+async def _tcp_exchange(conn: _Conn, target: ProbeTarget) -> tuple[str, int | None, str | None, str | None, str]:
     """Send the request id as one line; a JSON echo line back is ok."""
-    writer.write(target.request_id.encode("ascii") + b"\n")
-    await writer.drain()
-    line = await _probe_line(reader, "the echo line", lambda b: b.lstrip().startswith(b"{"))
+    await conn.write(target.request_id.encode("ascii") + b"\n")
+    line = await _probe_line(conn, "the echo line", lambda b: b.lstrip().startswith(b"{"))
     peer, pod, note = _echo_fields(line, "the answer line", target)
     return "ok", None, peer, pod, note
 
 
-async def _connect_exchange(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: ProbeTarget
-) -> tuple[str, int | None, str | None, str | None, str]:
+async def _connect_exchange(conn: _Conn, target: ProbeTarget) -> tuple[str, int | None, str | None, str | None, str]:
     """CONNECT HOST:PORT on the tunnel port; behind a 200 the tcp exchange (ok, status 200), else http_status."""
     authority = hostport(target.address, target.port)
-    writer.write(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode("ascii"))
-    await writer.drain()
-    line = await _probe_line(reader, "the tunnel's status line", _looks_like_status)
+    await conn.write(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode("ascii"))
+    line = await _probe_line(conn, "the tunnel's status line", _looks_like_status)
     match = _STATUS_RE.match(line)
     if not match:
         raise _ProbeFailure("error", f"not an HTTP status line: {_preview(line)}")
     status = int(match.group(1))
     for _ in range(MAX_HEADERS + 1):
-        if await _probe_line(reader, "the end of the tunnel's headers", lambda _b: True) in (b"\r\n", b"\n"):
+        if await _probe_line(conn, "the end of the tunnel's headers", lambda _b: True) in (b"\r\n", b"\n"):
             break
     else:
         raise _ProbeFailure("error", "too many response header fields")
     if status != 200:
         return "http_status", status, None, None, (match.group(2) or b"").decode("latin-1").strip()
-    _, _, peer, pod, note = await _tcp_exchange(reader, writer, target)
+    _, _, peer, pod, note = await _tcp_exchange(conn, target)
     return "ok", status, peer, pod, note
 
 
 _EXCHANGES = {"http": _http_exchange, "tcp": _tcp_exchange, "connect": _connect_exchange}
 
 
-async def _default_connect(target: ProbeTarget) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    return await asyncio.open_connection(target.address, target.port)
+def _ip_family(address: str) -> socket.AddressFamily | None:
+    """The family of an IP address literal; None for a host name."""
+    try:
+        version = ipaddress.ip_address(address).version
+    except ValueError:
+        return None
+    return socket.AF_INET6 if version == 6 else socket.AF_INET
+
+
+async def _default_connect(target: ProbeTarget) -> socket.socket:
+    """Dial as asyncio.open_connection would: an address literal directly, a host name each address in turn.
+
+    Errors: the one error; from several addresses the first when all have the same errno (so that a name
+    whose every address refuses is `refused`), else one OSError naming them all.
+    """
+    loop = asyncio.get_running_loop()
+    family = _ip_family(target.address)
+    addresses: list[tuple[socket.AddressFamily, tuple[Any, ...]]]
+    if family is not None:
+        addresses = [(family, (target.address, target.port))]
+    else:  # resolved off the loop, as asyncio resolves
+        found = await loop.getaddrinfo(target.address, target.port, type=socket.SOCK_STREAM)
+        addresses = [(info[0], info[4]) for info in found]
+    errors: list[OSError] = []
+    for family, address in addresses:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, address)
+        except OSError as exc:
+            sock.close()
+            errors.append(exc)
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    if all(exc.errno == errors[0].errno for exc in errors):  # refused everywhere is refused (asyncio: an error)
+        raise errors[0]
+    raise OSError(f"Multiple exceptions: {', '.join(str(exc) for exc in errors)}")
 
 
 def _describe(exc: BaseException) -> str:
@@ -449,19 +551,19 @@ async def probe_one(target: ProbeTarget, timeout: float, connect: Connector | No
     status: int | None = None
     peer: str | None = None
     pod: str | None = None
-    writer: asyncio.StreamWriter | None = None
+    sock: socket.socket | None = None
     start = time.perf_counter()
     try:
         async with asyncio.timeout(timeout):
             # A tunnel probe dials the tunnel port of the target's address; the exchange names the port.
             dialled = replace(target, port=TUNNEL_PORT) if target.protocol == "connect" else target
-            reader, writer = await dial(dialled)
+            sock = await dial(dialled)
             exchange = _EXCHANGES[target.protocol]
-            outcome, status, peer, pod, detail = await exchange(reader, writer, target)
+            outcome, status, peer, pod, detail = await exchange(_Conn(sock), target)
     except _ProbeFailure as failure:
         outcome, detail = failure.outcome, failure.detail
     except TimeoutError:  # our deadline, a connector's own timeout, or ETIMEDOUT from the kernel
-        stage = "connecting" if writer is None else "waiting for the answer"
+        stage = "connecting" if sock is None else "waiting for the answer"
         outcome, detail = "timeout", f"no answer within {timeout:g} s ({stage})"
     except ConnectionRefusedError as exc:
         outcome, detail = "refused", _describe(exc)
@@ -472,10 +574,10 @@ async def probe_one(target: ProbeTarget, timeout: float, connect: Connector | No
     except Exception as exc:  # unreachable networks, DNS failures, a connector's own bugs...
         outcome, detail = "error", _describe(exc)
     finally:
-        # abort(), not close(): the answer (if any) is complete, and a peer that stopped reading must not keep
-        # us (or a cancelled caller) waiting for a flush. The transport finishes closing on the next loop turn.
-        if writer is not None:
-            writer.transport.abort()
+        # The answer (if any) is complete: close at once, flushing nothing, so that a peer that stopped reading
+        # keeps no one (a cancelled caller neither) waiting.
+        if sock is not None:
+            sock.close()
     latency_ms = (time.perf_counter() - start) * 1000.0
     if outcome not in ("ok", "http_status"):
         status = peer = pod = None

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from conformance.backends.base import ProbeRequest, by_source
 from conformance.backends.emulated import netns
-from conformance.world.echo_client import Connector, ProbeTargetLike, StreamPair, make_target, probe_batch
+from conformance.world.echo_client import Connector, ProbeTargetLike, make_target, probe_batch
 from conformance.world.pods import PodRef
 
 CONCURRENCY = 256
@@ -106,7 +106,7 @@ class Dialer:
     def _connector(self, pod_fd: int) -> Connector:
         home = self._home
 
-        async def connect(target: ProbeTargetLike) -> StreamPair:
+        async def connect(target: ProbeTargetLike) -> socket.socket:
             address, port = target.address, target.port
             family = socket.AF_INET6 if ":" in address else socket.AF_INET
             # A socket stays in the namespace it was created in: step in, create, step out.
@@ -122,6 +122,6 @@ class Dialer:
             except BaseException:
                 sock.close()
                 raise
-            return await asyncio.open_connection(sock=sock)
+            return sock
 
         return connect
