@@ -265,23 +265,26 @@ def parse_batch(data: object) -> tuple[list[ProbeTarget], float | None, int | No
 
 
 _LINE_LIMIT = 2**16
-"""The longest line an answer may have (asyncio's stream limit, which this prober used before _Conn)."""
+"""The longest line a BufferedSocket reads (asyncio's stream limit, which the program used before it)."""
 
 
-class _Conn:
-    """A connected socket read through a buffer: the few reads and the write an exchange makes, and no more.
+class BufferedSocket:
+    """A connected socket read through a buffer: the few reads and the write a probe or a server makes.
 
-    Why not asyncio's streams: a probe reads one short answer, and a stream pair (transport, protocol, reader,
-    writer) cost more CPU than the whole exchange. The harness dials thousands of probes a round, so the
-    exchanges run on the loop's socket calls directly (each tries the system call before it waits), with the
-    streams' semantics: readline returns a partial line at EOF and raises ValueError past the limit,
-    readexactly raises IncompleteReadError, read returns b"" at EOF.
+    Why not asyncio's streams: a probe reads one short answer and the server answers one short request, and a
+    stream pair (transport, protocol, reader, writer) cost more CPU than the whole exchange. A run dials
+    thousands of probes a round, so both ends use the loop's socket calls directly (each tries the system
+    call before it waits), with the streams' semantics: readline returns a partial line at EOF and raises
+    ValueError past the limit, readexactly raises IncompleteReadError, read returns b"" at EOF. TCP_NODELAY
+    is set, as asyncio's transports set it, so that a small write never waits for the peer's delayed ACK.
     """
 
     __slots__ = ("_buffer", "_eof", "_loop", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._loop = asyncio.get_running_loop()
         self._buffer = bytearray()
         self._eof = False
@@ -350,7 +353,7 @@ def _preview(data: bytes) -> str:
     return _truncate(repr(data[:_DETAIL_MAX]))
 
 
-async def _probe_line(conn: _Conn, what: str, looks_like: Callable[[bytes], bool]) -> bytes:
+async def _probe_line(conn: BufferedSocket, what: str, looks_like: Callable[[bytes], bool]) -> bytes:
     """Read one complete line of an answer; EOF before it completes is reset_or_eof, junk is error."""
     try:
         line = await conn.readline()
@@ -381,7 +384,7 @@ def _echo_fields(raw: bytes, what: str, target: ProbeTarget) -> tuple[str | None
     return (peer if isinstance(peer, str) else None), (pod if isinstance(pod, str) else None), note
 
 
-async def _read_http_body(conn: _Conn, status: int, headers: Mapping[str, str]) -> bytes:
+async def _read_http_body(conn: BufferedSocket, status: int, headers: Mapping[str, str]) -> bytes:
     """Read a response body framed by chunked encoding, Content-Length, or the end of the connection."""
     if status in (204, 304):
         return b""
@@ -421,7 +424,7 @@ def _looks_like_status(line: bytes) -> bool:
     return line.startswith(b"HTTP/") or b"HTTP/".startswith(line)
 
 
-async def _http_exchange(conn: _Conn, target: ProbeTarget) -> tuple[str, int, str | None, str | None, str]:
+async def _http_exchange(conn: BufferedSocket, target: ProbeTarget) -> tuple[str, int, str | None, str | None, str]:
     """GET /?id=..., then classify: 200 with an echo body is ok, another status is http_status."""
     request = (
         f"GET /?id={quote(target.request_id, safe='')} HTTP/1.1\r\n"
@@ -462,7 +465,9 @@ async def _http_exchange(conn: _Conn, target: ProbeTarget) -> tuple[str, int, st
     return "http_status", status, None, None, _truncate(first[0].strip() if first else reason)
 
 
-async def _tcp_exchange(conn: _Conn, target: ProbeTarget) -> tuple[str, int | None, str | None, str | None, str]:
+async def _tcp_exchange(
+    conn: BufferedSocket, target: ProbeTarget
+) -> tuple[str, int | None, str | None, str | None, str]:
     """Send the request id as one line; a JSON echo line back is ok."""
     await conn.write(target.request_id.encode("ascii") + b"\n")
     line = await _probe_line(conn, "the echo line", lambda b: b.lstrip().startswith(b"{"))
@@ -470,7 +475,9 @@ async def _tcp_exchange(conn: _Conn, target: ProbeTarget) -> tuple[str, int | No
     return "ok", None, peer, pod, note
 
 
-async def _connect_exchange(conn: _Conn, target: ProbeTarget) -> tuple[str, int | None, str | None, str | None, str]:
+async def _connect_exchange(
+    conn: BufferedSocket, target: ProbeTarget
+) -> tuple[str, int | None, str | None, str | None, str]:
     """CONNECT HOST:PORT on the tunnel port; behind a 200 the tcp exchange (ok, status 200), else http_status."""
     authority = hostport(target.address, target.port)
     await conn.write(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode("ascii"))
@@ -559,7 +566,7 @@ async def probe_one(target: ProbeTarget, timeout: float, connect: Connector | No
             dialled = replace(target, port=TUNNEL_PORT) if target.protocol == "connect" else target
             sock = await dial(dialled)
             exchange = _EXCHANGES[target.protocol]
-            outcome, status, peer, pod, detail = await exchange(_Conn(sock), target)
+            outcome, status, peer, pod, detail = await exchange(BufferedSocket(sock), target)
     except _ProbeFailure as failure:
         outcome, detail = failure.outcome, failure.detail
     except TimeoutError:  # our deadline, a connector's own timeout, or ETIMEDOUT from the kernel

@@ -13,6 +13,7 @@ there. The control port's POST /probe runs the prober (echo_probe.py) from insid
 import asyncio
 import collections
 import contextlib
+import errno
 import itertools
 import json
 import re
@@ -20,7 +21,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 from urllib.parse import parse_qs, urlsplit
@@ -30,6 +31,7 @@ from echo_probe import (
     DEFAULT_TIMEOUT,
     HEX_RE,
     MAX_HEADERS,
+    BufferedSocket,
     hostport,
     one_line,
     parse_batch,
@@ -42,6 +44,9 @@ MAX_RECORDS = 100_000
 WILDCARD = {4: "0.0.0.0", 6: "::"}
 """The wildcard address of each IP version (also the control port's)."""
 _LISTEN_BACKLOG = 1024
+_OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+"""accept() errors that the next accept() would meet at once: wait _ACCEPT_BACKOFF before it (asyncio waits 1 s)."""
+_ACCEPT_BACKOFF = 0.1
 _MAX_CONTROL_BODY = 16 * 1024 * 1024  # a probe batch of ~100k targets
 
 _TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
@@ -96,7 +101,7 @@ class Listener:
 
 
 # --------------------------------------------------------------------------------------------------------
-# serve: a minimal HTTP/1.1 server on asyncio streams
+# serve: a minimal HTTP/1.1 server on the loop's socket calls (BufferedSocket)
 # --------------------------------------------------------------------------------------------------------
 
 
@@ -114,7 +119,7 @@ class _Request:
     body: bytes
 
 
-async def _read_line(reader: asyncio.StreamReader) -> bytes:
+async def _read_line(reader: BufferedSocket) -> bytes:
     """Read one line; an over-long line is a bad request rather than a crash."""
     try:
         return await reader.readline()
@@ -122,7 +127,7 @@ async def _read_line(reader: asyncio.StreamReader) -> bytes:
         raise _BadRequest("line too long") from None
 
 
-async def _read_body_bytes(reader: asyncio.StreamReader, length: int, keep: bool, into: bytearray) -> None:
+async def _read_body_bytes(reader: BufferedSocket, length: int, keep: bool, into: bytearray) -> None:
     """Read exactly `length` bytes, keeping them only when asked (app ports discard bodies unbuffered)."""
     while length > 0:
         chunk = await reader.read(min(length, 65536))
@@ -133,7 +138,7 @@ async def _read_body_bytes(reader: asyncio.StreamReader, length: int, keep: bool
             into.extend(chunk)
 
 
-async def _read_chunked(reader: asyncio.StreamReader, keep: bool, limit: int) -> bytes:
+async def _read_chunked(reader: BufferedSocket, keep: bool, limit: int) -> bytes:
     """Decode (or discard) a chunked request body, so that keep-alive stays in sync with the client."""
     body = bytearray()
     total = 0
@@ -160,7 +165,7 @@ async def _read_chunked(reader: asyncio.StreamReader, keep: bool, limit: int) ->
     raise _BadRequest("too many trailer fields")
 
 
-async def _read_request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, keep_body: bool) -> _Request | None:
+async def _read_request(reader: BufferedSocket, keep_body: bool) -> _Request | None:
     """Read one HTTP/1.x request; None on a clean end of connection between requests."""
     line = await _read_line(reader)
     for _ in range(4):  # RFC 9112 2.2: tolerate stray CRLFs before a request line
@@ -214,7 +219,7 @@ async def _read_request(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
         if keep_body and length > _MAX_CONTROL_BODY:
             raise _BadRequest("request body too large")
     if (chunked or length) and version != "HTTP/1.0" and headers.get("expect", "").lower() == "100-continue":
-        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        await reader.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     if chunked:
         body = await _read_chunked(reader, keep_body, _MAX_CONTROL_BODY)
     else:
@@ -254,10 +259,16 @@ def _error_response(status: int, message: str, keep_alive: bool = False, *, extr
     return _response(status, "application/json", _json_bytes({"error": message}), keep_alive, extra=extra)
 
 
-def _connection_info(writer: asyncio.StreamWriter) -> tuple[str, str, int]:
-    """(local ip, peer ip, peer port) of an accepted connection, IPv4-mapped addresses unmapped."""
-    sockname = writer.get_extra_info("sockname") or ("", 0)
-    peername = writer.get_extra_info("peername") or ("", 0)
+def _connection_info(sock: socket.socket, peername: tuple[str, int]) -> tuple[str, str, int]:
+    """(local ip, peer ip, peer port) of an accepted connection, IPv4-mapped addresses unmapped.
+
+    The peer is the one accept() returned: a health checker that resets at once (SO_LINGER 0) is gone before
+    getpeername() could name it.
+    """
+    try:
+        sockname = sock.getsockname()
+    except OSError:
+        sockname = ("", 0)
     return _normalise_ip(str(sockname[0])), _normalise_ip(str(peername[0])), int(peername[1])
 
 
@@ -300,7 +311,7 @@ class EchoServer:
         self._ids = itertools.count(1)
         self.connections: collections.deque[ConnectionRecord] = collections.deque(maxlen=MAX_RECORDS)
         self._seq = itertools.count(1)
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._open: set[asyncio.Task[None]] = set()
 
     def _log(self, message: str) -> None:
         if self.verbose:
@@ -329,39 +340,56 @@ class EchoServer:
             }
         )
 
-    def handler(self, kind: str, port: int) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
-        """Return the connection callback for a listener of the given kind."""
+    async def accept(self, kind: str, port: int, listener: socket.socket) -> None:
+        """Accept connections on `listener` for ever, each served by a task of its own.
 
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            self._writers.add(writer)
-            if kind != "control":
-                local, peer, peer_port = _connection_info(writer)
+        A failed accept() (out of descriptors, say) is logged and skipped, and one of a client that reset in the
+        backlog skipped quietly: neither may stop the port, as neither stops asyncio's own servers.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, peername = await loop.sock_accept(listener)
+            except ConnectionAbortedError:  # reset while in the backlog: nothing to serve (asyncio skips it too)
+                continue
+            except OSError as exc:
+                print(one_line(f"echo: accept on port {port} failed: {exc}"), file=sys.stderr, flush=True)
+                if exc.errno in _OUT_OF_RESOURCES:
+                    await asyncio.sleep(_ACCEPT_BACKOFF)
+                continue
+            task = loop.create_task(self._handle(kind, port, sock, peername))
+            self._open.add(task)
+            task.add_done_callback(self._open.discard)
+
+    async def _handle(self, kind: str, port: int, sock: socket.socket, peername: tuple[str, int]) -> None:
+        """Serve one accepted connection, then close it."""
+        try:
+            info = _connection_info(sock, peername)
+            if kind != "control":  # recorded first: nothing below may lose a connection that reset at once
+                local, peer, peer_port = info
                 self.connections.append(
                     ConnectionRecord(next(self._seq), port, kind, local, peer, peer_port, time.time())
                 )
-            try:
-                if kind == "tcp":
-                    await self._serve_tcp(reader, writer, port)
-                else:
-                    await self._serve_http(reader, writer, port, control=kind == "control")
-            except (OSError, asyncio.IncompleteReadError):
-                pass  # the client went away (or reset us); nothing to answer
-            except Exception as exc:  # a bug must not kill the server or print a traceback
-                print(f"echo: connection on port {port} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-            finally:
-                self._writers.discard(writer)
-                writer.close()
+            conn = BufferedSocket(sock)
+            if kind == "tcp":
+                await self._serve_tcp(conn, info, port)
+            else:
+                await self._serve_http(conn, info, port, control=kind == "control")
+        except (OSError, asyncio.IncompleteReadError):
+            pass  # the client went away (or reset us); nothing to answer
+        except Exception as exc:  # a bug must not kill the server or print a traceback
+            print(f"echo: connection on port {port} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        finally:
+            sock.close()
 
-        return handle
+    async def close_connections(self) -> None:
+        """End every open client connection (at shutdown, so that nothing is left half open)."""
+        for task in list(self._open):
+            task.cancel()
+        await asyncio.gather(*self._open, return_exceptions=True)
 
-    def close_connections(self) -> None:
-        """Close every open client connection (used at shutdown so that nothing is left half open)."""
-        for writer in list(self._writers):
-            writer.close()
-
-    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int) -> None:
+    async def _serve_tcp(self, reader: BufferedSocket, conn: tuple[str, str, int], port: int) -> None:
         """One JSON line per received line, until EOF; the line itself (stripped) is the request id."""
-        conn = _connection_info(writer)
         while True:
             try:
                 line = await reader.readline()
@@ -370,20 +398,15 @@ class EchoServer:
             if not line:
                 return
             request_id = line.decode("utf-8", "replace").strip()
-            writer.write(self._echo(port, "tcp", conn, request_id) + b"\n")
-            await writer.drain()
+            await reader.write(self._echo(port, "tcp", conn, request_id) + b"\n")
 
-    async def _serve_http(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int, control: bool
-    ) -> None:
+    async def _serve_http(self, reader: BufferedSocket, conn: tuple[str, str, int], port: int, control: bool) -> None:
         """HTTP/1.x with keep-alive and pipelining; app ports echo, the control port routes."""
-        conn = _connection_info(writer)
         while True:
             try:
-                request = await _read_request(reader, writer, keep_body=control)
+                request = await _read_request(reader, keep_body=control)
             except _BadRequest as exc:
-                writer.write(_error_response(400, str(exc)))
-                await writer.drain()
+                await reader.write(_error_response(400, str(exc)))
                 return
             if request is None:
                 return
@@ -395,8 +418,7 @@ class EchoServer:
                 body = self._echo(port, "http", conn, request_id)
                 head = request.method == "HEAD"
                 response = _response(200, "application/json", body, request.keep_alive, head=head)
-            writer.write(response)
-            await writer.drain()
+            await reader.write(response)
             if not request.keep_alive:
                 return
 
@@ -479,9 +501,8 @@ async def run_server(server: EchoServer, plan: Sequence[Listener]) -> int:
             sock.close()
         raise
 
-    servers = [
-        await asyncio.start_server(server.handler(item.kind, item.port), sock=sock, backlog=_LISTEN_BACKLOG)
-        for item, sock in zip(plan, sockets, strict=True)
+    accepting = [
+        loop.create_task(server.accept(item.kind, item.port, sock)) for item, sock in zip(plan, sockets, strict=True)
     ]
     try:
         for item in plan:
@@ -489,8 +510,10 @@ async def run_server(server: EchoServer, plan: Sequence[Listener]) -> int:
         _say("echo: ready")
         await stop.wait()
     finally:
-        for srv in servers:
-            srv.close()
-        server.close_connections()
-        await asyncio.sleep(0)  # let the transports run their close callbacks before the loop goes away
+        for task in accepting:  # cancelled before their sockets close: the loop stops watching them first
+            task.cancel()
+        await asyncio.gather(*accepting, return_exceptions=True)
+        for sock in sockets:
+            sock.close()
+        await server.close_connections()
     return 0
