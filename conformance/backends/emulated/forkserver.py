@@ -29,6 +29,7 @@ import collections  # noqa: F401
 import contextlib
 import ctypes
 import dataclasses  # noqa: F401
+import errno  # noqa: F401
 import gc
 import importlib.util  # noqa: F401
 import ipaddress  # noqa: F401
