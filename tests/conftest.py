@@ -18,12 +18,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-# The echo image the kind backend builds, tagged by the content of the echo program's three files (docs/kind.md):
+# The echo image the kind backend builds, tagged by the content of the echo program's four files (docs/kind.md):
 # computed here from the files themselves, not with the package's echo_digest().
 ECHO_IMAGE = (
     "localhost/mesh-inbound-conformance/echo:"
     + hashlib.sha256(
-        b"".join((REPO / "workloads" / "echo" / n).read_bytes() for n in ("echo.py", "echo_serve.py", "echo_probe.py"))
+        b"".join(
+            (REPO / "workloads" / "echo" / n).read_bytes()
+            for n in ("echo.py", "echo_serve.py", "echo_probe.py", "echo_socket.py")
+        )
     ).hexdigest()[:12]
 )
 

@@ -251,13 +251,13 @@ def test_the_reference_sidecar_lets_the_kernel_pick_its_source_ports(namespace: 
 
     async def dial() -> list[int]:
         ports = []
-        writers = []
+        socks = []
         for port in (8081, 8082):
-            _, writer = await proxy._connect("127.0.0.1", port, None)
-            ports.append(writer.get_extra_info("sockname")[1])
-            writers.append(writer)
-        for writer in writers:
-            writer.transport.abort()
+            sock = await proxy._connect("127.0.0.1", port, None)
+            ports.append(sock.getsockname()[1])
+            socks.append(sock)
+        for sock in socks:
+            sock.close()
         return ports
 
     netns.setns(fd)

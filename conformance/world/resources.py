@@ -21,9 +21,9 @@ def resource(*parts: str) -> Path:
     raise FileNotFoundError(f"{'/'.join(parts)} is neither bundled with the package nor in the source tree")
 
 
-ECHO_FILES = ("echo.py", "echo_serve.py", "echo_probe.py")
-"""The echo program's files: the program (command line), its server and its prober. The image carries these and
-nothing else (workloads/echo/Dockerfile and .dockerignore)."""
+ECHO_FILES = ("echo.py", "echo_serve.py", "echo_probe.py", "echo_socket.py")
+"""The echo program's files: the program (command line), its server, its prober and their socket I/O. The image
+carries these and nothing else (workloads/echo/Dockerfile and .dockerignore)."""
 
 
 def echo_program() -> Path:

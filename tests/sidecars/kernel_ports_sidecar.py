@@ -70,7 +70,7 @@ def main() -> int:
         except OSError:
             sock.close()
             raise
-        return await asyncio.open_connection(sock=sock)
+        return sock
 
     sidecar.Sidecar.forward = forward
     sidecar.Sidecar._connect = connect

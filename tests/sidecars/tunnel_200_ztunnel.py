@@ -8,7 +8,6 @@ so only the TunnelAnswer cells of loopback-only apps catch it. Run as `--emulato
 `python3 tunnel_200_ztunnel.py CONFIG` as root.
 """
 
-import contextlib
 import sys
 
 from reference import load
@@ -18,21 +17,17 @@ def main() -> int:
     ztunnel = load("ztunnel")
     original = ztunnel.Ztunnel.dial
 
-    async def tunnel(self, workload, reader, writer):  # type: ignore[no-untyped-def]
-        head = await reader.readuntil(b"\r\n\r\n")
+    async def tunnel(self, workload, client):  # type: ignore[no-untyped-def]
+        head = await client.readuntil(b"\r\n\r\n")
         target = head.split(b"\r\n", 1)[0].decode().split(" ")[1]
-        writer.write(b"HTTP/1.1 200 OK\r\n\r\n")  # the bug: before the app is known to be reachable
-        await writer.drain()
-        peer = writer.get_extra_info("peername")[0]
+        await client.send(b"HTTP/1.1 200 OK\r\n\r\n")  # the bug: before the app is known to be reachable
+        peer = client.peername[0]
         try:
-            up_reader, up_writer = await original(self, workload, workload.ip, int(target.rpartition(":")[2]), peer)
+            upstream = await original(self, workload, workload.ip, int(target.rpartition(":")[2]), peer)
         except OSError as err:
             self.log(f"tunnel {workload.name} target={target} connect_failed={err} (200 already sent)")
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-            return
-        await ztunnel.relay(reader, writer, up_reader, up_writer)
+            return  # the client's connection is closed by whoever accepted it
+        await ztunnel.relay(client, ztunnel.Conn(upstream))
 
     ztunnel.Ztunnel.tunnel = tunnel
     return int(ztunnel.main())

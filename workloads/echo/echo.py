@@ -1,12 +1,14 @@
 """Echo workload of the inbound-networking conformance suite: `echo.py serve` and `echo.py probe`.
 
 Why stdlib only: the same program runs in a tiny container image (`python:3.12-alpine`, nothing installed) and
-directly on a host with `python3 -I -S echo.py ...` (the emulated backend). It is three files, one idea each:
+directly on a host with `python3 -I -S echo.py ...` (the emulated backend). It is four files, one idea each:
 - this one, the command line: the arguments, the port specs (PORT:BIND:PROTO, resolved into the sockets to
   open: which address an application binds is the very thing Istio's inbound semantics change), exit statuses;
 - echo_serve.py, the server: application ports that answer who was asked and by whom, the control port;
 - echo_probe.py, the prober: dial targets and classify each outcome; the harness imports it by path, so an
-  outcome is classified by the same code on every backend.
+  outcome is classified by the same code on every backend;
+- echo_socket.py, the socket I/O of both halves: a connected socket read through a buffer, the dial, the
+  accept loop (no asyncio streams: they cost more CPU than a probe's whole exchange).
 
 A user mistake (bad arguments, bad JSON, an address already in use) is reported as one line on stderr with
 exit status 2 (usage) or 1 (runtime); never as a traceback.
@@ -24,8 +26,8 @@ from dataclasses import dataclass
 from typing import NamedTuple, NoReturn
 
 # The program's two halves live beside it: echo_serve.py (serve) and echo_probe.py (probe, which the harness
-# also imports by path). Run as `python3 -I -S echo.py` (isolated: the script's folder is not on the path),
-# it puts its own folder first, so that they are found, and found there only.
+# also imports by path), and their socket I/O, echo_socket.py. Run as `python3 -I -S echo.py` (isolated: the
+# script's folder is not on the path), it puts its own folder first, so that they are found, and found there only.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from echo_probe import (

@@ -7,23 +7,27 @@ emulated ztunnel's), then tcp through the tunnel, so a plain pod can ask a node 
 
 Why a file of its own: the harness imports it by path (conformance/world/echo_client.py) and runs its probes from
 inside pod network namespaces with its own connector, so an outcome is classified by this one piece of code on
-every backend (in a kind pod it runs as `echo.py probe`). It needs nothing but the standard library and nothing
-of the server (echo_serve.py), which uses its small shared helpers (one_line, hostport, ...) and its batch
-probe (the control port's POST /probe).
+every backend (in a kind pod it runs as `echo.py probe`). It needs nothing but the standard library, the
+program's socket I/O beside it (echo_socket.py), and nothing of the server (echo_serve.py), which uses its small
+shared helpers (one_line, hostport, ...) and its batch probe (the control port's POST /probe).
 """
 
 import asyncio
-import ipaddress
 import json
 import math
+import os
 import re
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 from urllib.parse import quote
+
+if os.path.dirname(os.path.abspath(__file__)) not in sys.path:  # echo_socket.py beside it, however it was loaded
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from echo_socket import BufferedSocket, dial
 
 # NB: no `from __future__ import annotations`. With it, @dataclass looks the defining module up in
 # sys.modules, which fails when a harness loads this file with importlib without registering it there.
@@ -264,78 +268,6 @@ def parse_batch(data: object) -> tuple[list[ProbeTarget], float | None, int | No
     return parsed, timeout, concurrency
 
 
-_LINE_LIMIT = 2**16
-"""The longest line a BufferedSocket reads (asyncio's stream limit, which the program used before it)."""
-
-
-class BufferedSocket:
-    """A connected socket read through a buffer: the few reads and the write a probe or a server makes.
-
-    Why not asyncio's streams: a probe reads one short answer and the server answers one short request, and a
-    stream pair (transport, protocol, reader, writer) cost more CPU than the whole exchange. A run dials
-    thousands of probes a round, so both ends use the loop's socket calls directly (each tries the system
-    call before it waits), with the streams' semantics: readline returns a partial line at EOF and raises
-    ValueError past the limit, readexactly raises IncompleteReadError, read returns b"" at EOF. TCP_NODELAY
-    is set, as asyncio's transports set it, so that a small write never waits for the peer's delayed ACK.
-    """
-
-    __slots__ = ("_buffer", "_eof", "_loop", "sock")
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._loop = asyncio.get_running_loop()
-        self._buffer = bytearray()
-        self._eof = False
-
-    async def _fill(self) -> bool:
-        """Read what the peer sent next into the buffer; False at EOF."""
-        if self._eof:
-            return False
-        data = await self._loop.sock_recv(self.sock, 65536)
-        if not data:
-            self._eof = True
-            return False
-        self._buffer += data
-        return True
-
-    def _take(self, size: int) -> bytes:
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        return data
-
-    async def write(self, data: bytes) -> None:
-        """Send all of `data`."""
-        await self._loop.sock_sendall(self.sock, data)
-
-    async def readline(self) -> bytes:
-        """One line with its newline; what is left at EOF (maybe b""); ValueError past _LINE_LIMIT."""
-        searched = 0
-        while True:
-            end = self._buffer.find(b"\n", searched)
-            if end >= 0:
-                return self._take(end + 1)
-            if len(self._buffer) > _LINE_LIMIT:
-                raise ValueError("line longer than the read limit")
-            searched = len(self._buffer)
-            if not await self._fill():
-                return self._take(len(self._buffer))
-
-    async def readexactly(self, size: int) -> bytes:
-        """Exactly `size` bytes; IncompleteReadError (with what came) when the peer ends before."""
-        while len(self._buffer) < size:
-            if not await self._fill():
-                raise asyncio.IncompleteReadError(self._take(len(self._buffer)), size)
-        return self._take(size)
-
-    async def read(self, size: int) -> bytes:
-        """Up to `size` bytes as soon as any are there; b"" at EOF."""
-        if not self._buffer:
-            await self._fill()
-        return self._take(size)
-
-
 class _ProbeFailure(Exception):
     """An exchange ended in a classified non-ok outcome."""
 
@@ -500,48 +432,6 @@ async def _connect_exchange(
 _EXCHANGES = {"http": _http_exchange, "tcp": _tcp_exchange, "connect": _connect_exchange}
 
 
-def _ip_family(address: str) -> socket.AddressFamily | None:
-    """The family of an IP address literal; None for a host name."""
-    try:
-        version = ipaddress.ip_address(address).version
-    except ValueError:
-        return None
-    return socket.AF_INET6 if version == 6 else socket.AF_INET
-
-
-async def _default_connect(target: ProbeTarget) -> socket.socket:
-    """Dial as asyncio.open_connection would: an address literal directly, a host name each address in turn.
-
-    Errors: the one error; from several addresses the first when all have the same errno (so that a name
-    whose every address refuses is `refused`), else one OSError naming them all.
-    """
-    loop = asyncio.get_running_loop()
-    family = _ip_family(target.address)
-    addresses: list[tuple[socket.AddressFamily, tuple[Any, ...]]]
-    if family is not None:
-        addresses = [(family, (target.address, target.port))]
-    else:  # resolved off the loop, as asyncio resolves
-        found = await loop.getaddrinfo(target.address, target.port, type=socket.SOCK_STREAM)
-        addresses = [(info[0], info[4]) for info in found]
-    errors: list[OSError] = []
-    for family, address in addresses:
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setblocking(False)
-            await loop.sock_connect(sock, address)
-        except OSError as exc:
-            sock.close()
-            errors.append(exc)
-            continue
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-    if all(exc.errno == errors[0].errno for exc in errors):  # refused everywhere is refused (asyncio: an error)
-        raise errors[0]
-    raise OSError(f"Multiple exceptions: {', '.join(str(exc) for exc in errors)}")
-
-
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     return _truncate(one_line(f"{type(exc).__name__}: {text}" if text else type(exc).__name__))
@@ -554,7 +444,6 @@ async def probe_one(target: ProbeTarget, timeout: float, connect: Connector | No
     dials from another network namespace, or the exchange), so that the outcome vocabulary stays exact.
     """
     timeout = check_timeout(timeout)
-    dial = _default_connect if connect is None else connect
     status: int | None = None
     peer: str | None = None
     pod: str | None = None
@@ -564,7 +453,7 @@ async def probe_one(target: ProbeTarget, timeout: float, connect: Connector | No
         async with asyncio.timeout(timeout):
             # A tunnel probe dials the tunnel port of the target's address; the exchange names the port.
             dialled = replace(target, port=TUNNEL_PORT) if target.protocol == "connect" else target
-            sock = await dial(dialled)
+            sock = await (dial(dialled.address, dialled.port) if connect is None else connect(dialled))
             exchange = _EXCHANGES[target.protocol]
             outcome, status, peer, pod, detail = await exchange(BufferedSocket(sock), target)
     except _ProbeFailure as failure:

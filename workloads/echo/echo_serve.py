@@ -13,7 +13,6 @@ there. The control port's POST /probe runs the prober (echo_probe.py) from insid
 import asyncio
 import collections
 import contextlib
-import errno
 import itertools
 import json
 import re
@@ -31,12 +30,12 @@ from echo_probe import (
     DEFAULT_TIMEOUT,
     HEX_RE,
     MAX_HEADERS,
-    BufferedSocket,
     hostport,
     one_line,
     parse_batch,
     probe_batch,
 )
+from echo_socket import BufferedSocket, accept_forever
 
 # NB: no `from __future__ import annotations` (see echo_probe.py).
 MAX_RECORDS = 100_000
@@ -44,9 +43,6 @@ MAX_RECORDS = 100_000
 WILDCARD = {4: "0.0.0.0", 6: "::"}
 """The wildcard address of each IP version (also the control port's)."""
 _LISTEN_BACKLOG = 1024
-_OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
-"""accept() errors that the next accept() would meet at once: wait _ACCEPT_BACKOFF before it (asyncio waits 1 s)."""
-_ACCEPT_BACKOFF = 0.1
 _MAX_CONTROL_BODY = 16 * 1024 * 1024  # a probe batch of ~100k targets
 
 _TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
@@ -341,25 +337,8 @@ class EchoServer:
         )
 
     async def accept(self, kind: str, port: int, listener: socket.socket) -> None:
-        """Accept connections on `listener` for ever, each served by a task of its own.
-
-        A failed accept() (out of descriptors, say) is logged and skipped, and one of a client that reset in the
-        backlog skipped quietly: neither may stop the port, as neither stops asyncio's own servers.
-        """
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                sock, peername = await loop.sock_accept(listener)
-            except ConnectionAbortedError:  # reset while in the backlog: nothing to serve (asyncio skips it too)
-                continue
-            except OSError as exc:
-                print(one_line(f"echo: accept on port {port} failed: {exc}"), file=sys.stderr, flush=True)
-                if exc.errno in _OUT_OF_RESOURCES:
-                    await asyncio.sleep(_ACCEPT_BACKOFF)
-                continue
-            task = loop.create_task(self._handle(kind, port, sock, peername))
-            self._open.add(task)
-            task.add_done_callback(self._open.discard)
+        """Serve the connections `listener` accepts until cancelled, each by a task kept in `_open`."""
+        await accept_forever(listener, lambda sock, peer: self._handle(kind, port, sock, peer), self._open, port)
 
     async def _handle(self, kind: str, port: int, sock: socket.socket, peername: tuple[str, int]) -> None:
         """Serve one accepted connection, then close it."""

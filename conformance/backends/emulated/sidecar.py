@@ -38,9 +38,8 @@ import socket
 import struct
 import sys
 import time
-from asyncio import StreamReader, StreamWriter
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 PR_SET_PDEATHSIG = 1
 PR_GET_PDEATHSIG = 2
@@ -78,6 +77,11 @@ def _sibling(name: str) -> Any:
 
 
 original_src = _sibling("original_src")
+if TYPE_CHECKING:  # the same file, as the type checker finds it (never imported so: no package at run time)
+    from conformance.backends.emulated.relay import Conn, accept, nodelay, relay
+else:
+    relaying = _sibling("relay")
+    Conn, accept, nodelay, relay = relaying.Conn, relaying.accept, relaying.nodelay, relaying.relay
 StatusServer = _sibling("status_agent").StatusServer
 
 
@@ -217,11 +221,6 @@ def original_dst(sock: socket.socket) -> tuple[str, int]:
     return socket.inet_ntoa(raw[4:8]), port
 
 
-def _peer(writer: StreamWriter) -> str:
-    info = writer.get_extra_info("peername")
-    return f"{info[0]}:{info[1]}" if info else "?"
-
-
 class Sidecar:
     """One proxy process: two listeners, one log."""
 
@@ -234,78 +233,78 @@ class Sidecar:
         sys.stderr.write(f"{time.time():.3f} {message}\n")
         sys.stderr.flush()
 
-    def _destination(self, writer: StreamWriter, inbound: bool = False) -> tuple[str, int] | None:
-        """The connection's original destination, or None (and the connection closed) for a proxy port.
+    def _destination(self, client: Conn, inbound: bool = False) -> tuple[str, int] | None:
+        """The connection's original destination, or None (the caller closes it) for a proxy port.
 
         Someone dialled 15001/15006 itself: forwarding it would loop back here.
         """
-        sock = writer.get_extra_info("socket")
         tproxied = inbound and self.config.original_src_mark is not None
+        sock = client.sock
         orig_addr, orig_port = original_src.local_destination(sock) if tproxied else original_dst(sock)
         if orig_port in PROXY_PORTS:
-            writer.close()
             return None
         return orig_addr, orig_port
 
-    async def inbound(self, reader: StreamReader, writer: StreamWriter) -> None:
+    async def inbound(self, client: Conn) -> None:
         """Handle one redirected inbound connection."""
-        destination = self._destination(writer, inbound=True)
+        destination = self._destination(client, inbound=True)
         if destination is not None:
             route = self.config.listeners.get(destination[1], self.config.passthrough)
             if self.config.original_src_mark is not None:  # original_src wins over the cluster's bind
-                route = replace(route, bind=writer.get_extra_info("peername")[0], mark=self.config.original_src_mark)
-            await self.forward("inbound", reader, writer, route, *destination)
+                route = replace(route, bind=client.peername[0], mark=self.config.original_src_mark)
+            await self.forward("inbound", client, route, *destination)
 
-    async def outbound(self, reader: StreamReader, writer: StreamWriter) -> None:
+    async def outbound(self, client: Conn) -> None:
         """Handle one connection a meshed pod's app made to another pod or a Service."""
-        destination = self._destination(writer)
+        destination = self._destination(client)
         # Like Envoy's 0.0.0.0_<port> HTTP listeners: a port some Service declares as HTTP is proxied as HTTP;
         # anything else goes through the PassthroughCluster as plain TCP. Either way to the original destination.
         if destination is not None:
             http = destination[1] in self.config.outbound_http_ports
             route = Route(f"outbound|{destination[1]}", "http", None, None, None) if http else PASSTHROUGH_CLUSTER
-            await self.forward("outbound", reader, writer, route, *destination)
+            await self.forward("outbound", client, route, *destination)
 
-    async def forward(
-        self, direction: str, reader: StreamReader, writer: StreamWriter, route: Route, orig_addr: str, orig_port: int
-    ) -> None:
-        """Dial the route's upstream, then relay; on failure answer as Envoy does for the protocol."""
+    async def forward(self, direction: str, client: Conn, route: Route, orig_addr: str, orig_port: int) -> None:
+        """Dial the route's upstream, then relay; on failure answer as Envoy does for the protocol.
+
+        The client's socket is closed by whoever accepted it (relay.accept) once this returns.
+        """
         self.connections += 1
         address, port, protocol = route.address or orig_addr, route.port or orig_port, route.protocol
         bind = pick_bind(route.bind, address)
         head = b""
         try:
             if protocol == "http":
-                head = await self._read_head(reader)
+                head = await self._read_head(client)
             elif protocol == "sniff":
-                head, protocol = await self._sniff(reader, route.detection_timeout)
+                head, protocol = await self._sniff(client, route.detection_timeout)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            writer.close()
             return
-        where = f"{direction} {_peer(writer)} orig={orig_addr} cluster={route.name} proto={protocol}"
+        where = f"{direction} {client.peer} orig={orig_addr} cluster={route.name} proto={protocol}"
         try:
-            up_reader, up_writer = await self._connect(address, port, bind, route.mark)
+            upstream = await self._connect(address, port, bind, route.mark)
         except OSError as err:
             self.log(f"{where} upstream={address}:{port} bind={bind or '-'} connect_failed={err.strerror or err}")
-            await self._fail(writer, protocol)
+            await self._fail(client, protocol)
             return
         self.log(f"{where} upstream={address}:{port} bind={bind or '-'} connected")
-        up_writer.write(head)
-        relayed = await self._relay(reader, writer, up_reader, up_writer)
-        if protocol == "http" and relayed == 0 and not writer.is_closing():
+        relayed = await relay(client, Conn(upstream), head)
+        if protocol == "http" and relayed == 0 and not client.failed:
             # The upstream accepted, then closed before any response byte: "reset before headers".
             self.log(f"{where} upstream closed before headers")
-            await self._fail(writer, protocol)
-        else:
-            await _close(writer)
+            await self._fail(client, protocol)
 
-    async def _read_head(self, reader: StreamReader) -> bytes:
-        # Envoy's HTTP connection manager reads the request headers before it picks an upstream.
-        # (asyncio.timeout, not wait_for: wait_for makes a task of its own per call, ~5 per connection in all.)
+    async def _read_head(self, client: Conn) -> bytes:
+        """The request's head, through the blank line (what follows it stays with the client, relayed after).
+
+        Envoy's HTTP connection manager reads the request headers before it picks an upstream.
+        (asyncio.timeout, not wait_for: wait_for makes a task of its own per call.)
+        """
         async with asyncio.timeout(CONNECT_TIMEOUT * 5):
-            return await reader.readuntil(b"\r\n\r\n")
+            head: bytes = await client.readuntil(b"\r\n\r\n")
+        return head
 
-    async def _sniff(self, reader: StreamReader, timeout: float | None) -> tuple[bytes, str]:
+    async def _sniff(self, client: Conn, timeout: float | None) -> tuple[bytes, str]:
         # The catch-all passthrough inspects the first bytes (Envoy's http_inspector): an HTTP/1 request line
         # makes it an HTTP connection, anything else plain TCP. It waits as long as the configuration says
         # (None: for ever, Istio's default), and until the first line can no longer become a request line.
@@ -313,7 +312,7 @@ class Sidecar:
         try:
             while True:
                 async with asyncio.timeout(timeout):
-                    chunk = await reader.read(HEAD_LIMIT)
+                    chunk = await client.read(HEAD_LIMIT)
                 first += chunk
                 line = first.split(b"\n", 1)[0]
                 if not chunk or b"\n" in first or len(first) >= HEAD_LIMIT or not _MAYBE_REQUEST_LINE.match(line):
@@ -321,22 +320,19 @@ class Sidecar:
         except TimeoutError:
             return first, "tcp"
         if HTTP_REQUEST_LINE.match(first):
-            if b"\r\n\r\n" not in first:
-                async with asyncio.timeout(CONNECT_TIMEOUT * 5):
-                    first += await reader.readuntil(b"\r\n\r\n")
-            return first, "http"
+            client.unread(first)
+            return await self._read_head(client), "http"
         return first, "tcp"
 
-    async def _connect(
-        self, address: str, port: int, bind: str | None, mark: int | None = None
-    ) -> tuple[StreamReader, StreamWriter]:
+    async def _connect(self, address: str, port: int, bind: str | None, mark: int | None = None) -> socket.socket:
         """Dial the upstream (from `bind` when given; transparently, with SO_MARK `mark`, when that is given).
 
-        The kernel picks the source port, per destination, as it does for Envoy: so this proxy, like Envoy,
-        now and then dials two ports of one pod from one port at once, and the harness's own runs show that it
-        copes (network.ENROLLED_TCP_SETTINGS; issue 20 item 15). So the harness's "ports in turn" (dialer.py)
-        has no copy here (181e454 had one, 4fe8b68 removed it); should one return, it is a copy, not an import:
-        this program runs on its own as `python3 -I -S sidecar.py`, with no package on its path.
+        Returns the connected, non-blocking socket. The kernel picks the source port, per destination, as it
+        does for Envoy: so this proxy, like Envoy, now and then dials two ports of one pod from one port at
+        once, and the harness's own runs show that it copes (network.ENROLLED_TCP_SETTINGS; issue 20 item 15).
+        So the harness's "ports in turn" (dialer.py) has no copy here (181e454 had one, 4fe8b68 removed it);
+        should one return, it is a copy, not an import: this program runs on its own as `python3 -I -S
+        sidecar.py`, with no package on its path.
         """
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -352,49 +348,16 @@ class Sidecar:
         except TimeoutError:
             sock.close()
             raise OSError(110, "connect timeout") from None
-        except OSError:
+        except BaseException:
             sock.close()
             raise
-        return await asyncio.open_connection(sock=sock)
+        nodelay(sock)
+        return sock
 
-    async def _fail(self, writer: StreamWriter, protocol: str) -> None:
+    async def _fail(self, client: Conn, protocol: str) -> None:
         if protocol == "http":
             with contextlib.suppress(OSError):
-                writer.write(RESPONSE_503)
-                await writer.drain()
-        await _close(writer)
-
-    async def _relay(
-        self, reader: StreamReader, writer: StreamWriter, up_reader: StreamReader, up_writer: StreamWriter
-    ) -> int:
-        """Copy both ways until both sides are done; return the bytes relayed from the upstream."""
-        relayed = 0
-
-        async def pump(src: StreamReader, dst: StreamWriter, count: bool) -> None:
-            nonlocal relayed
-            # A reset on either side ends this direction; the caller decides what the client sees.
-            with contextlib.suppress(OSError):
-                while data := await src.read(65536):
-                    if count:
-                        relayed += len(data)
-                    dst.write(data)
-                    await dst.drain()
-                if dst.can_write_eof():
-                    dst.write_eof()
-
-        down = asyncio.ensure_future(pump(reader, up_writer, False))
-        await pump(up_reader, writer, True)
-        down.cancel()
-        with contextlib.suppress(asyncio.CancelledError, OSError):
-            await down
-        await _close(up_writer)
-        return relayed
-
-
-async def _close(writer: StreamWriter) -> None:
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
+                await client.send(RESPONSE_503)
 
 
 def _listen(port: int, family: socket.AddressFamily, transparent: bool = False) -> socket.socket:
@@ -441,20 +404,26 @@ async def serve(config: Config) -> None:
     if config.status is not None:
         status_sockets = [_listen(config.status.port, family) for family in (socket.AF_INET, socket.AF_INET6)]
     _drop_privileges(config.uid, config.gid)
+    loop = asyncio.get_running_loop()
+    accepting = [
+        loop.create_task(accept(sock, sidecar.inbound if name == "inbound" else sidecar.outbound, sidecar.log))
+        for (name, _family), sock in sockets.items()
+    ]
     servers = []
-    for (name, _family), sock in sockets.items():
-        handler = sidecar.inbound if name == "inbound" else sidecar.outbound
-        servers.append(await asyncio.start_server(handler, sock=sock, backlog=1024))
     if config.status is not None:
         status = StatusServer(sidecar, config.status)
         for sock in status_sockets:
             servers.append(await asyncio.start_server(status.handle, sock=sock, backlog=1024))
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     sidecar.log(f"ready pod={config.pod} uid={os.getuid()} listeners={sorted(config.listeners)}")
     await stop.wait()
+    for task in accepting:  # cancelled before their listeners close: the loop stops watching them first
+        task.cancel()
+    await asyncio.gather(*accepting, return_exceptions=True)
+    for sock in sockets.values():
+        sock.close()
     for server in servers:
         server.close()
 

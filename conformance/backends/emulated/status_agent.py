@@ -82,9 +82,10 @@ class StatusServer:
         else:
             port, path = int(prober["httpGet"]["port"]), str(prober["httpGet"].get("path", "/"))
         try:
-            reader, writer = await self.sidecar._connect(destination, port, self.source(destination))
+            sock = await self.sidecar._connect(destination, port, self.source(destination))
         except OSError as err:
             return f"dial {destination}:{port}: {err.strerror or err}"
+        reader, writer = await asyncio.open_connection(sock=sock)  # a probe now and then: streams will do
         try:
             if path is None:
                 return None

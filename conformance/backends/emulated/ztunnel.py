@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import importlib.util
 import ipaddress
 import json
 import os
@@ -36,9 +37,9 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 CONFIG_FORMAT = "mesh-inbound-conformance/ztunnel-config"
 CONFIG_VERSION = 1
@@ -54,6 +55,25 @@ CONNECT_TIMEOUT = 2.0
 HEAD_LIMIT = 65536
 
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _beside(name: str) -> Any:
+    """A standalone module of this folder (this program runs with no package on its path), as sidecar.py loads."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"ztunnel_{name}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+if TYPE_CHECKING:  # the same file, as the type checker finds it (never imported so: no package at run time)
+    from conformance.backends.emulated.relay import Conn, accept, nodelay, relay
+else:
+    _relaying = _beside("relay")
+    Conn, accept, nodelay, relay = _relaying.Conn, _relaying.accept, _relaying.nodelay, _relaying.relay
 
 
 class ConfigError(Exception):
@@ -158,7 +178,8 @@ class Ztunnel:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.servers: dict[str, list[asyncio.Server]] = {}
+        self.servers: dict[str, list[tuple[asyncio.Task[None], socket.socket]]] = {}
+        """Per enrolled pod's IP: its listeners, each with the task accepting on it."""
 
     def log(self, message: str) -> None:
         """One line per decision, like ztunnel's access log: the harness attaches it to failing tests."""
@@ -184,9 +205,7 @@ class Ztunnel:
 
         return in_namespace(workload.netns, make)
 
-    async def dial(
-        self, workload: Workload, address: str, port: int, source: str | None
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def dial(self, workload: Workload, address: str, port: int, source: str | None) -> socket.socket:
         """Connect from inside the workload's namespace, marked; from `source` (transparently) when given.
 
         Port 0, not the client's port: reusing it clashes with the client's pre-redirect conntrack entry.
@@ -209,35 +228,44 @@ class Ztunnel:
         except TimeoutError:
             sock.close()
             raise OSError(110, "connect timeout") from None
-        except OSError:
+        except BaseException:
             sock.close()
             raise
-        return await asyncio.open_connection(sock=sock)
+        nodelay(sock)
+        return sock
 
     # --- workloads ------------------------------------------------------------------------------------
 
     async def enrol(self, workload: Workload) -> None:
         """Open the three in-pod listeners of one pod (what istio-cni hands ztunnel the pod's netns for)."""
-        handlers: tuple[tuple[int, Callable[..., Coroutine[Any, Any, None]]], ...] = (
+        handlers: tuple[tuple[int, Callable[[Workload, Conn], Awaitable[None]]], ...] = (
             (self.config.inbound_port, self.inbound),
             (self.config.outbound_port, self.outbound),
             (self.config.tunnel_port, self.tunnel),
         )
-        servers = []
+        listeners = []
         for port, handler in handlers:
 
-            async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter, h: Any = handler) -> None:
-                await h(workload, r, w)
+            async def handle(client: Conn, h: Any = handler) -> None:
+                await h(workload, client)
 
             sock = self._listener(workload, port)
-            servers.append(await asyncio.start_server(handle, sock=sock, backlog=1024))
-        self.servers[workload.ip] = servers
+            listeners.append((asyncio.get_running_loop().create_task(accept(sock, handle, self.log)), sock))
+        self.servers[workload.ip] = listeners
         self.log(f"enrolled {workload.name} ip={workload.ip}")
 
-    def unenrol(self, ip: str) -> None:
-        """Close a pod's listeners (the pod was deleted)."""
-        for server in self.servers.pop(ip, []):
-            server.close()
+    async def unenrol(self, ip: str) -> None:
+        """Close a pod's listeners (the pod was deleted); its connections go on, as a closed asyncio Server's do.
+
+        Each accept task ends before its socket closes: a socket closed while the loop still watched it would
+        leave the loop a stale entry for a number the next socket may get.
+        """
+        listeners = self.servers.pop(ip, [])
+        for task, _ in listeners:
+            task.cancel()
+        await asyncio.gather(*(task for task, _ in listeners), return_exceptions=True)
+        for _, sock in listeners:
+            sock.close()
 
     async def reload(self, path: str) -> None:
         """Re-read the configuration: enrol new pods, drop removed ones."""
@@ -248,7 +276,7 @@ class Ztunnel:
             return
         self.config = config
         for ip in [ip for ip in self.servers if ip not in config.workloads]:
-            self.unenrol(ip)
+            await self.unenrol(ip)
         for ip, workload in config.workloads.items():
             if ip not in self.servers:
                 await self.enrol(workload)
@@ -259,131 +287,88 @@ class Ztunnel:
         # src/proxy/inbound.rs: "We always target the local workload IP as the destination".
         return workload.ip, port
 
-    async def inbound(self, workload: Workload, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def inbound(self, workload: Workload, client: Conn) -> None:
         """Plaintext inbound on 15006: dial the local workload IP from the client's address."""
-        peer = writer.get_extra_info("peername")[0]
-        _, orig_port = original_dst(writer.get_extra_info("socket"))
+        peer = client.peername[0]
+        _, orig_port = original_dst(client.sock)
         if orig_port in (self.config.inbound_port, self.config.outbound_port, self.config.tunnel_port):
-            writer.close()
             return
         address, port = self._local(workload, orig_port)
         where = f"inbound {workload.name} src={peer} dst={address}:{port}"
         try:
-            up_reader, up_writer = await self.dial(workload, address, port, source=peer)
+            upstream = await self.dial(workload, address, port, source=peer)
         except OSError as err:
             self.log(f"{where} connect_failed={err.strerror or err}")
-            await _close(writer)
             return
         self.log(f"{where} transparent=true connected")
-        await relay(reader, writer, up_reader, up_writer)
+        await relay(client, Conn(upstream))
 
-    async def outbound(self, workload: Workload, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def outbound(self, workload: Workload, client: Conn) -> None:
         """An enrolled pod's own outbound connection: tunnel to an enrolled destination, else dial directly."""
-        orig = original_dst(writer.get_extra_info("socket"))
+        orig = original_dst(client.sock)
         address, port = self.config.services.get(orig, orig)
         where = f"outbound {workload.name} orig={orig[0]}:{orig[1]} dst={address}:{port}"
         if address in self.config.workloads:
-            await self._tunnel_out(workload, reader, writer, address, port, where)
+            await self._tunnel_out(workload, client, address, port, where)
             return
         try:
-            up_reader, up_writer = await self.dial(workload, address, port, source=None)
+            upstream = await self.dial(workload, address, port, source=None)
         except OSError as err:
             self.log(f"{where} direct connect_failed={err.strerror or err}")
-            await _close(writer)
             return
         self.log(f"{where} direct connected")
-        await relay(reader, writer, up_reader, up_writer)
+        await relay(client, Conn(upstream))
 
-    async def _tunnel_out(
-        self,
-        workload: Workload,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        address: str,
-        port: int,
-        where: str,
-    ) -> None:
+    async def _tunnel_out(self, workload: Workload, client: Conn, address: str, port: int, where: str) -> None:
         host = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+        tunnel: Conn | None = None
         try:
-            up_reader, up_writer = await self.dial(workload, address, self.config.tunnel_port, source=None)
-            up_writer.write(f"CONNECT {host} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            tunnel = Conn(await self.dial(workload, address, self.config.tunnel_port, source=None))
+            await tunnel.send(f"CONNECT {host} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
             async with asyncio.timeout(CONNECT_TIMEOUT * 2):
-                head = await up_reader.readuntil(b"\r\n\r\n")
+                head = await tunnel.readuntil(b"\r\n\r\n")
         except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as err:
             self.log(f"{where} tunnel failed={err}")
-            await _close(writer)
+            if tunnel is not None:
+                tunnel.sock.close()
             return
         status = head.split(b" ", 2)[1] if head.count(b" ") >= 1 else b"?"
         if status != b"200":
             # The peer ztunnel could not reach its app: the client sees the connection closed.
             self.log(f"{where} tunnel status={status.decode(errors='replace')}")
-            await _close(up_writer)
-            await _close(writer)
+            tunnel.sock.close()
             return
         self.log(f"{where} tunnel connected")
-        await relay(reader, writer, up_reader, up_writer)
+        await relay(client, tunnel)  # what came behind the 200 goes to the client first
 
-    async def tunnel(self, workload: Workload, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def tunnel(self, workload: Workload, client: Conn) -> None:
         """A CONNECT on 15008: dial the local workload IP at the requested port, from the tunnel peer's address."""
-        peer = writer.get_extra_info("peername")[0]
+        peer = client.peername[0]
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT * 2):
-                head = await reader.readuntil(b"\r\n\r\n")
+                head = await client.readuntil(b"\r\n\r\n")
             method, target, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
             port = int(target.rpartition(":")[2])
             if method != "CONNECT":
                 raise ValueError(method)
         except (OSError, ValueError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             with contextlib.suppress(OSError):
-                writer.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
-            await _close(writer)
+                await client.send(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
             return
         address, port = self._local(workload, port)
         where = f"tunnel {workload.name} src={peer} target={target} dst={address}:{port}"
         try:
-            up_reader, up_writer = await self.dial(workload, address, port, source=peer)
+            upstream = await self.dial(workload, address, port, source=peer)
         except OSError as err:
             # baseline_test.go TestServices: a LocalhostIP port answers the HBONE CONNECT with 503.
             self.log(f"{where} connect_failed={err.strerror or err}")
             with contextlib.suppress(OSError):
-                writer.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")
-                await writer.drain()
-            await _close(writer)
+                await client.send(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")
             return
         self.log(f"{where} transparent=true connected")
-        writer.write(b"HTTP/1.1 200 OK\r\n\r\n")
-        await relay(reader, writer, up_reader, up_writer)
-
-
-async def relay(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    up_reader: asyncio.StreamReader,
-    up_writer: asyncio.StreamWriter,
-) -> None:
-    """Copy both ways until the upstream is done, then close both sides."""
-
-    async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError):
-            while data := await src.read(65536):
-                dst.write(data)
-                await dst.drain()
-            if dst.can_write_eof():
-                dst.write_eof()
-
-    down = asyncio.ensure_future(pump(reader, up_writer))
-    await pump(up_reader, writer)
-    down.cancel()
-    with contextlib.suppress(asyncio.CancelledError, OSError):
-        await down
-    await _close(up_writer)
-    await _close(writer)
-
-
-async def _close(writer: asyncio.StreamWriter) -> None:
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
+        with contextlib.suppress(OSError):  # a client gone already: the relay sees it
+            await client.send(b"HTTP/1.1 200 OK\r\n\r\n")
+        await relay(client, Conn(upstream))
 
 
 async def serve(path: str, config: Config) -> None:
@@ -399,7 +384,7 @@ async def serve(path: str, config: Config) -> None:
     ztunnel.log(f"ready node={config.node} workloads={len(config.workloads)}")
     await stop.wait()
     for ip in list(ztunnel.servers):
-        ztunnel.unenrol(ip)
+        await ztunnel.unenrol(ip)
 
 
 def main(argv: list[str] | None = None) -> int:
