@@ -7,6 +7,7 @@ a conformance run dials thousands of probes a round. Standard library only, like
 """
 
 import asyncio
+import contextlib
 import errno
 import ipaddress
 import socket
@@ -27,12 +28,10 @@ _LINE_LIMIT = 2**16
 class BufferedSocket:
     """A connected socket read through a buffer: the few reads and the write a probe or a server makes.
 
-    Why not asyncio's streams: a probe reads one short answer and the server answers one short request, and a
-    stream pair (transport, protocol, reader, writer) cost more CPU than the whole exchange. A run dials
-    thousands of probes a round, so both ends use the loop's socket calls directly (each tries the system
-    call before it waits), with the streams' semantics: readline returns a partial line at EOF and raises
-    ValueError past the limit, readexactly raises IncompleteReadError, read returns b"" at EOF. TCP_NODELAY
-    is set, as asyncio's transports set it, so that a small write never waits for the peer's delayed ACK.
+    It uses the loop's socket calls directly (each tries the system call before it waits), with the streams'
+    semantics: readline returns a partial line at EOF and raises ValueError past the limit, readexactly raises
+    IncompleteReadError, read returns b"" at EOF. TCP_NODELAY is set, as asyncio's transports set it, so that a
+    small write never waits for the peer's delayed ACK.
     """
 
     __slots__ = ("_buffer", "_eof", "_loop", "sock")
@@ -40,7 +39,8 @@ class BufferedSocket:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         if sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with contextlib.suppress(OSError):  # a nicety: never an outcome of its own
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._loop = asyncio.get_running_loop()
         self._buffer = bytearray()
         self._eof = False
@@ -131,6 +131,8 @@ async def dial(host: str, port: int) -> socket.socket:
             sock.close()
             raise
         return sock
+    if not errors:
+        raise OSError(f"no address for {host}")
     if all(exc.errno == errors[0].errno for exc in errors):  # refused everywhere is refused (asyncio: an error)
         raise errors[0]
     raise OSError(f"Multiple exceptions: {', '.join(str(exc) for exc in errors)}")
