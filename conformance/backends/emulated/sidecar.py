@@ -417,6 +417,7 @@ async def serve(config: Config) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    await asyncio.sleep(0)  # every accept loop at its first wait before "ready"
     sidecar.log(f"ready pod={config.pod} uid={os.getuid()} listeners={sorted(config.listeners)}")
     await stop.wait()
     for task in accepting:  # cancelled before their listeners close: the loop stops watching them first

@@ -252,6 +252,7 @@ class Ztunnel:
             sock = self._listener(workload, port)
             listeners.append((asyncio.get_running_loop().create_task(accept(sock, handle, self.log)), sock))
         self.servers[workload.ip] = listeners
+        await asyncio.sleep(0)  # every accept loop at its first wait before "enrolled"
         self.log(f"enrolled {workload.name} ip={workload.ip}")
 
     async def unenrol(self, ip: str) -> None:
