@@ -484,10 +484,7 @@ async def run_server(server: EchoServer, plan: Sequence[Listener]) -> int:
         loop.create_task(server.accept(item.kind, item.port, sock)) for item, sock in zip(plan, sockets, strict=True)
     ]
     try:
-        # Each accept loop runs to its first wait before "ready": connections are then taken in the order they
-        # came, across ports (accepted by a loop that had not started yet, an earlier one on another port would
-        # be recorded after a later one).
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # every accept loop waiting before "ready": connections taken in arrival order
         for item in plan:
             _say(f"echo: listening {item.kind} {item.describe()}")
         _say("echo: ready")

@@ -177,18 +177,17 @@ async def relay(client: Conn, upstream: Conn, head: bytes = b"") -> int:
         if not upstream_done.done():
             upstream_done.set_result(None)
 
+    pumps: list[Pump] = []
     try:
-        down = Pump(client.sock, upstream.sock, lambda: None, head + client.take_pending())
-        up = Pump(upstream.sock, client.sock, on_upstream_end, upstream.take_pending())
-        try:
-            await upstream_done
-        finally:
-            down.stop()
-            up.stop()
-        client.failed = client.sock in (down.failed, up.failed)
-        upstream.failed = upstream.sock in (down.failed, up.failed)
-        return up.relayed
+        pumps.append(Pump(client.sock, upstream.sock, lambda: None, head + client.take_pending()))
+        pumps.append(Pump(upstream.sock, client.sock, on_upstream_end, upstream.take_pending()))
+        await upstream_done
+        failed = {pump.failed for pump in pumps}
+        client.failed, upstream.failed = client.sock in failed, upstream.sock in failed
+        return pumps[1].relayed
     finally:
+        for pump in pumps:  # before the sockets close, whatever ended the relay (a cancel too)
+            pump.stop()
         upstream.sock.close()
 
 

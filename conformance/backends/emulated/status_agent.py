@@ -83,9 +83,9 @@ class StatusServer:
             port, path = int(prober["httpGet"]["port"]), str(prober["httpGet"].get("path", "/"))
         try:
             sock = await self.sidecar._connect(destination, port, self.source(destination))
+            reader, writer = await asyncio.open_connection(sock=sock)  # a probe now and then: streams will do
         except OSError as err:
             return f"dial {destination}:{port}: {err.strerror or err}"
-        reader, writer = await asyncio.open_connection(sock=sock)  # a probe now and then: streams will do
         try:
             if path is None:
                 return None
