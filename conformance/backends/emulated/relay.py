@@ -92,14 +92,12 @@ class Pump:
         self._loop = asyncio.get_running_loop()
         self._src, self._dst, self._on_end = src, dst, on_end
         self._reading = self._writing = False
-        self.ended = False
         self.relayed = 0
         self.failed: socket.socket | None = None
         self._pending = b""
+        self._read_again()  # no callback runs before `first` is on its way: the order holds
         if first:
             self._forward(first)
-        else:
-            self._read_again()
 
     def _read_again(self) -> None:
         self._loop.add_reader(self._src.fileno(), self._readable)
@@ -124,14 +122,11 @@ class Pump:
         self.relayed += len(data)
         self._pending = data
         self._writable()
-        if self._pending and not self._writing and not self.ended:  # dst is full: wait for it, reading nothing
-            if self._reading:
-                self._loop.remove_reader(self._src.fileno())
-                self._reading = False
+        if self._pending and self._reading:  # dst is full (and the pump not ended): wait for it, reading nothing
+            self._loop.remove_reader(self._src.fileno())
+            self._reading = False
             self._loop.add_writer(self._dst.fileno(), self._writable)
             self._writing = True
-        elif not self._pending and not self._reading and not self.ended:
-            self._read_again()
 
     def _writable(self) -> None:
         try:
@@ -150,7 +145,6 @@ class Pump:
     def _end(self, failed: socket.socket | None) -> None:
         self.failed = failed
         self.stop()
-        self.ended = True
         self._on_end()
 
     def stop(self) -> None:
