@@ -10,6 +10,10 @@ report writing). Target: <= 5 s per family on 2 cores, health probes included.
 turns, `--rounds` times each, so that both see the same machine. `--dual` measures the dual-stack run against the
 two single-stack ones the same way (issue 23's target: at most 1.6x). The machine's speed varies up to 3x from
 day to day; only a ratio measured this way means anything (issue 22's target: within 1.25x of e7cdf02).
+
+After the ratios, `--against` prints where the difference is: each side's probe phase, the rest of its run and
+the probes it sent, and what the target would leave this side's probe phase: its length and the rate of probes
+it would ask for (docs/speed.md, "What 1.25x of e7cdf02 would take").
 """
 
 from __future__ import annotations
@@ -24,8 +28,37 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+TARGET = 1.25
+"""Issue 22's limit: a family's run within this many times the older suite's (e7cdf02's), the same hour."""
+CELL_LISTS = ("cells", "probe_cells", "ztunnel_cells")
+"""The report's lists of cells; a cell observed by probes says how many it took (`observed.attempts`)."""
+
+
+def probes_sent(report: dict[str, Any]) -> int:
+    """The probes a run sent to converge its cells: the attempts its report records, every cell list."""
+    total = 0
+    for key in CELL_LISTS:
+        for cell in report.get(key) or []:
+            observed = cell.get("observed") or {}
+            total += int(observed.get("attempts") or 0)
+    return total
+
+
+def probe_budget(this: dict[str, float], them: dict[str, float], target: float = TARGET) -> dict[str, float]:
+    """What `target` times `them`'s wall leaves `this` side's probe phase, with the rest of its run as it is.
+
+    Each side is medians of `wall`, `probes` (the probe phase, s) and `probes_sent`. Returns the probe phase the
+    target allows (`phase`, s; negative when the rest of the run alone is over it), the rate it asks for
+    (`rate`, probes/s; infinite when no time is left) and that rate over this side's own (`times`).
+    """
+    rest = this["wall"] - this["probes"]
+    phase = target * them["wall"] - rest
+    rate = this["probes_sent"] / phase if phase > 0 else float("inf")
+    own = this["probes_sent"] / this["probes"] if this["probes"] > 0 else float("inf")
+    return {"phase": phase, "rate": rate, "times": rate / own}
 
 
 def run_family(family: str, workdir: Path, source: Path | None = None) -> dict[str, float]:
@@ -68,7 +101,7 @@ def run_family(family: str, workdir: Path, source: Path | None = None) -> dict[s
     report = json.loads(found[0].read_text())
     timings = {k: float(v) for k, v in report.get("timings_s", {}).items()}
     cells = len(report["cells"]) + len(report.get("probe_cells", []))
-    return {"wall": wall, "cells": cells, **timings}
+    return {"wall": wall, "cells": cells, "probes_sent": probes_sent(report), **timings}
 
 
 def extract(rev: str, into: Path) -> Path:
@@ -107,8 +140,7 @@ def side_by_side(rev: str, families: list[str], rounds: int, tmp: Path) -> None:
     head = subprocess.run(
         ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     ).stdout.strip()
-    walls: dict[tuple[str, str], list[float]] = {}
-    cells: dict[tuple[str, str], float] = {}
+    runs: dict[tuple[str, str], list[dict[str, float]]] = {}
     for round_ in range(rounds):
         # Alternate which side goes first, so a machine that slows down during the hour favours neither.
         order = [("this", REPO), (rev, old)] if round_ % 2 == 0 else [(rev, old), ("this", REPO)]
@@ -116,9 +148,7 @@ def side_by_side(rev: str, families: list[str], rounds: int, tmp: Path) -> None:
             for side, source in order:
                 work = tmp / f"{side}-{family}-{round_}"
                 work.mkdir()
-                result = run_family(family, work, source)
-                walls.setdefault((side, family), []).append(result["wall"])
-                cells[(side, family)] = result["cells"]
+                runs.setdefault((side, family), []).append(run_family(family, work, source))
     print(f"## Side by side: this checkout ({head}, working tree) against {rev}, {rounds} alternating runs each\n")
     print(
         f"| family | this: median wall (min-max) | cells | {rev}: median wall (min-max) | cells | ratio (medians) "
@@ -126,15 +156,47 @@ def side_by_side(rev: str, families: list[str], rounds: int, tmp: Path) -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
     for family in families:
-        this, them = walls[("this", family)], walls[(rev, family)]
+        this = [r["wall"] for r in runs[("this", family)]]
+        them = [r["wall"] for r in runs[(rev, family)]]
+        ours, theirs_cells = runs[("this", family)][-1]["cells"], runs[(rev, family)][-1]["cells"]
         ratio = statistics.median(this) / statistics.median(them)
         # The whole run's wall over its cells: what one more cell costs, start-up and setup spread over them.
-        mine = statistics.median(this) / cells[("this", family)] * 1000
-        theirs = statistics.median(them) / cells[(rev, family)] * 1000
+        mine = statistics.median(this) / ours * 1000
+        theirs = statistics.median(them) / theirs_cells * 1000
         print(
             f"| {family} | {statistics.median(this):.2f} s ({min(this):.2f}-{max(this):.2f}) | "
-            f"{cells[('this', family)]:.0f} | {statistics.median(them):.2f} s ({min(them):.2f}-{max(them):.2f}) | "
-            f"{cells[(rev, family)]:.0f} | {ratio:.2f}x | {mine:.2f} ms, {theirs:.2f} ms | {mine / theirs:.2f}x |"
+            f"{ours:.0f} | {statistics.median(them):.2f} s ({min(them):.2f}-{max(them):.2f}) | "
+            f"{theirs_cells:.0f} | {ratio:.2f}x | {mine:.2f} ms, {theirs:.2f} ms | {mine / theirs:.2f}x |"
+        )
+    print_budget(rev, families, runs)
+
+
+def print_budget(rev: str, families: list[str], runs: dict[tuple[str, str], list[dict[str, float]]]) -> None:
+    """Each side's probe phase and the rest of its run (medians), and what TARGET leaves this side's probes."""
+    print(f"\n## Where the difference is (medians), and what {TARGET}x of {rev} leaves the probes\n")
+    print("| family | side | wall | probe phase | rest of the run | probes sent | probes/s |")
+    print("|---|---|---|---|---|---|---|")
+    medians: dict[tuple[str, str], dict[str, float]] = {}
+    for family in families:
+        for side in ("this", rev):
+            done = runs[(side, family)]
+            m = {k: statistics.median(r.get(k, 0.0) for r in done) for k in ("wall", "probes", "probes_sent")}
+            medians[(side, family)] = m
+            rate = m["probes_sent"] / m["probes"] if m["probes"] > 0 else 0.0
+            print(
+                f"| {family} | {side} | {m['wall']:.2f} s | {m['probes']:.2f} s | {m['wall'] - m['probes']:.2f} s "
+                f"| {m['probes_sent']:.0f} | {rate:.0f} |"
+            )
+    print()
+    for family in families:
+        them = medians[(rev, family)]
+        budget = probe_budget(medians[("this", family)], them)
+        if budget["phase"] <= 0:
+            print(f"- {family}: the rest of this run alone is over {TARGET}x of {rev}'s {them['wall']:.2f} s.")
+            continue
+        print(
+            f"- {family}: {TARGET}x of {rev}'s {them['wall']:.2f} s leaves this run's probes {budget['phase']:.2f} s: "
+            f"{budget['rate']:.0f} probes/s, {budget['times']:.2f}x this run's rate."
         )
 
 

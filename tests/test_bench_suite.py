@@ -48,3 +48,24 @@ def test_rounds_below_one_is_a_usage_error() -> None:
     )
     assert proc.returncode == 2
     assert "--rounds: expected a count of 1 or more" in proc.stderr
+
+
+def test_probes_sent_are_the_attempts_of_every_cell_list() -> None:
+    report = {
+        "cells": [{"observed": {"attempts": 3}}, {"observed": {"attempts": 5}}, {"observed": None}],
+        "probe_cells": [{"observed": {"restarts": 2}}],
+        "ztunnel_cells": [{"observed": {"attempts": 4}}],
+    }
+    assert _bench().probes_sent(report) == 12
+    assert _bench().probes_sent({"cells": []}) == 0
+
+
+def test_the_budget_is_what_the_target_leaves_after_the_rest_of_the_run() -> None:
+    # This side: 6 s, of which 3 s probing 6,000 probes (2,000/s); the older one: 4 s. 1.25 x 4 = 5 s, less the
+    # 3 s rest: 2 s for 6,000 probes, 3,000/s, 1.5x this side's rate.
+    budget = _bench().probe_budget({"wall": 6.0, "probes": 3.0, "probes_sent": 6000}, {"wall": 4.0, "probes": 1.0})
+    assert budget == {"phase": 2.0, "rate": 3000.0, "times": 1.5}
+    # A rest of the run already over the target leaves no time at all.
+    over = _bench().probe_budget({"wall": 9.0, "probes": 3.0, "probes_sent": 6000}, {"wall": 4.0, "probes": 1.0})
+    assert over["phase"] == -1.0
+    assert over["rate"] == float("inf")
