@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-TARGET = 1.25
+RATIO_TARGET = 1.25
 """Issue 22's limit: a family's run within this many times the older suite's (e7cdf02's), the same hour."""
 CELL_LISTS = ("cells", "probe_cells", "ztunnel_cells")
 """The report's lists of cells; a cell observed by probes says how many it took (`observed.attempts`)."""
@@ -47,7 +47,7 @@ def probes_sent(report: dict[str, Any]) -> int:
     return total
 
 
-def probe_budget(this: dict[str, float], them: dict[str, float], target: float = TARGET) -> dict[str, float]:
+def probe_budget(this: dict[str, float], them: dict[str, float], target: float = RATIO_TARGET) -> dict[str, float]:
     """What `target` times `them`'s wall leaves `this` side's probe phase, with the rest of its run as it is.
 
     Each side is medians of `wall`, `probes` (the probe phase, s) and `probes_sent`. Returns the probe phase the
@@ -158,22 +158,22 @@ def side_by_side(rev: str, families: list[str], rounds: int, tmp: Path) -> None:
     for family in families:
         this = [r["wall"] for r in runs[("this", family)]]
         them = [r["wall"] for r in runs[(rev, family)]]
-        ours, theirs_cells = runs[("this", family)][-1]["cells"], runs[(rev, family)][-1]["cells"]
+        this_cells, them_cells = runs[("this", family)][-1]["cells"], runs[(rev, family)][-1]["cells"]
         ratio = statistics.median(this) / statistics.median(them)
         # The whole run's wall over its cells: what one more cell costs, start-up and setup spread over them.
-        mine = statistics.median(this) / ours * 1000
-        theirs = statistics.median(them) / theirs_cells * 1000
+        mine = statistics.median(this) / this_cells * 1000
+        theirs = statistics.median(them) / them_cells * 1000
         print(
             f"| {family} | {statistics.median(this):.2f} s ({min(this):.2f}-{max(this):.2f}) | "
-            f"{ours:.0f} | {statistics.median(them):.2f} s ({min(them):.2f}-{max(them):.2f}) | "
-            f"{theirs_cells:.0f} | {ratio:.2f}x | {mine:.2f} ms, {theirs:.2f} ms | {mine / theirs:.2f}x |"
+            f"{this_cells:.0f} | {statistics.median(them):.2f} s ({min(them):.2f}-{max(them):.2f}) | "
+            f"{them_cells:.0f} | {ratio:.2f}x | {mine:.2f} ms, {theirs:.2f} ms | {mine / theirs:.2f}x |"
         )
     print_budget(rev, families, runs)
 
 
 def print_budget(rev: str, families: list[str], runs: dict[tuple[str, str], list[dict[str, float]]]) -> None:
-    """Each side's probe phase and the rest of its run (medians), and what TARGET leaves this side's probes."""
-    print(f"\n## Where the difference is (medians), and what {TARGET}x of {rev} leaves the probes\n")
+    """Each side's probe phase and the rest of its run (medians), and what RATIO_TARGET leaves this side's probes."""
+    print(f"\n## Where the difference is (medians), and what {RATIO_TARGET}x of {rev} leaves the probes\n")
     print("| family | side | wall | probe phase | rest of the run | probes sent | probes/s |")
     print("|---|---|---|---|---|---|---|")
     medians: dict[tuple[str, str], dict[str, float]] = {}
@@ -192,11 +192,11 @@ def print_budget(rev: str, families: list[str], runs: dict[tuple[str, str], list
         them = medians[(rev, family)]
         budget = probe_budget(medians[("this", family)], them)
         if budget["phase"] <= 0:
-            print(f"- {family}: the rest of this run alone is over {TARGET}x of {rev}'s {them['wall']:.2f} s.")
+            print(f"- {family}: the rest of this run alone is over {RATIO_TARGET}x of {rev}'s {them['wall']:.2f} s.")
             continue
         print(
-            f"- {family}: {TARGET}x of {rev}'s {them['wall']:.2f} s leaves this run's probes {budget['phase']:.2f} s: "
-            f"{budget['rate']:.0f} probes/s, {budget['times']:.2f}x this run's rate."
+            f"- {family}: {RATIO_TARGET}x of {rev}'s {them['wall']:.2f} s leaves this run's probes "
+            f"{budget['phase']:.2f} s: {budget['rate']:.0f} probes/s, {budget['times']:.2f}x this run's rate."
         )
 
 
