@@ -34,7 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 RATIO_TARGET = 1.25
 """Issue 22's limit: a family's run within this many times the older suite's (e7cdf02's), the same hour."""
 CELL_LISTS = ("cells", "probe_cells", "ztunnel_cells")
-"""The report's lists of cells; a cell observed by probes says how many it took (`observed.attempts`)."""
+"""The report's lists of cells (conformance.report.files.CELL_LISTS, kept here as a copy: this script reads the
+reports of older trees and imports no version of the package); a cell observed by probes says how many it took
+(`observed.attempts`)."""
 
 
 def probes_sent(report: dict[str, Any]) -> int:
